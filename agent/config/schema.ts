@@ -1,0 +1,59 @@
+// The one configuration schema (JSON). docs/CONFIG.md documents every key.
+// Trusted source: /etc/cvm-unlock/config.json baked into the initramfs (measured with the UKI).
+import { arr, bool, field, num, obj, optional, str, type Infer } from "./validate.ts";
+import { unlockSchema } from "../unlock/config-schema.ts";
+
+export const RESOURCE_PATH = /^[A-Za-z0-9_-][A-Za-z0-9_.-]*\/[A-Za-z0-9_-][A-Za-z0-9_.-]*\/[A-Za-z0-9_-][A-Za-z0-9_.-]*$/;
+export const TEE_CHOICES = ["auto", "snp", "tdx", "tpm", "az-snp-vtpm", "az-tdx-vtpm", "sample"] as const;
+const URL_RE = /^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/;
+const HANDLE_RE = /^0x8[01][0-9a-fA-F]{6}$/;
+
+export const kbsSchema = obj({
+  /** KBS base URLs, tried in order (e.g. https://kbs.example:8080). */
+  endpoints: field(arr(str({ pattern: URL_RE, what: "URL (http[s]://host[:port][/prefix])" }), { max: 16 }), [] as string[]),
+  /** PEM file with the CA(s) that may sign the KBS certificate. Replaces the system roots. */
+  ca_file: optional(str({ what: "path" })),
+  /** Inline PEM alternative to ca_file. */
+  ca_pem: optional(str({ what: "PEM", maxLength: 256 * 1024 })),
+  /** Allow plain http:// endpoints (development only). */
+  insecure_http: field(bool(), false),
+  /** Per-request timeout. */
+  request_timeout_s: field(num({ min: 0.1, max: 600 }), 15),
+  /** Attempts per endpoint for one phase on connection errors / 5xx / 429. */
+  attempts_per_endpoint: field(num({ min: 1, max: 20, integer: true }), 3),
+  /** Whole-handshake attempts when the resource request is refused (trustee answers 401 for nearly everything). */
+  resource_attempts: field(num({ min: 1, max: 10, integer: true }), 3),
+  /** Ephemeral key type the KBS encrypts the resource to. */
+  tee_key: field(str({ oneOf: ["ec-p256", "ec-p521", "rsa-oaep-256"] as const }), "ec-p256"),
+  /** Optional init-data TOML file sent as "init-data" (format toml). */
+  init_data_file: optional(str({ what: "path" })),
+});
+
+export const platformSchema = obj({
+  /** Which evidence source to use: auto-detect or force one. */
+  tee: field(str({ oneOf: TEE_CHOICES }), "auto"),
+  /** Permit the insecure `sample` TEE (development only; never auto-selected). */
+  allow_sample: field(bool(), false),
+  /** TPM to use: /dev/tpmrm0, or swtpm:HOST:PORT for tests. */
+  tpm: field(str({ what: "TPM spec" }), "/dev/tpmrm0"),
+  /** Persistent AK handle for generic `tpm` evidence (trustee default). */
+  tpm_ak_handle: field(str({ pattern: HANDLE_RE, what: "persistent handle (0x81xxxxxx)" }), "0x81010002"),
+  /** Azure instance metadata service base URL (THIM VCEK, TD quote). */
+  azure_metadata_url: field(str({ pattern: URL_RE, what: "URL" }), "http://169.254.169.254"),
+  /** Use trustee v0.14-0.15 Azure tee names (azsnpvtpm/aztdxvtpm). */
+  azure_legacy_tee_names: field(bool(), false),
+});
+
+export const configSchema = obj({
+  kbs: field(kbsSchema, kbsSchema.parse({}, "kbs")),
+  /** Resource to fetch: REPO/TYPE/TAG. */
+  resource: optional(str({ pattern: RESOURCE_PATH, what: "resource path REPO/TYPE/TAG" })),
+  platform: field(platformSchema, platformSchema.parse({}, "platform")),
+  /** Overall deadline for one run (detect + attest + fetch + unlock). */
+  deadline_s: field(num({ min: 1, max: 3600 }), 300),
+  unlock: field(unlockSchema, unlockSchema.parse({}, "unlock")),
+});
+
+export type Config = Infer<typeof configSchema.shape>;
+export type KbsConfig = Config["kbs"];
+export type PlatformConfig = Config["platform"];

@@ -1,0 +1,38 @@
+// The KBS client's contract with the rest of the agent (implementation: agent/kbs/client.ts).
+import type { Deadline } from "../../platform/util/deadline.ts";
+import type { Logger } from "../../platform/util/log.ts";
+import type { TeeName } from "../../platform/types.ts";
+import type { Timeline } from "../timeline.ts";
+
+export type TeeKeyType = "ec-p256" | "ec-p521" | "rsa-oaep-256";
+
+export interface KbsClientOptions {
+  /** Base URLs, tried in order. */
+  endpoints: string[];
+  /** PEM CA bundle; when set it replaces the system roots. */
+  caPem?: string;
+  insecureHttp: boolean;
+  requestTimeoutMs: number;
+  attemptsPerEndpoint: number;
+  resourceAttempts: number;
+  teeKey: TeeKeyType;
+  /** init-data TOML body, sent as {"format":"toml","body":...}. */
+  initDataToml?: string;
+  deadline: Deadline;
+  log: Logger;
+  timeline: Timeline;
+}
+
+/** What the client needs from the platform: the tee string for /auth, and evidence for a digest. */
+export interface Attester {
+  tee: TeeName;
+  /** Returns trustee primary_evidence JSON bound to the runtime digest. */
+  collect(runtimeDigest: Uint8Array): Promise<unknown>;
+}
+
+/** The decrypted resource. The caller owns the buffer and zeroes it when done. */
+export interface FetchedSecret {
+  secret: Buffer;
+  /** Which endpoint released it. */
+  endpoint: string;
+}
