@@ -1,0 +1,83 @@
+// cvm-unlock entry point: global options, command dispatch, error -> exit code mapping.
+import { CvmError, errorMessage } from "../platform/util/errors.ts";
+import { createLogger, defaultLogFormat, type LogFormat } from "../platform/util/log.ts";
+import { formatOptions, parseArgs, type OptionSpec } from "./cli/args.ts";
+import type { Command } from "./cli/command.ts";
+import { commands } from "./commands/index.ts";
+
+const globalOptions: OptionSpec[] = [
+  { name: "log-format", kind: "string", value: "kmsg|text|json", help: "log format on stderr (default: text on a TTY, kmsg otherwise)" },
+  { name: "verbose", kind: "bool", help: "debug logging" },
+  { name: "help", kind: "bool", help: "show help" },
+];
+
+function usage(): string {
+  const w = Math.max(...commands.map((c) => c.name.length));
+  return [
+    "usage: cvm-unlock COMMAND [options]",
+    "",
+    "Attests this confidential VM to a trustee KBS and releases a disk key.",
+    "",
+    "commands:",
+    ...commands.map((c) => `  ${c.name.padEnd(w)}  ${c.summary}`),
+    "",
+    "Run 'cvm-unlock COMMAND --help' for a command's options. Exit codes: docs/CLI.md.",
+  ].join("\n");
+}
+
+function commandHelp(c: Command): string {
+  return [`usage: cvm-unlock ${c.usage}`, "", c.summary + ".", ...(c.description ? ["", c.description] : []), "", "options:", formatOptions([...c.options, ...globalOptions])].join("\n");
+}
+
+async function main(argv: string[]): Promise<number> {
+  for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
+    // As PID 1 (or under systemd) default signal actions may be dropped; exit explicitly.
+    process.on(sig, () => process.exit(128 + (sig === "SIGINT" ? 2 : sig === "SIGHUP" ? 1 : 15)));
+  }
+  const [name, ...rest] = argv;
+  const stderrFormat = defaultLogFormat();
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    (name === undefined ? process.stderr : process.stdout).write(usage() + "\n");
+    return name === undefined ? 2 : 0;
+  }
+  if (name === "--version") argv = ["version"];
+  const cmd = commands.find((c) => c.name === (name === "--version" ? "version" : name));
+  let log = createLogger({ format: stderrFormat, verbose: false });
+  if (!cmd) {
+    log.error(`unknown command '${name}'`);
+    process.stderr.write(usage() + "\n");
+    return 2;
+  }
+  try {
+    const args = parseArgs(rest, [...cmd.options, ...globalOptions]);
+    const fmt = args.options.get("log-format");
+    if (fmt !== undefined && !["kmsg", "text", "json"].includes(fmt as string)) throw new CvmError("usage", `--log-format must be kmsg, text or json`);
+    log = createLogger({ format: (fmt as LogFormat | undefined) ?? stderrFormat, verbose: args.options.get("verbose") === true });
+    if (args.options.get("help") === true) {
+      process.stdout.write(commandHelp(cmd) + "\n");
+      return 0;
+    }
+    return await cmd.run(args, { log, stdout: process.stdout });
+  } catch (e) {
+    if (e instanceof CvmError) {
+      log.error(e.message, e.hint ? { hint: e.hint } : undefined);
+      if (e.kind === "usage") process.stderr.write(`Try 'cvm-unlock ${cmd.name} --help'.\n`);
+      return e.exitCode;
+    }
+    log.error(`internal error: ${errorMessage(e)}`);
+    if (e instanceof Error && e.stack) log.debug(e.stack);
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+    // Do not wait for idle keep-alive sockets or timers.
+    setImmediate(() => process.exit(code));
+  },
+  (e) => {
+    process.stderr.write(`cvm-unlock: fatal: ${errorMessage(e)}\n`);
+    process.exit(1);
+  },
+);

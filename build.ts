@@ -1,0 +1,50 @@
+// Builds dist/cvm-unlock: one bun-compiled binary (see docs/ARCHITECTURE.md).
+// Flags per ../shared/docs/bun-runtime.md: never autoload .env/bunfig.toml from the working
+// directory (they can switch TLS checks off or preload code), minify + bytecode (halves startup),
+// x64 baseline target. Never strip the result: strip destroys the embedded program.
+import { execFileSync, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+
+const root = path.dirname(new URL(import.meta.url).pathname);
+const pkg = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")) as { version: string };
+
+function gitCommit(): string {
+  try {
+    const c = execFileSync("git", ["rev-parse", "--short=12", "HEAD"], { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+    const dirty = execFileSync("git", ["status", "--porcelain", "--untracked-files=no"], { cwd: root, encoding: "utf8" }).trim();
+    return dirty ? `${c}-dirty` : c;
+  } catch {
+    return "unknown";
+  }
+}
+
+const outfile = process.argv[2] ?? path.join(root, "dist", "cvm-unlock");
+fs.mkdirSync(path.dirname(outfile), { recursive: true });
+// Build to a temporary name and rename, so that a concurrent test never runs a half-written binary.
+const tmp = `${outfile}.tmp-${process.pid}`;
+const bun = process.execPath.includes("bun") ? process.execPath : path.join(root, "node_modules", ".bin", "bun");
+const args = [
+  "build",
+  "--compile",
+  "--no-compile-autoload-dotenv",
+  "--no-compile-autoload-bunfig",
+  "--target=bun-linux-x64-baseline",
+  "--minify",
+  "--bytecode",
+  "--format=esm",
+  `--define=CVM_UNLOCK_VERSION=${JSON.stringify(pkg.version)}`,
+  `--define=CVM_UNLOCK_COMMIT=${JSON.stringify(gitCommit())}`,
+  path.join(root, "agent", "main.ts"),
+  "--outfile",
+  tmp,
+];
+const r = spawnSync(bun, args, { cwd: root, stdio: "inherit" });
+if (r.status !== 0) {
+  fs.rmSync(tmp, { force: true });
+  console.error(`build failed (bun exit ${r.status})`);
+  process.exit(1);
+}
+fs.renameSync(tmp, outfile);
+const size = fs.statSync(outfile).size;
+console.log(`built ${path.relative(process.cwd(), outfile)}: ${size} bytes (${(size / 1048576).toFixed(1)} MiB), version ${pkg.version} (${gitCommit()})`);
