@@ -1,0 +1,8 @@
+// Evidence sources in auto-detection order (docs/ARCHITECTURE.md explains the order):
+// hardware TEEs first (their evidence is rooted in the CPU vendor), then Azure's paravisor vTPM
+// (SNP/TDX reached through the HCL report), then a plain TPM (not TEE-bound), and `sample` last —
+// `sample` is never auto-selected.
+import type { EvidenceSource } from "./types.ts";
+import { sampleSource } from "./sample/index.ts";
+
+export const sources: EvidenceSource[] = [sampleSource];
