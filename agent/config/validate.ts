@@ -18,6 +18,8 @@ function typeName(v: unknown): string {
   return typeof v;
 }
 
+export function str<T extends string>(opts: { oneOf: readonly T[]; what?: string }): Schema<T>;
+export function str(opts?: { pattern?: RegExp; maxLength?: number; what?: string }): Schema<string>;
 export function str(opts: { pattern?: RegExp; oneOf?: readonly string[]; maxLength?: number; what?: string } = {}): Schema<string> {
   const describe = opts.oneOf ? opts.oneOf.map((s) => JSON.stringify(s)).join(" | ") : (opts.what ?? "string");
   return {

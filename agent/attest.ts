@@ -1,0 +1,58 @@
+// The one path from configuration to a released secret, shared by `fetch` and `unlock`:
+// select the evidence source, then run the KBS exchange with it.
+import * as fs from "node:fs";
+import { CvmError } from "../platform/util/errors.ts";
+import { fetchResource } from "./kbs/client.ts";
+import type { Attester, FetchedSecret, KbsClientOptions } from "./kbs/types.ts";
+import { readCa, type RunContext } from "./cli/common.ts";
+import { selectSource } from "./select.ts";
+import type { Timeline } from "./timeline.ts";
+
+const MAX_INIT_DATA_BYTES = 64 * 1024;
+
+export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOptions {
+  const k = ctx.config.kbs;
+  if (k.endpoints.length === 0)
+    throw new CvmError("config", "no KBS endpoint configured", { hint: "set kbs.endpoints in the config file, or pass --kbs URL" });
+  const caPem = readCa(ctx.config);
+  let initDataToml: string | undefined;
+  if (k.init_data_file !== undefined) {
+    const st = fs.statSync(k.init_data_file, { throwIfNoEntry: false });
+    if (!st?.isFile()) throw new CvmError("config", `init-data file ${k.init_data_file} does not exist`);
+    if (st.size > MAX_INIT_DATA_BYTES) throw new CvmError("config", `init-data file ${k.init_data_file} is larger than ${MAX_INIT_DATA_BYTES} bytes`);
+    initDataToml = fs.readFileSync(k.init_data_file, "utf8");
+  }
+  return {
+    endpoints: k.endpoints,
+    ...(caPem !== undefined ? { caPem } : {}),
+    insecureHttp: k.insecure_http,
+    requestTimeoutMs: k.request_timeout_s * 1000,
+    attemptsPerEndpoint: k.attempts_per_endpoint,
+    resourceAttempts: k.resource_attempts,
+    teeKey: k.tee_key,
+    ...(initDataToml !== undefined ? { initDataToml } : {}),
+    deadline: ctx.deadline,
+    log: ctx.log,
+    timeline,
+  };
+}
+
+/** Detect the platform and build the attester the KBS client calls once it has the challenge. */
+export async function chooseAttester(ctx: RunContext, timeline: Timeline): Promise<Attester> {
+  const { source, tee } = await timeline.time("detect", () => selectSource(ctx.env, ctx.config.platform));
+  ctx.log.info(`attesting as tee ${tee} (source ${source.id})`);
+  return {
+    tee,
+    async collect(runtimeDigest) {
+      const ev = await source.collect(ctx.env, { runtimeDigest, tee });
+      for (const [step, ms] of Object.entries(ev.timings ?? {})) timeline.record(`${step}`, ms, "evidence step");
+      return ev.primary;
+    },
+  };
+}
+
+export async function attestAndFetch(ctx: RunContext, resource: string, timeline: Timeline): Promise<FetchedSecret> {
+  const opts = kbsOptions(ctx, timeline); // config errors before touching the platform
+  const attester = await chooseAttester(ctx, timeline);
+  return fetchResource(opts, attester, resource);
+}

@@ -1,0 +1,48 @@
+// `cvm-unlock detect`: every evidence source, whether it is present, and why it was taken or passed over.
+import { optBool } from "../cli/args.ts";
+import type { Command } from "../cli/command.ts";
+import { configOptions, runContext } from "../cli/common.ts";
+import { probeAll } from "../select.ts";
+
+export const detectCommand: Command = {
+  name: "detect",
+  summary: "show which evidence sources exist and which one would be used",
+  usage: "detect [options]",
+  description: "Exit status 0 when a source would be chosen, 4 (platform) when none is usable.",
+  options: [...configOptions, { name: "json", kind: "bool", help: "print JSON" }],
+  async run(args, io) {
+    const ctx = runContext(args, io.log);
+    try {
+      const candidates = await probeAll(ctx.env, ctx.config.platform);
+      const chosen = candidates.find((c) => c.chosen);
+      if (optBool(args, "json")) {
+        const out = {
+          chosen: chosen ? { source: chosen.source.id, tee: chosen.probe.tee } : null,
+          candidates: candidates.map((c) => ({
+            source: c.source.id,
+            present: c.probe.present,
+            tee: c.probe.tee ?? null,
+            chosen: c.chosen,
+            why: c.why,
+            reason: c.probe.reason,
+            hint: c.probe.hint ?? null,
+            details: c.probe.details ?? {},
+          })),
+        };
+        io.stdout.write(JSON.stringify(out, null, 2) + "\n");
+      } else {
+        for (const c of candidates) {
+          const mark = c.chosen ? "*" : c.probe.present ? "+" : "-";
+          io.stdout.write(`${mark} ${c.source.id.padEnd(11)} ${c.probe.present ? `tee=${c.probe.tee}` : "absent"}: ${c.probe.reason}\n`);
+          io.stdout.write(`  ${" ".repeat(11)} ${c.chosen ? "chosen" : "passed over"}: ${c.why}\n`);
+          if (c.probe.hint) io.stdout.write(`  ${" ".repeat(11)} hint: ${c.probe.hint}\n`);
+          for (const [k, v] of Object.entries(c.probe.details ?? {})) io.stdout.write(`  ${" ".repeat(11)} ${k}: ${v}\n`);
+        }
+        io.stdout.write(chosen ? `\nwould attest as tee '${chosen.probe.tee}' (source ${chosen.source.id})\n` : "\nno usable evidence source\n");
+      }
+      return chosen ? 0 : 4;
+    } finally {
+      ctx.deadline.dispose();
+    }
+  },
+};

@@ -1,0 +1,108 @@
+// The KBS resource that carries a disk key: either the raw key bytes, or a small versioned JSON
+// document that also pins the volume the key is meant for (docs/UNLOCK.md "Key resource"):
+//
+//   {"cvm_unlock_key": 1, "key": "<standard base64>",
+//    "pins": {"uuid": "<LUKS UUID>", "luks2_digest_sha256": "<64 hex>"}}
+//
+// luks2_digest_sha256 = SHA-256 of the RFC 8785 (JCS) text of the header's "digests" object with
+// each digest's "keyslots" member removed. It changes when the volume key changes (a different
+// LUKS container), but not when keyslots or tokens are added or removed.
+import { sha256 } from "@noble/hashes/sha2.js";
+import { canonicalize } from "../kbs/jcs.ts";
+import { fromB64, hex } from "../../platform/util/bytes.ts";
+import { CvmError } from "../../platform/util/errors.ts";
+import type { Luks2Header } from "./luks2-header.ts";
+
+export const KEY_DOCUMENT_VERSION = 1;
+const MAX_KEY_BYTES = 8192;
+const UUID_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
+export interface VolumePins {
+  uuid?: string;
+  luks2DigestSha256?: string;
+}
+
+/** The key bytes (a view into a buffer the caller zeroes) and the pins that came with it. */
+export interface DiskKey {
+  key: Buffer;
+  pins: VolumePins;
+  format: "raw" | "document";
+}
+
+function refuse(problem: string): never {
+  throw new CvmError("kbs-protocol", `the KBS resource is a malformed cvm-unlock key document: ${problem}`, {
+    hint: "the resource must be the raw key or {\"cvm_unlock_key\":1,\"key\":BASE64,\"pins\":{...}} (docs/UNLOCK.md)",
+  });
+}
+
+/**
+ * Interpret a fetched resource. The returned `key` shares memory with `resource` for raw keys; for
+ * documents it is a fresh buffer. Either way the caller zeroes `resource` and `key` after use.
+ */
+export function parseKeyResource(resource: Buffer): DiskKey {
+  if (resource.length === 0) throw new CvmError("kbs-protocol", "the KBS resource is empty");
+  if (resource[0] !== 0x7b /* { */) return rawKey(resource);
+  let doc: unknown;
+  try {
+    doc = JSON.parse(resource.toString("utf8"));
+  } catch {
+    return rawKey(resource); // a binary key that happens to start with '{'
+  }
+  if (typeof doc !== "object" || doc === null || Array.isArray(doc) || !("cvm_unlock_key" in doc)) return rawKey(resource);
+  const d = doc as Record<string, unknown>;
+  if (d.cvm_unlock_key !== KEY_DOCUMENT_VERSION) refuse(`version ${JSON.stringify(d.cvm_unlock_key)} is not supported (expected ${KEY_DOCUMENT_VERSION})`);
+  for (const k of Object.keys(d)) if (!["cvm_unlock_key", "key", "pins"].includes(k)) refuse(`unknown member ${JSON.stringify(k)}`);
+  if (typeof d.key !== "string") refuse("'key' must be a base64 string");
+  let key: Buffer;
+  try {
+    key = Buffer.from(fromB64(d.key, "key"));
+  } catch {
+    refuse("'key' is not canonical padded base64");
+  }
+  if (key.length === 0 || key.length > MAX_KEY_BYTES) refuse(`'key' must decode to 1..${MAX_KEY_BYTES} bytes`);
+  d.key = ""; // drop our reference to the base64 copy
+  return { key, pins: parsePins(d.pins), format: "document" };
+}
+
+function rawKey(resource: Buffer): DiskKey {
+  if (resource.length > MAX_KEY_BYTES) throw new CvmError("kbs-protocol", `the KBS resource is ${resource.length} bytes; a raw key may be at most ${MAX_KEY_BYTES}`);
+  return { key: resource, pins: {}, format: "raw" };
+}
+
+function parsePins(v: unknown): VolumePins {
+  if (v === undefined) return {};
+  if (typeof v !== "object" || v === null || Array.isArray(v)) refuse("'pins' must be an object");
+  const p = v as Record<string, unknown>;
+  const out: VolumePins = {};
+  for (const [k, val] of Object.entries(p)) {
+    if (k === "uuid") {
+      if (typeof val !== "string" || !UUID_RE.test(val)) refuse("'pins.uuid' is not a UUID");
+      out.uuid = val.toLowerCase();
+    } else if (k === "luks2_digest_sha256") {
+      if (typeof val !== "string" || !/^[0-9a-fA-F]{64}$/.test(val)) refuse("'pins.luks2_digest_sha256' must be 64 hex digits");
+      out.luks2DigestSha256 = val.toLowerCase();
+    } else refuse(`unknown pin ${JSON.stringify(k)}`);
+  }
+  return out;
+}
+
+/** The volume-key digest fingerprint pinned by luks2_digest_sha256 (see the file comment). */
+export function luks2DigestFingerprint(header: Luks2Header): string {
+  const digests: Record<string, Record<string, unknown>> = {};
+  for (const [id, d] of Object.entries(header.json.digests)) {
+    const { keyslots: _ignored, ...rest } = d;
+    digests[id] = rest;
+  }
+  return hex(sha256(new TextEncoder().encode(canonicalize(digests))));
+}
+
+/** Refuse before any key is handed over when the volume is not the one the pins name. */
+export function checkPins(pins: VolumePins, header: Luks2Header, device: string): void {
+  if (pins.uuid !== undefined && pins.uuid !== header.uuid)
+    throw new CvmError("volume", `${device} has LUKS UUID ${header.uuid} but the KBS key is pinned to ${pins.uuid}: refusing (swapped volume?)`);
+  if (pins.luks2DigestSha256 !== undefined) {
+    const actual = luks2DigestFingerprint(header);
+    if (actual !== pins.luks2DigestSha256)
+      throw new CvmError("volume", `${device}: LUKS2 volume-key digest fingerprint ${actual} does not match the pin ${pins.luks2DigestSha256} from the KBS: refusing (swapped or re-keyed volume?)`);
+  }
+}

@@ -1,0 +1,111 @@
+#!/bin/bash
+# dracut module "cvm-unlock": attest the confidential VM to a trustee KBS from the initramfs,
+# open the LUKS2 root with the released key (mode A) and measure the switch to the real root.
+# See docs/PACKAGING.md.
+#
+# Settings (dracut.conf.d, sourced by dracut before this file; defaults in brackets):
+#   cvm_unlock_binary      the agent                                  [/usr/bin/cvm-unlock]
+#   cvm_unlock_config      agent configuration, baked in as /etc/cvm-unlock/config.json
+#                                                                     [/etc/cvm-unlock/config.json]
+#   cvm_unlock_on_failure  emergency | poweroff: what a failed unlock does  [emergency]
+#   cvm_unlock_root        mapper device written as root= into etc/cmdline.d, so the kernel
+#                          cmdline can stay static; empty = leave root= to the cmdline or to
+#                          gpt-auto                                   [/dev/mapper/root]
+#   cvm_unlock_timeout_s   TimeoutStartSec of the unlock unit (backstop; the agent has
+#                          its own deadline_s)                        [360]
+
+CVM_UNLOCK_CONF_DIR=/etc/cvm-unlock
+
+# called by dracut: only on request (add_dracutmodules+=" cvm-unlock ")
+check() {
+    require_binaries "${cvm_unlock_binary:-/usr/bin/cvm-unlock}" cryptsetup || return 1
+    return 255
+}
+
+# called by dracut
+depends() {
+    # crypt: dm-crypt and the kernel crypto modules; systemd-networkd: network-online.target;
+    # systemd-resolved: a resolver for KBS host names
+    echo systemd systemd-networkd systemd-resolved dm crypt
+    return 0
+}
+
+# called by dracut
+installkernel() {
+    # Always, even in hostonly mode: the build host is rarely the CVM. Missing names are
+    # skipped (sev-guest needs 5.19, tdx-guest and tsm 6.7).
+    hostonly='' instmods dm_crypt configfs tsm sev-guest tdx-guest \
+        tpm_crb tpm_tis tpm_tis_core \
+        virtio_pci virtio_blk virtio_scsi virtio_net virtio_rng \
+        hv_vmbus hv_netvsc hv_storvsc nvme gve
+}
+
+# The CA bundle named by "ca_file" in the agent config (first match; the config is JSON that
+# the image owner wrote, so a plain key/value scan is enough here; the agent validates it).
+cvm_unlock_ca_file() {
+    sed -n 's/.*"ca_file"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' "$1" | head -n 1
+}
+
+# The unit with the failure policy and timeout filled in.
+cvm_unlock_install_unit() {
+    local on_failure
+    case ${cvm_unlock_on_failure:-emergency} in
+        emergency) on_failure=emergency.target ;;
+        poweroff) on_failure=poweroff.target ;;
+        *)
+            derror "cvm-unlock: cvm_unlock_on_failure must be emergency or poweroff, not '$cvm_unlock_on_failure'"
+            return 1
+            ;;
+    esac
+    local timeout=${cvm_unlock_timeout_s:-360}
+    [[ $timeout =~ ^[0-9]+$ ]] || { derror "cvm-unlock: cvm_unlock_timeout_s must be whole seconds"; return 1; }
+    mkdir -p "$initdir$systemdsystemunitdir"
+    sed -e "s|@ON_FAILURE@|$on_failure|" -e "s|@TIMEOUT@|$timeout|" \
+        "$moddir/cvm-unlock.service.in" > "$initdir$systemdsystemunitdir/cvm-unlock.service"
+    chmod 0644 "$initdir$systemdsystemunitdir/cvm-unlock.service"
+}
+
+# Static kernel command line fragment: mode A needs rd.luks=0 (nothing else may open or ask
+# for the volume), the root is the device the agent opens, and a failure policy of poweroff
+# also covers dracut's own emergency path.
+cvm_unlock_cmdline_conf() {
+    local line="rd.luks=0"
+    local root=${cvm_unlock_root-/dev/mapper/root}
+    [[ -n $root ]] && line+=" root=$root"
+    [[ ${cvm_unlock_on_failure:-emergency} == poweroff ]] && line+=" rd.shell=0 rd.emergency=poweroff"
+    mkdir -p "$initdir/etc/cmdline.d"
+    echo "$line" > "$initdir/etc/cmdline.d/90cvm-unlock.conf"
+}
+
+# called by dracut
+install() {
+    local bin=${cvm_unlock_binary:-/usr/bin/cvm-unlock}
+    local conf=${cvm_unlock_config:-$CVM_UNLOCK_CONF_DIR/config.json}
+
+    # strip(1) removes the program embedded in a `bun build --compile` executable; the result
+    # would run as bare bun. Refuse rather than ship a broken initramfs.
+    if [[ ${do_strip:-yes} == yes ]]; then
+        derror "cvm-unlock: dracut would strip $bin and destroy it; set do_strip=\"no\" (90-cvm-unlock.conf) or pass --nostrip"
+        return 1
+    fi
+    [[ -f $conf ]] || { derror "cvm-unlock: no agent configuration at $conf"; return 1; }
+
+    inst_binary "$bin" /usr/bin/cvm-unlock || return 1
+    inst_simple "$conf" "$CVM_UNLOCK_CONF_DIR/config.json" || return 1
+    local ca
+    ca=$(cvm_unlock_ca_file "$conf")
+    if [[ -n $ca ]]; then
+        [[ -f $ca ]] || { derror "cvm-unlock: CA bundle $ca named in $conf does not exist"; return 1; }
+        inst_simple "$ca" "$ca" || return 1
+    fi
+
+    # systemd's crypt module installs systemd-cryptsetup, not the CLI the agent runs
+    inst_multiple cryptsetup
+    [[ -e $initdir/etc/hosts ]] || printf '127.0.0.1 localhost\n::1 localhost\n' > "$initdir/etc/hosts"
+
+    inst_simple "$moddir/90-cvm-unlock-dhcp.network" "$systemdnetwork/90-cvm-unlock-dhcp.network"
+    inst_simple "$moddir/cvm-unlock-leave-initrd.service" "$systemdsystemunitdir/cvm-unlock-leave-initrd.service"
+    cvm_unlock_install_unit || return 1
+    cvm_unlock_cmdline_conf
+    $SYSTEMCTL -q --root "$initdir" enable cvm-unlock.service cvm-unlock-leave-initrd.service
+}

@@ -1,0 +1,97 @@
+// Device-style I/O on configfs-tsm attribute files. configfs binary attributes generate the whole
+// blob on the first read() and commit writes on close(), so: one open, one write, close; or one
+// open, read until EOF (bounded), close. Never Bun.write/writeFileSync (bun-runtime.md).
+import * as fs from "node:fs";
+import { CvmError } from "../util/errors.ts";
+import { explainTsmErrno } from "./attributes.ts";
+
+function errnoCode(e: unknown): string | undefined {
+  return typeof e === "object" && e !== null && "code" in e ? String((e as { code: unknown }).code) : undefined;
+}
+
+export function tsmIoError(e: unknown, doing: string): CvmError {
+  const code = errnoCode(e);
+  const kind = code === "ENXIO" || code === "ENOENT" || code === "EACCES" || code === "EPERM" ? "platform" : "evidence";
+  return new CvmError(kind, explainTsmErrno(code, doing), { cause: e });
+}
+
+/** True when `p` exists (any type). */
+export function exists(p: string): boolean {
+  try {
+    fs.statSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Read an attribute to EOF with a hard size cap. Reads into a buffer one byte larger than the cap,
+ * so an oversized blob is detected without ever holding more than cap+1 bytes.
+ */
+export function readAttribute(p: string, max: number, what: string): Uint8Array {
+  let fd: number;
+  try {
+    fd = fs.openSync(p, "r");
+  } catch (e) {
+    throw tsmIoError(e, `opening ${what}`);
+  }
+  try {
+    const buf = Buffer.alloc(max + 1);
+    let len = 0;
+    for (;;) {
+      let n: number;
+      try {
+        n = fs.readSync(fd, buf, len, buf.length - len, null);
+      } catch (e) {
+        throw tsmIoError(e, `reading ${what}`);
+      }
+      if (n === 0) break;
+      len += n;
+      if (len > max) throw new CvmError("evidence", `${what} is larger than the limit of ${max} bytes; refusing it`);
+    }
+    return new Uint8Array(buf.buffer, buf.byteOffset, len);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Like readAttribute, but a missing file (attribute not offered by this provider) gives undefined. */
+export function readOptionalAttribute(p: string, max: number, what: string): Uint8Array | undefined {
+  if (!exists(p)) return undefined;
+  return readAttribute(p, max, what);
+}
+
+/** One open, one write, one close (the kernel commits the value on close). */
+export function writeAttribute(p: string, data: Uint8Array, what: string): void {
+  let fd: number;
+  try {
+    fd = fs.openSync(p, "w");
+  } catch (e) {
+    throw tsmIoError(e, `opening ${what} for writing`);
+  }
+  let closed = false;
+  try {
+    let n: number;
+    try {
+      n = fs.writeSync(fd, data, 0, data.length, null);
+    } catch (e) {
+      throw tsmIoError(e, `writing ${what}`);
+    }
+    if (n !== data.length) throw new CvmError("evidence", `writing ${what}: short write (${n} of ${data.length} bytes)`);
+    try {
+      fs.closeSync(fd);
+      closed = true;
+    } catch (e) {
+      throw tsmIoError(e, `committing ${what}`);
+    }
+  } finally {
+    if (!closed) {
+      try {
+        fs.closeSync(fd);
+      } catch {
+        /* already failing */
+      }
+    }
+  }
+}

@@ -1,0 +1,32 @@
+// CBOR for the agent's own records (evidence files, measurement event records).
+// Encoding is deterministic-ish preferred CBOR (definite lengths, no record extension, no tag 64 on
+// byte strings) so records hash the same everywhere; decoding of anything read back from disk uses
+// cbor-x's no-eval decoder (no `new Function`) with maps kept as Maps, and a size bound.
+import { Encoder } from "cbor-x";
+import { Decoder } from "cbor-x/decode-no-eval";
+import { CvmError } from "./errors.ts";
+
+const encoder = new Encoder({ useRecords: false, variableMapSize: true, tagUint8Array: false, mapsAsObjects: true });
+const decoder = new Decoder({ useRecords: false, mapsAsObjects: false });
+
+export function encodeCbor(value: unknown): Uint8Array {
+  return new Uint8Array(encoder.encode(value));
+}
+
+/** Decode untrusted CBOR: bounded size, maps come back as Map (int keys preserved). */
+export function decodeCborUntrusted(bytes: Uint8Array, what: string, maxBytes = 16 * 1024 * 1024): unknown {
+  if (bytes.length > maxBytes) throw new CvmError("evidence", `${what}: ${bytes.length} bytes exceeds the ${maxBytes}-byte limit`);
+  try {
+    return decoder.decode(bytes);
+  } catch (e) {
+    throw new CvmError("evidence", `${what}: not valid CBOR (${(e as Error).message})`);
+  }
+}
+
+/** Convert decoded Maps with string keys back to plain objects (for printing as JSON). */
+export function cborToJson(v: unknown): unknown {
+  if (v instanceof Map) return Object.fromEntries([...v.entries()].map(([k, x]) => [String(k), cborToJson(x)]));
+  if (Array.isArray(v)) return v.map(cborToJson);
+  if (v instanceof Uint8Array) return Buffer.from(v).toString("hex");
+  return v;
+}

@@ -1,0 +1,55 @@
+// Fault knobs for tests; all settable at start (StartOptions.faults) and at runtime (kbs.faults.*).
+// Counted faults fire on the next N matching requests, then stop.
+
+export type Endpoint = "auth" | "attest" | "resource";
+
+export type MalformedMode =
+  | "truncated" // the real JSON body cut in half (Content-Length matches the short body)
+  | "garbage" // a body that is not JSON at all
+  | "wrong-shape" // valid JSON without the expected members
+  | "short-body"; // Content-Length of the full body, half sent, then the connection is destroyed
+
+export interface Faults {
+  /** Delay before handling, per endpoint (ms). */
+  delayMs: Partial<Record<Endpoint, number>>;
+  /** Answer 503 with `Retry-After: retryAfter` this many times. */
+  unavailable: Partial<Record<Endpoint, { count: number; retryAfter?: string }>>;
+  /** Destroy the socket without an answer this many times. */
+  drop: Partial<Record<Endpoint, number>>;
+  /** Replace the real answer with a broken body this many times. */
+  malformed: Partial<Record<Endpoint, { count: number; mode: MalformedMode }>>;
+  /** Expire the session right after this many successful /attest answers (the token itself stays valid). */
+  expireSessionAfterAttest: number;
+  /** Flip a bit in this many JWE responses. */
+  tamperJwe: { count: number; part: "ciphertext" | "tag" };
+}
+
+export function noFaults(): Faults {
+  return { delayMs: {}, unavailable: {}, drop: {}, malformed: {}, expireSessionAfterAttest: 0, tamperJwe: { count: 0, part: "ciphertext" } };
+}
+
+/** Consume one shot of a counted fault; true when it fires. */
+export function take(holder: { count: number } | undefined): boolean {
+  if (!holder || holder.count <= 0) return false;
+  holder.count--;
+  return true;
+}
+
+export function takeCount<K extends string>(rec: Partial<Record<K, number>>, key: K): boolean {
+  const n = rec[key] ?? 0;
+  if (n <= 0) return false;
+  rec[key] = n - 1;
+  return true;
+}
+
+export function malformedBody(real: string, mode: MalformedMode): string {
+  switch (mode) {
+    case "truncated":
+    case "short-body":
+      return real.slice(0, Math.max(1, Math.floor(real.length / 2)));
+    case "garbage":
+      return "<html>502 upstream</html>";
+    case "wrong-shape":
+      return JSON.stringify({ unexpected: true });
+  }
+}

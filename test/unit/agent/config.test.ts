@@ -1,0 +1,110 @@
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { describe, expect, it } from "vitest";
+import { mergeLayers, readConfigFile, noteWideningFlags } from "../../../agent/config/load.ts";
+import { configSchema } from "../../../agent/config/schema.ts";
+import { flagLayer } from "../../../agent/cli/common.ts";
+import { parseArgs } from "../../../agent/cli/args.ts";
+import { configOptions } from "../../../agent/cli/common.ts";
+import { createLogger } from "../../../platform/util/log.ts";
+
+describe("config schema", () => {
+  it("defaults are closed: no sample, no plain http, auto tee", () => {
+    const c = configSchema.parse({}, "");
+    expect(c.platform.allow_sample).toBe(false);
+    expect(c.kbs.insecure_http).toBe(false);
+    expect(c.platform.tee).toBe("auto");
+    expect(c.kbs.endpoints).toEqual([]);
+  });
+
+  it("rejects unknown keys and names the path", () => {
+    expect(() => configSchema.parse({ kbs: { endpoint: ["https://x"] } }, "")).toThrow(/config kbs\.endpoint: unknown key/);
+    expect(() => configSchema.parse({ platfrom: {} }, "")).toThrow(/config platfrom: unknown key/);
+  });
+
+  it("rejects wrong types and names the path", () => {
+    expect(() => configSchema.parse({ kbs: { insecure_http: "yes" } }, "")).toThrow(/config kbs\.insecure_http: expected boolean, got string/);
+    expect(() => configSchema.parse({ kbs: { endpoints: ["https://ok", 3] } }, "")).toThrow(/config kbs\.endpoints\[1\]: expected/);
+    expect(() => configSchema.parse({ deadline_s: 0 }, "")).toThrow(/deadline_s: must be >= 1/);
+    expect(() => configSchema.parse({ platform: { tee: "sev" } }, "")).toThrow(/platform\.tee: expected "auto"/);
+    expect(() => configSchema.parse({ resource: "a/b" }, "")).toThrow(/resource path/);
+    expect(() => configSchema.parse({ kbs: { endpoints: ["ftp://x"] } }, "")).toThrow(/not a valid URL/);
+  });
+
+  it("accepts a full valid config", () => {
+    const c = configSchema.parse(
+      {
+        kbs: { endpoints: ["https://kbs1:8080", "https://kbs2"], ca_file: "/etc/cvm-unlock/ca.pem", tee_key: "rsa-oaep-256" },
+        resource: "default/key/root",
+        platform: { tee: "tpm", tpm: "swtpm:127.0.0.1:2321" },
+        deadline_s: 60,
+      },
+      "",
+    );
+    expect(c.kbs.endpoints).toHaveLength(2);
+    expect(c.kbs.tee_key).toBe("rsa-oaep-256");
+    expect(c.platform.tpm_ak_handle).toBe("0x81010002");
+  });
+});
+
+describe("config layers", () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "cvmcfg-"));
+
+  it("reads a file strictly and reports JSON errors", () => {
+    const bad = path.join(tmp, "bad.json");
+    fs.writeFileSync(bad, "{ not json");
+    expect(() => readConfigFile(bad, true)).toThrow(/not valid JSON/);
+    expect(readConfigFile(path.join(tmp, "missing.json"), false)).toBeNull();
+    expect(() => readConfigFile(path.join(tmp, "missing.json"), true)).toThrow(/cannot read config file/);
+    fs.writeFileSync(bad, "[1]");
+    expect(() => readConfigFile(bad, true)).toThrow(/top level must be a JSON object/);
+  });
+
+  it("flags override the file and provenance says who set what", () => {
+    const file = { source: "file:/etc/cvm-unlock/config.json", data: { kbs: { endpoints: ["https://a"], request_timeout_s: 5 }, resource: "r/t/x" } };
+    const args = parseArgs(["--kbs", "https://b", "--kbs", "https://c", "--tee", "tpm"], configOptions);
+    const { config, provenance } = mergeLayers([file, flagLayer(args)]);
+    expect(config.kbs.endpoints).toEqual(["https://b", "https://c"]);
+    expect(config.kbs.request_timeout_s).toBe(5);
+    expect(config.platform.tee).toBe("tpm");
+    expect(provenance.get("kbs.endpoints")).toBe("flags");
+    expect(provenance.get("kbs.request_timeout_s")).toBe("file:/etc/cvm-unlock/config.json");
+    expect(provenance.get("resource")).toBe("file:/etc/cvm-unlock/config.json");
+    expect(provenance.has("deadline_s")).toBe(false);
+  });
+
+  it("an invalid layer names its source", () => {
+    expect(() => mergeLayers([{ source: "luks-token", data: { kbs: { bogus: 1 } } }])).toThrow(/from luks-token/);
+  });
+
+  it("a guard can refuse what a host-controlled layer tries to set", () => {
+    const guard = (data: Record<string, unknown>) => {
+      if (JSON.stringify(data).includes("allow_sample")) throw new Error("token may not set platform.allow_sample");
+    };
+    expect(() => mergeLayers([{ source: "luks-token", data: { platform: { allow_sample: true } }, guard }])).toThrow(/may not set/);
+  });
+
+  it("logs widening flags as the tester's explicit choice", () => {
+    const lines: string[] = [];
+    const log = createLogger({ format: "text", verbose: false, write: (l) => lines.push(l) });
+    const loaded = mergeLayers([flagLayer(parseArgs(["--allow-sample", "--insecure-http"], configOptions))]);
+    noteWideningFlags(loaded, log);
+    expect(lines.join("")).toMatch(/platform\.allow_sample enabled by flags/);
+    expect(lines.join("")).toMatch(/kbs\.insecure_http enabled by flags/);
+  });
+});
+
+describe("argument parsing", () => {
+  it("rejects unknown options and missing values", () => {
+    expect(() => parseArgs(["--nope"], configOptions)).toThrow(/unknown option --nope/);
+    expect(() => parseArgs(["--kbs"], configOptions)).toThrow(/--kbs needs a value/);
+    expect(() => parseArgs(["--allow-sample=yes"], configOptions)).toThrow(/takes no value/);
+    expect(() => parseArgs(["-x"], configOptions)).toThrow(/unknown option -x/);
+  });
+  it("supports --opt=value, repeatable lists and positionals", () => {
+    const p = parseArgs(["--kbs=https://a", "default/key/root", "--kbs", "https://b", "--", "--kbs"], configOptions);
+    expect(p.options.get("kbs")).toEqual(["https://a", "https://b"]);
+    expect(p.positionals).toEqual(["default/key/root", "--kbs"]);
+  });
+});
