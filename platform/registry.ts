@@ -4,5 +4,9 @@
 // `sample` is never auto-selected.
 import type { EvidenceSource } from "./types.ts";
 import { sampleSource } from "./sample/index.ts";
+import { snpSource } from "./snp/source.ts";
+import { tdxSource } from "./tdx/source.ts";
+import { azureVtpmSource } from "./azure/source.ts";
+import { tpmSource } from "./tpm/source.ts";
 
-export const sources: EvidenceSource[] = [sampleSource];
+export const sources: EvidenceSource[] = [snpSource, tdxSource, azureVtpmSource, tpmSource, sampleSource];

@@ -48,7 +48,6 @@ export interface ErrorDecision {
 }
 
 const SESSION_PROBLEM = /session|cookie/i;
-const NOT_FOUND = /not found|notfound|no such/i;
 
 /** Decide what a non-2xx KBS answer means for the client. */
 export function decideOnKbsError(phase: KbsPhase, status: number, info: ErrorInformation | undefined, endpoint: string, resourcePath?: string): ErrorDecision {
@@ -70,8 +69,15 @@ export function decideOnKbsError(phase: KbsPhase, status: number, info: ErrorInf
     case "PolicyDeny":
       return refuse(`KBS ${at} resource policy denied ${resourcePath ?? "the resource"}${said}`, "the KBS resource policy does not release this resource to this TEE/evidence");
     case "PluginInternalError":
-      if (phase === "resource" && NOT_FOUND.test(info.detail))
-        return { rehandshake: true, error: new CvmError("resource-missing", `KBS ${at} has no resource${resourcePath ? ` ${resourcePath}` : ""}${said}`, { hint: "upload the resource to the KBS, or fix the configured resource path (REPO/TYPE/TAG)" }) };
+      // trustee's detail is only "Plugin internal error": the cause (e.g. "resource not found")
+      // stays in the server log, so on the resource path this is how a missing resource looks.
+      if (phase === "resource")
+        return {
+          rehandshake: true,
+          error: new CvmError("resource-missing", `KBS ${at} has no resource${resourcePath ? ` ${resourcePath}` : ""}${said}`, {
+            hint: "upload the resource to the KBS or fix the resource path (REPO/TYPE/TAG); trustee reports a missing resource as 401 PluginInternalError, so if it exists check the KBS log for a storage failure",
+          }),
+        };
       return protocol(`KBS ${at} plugin failed${said}`, "see the KBS server log");
     case "AttestationError":
       if (SESSION_PROBLEM.test(info.detail))

@@ -36,6 +36,11 @@ interface ProtectedHeader {
   epk?: unknown;
 }
 
+/** Our byte arrays are never SharedArrayBuffer-backed; WebCrypto's types insist on saying so. */
+function bs(u: Uint8Array): Uint8Array<ArrayBuffer> {
+  return u as Uint8Array<ArrayBuffer>;
+}
+
 function fail(problem: string): never {
   throw new CvmError("decrypt", `resource JWE: ${problem}`, {
     hint: "the KBS response is not a JWE for this agent's key; check that the KBS is trustee (protocol 0.4.0) and the network path is not rewriting it",
@@ -134,8 +139,8 @@ async function unwrapEcdhCek(key: TeeKeyPair, curve: EcCurve, header: ProtectedH
   const kekBytes = concatKdf(z, ECDH_ALG);
   z.fill(0);
   try {
-    const kek = await subtle.importKey("raw", kekBytes, "AES-KW", false, ["unwrapKey"]);
-    return await subtle.unwrapKey("raw", wrapped, kek, "AES-KW", { name: "AES-GCM" }, false, ["decrypt"]);
+    const kek = await subtle.importKey("raw", bs(kekBytes), "AES-KW", false, ["unwrapKey"]);
+    return await subtle.unwrapKey("raw", bs(wrapped), kek, "AES-KW", { name: "AES-GCM" }, false, ["decrypt"]);
   } catch {
     return fail("AES-KW unwrap of the content key failed its integrity check: it was not encrypted to this agent's key, or epk/encrypted_key were altered");
   } finally {
@@ -148,7 +153,7 @@ async function unwrapRsaCek(key: TeeKeyPair, header: ProtectedHeader, wrapped: U
   const modulusBytes = (key.privateKey.algorithm as RsaHashedKeyAlgorithm).modulusLength / 8;
   if (wrapped.length !== modulusBytes) fail(`encrypted_key is ${wrapped.length} bytes, RSA-${modulusBytes * 8} needs ${modulusBytes}`);
   try {
-    return await globalThis.crypto.subtle.unwrapKey("raw", wrapped, key.privateKey, { name: "RSA-OAEP" }, { name: "AES-GCM" }, false, ["decrypt"]);
+    return await globalThis.crypto.subtle.unwrapKey("raw", bs(wrapped), key.privateKey, { name: "RSA-OAEP" }, { name: "AES-GCM" }, false, ["decrypt"]);
   } catch {
     return fail("RSA-OAEP-256 decryption of the content key failed: it was not encrypted to this agent's key, or encrypted_key was altered");
   }
@@ -181,7 +186,7 @@ export async function decryptResourceJwe(body: unknown, key: TeeKeyPair): Promis
   sealed.set(tag, ciphertext.length);
   try {
     const plain = await globalThis.crypto.subtle.decrypt(
-      { name: "AES-GCM", iv, additionalData: utf8(jwe.protected), tagLength: TAG_BYTES * 8 },
+      { name: "AES-GCM", iv: bs(iv), additionalData: bs(utf8(jwe.protected)), tagLength: TAG_BYTES * 8 },
       cek,
       sealed,
     );

@@ -7,6 +7,8 @@
 #   cvm_unlock_binary      the agent                                  [/usr/bin/cvm-unlock]
 #   cvm_unlock_config      agent configuration, baked in as /etc/cvm-unlock/config.json
 #                                                                     [/etc/cvm-unlock/config.json]
+#   cvm_unlock_ca_file     where to read the CA bundle that the config's kbs.ca_file names, when
+#                          it is staged elsewhere on the build host   [the kbs.ca_file path]
 #   cvm_unlock_on_failure  emergency | poweroff: what a failed unlock does  [emergency]
 #   cvm_unlock_root        mapper device written as root= into etc/cmdline.d, so the kernel
 #                          cmdline can stay static; empty = leave root= to the cmdline or to
@@ -25,8 +27,11 @@ check() {
 # called by dracut
 depends() {
     # crypt: dm-crypt and the kernel crypto modules; systemd-networkd: network-online.target;
-    # systemd-resolved: a resolver for KBS host names
-    echo systemd systemd-networkd systemd-resolved dm crypt
+    # systemd-resolved (when the build host has it) resolves KBS host names, otherwise
+    # cvm-unlock-resolv writes /etc/resolv.conf from what networkd learned
+    local resolved=""
+    [[ -x ${systemdutildir:-/usr/lib/systemd}/systemd-resolved ]] && resolved=systemd-resolved
+    echo systemd systemd-networkd $resolved dm crypt
     return 0
 }
 
@@ -89,18 +94,26 @@ install() {
         return 1
     fi
     [[ -f $conf ]] || { derror "cvm-unlock: no agent configuration at $conf"; return 1; }
+    # a config the agent rejects would only show up at boot, as a machine that does not come up
+    local out
+    if ! out=$("$bin" config --explain --config "$conf" 2>&1 >/dev/null); then
+        derror "cvm-unlock: $bin rejects $conf: $out"
+        return 1
+    fi
 
     inst_binary "$bin" /usr/bin/cvm-unlock || return 1
     inst_simple "$conf" "$CVM_UNLOCK_CONF_DIR/config.json" || return 1
-    local ca
+    local ca src
     ca=$(cvm_unlock_ca_file "$conf")
     if [[ -n $ca ]]; then
-        [[ -f $ca ]] || { derror "cvm-unlock: CA bundle $ca named in $conf does not exist"; return 1; }
-        inst_simple "$ca" "$ca" || return 1
+        src=${cvm_unlock_ca_file:-$ca}
+        [[ -f $src ]] || { derror "cvm-unlock: CA bundle $src (kbs.ca_file in $conf) does not exist"; return 1; }
+        inst_simple "$src" "$ca" || return 1
     fi
 
     # systemd's crypt module installs systemd-cryptsetup, not the CLI the agent runs
-    inst_multiple cryptsetup
+    inst_multiple cryptsetup grep rm
+    inst_script "$moddir/cvm-unlock-resolv.sh" /usr/lib/cvm-unlock/cvm-unlock-resolv
     [[ -e $initdir/etc/hosts ]] || printf '127.0.0.1 localhost\n::1 localhost\n' > "$initdir/etc/hosts"
 
     inst_simple "$moddir/90-cvm-unlock-dhcp.network" "$systemdnetwork/90-cvm-unlock-dhcp.network"

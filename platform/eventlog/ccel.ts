@@ -27,7 +27,7 @@ const CC_TYPES: Record<number, string> = { 0: "reserved", 1: "SEV", 2: "TDX" };
 /** Appended by guest-components after the trimmed log (EL_END_FLAG); trustee stops parsing there. */
 export const CCEL_END_FLAG = new Uint8Array(8).fill(0xff);
 
-const ascii = (b: Uint8Array) => new TextDecoder("latin1").decode(b).replace(/\0+$/, "");
+const ascii = (b: Uint8Array) => new TextDecoder("latin1").decode(b).replace(/[\0 ]+$/, ""); // ACPI pads with spaces or NULs
 
 export function parseCcelTable(bytes: Uint8Array): CcelTable {
   const r = new ByteReader(bytes, "CCEL ACPI table");

@@ -172,7 +172,7 @@ export function parseEventLog(bytes: Uint8Array, opts: ParseOptions = {}): Event
       const algAt = r.offset;
       const alg = r.u16le(`Digests[${i}].hashAlg`);
       const size = sizes.get(alg);
-      if (size === undefined) r.fail(`Digests[${i}].hashAlg`, `algorithm ${algorithmName(alg)} is not in the Spec ID event`, algAt);
+      if (size === undefined) return r.fail(`Digests[${i}].hashAlg`, `algorithm ${algorithmName(alg)} is not in the Spec ID event`, algAt);
       if (digests.has(alg)) r.fail(`Digests[${i}].hashAlg`, `second ${algorithmName(alg)} digest in one event`, algAt);
       digests.set(alg, r.bytes(size, `Digests[${i}].digest`));
     }

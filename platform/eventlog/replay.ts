@@ -46,7 +46,7 @@ export function replay(log: EventLog, opts: ReplayOptions): RegisterValues {
     const alg = log.algorithms.find((a) => a.id === TPM_ALG_SHA384);
     if (!alg) throw new CvmError("evidence", "CCEL has no SHA-384 bank, so it cannot be replayed to RTMR values");
     const hash = hashFunction(TPM_ALG_SHA384)!;
-    const regs = Array.from({ length: RTMR_COUNT }, () => new Uint8Array(48));
+    const regs: Uint8Array[] = Array.from({ length: RTMR_COUNT }, () => new Uint8Array(48));
     for (const e of log.events) {
       if (e.type === EV_NO_ACTION || e.index === 0) continue; // index 0 = MRTD, measured by the TDX module, not extended
       if (e.index > RTMR_COUNT) throw new ParseError("CCEL", `events[${e.seq}].MRIndex`, e.offset, `MR index ${e.index} (valid: 0 MRTD, 1..4 RTMR0..3)`);

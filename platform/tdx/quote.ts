@@ -145,7 +145,7 @@ export function parseTdxQuote(bytes: Uint8Array): TdxQuote {
   if (header.version === 5) {
     const typeAt = r.offset;
     const t = r.u16le("body_descriptor.type");
-    if (t !== 2 && t !== 3) r.fail("body_descriptor.type", `${t} (2 = TD 1.0, 3 = TD 1.5${t === 1 ? "; 1 is an SGX body" : ""})`, typeAt);
+    if (t !== 2 && t !== 3) return r.fail("body_descriptor.type", `${t} (2 = TD 1.0, 3 = TD 1.5${t === 1 ? "; 1 is an SGX body" : ""})`, typeAt);
     bodyType = t;
     const sizeAt = r.offset;
     const size = r.u32le("body_descriptor.size");

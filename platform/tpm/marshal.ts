@@ -62,6 +62,21 @@ export function parseResponseHeader(rsp: Uint8Array, structure = "TPM response")
   return { tag, size, rc };
 }
 
+/**
+ * Length of a response frame from its first 10 bytes, for transports that must know when a
+ * response is complete. Rejects wrong tags and sizes outside [10, TPM_MAX_MESSAGE] before any
+ * body byte is trusted.
+ */
+export function responseFrameSize(header: Uint8Array): number {
+  const r = new ByteReader(header.subarray(0, TPM_HEADER_SIZE), "TPM response header");
+  const tag = r.u16be("tag");
+  if (tag !== TPM_ST.NO_SESSIONS && tag !== TPM_ST.SESSIONS) r.fail("tag", `0x${tag.toString(16)} is neither TPM_ST_NO_SESSIONS nor TPM_ST_SESSIONS`, 0);
+  const size = r.u32be("responseSize");
+  if (size < TPM_HEADER_SIZE) r.fail("responseSize", `${size} is smaller than the 10-byte header`, 2);
+  if (size > TPM_MAX_MESSAGE) r.fail("responseSize", `${size} exceeds the ${TPM_MAX_MESSAGE}-byte maximum`, 2);
+  return size;
+}
+
 export interface ResponseShape {
   name: string;
   /** How many handles precede the parameters in a successful response (CreatePrimary: 1). */

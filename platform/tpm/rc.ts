@@ -49,6 +49,7 @@ export const TPM_RC = {
   SCHEME: 0x092,
   BAD_AUTH: 0x0a2,
   YIELDED: 0x908,
+  REFERENCE_H0: 0x910,
   TESTING: 0x90a,
   LOCKOUT: 0x921,
   RETRY: 0x922,

@@ -79,7 +79,9 @@ function standInQuirks(env: PlatformEnv): EntryQuirks {
     const until = Date.now() + env.deadline.cap(STAND_IN_WAIT_MS);
     while (!cond()) {
       if (Date.now() >= until) throw new CvmError("platform", `stand-in configfs-tsm: ${what} did not happen within ${STAND_IN_WAIT_MS} ms (is the fake kernel running?)`);
-      await env.deadline.sleep(STAND_IN_POLL_MS, `waiting for the stand-in configfs-tsm (${what})`);
+      // a plain timer, not deadline.sleep: polling must not pile up abort listeners
+      await new Promise((r) => setTimeout(r, Math.min(STAND_IN_POLL_MS, env.deadline.remainingMs())));
+      env.deadline.check(`waiting for the stand-in configfs-tsm (${what})`);
     }
   };
   return {

@@ -1,12 +1,13 @@
 // trustee's error responses (kbs-protocol.md §1.5): body {"type": PREFIX/<Variant>, "detail": <Display>},
 // 404 only for InvalidRequestPath / PluginNotFound, 401 for everything else. The wire detail is
-// trustee's Display text; `cause` says what really went wrong and is only kept server-side
+// trustee's Display text; `reason` says what really went wrong and is only kept server-side
 // (stats.errors), exactly as trustee only logs it.
 
 export const ERROR_TYPE_PREFIX = "https://github.com/confidential-containers/kbs/errors";
 
 export type KbsErrorVariant =
   | "AdminAuthInitialization"
+  | "AdminAuthAccess"
   | "AttestationError"
   | "InvalidRequestPath"
   | "JweError"
@@ -20,13 +21,14 @@ export type KbsErrorVariant =
 export class KbsError extends Error {
   readonly variant: KbsErrorVariant;
   readonly detail: string;
-  readonly cause?: string;
-  constructor(variant: KbsErrorVariant, detail: string, cause?: string) {
-    super(cause === undefined ? detail : `${detail} (${cause})`);
+  /** What really went wrong (server-side only). */
+  readonly reason: string | undefined;
+  constructor(variant: KbsErrorVariant, detail: string, reason?: string) {
+    super(reason === undefined ? detail : `${detail} (${reason})`);
     this.name = "KbsError";
     this.variant = variant;
     this.detail = detail;
-    if (cause !== undefined) this.cause = cause;
+    this.reason = reason;
   }
 
   get status(): number {

@@ -20,12 +20,15 @@ export interface Faults {
   malformed: Partial<Record<Endpoint, { count: number; mode: MalformedMode }>>;
   /** Expire the session right after this many successful /attest answers (the token itself stays valid). */
   expireSessionAfterAttest: number;
+  /** Expire the session AND its token after this many /attest answers, as if both lifetimes had
+   * passed before the resource request (cookie and Bearer clients both see a 401). */
+  expireTokenAfterAttest: number;
   /** Flip a bit in this many JWE responses. */
   tamperJwe: { count: number; part: "ciphertext" | "tag" };
 }
 
 export function noFaults(): Faults {
-  return { delayMs: {}, unavailable: {}, drop: {}, malformed: {}, expireSessionAfterAttest: 0, tamperJwe: { count: 0, part: "ciphertext" } };
+  return { delayMs: {}, unavailable: {}, drop: {}, malformed: {}, expireSessionAfterAttest: 0, expireTokenAfterAttest: 0, tamperJwe: { count: 0, part: "ciphertext" } };
 }
 
 /** Consume one shot of a counted fault; true when it fires. */

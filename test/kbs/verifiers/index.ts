@@ -7,6 +7,13 @@ type VerifierModule = { verifier: TeeVerifier };
 
 export const verifierRegistry: Record<string, () => Promise<VerifierModule>> = {
   sample: () => import("./sample.ts"),
+  tdx: () => import("./tdx.ts"),
+  snp: () => import("./snp.ts"),
+  tpm: () => import("./tpm.ts"),
+  "az-snp-vtpm": () => import("./az-snp-vtpm.ts"),
+  "az-tdx-vtpm": () => import("./az-tdx-vtpm.ts"),
+  azsnpvtpm: () => import("./az-snp-vtpm.ts").then((m) => ({ verifier: m.legacyVerifier })),
+  aztdxvtpm: () => import("./az-tdx-vtpm.ts").then((m) => ({ verifier: m.legacyVerifier })),
 };
 
 export async function loadVerifier(tee: string): Promise<TeeVerifier | undefined> {

@@ -3,22 +3,24 @@
 import { b64, bytesEqual, fromB64 } from "../../../platform/util/bytes.ts";
 import type { TeeVerifier } from "./types.ts";
 
-export const verifier: TeeVerifier = {
-  tee: "sample",
+/** `sample` and the `sampledevice` additional device share trustee's sample verification. */
+export function sampleLikeVerifier(tee: string): TeeVerifier {
+  return {
+  tee,
   verify(evidence, expected, ctx) {
-    if (evidence === null || typeof evidence !== "object" || Array.isArray(evidence)) throw new Error("sample evidence: expected a JSON object");
+    if (evidence === null || typeof evidence !== "object" || Array.isArray(evidence)) throw new Error(`${tee} evidence: expected a JSON object");
     const ev = evidence as Record<string, unknown>;
-    if (typeof ev.svn !== "string") throw new Error("sample evidence: missing or non-string field `svn`");
+    if (typeof ev.svn !== "string") throw new Error(`${tee} evidence: missing or non-string field `svn`");
     const reportData = ev.report_data ?? "";
-    if (typeof reportData !== "string") throw new Error("sample evidence: field `report_data` must be a string");
+    if (typeof reportData !== "string") throw new Error(`${tee} evidence: field `report_data` must be a string");
     let decoded: Uint8Array;
     try {
       decoded = fromB64(reportData, "sample report_data");
     } catch (e) {
-      throw new Error(`sample evidence: ${(e as Error).message}`);
+      throw new Error(`${tee} evidence: ${(e as Error).message}`);
     }
     if (!bytesEqual(decoded, expected)) {
-      throw new Error(`sample evidence: report_data (${decoded.length} bytes) does not equal the expected runtime digest (${expected.length} bytes)`);
+      throw new Error(`${tee} evidence: report_data (${decoded.length} bytes) does not equal the expected runtime digest (${expected.length} bytes)`);
     }
     const claims: Record<string, unknown> = {
       svn: ev.svn,

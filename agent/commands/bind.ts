@@ -1,0 +1,69 @@
+// `cvm-unlock bind DEVICE`: write (or replace) the cvm-unlock LUKS2 token that names the KBS
+// endpoints, the resource and the CA pin for this volume, via `cryptsetup token import` with the
+// JSON on stdin; then read the header back and check the token is what we wrote.
+import * as fs from "node:fs";
+import { CvmError, errorMessage } from "../../platform/util/errors.ts";
+import { Deadline } from "../../platform/util/deadline.ts";
+import { optInt, optList, optString } from "../cli/args.ts";
+import type { Command } from "../cli/command.ts";
+import { RESOURCE_PATH } from "../config/schema.ts";
+import { cryptsetupError, findCryptsetup, runCryptsetup } from "../unlock/cryptsetup.ts";
+import { buildCvmToken, caFingerprint, findCvmToken, type CvmToken } from "../unlock/token.ts";
+import { readLuks2Header } from "../unlock/volume-io.ts";
+
+const URL_RE = /^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/;
+
+export const bindCommand: Command = {
+  name: "bind",
+  summary: "store KBS endpoints, resource and CA pin in a cvm-unlock LUKS2 token",
+  usage: "bind DEVICE --kbs URL [--kbs URL...] --resource REPO/TYPE/TAG [--ca-sha256 HEX | --ca FILE] [--key-slot N]",
+  description:
+    "The token only selects among what the trusted config allows (unlock.luks_token.*); see docs/UNLOCK.md.\n" +
+    "An existing cvm-unlock token is replaced.",
+  options: [
+    { name: "kbs", kind: "list", value: "URL", help: "KBS endpoint (repeatable, tried in order)" },
+    { name: "resource", kind: "string", value: "REPO/TYPE/TAG", help: "KBS resource holding this volume's key" },
+    { name: "ca-sha256", kind: "string", value: "HEX", help: "SHA-256 of the DER of the CA certificate the KBS must chain to" },
+    { name: "ca", kind: "string", value: "FILE", help: "PEM CA file: its first certificate's fingerprint becomes ca_sha256" },
+    { name: "key-slot", kind: "string", value: "N", help: "keyslot the KBS key opens (recorded in the token)" },
+    { name: "cryptsetup", kind: "string", value: "PATH", help: "cryptsetup binary (default: found in the sbin directories)", hidden: true },
+  ],
+  async run(args, io) {
+    if (args.positionals.length !== 1) throw new CvmError("usage", "bind needs exactly one DEVICE");
+    const device = args.positionals[0]!;
+    const endpoints = optList(args, "kbs");
+    if (endpoints.length === 0) throw new CvmError("usage", "bind needs at least one --kbs URL");
+    for (const e of endpoints) if (!URL_RE.test(e)) throw new CvmError("usage", `--kbs ${JSON.stringify(e)} is not an http(s) URL`);
+    const resource = optString(args, "resource");
+    if (resource === undefined || !RESOURCE_PATH.test(resource)) throw new CvmError("usage", "bind needs --resource REPO/TYPE/TAG");
+    let caSha256 = optString(args, "ca-sha256")?.toLowerCase();
+    const caFile = optString(args, "ca");
+    if (caSha256 !== undefined && caFile !== undefined) throw new CvmError("usage", "give --ca-sha256 or --ca, not both");
+    if (caSha256 !== undefined && !/^[0-9a-f]{64}$/.test(caSha256)) throw new CvmError("usage", "--ca-sha256 must be 64 hex digits");
+    if (caFile !== undefined) {
+      try {
+        caSha256 = caFingerprint(fs.readFileSync(caFile, "utf8"));
+      } catch (e) {
+        throw new CvmError("usage", `--ca ${caFile}: ${errorMessage(e)}`);
+      }
+    }
+    const slot = optInt(args, "key-slot", 0, 31);
+    const token: CvmToken = { endpoints, resource, keyslots: slot === undefined ? [] : [String(slot)], ...(caSha256 !== undefined ? { caSha256 } : {}) };
+
+    const existing = findCvmToken(readLuks2Header(device));
+    const bin = findCryptsetup(optString(args, "cryptsetup") ?? "cryptsetup");
+    const deadline = new Deadline(60_000);
+    try {
+      const cmd = ["token", "import", "--json-file", "-", ...(existing ? ["--token-id", existing.id, "--token-replace"] : []), device];
+      const r = await runCryptsetup(bin, cmd, new TextEncoder().encode(JSON.stringify(buildCvmToken(token))), deadline, "importing the token into");
+      if (r.code !== 0) throw cryptsetupError(r, device, "importing the token into");
+    } finally {
+      deadline.dispose();
+    }
+    const back = findCvmToken(readLuks2Header(device));
+    if (!back || JSON.stringify(buildCvmToken(back.token)) !== JSON.stringify(buildCvmToken(token)))
+      throw new CvmError("unlock", `the token read back from ${device} differs from the one written`);
+    io.stdout.write(`${device}: cvm-unlock token ${back.id} ${existing ? "replaced" : "added"} (resource ${resource}, ${endpoints.length} endpoint(s)${caSha256 ? `, CA ${caSha256.slice(0, 16)}…` : ""})\n`);
+    return 0;
+  },
+};

@@ -1,0 +1,68 @@
+// `cvm-unlock config --explain`: the merged configuration and the source of every value
+// (built-in default, trusted file, kernel cmdline, LUKS2 token, flag). Holds no secrets: the
+// configuration never contains key material.
+import * as path from "node:path";
+import { CvmError } from "../../platform/util/errors.ts";
+import { optBool, optString } from "../cli/args.ts";
+import type { Command } from "../cli/command.ts";
+import { configOptions, loadConfig } from "../cli/common.ts";
+import { loadUnlockConfig } from "../unlock/unlock.ts";
+import { findCvmToken, tokenLayer } from "../unlock/token.ts";
+import { readLuks2Header } from "../unlock/volume-io.ts";
+
+interface Row {
+  path: string;
+  value: unknown;
+  source: string;
+}
+
+function flatten(v: unknown, prefix: string, out: [string, unknown][]): void {
+  if (typeof v === "object" && v !== null && !Array.isArray(v)) {
+    const entries = Object.entries(v).filter(([, x]) => x !== undefined);
+    if (entries.length === 0 && prefix) out.push([prefix, {}]);
+    for (const [k, x] of entries) flatten(x, prefix ? `${prefix}.${k}` : k, out);
+  } else out.push([prefix, v]);
+}
+
+/** The source of `p`: its own entry, or the nearest ancestor's (arrays/objects replaced as a whole). */
+export function sourceOf(prov: Map<string, string>, p: string): string {
+  for (let cur = p; cur; cur = cur.includes(".") ? cur.slice(0, cur.lastIndexOf(".")) : "") {
+    const s = prov.get(cur);
+    if (s) return s;
+  }
+  return "default";
+}
+
+export const configCommand: Command = {
+  name: "config",
+  summary: "show the merged configuration and where each value came from",
+  usage: "config --explain [options] [--device PATH]",
+  description: "Layers: defaults < trusted file < kernel cmdline (if trusted) < LUKS2 token (if trusted; give --device) < flags.",
+  options: [
+    ...configOptions,
+    { name: "explain", kind: "bool", help: "print every value with its source" },
+    { name: "device", kind: "string", value: "PATH", help: "also apply the cvm-unlock LUKS2 token of this volume" },
+    { name: "json", kind: "bool", help: "print JSON {config, sources}" },
+  ],
+  async run(args, io) {
+    if (!optBool(args, "explain")) throw new CvmError("usage", "config needs --explain");
+    const root = path.resolve(optString(args, "platform-root") ?? "/");
+    let { loaded, cmdline } = loadUnlockConfig(args, io.log, root);
+    const device = optString(args, "device");
+    if (device !== undefined) {
+      const found = findCvmToken(readLuks2Header(device));
+      if (found && loaded.config.unlock.luks_token.trust) loaded = loadConfig(args, io.log, [...(cmdline ? [cmdline] : []), tokenLayer(device, found, loaded.config)]);
+      else if (found) io.log.warning(`${device} has a cvm-unlock token, but unlock.luks_token.trust is not set: ignored`);
+    }
+    const pairs: [string, unknown][] = [];
+    flatten(loaded.config, "", pairs);
+    const rows: Row[] = pairs.map(([p, value]) => ({ path: p, value, source: sourceOf(loaded.provenance, p) }));
+    if (optBool(args, "json")) {
+      io.stdout.write(JSON.stringify({ config: loaded.config, sources: Object.fromEntries(rows.map((r) => [r.path, r.source])) }, null, 2) + "\n");
+      return 0;
+    }
+    const w = Math.max(...rows.map((r) => r.path.length));
+    for (const r of rows) io.stdout.write(`${r.path.padEnd(w)}  ${JSON.stringify(r.value)}  [${r.source}]\n`);
+    return 0;
+  },
+};

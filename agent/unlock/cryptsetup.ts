@@ -1,0 +1,89 @@
+// Running cryptsetup: the key goes to the child's stdin only (never argv/env/files), the child is
+// bounded by the deadline, and the caller's key buffer is zeroed only after the child has exited
+// (bun writes to pipes asynchronously; zeroing earlier could send zeros).
+import { spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { Deadline } from "../../platform/util/deadline.ts";
+import { CvmError } from "../../platform/util/errors.ts";
+
+const SBIN_DIRS = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+const MAX_CAPTURE = 64 * 1024;
+
+export interface CryptsetupResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Absolute path of the cryptsetup binary (config `unlock.cryptsetup`). */
+export function findCryptsetup(configured: string): string {
+  if (path.isAbsolute(configured)) {
+    if (!fs.existsSync(configured)) throw new CvmError("unlock", `cryptsetup not found at ${configured}`);
+    return configured;
+  }
+  for (const dir of SBIN_DIRS) {
+    const p = path.join(dir, configured);
+    if (fs.existsSync(p)) return p;
+  }
+  throw new CvmError("unlock", `${configured} not found in ${SBIN_DIRS.join(":")}`, { hint: "install cryptsetup (Debian: cryptsetup-bin) or include it in the initramfs" });
+}
+
+/**
+ * Run cryptsetup with `input` on stdin (or nothing: stdin is /dev/null; "inherit" lets it prompt on
+ * the console). The environment is minimal and fixed: nothing of ours leaks into the child.
+ */
+export function runCryptsetup(bin: string, args: string[], input: Uint8Array | "inherit" | undefined, deadline: Deadline, doing: string): Promise<CryptsetupResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(bin, args, {
+      stdio: [input === "inherit" ? "inherit" : input ? "pipe" : "ignore", "pipe", input === "inherit" ? "inherit" : "pipe"],
+      env: { PATH: SBIN_DIRS.join(":"), LC_ALL: "C" },
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout?.on("data", (d: Buffer) => (stdout = (stdout + d.toString("utf8")).slice(0, MAX_CAPTURE)));
+    child.stderr?.on("data", (d: Buffer) => (stderr = (stderr + d.toString("utf8")).slice(0, MAX_CAPTURE)));
+    const timer = setTimeout(() => child.kill("SIGKILL"), deadline.cap(deadline.remainingMs()));
+    let settled = false;
+    child.on("error", (e) => {
+      clearTimeout(timer);
+      if (!settled) (settled = true), reject(new CvmError("unlock", `cannot run ${bin} (${doing}): ${e.message}`));
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      if (settled) return;
+      settled = true;
+      if (signal) {
+        deadline.check(`${doing} (cryptsetup killed)`);
+        reject(new CvmError("unlock", `cryptsetup was killed by ${signal} while ${doing}`));
+        return;
+      }
+      resolve({ code: code ?? -1, stdout, stderr: stderr.trim() });
+    });
+    if (input instanceof Uint8Array && child.stdin) {
+      // A child that exits early closes the pipe: EPIPE is its answer, reported via its exit code.
+      child.stdin.on("error", () => {});
+      child.stdin.end(input);
+    }
+  });
+}
+
+/**
+ * cryptsetup(8) exit codes: 1 wrong parameters, 2 no permission (bad passphrase), 3 out of memory,
+ * 4 wrong device specified, 5 device already exists or device is busy.
+ */
+export function cryptsetupError(r: CryptsetupResult, device: string, doing: string): CvmError {
+  const said = r.stderr ? `: ${r.stderr.split("\n").slice(-3).join(" / ")}` : "";
+  switch (r.code) {
+    case 2:
+      return new CvmError("wrong-key", `the key from the KBS does not open ${device} (cryptsetup exit 2${said})`, {
+        hint: "the KBS released a key for a different volume, or the volume was re-keyed: check the resource path and the keyslots",
+      });
+    case 4:
+      return new CvmError("volume", `cryptsetup cannot use ${device} (exit 4, wrong device${said})`);
+    case 5:
+      return new CvmError("volume", `${device} is busy or the dm name already exists (cryptsetup exit 5${said})`);
+    default:
+      return new CvmError("unlock", `cryptsetup failed while ${doing} ${device} (exit ${r.code}${said})`);
+  }
+}

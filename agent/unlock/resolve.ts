@@ -1,0 +1,122 @@
+// Which device holds a configured volume: explicit path, LUKS UUID, GPT partition label, or the
+// Discoverable Partitions root type. Waits (bounded) for the device to appear; ambiguity is an
+// error, never a guess (a host can attach a second disk with the same label).
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { Deadline } from "../../platform/util/deadline.ts";
+import { CvmError, errorMessage } from "../../platform/util/errors.ts";
+import type { Logger } from "../../platform/util/log.ts";
+import { listBlockDevices, readSmall, type BlockDevice } from "./block-devices.ts";
+import { GPT_FLAG_NO_AUTO, GPT_ROOT_X86_64, parseGptEntries, parseGptHeader, type GptPartition } from "./gpt.ts";
+
+export interface VolumeSelector {
+  name: string;
+  uuid?: string | undefined;
+  partlabel?: string | undefined;
+  gpt_auto_root: boolean;
+  device?: string | undefined;
+}
+
+/** systemd-boot / systemd-stub: the ESP's partition UUID, naming the disk to search. */
+const LOADER_PART_UUID_VAR = "sys/firmware/efi/efivars/LoaderDevicePartUUID-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+const POLL_MS = 250;
+
+export function describeSelector(v: VolumeSelector): string {
+  if (v.device) return `device ${v.device}`;
+  if (v.uuid) return `LUKS UUID ${v.uuid}`;
+  if (v.partlabel) return `partition label ${JSON.stringify(v.partlabel)}`;
+  if (v.gpt_auto_root) return `GPT root partition (type ${GPT_ROOT_X86_64})`;
+  return "no selector";
+}
+
+/** One attempt; undefined = not there (yet). Throws on ambiguity or a configuration error. */
+export function findDevice(v: VolumeSelector, root: string): string | undefined {
+  if (v.device) return fs.existsSync(v.device) ? v.device : undefined;
+  if (v.uuid) {
+    const link = path.join(root, "dev/disk/by-uuid", v.uuid.toLowerCase());
+    return fs.existsSync(link) ? link : undefined;
+  }
+  if (v.partlabel) {
+    const hits = listBlockDevices(root).filter((d) => d.isPartition && d.partName === v.partlabel);
+    if (hits.length > 1) throw new CvmError("volume", `partition label ${JSON.stringify(v.partlabel)} is on ${hits.length} partitions (${hits.map((h) => h.name).join(", ")}): refusing to guess`);
+    return hits[0]?.devPath;
+  }
+  if (v.gpt_auto_root) return findGptAutoRoot(root);
+  throw new CvmError("config", `volume ${v.name}: set one of device, uuid, partlabel or gpt_auto_root`);
+}
+
+function readGpt(disk: BlockDevice, root: string): GptPartition[] {
+  const lbs = Number(readSmall(path.join(root, "sys/class/block", disk.name, "queue/logical_block_size"))?.trim() ?? "512");
+  const sector = [512, 4096].includes(lbs) ? lbs : 512;
+  const fd = fs.openSync(disk.devPath, "r");
+  try {
+    const hdrBuf = Buffer.alloc(sector);
+    if (fs.readSync(fd, hdrBuf, 0, sector, sector) !== sector) throw new Error("short read of LBA 1");
+    const h = parseGptHeader(hdrBuf);
+    const len = h.entryCount * h.entrySize;
+    const arr = Buffer.alloc(len);
+    if (fs.readSync(fd, arr, 0, len, Number(h.entriesLba) * sector) !== len) throw new Error("short read of the partition entries");
+    return parseGptEntries(h, arr);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function loaderPartUuid(root: string): string | undefined {
+  try {
+    const raw = fs.readFileSync(path.join(root, LOADER_PART_UUID_VAR));
+    // efivarfs: 4 attribute bytes, then a UTF-16LE string.
+    const s = raw.subarray(4).toString("utf16le").replace(/\0+$/, "").trim().toLowerCase();
+    return /^[0-9a-f-]{36}$/.test(s) ? s : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function findGptAutoRoot(root: string): string | undefined {
+  const devices = listBlockDevices(root);
+  const esp = loaderPartUuid(root);
+  const found: { disk: BlockDevice; part: GptPartition }[] = [];
+  for (const disk of devices.filter((d) => !d.isPartition && !d.name.startsWith("dm-") && !d.name.startsWith("loop"))) {
+    let parts: GptPartition[];
+    try {
+      parts = readGpt(disk, root);
+    } catch {
+      continue; // not a GPT disk (or unreadable): not a candidate
+    }
+    if (esp && !parts.some((p) => p.uniqueGuid === esp)) continue;
+    for (const p of parts) if (p.typeGuid === GPT_ROOT_X86_64 && (p.attributes & GPT_FLAG_NO_AUTO) === 0n) found.push({ disk, part: p });
+  }
+  if (found.length > 1)
+    throw new CvmError("volume", `${found.length} GPT root partitions found (${found.map((f) => `${f.disk.name}#${f.part.number}`).join(", ")}): refusing to guess`, {
+      hint: "boot through systemd-boot/systemd-stub (sets LoaderDevicePartUUID) or configure the volume by uuid",
+    });
+  const hit = found[0];
+  if (!hit) return undefined;
+  const part = devices.find((d) => d.isPartition && d.parent === hit.disk.name && d.partNumber === hit.part.number);
+  return part?.devPath;
+}
+
+/** Wait for the volume's device, bounded by device_timeout_s and the overall deadline. */
+export async function waitForDevice(v: VolumeSelector, root: string, timeoutS: number, deadline: Deadline, log: Logger): Promise<string> {
+  const until = Date.now() + Math.min(timeoutS * 1000, deadline.remainingMs());
+  let announced = false;
+  for (;;) {
+    let dev: string | undefined;
+    try {
+      dev = findDevice(v, root);
+    } catch (e) {
+      if (e instanceof CvmError) throw e;
+      throw new CvmError("volume", `looking for ${describeSelector(v)}: ${errorMessage(e)}`);
+    }
+    if (dev) return dev;
+    if (Date.now() >= until) {
+      deadline.check(`waiting for ${describeSelector(v)}`);
+      throw new CvmError("volume", `volume ${v.name}: ${describeSelector(v)} did not appear within ${timeoutS}s`, {
+        hint: "check that the disk is attached and its driver is in the initramfs; raise unlock.device_timeout_s if it is slow",
+      });
+    }
+    if (!announced) log.info(`waiting for ${describeSelector(v)} (up to ${timeoutS}s)`), (announced = true);
+    await deadline.sleep(Math.min(POLL_MS, Math.max(1, until - Date.now())), `waiting for ${describeSelector(v)}`);
+  }
+}

@@ -1,0 +1,74 @@
+// Before switch-root: the filesystem mounted at /sysroot must sit directly on a dm-crypt mapping
+// that cvm-unlock opened (a configured name with the matching LUKS UUID). A plaintext root, or a
+// mapping with an unknown name/UUID, is refused: otherwise a host could boot its own root inside
+// our attested VM.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { CvmError } from "../../platform/util/errors.ts";
+import { cryptDmUuid, readSmall } from "./block-devices.ts";
+
+const MAX_MOUNTINFO = 1024 * 1024;
+
+export interface MountEntry {
+  devno: string;
+  mountPoint: string;
+  fsType: string;
+  source: string;
+}
+
+/** proc_pid_mountinfo(5): "id parent maj:min root mountpoint opts [optional...] - fstype source superopts". */
+export function parseMountinfo(text: string): MountEntry[] {
+  if (text.length > MAX_MOUNTINFO) throw new CvmError("volume", "mountinfo is implausibly large");
+  const out: MountEntry[] = [];
+  for (const line of text.split("\n")) {
+    if (!line) continue;
+    const f = line.split(" ");
+    const dash = f.indexOf("-", 6);
+    if (f.length < 10 || dash === -1 || !/^\d+:\d+$/.test(f[2]!)) throw new CvmError("volume", `malformed mountinfo line: ${JSON.stringify(line.slice(0, 200))}`);
+    const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    out.push({ devno: f[2]!, mountPoint: unescape(f[4]!), fsType: f[dash + 1]!, source: unescape(f[dash + 2]!) });
+  }
+  return out;
+}
+
+export interface ExpectedVolume {
+  name: string;
+  uuid?: string | undefined;
+}
+
+export interface RootCheck {
+  mount: MountEntry;
+  dmName: string;
+  dmUuid: string;
+}
+
+/** Check the mount at `mountPoint`; `root` is the platform root for /proc and /sys. */
+export function verifyRoot(root: string, mountPoint: string, expected: ExpectedVolume[]): RootCheck {
+  const text = readMountinfo(root);
+  const target = path.posix.normalize(mountPoint).replace(/(.)\/$/, "$1");
+  // The last entry for a mount point is the visible one (later mounts stack on top).
+  const mount = parseMountinfo(text).filter((m) => m.mountPoint === target).pop();
+  if (!mount) throw new CvmError("volume", `nothing is mounted at ${target}`);
+  const dmDir = path.join(root, "sys/dev/block", mount.devno, "dm");
+  const dmName = readSmall(path.join(dmDir, "name"))?.trim();
+  const dmUuid = readSmall(path.join(dmDir, "uuid"))?.trim() ?? "";
+  if (dmName === undefined)
+    throw new CvmError("volume", `${target} is on ${mount.source} (${mount.devno}), which is not a device-mapper device: refusing a plaintext root`);
+  if (!dmUuid.startsWith("CRYPT-")) throw new CvmError("volume", `${target} is on dm device ${dmName} (uuid ${JSON.stringify(dmUuid)}), which is not dm-crypt: refusing`);
+  const ok = expected.find((v) => v.name === dmName);
+  if (!ok) throw new CvmError("volume", `${target} is on dm-crypt ${dmName}, which is not a volume cvm-unlock opens (${expected.map((v) => v.name).join(", ") || "none configured"}): refusing`);
+  if (ok.uuid !== undefined && dmUuid !== cryptDmUuid(ok.uuid, ok.name))
+    throw new CvmError("volume", `${target} is on dm-crypt ${dmName} with dm uuid ${dmUuid}, expected ${cryptDmUuid(ok.uuid, ok.name)}: refusing`);
+  if (ok.uuid === undefined && !new RegExp(`^CRYPT-LUKS2-[0-9a-f]{32}-${dmName.replace(/[.+]/g, "\\$&")}$`).test(dmUuid))
+    throw new CvmError("volume", `${target} is on dm-crypt ${dmName} with dm uuid ${dmUuid}, which is not a LUKS2 mapping of that name: refusing`);
+  return { mount, dmName, dmUuid };
+}
+
+function readMountinfo(root: string): string {
+  const p = path.join(root, "proc/self/mountinfo");
+  try {
+    return fs.readFileSync(p, "utf8");
+  } catch (e) {
+    throw new CvmError("volume", `cannot read ${p}: ${(e as Error).message}`);
+  }
+}

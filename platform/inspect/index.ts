@@ -1,0 +1,52 @@
+// `cvm-unlock inspect`: decode an attestation artefact for people (or as JSON). Pure: bytes in,
+// Inspection out; the command does the file I/O.
+import { b64 } from "../util/bytes.ts";
+import { CvmError } from "../util/errors.ts";
+import { parseTdxQuote } from "../tdx/quote.ts";
+import { detectType } from "./detect.ts";
+import { inspectCcel, inspectCcelTable, inspectEventLog } from "./eventlog.ts";
+import { inspectHclReport } from "./hcl.ts";
+import { INSPECT_TYPES, type InspectType, type Inspection } from "./model.ts";
+import { inspectSnpCerts, inspectSnpReport, snpTrusteeEvidence } from "./snp.ts";
+import { inspectTdReport, inspectTdxQuote } from "./tdx.ts";
+
+export { detectType, INSPECT_TYPES, type InspectType, type Inspection };
+export { renderJson, renderText } from "./render.ts";
+
+const DECODERS: Record<InspectType, (b: Uint8Array) => Inspection> = {
+  "snp-report": inspectSnpReport,
+  "tdx-quote": inspectTdxQuote,
+  "tdx-report": inspectTdReport,
+  eventlog: inspectEventLog,
+  ccel: inspectCcel,
+  "ccel-table": inspectCcelTable,
+  "snp-certs": inspectSnpCerts,
+  "hcl-report": inspectHclReport,
+};
+
+export function resolveType(bytes: Uint8Array, forced?: string): InspectType {
+  if (forced !== undefined) {
+    if (!(INSPECT_TYPES as readonly string[]).includes(forced)) throw new CvmError("usage", `--type must be one of ${INSPECT_TYPES.join(", ")}`);
+    return forced as InspectType;
+  }
+  const t = detectType(bytes);
+  if (!t)
+    throw new CvmError("evidence", `cannot tell what this ${bytes.length}-byte input is`, {
+      hint: `force it with --type ${INSPECT_TYPES.join("|")}`,
+    });
+  return t;
+}
+
+export function inspectBytes(bytes: Uint8Array, type: InspectType): Inspection {
+  return DECODERS[type](bytes);
+}
+
+/** trustee's primary_evidence JSON for an SNP report or a TDX quote (without event log / certs). */
+export function trusteeEvidence(bytes: Uint8Array, type: InspectType): string {
+  if (type === "snp-report") return snpTrusteeEvidence(bytes);
+  if (type === "tdx-quote") {
+    const q = parseTdxQuote(bytes);
+    return JSON.stringify({ cc_eventlog: null, quote: b64(bytes.subarray(0, q.length)) }) + "\n";
+  }
+  throw new CvmError("usage", `--trustee applies to snp-report and tdx-quote inputs, not ${type}`);
+}

@@ -1,0 +1,62 @@
+// The generic `tpm` evidence source (trustee tee "tpm"): a TPM 2.0 quote with an RSA AK. Not
+// TEE-bound — trust comes only from the KBS policy's trusted_aks list.
+import { CvmError, errorMessage } from "../util/errors.ts";
+import type { EvidenceSource, PlatformEnv, Probe } from "../types.ts";
+import { TPM_ALG, TPM_PT, algName } from "./constants.ts";
+import { openTpm, withTpm } from "./client.ts";
+import { collectTpmEvidence } from "./attestation/evidence.ts";
+import { firmwareVersion, manufacturerName } from "./describe.ts";
+import { getPcrBanks, getProperties } from "./operations.ts";
+
+const PROBE_CONNECT_MS = 2_000;
+
+function rootOf(env: PlatformEnv): { root?: string } {
+  return env.paths.root && env.paths.root !== "/" ? { root: env.paths.root } : {};
+}
+
+export const tpmSource: EvidenceSource = {
+  id: "tpm",
+  insecure: false,
+
+  async probe(env: PlatformEnv): Promise<Probe> {
+    let tpm;
+    try {
+      tpm = await openTpm(env.tpm.spec, env.deadline, env.log, { ...rootOf(env), connectTimeoutMs: PROBE_CONNECT_MS, commandTimeoutMs: 10_000 });
+    } catch (e) {
+      return { source: "tpm", present: false, reason: errorMessage(e), ...(e instanceof CvmError && e.hint ? { hint: e.hint } : {}) };
+    }
+    try {
+      const props = await getProperties(tpm);
+      const banks = await getPcrBanks(tpm);
+      const active = banks.filter((b) => b.pcrs.length > 0).map((b) => algName(b.hash));
+      const details: Record<string, string> = {
+        transport: tpm.description,
+        manufacturer: manufacturerName(props.get(TPM_PT.MANUFACTURER)),
+        firmware: firmwareVersion(props.get(TPM_PT.FIRMWARE_VERSION_1), props.get(TPM_PT.FIRMWARE_VERSION_2)),
+        banks: active.join(",") || "none",
+      };
+      if (!banks.some((b) => b.hash === TPM_ALG.SHA256 && b.pcrs.length > 0))
+        return { source: "tpm", present: false, reason: `TPM at ${tpm.description} has no active SHA-256 PCR bank`, hint: "activate it: tpm2_pcrallocate sha256:all, then reboot", details };
+      return { source: "tpm", present: true, tee: "tpm", reason: `TPM 2.0 (${details.manufacturer}) answers at ${tpm.description}`, details };
+    } catch (e) {
+      return { source: "tpm", present: false, reason: `TPM at ${tpm.description} did not answer GetCapability: ${errorMessage(e)}` };
+    } finally {
+      tpm.close();
+    }
+  },
+
+  async collect(env, req) {
+    const t0 = performance.now();
+    return withTpm(
+      env.tpm.spec,
+      env.deadline,
+      env.log,
+      async (tpm) => {
+        const r = await collectTpmEvidence(tpm, req.runtimeDigest, env.tpm.akHandle);
+        env.log.debug("TPM quote collected", { ak: r.akOrigin, ...r.timings });
+        return { tee: "tpm", primary: r.evidence, timings: { ...r.timings, total: Math.round(performance.now() - t0) } };
+      },
+      rootOf(env),
+    );
+  },
+};

@@ -1,0 +1,62 @@
+// The artifacts test/e2e/setup.sh built (kernel, disk, initramfs images, swtpm state, TLS),
+// read from $CVM_E2E_CACHE/manifest.env. Running setup.sh first keeps them fresh (it is cached).
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+
+export interface E2eManifest {
+  cache: string;
+  kernel: string;
+  kver: string;
+  disk: string;
+  diskKeyFile: string;
+  luksUuid: string;
+  initrdAgent: string;
+  initrdFloor: string;
+  swtpmTemplate: string;
+  akPem: string;
+  tlsDir: string;
+  kbsPort: number;
+}
+
+export const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../../..");
+export const CACHE = process.env.CVM_E2E_CACHE ?? "/var/cache/cvm-unlock-e2e";
+
+/** Run setup.sh (idempotent, cached); throws with its output when it fails. */
+export function runSetup(timeoutMs: number): void {
+  const r = spawnSync("bash", [path.join(REPO, "test/e2e/setup.sh")], {
+    env: { ...process.env, CVM_E2E_CACHE: CACHE },
+    encoding: "utf8",
+    timeout: timeoutMs,
+    killSignal: "SIGKILL",
+  });
+  if (r.status !== 0) throw new Error(`test/e2e/setup.sh failed (status ${r.status}, signal ${r.signal}):\n${r.stderr.slice(-4000)}`);
+}
+
+export function readManifest(): E2eManifest {
+  const file = path.join(CACHE, "manifest.env");
+  const env = new Map<string, string>();
+  for (const line of fs.readFileSync(file, "utf8").split("\n")) {
+    const m = /^([A-Z0-9_]+)=(.*)$/.exec(line);
+    if (m) env.set(m[1]!, m[2]!);
+  }
+  const get = (k: string): string => {
+    const v = env.get(k);
+    if (v === undefined || v === "") throw new Error(`${file}: ${k} missing; rerun test/e2e/setup.sh`);
+    return v;
+  };
+  return {
+    cache: get("CVM_E2E_CACHE"),
+    kernel: get("CVM_E2E_KERNEL"),
+    kver: get("CVM_E2E_KVER"),
+    disk: get("CVM_E2E_DISK"),
+    diskKeyFile: get("CVM_E2E_DISK_KEY"),
+    luksUuid: get("CVM_E2E_LUKS_UUID"),
+    initrdAgent: get("CVM_E2E_INITRD_AGENT"),
+    initrdFloor: get("CVM_E2E_INITRD_FLOOR"),
+    swtpmTemplate: get("CVM_E2E_SWTPM_TEMPLATE"),
+    akPem: get("CVM_E2E_AK_PEM"),
+    tlsDir: get("CVM_E2E_TLS_DIR"),
+    kbsPort: Number(get("CVM_E2E_KBS_PORT")),
+  };
+}

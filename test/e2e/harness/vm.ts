@@ -1,0 +1,162 @@
+// One VM boot: a private copy of the provisioned swtpm state, swtpm serving it on a unix socket
+// (QEMU's tpm-crb device -> /dev/tpm0 + /dev/tpmrm0 in the guest), and qemu-system-x86_64 under
+// TCG with the serial console captured to memory and to a log file. Every wait is bounded; both
+// processes are killed on timeout, on stop() and when the test process exits.
+import { spawn, type ChildProcess } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+
+export interface BootOptions {
+  kernel: string;
+  initrd: string;
+  disk: string;
+  cmdline: string;
+  swtpmTemplate: string;
+  /** Directory for this boot's TPM state, swtpm socket and console log. */
+  workDir: string;
+  /** Hard limit for the whole boot; QEMU is killed after it. */
+  timeoutMs: number;
+  memoryMb?: number;
+}
+
+export interface BootResult {
+  /** QEMU exit code (0 after a guest poweroff), null when killed. */
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  timedOut: boolean;
+  wallMs: number;
+}
+
+const live = new Set<ChildProcess>();
+process.on("exit", () => {
+  for (const p of live) p.kill("SIGKILL");
+});
+
+function track(p: ChildProcess): ChildProcess {
+  live.add(p);
+  p.once("exit", () => live.delete(p));
+  return p;
+}
+
+function waitForFile(file: string, timeoutMs: number, proc: ChildProcess): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const tick = () => {
+      if (fs.existsSync(file)) return resolve();
+      if (proc.exitCode !== null) return reject(new Error(`swtpm exited (${proc.exitCode}) before creating ${file}`));
+      if (Date.now() > end) return reject(new Error(`${file} did not appear within ${timeoutMs} ms`));
+      setTimeout(tick, 50);
+    };
+    tick();
+  });
+}
+
+export class Vm {
+  readonly consoleLog: string;
+  private readonly chunks: Buffer[] = [];
+  private qemu?: ChildProcess;
+  private swtpm?: ChildProcess;
+  private result?: Promise<BootResult>;
+  private waiters: { re: RegExp; resolve: () => void }[] = [];
+
+  constructor(private readonly opts: BootOptions) {
+    this.consoleLog = path.join(opts.workDir, "console.log");
+  }
+
+  /** Start swtpm and QEMU; resolves once QEMU runs. */
+  async start(): Promise<void> {
+    const { workDir } = this.opts;
+    fs.mkdirSync(workDir, { recursive: true });
+    const tpmDir = path.join(workDir, "tpm");
+    fs.rmSync(tpmDir, { recursive: true, force: true });
+    fs.cpSync(this.opts.swtpmTemplate, tpmDir, { recursive: true });
+    const sock = path.join(workDir, "swtpm.sock");
+    fs.rmSync(sock, { force: true });
+    this.swtpm = track(
+      spawn("swtpm", ["socket", "--tpm2", "--tpmstate", `dir=${tpmDir}`, "--ctrl", `type=unixio,path=${sock}`, "--log", `file=${path.join(workDir, "swtpm.log")},level=1`], {
+        stdio: ["ignore", "ignore", "pipe"],
+      }),
+    );
+    await waitForFile(sock, 10_000, this.swtpm);
+
+    const log = fs.openSync(this.consoleLog, "w");
+    const args = [
+      "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", String(this.opts.memoryMb ?? 1024),
+      "-nographic", "-monitor", "none", "-no-reboot",
+      "-kernel", this.opts.kernel, "-initrd", this.opts.initrd, "-append", this.opts.cmdline,
+      // snapshot=on: writes go to a temporary overlay, the cached image stays pristine
+      "-drive", `file=${this.opts.disk},format=raw,if=virtio,snapshot=on`,
+      "-chardev", `socket,id=chrtpm,path=${sock}`, "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-crb,tpmdev=tpm0",
+      "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
+      "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0",
+    ];
+    const t0 = Date.now();
+    const qemu = track(spawn("qemu-system-x86_64", args, { stdio: ["ignore", "pipe", "pipe"] }));
+    this.qemu = qemu;
+    const onData = (b: Buffer) => {
+      this.chunks.push(b);
+      fs.writeSync(log, b);
+      this.checkWaiters();
+    };
+    qemu.stdout!.on("data", onData);
+    qemu.stderr!.on("data", onData);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      qemu.kill("SIGKILL");
+    }, this.opts.timeoutMs);
+    this.result = new Promise<BootResult>((resolve, reject) => {
+      qemu.once("error", (e) => (clearTimeout(timer), fs.closeSync(log), reject(e)));
+      qemu.once("close", (code, signal) => {
+        clearTimeout(timer);
+        fs.closeSync(log);
+        this.swtpm?.kill("SIGTERM");
+        this.checkWaiters();
+        resolve({ code, signal, timedOut, wallMs: Date.now() - t0 });
+      });
+    });
+  }
+
+  /** The serial console so far, with CRs removed (raw bytes: see consoleBytes). */
+  text(): string {
+    return this.consoleBytes().toString("latin1").replace(/\r/g, "");
+  }
+
+  consoleBytes(): Buffer {
+    return Buffer.concat(this.chunks);
+  }
+
+  private checkWaiters(): void {
+    if (!this.waiters.length) return;
+    const t = this.text();
+    this.waiters = this.waiters.filter((w) => (w.re.test(t) ? (w.resolve(), false) : true));
+  }
+
+  /** Resolves true when the console matches `re`, false on timeout or when QEMU exits first. */
+  waitFor(re: RegExp, timeoutMs: number): Promise<boolean> {
+    if (re.test(this.text())) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => done(false), timeoutMs);
+      const done = (v: boolean) => {
+        clearTimeout(timer);
+        this.waiters = this.waiters.filter((w) => w.resolve !== ok);
+        resolve(v);
+      };
+      const ok = () => done(true);
+      this.waiters.push({ re, resolve: ok });
+      void this.result?.then(() => done(re.test(this.text())));
+    });
+  }
+
+  /** Waits for QEMU to exit (bounded by timeoutMs given at start). */
+  exited(): Promise<BootResult> {
+    if (!this.result) throw new Error("VM not started");
+    return this.result;
+  }
+
+  async stop(): Promise<void> {
+    this.qemu?.kill("SIGKILL");
+    this.swtpm?.kill("SIGKILL");
+    if (this.result) await this.result.catch(() => undefined);
+  }
+}

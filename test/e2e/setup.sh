@@ -1,0 +1,328 @@
+#!/bin/bash
+# Builds everything the VM boot tests need, cached and keyed by its inputs:
+#   kernel (Debian's linux-image-amd64), a GPT disk whose x86-64 root partition is LUKS2 with a
+#   busybox root whose init prints CVM-E2E markers, a swtpm state with an RSA AK persisted at
+#   0x81010002 (what trustee's `tpm` attester uses), TLS material for the test KBS, and two
+#   dracut initramfs images with our module: "agent" (cvm-unlock unlock) and "floor" (the same
+#   image, but the key is baked in and cryptsetup opens the root without attestation).
+#
+# Usage: test/e2e/setup.sh [step...]   steps: deps kernel tls tpm disk initrd sizes (default:
+#        all but sizes). Writes $CACHE/manifest.env for the tests. Idempotent; passes from nothing.
+# Environment: CVM_E2E_CACHE (default /var/cache/cvm-unlock-e2e), CVM_E2E_BIN (default
+#              dist/cvm-unlock), KVER (default: newest /boot/vmlinuz-*).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+CACHE=${CVM_E2E_CACHE:-/var/cache/cvm-unlock-e2e}
+BIN=${CVM_E2E_BIN:-$REPO/dist/cvm-unlock}
+MODULE_SRC=$REPO/dracut-module
+ROOT_GUID=4f68bce3-e8cd-4db1-96e7-fbcaf984b709  # SD_GPT_ROOT_X86_64 (Discoverable Partitions)
+LUKS_UUID=c5a1f00d-e2e0-4e2e-8e2e-00000000e2e0   # fixed: the baked config names it
+KBS_GUEST_URL=https://10.0.2.2:47443             # host 127.0.0.1:47443 through QEMU user net
+AK_HANDLE=0x81010002
+PACKAGES=(qemu-system-x86 swtpm swtpm-tools tpm2-tools cryptsetup cryptsetup-bin
+    linux-image-amd64 dracut dracut-core dracut-network busybox-static e2fsprogs gdisk
+    zstd cpio kmod systemd openssl)
+
+log() { echo "e2e-setup $(date +%T) $*" >&2; }
+die() { echo "e2e-setup: ERROR: $*" >&2; exit 1; }
+mkdir -p "$CACHE"
+chmod 0700 "$CACHE"
+# a helper process started by a step that failed half-way (set -e) must not outlive us
+CLEANUP_PIDFILE=
+cleanup() { [ -n "$CLEANUP_PIDFILE" ] && [ -s "$CLEANUP_PIDFILE" ] && kill "$(cat "$CLEANUP_PIDFILE")" 2>/dev/null; :; }
+trap cleanup EXIT
+
+# cached NAME INPUT...: true when $CACHE/NAME.key matches the hash of the inputs (files or
+# strings); `stamp NAME INPUT...` records it after a successful build.
+inputs_hash() {
+    local i
+    for i in "$@"; do
+        if [ -f "$i" ]; then sha256sum < "$i"; elif [ -d "$i" ]; then
+            (cd "$i" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
+        else printf '%s\n' "$i"; fi
+    done | sha256sum | cut -c1-32
+}
+cached() { [ -f "$CACHE/$1.key" ] && [ "$(cat "$CACHE/$1.key")" = "$(inputs_hash "${@:2}")" ]; }
+stamp() { inputs_hash "${@:2}" > "$CACHE/$1.key"; }
+
+# ------------------------------------------------------------------------------------ deps
+step_deps() {
+    local missing=() p
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && { log "packages present"; return; }
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # dracut replaces initramfs-tools; linux-image-amd64 provides the guest kernel + modules
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+}
+
+kver() {
+    if [ -n "${KVER:-}" ]; then echo "$KVER"; return; fi
+    local k
+    k=$(ls /boot/vmlinuz-* 2>/dev/null | sed 's|/boot/vmlinuz-||' | sort -V | tail -n1)
+    [ -n "$k" ] && [ -d "/lib/modules/$k" ] || die "no kernel in /boot with modules (step deps installs linux-image-amd64)"
+    echo "$k"
+}
+
+# ---------------------------------------------------------------------------------- kernel
+step_kernel() {
+    local k; k=$(kver)
+    cp "/boot/vmlinuz-$k" "$CACHE/vmlinuz.tmp" && mv "$CACHE/vmlinuz.tmp" "$CACHE/vmlinuz"
+    echo "$k" > "$CACHE/kver"
+    log "kernel $k"
+}
+
+# -------------------------------------------------------------------------------------- tls
+# Test CA + KBS server certificate valid for the guest's view of the host (10.0.2.2) and
+# the host loopback. The CA is baked into the initramfs as the config's kbs.ca_file.
+step_tls() {
+    local d=$CACHE/tls
+    cached tls "v1" && [ -s "$d/server.pem" ] && { log "tls cached"; return; }
+    rm -rf "$d"; mkdir -p "$d"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+        -subj "/CN=cvm-unlock e2e test CA" -keyout "$d/ca.key" -out "$d/ca.pem" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -subj "/CN=cvm-unlock e2e KBS" -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:10.0.2.2,IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' > "$d/ext.cnf"
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+        -days 3650 -extfile "$d/ext.cnf" -out "$d/server.pem" 2>/dev/null
+    rm -f "$d/server.csr" "$d/ext.cnf" "$d/ca.srl"
+    stamp tls "v1"
+    log "tls material in $d"
+}
+
+# ---------------------------------------------------------------------------------- swtpm
+# A provisioned TPM: EK (swtpm_setup) + an RSA-2048 restricted signing AK (RSASSA-SHA256)
+# under the owner hierarchy, persisted at $AK_HANDLE. Each boot gets a copy of this state.
+step_tpm() {
+    local d=$CACHE/swtpm-template
+    cached tpm "v1" "$AK_HANDLE" && [ -s "$CACHE/ak.pem" ] && { log "swtpm state cached"; return; }
+    rm -rf "$d" "$CACHE/ak.pem"; mkdir -p "$d"
+    swtpm_setup --tpm2 --tpmstate "$d" --create-ek-cert --create-platform-cert --overwrite \
+        > "$CACHE/swtpm_setup.log" 2>&1 || swtpm_setup --tpm2 --tpmstate "$d" --overwrite > "$CACHE/swtpm_setup.log" 2>&1
+    local port pidf=$CACHE/swtpm-prov.pid
+    port=$(free_port)
+    swtpm socket --tpm2 --tpmstate dir="$d" --server type=tcp,port="$port",bindaddr=127.0.0.1 \
+        --ctrl type=tcp,port=$((port + 1)),bindaddr=127.0.0.1 --flags not-need-init,startup-clear \
+        --pid file="$pidf" --daemon
+    CLEANUP_PIDFILE=$pidf
+    local w; w=$(mktemp -d)
+    export TPM2TOOLS_TCTI="swtpm:host=127.0.0.1,port=$port"
+    (
+        cd "$w"
+        # no resource manager on this TCTI: flush transient objects after each tool
+        tpm2_createprimary -Q -C o -g sha256 -G rsa2048 -c srk.ctx
+        tpm2_flushcontext -t
+        tpm2_create -Q -C srk.ctx -G rsa2048:rsassa-sha256:null -g sha256 \
+            -a "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign" \
+            -u ak.pub -r ak.priv
+        tpm2_flushcontext -t
+        tpm2_load -Q -C srk.ctx -u ak.pub -r ak.priv -c ak.ctx
+        tpm2_flushcontext -t
+        tpm2_evictcontrol -Q -C o -c ak.ctx "$AK_HANDLE" >/dev/null
+        tpm2_flushcontext -t
+        tpm2_readpublic -Q -c "$AK_HANDLE" -f pem -o "$CACHE/ak.pem"
+        tpm2_shutdown -Q
+    )
+    unset TPM2TOOLS_TCTI
+    rm -rf "$w"
+    kill "$(cat "$pidf")" 2>/dev/null || :
+    for _ in $(seq 50); do [ -e "/proc/$(cat "$pidf" 2>/dev/null)" ] || break; sleep 0.1; done
+    rm -f "$pidf"; CLEANUP_PIDFILE=
+    [ -s "$CACHE/ak.pem" ] || die "AK provisioning failed"
+    stamp tpm "v1" "$AK_HANDLE"
+    log "swtpm template with AK at $AK_HANDLE, public key $CACHE/ak.pem"
+}
+
+free_port() {
+    python3 - <<'EOF' 2>/dev/null || echo $((20000 + RANDOM % 20000))
+import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()
+EOF
+}
+
+# ----------------------------------------------------------------------------------- disk
+# Busybox root whose /sbin/init is the marker program, ext4 built without mounting, LUKS2
+# encrypted offline in the image file (no device-mapper needed on the host), in a GPT disk
+# whose partition type is x86-64 root (gpt-auto discoverable).
+write_marker_init() {
+    cat > "$1" <<'EOF'
+#!/bin/sh
+# /sbin/init of the encrypted test root: prove the switch, show PCR 15 and boot timings.
+export PATH=/bin:/sbin
+[ -e /proc/self ] || mount -t proc proc /proc
+[ -d /sys/class ] || mount -t sysfs sysfs /sys
+root=$(awk '$2=="/"{print $1" "$3}' /proc/mounts | tail -n1)
+dm=""; for d in /sys/block/dm-*/dm/name; do [ -e "$d" ] && dm="$dm $(cat "$d")"; done
+echo "CVM-E2E-MARKER: switch-root OK root=[$root] dm=[${dm# }] content=$(cat /etc/e2e-content) uptime=$(cut -d' ' -f1 /proc/uptime)"
+pcr=/sys/class/tpm/tpm0/pcr-sha256/15
+if [ -r "$pcr" ]; then echo "CVM-E2E-PCR15: $(cat "$pcr")"; else echo "CVM-E2E-PCR15: unavailable"; fi
+echo "CVM-E2E-RUN: $(ls -A /run 2>/dev/null | tr '\n' ' ')"
+# kernel + forwarded journal lines (systemd.journald.forward_to_kmsg=1) with timestamps
+dmesg | grep -E 'Run /init as init process|Freeing initrd memory|cvm-unlock|Initrd Root Device|Switching root|systemd\[1\]: Finished|Reached target' \
+    | sed 's/^/CVM-E2E-KMSG: /'
+echo "CVM-E2E-DONE"
+sync
+poweroff -f
+sleep 5
+echo o > /proc/sysrq-trigger
+EOF
+    chmod 0755 "$1"
+}
+
+step_disk() {
+    local key=$CACHE/disk.key disk=$CACHE/disk.img
+    local bb; bb=$(command -v busybox)
+    local ver="v2 $LUKS_UUID $ROOT_GUID $(sha256sum < "$bb")"
+    [ -s "$key" ] && cached disk "$ver" "$key" "$0" && [ -s "$disk" ] && { log "disk cached"; return; }
+    [ -s "$key" ] || { head -c 32 /dev/urandom > "$key.tmp" && chmod 0400 "$key.tmp" && mv "$key.tmp" "$key"; }
+    local r=$CACHE/rootdir
+    rm -rf "$r"; mkdir -p "$r"/{bin,sbin,etc,proc,sys,dev,run,tmp}
+    cp "$bb" "$r/bin/busybox"
+    local a
+    for a in $("$r/bin/busybox" --list); do [ -e "$r/bin/$a" ] || ln -s busybox "$r/bin/$a"; done
+    write_marker_init "$r/sbin/init"
+    echo "encrypted-root-ok" > "$r/etc/e2e-content"
+    printf 'NAME="cvm-unlock e2e root"\nID=cvmunlocke2e\nVERSION_ID=1\n' > "$r/etc/os-release"
+    : > "$r/etc/fstab"
+    local p=$CACHE/rootpart.img
+    rm -f "$p"; truncate -s 48M "$p"
+    mke2fs -q -t ext4 -L e2eroot -d "$r" "$p" 32M
+    cryptsetup reencrypt --encrypt --type luks2 --reduce-device-size 16M --uuid "$LUKS_UUID" \
+        --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$key" --batch-mode "$p"
+    rm -f "$disk.tmp"; truncate -s 50M "$disk.tmp"
+    sgdisk -n 1:2048:+48M -t 1:$ROOT_GUID -c 1:root "$disk.tmp" >/dev/null
+    dd if="$p" of="$disk.tmp" bs=1M seek=1 conv=notrunc status=none
+    mv "$disk.tmp" "$disk"
+    rm -rf "$p" "$r"
+    stamp disk "$ver" "$key" "$0"
+    log "disk $disk (LUKS2 $LUKS_UUID)"
+}
+
+# --------------------------------------------------------------------------------- initrd
+# A private dracut tree (symlinks to the system's, plus our module and drop-in) so the test
+# never installs into /usr/lib/dracut and ignores the host's /etc/dracut.conf.d.
+dracut_tree() {
+    local t=$CACHE/dracut
+    rm -rf "$t"
+    cp -as /usr/lib/dracut "$t"
+    rm -rf "$t/modules.d/90cvm-unlock" "$t/modules.d/95cvm-unlock-e2e-floor"
+    cp -r "$MODULE_SRC/90cvm-unlock" "$t/modules.d/90cvm-unlock"
+    cp -r "$HERE/dracut/95cvm-unlock-e2e-floor" "$t/modules.d/95cvm-unlock-e2e-floor"
+    mkdir -p "$t/dracut.conf.d"
+    cp "$MODULE_SRC/dracut.conf.d/90-cvm-unlock.conf" "$t/dracut.conf.d/"
+    echo "$t"
+}
+
+write_guest_config() {
+    cat > "$1" <<EOF
+{
+  "kbs": {
+    "endpoints": ["$KBS_GUEST_URL"],
+    "ca_file": "/etc/cvm-unlock/kbs-ca.pem",
+    "attempts_per_endpoint": 10,
+    "request_timeout_s": 10
+  },
+  "resource": "default/key/root",
+  "platform": { "tee": "tpm", "tpm": "/dev/tpmrm0", "tpm_ak_handle": "$AK_HANDLE" },
+  "deadline_s": 240,
+  "unlock": {
+    "volumes": [ { "name": "root", "uuid": "$LUKS_UUID" } ],
+    "device_timeout_s": 120,
+    "measure": { "tpm": "required", "pcr": 15 }
+  }
+}
+EOF
+}
+
+# build_initrd NAME MODULES EXTRA_CONF
+build_initrd() {
+    local name=$1 mods=$2 extra=$3 t0=$SECONDS tree k
+    k=$(cat "$CACHE/kver")
+    tree=$(dracut_tree)
+    local conf=$CACHE/dracut-$name.conf.d
+    rm -rf "$conf"; mkdir -p "$conf"
+    printf '%s\n' "$extra" > "$conf/99-e2e.conf"
+    rm -f "$CACHE/initrd-$name.img"
+    # generic (not hostonly): like a distro's or kernel-uki-virt's static initramfs
+    dracutbasedir=$tree dracut --quiet --force --conf /dev/null --confdir "$conf" \
+        --no-hostonly --no-hostonly-cmdline --kver "$k" -m "$mods" "$CACHE/initrd-$name.img.tmp"
+    mv "$CACHE/initrd-$name.img.tmp" "$CACHE/initrd-$name.img"
+    log "initrd-$name: $(stat -c %s "$CACHE/initrd-$name.img") bytes in $((SECONDS - t0)) s"
+    echo "$name $(stat -c %s "$CACHE/initrd-$name.img") $((SECONDS - t0))" >> "$CACHE/initrd-sizes.txt"
+}
+
+# systemd initrd without the bulk (plymouth, lvm, mdraid, ...); same set for every image
+BASE_MODS="systemd-initrd systemd-udevd systemd-journald systemd-tmpfiles systemd-sysusers \
+dracut-systemd kernel-modules base fs-lib rootfs-block udev-rules"
+
+step_initrd() {
+    [ -x "$BIN" ] || die "$BIN missing: run npm run build"
+    [ -s "$CACHE/kver" ] || step_kernel
+    install -m 0644 "$CACHE/tls/ca.pem" "$CACHE/kbs-ca.pem"
+    write_guest_config "$CACHE/guest-config.json.new"
+    mv "$CACHE/guest-config.json.new" "$CACHE/guest-config.json"
+    # staged files, installed where the config (kbs.ca_file) says they are in the guest
+    local common="cvm_unlock_binary=\"$BIN\"
+cvm_unlock_config=\"$CACHE/guest-config.json\"
+cvm_unlock_ca_file=\"$CACHE/kbs-ca.pem\"
+cvm_unlock_on_failure=\"poweroff\""
+    local inputs=("$BIN" "$MODULE_SRC" "$HERE/dracut" "$CACHE/guest-config.json" "$CACHE/kbs-ca.pem" \
+        "$CACHE/disk.key" "$(cat "$CACHE/kver")" "$(dpkg-query -W -f='${Version}' dracut-core)" "$0")
+    if cached initrd "${inputs[@]}" && [ -s "$CACHE/initrd-agent.img" ] && [ -s "$CACHE/initrd-floor.img" ]; then
+        log "initrd images cached"; return
+    fi
+    build_initrd agent "$BASE_MODS cvm-unlock" "$common"
+    build_initrd floor "$BASE_MODS cvm-unlock cvm-unlock-e2e-floor" "$common
+cvm_unlock_e2e_keyfile=\"$CACHE/disk.key\"
+cvm_unlock_e2e_luks_uuid=\"$LUKS_UUID\""
+    stamp initrd "${inputs[@]}"
+}
+
+# initramfs size with and without the module (docs/PERFORMANCE.md "## Boot"); not cached
+step_sizes() {
+    [ -s "$CACHE/kver" ] || step_kernel
+    build_initrd size-without "$BASE_MODS systemd-networkd systemd-resolved dm crypt" ""
+    local common="cvm_unlock_binary=\"$BIN\"
+cvm_unlock_config=\"$CACHE/guest-config.json\"
+cvm_unlock_ca_file=\"$CACHE/kbs-ca.pem\""
+    build_initrd size-with "$BASE_MODS cvm-unlock" "$common"
+    local f
+    for f in size-without size-with; do
+        echo "$f unpacked $(zstd -dc "$CACHE/initrd-$f.img" | wc -c)" | tee -a "$CACHE/initrd-sizes.txt" >&2
+    done
+    rm -f "$CACHE"/initrd-size-*.img
+}
+
+write_manifest() {
+    cat > "$CACHE/manifest.env.tmp" <<EOF
+CVM_E2E_CACHE=$CACHE
+CVM_E2E_KERNEL=$CACHE/vmlinuz
+CVM_E2E_KVER=$(cat "$CACHE/kver")
+CVM_E2E_DISK=$CACHE/disk.img
+CVM_E2E_DISK_KEY=$CACHE/disk.key
+CVM_E2E_LUKS_UUID=$LUKS_UUID
+CVM_E2E_INITRD_AGENT=$CACHE/initrd-agent.img
+CVM_E2E_INITRD_FLOOR=$CACHE/initrd-floor.img
+CVM_E2E_SWTPM_TEMPLATE=$CACHE/swtpm-template
+CVM_E2E_AK_PEM=$CACHE/ak.pem
+CVM_E2E_TLS_DIR=$CACHE/tls
+CVM_E2E_KBS_PORT=${KBS_GUEST_URL##*:}
+EOF
+    mv "$CACHE/manifest.env.tmp" "$CACHE/manifest.env"
+}
+
+main() {
+    [ $# -eq 0 ] && set -- deps kernel tls tpm disk initrd
+    local s
+    for s in "$@"; do "step_$s"; done
+    write_manifest
+    log "ready: $CACHE/manifest.env"
+}
+main "$@"

@@ -1,0 +1,70 @@
+// trustee-style `tdx` verifier for the test KBS (kbs-protocol.md §4.3). Checks what trustee checks
+// that can be checked offline:
+//   - evidence shape {"cc_eventlog": base64|null, "quote": base64} (base64 STANDARD, strict);
+//   - quote v4/v5, TEE type TDX, ECDSA-P256 attestation key; v3/SGX quotes are refused;
+//   - the quote signature (ECDSA-P256-SHA256 over header ‖ body by the attestation key in the
+//     signature data) and the QE-report binding of that key;
+//   - REPORTDATA == expected digest ‖ zeros (regularize_data to 64);
+//   - MRCONFIGID == init-data digest (regularized to 48) when init-data was given;
+//   - when cc_eventlog is present: it parses as a crypto-agile CCEL and replays to RTMR0..3.
+// NOT checked (cannot be, offline): the PCK certificate chain to Intel's root, the QE report
+// signature by the PCK key, and TCB status from Intel PCS collateral. Real trustee does those
+// through DCAP QVL; test quotes from test/helpers/tdx-fixtures.ts would fail them by design.
+import { bytesEqual, fitTo, fromB64, hex } from "../../../platform/util/bytes.ts";
+import { parseTdxQuote } from "../../../platform/tdx/quote.ts";
+import { verifyQeBinding, verifyQuoteSignature } from "../../../platform/tdx/signature.ts";
+import { trusteeEventClaims, trusteeQuoteClaims } from "../../../platform/tdx/claims.ts";
+import { parseCcelLog, replay, TPM_ALG_SHA384 } from "../../../platform/eventlog/index.ts";
+import type { TeeClaims, TeeVerifier, VerifyContext } from "./types.ts";
+
+function field(ev: Record<string, unknown>, name: string): unknown {
+  if (!Object.hasOwn(ev, name)) throw new Error(`tdx evidence: missing field \`${name}\``);
+  return ev[name];
+}
+
+function decode(value: unknown, what: string): Uint8Array {
+  if (typeof value !== "string") throw new Error(`tdx evidence: \`${what}\` must be a base64 string`);
+  try {
+    return fromB64(value, what);
+  } catch (e) {
+    throw new Error(`tdx evidence: ${(e as Error).message}`);
+  }
+}
+
+export function verifyTdxEvidence(evidence: unknown, expectedReportData: Uint8Array, ctx?: Pick<VerifyContext, "initData">): TeeClaims {
+  if (evidence === null || typeof evidence !== "object" || Array.isArray(evidence)) throw new Error("tdx evidence: expected a JSON object");
+  const ev = evidence as Record<string, unknown>;
+  const quoteBytes = decode(field(ev, "quote"), "quote");
+  const el = Object.hasOwn(ev, "cc_eventlog") ? ev.cc_eventlog : null;
+  const quote = parseTdxQuote(quoteBytes); // ParseError names field + offset
+
+  if (!verifyQuoteSignature(quote)) throw new Error("tdx evidence: quote signature does not verify with the attestation key in the quote");
+  if (verifyQeBinding(quote) === false) throw new Error("tdx evidence: QE report does not bind the attestation key (SHA-256(key ‖ auth data))");
+
+  const expected = fitTo(expectedReportData, 64);
+  if (!bytesEqual(quote.body.reportData, expected))
+    throw new Error(`tdx evidence: REPORTDATA ${hex(quote.body.reportData)} != expected ${hex(expected)}`);
+
+  if (ctx?.initData) {
+    const want = fitTo(ctx.initData.digest, 48);
+    if (!bytesEqual(quote.body.mrConfigId, want)) throw new Error(`tdx evidence: MRCONFIGID ${hex(quote.body.mrConfigId)} != init-data digest ${hex(want)}`);
+  }
+
+  const claims: TeeClaims = trusteeQuoteClaims(quote);
+  if (el !== null && el !== undefined && el !== "") {
+    const log = parseCcelLog(decode(el, "cc_eventlog"));
+    const rtmrs = replay(log, { kind: "rtmr" });
+    for (let i = 0; i < 4; i++) {
+      const got = rtmrs.get(i)!.get(TPM_ALG_SHA384)!;
+      if (!bytesEqual(got, quote.body.rtmrs[i]!))
+        throw new Error(`tdx evidence: cc_eventlog replays RTMR${i} to ${hex(got)}, the quote has ${hex(quote.body.rtmrs[i]!)}`);
+    }
+    claims.uefi_event_logs = trusteeEventClaims(log);
+  }
+  return claims;
+}
+
+export const verifier: TeeVerifier = {
+  tee: "tdx",
+  verify: (evidence, expected, ctx) => verifyTdxEvidence(evidence, expected, ctx),
+};
