@@ -7,6 +7,7 @@ type VerifierModule = { verifier: TeeVerifier };
 
 export const verifierRegistry: Record<string, () => Promise<VerifierModule>> = {
   sample: () => import("./sample.ts"),
+  sampledevice: () => import("./sampledevice.ts"),
   tdx: () => import("./tdx.ts"),
   snp: () => import("./snp.ts"),
   tpm: () => import("./tpm.ts"),

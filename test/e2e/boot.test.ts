@@ -1,0 +1,160 @@
+// VM boot tests: the product initramfs (dracut module 90cvm-unlock + dist/cvm-unlock) boots a
+// Debian kernel under QEMU/TCG with swtpm as the guest's TPM, attests with tee `tpm` to the test
+// KBS on the host loopback (guest: https://10.0.2.2:47443), opens the LUKS2 root and switches
+// into it. Built once by test/e2e/setup.sh (cached); four boots share the images.
+//   (a) KBS releases the key -> switch-root into the decrypted root; PCR 15 = expected value
+//   (c) KBS refuses connections at first, then comes up -> boot succeeds within the deadline
+//   (b) KBS policy denies -> the guest powers off without reaching the root (fail closed)
+//   floor: same image with the key baked in (no attestation): the boot-time reference
+//   (d) no console log contains the key in any encoding, nor private key material
+// Boot timings are written to .cache/e2e/boot-timings.json (docs/PERFORMANCE.md "## Boot").
+import { createHash } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { startTestKbs, type TestKbs } from "../kbs/server.ts";
+import { tpmVerifierTrusting } from "../kbs/verifiers/tpm.ts";
+import { agentPhases, bootTimeline, findSecret, pcr15, rootMarker, type BootTimeline } from "./harness/console.ts";
+import { readManifest, REPO, runSetup, type E2eManifest } from "./harness/manifest.ts";
+import { Vm, type BootResult } from "./harness/vm.ts";
+
+// Nothing on it is needed by the product (root=, rd.luks=0 and the failure policy come from the
+// initramfs' etc/cmdline.d): these only make the boot observable (timestamps in the kernel log,
+// journal forwarded there so the test root can print it) and quieter on the console.
+const CMDLINE = "console=ttyS0 panic=-1 tsc=reliable loglevel=4 log_buf_len=1M printk.time=1 systemd.journald.forward_to_kmsg=1";
+const BOOT_TIMEOUT_MS = 300_000;
+const RESOURCE = "default/key/root";
+const RUNS = path.join(REPO, ".cache", "e2e");
+
+const sha256 = (b: Uint8Array | string) => new Uint8Array(createHash("sha256").update(b).digest());
+const extend = (pcr: Uint8Array, event: string) => sha256(Buffer.concat([pcr, sha256(event)]));
+const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+
+let m: E2eManifest;
+let diskKey: Uint8Array;
+let kbs: TestKbs;
+const consoles: { name: string; bytes: Buffer }[] = [];
+const timings: Record<string, { wallMs: number; timeline: BootTimeline; phases: Record<string, number> }> = {};
+let active: Vm | undefined;
+
+async function boot(name: string, initrd: string, during?: (vm: Vm) => Promise<void>): Promise<{ vm: Vm; result: BootResult; text: string }> {
+  const workDir = path.join(RUNS, name);
+  fs.rmSync(workDir, { recursive: true, force: true });
+  const vm = new Vm({ kernel: m.kernel, initrd, disk: m.disk, cmdline: CMDLINE, swtpmTemplate: m.swtpmTemplate, workDir, timeoutMs: BOOT_TIMEOUT_MS });
+  active = vm;
+  try {
+    await vm.start();
+    if (during) await during(vm);
+    const result = await vm.exited();
+    const text = vm.text();
+    consoles.push({ name, bytes: vm.consoleBytes() });
+    return { vm, result, text };
+  } finally {
+    await vm.stop();
+    active = undefined;
+  }
+}
+
+function record(name: string, unit: string, result: BootResult, text: string): void {
+  timings[name] = { wallMs: result.wallMs, timeline: bootTimeline(text, unit), phases: agentPhases(text) };
+}
+
+describe("VM boot with the cvm-unlock dracut module", () => {
+  beforeAll(() => {
+    runSetup(1_500_000);
+    m = readManifest();
+    diskKey = new Uint8Array(fs.readFileSync(m.diskKeyFile));
+    expect(diskKey.length).toBe(32);
+    fs.mkdirSync(RUNS, { recursive: true });
+  }, 1_600_000);
+
+  beforeAll(async () => {
+    const tls = (f: string) => fs.readFileSync(path.join(m.tlsDir, f), "utf8");
+    kbs = await startTestKbs({
+      host: "127.0.0.1",
+      port: m.kbsPort,
+      tls: { keyPem: tls("server.key"), certPem: tls("server.pem"), caPem: tls("ca.pem") },
+      resources: { [RESOURCE]: diskKey },
+      allowTees: ["tpm"],
+      // the AK provisioned into the swtpm state is the only one trusted
+      verifiers: { tpm: tpmVerifierTrusting([fs.readFileSync(m.akPem, "utf8")]) },
+      policy: "allow",
+    });
+  });
+
+  afterAll(async () => {
+    await active?.stop();
+    await kbs?.close();
+    if (Object.keys(timings).length) fs.writeFileSync(path.join(RUNS, "boot-timings.json"), JSON.stringify(timings, null, 2) + "\n");
+  });
+
+  test("(a) the KBS releases the key: switch-root into the decrypted root, PCR 15 measured", async () => {
+    kbs.setPolicy("allow");
+    kbs.resetStats();
+    const { result, text } = await boot("a-release", m.initrdAgent);
+    record("agent", "cvm-unlock.service", result, text);
+    expect(result.timedOut, `boot timed out; console: ${RUNS}/a-release/console.log`).toBe(false);
+    const marker = rootMarker(text);
+    expect(marker, `no switch-root marker; console: ${RUNS}/a-release/console.log`).toBeDefined();
+    expect(marker).toMatchObject({ rootDevice: "/dev/mapper/root", rootFs: "ext4", content: "encrypted-root-ok" });
+    expect(marker!.dmNames).toContain("root");
+    // volume identity at unlock, then the leave-initrd marker at switch-root (docs/UNLOCK.md)
+    const expected = extend(extend(new Uint8Array(32), `cryptsetup:root:${m.luksUuid}`), "cvm-unlock:leave-initrd");
+    expect(pcr15(text)).toBe(hex(expected));
+    expect(kbs.stats.attested).toBeGreaterThanOrEqual(1);
+    expect(kbs.stats.released).toBe(1);
+    expect(text).toMatch(/Finished cvm-unlock\.service/);
+  });
+
+  test("(c) the KBS is down for the first attempts, then up: the boot still succeeds", async () => {
+    kbs.resetStats();
+    await kbs.refuseConnections();
+    let reopenedAt = 0;
+    const { result, text } = await boot("c-late-kbs", m.initrdAgent, async (vm) => {
+      // two refused attempts seen by the agent, then the KBS comes up
+      const sawRetries = await vm.waitFor(/kbs \S+: [^\n]*; retry 3\/\d+/, 240_000);
+      await kbs.acceptConnections();
+      reopenedAt = Date.now();
+      expect(sawRetries, `the agent never retried; console: ${RUNS}/c-late-kbs/console.log`).toBe(true);
+    });
+    expect(result.timedOut).toBe(false);
+    expect(rootMarker(text)?.content, `console: ${RUNS}/c-late-kbs/console.log`).toBe("encrypted-root-ok");
+    expect(kbs.stats.released).toBe(1);
+    expect(kbs.stats.events.every((e) => e.at >= reopenedAt)).toBe(true);
+  });
+
+  test("(b) the KBS policy refuses: the guest never reaches the root and powers off", async () => {
+    kbs.resetStats();
+    kbs.setPolicy("deny");
+    try {
+      const { result, text } = await boot("b-deny", m.initrdAgent);
+      expect(result.timedOut, `no poweroff; console: ${RUNS}/b-deny/console.log`).toBe(false);
+      expect(result.code).toBe(0); // guest poweroff (OnFailure=poweroff.target), not a crash
+      expect(rootMarker(text)).toBeUndefined();
+      expect(text).not.toMatch(/CVM-E2E-MARKER/);
+      expect(text).toMatch(/Failed to start cvm-unlock\.service|cvm-unlock\.service: Failed/);
+      expect(text).toMatch(/Power(ing)? (off|down)|reboot: Power down/);
+      expect(kbs.stats.attested).toBeGreaterThanOrEqual(1);
+      expect(kbs.stats.released).toBe(0);
+    } finally {
+      kbs.setPolicy("allow");
+    }
+  });
+
+  test("floor: the same image with a baked-in key (no attestation) boots", async () => {
+    const { result, text } = await boot("floor", m.initrdFloor);
+    record("floor", "cvm-unlock-e2e-floor.service", result, text);
+    expect(rootMarker(text)?.content, `console: ${RUNS}/floor/console.log`).toBe("encrypted-root-ok");
+    // only the leave-initrd marker: no volume event without the agent
+    expect(pcr15(text)).toBe(hex(extend(new Uint8Array(32), "cvm-unlock:leave-initrd")));
+  });
+
+  test("(d) no console log contains the disk key or private key material", () => {
+    expect(consoles.length).toBeGreaterThanOrEqual(3);
+    for (const c of consoles) {
+      expect(findSecret(c.bytes, diskKey), `${c.name}: key found in console`).toEqual([]);
+      expect(c.bytes.includes(Buffer.from("PRIVATE KEY")), `${c.name}: PEM private key in console`).toBe(false);
+      expect(c.bytes.includes(Buffer.from('"d":"')), `${c.name}: JWK private member in console`).toBe(false);
+    }
+  });
+});
