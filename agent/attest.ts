@@ -45,7 +45,7 @@ export async function chooseAttester(ctx: RunContext, timeline: Timeline): Promi
     tee,
     async collect(runtimeDigest) {
       const ev = await source.collect(ctx.env, { runtimeDigest, tee });
-      for (const [step, ms] of Object.entries(ev.timings ?? {})) if (step !== "total") timeline.record(`  ${step}`, ms, "evidence step");
+      for (const [step, ms] of Object.entries(ev.timings ?? {})) if (step !== "total") timeline.record(`evidence.${step}`, ms);
       return ev.primary;
     },
   };

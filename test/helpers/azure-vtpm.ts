@@ -25,7 +25,7 @@ export type RefreshMode = { kind: "immediate" } | { kind: "delayed"; ms: number 
 export interface AzureVtpmOptions {
   tee: HclTee;
   refresh?: RefreshMode;
-  /** NV size of 0x01400001 (Azure: 2600). */
+  /** NV size of 0x01400001. Azure uses 2048 or 2600; libtpms caps an NV index at 2048 (TPM_PT_NV_INDEX_MAX). */
   nvSize?: number;
 }
 
@@ -115,7 +115,7 @@ function nvWriteTo(cmd: Buffer, index: number): { data: Buffer; offset: number }
 export async function startAzureVtpm(o: AzureVtpmOptions): Promise<AzureVtpm> {
   const swtpm = await startSwtpm({ ekCerts: false, pcrBanks: "sha256" });
   const pki = testPki();
-  const nvSize = o.nvSize ?? 2600;
+  const nvSize = o.nvSize ?? 2048;
   let refresh: RefreshMode = o.refresh ?? { kind: "immediate" };
   let akPub!: RsaPublicJwk;
 

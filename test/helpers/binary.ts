@@ -100,9 +100,14 @@ export function runCli(args: string[], opts: RunOptions = {}): Promise<RunResult
     stdio: ["pipe", "pipe", "pipe", ...Array.from({ length: extra }, () => "pipe" as const)],
   });
   const start = performance.now();
+  // Under bun, extra pipes can deliver their data after the child's 'close': wait for each stream's end.
+  const ended: Promise<void>[] = [];
   const collect = (s: NodeJS.ReadableStream | null | undefined) => {
     const chunks: Buffer[] = [];
-    s?.on("data", (c: Buffer) => chunks.push(c));
+    if (s) {
+      s.on("data", (c: Buffer) => chunks.push(c));
+      ended.push(new Promise((res) => (s.once("end", () => res()), s.once("close", () => res()), s.once("error", () => res()))));
+    }
     return chunks;
   };
   const out = collect(child.stdout);
@@ -120,8 +125,9 @@ export function runCli(args: string[], opts: RunOptions = {}): Promise<RunResult
       clearTimeout(timer);
       reject(e);
     });
-    child.on("close", (code, signal) => {
+    child.on("close", async (code, signal) => {
       clearTimeout(timer);
+      await Promise.race([Promise.all(ended), new Promise((r) => setTimeout(r, 2000))]);
       resolve({
         code,
         signal,
