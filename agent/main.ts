@@ -3,7 +3,7 @@ import { CvmError, errorMessage } from "../platform/util/errors.ts";
 import { createLogger, defaultLogFormat, type LogFormat } from "../platform/util/log.ts";
 import { formatOptions, parseArgs, type OptionSpec } from "./cli/args.ts";
 import type { Command } from "./cli/command.ts";
-import { commands } from "./commands/index.ts";
+import { commands, type CommandEntry } from "./commands/index.ts";
 
 const globalOptions: OptionSpec[] = [
   { name: "log-format", kind: "string", value: "kmsg|text|json", help: "log format on stderr (default: text on a TTY, kmsg otherwise)" },
@@ -25,8 +25,8 @@ function usage(): string {
   ].join("\n");
 }
 
-function commandHelp(c: Command): string {
-  return [`usage: cvm-unlock ${c.usage}`, "", c.summary + ".", ...(c.description ? ["", c.description] : []), "", "options:", formatOptions([...c.options, ...globalOptions])].join("\n");
+function commandHelp(entry: CommandEntry, c: Command): string {
+  return [`usage: cvm-unlock ${c.usage}`, "", entry.summary + ".", ...(c.description ? ["", c.description] : []), "", "options:", formatOptions([...c.options, ...globalOptions])].join("\n");
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -40,21 +40,21 @@ async function main(argv: string[]): Promise<number> {
     (name === undefined ? process.stderr : process.stdout).write(usage() + "\n");
     return name === undefined ? 2 : 0;
   }
-  if (name === "--version") argv = ["version"];
-  const cmd = commands.find((c) => c.name === (name === "--version" ? "version" : name));
+  const entry = commands.find((c) => c.name === (name === "--version" ? "version" : name));
   let log = createLogger({ format: stderrFormat, verbose: false });
-  if (!cmd) {
+  if (!entry) {
     log.error(`unknown command '${name}'`);
     process.stderr.write(usage() + "\n");
     return 2;
   }
+  const cmd = await entry.load();
   try {
     const args = parseArgs(rest, [...cmd.options, ...globalOptions]);
     const fmt = args.options.get("log-format");
     if (fmt !== undefined && !["kmsg", "text", "json"].includes(fmt as string)) throw new CvmError("usage", `--log-format must be kmsg, text or json`);
     log = createLogger({ format: (fmt as LogFormat | undefined) ?? stderrFormat, verbose: args.options.get("verbose") === true });
     if (args.options.get("help") === true) {
-      process.stdout.write(commandHelp(cmd) + "\n");
+      process.stdout.write(commandHelp(entry, cmd) + "\n");
       return 0;
     }
     return await cmd.run(args, { log, stdout: process.stdout });

@@ -1,4 +1,5 @@
 // A subcommand: its own options table (for parsing and --help) and a run function.
+// Its one-line summary lives in the registry (agent/commands/index.ts), which loads it lazily.
 import type { Logger } from "../../platform/util/log.ts";
 import type { OptionSpec, ParsedArgs } from "./args.ts";
 
@@ -10,7 +11,6 @@ export interface CommandIO {
 
 export interface Command {
   name: string;
-  summary: string;
   usage: string; // e.g. "fetch [options] REPO/TYPE/TAG"
   description?: string;
   options: OptionSpec[];

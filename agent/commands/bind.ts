@@ -15,7 +15,6 @@ const URL_RE = /^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/;
 
 export const bindCommand: Command = {
   name: "bind",
-  summary: "store KBS endpoints, resource and CA pin in a cvm-unlock LUKS2 token",
   usage: "bind DEVICE --kbs URL [--kbs URL...] --resource REPO/TYPE/TAG [--ca-sha256 HEX | --ca FILE] [--key-slot N]",
   description:
     "The token only selects among what the trusted config allows (unlock.luks_token.*); see docs/UNLOCK.md.\n" +

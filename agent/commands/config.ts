@@ -35,7 +35,6 @@ export function sourceOf(prov: Map<string, string>, p: string): string {
 
 export const configCommand: Command = {
   name: "config",
-  summary: "show the merged configuration and where each value came from",
   usage: "config --explain [options] [--device PATH]",
   description: "Layers: defaults < trusted file < kernel cmdline (if trusted) < LUKS2 token (if trusted; give --device) < flags.",
   options: [

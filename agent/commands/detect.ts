@@ -6,7 +6,6 @@ import { probeAll } from "../select.ts";
 
 export const detectCommand: Command = {
   name: "detect",
-  summary: "show which evidence sources exist and which one would be used",
   usage: "detect [options]",
   description: "Exit status 0 when a source would be chosen, 4 (platform) when none is usable.",
   options: [...configOptions, { name: "json", kind: "bool", help: "print JSON" }],

@@ -18,7 +18,6 @@ const MAX_NONCE = 1024;
 
 export const evidenceCommand: Command = {
   name: "evidence",
-  summary: "collect evidence for a nonce and print the trustee /attest body",
   usage: "evidence [options] [--nonce NONCE]",
   description:
     "Without --nonce a random 32-byte nonce is used, as a KBS would issue. The tee-pubkey is a fresh\n" +

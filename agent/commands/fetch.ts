@@ -28,7 +28,6 @@ export function writeAll(fd: number, data: Uint8Array): void {
 
 export const fetchCommand: Command = {
   name: "fetch",
-  summary: "attest to the KBS and write the released secret to stdout or --out-fd",
   usage: "fetch [options] [REPO/TYPE/TAG]",
   description:
     "The secret is written to stdout only when stdout is not a terminal, or to the file descriptor given by --out-fd.\n" +

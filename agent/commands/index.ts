@@ -1,25 +1,22 @@
-// The command registry. Each command lives in its own module.
+// The command registry: name and one-line summary here, the implementation loaded only when the
+// command runs (a dynamic import keeps `version`/`--help` from evaluating undici, crypto, codecs).
 import type { Command } from "../cli/command.ts";
-import { detectCommand } from "./detect.ts";
-import { evidenceCommand } from "./evidence.ts";
-import { fetchCommand } from "./fetch.ts";
-import { inspectCommand } from "./inspect.ts";
-import { versionCommand } from "./version.ts";
-import { unlockCommand } from "./unlock.ts";
-import { bindCommand } from "./bind.ts";
-import { configCommand } from "./config.ts";
-import { measureCommand } from "../unlock/measure-command.ts";
-import { verifyRootCommand } from "../unlock/verify-root-command.ts";
 
-export const commands: Command[] = [
-  detectCommand,
-  evidenceCommand,
-  fetchCommand,
-  inspectCommand,
-  versionCommand,
-  unlockCommand,
-  bindCommand,
-  configCommand,
-  measureCommand,
-  verifyRootCommand,
+export interface CommandEntry {
+  name: string;
+  summary: string;
+  load(): Promise<Command>;
+}
+
+export const commands: CommandEntry[] = [
+  { name: "detect", summary: "show which evidence sources exist and which one would be used", load: async () => (await import("./detect.ts")).detectCommand },
+  { name: "evidence", summary: "collect evidence for a nonce and print the trustee /attest body", load: async () => (await import("./evidence.ts")).evidenceCommand },
+  { name: "fetch", summary: "attest to the KBS and write the released secret to stdout or --out-fd", load: async () => (await import("./fetch.ts")).fetchCommand },
+  { name: "unlock", summary: "fetch the disk key(s) from the KBS and open the LUKS2 volume(s) with cryptsetup", load: async () => (await import("./unlock.ts")).unlockCommand },
+  { name: "inspect", summary: "decode an attestation report, quote, event log or certificate table", load: async () => (await import("./inspect.ts")).inspectCommand },
+  { name: "config", summary: "show the merged configuration and where each value came from", load: async () => (await import("./config.ts")).configCommand },
+  { name: "bind", summary: "store KBS endpoints, resource and CA pin in a cvm-unlock LUKS2 token", load: async () => (await import("./bind.ts")).bindCommand },
+  { name: "measure", summary: "extend the leave-initrd marker into the PCR/RTMR (run at switch-root, always)", load: async () => (await import("../unlock/measure-command.ts")).measureCommand },
+  { name: "verify-root", summary: "check that the mounted root is the dm-crypt volume cvm-unlock opened", load: async () => (await import("../unlock/verify-root-command.ts")).verifyRootCommand },
+  { name: "version", summary: "print version, git commit and runtime", load: async () => (await import("./version.ts")).versionCommand },
 ];

@@ -41,7 +41,6 @@ function openOrExplain(file: string): number {
 
 export const inspectCommand: Command = {
   name: "inspect",
-  summary: "decode an attestation report, quote, event log or certificate table",
   usage: "inspect [options] FILE",
   description: [
     "Decodes FILE (or - for stdin) and prints it for people: measurements, TCB, policy, report data,",

@@ -11,7 +11,6 @@ import { reportTimeline, timingOptions } from "./fetch.ts";
 
 export const unlockCommand: Command = {
   name: "unlock",
-  summary: "fetch the disk key(s) from the KBS and open the LUKS2 volume(s) with cryptsetup",
   usage: "unlock [options]",
   description:
     "Volumes come from unlock.volumes (by uuid, partlabel or gpt_auto_root), or --device/--name for one volume.\n" +

@@ -3,7 +3,6 @@ import { buildInfo } from "../version.ts";
 
 export const versionCommand: Command = {
   name: "version",
-  summary: "print version, git commit and runtime",
   usage: "version",
   options: [],
   async run(_args, io) {

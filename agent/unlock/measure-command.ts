@@ -23,7 +23,6 @@ function outcomeOf(statePath: string): string {
 
 export const measureCommand: Command = {
   name: "measure",
-  summary: "extend the leave-initrd marker into the PCR/RTMR (run at switch-root, always)",
   usage: "measure leave-initrd [options]",
   description: `Extends ${JSON.stringify(LEAVE_INITRD_EVENT)} into unlock.measure.pcr (every active bank) and the TDX RTMR, and appends it to the event record.`,
   options: [...configOptions],

@@ -32,7 +32,6 @@ function openedVolumes(statePath: string): ExpectedVolume[] {
 
 export const verifyRootCommand: Command = {
   name: "verify-root",
-  summary: "check that the mounted root is the dm-crypt volume cvm-unlock opened",
   usage: "verify-root [options] [MOUNTPOINT]",
   description: "MOUNTPOINT defaults to /sysroot. Exit 0 when it is on our dm-crypt mapping, 15 (volume) otherwise.",
   options: [...configOptions],

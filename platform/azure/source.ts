@@ -58,7 +58,7 @@ export const azureVtpmSource: EvidenceSource = {
       ...base,
       present: true,
       tee,
-      reason: `Azure paravisor vTPM with an ${report.tee.toUpperCase()} HCL report at NV ${hex32(HCL_REPORT_NV_INDEX)}`,
+      reason: `Azure paravisor vTPM: the HCL report at NV ${hex32(HCL_REPORT_NV_INDEX)} holds a ${report.tee.toUpperCase()} report (tee ${tee})`,
       details: {
         hcl_version: String(report.version),
         hcl_report_bytes: String(blob.length),

@@ -36,6 +36,8 @@ export interface AzureVtpm {
   swtpm: Swtpm;
   akPub: RsaPublicJwk;
   pki: TestPki;
+  /** Size of NV 0x01400001. */
+  nvSize: number;
   /** Report-data writes the paravisor saw (hex of the index content after each write). */
   writesSeen: string[];
   refreshes: number;
@@ -207,6 +209,7 @@ export async function startAzureVtpm(o: AzureVtpmOptions): Promise<AzureVtpm> {
     swtpm,
     akPub,
     pki,
+    nvSize,
     writesSeen,
     get refreshes() {
       return state.refreshes;

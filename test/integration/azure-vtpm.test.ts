@@ -150,7 +150,8 @@ describe("az-snp-vtpm", () => {
     const out = JSON.parse(r.stdout.toString());
     expect(out.chosen).toEqual({ source: "azure-vtpm", tee: "az-snp-vtpm" });
     const tpm = out.candidates.find((c: any) => c.source === "tpm");
-    if (tpm?.present) expect(tpm.chosen).toBe(false);
+    expect(tpm, JSON.stringify(out.candidates)).toMatchObject({ present: true, chosen: false });
+    expect(out.candidates.map((c: any) => c.source).indexOf("azure-vtpm")).toBeLessThan(out.candidates.map((c: any) => c.source).indexOf("tpm"));
   });
 
   it("binary: auto-detected fetch (no --tee) attests as az-snp-vtpm", async () => {
@@ -207,7 +208,7 @@ describe("az-snp-vtpm", () => {
   });
 
   it("binary: an HCL report with bad sizes is refused with the field and offset", async () => {
-    const blob = new Uint8Array(2600);
+    const blob = new Uint8Array(s.vtpm.nvSize);
     const v = new DataView(blob.buffer);
     v.setUint32(0, 0x414c4348, true);
     v.setUint32(8, 99_999, true); // report_size beyond the NV area

@@ -31,7 +31,10 @@ afterEach(async () => {
   kbs = undefined;
   for (const s of extraServers.splice(0)) await s.close();
 });
-afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+afterAll(() => {
+  fs.rmSync(work, { recursive: true, force: true });
+  fs.rmSync(pki.dir, { recursive: true, force: true });
+});
 
 async function start(opts: StartOptions = {}): Promise<TestKbs> {
   kbs = await startTestKbs({ tls: pki.tls, resources: { [RESOURCE]: SECRET }, ...opts });

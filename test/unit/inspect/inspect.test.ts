@@ -122,8 +122,8 @@ describe("inspect: detection and decoding of real artefacts", () => {
 
   it("HCL report with tampered claims warns that they are not bound", () => {
     const b = load(path.join(TDX, "azure-hcl/hcl-report-snp.bin")).slice();
-    // Change one hex digit of "user-data": still valid JSON, no longer what the hardware report binds.
-    const at = Buffer.from(b).indexOf('"user-data":"') + 13;
+    // Change one hex digit of vmUniqueId: still valid JSON, no longer what the hardware report binds.
+    const at = Buffer.from(b).indexOf('vmUniqueId":"') + 13;
     expect(at).toBeGreaterThan(13);
     b[at] = b[at] === 0x30 ? 0x31 : 0x30;
     const i = inspectBytes(b, "hcl-report");

@@ -95,10 +95,15 @@ describe("/auth", () => {
 
 describe("/attest", () => {
   it("issues an ES256 EAR token whose claims carry the tee claims and the runtime data", async () => {
-    const { cookie, nonce } = await authed();
+    const a = await auth({ version: "0.4.0", tee: "sample", "extra-params": "" });
+    const authCookieLine = a.headers["set-cookie"]![0]!;
+    const cookie = cookieOf(a);
+    const nonce = JSON.parse(a.body).nonce as string;
+    await new Promise((r) => setTimeout(r, 1100)); // a re-issued Expires would now differ by a second
     const r = await attest(attestation(nonce), cookie);
     expect(r.status).toBe(200);
-    expect(r.headers["set-cookie"]![0]).toContain(cookie);
+    // Same id and the same absolute Expires as /auth: /attest never extends the session.
+    expect(r.headers["set-cookie"]![0]).toBe(authCookieLine);
     const token = JSON.parse(r.body).token as string;
     const [h, p] = token.split(".").slice(0, 2).map((s) => JSON.parse(Buffer.from(s, "base64url").toString()));
     expect(h).toMatchObject({ typ: "JWT", alg: "ES256", jwk: { kty: "EC", crv: "P-256" } });

@@ -1,4 +1,5 @@
 // HTTPS with the test PKI: the right CA verifies, an unrelated CA or a same-name CA does not.
+import { rmSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createPki, type Pki } from "../../helpers/pki.ts";
 import { rawRequest, sampleHandshake } from "../../kbs/raw-client.ts";
@@ -10,7 +11,10 @@ beforeAll(async () => {
   pki = createPki();
   kbs = await startTestKbs({ tls: pki.tls, resources: { "default/key/root": "k" } });
 });
-afterAll(() => kbs.close());
+afterAll(async () => {
+  await kbs.close();
+  rmSync(pki.dir, { recursive: true, force: true });
+});
 
 describe("HTTPS test KBS", () => {
   it("serves https://127.0.0.1 and https://localhost with a cert from the test CA", async () => {
