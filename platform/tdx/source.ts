@@ -9,6 +9,7 @@ import type { EvidenceSource, PlatformEnv, Probe } from "../types.ts";
 import { b64, bytesEqual, fitTo, hex } from "../util/bytes.ts";
 import { CvmError } from "../util/errors.ts";
 import { parseTdxQuote, type TdxQuote } from "./quote.ts";
+import { verifyQuoteSignature } from "./signature.ts";
 import { readCcel, readBoundedFile, type CcelEvidence } from "./ccel-file.ts";
 
 export const TDX_PROVIDER = "tdx_guest";
@@ -77,6 +78,9 @@ export const tdxSource: EvidenceSource = {
     const report = await requestTsmReport(env, { inblob, expectProvider: TDX_PROVIDER });
     const quote = parseTdxQuote(report.outblob);
     checkReportData(quote, inblob);
+    // A genuine quote always verifies against its own attestation key; a broken one would only be
+    // refused later by the KBS with a vaguer message.
+    if (!verifyQuoteSignature(quote)) throw new CvmError("evidence", "the TDX quote from configfs-tsm has a signature that does not verify with its own attestation key; refusing it");
     const quoteBytes = report.outblob.subarray(0, quote.length); // drop buffer padding after sig data
     const t0 = Date.now();
     const ccel = readCcel(env.paths.root);

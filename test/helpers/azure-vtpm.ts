@@ -114,6 +114,10 @@ function nvWriteTo(cmd: Buffer, index: number): { data: Buffer; offset: number }
   return { data: Buffer.from(data), offset: cmd.readUInt16BE(o) };
 }
 
+function isUndefineOf(cmd: Buffer, index: number): boolean {
+  return cmd.length >= 18 && cmd.readUInt32BE(6) === TPM_CC.NV_UndefineSpace && cmd.readUInt32BE(14) === index;
+}
+
 export async function startAzureVtpm(o: AzureVtpmOptions): Promise<AzureVtpm> {
   const swtpm = await startSwtpm({ ekCerts: false, pcrBanks: "sha256" });
   const pki = testPki();
@@ -182,6 +186,7 @@ export async function startAzureVtpm(o: AzureVtpmOptions): Promise<AzureVtpm> {
         busy = busy.then(() =>
           upstream.exclusive(async () => {
             const rsp = await upstream.transact(cmd);
+            if (isUndefineOf(cmd, REPORT_DATA_NV_INDEX) && rcOf(rsp) === 0) reportDataContent = new Uint8Array(0);
             const w = nvWriteTo(cmd, REPORT_DATA_NV_INDEX);
             if (w && rcOf(rsp) === 0) {
               const end = w.offset + w.data.length;

@@ -6,7 +6,11 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { REPORT_DATA_NV_INDEX } from "../../platform/azure/constants.ts";
 import { azureVtpmSource } from "../../platform/azure/source.ts";
+import { withTpm } from "../../platform/tpm/client.ts";
+import { TPMA_NV } from "../../platform/tpm/constants.ts";
+import { nvDefine, nvReadPublicIfPresent, nvUndefine, nvWrite } from "../../platform/tpm/operations.ts";
 import type { PlatformEnv } from "../../platform/types.ts";
 import { Deadline } from "../../platform/util/deadline.ts";
 import { EXIT_CODES } from "../../platform/util/errors.ts";
@@ -139,9 +143,46 @@ describe("az-snp-vtpm", () => {
     e.deadline.dispose();
   });
 
+  it.each([
+    ["an existing larger index (zero-filled past the digest)", 64],
+    ["an existing too-small index (redefined)", 16],
+  ])("source in-process: report data goes into %s", async (_name, size) => {
+    const e = env(s);
+    // Swap the report-data index for one of `size` bytes, straight on swtpm (the proxy holds the
+    // only data connection, so go through the proxy like any guest would).
+    await withTpm(s.vtpm.spec, e.deadline, silentLogger, async (tpm) => {
+      if (await nvReadPublicIfPresent(tpm, REPORT_DATA_NV_INDEX)) await nvUndefine(tpm, REPORT_DATA_NV_INDEX);
+      await nvDefine(tpm, { index: REPORT_DATA_NV_INDEX, size, attributes: TPMA_NV.OWNERWRITE | TPMA_NV.OWNERREAD });
+      await nvWrite(tpm, REPORT_DATA_NV_INDEX, new Uint8Array(size).fill(0xee));
+    });
+    const digest = crypto.randomBytes(48);
+    const ev = await azureVtpmSource.collect(e, { runtimeDigest: digest, tee: "az-snp-vtpm" });
+    const expected = size >= 48 ? Buffer.concat([digest, Buffer.alloc(size - 48)]) : digest;
+    expect(s.vtpm.writesSeen.at(-1)).toBe(expected.toString("hex"));
+    const size2 = await withTpm(s.vtpm.spec, e.deadline, silentLogger, async (tpm) => (await nvReadPublicIfPresent(tpm, REPORT_DATA_NV_INDEX))!.dataSize);
+    expect(size2).toBe(Math.max(size, 48));
+    const v = makeAzSnpVtpmVerifier({ trustedChains: [s.vtpm.pki.askPem + s.vtpm.pki.arkPem] });
+    await v.verify(ev.primary, digest, { tee: "az-snp-vtpm", initData: null, nonce: "x" });
+    e.deadline.dispose();
+  });
+
   it("binary: fetch --tee az-snp-vtpm releases the secret", async () => {
     const r = await cli(["fetch", RESOURCE], s, { tee: "az-snp-vtpm" });
     expectSecret(r);
+  });
+
+  it("binary: a KBS whose verifier does not trust the test VCEK's ARK refuses (evidence really is checked)", async () => {
+    const strict = await startTestKbs({ tls: tls.tls, resources: { [RESOURCE]: SECRET }, verifiers: { "az-snp-vtpm": makeAzSnpVtpmVerifier() } });
+    try {
+      const r = await runCli(
+        ["fetch", RESOURCE, "--kbs", strict.url, "--ca", tls.caFile, "--tee", "az-snp-vtpm", "--tpm", s.vtpm.spec, "--azure-metadata-url", s.md.url, "--platform-root", emptyRoot, "--deadline", "60", "--config", configFile({ kbs: { request_timeout_s: 10, resource_attempts: 1 } })],
+        { timeoutMs: 110_000 },
+      );
+      expect(r.stdout.length).toBe(0);
+      expect(r.code, r.stderr).toBe(EXIT_CODES["kbs-refused"]);
+    } finally {
+      await strict.close();
+    }
   });
 
   it("binary: detect picks azure-vtpm over the plain tpm source when the HCL index is present", async () => {

@@ -10,7 +10,8 @@ import { EXIT_CODES } from "../../platform/util/errors.ts";
 import { ensureBinary, runCli, type RunResult } from "../helpers/binary.ts";
 import { FakeTsm } from "../helpers/fake-tsm.ts";
 import { createPki, type Pki } from "../helpers/pki.ts";
-import { makeTestPki, snpProvider, testPki, type TestPki } from "../helpers/snp-fixtures.ts";
+import { makeTestPki, signReport, snpProvider, testPki, unsignedReport, type TestPki } from "../helpers/snp-fixtures.ts";
+import { encodeSnpReport } from "../../platform/snp/report.ts";
 import { startTestKbs, type TestKbs } from "../kbs/server.ts";
 import { makeSnpVerifier } from "../kbs/verifiers/snp.ts";
 
@@ -95,5 +96,27 @@ describe("cvm-unlock fetch --tee snp (stand-in configfs-tsm)", () => {
     const r = await fetchSnp(empty);
     expect(r.code).toBe(EXIT_CODES.platform);
     expect(r.stderr).toMatch(/sev-guest/);
+  });
+
+  it("detect picks snp through the stand-in configfs-tsm", async () => {
+    fake = FakeTsm.start(snpProvider(snp));
+    const r = await runCli(["detect", "--platform-root", fake.root]);
+    expect(r.code).toBe(0);
+    expect(r.stdout.toString()).toMatch(/would attest as tee 'snp'/);
+    expect(fake.liveEntries()).toEqual([]);
+  });
+
+  it("u64 fields beyond 2^53 leave the binary digit-exact (evidence command)", async () => {
+    fake = FakeTsm.start({
+      provider: "sev_guest",
+      outblobFor: (ib) => {
+        const rep = unsignedReport(snp, { reportData: ib });
+        rep.plat_info = 0xfedcba9876543211n;
+        return signReport(encodeSnpReport(rep), snp.vcekKey);
+      },
+    });
+    const r = await runCli(["evidence", "--tee", "snp", "--platform-root", fake.root]);
+    expect(r.code).toBe(0);
+    expect(r.stdout.toString()).toMatch(/"plat_info":\s*18364758544493064721,/);
   });
 });

@@ -91,6 +91,18 @@ describe("tdx source", () => {
     await expect(tdxSource.collect(envFor(f.root), { runtimeDigest: digest, tee: "tdx" })).rejects.toThrow(/REPORTDATA/);
   });
 
+  it("fails closed on a quote whose signature does not verify", async () => {
+    const f = tdxGuest({
+      version: 4,
+      outblobFor: (inblob) => {
+        const q = makeTdxQuote({ version: 4, reportData: inblob });
+        q[0x30 + 0x88] = q[0x30 + 0x88]! ^ 1; // MRTD changed after signing
+        return q;
+      },
+    });
+    await expect(tdxSource.collect(envFor(f.root), { runtimeDigest: digest, tee: "tdx" })).rejects.toThrow(/signature/);
+  });
+
   it("fails closed on a garbage outblob (ParseError naming the field)", async () => {
     const f = tdxGuest({ version: 4, outblobFor: () => new Uint8Array(100).fill(4) });
     await expect(tdxSource.collect(envFor(f.root), { runtimeDigest: digest, tee: "tdx" })).rejects.toBeInstanceOf(ParseError);
