@@ -5,3 +5,4 @@ export { parseCcelTable, parseCcelLog, trimCcel, CCEL_END_FLAG, CCEL_TABLE_SIZE,
 export { algorithmName, algorithmId, hashFunction, knownDigestSize, TPM_ALG_SHA1, TPM_ALG_SHA256, TPM_ALG_SHA384, TPM_ALG_SHA512, TPM_ALG_SM3_256 } from "./algorithms.ts";
 export { eventTypeName, EV_NO_ACTION, EV_SEPARATOR, EV_EVENT_TAG } from "./event-types.ts";
 export { encodeEventLog, encodeEvent2, encodeSpecIdHeader, type EncodableEvent } from "./encode.ts";
+export { describeEvent } from "./details.ts";

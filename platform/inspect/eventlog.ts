@@ -1,23 +1,17 @@
 // `inspect` for TCG event logs, CCEL log areas and the CCEL ACPI table.
 import { hex } from "../util/bytes.ts";
-import { algorithmName, parseCcelLog, parseCcelTable, parseEventLog, replay, startupLocality, type EventLog } from "../eventlog/index.ts";
+import { algorithmName, describeEvent, parseCcelLog, parseCcelTable, parseEventLog, replay, startupLocality, type EventLog } from "../eventlog/index.ts";
 import type { Inspection, Row, Section } from "./model.ts";
 
 /** Events printed in text mode; JSON always has all of them. */
 const MAX_LISTED = 2000;
 
-function printable(data: Uint8Array): string | undefined {
-  if (data.length === 0 || data.length > 256) return undefined;
-  const s = new TextDecoder("latin1").decode(data).replace(/\0+$/, "");
-  return /^[\x20-\x7e]+$/.test(s) ? s : undefined;
-}
-
 function eventLines(log: EventLog, kind: "pcr" | "rtmr"): string[] {
   const reg = kind === "rtmr" ? "MR" : "PCR";
   return log.events.slice(0, MAX_LISTED).map((e) => {
     const d = [...e.digests].map(([alg, v]) => `${algorithmName(alg)}:${hex(v).slice(0, 16)}…`).join(" ");
-    const text = printable(e.data);
-    return `#${String(e.seq).padStart(3)} ${reg}${String(e.index).padEnd(2)} ${e.typeName.padEnd(32)} ${d} (${e.data.length} B)${text ? ` "${text.slice(0, 60)}"` : ""}`;
+    const text = describeEvent(e);
+    return `#${String(e.seq).padStart(3)} ${reg}${String(e.index).padEnd(2)} ${e.typeName.padEnd(32)} ${d} (${e.data.length} B)${text ? ` ${text.slice(0, 100)}` : ""}`;
   }).concat(log.events.length > MAX_LISTED ? [`… ${log.events.length - MAX_LISTED} more (use --json)`] : []);
 }
 
@@ -78,6 +72,7 @@ function describe(log: EventLog, bytes: Uint8Array, kind: "pcr" | "rtmr", type: 
         type_name: e.typeName,
         digests: Object.fromEntries([...e.digests].map(([alg, v]) => [algorithmName(alg), hex(v)])),
         data: hex(e.data),
+        details: describeEvent(e) ?? null,
       })),
     },
   };

@@ -151,7 +151,9 @@ async function doRequest(dev: IoctlDevice, o: IoctlReportOptions): Promise<Ioctl
         continue;
       }
       if (errno === ERRNO.ENOTTY)
-        throw new CvmError("platform", `${o.devicePath}: the guest's VMPCK is disabled after an earlier failed request (${detail})`, { hint: "reboot the VM; SNP guest requests stay disabled until then" });
+        throw new CvmError("platform", `${o.devicePath} does not accept SNP guest requests (${detail}): the guest's VMPCK was disabled after an earlier failed request, or this is not the sev-guest device`, {
+          hint: "reboot the VM; SNP guest requests stay disabled until then",
+        });
       throw new CvmError("evidence", `${o.devicePath}: ${o.extended ? "SNP_GET_EXT_REPORT" : "SNP_GET_REPORT"} failed (${detail}${FW_ERRORS[info.fw] ? " " + FW_ERRORS[info.fw] : ""})`);
     }
     throw new CvmError("evidence", `${o.devicePath}: no report after ${MAX_GUEST_REQUESTS} guest requests (host busy or certificate buffer kept growing)`);

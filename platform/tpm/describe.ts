@@ -4,6 +4,7 @@ import { TPM_HR, TPM_PT, algName, hex32 } from "./constants.ts";
 import type { Tpm } from "./client.ts";
 import { readEkCertificates, type EkCertSummary } from "./ekcert.ts";
 import { getHandles, getPcrBanks, getProperties } from "./operations.ts";
+import { compareEventLog, formatEventLogComparison, readEventLog, type EventLogComparison } from "./eventlog-check.ts";
 
 export interface TpmDescription {
   transport: string;
@@ -18,6 +19,8 @@ export interface TpmDescription {
   persistentHandles: string[];
   nvIndices: string[];
   ekCertificates: Omit<EkCertSummary, "der">[];
+  /** Firmware event log replayed against the PCRs, when the log is readable. */
+  eventLog?: EventLogComparison;
 }
 
 function ascii(v: number | undefined): string {
@@ -38,7 +41,15 @@ export function firmwareVersion(v1: number | undefined, v2: number | undefined):
   return `${parts.join(".")} (${hex32(v1)}${v2 === undefined ? "" : ` ${hex32(v2)}`})`;
 }
 
-export async function describeTpm(tpm: Tpm, opts: { ekCertificates?: boolean } = {}): Promise<TpmDescription> {
+export interface DescribeOptions {
+  ekCertificates?: boolean;
+  /** Platform root for the securityfs event log (default "/"); `false` skips the log. */
+  eventLogRoot?: string | false;
+  /** An event log to compare instead of the securityfs one (tests, `evidence --decode`). */
+  eventLog?: Uint8Array;
+}
+
+export async function describeTpm(tpm: Tpm, opts: DescribeOptions = {}): Promise<TpmDescription> {
   const props = await getProperties(tpm);
   const banks = await getPcrBanks(tpm);
   const vendor = [TPM_PT.VENDOR_STRING_1, TPM_PT.VENDOR_STRING_2, TPM_PT.VENDOR_STRING_3, TPM_PT.VENDOR_STRING_4].map((p) => ascii(props.get(p))).join("");
@@ -64,6 +75,11 @@ export async function describeTpm(tpm: Tpm, opts: { ekCertificates?: boolean } =
       d.ekCertificates = [{ index: 0, label: "EK certificates", size: 0, error: errorMessage(e) }];
     }
   }
+  if (opts.eventLog) d.eventLog = await compareEventLog(tpm, opts.eventLog);
+  else if (opts.eventLogRoot !== false) {
+    const log = readEventLog(opts.eventLogRoot ?? "/");
+    if (log) d.eventLog = await compareEventLog(tpm, log.bytes, log.path);
+  }
   return d;
 }
 
@@ -80,5 +96,6 @@ export function formatTpmDescription(d: TpmDescription): string[] {
     if (c.error) lines.push(`  ${c.label} certificate at ${hex32(c.index)}: ${c.error}`);
     else lines.push(`  ${c.label} certificate at ${hex32(c.index)}: subject "${c.subject}", issuer "${c.issuer}", valid to ${c.notAfter}, ${c.keyType}`);
   }
+  if (d.eventLog) lines.push(...formatEventLogComparison(d.eventLog));
   return lines;
 }

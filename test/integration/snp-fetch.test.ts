@@ -119,4 +119,19 @@ describe("cvm-unlock fetch --tee snp (stand-in configfs-tsm)", () => {
     expect(r.code).toBe(0);
     expect(r.stdout.toString()).toMatch(/"plat_info":\s*18364758544493064721,/);
   });
+
+  it("without configfs-tsm the binary reaches /dev/sev-guest through bun:ffi (a stand-in device answers ENOTTY)", async () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), "snp-ioctl-root-"));
+    try {
+      fs.mkdirSync(path.join(root, "dev"));
+      fs.symlinkSync("/dev/null", path.join(root, "dev/sev-guest"));
+      await startKbs();
+      const r = await fetchSnp(root);
+      expect(r.code).toBe(EXIT_CODES.platform);
+      expect(r.stderr).toMatch(/does not accept SNP guest requests \(ENOTTY/);
+      expect(r.stderr).not.toMatch(/bun runtime/);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
 });

@@ -164,6 +164,37 @@ describe.skipIf(!have)("unlock --test-only (binary, HTTPS test KBS, cryptsetup o
   });
 });
 
+describe.skipIf(!have)("unlock (real open path) when the dm name already exists", () => {
+  function dmRoot(name: string, dmUuid: string): string {
+    const root = fs.mkdtempSync(path.join(work, "dmroot-"));
+    const d = path.join(root, "sys/devices/virtual/block/dm-0");
+    fs.mkdirSync(path.join(d, "dm"), { recursive: true });
+    fs.writeFileSync(path.join(d, "uevent"), "DEVNAME=dm-0\nDEVTYPE=disk\n");
+    fs.writeFileSync(path.join(d, "dm/name"), name + "\n");
+    fs.writeFileSync(path.join(d, "dm/uuid"), dmUuid + "\n");
+    fs.mkdirSync(path.join(root, "sys/class/block"), { recursive: true });
+    fs.symlinkSync("../../devices/virtual/block/dm-0", path.join(root, "sys/class/block/dm-0"));
+    return root;
+  }
+
+  it("same LUKS UUID: exit 0 without contacting the KBS; another volume under that name: exit 15", async () => {
+    const run = path.join(work, "run-already");
+    const cfg = config({ kbs: { endpoints: [kbs.url] }, unlock: { measure: { record_path: path.join(run, "measurements.cbor") } } });
+    kbs.resetStats();
+    const same = dmRoot("root", `CRYPT-LUKS2-${A.uuid.replace(/-/g, "")}-root`);
+    const r = await runCli(["unlock", "--config", cfg, "--device", A.file, "--resource", "default/key/a", "--platform-root", same, "--log-format", "text"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.toString()).toMatch(/^root: already-open/);
+    expect(kbs.stats.requests.auth).toBe(0);
+    expect(JSON.parse(fs.readFileSync(path.join(run, "opened.json"), "utf8"))).toEqual({ volumes: [{ name: "root", uuid: A.uuid, device: A.file }] });
+    const other = dmRoot("root", `CRYPT-LUKS2-${B.uuid.replace(/-/g, "")}-root`);
+    const r2 = await runCli(["unlock", "--config", cfg, "--device", A.file, "--resource", "default/key/a", "--platform-root", other]);
+    expect(r2.code).toBe(EXIT_CODES.volume);
+    expect(r2.stderr).toMatch(/a device-mapper device named root already exists .* and is not LUKS volume/);
+    expect(kbs.stats.requests.auth).toBe(0);
+  });
+});
+
 describe.skipIf(!have)("bind: the cvm-unlock LUKS2 token", () => {
   let img: LuksImage;
   beforeAll(() => {

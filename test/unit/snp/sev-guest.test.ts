@@ -84,6 +84,7 @@ describe("SNP_GET_EXT_REPORT against the stand-in driver", () => {
     const e = await requestReportViaIoctl(dev, opts()).catch((x) => x);
     expect(e).toBeInstanceOf(CvmError);
     expect(e.hint).toMatch(/reboot/);
+    expect(e.message).toMatch(/ENOTTY/);
     expect(dev.calls.length).toBe(1);
   });
 

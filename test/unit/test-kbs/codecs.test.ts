@@ -1,4 +1,4 @@
-// Pure codecs of the test KBS against the generated trustee vectors (test/fixtures/test-kbs).
+// Pure codecs of the test KBS against the generated trustee vectors (test/fixtures/kbs).
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { fromHex, hex, utf8 } from "../../../platform/util/bytes.ts";
@@ -8,7 +8,7 @@ import { parseTeePubKey } from "../../kbs/messages.ts";
 import { primaryRuntimeData, runtimeDigest } from "../../kbs/runtime-data.ts";
 import { p256, p521 } from "@noble/curves/nist.js";
 
-const fixture = (f: string) => JSON.parse(readFileSync(new URL(`../../fixtures/test-kbs/${f}`, import.meta.url), "utf8"));
+const fixture = (f: string) => JSON.parse(readFileSync(new URL(`../../fixtures/kbs/${f}`, import.meta.url), "utf8"));
 const rd = fixture("runtime-data-vectors.json");
 const jwe = fixture("jwe-vectors.json");
 

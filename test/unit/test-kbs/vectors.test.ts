@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cookieOf, rawRequest } from "../../kbs/raw-client.ts";
 import { startTestKbs, type TestKbs } from "../../kbs/server.ts";
 
-const rd = JSON.parse(readFileSync(new URL("../../fixtures/test-kbs/runtime-data-vectors.json", import.meta.url), "utf8"));
+const rd = JSON.parse(readFileSync(new URL("../../fixtures/kbs/runtime-data-vectors.json", import.meta.url), "utf8"));
 let kbs: TestKbs;
 beforeAll(async () => {
   kbs = await startTestKbs({ nonce: () => rd.inputs.challenge_nonce });

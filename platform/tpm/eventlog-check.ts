@@ -1,0 +1,90 @@
+// Replay the firmware's TCG event log and compare it with the TPM's PCRs (for `detect`): a
+// mismatch means the log is incomplete/forged or something extended PCRs outside the log.
+// Display only — nothing here decides trust.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { hex } from "../util/bytes.ts";
+import { errorMessage } from "../util/errors.ts";
+import { parseEventLog, replay } from "../eventlog/index.ts";
+import { algName } from "./constants.ts";
+import type { Tpm } from "./client.ts";
+import { getActiveBanks, pcrRead } from "./operations.ts";
+
+export const EVENT_LOG_PATH = "/sys/kernel/security/tpm0/binary_bios_measurements";
+/** securityfs logs are a few tens of KiB; refuse absurd sizes from a hostile host. */
+const MAX_LOG_BYTES = 4 * 1024 * 1024;
+
+export interface BankComparison {
+  alg: string;
+  matched: number[];
+  mismatched: { pcr: number; log: string; tpm: string }[];
+}
+
+export interface EventLogComparison {
+  path: string;
+  events: number;
+  banks: BankComparison[];
+  error?: string;
+}
+
+export function readEventLog(root = "/"): { path: string; bytes: Uint8Array } | undefined {
+  const p = path.join(root, EVENT_LOG_PATH);
+  let fd: number;
+  try {
+    fd = fs.openSync(p, "r");
+  } catch {
+    return undefined;
+  }
+  try {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      const b = Buffer.alloc(64 * 1024);
+      const n = fs.readSync(fd, b, 0, b.length, null);
+      if (n === 0) break;
+      total += n;
+      if (total > MAX_LOG_BYTES) throw new Error(`event log larger than ${MAX_LOG_BYTES} bytes`);
+      chunks.push(b.subarray(0, n));
+    }
+    return { path: p, bytes: new Uint8Array(Buffer.concat(chunks)) };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Replay `log` and compare every PCR it touches, in every bank that is both logged and active. */
+export async function compareEventLog(tpm: Tpm, log: Uint8Array, where = "event log"): Promise<EventLogComparison> {
+  let parsed;
+  let replayed;
+  try {
+    parsed = parseEventLog(log);
+    replayed = replay(parsed, { kind: "pcr" });
+  } catch (e) {
+    return { path: where, events: 0, banks: [], error: errorMessage(e) };
+  }
+  const active = await getActiveBanks(tpm);
+  const banks: BankComparison[] = [];
+  for (const alg of parsed.algorithms.map((a) => a.id).filter((a) => active.includes(a))) {
+    const pcrs = [...replayed.entries()].filter(([, m]) => m.has(alg)).map(([i]) => i).sort((a, b) => a - b);
+    if (!pcrs.length) continue;
+    const values = await pcrRead(tpm, [{ hash: alg, pcrs }]);
+    const cmp: BankComparison = { alg: algName(alg), matched: [], mismatched: [] };
+    for (const v of values) {
+      const want = hex(replayed.get(v.pcr)!.get(alg)!);
+      if (want === hex(v.digest)) cmp.matched.push(v.pcr);
+      else cmp.mismatched.push({ pcr: v.pcr, log: want, tpm: hex(v.digest) });
+    }
+    banks.push(cmp);
+  }
+  return { path: where, events: parsed.events.length, banks };
+}
+
+export function formatEventLogComparison(c: EventLogComparison): string[] {
+  if (c.error) return [`  event log ${c.path}: cannot replay: ${c.error}`];
+  const lines = [`  event log ${c.path}: ${c.events} events`];
+  for (const b of c.banks) {
+    lines.push(`    ${b.alg}: ${b.mismatched.length ? `MISMATCH in PCR ${b.mismatched.map((m) => m.pcr).join(",")}` : "replay matches"} (PCRs ${b.matched.join(",") || "-"} match)`);
+  }
+  if (!c.banks.length) lines.push("    no logged bank is active in the TPM");
+  return lines;
+}
