@@ -8,6 +8,8 @@ import type { PlatformConfig } from "./config/schema.ts";
 export interface Candidate {
   source: EvidenceSource;
   probe: Probe;
+  /** The probe failed (as opposed to finding nothing): malformed host data or a broken device. */
+  failed: boolean;
   chosen: boolean;
   why: string;
 }
@@ -21,11 +23,12 @@ const SOURCE_FOR_TEE: Record<string, SourceId> = {
   sample: "sample",
 };
 
-async function safeProbe(src: EvidenceSource, env: PlatformEnv): Promise<Probe> {
+async function safeProbe(src: EvidenceSource, env: PlatformEnv): Promise<{ probe: Probe; failed: boolean }> {
   try {
-    return await src.probe(env);
+    return { probe: await src.probe(env), failed: false };
   } catch (e) {
-    return { source: src.id, present: false, reason: `probe failed: ${errorMessage(e)}`, ...(e instanceof CvmError && e.hint ? { hint: e.hint } : {}) };
+    const probe = { source: src.id, present: false, reason: `probe failed: ${errorMessage(e)}`, ...(e instanceof CvmError && e.hint ? { hint: e.hint } : {}) };
+    return { probe, failed: true };
   }
 }
 
@@ -33,24 +36,31 @@ async function safeProbe(src: EvidenceSource, env: PlatformEnv): Promise<Probe> 
 export async function probeAll(env: PlatformEnv, cfg: PlatformConfig): Promise<Candidate[]> {
   const out: Candidate[] = [];
   let chosen = false;
+  // Auto-detection stops at a source whose probe failed: a host that corrupts, say, the Azure HCL
+  // report must not downgrade the evidence to a weaker source that the KBS might also accept.
+  let blockedBy: string | undefined;
   const forced = cfg.tee === "auto" ? undefined : SOURCE_FOR_TEE[cfg.tee];
   for (const source of sources) {
-    const probe = await safeProbe(source, env);
+    const { probe, failed } = await safeProbe(source, env);
     let why: string;
     let take = false;
-    if (!probe.present) why = "not present";
+    if (failed) {
+      why = "probe failed";
+      if (forced === undefined && !chosen) blockedBy ??= source.id;
+    } else if (!probe.present) why = "not present";
     else if (forced !== undefined && source.id !== forced) why = `present, but the config forces tee ${cfg.tee}`;
     else if (forced !== undefined && cfg.tee !== "sample" && source.id === "azure-vtpm" && probe.tee !== cfg.tee && !isLegacyAlias(probe.tee, cfg.tee))
       why = `present as ${probe.tee}, but the config forces ${cfg.tee}`;
     else if (source.insecure && !cfg.allow_sample) why = "insecure: needs allow_sample in the trusted config";
     else if (source.insecure && forced === undefined) why = "insecure: never auto-selected (set tee to sample)";
     else if (chosen) why = "present, but an earlier source takes precedence";
+    else if (blockedBy !== undefined) why = `present, but not used: the probe of ${blockedBy} failed (refusing to fall back to a weaker source)`;
     else {
       take = true;
       why = forced !== undefined ? `forced by config (tee ${cfg.tee})` : "first present source in detection order";
     }
     if (take) chosen = true;
-    out.push({ source, probe, chosen: take, why });
+    out.push({ source, probe, failed, chosen: take, why });
   }
   return out;
 }

@@ -8,6 +8,7 @@ import { optInt, optList, optString } from "../cli/args.ts";
 import type { Command } from "../cli/command.ts";
 import { RESOURCE_PATH } from "../config/schema.ts";
 import { cryptsetupError, findCryptsetup, runCryptsetup } from "../unlock/cryptsetup.ts";
+import { luks2DigestFingerprint } from "../unlock/key-document.ts";
 import { buildCvmToken, caFingerprint, findCvmToken, type CvmToken } from "../unlock/token.ts";
 import { readLuks2Header } from "../unlock/volume-io.ts";
 
@@ -59,10 +60,13 @@ export const bindCommand: Command = {
     } finally {
       deadline.dispose();
     }
-    const back = findCvmToken(readLuks2Header(device));
+    const header = readLuks2Header(device);
+    const back = findCvmToken(header);
     if (!back || JSON.stringify(buildCvmToken(back.token)) !== JSON.stringify(buildCvmToken(token)))
       throw new CvmError("unlock", `the token read back from ${device} differs from the one written`);
     io.stdout.write(`${device}: cvm-unlock token ${back.id} ${existing ? "replaced" : "added"} (resource ${resource}, ${endpoints.length} endpoint(s)${caSha256 ? `, CA ${caSha256.slice(0, 16)}…` : ""})\n`);
+    // What a key document for this volume should pin (docs/UNLOCK.md "Key resource").
+    io.stdout.write(`pins: {"uuid":"${header.uuid}","luks2_digest_sha256":"${luks2DigestFingerprint(header)}"}\n`);
     return 0;
   },
 };

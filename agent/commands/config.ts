@@ -3,6 +3,7 @@
 // configuration never contains key material.
 import * as path from "node:path";
 import { CvmError } from "../../platform/util/errors.ts";
+import { silentLogger } from "../../platform/util/log.ts";
 import { optBool, optString } from "../cli/args.ts";
 import type { Command } from "../cli/command.ts";
 import { configOptions, loadConfig } from "../cli/common.ts";
@@ -50,7 +51,7 @@ export const configCommand: Command = {
     const device = optString(args, "device");
     if (device !== undefined) {
       const found = findCvmToken(readLuks2Header(device));
-      if (found && loaded.config.unlock.luks_token.trust) loaded = loadConfig(args, io.log, [...(cmdline ? [cmdline] : []), tokenLayer(device, found, loaded.config)]);
+      if (found && loaded.config.unlock.luks_token.trust) loaded = loadConfig(args, silentLogger, [...(cmdline ? [cmdline] : []), tokenLayer(device, found, loaded.config)]);
       else if (found) io.log.warning(`${device} has a cvm-unlock token, but unlock.luks_token.trust is not set: ignored`);
     }
     const pairs: [string, unknown][] = [];

@@ -1,11 +1,11 @@
 // `cvm-unlock inspect FILE`: decode an SNP report, TDX quote/TDREPORT, TCG event log, CCEL (log
-// area or ACPI table), SNP certificate table or Azure HCL report, for people or as JSON.
+// area or ACPI table), SNP certificate table, Azure HCL report or trustee evidence JSON, for people or as JSON.
 // Reads only the named file (or stdin for "-"), bounded; never touches devices or the network.
 import * as fs from "node:fs";
 import { optBool, optString } from "../cli/args.ts";
 import type { Command } from "../cli/command.ts";
 import { CvmError } from "../../platform/util/errors.ts";
-import { INSPECT_TYPES, inspectBytes, renderJson, renderText, resolveType, trusteeEvidence } from "../../platform/inspect/index.ts";
+import { INSPECT_TYPES, inspectBytes, renderJson, renderText, resolveInput, trusteeEvidence } from "../../platform/inspect/index.ts";
 
 /** Larger than any artefact we decode (a 1 MiB CCEL area is the biggest real one). */
 const MAX_INPUT = 32 * 1024 * 1024;
@@ -45,7 +45,9 @@ export const inspectCommand: Command = {
   description: [
     "Decodes FILE (or - for stdin) and prints it for people: measurements, TCB, policy, report data,",
     "RTMR/PCR replay of event logs, signatures that can be checked offline. The type is detected from",
-    `the bytes unless --type is given (${INSPECT_TYPES.join(", ")}).`,
+    `the bytes (raw, or hex/base64 text) unless --type is given (${INSPECT_TYPES.join(", ")}).`,
+    "evidence-json is trustee tdx/snp primary_evidence or an /attest body: for TDX the event log is",
+    "replayed against the quote's RTMRs the way trustee does.",
     "Malformed input is reported with the structure, field and byte offset (exit code 5).",
   ].join("\n"),
   options: [
@@ -58,12 +60,13 @@ export const inspectCommand: Command = {
     const file = args.positionals[0]!;
     const bytes = readInput(file);
     if (bytes.length === 0) throw new CvmError("evidence", `${file} is empty`);
-    const type = resolveType(bytes, optString(args, "type"));
+    const input = resolveInput(bytes, optString(args, "type"));
+    if (input.encoding) io.log.info(`input is ${input.encoding} text; decoded ${input.bytes.length} bytes`);
     if (optBool(args, "trustee")) {
-      io.stdout.write(trusteeEvidence(bytes, type));
+      io.stdout.write(trusteeEvidence(input.bytes, input.type));
       return 0;
     }
-    const result = inspectBytes(bytes, type);
+    const result = inspectBytes(input.bytes, input.type);
     io.stdout.write(optBool(args, "json") ? renderJson(result) : renderText(result));
     return 0;
   },

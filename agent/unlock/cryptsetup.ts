@@ -43,21 +43,26 @@ export function runCryptsetup(bin: string, args: string[], input: Uint8Array | "
     let stderr = "";
     child.stdout?.on("data", (d: Buffer) => (stdout = (stdout + d.toString("utf8")).slice(0, MAX_CAPTURE)));
     child.stderr?.on("data", (d: Buffer) => (stderr = (stderr + d.toString("utf8")).slice(0, MAX_CAPTURE)));
-    const timer = setTimeout(() => child.kill("SIGKILL"), deadline.cap(deadline.remainingMs()));
     let settled = false;
-    child.on("error", (e) => {
-      clearTimeout(timer);
-      if (!settled) (settled = true), reject(new CvmError("unlock", `cannot run ${bin} (${doing}): ${e.message}`));
-    });
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
+    const fail = (e: CvmError) => {
       if (settled) return;
       settled = true;
-      if (signal) {
-        deadline.check(`${doing} (cryptsetup killed)`);
-        reject(new CvmError("unlock", `cryptsetup was killed by ${signal} while ${doing}`));
-        return;
-      }
+      clearTimeout(timer);
+      reject(e);
+    };
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      // Do not wait for 'close': a grandchild may still hold the pipes open.
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+      fail(new CvmError("deadline", `deadline of ${deadline.totalMs / 1000}s exceeded while ${doing} (cryptsetup killed)`));
+    }, deadline.cap(deadline.remainingMs()));
+    child.on("error", (e) => fail(new CvmError("unlock", `cannot run ${bin} (${doing}): ${e.message}`)));
+    child.on("close", (code, signal) => {
+      if (settled) return;
+      if (signal) return fail(new CvmError("unlock", `cryptsetup was killed by ${signal} while ${doing}`));
+      settled = true;
+      clearTimeout(timer);
       resolve({ code: code ?? -1, stdout, stderr: stderr.trim() });
     });
     if (input instanceof Uint8Array && child.stdin) {

@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { Deadline } from "../../platform/util/deadline.ts";
 import { CvmError, errorMessage } from "../../platform/util/errors.ts";
-import type { Logger } from "../../platform/util/log.ts";
+import { silentLogger, type Logger } from "../../platform/util/log.ts";
 import { attestAndFetch } from "../attest.ts";
 import type { ParsedArgs } from "../cli/args.ts";
 import { loadConfig, platformEnv, type RunContext } from "../cli/common.ts";
@@ -55,7 +55,8 @@ export function openedStatePath(config: Config): string {
 export function loadUnlockConfig(args: ParsedArgs, log: Logger, root: string): { loaded: LoadedConfig; cmdline: ConfigLayer | null } {
   const base = loadConfig(args, log);
   const cmdline = cmdlineLayer(root, base.config, log);
-  return { loaded: cmdline ? loadConfig(args, log, [cmdline]) : base, cmdline };
+  // Re-merging with more layers: the widening-flag warnings were already logged once.
+  return { loaded: cmdline ? loadConfig(args, silentLogger, [cmdline]) : base, cmdline };
 }
 
 export function volumesToUnlock(config: Config, device?: string, name?: string): VolumeConfig[] {
@@ -84,7 +85,7 @@ function volumeConfig(req: UnlockRequest, base: LoadedConfig, cmdline: ConfigLay
     req.log.info(`ignoring the cvm-unlock LUKS2 token on ${device}: unlock.luks_token.trust is not set`);
     return base;
   }
-  return loadConfig(req.args, req.log, [...(cmdline ? [cmdline] : []), tokenLayer(device, tok, base.config)]);
+  return loadConfig(req.args, silentLogger, [...(cmdline ? [cmdline] : []), tokenLayer(device, tok, base.config)]);
 }
 
 function alreadyOpen(root: string, name: string, uuid: string): boolean {
@@ -157,6 +158,7 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
       if (!req.testOnly && alreadyOpen(root, vol.name, h.uuid)) {
         req.log.notice(`volume ${vol.name} (${h.uuid}) is already open: nothing to do`);
         outcomes.push({ name: vol.name, device, uuid: h.uuid, status: "already-open" });
+        recordOpened(base.config, outcomes);
         continue;
       }
       let outcome: VolumeOutcome;
@@ -168,6 +170,8 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
         outcome = await openWithPassphrase(ctx, vol, device, h);
       }
       outcomes.push(outcome);
+      // Record before measuring: even if the measurement fails, verify-root must know what is open.
+      if (!req.testOnly) recordOpened(base.config, outcomes);
       if (!req.testOnly || req.measure) {
         const m = ctx.config.unlock.measure;
         await timeline.time("measure", () =>
@@ -175,7 +179,6 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
         );
       }
     }
-    if (!req.testOnly) recordOpened(base.config, outcomes);
     return outcomes;
   } finally {
     deadline.dispose();

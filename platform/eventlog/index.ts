@@ -6,3 +6,4 @@ export { algorithmName, algorithmId, hashFunction, knownDigestSize, TPM_ALG_SHA1
 export { eventTypeName, EV_NO_ACTION, EV_SEPARATOR, EV_EVENT_TAG } from "./event-types.ts";
 export { encodeEventLog, encodeEvent2, encodeSpecIdHeader, type EncodableEvent } from "./encode.ts";
 export { describeEvent } from "./details.ts";
+export { compareRegisters, type RegisterMismatch } from "./compare.ts";

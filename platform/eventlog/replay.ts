@@ -12,6 +12,9 @@ export interface ReplayOptions {
   /** "pcr": TPM PCR banks, every replayable bank, indexes 0..23 touched by the log.
    *  "rtmr": CCEL; MR index 1..4 -> RTMR0..3 (all four always present), SHA-384 only. */
   kind: "pcr" | "rtmr";
+  /** EV_NO_ACTION events are not measurements (PFP spec) and are skipped. trustee's CCEL replay
+   *  extends them anyway; its test double passes "extend" to behave the same. Default "skip". */
+  noAction?: "skip" | "extend";
 }
 
 const STARTUP_LOCALITY = "StartupLocality\0";
@@ -47,8 +50,9 @@ export function replay(log: EventLog, opts: ReplayOptions): RegisterValues {
     if (!alg) throw new CvmError("evidence", "CCEL has no SHA-384 bank, so it cannot be replayed to RTMR values");
     const hash = hashFunction(TPM_ALG_SHA384)!;
     const regs: Uint8Array[] = Array.from({ length: RTMR_COUNT }, () => new Uint8Array(48));
+    const skipNoAction = opts.noAction !== "extend";
     for (const e of log.events) {
-      if (e.type === EV_NO_ACTION || e.index === 0) continue; // index 0 = MRTD, measured by the TDX module, not extended
+      if ((skipNoAction && e.type === EV_NO_ACTION) || e.index === 0) continue; // index 0 = MRTD, measured by the TDX module, not extended
       if (e.index > RTMR_COUNT) throw new ParseError("CCEL", `events[${e.seq}].MRIndex`, e.offset, `MR index ${e.index} (valid: 0 MRTD, 1..4 RTMR0..3)`);
       regs[e.index - 1] = extend(hash, regs[e.index - 1]!, digestFor(log, e, TPM_ALG_SHA384, "sha384"));
     }

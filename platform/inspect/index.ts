@@ -3,7 +3,8 @@
 import { b64 } from "../util/bytes.ts";
 import { CvmError } from "../util/errors.ts";
 import { parseTdxQuote } from "../tdx/quote.ts";
-import { detectType } from "./detect.ts";
+import { detectType, unwrapText } from "./detect.ts";
+import { inspectEvidenceJson } from "./evidence.ts";
 import { inspectCcel, inspectCcelTable, inspectEventLog } from "./eventlog.ts";
 import { inspectHclReport } from "./hcl.ts";
 import { INSPECT_TYPES, type InspectType, type Inspection } from "./model.ts";
@@ -22,19 +23,38 @@ const DECODERS: Record<InspectType, (b: Uint8Array) => Inspection> = {
   "ccel-table": inspectCcelTable,
   "snp-certs": inspectSnpCerts,
   "hcl-report": inspectHclReport,
+  "evidence-json": inspectEvidenceJson,
 };
 
-export function resolveType(bytes: Uint8Array, forced?: string): InspectType {
+export interface ResolvedInput {
+  type: InspectType;
+  /** The bytes to decode (hex/base64 text already decoded). */
+  bytes: Uint8Array;
+  /** Set when the input was text in this encoding. */
+  encoding?: "hex" | "base64";
+}
+
+/** Decide what the input is: forced by --type, detected from the bytes, or from hex/base64 text. */
+export function resolveInput(bytes: Uint8Array, forced?: string): ResolvedInput {
   if (forced !== undefined) {
     if (!(INSPECT_TYPES as readonly string[]).includes(forced)) throw new CvmError("usage", `--type must be one of ${INSPECT_TYPES.join(", ")}`);
-    return forced as InspectType;
+    const type = forced as InspectType;
+    // A forced binary type given as text: decode the text if that makes it recognisable as that type.
+    const text = detectType(bytes) === undefined ? unwrapText(bytes) : undefined;
+    return text && detectType(text.bytes) === type ? { type, ...text } : { type, bytes };
   }
   const t = detectType(bytes);
-  if (!t)
-    throw new CvmError("evidence", `cannot tell what this ${bytes.length}-byte input is`, {
-      hint: `force it with --type ${INSPECT_TYPES.join("|")}`,
-    });
-  return t;
+  if (t) return { type: t, bytes };
+  const text = unwrapText(bytes);
+  if (text) return { type: detectType(text.bytes)!, ...text };
+  throw new CvmError("evidence", `cannot tell what this ${bytes.length}-byte input is`, {
+    hint: `force it with --type ${INSPECT_TYPES.join("|")}`,
+  });
+}
+
+/** Type only (see resolveInput). */
+export function resolveType(bytes: Uint8Array, forced?: string): InspectType {
+  return resolveInput(bytes, forced).type;
 }
 
 export function inspectBytes(bytes: Uint8Array, type: InspectType): Inspection {

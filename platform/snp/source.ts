@@ -122,6 +122,9 @@ export function makeSnpSource(opts: SnpSourceOptions = {}): EvidenceSource {
         raw = await viaIoctl(env, userData, opts);
       }
       if (raw.report.length !== SNP_REPORT_SIZE) throw new CvmError("evidence", `the SNP report from ${raw.via} is ${raw.report.length} bytes, expected ${SNP_REPORT_SIZE}`);
+      // Say "too old for trustee" before the codec complains about a v2 detail (e.g. a masked chip id).
+      const version = new DataView(raw.report.buffer, raw.report.byteOffset, 4).getUint32(0, true);
+      if (version === 2) throw new CvmError("evidence", "the firmware produced an SNP report version 2; trustee accepts 3..5", { hint: "update the host's SEV firmware" });
       const rep = decodeSnpReport(raw.report);
       checkReport(rep, userData);
       const { chain, vek } = certChainFrom(raw.certTable, env);

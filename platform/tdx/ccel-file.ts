@@ -23,7 +23,7 @@ export function readBoundedFile(p: string, max: number, what: string): Uint8Arra
   }
   try {
     const buf = Buffer.alloc(Math.min(max + 1, 1024 * 1024));
-    let chunks: Buffer[] = [];
+    const chunks: Buffer[] = [];
     let total = 0;
     for (;;) {
       const n = fs.readSync(fd, buf, 0, buf.length, null);
@@ -32,9 +32,7 @@ export function readBoundedFile(p: string, max: number, what: string): Uint8Arra
       if (total > max) throw new CvmError("evidence", `${what} is larger than ${max} bytes; refusing it`);
       chunks.push(Buffer.from(buf.subarray(0, n)));
     }
-    const out = new Uint8Array(Buffer.concat(chunks, total));
-    chunks = [];
-    return out;
+    return new Uint8Array(Buffer.concat(chunks, total));
   } catch (e) {
     if (e instanceof CvmError) throw e;
     throw new CvmError("platform", `cannot read ${what} (${p}): ${(e as Error).message}`);

@@ -59,7 +59,7 @@ export function checkReportData(quote: TdxQuote, inblob: Uint8Array): void {
 /** Local diagnosis only (the verifier decides): does the CCEL replay to the quote's RTMRs? */
 function compareRtmrs(env: PlatformEnv, quote: TdxQuote, ccel: CcelEvidence): void {
   try {
-    const regs = replay(ccel.log, { kind: "rtmr" });
+    const regs = replay(ccel.log, { kind: "rtmr", noAction: "extend" }); // as trustee replays
     const bad = quote.body.rtmrs.flatMap((m, i) => (bytesEqual(regs.get(i)!.get(TPM_ALG_SHA384)!, m) ? [] : [`RTMR${i}`]));
     if (bad.length) env.log.warning(`CCEL does not replay to the quote's ${bad.join(", ")}; the KBS will likely refuse this evidence`);
     else env.log.debug("CCEL replays to the quote's RTMR0..3", { events: ccel.log.events.length });

@@ -75,10 +75,14 @@ export async function describeTpm(tpm: Tpm, opts: DescribeOptions = {}): Promise
       d.ekCertificates = [{ index: 0, label: "EK certificates", size: 0, error: errorMessage(e) }];
     }
   }
-  if (opts.eventLog) d.eventLog = await compareEventLog(tpm, opts.eventLog);
-  else if (opts.eventLogRoot !== false) {
-    const log = readEventLog(opts.eventLogRoot ?? "/");
-    if (log) d.eventLog = await compareEventLog(tpm, log.bytes, log.path);
+  try {
+    if (opts.eventLog) d.eventLog = await compareEventLog(tpm, opts.eventLog);
+    else if (opts.eventLogRoot !== false) {
+      const log = readEventLog(opts.eventLogRoot ?? "/");
+      if (log) d.eventLog = await compareEventLog(tpm, log.bytes, log.path);
+    }
+  } catch (e) {
+    d.eventLog = { path: "event log", events: 0, banks: [], error: errorMessage(e) };
   }
   return d;
 }

@@ -154,8 +154,9 @@ export async function pcrReadBank(tpm: Tpm, hash: number, pcrs: number[]): Promi
 }
 
 /** Extend `pcr` with the given per-bank digests (only the banks supplied are extended). */
-export async function pcrExtend(tpm: Tpm, pcr: number, digests: BankDigest[]): Promise<void> {
-  await tpm.execute("PCR_Extend", encodePcrExtend(pcr, digests), decodePcrExtend);
+export async function pcrExtend(tpm: Tpm, pcr: number, digests: BankDigest[] | Map<number, Uint8Array>): Promise<void> {
+  const list = Array.isArray(digests) ? digests : [...digests].map(([hashAlg, digest]) => ({ hashAlg, digest }));
+  await tpm.execute("PCR_Extend", encodePcrExtend(pcr, list), decodePcrExtend);
 }
 
 const NODE_HASH: Record<number, string> = { [TPM_ALG.SHA1]: "sha1", [TPM_ALG.SHA256]: "sha256", [TPM_ALG.SHA384]: "sha384", [TPM_ALG.SHA512]: "sha512" };

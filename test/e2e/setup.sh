@@ -180,7 +180,7 @@ step_disk() {
     local key=$CACHE/disk.key disk=$CACHE/disk.img
     local bb; bb=$(command -v busybox)
     local ver="v2 $LUKS_UUID $ROOT_GUID $(sha256sum < "$bb")"
-    [ -s "$key" ] && cached disk "$ver" "$key" "$0" && [ -s "$disk" ] && { log "disk cached"; return; }
+    [ -s "$key" ] && cached disk "$ver" "$key" "$(declare -f step_disk write_marker_init)" && [ -s "$disk" ] && { log "disk cached"; return; }
     [ -s "$key" ] || { head -c 32 /dev/urandom > "$key.tmp" && chmod 0400 "$key.tmp" && mv "$key.tmp" "$key"; }
     local r=$CACHE/rootdir
     rm -rf "$r"; mkdir -p "$r"/{bin,sbin,etc,proc,sys,dev,run,tmp}
@@ -201,7 +201,7 @@ step_disk() {
     dd if="$p" of="$disk.tmp" bs=1M seek=1 conv=notrunc status=none
     mv "$disk.tmp" "$disk"
     rm -rf "$p" "$r"
-    stamp disk "$ver" "$key" "$0"
+    stamp disk "$ver" "$key" "$(declare -f step_disk write_marker_init)"
     log "disk $disk (LUKS2 $LUKS_UUID)"
 }
 
@@ -274,7 +274,8 @@ cvm_unlock_config=\"$CACHE/guest-config.json\"
 cvm_unlock_ca_file=\"$CACHE/kbs-ca.pem\"
 cvm_unlock_on_failure=\"poweroff\""
     local inputs=("$BIN" "$MODULE_SRC" "$HERE/dracut" "$CACHE/guest-config.json" "$CACHE/kbs-ca.pem" \
-        "$CACHE/disk.key" "$(cat "$CACHE/kver")" "$(dpkg-query -W -f='${Version}' dracut-core)" "$0")
+        "$CACHE/disk.key" "$(cat "$CACHE/kver")" "$(dpkg-query -W -f='${Version}' dracut-core)" \
+        "$(declare -f step_initrd build_initrd dracut_tree write_guest_config)" "$BASE_MODS")
     if cached initrd "${inputs[@]}" && [ -s "$CACHE/initrd-agent.img" ] && [ -s "$CACHE/initrd-floor.img" ]; then
         log "initrd images cached"; return
     fi

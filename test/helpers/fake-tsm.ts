@@ -51,13 +51,25 @@ export interface FakeTsmRequest {
 
 interface EntryState {
   dir: string;
-  seen: Map<string, bigint>;
+  /** Per watched attribute: mtime + content last counted (mtime alone is jiffy-coarse). */
+  seen: Map<string, string>;
   generation: number;
   busy: boolean;
   again: boolean;
 }
 
 const WATCHED = ["inblob", "privlevel"] as const;
+
+/** What identifies one write of a small attribute: its mtime and its bytes (hex; "" when empty). */
+function attrKey(p: string): string | undefined {
+  try {
+    const st = fs.statSync(p, { bigint: true });
+    if (st.size > 4096n) return `${st.mtimeNs}:big${st.size}`;
+    return `${st.mtimeNs}:${fs.readFileSync(p).toString("hex")}`;
+  } catch {
+    return undefined;
+  }
+}
 
 export class FakeTsm {
   readonly root: string;
@@ -155,11 +167,8 @@ export class FakeTsm {
       }
       this.atomicWrite(st.dir, "inblob", "");
       for (const a of WATCHED) {
-        try {
-          st.seen.set(a, fs.statSync(path.join(st.dir, a), { bigint: true }).mtimeNs);
-        } catch {
-          /* not offered */
-        }
+        const k = attrKey(path.join(st.dir, a));
+        if (k !== undefined) st.seen.set(a, k);
       }
       this.atomicWrite(st.dir, "provider", `${this.opts.provider}\n`);
       this.atomicWrite(st.dir, "generation", "0\n");
@@ -176,16 +185,11 @@ export class FakeTsm {
     }
     let writes = 0;
     for (const a of WATCHED) {
-      let s: fs.BigIntStats;
-      try {
-        s = fs.statSync(path.join(st.dir, a), { bigint: true });
-      } catch {
-        continue;
-      }
+      const k = attrKey(path.join(st.dir, a));
       // An open(O_TRUNC) before the write shows an empty file for a moment: not a write yet.
-      if (s.size === 0n) continue;
-      if (st.seen.get(a) !== s.mtimeNs) {
-        st.seen.set(a, s.mtimeNs);
+      if (k === undefined || k.endsWith(":")) continue;
+      if (st.seen.get(a) !== k) {
+        st.seen.set(a, k);
         writes++;
       }
     }

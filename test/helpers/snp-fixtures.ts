@@ -29,6 +29,8 @@ export interface TestPki {
 
 /** Default TCB of the test chip (Milan/Genoa layout): bl 3, tee 0, snp 8, ucode 206. */
 export const TEST_TCB: TcbVersion = { fmc: null, bootloader: 3, tee: 0, snp: 8, microcode: 206 };
+/** Turin layout (fmc first). */
+export const TEST_TCB_TURIN: TcbVersion = { fmc: 1, bootloader: 2, tee: 0, snp: 3, microcode: 0x44 };
 
 function openssl(args: string[], cwd: string): void {
   execFileSync("openssl", args, { cwd, stdio: ["ignore", "ignore", "pipe"] });
@@ -37,10 +39,12 @@ function openssl(args: string[], cwd: string): void {
 const PSS = ["-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:48", "-sha384"];
 
 /** Make a fresh PKI in a temp dir. `chipId` goes into the VCEK hwID extension. */
-export function makeTestPki(opts: { chipId?: Uint8Array; tcb?: TcbVersion; dir?: string } = {}): TestPki {
+export function makeTestPki(opts: { chipId?: Uint8Array; tcb?: TcbVersion; dir?: string; turin?: boolean } = {}): TestPki {
   const dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), "snp-pki-"));
-  const chipId = opts.chipId ?? new Uint8Array(randomBytes(64));
-  const tcb = opts.tcb ?? TEST_TCB;
+  // Turin: the chip id has 8 significant bytes, the VCEK an 8-byte hwID and an fmcSPL.
+  const chipId = opts.chipId ?? (opts.turin ? new Uint8Array([...randomBytes(8), ...new Uint8Array(56)]) : new Uint8Array(randomBytes(64)));
+  const tcb = opts.tcb ?? (opts.turin ? TEST_TCB_TURIN : TEST_TCB);
+  const hwid = tcb.fmc !== null ? chipId.subarray(0, 8) : chipId;
   const ext = [
     "[ca]",
     "basicConstraints = critical,CA:true",
@@ -51,7 +55,8 @@ export function makeTestPki(opts: { chipId?: Uint8Array; tcb?: TcbVersion; dir?:
     `1.3.6.1.4.1.3704.1.3.2 = ASN1:INTEGER:${tcb.tee}`,
     `1.3.6.1.4.1.3704.1.3.3 = ASN1:INTEGER:${tcb.snp}`,
     `1.3.6.1.4.1.3704.1.3.8 = ASN1:INTEGER:${tcb.microcode}`,
-    `1.3.6.1.4.1.3704.1.4 = DER:${Buffer.from(chipId).toString("hex")}`,
+    ...(tcb.fmc !== null ? [`1.3.6.1.4.1.3704.1.3.9 = ASN1:INTEGER:${tcb.fmc}`] : []),
+    `1.3.6.1.4.1.3704.1.4 = DER:${Buffer.from(hwid).toString("hex")}`,
   ].join("\n");
   fs.writeFileSync(path.join(dir, "ext.cnf"), ext + "\n");
   openssl(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "ark.key"], dir);
@@ -107,9 +112,10 @@ export function unsignedReport(pki: TestPki, o: ReportOptions): SnpReport {
     report_id: new Uint8Array(32).fill(0x11),
     report_id_ma: new Uint8Array(32).fill(0xff),
     reported_tcb: pki.tcb,
-    cpuid_fam_id: 0x19,
-    cpuid_mod_id: version === 5 ? 0x01 : 0xa0,
-    cpuid_step: version === 5 ? 0x01 : 0x02,
+    // Turin 0x1A/0x02 when the PKI is Turin-shaped; else Milan (v5) or Genoa (v3)
+    cpuid_fam_id: pki.tcb.fmc !== null ? 0x1a : 0x19,
+    cpuid_mod_id: pki.tcb.fmc !== null ? 0x02 : version === 5 ? 0x01 : 0xa0,
+    cpuid_step: pki.tcb.fmc !== null ? 0x00 : version === 5 ? 0x01 : 0x02,
     chip_id: pki.chipId,
     committed_tcb: pki.tcb,
     current: { major: 1, minor: 55, build: 40 },

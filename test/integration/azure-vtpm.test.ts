@@ -9,8 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { REPORT_DATA_NV_INDEX } from "../../platform/azure/constants.ts";
 import { azureVtpmSource } from "../../platform/azure/source.ts";
 import { withTpm } from "../../platform/tpm/client.ts";
-import { TPMA_NV } from "../../platform/tpm/constants.ts";
-import { nvDefine, nvReadPublicIfPresent, nvUndefine, nvWrite } from "../../platform/tpm/operations.ts";
+import { TPMA_NV, TPM_ALG } from "../../platform/tpm/constants.ts";
+import { nvDefine, nvReadPublicIfPresent, nvUndefine, nvWrite, pcrExtend } from "../../platform/tpm/operations.ts";
 import type { PlatformEnv } from "../../platform/types.ts";
 import { Deadline } from "../../platform/util/deadline.ts";
 import { EXIT_CODES } from "../../platform/util/errors.ts";
@@ -163,6 +163,20 @@ describe("az-snp-vtpm", () => {
     expect(size2).toBe(Math.max(size, 48));
     const v = makeAzSnpVtpmVerifier({ trustedChains: [s.vtpm.pki.askPem + s.vtpm.pki.arkPem] });
     await v.verify(ev.primary, digest, { tee: "az-snp-vtpm", initData: null, nonce: "x" });
+    e.deadline.dispose();
+  });
+
+  it("source in-process: PCR8 carries init-data the way the verifier checks it (SHA-256(0^32 ‖ digest))", async () => {
+    const e = env(s);
+    const initDigest = crypto.createHash("sha256").update("version = \"0.1.0\"\n").digest();
+    await withTpm(s.vtpm.spec, e.deadline, silentLogger, (tpm) => pcrExtend(tpm, 8, [{ hashAlg: TPM_ALG.SHA256, digest: initDigest }]));
+    const digest = crypto.randomBytes(48);
+    const ev = await azureVtpmSource.collect(e, { runtimeDigest: digest, tee: "az-snp-vtpm" });
+    const v = makeAzSnpVtpmVerifier({ trustedChains: [s.vtpm.pki.askPem + s.vtpm.pki.arkPem] });
+    const init = (d: Uint8Array) => ({ body: "", algorithm: "sha256", digest: d }) as any;
+    const claims = await v.verify(ev.primary, digest, { tee: "az-snp-vtpm", initData: init(initDigest), nonce: "x" });
+    expect(claims.init_data).toBe(crypto.createHash("sha256").update(Buffer.concat([Buffer.alloc(32), initDigest])).digest("hex"));
+    expect(() => v.verify(ev.primary, digest, { tee: "az-snp-vtpm", initData: init(crypto.randomBytes(32)), nonce: "x" })).toThrow(/PCR8/);
     e.deadline.dispose();
   });
 

@@ -65,6 +65,22 @@ describe("cvm-unlock inspect", () => {
     }
   });
 
+  it("trustee tdx evidence JSON: RTMR replay checked; hex text input is decoded", async () => {
+    const ev = path.join(work, "tdx-evidence.json");
+    fs.writeFileSync(ev, JSON.stringify({
+      cc_eventlog: fs.readFileSync(path.join(work, "ccel_data.dat")).toString("base64"),
+      quote: fs.readFileSync(path.join(FIX, "tdx/cos-113-tdx-quote.dat")).toString("base64"),
+    }));
+    const r = await runCli(["inspect", "--json", ev]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout.toString()).cc_eventlog.rtmr_match).toEqual({ RTMR0: true, RTMR1: true, RTMR2: true, RTMR3: true });
+    const hexFile = path.join(work, "report.hex");
+    fs.writeFileSync(hexFile, fs.readFileSync(path.join(FIX, "tdx/snp-for-inspect/sev-gcp.bin")).toString("hex"));
+    const h = await runCli(["inspect", hexFile]);
+    expect(h.code, h.stderr).toBe(0);
+    expect(h.stdout.toString()).toMatch(/SEV-SNP attestation report v5/);
+  });
+
   it("--trustee prints the SNP evidence struct; usage errors exit 2", async () => {
     const r = await runCli(["inspect", "--trustee", path.join(FIX, "tdx/snp-for-inspect/test-report.bin")]);
     expect(r.code, r.stderr).toBe(0);

@@ -195,6 +195,36 @@ describe.skipIf(!have)("unlock (real open path) when the dm name already exists"
   });
 });
 
+describe.skipIf(!have)("verify-root (binary, stand-in /proc and /sys)", () => {
+  it("accepts the mapping unlock recorded, refuses plaintext and foreign roots", async () => {
+    const run = path.join(work, "run-verify");
+    fs.mkdirSync(run, { recursive: true });
+    fs.writeFileSync(path.join(run, "opened.json"), JSON.stringify({ volumes: [{ name: "root", uuid: A.uuid, device: A.file }] }));
+    const cfg = config({ unlock: { measure: { record_path: path.join(run, "measurements.cbor") } } });
+    const root = fs.mkdtempSync(path.join(work, "vroot-"));
+    fs.mkdirSync(path.join(root, "proc/self"), { recursive: true });
+    const dm = (devno: string, name: string, uuid: string) => {
+      fs.mkdirSync(path.join(root, "sys/dev/block", devno, "dm"), { recursive: true });
+      fs.writeFileSync(path.join(root, "sys/dev/block", devno, "dm/name"), name);
+      fs.writeFileSync(path.join(root, "sys/dev/block", devno, "dm/uuid"), uuid);
+    };
+    dm("253:0", "root", `CRYPT-LUKS2-${A.uuid.replace(/-/g, "")}-root`);
+    dm("253:1", "root", `CRYPT-LUKS2-${B.uuid.replace(/-/g, "")}-root`);
+    const mount = (devno: string) => fs.writeFileSync(path.join(root, "proc/self/mountinfo"), `1 0 8:1 / / rw - ext4 /dev/vda1 rw\n40 1 ${devno} / /sysroot ro - ext4 /dev/x ro\n`);
+    const verify = () => runCli(["verify-root", "--config", cfg, "--platform-root", root]);
+    mount("253:0");
+    const ok = await verify();
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout.toString()).toMatch(/^\/sysroot: on dm-crypt root \(CRYPT-LUKS2-/);
+    mount("253:1");
+    expect((await verify()).code).toBe(EXIT_CODES.volume);
+    mount("254:2");
+    const plain = await verify();
+    expect(plain.code).toBe(EXIT_CODES.volume);
+    expect(plain.stderr).toMatch(/refusing a plaintext root/);
+  });
+});
+
 describe.skipIf(!have)("bind: the cvm-unlock LUKS2 token", () => {
   let img: LuksImage;
   beforeAll(() => {
@@ -205,6 +235,7 @@ describe.skipIf(!have)("bind: the cvm-unlock LUKS2 token", () => {
     const r = await runCli(["bind", img.file, "--kbs", kbs.url, "--resource", "default/key/bound", "--ca", pki.caFile, "--key-slot", "0"]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.toString()).toMatch(/cvm-unlock token 0 added/);
+    expect(r.stdout.toString()).toContain(`pins: {"uuid":"${img.uuid}","luks2_digest_sha256":"${luks2DigestFingerprint(readLuks2Header(img.file))}"}`);
     expect(tokenExport(img.file, 0)).toEqual({
       type: "cvm-unlock",
       keyslots: ["0"],

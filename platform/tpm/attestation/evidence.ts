@@ -50,6 +50,9 @@ export async function collectTpmEvidence(tpm: Tpm, runtimeDigest: Uint8Array, ak
       const pcrs = await pcrReadBank(tpm, TPM_ALG.SHA256, QUOTE_PCRS);
       timings["pcr-read"] = round(performance.now() - t);
       if (!bytesEqual(q.attest.extraData, qualifyingData)) throw new CvmError("evidence", "TPM quote extraData differs from the qualifyingData sent");
+      const sel = q.attest.pcrSelect;
+      if (sel.length !== 1 || sel[0]!.hash !== TPM_ALG.SHA256 || sel[0]!.pcrs.join(",") !== QUOTE_PCRS.join(","))
+        throw new CvmError("evidence", "TPM quoted a PCR selection other than the sha256:0-23 requested");
       if (q.signature.sigAlg !== TPM_ALG.RSASSA || q.signature.hashAlg !== TPM_ALG.SHA256)
         throw new CvmError("evidence", "TPM signed the quote with a scheme other than RSASSA-SHA256");
       const digest = new Uint8Array(createHash("sha256").update(concat(...pcrs)).digest());

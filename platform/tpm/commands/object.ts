@@ -1,8 +1,11 @@
 // Object commands: TPM2_CreatePrimary, TPM2_ReadPublic, TPM2_FlushContext, TPM2_EvictControl.
 import { ByteWriter } from "../../util/reader.ts";
+import { ParseError } from "../../util/errors.ts";
 import { TPM_CC, TPM_ST } from "../constants.ts";
 import { buildCommand, parseResponse, readSized, type PasswordAuth } from "../marshal.ts";
 import { readPublic, type TpmPublic } from "../structures.ts";
+
+const TPM_HT_TRANSIENT = 0x80;
 
 export interface CreatePrimaryResponse {
   handle: number;
@@ -36,7 +39,10 @@ export function decodeCreatePrimary(rsp: Uint8Array): CreatePrimaryResponse {
   r.sized16be("creationTicket.digest", 64);
   const name = r.sized16be("name", 2 + 64);
   r.end("parameters");
-  return { handle: handles[0]!, publicArea, publicBytes: pub.buf.slice(), name };
+  const handle = handles[0]!;
+  // A primary key is a transient object; anything else would be flushed/used as the wrong entity.
+  if (handle >>> 24 !== TPM_HT_TRANSIENT) throw new ParseError("TPM2_CreatePrimary response", "objectHandle", 10, `0x${handle.toString(16)} is not a transient handle (0x80xxxxxx)`);
+  return { handle, publicArea, publicBytes: pub.buf.slice(), name };
 }
 
 export interface ReadPublicResponse {

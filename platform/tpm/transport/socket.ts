@@ -4,7 +4,7 @@
 // before their body is buffered.
 import * as net from "node:net";
 import { CvmError, ParseError } from "../../util/errors.ts";
-import { TPM_HEADER_SIZE } from "../constants.ts";
+import { TPM_HEADER_SIZE, TPM_MAX_MESSAGE } from "../constants.ts";
 import { responseFrameSize } from "../marshal.ts";
 import type { TpmTransport } from "./types.ts";
 
@@ -75,7 +75,15 @@ class SocketTransport implements TpmTransport {
   private onData(d: Buffer): void {
     this.chunks.push(d);
     this.received += d.length;
-    if (!this.pending) return; // checked at the next transmit
+    if (!this.pending) {
+      // Unsolicited bytes are reported at the next transmit; a peer that floods us is cut off now.
+      if (this.received > TPM_MAX_MESSAGE) {
+        this.failure ??= this.protocolError(0, `${this.received} unsolicited bytes arrived between commands`);
+        this.chunks = [];
+        this.sock.destroy();
+      }
+      return;
+    }
     const all = this.received === d.length ? d : Buffer.concat(this.chunks);
     if (all.length < TPM_HEADER_SIZE) return;
     let size: number;

@@ -100,7 +100,7 @@ function derInt(v: Uint8Array | undefined, what: string): number {
 }
 function hwId(v: Uint8Array | undefined): Uint8Array {
   if (!v) throw new Error("snp evidence: VCEK lacks the hwID extension");
-  if (v.length === 64) return v; // AMD KDS: the raw 64 bytes
+  if (v.length === 64 || v.length === 8) return v; // AMD KDS: the raw bytes (Turin: 8)
   const t = tlv(v, 0);
   if (t.tag === 0x04 && t.body.length === 64) return t.body; // wrapped in an OCTET STRING
   throw new Error(`snp evidence: VCEK hwID extension has ${v.length} bytes, expected 64`);
@@ -120,8 +120,9 @@ function checkVcekTcb(der: Uint8Array, r: SnpReport): void {
     if (got[k] !== want[k]) throw new Error(`snp evidence: VCEK ${k} SPL ${got[k]} != reported_tcb.${k} ${want[k]}`);
   if (want.fmc !== null && derInt(ext.get(`${AMD}.3.9`), "fmcSPL") !== want.fmc) throw new Error("snp evidence: VCEK fmcSPL != reported_tcb.fmc");
   const id = hwId(ext.get(`${AMD}.4`));
-  // Turin VCEKs carry an 8-byte-significant hwid; compare what the chip reports.
-  if (!bytesEqual(id, r.chip_id)) throw new Error(`snp evidence: VCEK hwID ${hex(id).slice(0, 16)}… != report chip_id ${hex(r.chip_id).slice(0, 16)}…`);
+  // Turin VCEKs carry an 8-byte hwID: it must equal the chip id's first 8 bytes (the rest are zero).
+  const chip = id.length === 8 && want.fmc !== null ? r.chip_id.subarray(0, 8) : r.chip_id;
+  if (!bytesEqual(id, chip)) throw new Error(`snp evidence: VCEK hwID ${hex(id).slice(0, 16)}… != report chip_id ${hex(r.chip_id).slice(0, 16)}…`);
 }
 
 function chainTo(vek: X509Certificate, anchors: SnpTrustAnchor[]): void {

@@ -14,7 +14,7 @@ import { bytesEqual, fitTo, fromB64, hex } from "../../../platform/util/bytes.ts
 import { parseTdxQuote } from "../../../platform/tdx/quote.ts";
 import { verifyQeBinding, verifyQuoteSignature } from "../../../platform/tdx/signature.ts";
 import { trusteeEventClaims, trusteeQuoteClaims } from "../../../platform/tdx/claims.ts";
-import { parseCcelLog, replay, TPM_ALG_SHA384 } from "../../../platform/eventlog/index.ts";
+import { knownDigestSize, parseCcelLog, replay, TPM_ALG_SHA384 } from "../../../platform/eventlog/index.ts";
 import type { TeeClaims, TeeVerifier, VerifyContext } from "./types.ts";
 
 function field(ev: Record<string, unknown>, name: string): unknown {
@@ -53,7 +53,13 @@ export function verifyTdxEvidence(evidence: unknown, expectedReportData: Uint8Ar
   const claims: TeeClaims = trusteeQuoteClaims(quote);
   if (el !== null && el !== undefined && el !== "") {
     const log = parseCcelLog(decode(el, "cc_eventlog"));
-    const rtmrs = replay(log, { kind: "rtmr" });
+    // trustee's eventlog crate refuses algorithms and event types it has no name for, and its
+    // replay extends every event of MR index 1..4, EV_NO_ACTION included.
+    const alg = log.algorithms.find((a) => !knownDigestSize(a.id));
+    if (alg) throw new Error(`tdx evidence: cc_eventlog: Unknown algorithm type detected: ${alg.id.toString(16)}`);
+    const unknown = log.events.find((e) => e.typeName.startsWith("EV_UNKNOWN"));
+    if (unknown) throw new Error(`tdx evidence: cc_eventlog: Unknown event type detected: 0x${unknown.type.toString(16)}`);
+    const rtmrs = replay(log, { kind: "rtmr", noAction: "extend" });
     for (let i = 0; i < 4; i++) {
       const got = rtmrs.get(i)!.get(TPM_ALG_SHA384)!;
       if (!bytesEqual(got, quote.body.rtmrs[i]!))

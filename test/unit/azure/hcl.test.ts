@@ -3,6 +3,8 @@ import { describe, expect, it } from "vitest";
 import { parseHclReport, reportDataBindsClaims, runtimeClaimsDigest, userDataCarries } from "../../../platform/azure/hcl.ts";
 import { ParseError } from "../../../platform/util/errors.ts";
 import { prng } from "../../helpers/prng.ts";
+import { buildHclReport } from "../../helpers/azure-hcl.ts";
+import { parseTdReport } from "../../../platform/tdx/tdreport.ts";
 import { fixture } from "./fixtures.ts";
 
 // Expected values: /work/shared/vectors/platform/VECTORS.md "Azure HCL reports" (VERIFIED there).
@@ -106,5 +108,21 @@ describe("HCL report parser on hostile input", () => {
         if (!(e instanceof ParseError)) throw new Error(`seed ${seed} case ${i}: ${(e as Error).message}`);
       }
     }
+  });
+});
+
+describe("paravisor stand-in's HCL builder (test/helpers/azure-hcl.ts) agrees with the parsers", () => {
+  it("TDX: the platform TDREPORT parser reads the REPORTDATA and MRTD the builder placed; claims bind", () => {
+    const akPub = { kty: "RSA" as const, n: Buffer.alloc(256, 7).toString("base64url"), e: "AQAB" };
+    const mrTd = new Uint8Array(48).fill(0x42);
+    const blob = buildHclReport({ tee: "tdx", akPub, userData: new Uint8Array(48).fill(0xab), nvSize: 2048, mrTd });
+    const r = parseHclReport(blob);
+    expect(r.tee).toBe("tdx");
+    expect(reportDataBindsClaims(r)).toBe(true);
+    expect(r.akPub).toMatchObject({ kid: "HCLAkPub", n: akPub.n, e: "AQAB" });
+    expect(userDataCarries(r, new Uint8Array(48).fill(0xab))).toBe(true);
+    const td = parseTdReport(r.hardwareReport);
+    expect(Buffer.from(td.reportData)).toEqual(Buffer.from(r.reportData));
+    expect(Buffer.from(td.tdInfo.mrTd)).toEqual(Buffer.from(mrTd));
   });
 });

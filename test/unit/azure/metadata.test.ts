@@ -2,6 +2,7 @@
 // oversized, slow and failing responses.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fetchTdQuote, fetchVcek, type MetadataOptions } from "../../../platform/azure/metadata.ts";
+import { certificatesFromPem } from "../../../platform/azure/pem.ts";
 import { Deadline } from "../../../platform/util/deadline.ts";
 import { CvmError, ParseError } from "../../../platform/util/errors.ts";
 import { silentLogger } from "../../../platform/util/log.ts";
@@ -85,5 +86,24 @@ describe("Azure metadata client", () => {
 
   it("refuses non-http metadata URLs", async () => {
     await expect(fetchVcek(opts({ baseUrl: "https://169.254.169.254" }))).rejects.toThrow(/must be http/);
+  });
+});
+
+describe("THIM PEM → DER", () => {
+  const one = blocks[0]!;
+  const der = (pem: string) => Buffer.from(pem.replace(/-----[A-Z ]+-----|\s/g, ""), "base64");
+  const toPem = (d: Uint8Array) => `-----BEGIN CERTIFICATE-----\n${Buffer.from(d).toString("base64").replace(/(.{64})/g, "$1\n")}\n-----END CERTIFICATE-----\n`;
+  it.each([
+    ["no certificate", "hello", /no -----BEGIN CERTIFICATE/],
+    ["a private key block", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", /expected CERTIFICATE/],
+    ["a body that is not base64", "-----BEGIN CERTIFICATE-----\n#!@$\n-----END CERTIFICATE-----\n", /not base64/],
+    ["DER shorter than its SEQUENCE length", toPem(der(one).subarray(0, 900)), /DER SEQUENCE of \d+ bytes in a 900-byte block/],
+    ["DER with trailing bytes", toPem(Buffer.concat([der(one), Buffer.from([0, 0, 0])])), /in a \d+-byte block/],
+    ["DER that is not a SEQUENCE", "-----BEGIN CERTIFICATE-----\nAgEA\n-----END CERTIFICATE-----\n", /SEQUENCE/],
+  ])("rejects %s", (_n, pem, msg) => {
+    expect(() => certificatesFromPem(pem, "THIM vcekCert")).toThrow(msg);
+  });
+  it("takes several certificates in order", () => {
+    expect(certificatesFromPem(blocks.join(""), "chain").map((d) => d.length)).toEqual(blocks.map((b) => Buffer.from(b.replace(/-----[A-Z ]+-----|\s/g, ""), "base64").length));
   });
 });

@@ -11,6 +11,7 @@ import { verifier as snpVerifier, legacyVerifier as snpLegacy } from "../../kbs/
 import { verifier as tdxVerifier } from "../../kbs/verifiers/az-tdx-vtpm.ts";
 import { loadVerifier } from "../../kbs/verifiers/index.ts";
 import { decodeKinvolkQuote, fixture, fixtureText } from "./fixtures.ts";
+import { prng, type Prng } from "../../helpers/prng.ts";
 
 const NONCE = utf8("challenge");
 const ctx = { tee: "az-snp-vtpm", initData: null, nonce: "n" };
@@ -23,6 +24,17 @@ function snpVectorEvidence(version = 1): Record<string, unknown> {
 function tdxVectorEvidence(version = 1): Record<string, unknown> {
   const quote = decodeKinvolkQuote(fixture("trustee-az-tdx-vtpm/quote.bin"));
   return { ...tdxEvidence(quote, fixture("trustee-az-tdx-vtpm/hcl-report.bin"), fixture("trustee-az-tdx-vtpm/td-quote.bin")), version };
+}
+function hexFlipAt(h: string, rng: Prng): string {
+  const at = rng.int(0, h.length - 1);
+  const c = "0123456789abcdef"[(parseInt(h[at]!, 16) + rng.int(1, 15)) % 16]!;
+  return h.slice(0, at) + c + h.slice(at + 1);
+}
+function flipIn(b: Buffer, from: number, to: number, rng: Prng): Buffer {
+  const c = Buffer.from(b);
+  const at = rng.int(from, to - 1);
+  c[at] = c[at]! ^ rng.int(1, 255);
+  return c;
 }
 const hexFlip = (h: string, at: number) => h.slice(0, at) + (h[at] === "0" ? "1" : "0") + h.slice(at + 1);
 
@@ -94,6 +106,29 @@ describe("az-snp-vtpm verifier on trustee's real SNP CVM evidence", () => {
     hcl[at] = hcl[at] === 0x41 ? 0x42 : 0x41;
     ev.hcl_report = b64urlPadded(hcl);
     expect(() => snpVerifier.verify(ev, NONCE, ctx)).toThrow(/SHA-256\(HCL runtime claims\)/);
+  });
+
+  it("any single-byte change in a covered region is rejected (seeded)", () => {
+    const seed = 0x5eed_a2;
+    const rng = prng(seed);
+    const base = snpVectorEvidence(1) as any;
+    const hcl = Buffer.from(base.hcl_report, "base64url");
+    const regions: [string, (e: any) => void][] = [
+      ["tpm_quote.message", (e) => (e.tpm_quote.message = hexFlipAt(e.tpm_quote.message, rng))],
+      ["tpm_quote.signature", (e) => (e.tpm_quote.signature = hexFlipAt(e.tpm_quote.signature, rng))],
+      ["tpm_quote.pcrs", (e) => {
+        const k = rng.int(0, 23);
+        e.tpm_quote.pcrs[k] = hexFlipAt(e.tpm_quote.pcrs[k], rng);
+      }],
+      ["SNP report (signed part and signature)", (e) => (e.hcl_report = b64urlPadded(flipIn(hcl, 0x20, 0x20 + 0x330, rng)))],
+      ["runtime claims", (e) => (e.hcl_report = b64urlPadded(flipIn(hcl, 0x4d4, 0x4d4 + 1110, rng)))],
+    ];
+    for (let i = 0; i < 150; i++) {
+      const [name, mutate] = regions[i % regions.length]!;
+      const ev = structuredClone(base);
+      mutate(ev);
+      expect(() => snpVerifier.verify(ev, NONCE, ctx), `seed ${seed} case ${i} (${name})`).toThrow();
+    }
   });
 
   it("registry serves both tee spellings", async () => {

@@ -5,6 +5,8 @@ import { describe, expect, it } from "vitest";
 import { sha256 } from "@noble/hashes/sha2.js";
 import {
   algorithmId,
+  compareRegisters,
+  describeEvent,
   encodeEventLog,
   parseCcelLog,
   parseCcelTable,
@@ -20,6 +22,7 @@ import { parseTdxQuote } from "../../../platform/tdx/quote.ts";
 import { trusteeEventClaims } from "../../../platform/tdx/claims.ts";
 import { ParseError } from "../../../platform/util/errors.ts";
 import { concat, hex } from "../../../platform/util/bytes.ts";
+import { prng } from "../../helpers/prng.ts";
 
 const DIR = path.join(import.meta.dirname, "../../fixtures/eventlog");
 const TDX = path.join(import.meta.dirname, "../../fixtures/tdx");
@@ -86,6 +89,42 @@ describe("TCG event logs: parse + replay reproduce the published PCRs", () => {
       const bytes = load(path.join(DIR, name));
       const log = parseEventLog(bytes);
       expect(hex(encodeEventLog(log.specId!, log.events)), name).toBe(hex(bytes.subarray(0, log.length)));
+    }
+  });
+});
+
+describe("compareRegisters", () => {
+  it("accepts the published PCRs and names the one that differs", () => {
+    const want = expected.tpm["ubuntu-2404-amd-sevsnp.bin"]!;
+    const actual = new Map<number, Map<number, Uint8Array>>();
+    for (const [bank, values] of Object.entries(want.pcrs))
+      for (const [idx, v] of Object.entries(values)) (actual.get(Number(idx)) ?? actual.set(Number(idx), new Map()).get(Number(idx))!).set(algorithmId(bank)!, Uint8Array.from(Buffer.from(v, "hex")));
+    // PCR 10 is untouched by the log: it must read as zeros.
+    actual.set(10, new Map([[TPM_ALG_SHA256, new Uint8Array(32)]]));
+    const replayed = replay(parseEventLog(load(path.join(DIR, "ubuntu-2404-amd-sevsnp.bin"))), { kind: "pcr" });
+    expect(compareRegisters(replayed, actual)).toEqual([]);
+    actual.get(7)!.get(TPM_ALG_SHA256)![0]! ^= 1;
+    actual.set(11, new Map([[TPM_ALG_SHA384, new Uint8Array(48).fill(1)]]));
+    expect(compareRegisters(replayed, actual).map((m) => `${m.index}/${m.algName}`)).toEqual(["7/sha256", "11/sha384"]);
+  });
+});
+
+describe("event details for people", () => {
+  it("names UEFI variables, loaded images and firmware strings", () => {
+    const log = parseEventLog(load(path.join(DIR, "rhel8-uefi.bin")));
+    const d = log.events.map((e) => describeEvent(e));
+    expect(d[0]).toBe("GCE Virtual Firmware v1");
+    expect(d[2]).toBe("SecureBoot (8be4df61-93ca-11d2-aa0d-00e098032b8c), 1 data bytes");
+    expect(d[7]).toBe("separator 00000000");
+    expect(d[22]).toMatch(/\/EFI\/redhat\/shimx64\.efi$/);
+    expect(d[27]).toBe("grub_cmd set pager=1");
+  });
+
+  it("never throws on garbage payloads", () => {
+    const r = prng(5);
+    for (let i = 0; i < 2000; i++) {
+      const type = r.pick([0x80000001, 0x80000002, 0x80000003, 0x80000005, 0x8000000a, 0x8000000b, 0x4, 0x8, 0xd, 0x3]);
+      expect(() => describeEvent({ type, data: r.bytes(r.int(0, 120)) })).not.toThrow();
     }
   });
 });

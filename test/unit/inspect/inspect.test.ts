@@ -2,7 +2,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as zlib from "node:zlib";
 import { describe, expect, it } from "vitest";
-import { detectType, inspectBytes, INSPECT_TYPES, renderJson, renderText, resolveType, trusteeEvidence, type InspectType } from "../../../platform/inspect/index.ts";
+import { detectType, inspectBytes, INSPECT_TYPES, renderJson, renderText, resolveInput, resolveType, trusteeEvidence, type InspectType } from "../../../platform/inspect/index.ts";
 import { CERT_GUIDS, encodeCertTable } from "../../../platform/snp/certs.ts";
 import { CvmError, ParseError } from "../../../platform/util/errors.ts";
 import { prng } from "../../helpers/prng.ts";
@@ -128,6 +128,51 @@ describe("inspect: detection and decoding of real artefacts", () => {
     b[at] = b[at] === 0x30 ? 0x31 : 0x30;
     const i = inspectBytes(b, "hcl-report");
     expect(i.warnings.join()).toMatch(/not bound/);
+  });
+});
+
+describe("inspect: evidence JSON and text input", () => {
+  const quote = () => Buffer.from(load(path.join(TDX, "cos-113-tdx-quote.dat")));
+  const ccel = () => Buffer.from(load(path.join(TDX, "ccel_data.dat.gz")));
+  const utf8 = (o: unknown) => new TextEncoder().encode(JSON.stringify(o));
+
+  it("tdx evidence inside an /attest body: quote decoded, CCEL replayed against its RTMRs", () => {
+    const body = utf8({ "tee-evidence": { primary_evidence: { cc_eventlog: ccel().toString("base64"), quote: quote().toString("base64") }, additional_evidence: "" } });
+    expect(detectType(body)).toBe("evidence-json");
+    const i = inspectBytes(body, "evidence-json");
+    expect(i.warnings).toEqual([]);
+    const j = JSON.parse(renderJson(i));
+    expect(j.tee).toBe("tdx");
+    expect(j.cc_eventlog.rtmr_match).toEqual({ RTMR0: true, RTMR1: true, RTMR2: true, RTMR3: true });
+    expect(renderText(i)).toMatch(/RTMR2: +replay matches the quote/);
+  });
+
+  it("tdx evidence whose event log belongs to another TD is flagged per RTMR", () => {
+    const other = Buffer.from(load(path.join(EL, "CCEL_data_ovmf")));
+    const i = inspectBytes(utf8({ cc_eventlog: other.toString("base64"), quote: quote().toString("base64") }), "evidence-json");
+    expect(i.warnings.filter((w) => /does not replay to the quote's RTMR\d/.test(w))).toHaveLength(3);
+    const none = inspectBytes(utf8({ cc_eventlog: null, quote: quote().toString("base64") }), "evidence-json");
+    expect(renderText(none)).toMatch(/cc_eventlog: +absent/);
+  });
+
+  it("snp evidence JSON is re-encoded and decoded like the raw report", () => {
+    const ev = load(path.join(TDX, "snp-for-inspect/snp-test-report.bin.evidence.json"));
+    const i = inspectBytes(ev, resolveType(ev));
+    expect(i.type).toBe("evidence-json");
+    expect(renderText(i)).toContain("a1f3930413247bb38cfc171579ea3c12d5fe4901f0c792f63fd75d98f1ef827c23500644e0e692e6be917f9050d3d38c");
+    expect(() => inspectBytes(utf8({ hello: 1 }), "evidence-json")).toThrow(/neither tdx evidence/);
+    expect(() => inspectBytes(utf8({ quote: "!!" }), "evidence-json")).toThrow(ParseError);
+  });
+
+  it("hex and base64 text are decoded when the raw bytes are not recognised", () => {
+    const hexText = new TextEncoder().encode(Buffer.from(load(path.join(TDX, "snp-for-inspect/sev-gcp.bin"))).toString("hex") + "\n");
+    expect(resolveInput(hexText)).toMatchObject({ type: "snp-report", encoding: "hex" });
+    const b64Text = new TextEncoder().encode(quote().toString("base64"));
+    const r = resolveInput(b64Text);
+    expect(r).toMatchObject({ type: "tdx-quote", encoding: "base64" });
+    expect(r.bytes.length).toBe(8000);
+    expect(resolveInput(b64Text, "tdx-quote").bytes.length).toBe(8000);
+    expect(() => resolveInput(new TextEncoder().encode("00112233445566778899aabbccddeeff"))).toThrow(/cannot tell/);
   });
 });
 

@@ -82,6 +82,14 @@ describe("snp source via configfs-tsm (stand-in kernel)", () => {
     await expect(makeSnpSource().collect(envFor(g.root), { runtimeDigest: digest, tee: "snp" })).rejects.toThrow(/1000 bytes, expected 1184/);
   });
 
+  it("a v2 report (older firmware) is refused with a hint, before the KBS would refuse it", async () => {
+    const v2 = new Uint8Array(fs.readFileSync(path.resolve(__dirname, "../../fixtures/snp/trustee-test-report.bin")));
+    const f = start({ outblobFor: () => v2 });
+    const e = await makeSnpSource().collect(envFor(f.root), { runtimeDigest: digest, tee: "snp" }).catch((x) => x);
+    expect(e.message).toMatch(/version 2; trustee accepts 3..5/);
+    expect(e.hint).toMatch(/firmware/);
+  });
+
   it("a log line says so when the host's VCEK does not match the report", async () => {
     const logs: string[] = [];
     const f = start({ auxblobFor: () => makeCertTable({ ...pki, vcekDer: new Uint8Array(fs.readFileSync(path.resolve(__dirname, "../../fixtures/snp/trustee-test-vcek.der"))) }) });

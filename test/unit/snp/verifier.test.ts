@@ -6,7 +6,8 @@ import { parseCertTable } from "../../../platform/snp/certs.ts";
 import { snpEvidenceJsonText } from "../../../platform/snp/json.ts";
 import { decodeSnpReport } from "../../../platform/snp/report.ts";
 import { concat } from "../../../platform/util/bytes.ts";
-import { amdAnchors, verifySnpEvidence, type SnpVerifyOptions } from "../../kbs/verifiers/snp.ts";
+import { amdAnchors, certExtensions, verifySnpEvidence, type SnpVerifyOptions } from "../../kbs/verifiers/snp.ts";
+import { vekPublicKey } from "../../../platform/snp/verify.ts";
 import { makeCertTable, makeSignedReport, makeTestPki, testPki, unsignedReport, signReport } from "../../helpers/snp-fixtures.ts";
 import { encodeSnpReport } from "../../../platform/snp/report.ts";
 
@@ -79,5 +80,22 @@ describe("test KBS snp verifier (trustee's checks)", () => {
     const claims = verifySnpEvidence(ev, rd, { anchors: amdAnchors() });
     expect(claims.reported_tcb_snp).toBe("23");
     expect(() => verifySnpEvidence(ev, rd, anchors)).toThrow(/does not chain/);
+  });
+
+  it("reads the AMD extensions of a real Turin VCEK (fmcSPL, 8-byte hwID)", () => {
+    const der = new Uint8Array(fs.readFileSync(path.resolve(__dirname, "../../fixtures/snp/virtee-vcek_turin.der")));
+    const ext = certExtensions(der);
+    expect(ext.get("1.3.6.1.4.1.3704.1.4")!.length).toBe(8);
+    expect(Array.from(ext.get("1.3.6.1.4.1.3704.1.3.9")!)).toEqual([2, 1, 0]);
+    expect(vekPublicKey(der).length).toBe(97);
+  });
+
+  it("a Turin chip (fmc TCB layout, 8-byte hwID) verifies end to end", () => {
+    const turin = makeTestPki({ turin: true });
+    const raw = makeSignedReport(turin, { version: 5, reportData });
+    expect(Array.from(raw.subarray(0x180, 0x188))).toEqual([1, 2, 0, 3, 0, 0, 0, 0x44]);
+    const ev = evidence(raw, makeCertTable(turin));
+    expect((ev as { attestation_report: { reported_tcb: unknown } }).attestation_report.reported_tcb).toEqual({ fmc: 1, bootloader: 2, tee: 0, snp: 3, microcode: 0x44 });
+    expect(verifySnpEvidence(ev, digest, { anchors: [{ arkPem: turin.arkPem, askPem: turin.askPem }] }).reported_tcb_snp).toBe("3");
   });
 });

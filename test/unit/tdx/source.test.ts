@@ -16,6 +16,7 @@ import { concat, fitTo, fromB64, hex, utf8 } from "../../../platform/util/bytes.
 import { FakeTsm } from "../../helpers/fake-tsm.ts";
 import { installCcel, makeCcel, makeTdxQuote, tdxOutblobFor } from "../../helpers/tdx-fixtures.ts";
 import { verifyTdxEvidence } from "../../kbs/verifiers/tdx.ts";
+import { encodeEventLog, TPM_ALG_SHA384 } from "../../../platform/eventlog/index.ts";
 
 const running: FakeTsm[] = [];
 const dirs: string[] = [];
@@ -175,6 +176,22 @@ describe("test KBS tdx verifier", () => {
     expect(() => verifyTdxEvidence({ ...good(4), quote: "not base64!" }, digest)).toThrow(/base64/);
     expect(() => verifyTdxEvidence({ cc_eventlog: null }, digest)).toThrow(/quote/);
     expect(() => verifyTdxEvidence([], digest)).toThrow(/object/);
+  });
+
+  it("replays like trustee: EV_NO_ACTION in an RTMR is extended; unknown event types are refused", () => {
+    const spec = { platformClass: 0, specErrata: 0, uintnSize: 2, algorithms: [{ id: TPM_ALG_SHA384, name: "sha384", size: 48 }], vendorInfo: new Uint8Array() };
+    const d = sha384(utf8("x"));
+    const noAction = encodeEventLog(spec, [{ index: 1, type: 3, digests: new Map([[TPM_ALG_SHA384, d]]), data: new Uint8Array(4) }]);
+    const rtmr0 = sha384(concat(new Uint8Array(48), d));
+    const ev = (log: Uint8Array, rtmrs: Uint8Array[]) => ({
+      cc_eventlog: Buffer.from(log).toString("base64"),
+      quote: Buffer.from(makeTdxQuote({ version: 4, reportData: fitTo(digest, 64), rtmrs })).toString("base64"),
+    });
+    const zero = new Uint8Array(48);
+    expect(() => verifyTdxEvidence(ev(noAction, [rtmr0, zero, zero, zero]), digest)).not.toThrow();
+    expect(() => verifyTdxEvidence(ev(noAction, [zero, zero, zero, zero]), digest)).toThrow(/RTMR0/);
+    const odd = encodeEventLog(spec, [{ index: 1, type: 0x1234, digests: new Map([[TPM_ALG_SHA384, d]]), data: new Uint8Array() }]);
+    expect(() => verifyTdxEvidence(ev(odd, [rtmr0, zero, zero, zero]), digest)).toThrow(/Unknown event type/);
   });
 
   it("checks MRCONFIGID against the init-data digest", () => {

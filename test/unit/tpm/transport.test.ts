@@ -97,6 +97,17 @@ describe("swtpm TCP transport", () => {
     await expect(t.transmit(CMD, 2_000)).rejects.toThrow(/2 unsolicited byte\(s\) arrived between commands/);
   });
 
+  it("a peer flooding unsolicited bytes is cut off (memory stays bounded)", async () => {
+    const spec = await peer((s) => {
+      s.write(Buffer.from(frame(0)));
+      setTimeout(() => s.write(Buffer.alloc(64 * 1024, 0x41)), 20);
+    });
+    const t = await open(spec);
+    await t.transmit(CMD, 2_000);
+    await new Promise((r) => setTimeout(r, 150));
+    await expect(t.transmit(CMD, 2_000)).rejects.toThrow(/unsolicited bytes arrived between commands/);
+  });
+
   it("a refused connection says so with a hint", async () => {
     const server = net.createServer();
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));

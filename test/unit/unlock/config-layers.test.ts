@@ -114,3 +114,20 @@ describe("LUKS2 token layer", () => {
     expect(resourceAllowed("a/b/c", [])).toBe(false);
   });
 });
+
+describe("kernel command line: property", () => {
+  it("random command lines either parse or fail with a config error", async () => {
+    const { prng } = await import("../../helpers/prng.ts");
+    const { CvmError } = await import("../../../platform/util/errors.ts");
+    const r = prng(4242);
+    const atoms = ["rd.cvm_unlock.", "uuid", "name", "kbs", "=", '"', " ", "x", "\t", "rd.luks=0", "\u0001", "partlabel", "resource", "a/b/c", ","];
+    for (let i = 0; i < 500; i++) {
+      const text = Array.from({ length: r.int(0, 12) }, () => r.pick(atoms)).join("");
+      try {
+        parseCvmParams(text);
+      } catch (e) {
+        expect(e, JSON.stringify(text)).toBeInstanceOf(CvmError);
+      }
+    }
+  });
+});

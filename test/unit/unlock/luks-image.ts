@@ -17,7 +17,7 @@ export interface LuksImage {
   uuid: string;
 }
 
-export function makeLuksImage(dir: string, name: string, uuid = crypto.randomUUID(), key = crypto.randomBytes(32)): LuksImage {
+export function makeLuksImage(dir: string, name: string, uuid: string = crypto.randomUUID(), key: Buffer = crypto.randomBytes(32)): LuksImage {
   const file = path.join(dir, name);
   fs.writeFileSync(file, "");
   fs.truncateSync(file, 20 * 1024 * 1024);
