@@ -14,6 +14,7 @@ import { fromB64url } from "../../platform/util/bytes.ts";
 import type { FakeTsmOptions } from "./fake-tsm.ts";
 
 export interface TestPki {
+  /** Where the openssl files were made (already removed unless makeTestPki({dir}) was given). */
   dir: string;
   arkPem: string;
   askPem: string;
@@ -50,7 +51,7 @@ export function makeTestPki(opts: { chipId?: Uint8Array; tcb?: TcbVersion; dir?:
     "basicConstraints = critical,CA:true",
     "keyUsage = critical,keyCertSign,cRLSign",
     "[vcek]",
-    "1.3.6.1.4.1.3704.1.1 = ASN1:IA5STRING:Milan",
+    `1.3.6.1.4.1.3704.1.1 = ASN1:IA5STRING:${tcb.fmc !== null ? "Turin" : "Milan"}`,
     `1.3.6.1.4.1.3704.1.3.1 = ASN1:INTEGER:${tcb.bootloader}`,
     `1.3.6.1.4.1.3704.1.3.2 = ASN1:INTEGER:${tcb.tee}`,
     `1.3.6.1.4.1.3704.1.3.3 = ASN1:INTEGER:${tcb.snp}`,
@@ -58,20 +59,25 @@ export function makeTestPki(opts: { chipId?: Uint8Array; tcb?: TcbVersion; dir?:
     ...(tcb.fmc !== null ? [`1.3.6.1.4.1.3704.1.3.9 = ASN1:INTEGER:${tcb.fmc}`] : []),
     `1.3.6.1.4.1.3704.1.4 = DER:${Buffer.from(hwid).toString("hex")}`,
   ].join("\n");
-  fs.writeFileSync(path.join(dir, "ext.cnf"), ext + "\n");
-  openssl(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "ark.key"], dir);
-  openssl(["req", "-new", "-x509", "-key", "ark.key", "-subj", "/CN=ARK-Test/O=cvm-unlock tests", "-days", "3650", "-set_serial", "1", ...PSS, "-config", "/dev/null", "-addext", "basicConstraints=critical,CA:true", "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", "ark.pem"], dir);
-  openssl(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "ask.key"], dir);
-  openssl(["req", "-new", "-key", "ask.key", "-subj", "/CN=SEV-Test/O=cvm-unlock tests", "-config", "/dev/null", "-out", "ask.csr"], dir);
-  openssl(["x509", "-req", "-in", "ask.csr", "-CA", "ark.pem", "-CAkey", "ark.key", "-set_serial", "2", "-days", "3650", ...PSS, "-extfile", "ext.cnf", "-extensions", "ca", "-out", "ask.pem"], dir);
-  openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:secp384r1", "-out", "vcek.key"], dir);
-  openssl(["req", "-new", "-key", "vcek.key", "-subj", "/CN=SEV-VCEK/O=cvm-unlock tests", "-config", "/dev/null", "-out", "vcek.csr"], dir);
-  openssl(["x509", "-req", "-in", "vcek.csr", "-CA", "ask.pem", "-CAkey", "ask.key", "-set_serial", "0", "-days", "3650", ...PSS, "-extfile", "ext.cnf", "-extensions", "vcek", "-out", "vcek.pem"], dir);
-  const pem = (f: string) => fs.readFileSync(path.join(dir, f), "utf8");
-  const der = (p: string) => new Uint8Array(new X509Certificate(p).raw);
-  const jwk = createPrivateKey(pem("vcek.key")).export({ format: "jwk" }) as { d: string };
-  const [arkPem, askPem, vcekPem] = [pem("ark.pem"), pem("ask.pem"), pem("vcek.pem")];
-  return { dir, arkPem, askPem, vcekPem, arkDer: der(arkPem), askDer: der(askPem), vcekDer: der(vcekPem), vcekKey: fromB64url(jwk.d), chipId, tcb };
+  try {
+    fs.writeFileSync(path.join(dir, "ext.cnf"), ext + "\n");
+    openssl(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "ark.key"], dir);
+    openssl(["req", "-new", "-x509", "-key", "ark.key", "-subj", "/CN=ARK-Test/O=cvm-unlock tests", "-days", "3650", "-set_serial", "1", ...PSS, "-config", "/dev/null", "-addext", "basicConstraints=critical,CA:true", "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", "ark.pem"], dir);
+    openssl(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "ask.key"], dir);
+    openssl(["req", "-new", "-key", "ask.key", "-subj", "/CN=SEV-Test/O=cvm-unlock tests", "-config", "/dev/null", "-out", "ask.csr"], dir);
+    openssl(["x509", "-req", "-in", "ask.csr", "-CA", "ark.pem", "-CAkey", "ark.key", "-set_serial", "2", "-days", "3650", ...PSS, "-extfile", "ext.cnf", "-extensions", "ca", "-out", "ask.pem"], dir);
+    openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:secp384r1", "-out", "vcek.key"], dir);
+    openssl(["req", "-new", "-key", "vcek.key", "-subj", "/CN=SEV-VCEK/O=cvm-unlock tests", "-config", "/dev/null", "-out", "vcek.csr"], dir);
+    openssl(["x509", "-req", "-in", "vcek.csr", "-CA", "ask.pem", "-CAkey", "ask.key", "-set_serial", "0", "-days", "3650", ...PSS, "-extfile", "ext.cnf", "-extensions", "vcek", "-out", "vcek.pem"], dir);
+    const pem = (f: string) => fs.readFileSync(path.join(dir, f), "utf8");
+    const der = (p: string) => new Uint8Array(new X509Certificate(p).raw);
+    const jwk = createPrivateKey(pem("vcek.key")).export({ format: "jwk" }) as { d: string };
+    const [arkPem, askPem, vcekPem] = [pem("ark.pem"), pem("ask.pem"), pem("vcek.pem")];
+    return { dir, arkPem, askPem, vcekPem, arkDer: der(arkPem), askDer: der(askPem), vcekDer: der(vcekPem), vcekKey: fromB64url(jwk.d), chipId, tcb };
+  } finally {
+    // Everything is in memory; keep only a directory the caller asked for.
+    if (opts.dir === undefined) fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 let shared: TestPki | undefined;

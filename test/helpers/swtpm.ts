@@ -48,7 +48,7 @@ function portFree(port: number): Promise<boolean> {
 /** Two consecutive free loopback ports (tpm2-tools' swtpm TCTI expects ctrl = data + 1). */
 async function freePortPair(): Promise<number> {
   for (let i = 0; i < 200; i++) {
-    const p = 20000 + Math.floor(Math.random() * 40000) * 1;
+    const p = 20000 + Math.floor(Math.random() * 40000);
     if ((await portFree(p)) && (await portFree(p + 1))) return p;
   }
   throw new Error("no free port pair for swtpm");
@@ -92,7 +92,12 @@ export async function startSwtpm(opts: SwtpmOptions = {}): Promise<Swtpm> {
   const caDir = path.join(dir, "ca");
   fs.mkdirSync(stateDir);
   fs.mkdirSync(caDir);
-  manufacture(dir, stateDir, caDir, opts);
+  try {
+    manufacture(dir, stateDir, caDir, opts);
+  } catch (e) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
 
   let child: ChildProcess | undefined;
   let port = 0;
@@ -118,7 +123,10 @@ export async function startSwtpm(opts: SwtpmOptions = {}): Promise<Swtpm> {
     }
     if (!exited) child = c; // else the port was taken between the check and the bind: retry
   }
-  if (!child) throw new Error("swtpm did not start");
+  if (!child) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    throw new Error("swtpm did not start");
+  }
   const proc = child;
   const spec = `swtpm:127.0.0.1:${port}`;
 
