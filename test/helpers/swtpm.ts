@@ -7,6 +7,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
+import { toolsAvailable } from "./tools.ts";
 import { Deadline } from "../../platform/util/deadline.ts";
 import { silentLogger } from "../../platform/util/log.ts";
 import { TPM_RH } from "../../platform/tpm/constants.ts";
@@ -82,8 +83,9 @@ function manufacture(dir: string, stateDir: string, caDir: string, opts: SwtpmOp
   }
 }
 
+/** Whether swtpm can be used (skips locally, fails under CI when missing). */
 export function swtpmAvailable(): boolean {
-  return spawnSync("swtpm", ["--version"]).status === 0 && spawnSync("swtpm_setup", ["--version"]).status === 0;
+  return toolsAvailable("swtpm", "swtpm_setup");
 }
 
 export async function startSwtpm(opts: SwtpmOptions = {}): Promise<Swtpm> {

@@ -11,10 +11,11 @@ import { decodeRecords, replayExtends } from "../../agent/unlock/measure-events.
 import { ensureBinary, runCli } from "../helpers/binary.ts";
 import { startSwtpm, type Swtpm } from "../helpers/swtpm.ts";
 import { startTestKbs, type TestKbs } from "../kbs/server.ts";
+import { toolsAvailable } from "../helpers/tools.ts";
 import { cryptsetupAvailable, makeLuksImage, type LuksImage } from "../unit/unlock/luks-image.ts";
 
 // swtpm_setup --version exits 1 on Debian 12 (swtpm 0.7.1), so check the binaries by running swtpm only.
-const have = cryptsetupAvailable() && spawnSync("swtpm", ["--version"]).status === 0 && fs.existsSync("/usr/bin/swtpm_setup") && spawnSync("tpm2_pcrread", ["--version"]).status === 0;
+const have = cryptsetupAvailable() && toolsAvailable("swtpm", "swtpm_setup", "tpm2_pcrread");
 let work: string;
 let kbs: TestKbs;
 let tpm: Swtpm;

@@ -10,9 +10,10 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BINARY, ensureBinary, runCli } from "../helpers/binary.ts";
 import { startTestKbs, type TestKbs } from "../kbs/server.ts";
+import { toolsAvailable } from "../helpers/tools.ts";
 import { cryptsetupAvailable, makeLuksImage, type LuksImage } from "../unit/unlock/luks-image.ts";
 
-const have = cryptsetupAvailable() && spawnSync("strace", ["-V"]).status === 0;
+const have = cryptsetupAvailable() && toolsAvailable("strace");
 let work: string;
 let kbs: TestKbs;
 let img: LuksImage;

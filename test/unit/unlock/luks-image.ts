@@ -1,5 +1,6 @@
 // Test LUKS2 images on plain files (no device-mapper needed): luksFormat with cheap PBKDF2 so a
 // keyslot check takes milliseconds. The key goes to cryptsetup on stdin, like the agent does.
+import { toolsAvailable } from "../../helpers/tools.ts";
 import { execFileSync, spawnSync } from "node:child_process";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
@@ -8,7 +9,7 @@ import * as path from "node:path";
 export const CRYPTSETUP = ["/usr/sbin/cryptsetup", "/sbin/cryptsetup"].find((p) => fs.existsSync(p));
 
 export function cryptsetupAvailable(): boolean {
-  return CRYPTSETUP !== undefined && spawnSync(CRYPTSETUP, ["--version"]).status === 0;
+  return toolsAvailable("cryptsetup") && CRYPTSETUP !== undefined && spawnSync(CRYPTSETUP, ["--version"]).status === 0;
 }
 
 export interface LuksImage {
