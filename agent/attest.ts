@@ -37,22 +37,40 @@ export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOption
   };
 }
 
-/** Detect the platform and build the attester the KBS client calls once it has the challenge. */
-export async function chooseAttester(ctx: RunContext, timeline: Timeline): Promise<Attester> {
+/**
+ * Detect the platform and build the attester the KBS client calls once it has the challenge.
+ * Sources with begin() start their digest-independent work now, overlapping the KBS handshake.
+ */
+export async function chooseAttester(ctx: RunContext, timeline: Timeline): Promise<Attester & { close(): Promise<void> }> {
   const { source, tee } = await timeline.time("detect", () => selectSource(ctx.env, ctx.config.platform));
   ctx.log.info(`attesting as tee ${tee} (source ${source.id})`);
+  let session = source.begin?.(ctx.env);
+  session?.catch(() => {}); // surfaced by collect()
+  const close = async () => {
+    const s = session;
+    session = undefined;
+    await s?.then((x) => x.close(), () => {});
+  };
   return {
     tee,
     async collect(runtimeDigest) {
-      const ev = await source.collect(ctx.env, { runtimeDigest, tee });
+      const req = { runtimeDigest, tee };
+      // A session serves one collection; a repeated handshake (new nonce) collects afresh.
+      const first = session;
+      const ev = first ? await (await first).collect(req).finally(close) : await source.collect(ctx.env, req);
       for (const [step, ms] of Object.entries(ev.timings ?? {})) if (step !== "total") timeline.record(`evidence.${step}`, ms);
       return ev.primary;
     },
+    close,
   };
 }
 
 export async function attestAndFetch(ctx: RunContext, resource: string, timeline: Timeline): Promise<FetchedSecret> {
   const opts = kbsOptions(ctx, timeline); // config errors before touching the platform
   const attester = await chooseAttester(ctx, timeline);
-  return fetchResource(opts, attester, resource);
+  try {
+    return await fetchResource(opts, attester, resource);
+  } finally {
+    await attester.close();
+  }
 }

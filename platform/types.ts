@@ -69,10 +69,22 @@ export interface Evidence {
   timings?: Record<string, number>;
 }
 
+/** Evidence collection started before the digest is known (see EvidenceSource.begin). */
+export interface EvidenceSession {
+  collect(req: EvidenceRequest): Promise<Evidence>;
+  /** Release the device; safe to call after collect() and when collect() was never called. */
+  close(): Promise<void>;
+}
+
 export interface EvidenceSource {
   readonly id: SourceId;
   /** Insecure sources are never chosen by auto-detection. */
   readonly insecure: boolean;
   probe(env: PlatformEnv): Promise<Probe>;
   collect(env: PlatformEnv, req: EvidenceRequest): Promise<Evidence>;
+  /**
+   * Optional: open the device and do the work that does not depend on the digest (e.g. create the
+   * TPM AK) while the KBS handshake runs; the agent calls it right after selection.
+   */
+  begin?(env: PlatformEnv): Promise<EvidenceSession>;
 }

@@ -1,7 +1,7 @@
 // The generic `tpm` evidence source (trustee tee "tpm"): a TPM 2.0 quote with an RSA AK. Not
 // TEE-bound — trust comes only from the KBS policy's trusted_aks list.
 import { CvmError, errorMessage } from "../util/errors.ts";
-import type { EvidenceSource, PlatformEnv, Probe } from "../types.ts";
+import type { EvidenceSession, EvidenceSource, PlatformEnv, Probe } from "../types.ts";
 import { TPM_ALG, TPM_PT, algName } from "./constants.ts";
 import { openTpm, withTpm } from "./client.ts";
 import { collectTpmEvidence } from "./attestation/evidence.ts";
@@ -46,16 +46,35 @@ export const tpmSource: EvidenceSource = {
   },
 
   async collect(env, req) {
-    return withTpm(
-      env.tpm.spec,
-      env.deadline,
-      env.log,
-      async (tpm) => {
-        const r = await collectTpmEvidence(tpm, req.runtimeDigest, env.tpm.akHandle);
+    const session = await this.begin!(env);
+    try {
+      return await session.collect(req);
+    } finally {
+      await session.close();
+    }
+  },
+
+  // The AK (a CreatePrimary: tens to hundreds of ms on swtpm) is loaded while the KBS handshake
+  // runs; the quote waits for the digest. withTpm/withAttestationKey still flush and close on
+  // every path, including a session closed without a digest.
+  async begin(env): Promise<EvidenceSession> {
+    let giveDigest!: (d: Uint8Array) => void;
+    let cancel!: (e: Error) => void;
+    const digest = new Promise<Uint8Array>((resolve, reject) => ((giveDigest = resolve), (cancel = reject)));
+    digest.catch(() => {});
+    const result = withTpm(env.tpm.spec, env.deadline, env.log, (tpm) => collectTpmEvidence(tpm, digest, env.tpm.akHandle), rootOf(env));
+    result.catch(() => {});
+    return {
+      async collect(req) {
+        giveDigest(req.runtimeDigest);
+        const r = await result;
         env.log.debug("TPM quote collected", { ak: r.akOrigin, ...r.timings });
         return { tee: "tpm", primary: r.evidence, timings: r.timings };
       },
-      rootOf(env),
-    );
+      async close() {
+        cancel(new CvmError("internal", "TPM evidence session closed before a digest was given"));
+        await result.catch(() => {});
+      },
+    };
   },
 };

@@ -47,8 +47,9 @@ export class Deadline {
     const wait = Math.min(ms, this.remainingMs());
     if (wait > 0) {
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, wait);
-        this.signal.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
+        const onAbort = () => (clearTimeout(t), resolve());
+        const t = setTimeout(() => (this.signal.removeEventListener("abort", onAbort), resolve()), wait);
+        this.signal.addEventListener("abort", onAbort, { once: true });
       });
     }
     if (ms > wait || this.expired()) this.check(doing);

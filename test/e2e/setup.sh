@@ -34,7 +34,7 @@ CLEANUP_PIDFILE=
 cleanup() { [ -n "$CLEANUP_PIDFILE" ] && [ -s "$CLEANUP_PIDFILE" ] && kill "$(cat "$CLEANUP_PIDFILE")" 2>/dev/null; :; }
 trap cleanup EXIT
 
-# cached NAME INPUT...: true when $CACHE/NAME.key matches the hash of the inputs (files or
+# cached NAME INPUT...: true when $CACHE/NAME.stamp matches the hash of the inputs (files or
 # strings); `stamp NAME INPUT...` records it after a successful build.
 inputs_hash() {
     local i
@@ -44,8 +44,8 @@ inputs_hash() {
         else printf '%s\n' "$i"; fi
     done | sha256sum | cut -c1-32
 }
-cached() { [ -f "$CACHE/$1.key" ] && [ "$(cat "$CACHE/$1.key")" = "$(inputs_hash "${@:2}")" ]; }
-stamp() { inputs_hash "${@:2}" > "$CACHE/$1.key"; }
+cached() { [ -f "$CACHE/$1.stamp" ] && [ "$(cat "$CACHE/$1.stamp")" = "$(inputs_hash "${@:2}")" ]; }
+stamp() { inputs_hash "${@:2}" > "$CACHE/$1.stamp"; }
 
 # ------------------------------------------------------------------------------------ deps
 step_deps() {
@@ -274,16 +274,22 @@ cvm_unlock_config=\"$CACHE/guest-config.json\"
 cvm_unlock_ca_file=\"$CACHE/kbs-ca.pem\"
 cvm_unlock_on_failure=\"poweroff\""
     local inputs=("$BIN" "$MODULE_SRC" "$HERE/dracut" "$CACHE/guest-config.json" "$CACHE/kbs-ca.pem" \
-        "$CACHE/disk.key" "$(cat "$CACHE/kver")" "$(dpkg-query -W -f='${Version}' dracut-core)" \
+        "$(cat "$CACHE/kver")" "$(dpkg-query -W -f='${Version}' dracut-core)" \
         "$(declare -f step_initrd build_initrd dracut_tree write_guest_config)" "$BASE_MODS")
-    if cached initrd "${inputs[@]}" && [ -s "$CACHE/initrd-agent.img" ] && [ -s "$CACHE/initrd-floor.img" ]; then
-        log "initrd images cached"; return
+    if cached initrd-agent "${inputs[@]}" && [ -s "$CACHE/initrd-agent.img" ]; then
+        log "initrd-agent cached"
+    else
+        build_initrd agent "$BASE_MODS cvm-unlock" "$common"
+        stamp initrd-agent "${inputs[@]}"
     fi
-    build_initrd agent "$BASE_MODS cvm-unlock" "$common"
-    build_initrd floor "$BASE_MODS cvm-unlock cvm-unlock-e2e-floor" "$common
+    if cached initrd-floor "${inputs[@]}" "$CACHE/disk.key" && [ -s "$CACHE/initrd-floor.img" ]; then
+        log "initrd-floor cached"
+    else
+        build_initrd floor "$BASE_MODS cvm-unlock cvm-unlock-e2e-floor" "$common
 cvm_unlock_e2e_keyfile=\"$CACHE/disk.key\"
 cvm_unlock_e2e_luks_uuid=\"$LUKS_UUID\""
-    stamp initrd "${inputs[@]}"
+        stamp initrd-floor "${inputs[@]}" "$CACHE/disk.key"
+    fi
 }
 
 # initramfs size with and without the module (docs/PERFORMANCE.md "## Boot"); not cached

@@ -67,6 +67,16 @@ describe("cvm-unlock fetch --tee tpm against swtpm", () => {
     console.log(`[tpm] fetch via swtpm took ${r.durationMs.toFixed(0)} ms; timeline ${fs.readFileSync(timings, "utf8").trim()}`);
   });
 
+  it("a repeated handshake quotes afresh: the AK loaded during /auth serves only the first nonce", async () => {
+    // The session expires between /attest and the resource: the client redoes auth + attest with a
+    // new nonce, and the second quote must be bound to it (the KBS checks extraData every time).
+    kbs = await startTestKbs({ tls: pki.tls, resources: { [RESOURCE]: SECRET }, faults: { expireTokenAfterAttest: 1 } });
+    const r = await fetchTpm();
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.equals(SECRET)).toBe(true);
+    expect(kbs.stats.requests).toMatchObject({ auth: 2, attest: 2 });
+  });
+
   it("the registry verifier (no trusted-AK list) also accepts it: binding and signature are real", async () => {
     kbs = await startTestKbs({ tls: pki.tls, resources: { [RESOURCE]: SECRET } });
     const r = await fetchTpm();

@@ -26,16 +26,20 @@ export interface TpmEvidenceResult {
   timings: Record<string, number>;
 }
 
-export async function collectTpmEvidence(tpm: Tpm, runtimeDigest: Uint8Array, akHandle: number): Promise<TpmEvidenceResult> {
+/**
+ * The digest may still be pending: the AK is loaded first (the slow part on a TPM), so callers can
+ * start this before the KBS challenge arrives and hand the digest in when it does.
+ */
+export async function collectTpmEvidence(tpm: Tpm, runtimeDigest: Uint8Array | Promise<Uint8Array>, akHandle: number): Promise<TpmEvidenceResult> {
   const timings: Record<string, number> = {};
   const banks = await getActiveBanks(tpm);
   if (!banks.includes(TPM_ALG.SHA256))
     throw new CvmError("platform", `${tpm.description} has no active SHA-256 PCR bank (trustee's tpm verifier needs it)`, {
       hint: "activate the sha256 bank (tpm2_pcrallocate sha256:all) and reboot",
     });
-  const qualifyingData = fitTo(runtimeDigest, 32);
   return withAttestationKey(tpm, akHandle, async (ak) => {
     timings[ak.origin === "derived" ? "ak-create-primary" : "ak-read-public"] = round(ak.loadMs);
+    const qualifyingData = fitTo(await runtimeDigest, 32);
     const akPublic = publicToSpkiDer(ak.publicArea);
     for (let attempt = 1; attempt <= MAX_QUOTE_ATTEMPTS; attempt++) {
       let t = performance.now();
