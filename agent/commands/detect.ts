@@ -2,6 +2,7 @@
 import { optBool } from "../cli/args.ts";
 import type { Command } from "../cli/command.ts";
 import { configOptions, runContext } from "../cli/common.ts";
+import { describePlatform } from "../describe.ts";
 import { probeAll } from "../select.ts";
 
 export const detectCommand: Command = {
@@ -14,9 +15,11 @@ export const detectCommand: Command = {
     try {
       const candidates = await probeAll(ctx.env, ctx.config.platform);
       const chosen = candidates.find((c) => c.chosen);
+      const platform = chosen ? await describePlatform(ctx.env, chosen.source.id) : [];
       if (optBool(args, "json")) {
         const out = {
           chosen: chosen ? { source: chosen.source.id, tee: chosen.probe.tee } : null,
+          platform,
           candidates: candidates.map((c) => ({
             source: c.source.id,
             present: c.probe.present,
@@ -38,6 +41,7 @@ export const detectCommand: Command = {
           for (const [k, v] of Object.entries(c.probe.details ?? {})) io.stdout.write(`  ${" ".repeat(11)} ${k}: ${v}\n`);
         }
         io.stdout.write(chosen ? `\nwould attest as tee '${chosen.probe.tee}' (source ${chosen.source.id})\n` : "\nno usable evidence source\n");
+        if (platform.length) io.stdout.write(`\n${platform.join("\n")}\n`);
       }
       return chosen ? 0 : 4;
     } finally {

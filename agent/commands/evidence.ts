@@ -7,6 +7,7 @@ import { CvmError } from "../../platform/util/errors.ts";
 import { optBool, optString } from "../cli/args.ts";
 import type { Command } from "../cli/command.ts";
 import { configOptions, runContext } from "../cli/common.ts";
+import { describeEvidence, describePlatform } from "../describe.ts";
 import { encodeEvidenceRecord } from "../evidence-record.ts";
 import { reportDataFor, runtimeDigest } from "../kbs/runtime-data.ts";
 import { generateTeeKey } from "../kbs/tee-key.ts";
@@ -45,7 +46,10 @@ export const evidenceCommand: Command = {
       const text = JSON.stringify(body);
       const out = optString(args, "out");
       if (out !== undefined) fs.writeFileSync(out, encodeEvidenceRecord({ tee, attestation: text, digest, created: new Date().toISOString() }));
-      if (optBool(args, "decode")) io.stdout.write(describe(tee, source.id, nonce, digest, ev.primary) + "\n");
+      if (optBool(args, "decode")) {
+        const details = [...(await describeEvidence(ev)), ...(await describePlatform(ctx.env, source.id))];
+        io.stdout.write(describe(tee, source.id, nonce, digest, ev.primary) + (details.length ? `\n\n${details.join("\n")}` : "") + "\n");
+      }
       else io.stdout.write(JSON.stringify({ tee, attestation: body }, null, 2) + "\n");
       reportTimeline(args, timeline);
       return 0;

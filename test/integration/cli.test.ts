@@ -1,0 +1,142 @@
+// The compiled binary as a command-line program: help, usage errors, exit codes, config errors,
+// the bun CWD-autoload trap, `detect` and `evidence` against a real emulated TPM.
+import * as crypto from "node:crypto";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { decodeEvidenceRecord } from "../../agent/evidence-record.ts";
+import { EXIT_CODES } from "../../platform/util/errors.ts";
+import { fromB64 } from "../../platform/util/bytes.ts";
+import { ensureBinary, runCli } from "../helpers/binary.ts";
+import { createPki, type Pki } from "../helpers/pki.ts";
+import { startSwtpm, swtpmAvailable, type Swtpm } from "../helpers/swtpm.ts";
+import { startTestKbs } from "../kbs/server.ts";
+
+let work: string;
+let pki: Pki;
+
+beforeAll(() => {
+  ensureBinary();
+  work = fs.mkdtempSync(path.join(os.tmpdir(), "cli-it-"));
+  pki = createPki();
+});
+afterAll(() => {
+  fs.rmSync(work, { recursive: true, force: true });
+  fs.rmSync(pki.dir, { recursive: true, force: true });
+});
+
+describe("command line", () => {
+  it("version names the version, commit and protocol", async () => {
+    const r = await runCli(["version"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout.toString()).toMatch(/^cvm-unlock \d+\.\d+\.\d+ \(commit [0-9a-f]{12}(-dirty)?; bun [\d.]+; KBS protocol 0\.4\.0\)\n$/);
+  });
+
+  it("every command has --help, and unknown commands/options are usage errors (exit 2)", async () => {
+    for (const cmd of ["detect", "evidence", "fetch", "unlock", "inspect", "config", "bind", "measure", "verify-root", "version"]) {
+      const r = await runCli([cmd, "--help"]);
+      expect(r.code, `${cmd} --help`).toBe(0);
+      expect(r.stdout.toString()).toMatch(new RegExp(`^usage: cvm-unlock ${cmd}`));
+    }
+    expect((await runCli(["frobnicate"])).code).toBe(EXIT_CODES.usage);
+    const bad = await runCli(["fetch", "--no-such-flag"]);
+    expect(bad.code).toBe(EXIT_CODES.usage);
+    expect(bad.stderr).toMatch(/unknown option --no-such-flag/);
+    expect((await runCli([])).code).toBe(EXIT_CODES.usage);
+  });
+
+  it("logs use syslog priority prefixes when stderr is not a TTY, or JSON on request", async () => {
+    const kmsg = await runCli(["fetch", "a/b/c", "--kbs", "https://127.0.0.1:9", "--tee", "sample"]);
+    expect(kmsg.stderr).toMatch(/^<3>cvm-unlock: /m);
+    const json = await runCli(["fetch", "a/b/c", "--kbs", "https://127.0.0.1:9", "--tee", "sample", "--log-format", "json"]);
+    const line = JSON.parse(json.stderr.trim().split("\n").at(-1)!);
+    expect(line).toMatchObject({ level: "error" });
+  });
+
+  it("a config error names the key and the file, with exit 3", async () => {
+    const cfg = path.join(work, "bad.json");
+    fs.writeFileSync(cfg, JSON.stringify({ kbs: { endpoints: ["https://kbs"], insecure_http: "no" } }));
+    const r = await runCli(["fetch", "default/key/root", "--config", cfg]);
+    expect(r.code).toBe(EXIT_CODES.config);
+    expect(r.stderr).toContain("kbs.insecure_http: expected boolean");
+    expect(r.stderr).toContain(`file:${cfg}`);
+  });
+
+  it("sample needs allow_sample; plain http needs insecure_http (fail closed)", async () => {
+    const s = await runCli(["fetch", "default/key/root", "--kbs", "https://127.0.0.1:9", "--tee", "sample"]);
+    expect(s.code).toBe(EXIT_CODES.config);
+    expect(s.stderr).toMatch(/sample.*not allowed/);
+    const h = await runCli(["fetch", "default/key/root", "--kbs", "http://127.0.0.1:9", "--tee", "sample", "--allow-sample"]);
+    expect(h.code).toBe(EXIT_CODES.config);
+    expect(h.stderr).toMatch(/insecure_http|plain http/i);
+  });
+
+  it("ignores .env and bunfig.toml in the working directory (they could disable TLS checks or preload code)", async () => {
+    const cwd = path.join(work, "hostile-cwd");
+    fs.mkdirSync(cwd);
+    const marker = path.join(work, "evil-ran");
+    fs.writeFileSync(path.join(cwd, "evil.js"), `require("fs").writeFileSync(${JSON.stringify(marker)}, "x");`);
+    fs.writeFileSync(path.join(cwd, "bunfig.toml"), 'preload = ["./evil.js"]\n');
+    fs.writeFileSync(path.join(cwd, ".env"), "NODE_TLS_REJECT_UNAUTHORIZED=0\n");
+    const kbs = await startTestKbs({ tls: pki.tls, resources: { "default/key/root": crypto.randomBytes(32) } });
+    try {
+      // Wrong CA: must still fail even though .env tries to switch verification off.
+      const r = await runCli(["fetch", "default/key/root", "--kbs", kbs.url, "--ca", pki.wrongCaFile, "--tee", "sample", "--allow-sample"], { cwd });
+      expect(r.code).toBe(EXIT_CODES.tls);
+      expect(r.stdout.length).toBe(0);
+      expect(fs.existsSync(marker)).toBe(false);
+    } finally {
+      await kbs.close();
+    }
+  });
+});
+
+describe.skipIf(!swtpmAvailable())("detect and evidence against swtpm", () => {
+  let tpm: Swtpm;
+  beforeAll(async () => {
+    tpm = await startSwtpm();
+  });
+  afterAll(async () => {
+    await tpm?.stop();
+  });
+
+  it("detect chooses the TPM, says why the others were passed over, and shows its EK certificates", async () => {
+    const r = await runCli(["detect", "--tpm", tpm.spec, "--platform-root", work]);
+    const out = r.stdout.toString();
+    expect(r.code, r.stderr).toBe(0);
+    expect(out).toMatch(/^\* tpm +tee=tpm/m);
+    expect(out).toMatch(/^- snp +absent/m);
+    expect(out).toMatch(/sample.*\n.*passed over: insecure/);
+    expect(out).toMatch(/EK.*certificate at 0x01c0000[2a]: subject/i);
+  });
+
+  it("evidence prints trustee's /attest body bound to the nonce, and --out keeps a CBOR record", async () => {
+    const rec = path.join(work, "evidence.cbor");
+    const nonce = crypto.randomBytes(32).toString("base64");
+    const r = await runCli(["evidence", "--tpm", tpm.spec, "--platform-root", work, "--nonce", nonce, "--out", rec]);
+    expect(r.code, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout.toString());
+    expect(out.tee).toBe("tpm");
+    expect(Object.keys(out.attestation)).toEqual(["init-data", "runtime-data", "tee-evidence"]);
+    expect(out.attestation["runtime-data"].nonce).toBe(nonce);
+    expect(Object.keys(out.attestation["runtime-data"]["tee-pubkey"]).sort()).toEqual(["alg", "crv", "kty", "x", "y"]);
+    expect(out.attestation["tee-evidence"].additional_evidence).toBe("");
+    const ev = out.attestation["tee-evidence"].primary_evidence;
+    expect(ev.tpm_quote.pcrs).toHaveLength(24);
+    expect(fromB64(ev.ak_public).length).toBeGreaterThan(256);
+    const record = decodeEvidenceRecord(new Uint8Array(fs.readFileSync(rec)));
+    expect(record.tee).toBe("tpm");
+    expect(JSON.parse(record.attestation)).toEqual(out.attestation);
+    expect(record.digest).toHaveLength(48);
+  });
+
+  it("evidence --decode explains the binding for people", async () => {
+    const r = await runCli(["evidence", "--tpm", tpm.spec, "--platform-root", work, "--decode"]);
+    expect(r.code, r.stderr).toBe(0);
+    const out = r.stdout.toString();
+    expect(out).toMatch(/runtime digest: +[0-9a-f]{96}/);
+    expect(out).toMatch(/bound as: +[0-9a-f]{64}\n/);
+    expect(out).toMatch(/manufacturer IBM/);
+  });
+});
