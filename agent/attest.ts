@@ -18,7 +18,7 @@ export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOption
   let initDataToml: string | undefined;
   if (k.init_data_file !== undefined) {
     const st = fs.statSync(k.init_data_file, { throwIfNoEntry: false });
-    if (!st?.isFile()) throw new CvmError("config", `init-data file ${k.init_data_file} does not exist`);
+    if (!st?.isFile()) throw new CvmError("config", `init-data file ${k.init_data_file} (kbs.init_data_file) is missing or not a regular file`);
     if (st.size > MAX_INIT_DATA_BYTES) throw new CvmError("config", `init-data file ${k.init_data_file} is larger than ${MAX_INIT_DATA_BYTES} bytes`);
     initDataToml = fs.readFileSync(k.init_data_file, "utf8");
   }

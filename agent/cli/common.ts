@@ -29,12 +29,11 @@ export function flagLayer(args: ParsedArgs): ConfigLayer {
   const kbs: JsonObject = {};
   const platform: JsonObject = {};
   const data: JsonObject = {};
-  const sources: string[] = [];
   const endpoints = optList(args, "kbs");
-  if (endpoints.length) (kbs.endpoints = endpoints), sources.push("--kbs");
+  if (endpoints.length) kbs.endpoints = endpoints;
   const ca = optString(args, "ca");
-  if (ca !== undefined) (kbs.ca_file = path.resolve(ca)), sources.push("--ca");
-  if (optBool(args, "insecure-http")) (kbs.insecure_http = true), sources.push("--insecure-http");
+  if (ca !== undefined) kbs.ca_file = path.resolve(ca);
+  if (optBool(args, "insecure-http")) kbs.insecure_http = true;
   const resource = optString(args, "resource");
   if (resource !== undefined) data.resource = resource;
   const tee = optString(args, "tee");
@@ -86,13 +85,24 @@ export function runContext(args: ParsedArgs, log: Logger, extraLayers: ConfigLay
   return { loaded, config: loaded.config, deadline, env: platformEnv(loaded.config, args, deadline, log), log };
 }
 
-/** The CA bundle from config, or undefined for the system roots. */
+const MAX_CA_BYTES = 256 * 1024;
+const PEM_CERT = "-----BEGIN CERTIFICATE-----";
+
+/**
+ * The CA bundle from config, or undefined for the system roots. A bundle without a certificate is
+ * refused: node treats an empty `ca` as "not given" and would silently fall back to the system roots.
+ */
 export function readCa(config: Config): string | undefined {
-  if (config.kbs.ca_pem !== undefined) return config.kbs.ca_pem;
+  if (config.kbs.ca_pem !== undefined) {
+    if (!config.kbs.ca_pem.includes(PEM_CERT)) throw new CvmError("config", "kbs.ca_pem holds no PEM certificate", { hint: "paste the CA certificate(s) that sign the KBS certificate, or use kbs.ca_file" });
+    return config.kbs.ca_pem;
+  }
   if (config.kbs.ca_file === undefined) return undefined;
   try {
+    const st = fs.statSync(config.kbs.ca_file);
+    if (!st.isFile() || st.size > MAX_CA_BYTES) throw new CvmError("config", `CA file ${config.kbs.ca_file} is not a regular file of at most ${MAX_CA_BYTES} bytes`);
     const pem = fs.readFileSync(config.kbs.ca_file, "utf8");
-    if (!pem.includes("-----BEGIN CERTIFICATE-----")) throw new CvmError("config", `CA file ${config.kbs.ca_file} holds no PEM certificate`);
+    if (!pem.includes(PEM_CERT)) throw new CvmError("config", `CA file ${config.kbs.ca_file} holds no PEM certificate`, { hint: "kbs.ca_file (--ca) must be the PEM CA bundle that signs the KBS certificate" });
     return pem;
   } catch (e) {
     if (e instanceof CvmError) throw e;

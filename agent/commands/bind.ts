@@ -6,13 +6,11 @@ import { CvmError, errorMessage } from "../../platform/util/errors.ts";
 import { Deadline } from "../../platform/util/deadline.ts";
 import { optInt, optList, optString } from "../cli/args.ts";
 import type { Command } from "../cli/command.ts";
-import { RESOURCE_PATH } from "../config/schema.ts";
+import { RESOURCE_PATH, SHA256_HEX, URL_PATTERN } from "../config/patterns.ts";
 import { cryptsetupError, findCryptsetup, runCryptsetup } from "../unlock/cryptsetup.ts";
 import { luks2DigestFingerprint } from "../unlock/key-document.ts";
 import { buildCvmToken, caFingerprint, findCvmToken, type CvmToken } from "../unlock/token.ts";
 import { readLuks2Header } from "../unlock/volume-io.ts";
-
-const URL_RE = /^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/;
 
 export const bindCommand: Command = {
   name: "bind",
@@ -33,13 +31,13 @@ export const bindCommand: Command = {
     const device = args.positionals[0]!;
     const endpoints = optList(args, "kbs");
     if (endpoints.length === 0) throw new CvmError("usage", "bind needs at least one --kbs URL");
-    for (const e of endpoints) if (!URL_RE.test(e)) throw new CvmError("usage", `--kbs ${JSON.stringify(e)} is not an http(s) URL`);
+    for (const e of endpoints) if (!URL_PATTERN.test(e)) throw new CvmError("usage", `--kbs ${JSON.stringify(e)} is not an http(s) URL`);
     const resource = optString(args, "resource");
     if (resource === undefined || !RESOURCE_PATH.test(resource)) throw new CvmError("usage", "bind needs --resource REPO/TYPE/TAG");
     let caSha256 = optString(args, "ca-sha256")?.toLowerCase();
     const caFile = optString(args, "ca");
     if (caSha256 !== undefined && caFile !== undefined) throw new CvmError("usage", "give --ca-sha256 or --ca, not both");
-    if (caSha256 !== undefined && !/^[0-9a-f]{64}$/.test(caSha256)) throw new CvmError("usage", "--ca-sha256 must be 64 hex digits");
+    if (caSha256 !== undefined && !SHA256_HEX.test(caSha256)) throw new CvmError("usage", "--ca-sha256 must be 64 hex digits");
     if (caFile !== undefined) {
       try {
         caSha256 = caFingerprint(fs.readFileSync(caFile, "utf8"));

@@ -13,7 +13,7 @@ import { reportDataFor, runtimeDigest } from "../kbs/runtime-data.ts";
 import { generateTeeKey } from "../kbs/tee-key.ts";
 import { selectSource } from "../select.ts";
 import { Timeline } from "../timeline.ts";
-import { reportTimeline, timingOptions } from "./fetch.ts";
+import { reportTimeline, timingOptions } from "../cli/timings.ts";
 
 const MAX_NONCE = 1024;
 

@@ -3,25 +3,15 @@
 import * as fs from "node:fs";
 import { CvmError } from "../../platform/util/errors.ts";
 import { attestAndFetch } from "../attest.ts";
-import { optBool, optInt, optString } from "../cli/args.ts";
+import { optInt } from "../cli/args.ts";
 import type { Command } from "../cli/command.ts";
 import { configOptions, runContext } from "../cli/common.ts";
+import { reportTimeline, timingOptions } from "../cli/timings.ts";
 import { Timeline } from "../timeline.ts";
 import { RESOURCE_PATH } from "../config/schema.ts";
 
-export const timingOptions = [
-  { name: "timings", kind: "bool" as const, help: "print the phase timeline to stderr when done" },
-  { name: "timings-json", kind: "string" as const, value: "FILE", help: "write the phase timeline as JSON to FILE" },
-];
-
-export function reportTimeline(args: Parameters<Command["run"]>[0], timeline: Timeline): void {
-  if (optBool(args, "timings")) process.stderr.write(`phase timeline:\n${timeline.format()}\n  ${"total".padEnd(10)} ${timeline.totalMs().toFixed(1).padStart(9)} ms\n`);
-  const file = optString(args, "timings-json");
-  if (file !== undefined) fs.writeFileSync(file, JSON.stringify(timeline.toJSON()) + "\n");
-}
-
 /** Write all of `data` to fd with blocking writes (handles short writes to pipes). */
-export function writeAll(fd: number, data: Uint8Array): void {
+function writeAll(fd: number, data: Uint8Array): void {
   let off = 0;
   while (off < data.length) off += fs.writeSync(fd, data, off, data.length - off);
 }

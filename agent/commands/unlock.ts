@@ -7,7 +7,7 @@ import type { Command } from "../cli/command.ts";
 import { configOptions } from "../cli/common.ts";
 import { Timeline } from "../timeline.ts";
 import { unlockVolumes } from "../unlock/unlock.ts";
-import { reportTimeline, timingOptions } from "./fetch.ts";
+import { reportTimeline, timingOptions } from "../cli/timings.ts";
 
 export const unlockCommand: Command = {
   name: "unlock",

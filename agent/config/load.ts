@@ -91,7 +91,20 @@ export function mergeLayers(layers: ConfigLayer[]): LoadedConfig {
       throw e;
     }
   }
+  refuseAmbiguousCa(config, provenance);
   return { config, provenance };
+}
+
+/**
+ * kbs.ca_pem and kbs.ca_file together are ambiguous (which one pins the KBS?): refuse rather than
+ * let one silently win, so that e.g. a tester's --ca never looks used while the file's PEM is.
+ */
+function refuseAmbiguousCa(config: Config, provenance: Map<string, string>): void {
+  if (config.kbs.ca_pem === undefined || config.kbs.ca_file === undefined) return;
+  const from = (p: string) => provenance.get(p) ?? "defaults";
+  throw new CvmError("config", `kbs.ca_pem (from ${from("kbs.ca_pem")}) and kbs.ca_file (from ${from("kbs.ca_file")}) are both set: set only one`, {
+    hint: "keep one CA source in the trusted config; a tester's --ca or a LUKS token's CA pin needs kbs.ca_file there, not kbs.ca_pem",
+  });
 }
 
 /** Log flags that widen what the trusted file allows; they are the tester's explicit choice. */
@@ -104,7 +117,7 @@ export function noteWideningFlags(loaded: LoadedConfig, log: Logger): void {
   }
 }
 
-export function getPath(obj: unknown, path: string): unknown {
+function getPath(obj: unknown, path: string): unknown {
   let cur: unknown = obj;
   for (const part of path.split(".")) {
     if (typeof cur !== "object" || cur === null) return undefined;

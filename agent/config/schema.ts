@@ -2,15 +2,15 @@
 // Trusted source: /etc/cvm-unlock/config.json baked into the initramfs (measured with the UKI).
 import { arr, bool, field, num, obj, optional, str, type Infer } from "./validate.ts";
 import { unlockSchema } from "../unlock/config-schema.ts";
+import { RESOURCE_PATH, URL_PATTERN } from "./patterns.ts";
 
-export const RESOURCE_PATH = /^[A-Za-z0-9_-][A-Za-z0-9_.-]*\/[A-Za-z0-9_-][A-Za-z0-9_.-]*\/[A-Za-z0-9_-][A-Za-z0-9_.-]*$/;
+export { RESOURCE_PATH };
 export const TEE_CHOICES = ["auto", "snp", "tdx", "tpm", "az-snp-vtpm", "az-tdx-vtpm", "sample"] as const;
-const URL_RE = /^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/;
 const HANDLE_RE = /^0x8[01][0-9a-fA-F]{6}$/;
 
 export const kbsSchema = obj({
   /** KBS base URLs, tried in order (e.g. https://kbs.example:8080). */
-  endpoints: field(arr(str({ pattern: URL_RE, what: "URL (http[s]://host[:port][/prefix])" }), { max: 16 }), [] as string[]),
+  endpoints: field(arr(str({ pattern: URL_PATTERN, what: "URL (http[s]://host[:port][/prefix])" }), { max: 16 }), [] as string[]),
   /** PEM file with the CA(s) that may sign the KBS certificate. Replaces the system roots. */
   ca_file: optional(str({ what: "path" })),
   /** Inline PEM alternative to ca_file. */
@@ -39,7 +39,7 @@ export const platformSchema = obj({
   /** Persistent AK handle for generic `tpm` evidence (trustee default). */
   tpm_ak_handle: field(str({ pattern: HANDLE_RE, what: "persistent handle (0x81xxxxxx)" }), "0x81010002"),
   /** Azure instance metadata service base URL (THIM VCEK, TD quote). */
-  azure_metadata_url: field(str({ pattern: URL_RE, what: "URL" }), "http://169.254.169.254"),
+  azure_metadata_url: field(str({ pattern: URL_PATTERN, what: "URL" }), "http://169.254.169.254"),
   /** Use trustee v0.14-0.15 Azure tee names (azsnpvtpm/aztdxvtpm). */
   azure_legacy_tee_names: field(bool(), false),
 });

@@ -57,6 +57,8 @@ export function decideOnKbsError(phase: KbsPhase, status: number, info: ErrorInf
   const protocol = (msg: string, hint: string) => ({ rehandshake: false, error: new CvmError("kbs-protocol", msg, { hint }) });
 
   if (!info) {
+    // trustee's router answers an unknown path with a bare 404: most often a wrong path prefix.
+    if (status === 404) return protocol(`KBS ${at} has no such path (HTTP 404 without an ErrorInformation body)`, "check the endpoint URL and its path prefix: the client appends /kbs/v0/...");
     return protocol(`KBS ${at} answered with a body that is not a trustee ErrorInformation`, "check that the endpoint is a trustee KBS (protocol 0.4.0) and not a proxy or another service");
   }
   switch (info.variant) {

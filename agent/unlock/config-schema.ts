@@ -1,16 +1,15 @@
 // The `unlock` section of the configuration (owned by the unlock feature; docs/UNLOCK.md).
+import { RESOURCE_PATH, SHA256_HEX, URL_PATTERN, UUID_PATTERN } from "../config/patterns.ts";
 import { arr, bool, field, num, obj, optional, str } from "../config/validate.ts";
 
-export const UUID_PATTERN = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 export const DM_NAME_PATTERN = /^[A-Za-z0-9_.+-]{1,64}$/;
 const RESOURCE_OR_PREFIX = /^[A-Za-z0-9_-][A-Za-z0-9_.-]*\/[A-Za-z0-9_-][A-Za-z0-9_.-]*\/([A-Za-z0-9_-][A-Za-z0-9_.-]*|\*)$/;
-const URL_RE = /^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/;
 
 export const pinsSchema = obj({
   /** The LUKS UUID the key belongs to (also accepted from the KBS key document). */
   uuid: optional(str({ pattern: UUID_PATTERN, what: "UUID" })),
   /** SHA-256 fingerprint of the LUKS2 "digests" section (docs/UNLOCK.md). */
-  luks2_digest_sha256: optional(str({ pattern: /^[0-9a-fA-F]{64}$/, what: "64 hex digits" })),
+  luks2_digest_sha256: optional(str({ pattern: SHA256_HEX, what: "64 hex digits" })),
 });
 
 export const volumeSchema = obj({
@@ -25,7 +24,7 @@ export const volumeSchema = obj({
   /** Device path override (tests, static images). */
   device: optional(str({ what: "path" })),
   /** KBS resource with this volume's key (default: the top-level resource). */
-  resource: optional(str({ pattern: /^[A-Za-z0-9_-][A-Za-z0-9_.-]*\/[A-Za-z0-9_-][A-Za-z0-9_.-]*\/[A-Za-z0-9_-][A-Za-z0-9_.-]*$/, what: "resource path REPO/TYPE/TAG" })),
+  resource: optional(str({ pattern: RESOURCE_PATH, what: "resource path REPO/TYPE/TAG" })),
   /** Pins checked against the header before the key is handed over. */
   pins: field(pinsSchema, pinsSchema.parse({}, "pins")),
 });
@@ -35,7 +34,7 @@ export const luksTokenSchema = obj({
   /** Read the cvm-unlock token from the volume header at all. */
   trust: field(bool(), false),
   /** Endpoints a token may choose among (exact URLs). */
-  allowed_endpoints: field(arr(str({ pattern: URL_RE, what: "URL" }), { max: 16 }), [] as string[]),
+  allowed_endpoints: field(arr(str({ pattern: URL_PATTERN, what: "URL" }), { max: 16 }), [] as string[]),
   /** CA bundles (PEM files in the initramfs) a token may select by the SHA-256 of the first certificate's DER. */
   allowed_ca_files: field(arr(str({ what: "path" }), { max: 16 }), [] as string[]),
   /** Resources a token may name: exact REPO/TYPE/TAG, or REPO/TYPE/* for any tag. */

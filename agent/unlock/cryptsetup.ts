@@ -19,7 +19,7 @@ export interface CryptsetupResult {
 /** Absolute path of the cryptsetup binary (config `unlock.cryptsetup`). */
 export function findCryptsetup(configured: string): string {
   if (path.isAbsolute(configured)) {
-    if (!fs.existsSync(configured)) throw new CvmError("unlock", `cryptsetup not found at ${configured}`);
+    if (!fs.existsSync(configured)) throw new CvmError("unlock", `cryptsetup not found at ${configured}`, { hint: "fix unlock.cryptsetup in the config, or include cryptsetup in the initramfs" });
     return configured;
   }
   for (const dir of SBIN_DIRS) {
@@ -87,7 +87,9 @@ export function cryptsetupError(r: CryptsetupResult, device: string, doing: stri
     case 4:
       return new CvmError("volume", `cryptsetup cannot use ${device} (exit 4, wrong device${said})`);
     case 5:
-      return new CvmError("volume", `${device} is busy or the dm name already exists (cryptsetup exit 5${said})`);
+      return new CvmError("volume", `${device} is busy or the dm name already exists (cryptsetup exit 5${said})`, {
+        hint: "another mapping or mount holds the device, or uses this name: pick another unlock.volumes[].name or close it",
+      });
     default:
       return new CvmError("unlock", `cryptsetup failed while ${doing} ${device} (exit ${r.code}${said})`);
   }

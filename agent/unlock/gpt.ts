@@ -2,6 +2,7 @@
 // at LBA 1, its CRC, the entry array and its CRC. Every size is bounded: the disk is host input.
 import { ParseError } from "../../platform/util/errors.ts";
 import { ByteReader } from "../../platform/util/reader.ts";
+import { guidFromBytes as guidFromBytesIn, guidToBytes as guidToBytesIn } from "../../platform/util/guid.ts";
 
 /** Discoverable Partitions Specification: root partition, x86-64 (SD_GPT_ROOT_X86_64). */
 export const GPT_ROOT_X86_64 = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709";
@@ -46,20 +47,9 @@ export function crc32(data: Uint8Array): number {
   return (c ^ 0xffffffff) >>> 0;
 }
 
-/** GUIDs are stored mixed-endian: the first three groups little-endian. */
-export function guidFromBytes(b: Uint8Array): string {
-  const h = (i: number) => b[i]!.toString(16).padStart(2, "0");
-  const le = (idx: number[]) => idx.map(h).join("");
-  return `${le([3, 2, 1, 0])}-${le([5, 4])}-${le([7, 6])}-${le([8, 9])}-${le([10, 11, 12, 13, 14, 15])}`;
-}
-
-export function guidToBytes(g: string): Uint8Array {
-  const s = g.replace(/-/g, "");
-  if (!/^[0-9a-fA-F]{32}$/.test(s)) throw new TypeError(`not a GUID: ${g}`);
-  const raw = Buffer.from(s, "hex");
-  const order = [3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12, 13, 14, 15];
-  return Uint8Array.from(order.map((i) => raw[i]!));
-}
+/** GPT stores GUIDs mixed-endian (the first three groups little-endian). */
+export const guidFromBytes = (b: Uint8Array): string => guidFromBytesIn(b, "uefi");
+export const guidToBytes = (g: string): Uint8Array => guidToBytesIn(g, "uefi");
 
 /** Parse the GPT header from the sector at LBA 1 (`sector` = exactly one logical sector). */
 export function parseGptHeader(sector: Uint8Array): GptHeader {

@@ -8,14 +8,16 @@
 // each digest's "keyslots" member removed. It changes when the volume key changes (a different
 // LUKS container), but not when keyslots or tokens are added or removed.
 import { sha256 } from "@noble/hashes/sha2.js";
+import { SHA256_HEX, UUID_PATTERN } from "../config/patterns.ts";
 import { canonicalize } from "../kbs/jcs.ts";
-import { fromB64, hex } from "../../platform/util/bytes.ts";
+import { hex } from "../../platform/util/bytes.ts";
 import { CvmError } from "../../platform/util/errors.ts";
 import type { Luks2Header } from "./luks2-header.ts";
 
 export const KEY_DOCUMENT_VERSION = 1;
 const MAX_KEY_BYTES = 8192;
-const UUID_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+/** RFC 4648 standard base64 with padding, canonical length. */
+const STD_B64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 export interface VolumePins {
   uuid?: string;
@@ -53,15 +55,27 @@ export function parseKeyResource(resource: Buffer): DiskKey {
   if (d.cvm_unlock_key !== KEY_DOCUMENT_VERSION) refuse(`version ${JSON.stringify(d.cvm_unlock_key)} is not supported (expected ${KEY_DOCUMENT_VERSION})`);
   for (const k of Object.keys(d)) if (!["cvm_unlock_key", "key", "pins"].includes(k)) refuse(`unknown member ${JSON.stringify(k)}`);
   if (typeof d.key !== "string") refuse("'key' must be a base64 string");
-  let key: Buffer;
-  try {
-    key = Buffer.from(fromB64(d.key, "key"));
-  } catch {
+  if (!STD_B64.test(d.key)) refuse("'key' is not canonical padded base64");
+  const keyBytes = Buffer.byteLength(d.key, "base64");
+  if (keyBytes === 0 || keyBytes > MAX_KEY_BYTES) refuse(`'key' must decode to 1..${MAX_KEY_BYTES} bytes`);
+  const pins = parsePins(d.pins); // before decoding: a refusal then leaves no key bytes behind
+  const key = decodeKeyInto(d.key, keyBytes);
+  d.key = ""; // drop our reference to the base64 text (the string itself cannot be zeroed)
+  return { key, pins, format: "document" };
+}
+
+/**
+ * Decode straight into one buffer of our own: Buffer.from(string) would take its memory from the
+ * shared allocation pool and a Uint8Array copy would leave a second, unzeroed copy of the key.
+ */
+function decodeKeyInto(b64: string, length: number): Buffer {
+  const key = Buffer.alloc(length); // never pooled
+  const written = key.write(b64, "base64");
+  if (written !== length) {
+    key.fill(0);
     refuse("'key' is not canonical padded base64");
   }
-  if (key.length === 0 || key.length > MAX_KEY_BYTES) refuse(`'key' must decode to 1..${MAX_KEY_BYTES} bytes`);
-  d.key = ""; // drop our reference to the base64 copy
-  return { key, pins: parsePins(d.pins), format: "document" };
+  return key;
 }
 
 function rawKey(resource: Buffer): DiskKey {
@@ -76,10 +90,10 @@ function parsePins(v: unknown): VolumePins {
   const out: VolumePins = {};
   for (const [k, val] of Object.entries(p)) {
     if (k === "uuid") {
-      if (typeof val !== "string" || !UUID_RE.test(val)) refuse("'pins.uuid' is not a UUID");
+      if (typeof val !== "string" || !UUID_PATTERN.test(val)) refuse("'pins.uuid' is not a UUID");
       out.uuid = val.toLowerCase();
     } else if (k === "luks2_digest_sha256") {
-      if (typeof val !== "string" || !/^[0-9a-fA-F]{64}$/.test(val)) refuse("'pins.luks2_digest_sha256' must be 64 hex digits");
+      if (typeof val !== "string" || !SHA256_HEX.test(val)) refuse("'pins.luks2_digest_sha256' must be 64 hex digits");
       out.luks2DigestSha256 = val.toLowerCase();
     } else refuse(`unknown pin ${JSON.stringify(k)}`);
   }

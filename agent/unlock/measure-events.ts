@@ -34,7 +34,8 @@ export interface MeasurementRecord {
   time: number;
   pcr?: { index: number; digests: Record<string, Uint8Array> };
   rtmr?: { index: number; digest: Uint8Array };
-  /** For leave-initrd: what the unlock run reported ("unlocked", "failed", "skipped", ...). */
+  /** volume: how it was opened (opened, already-open, key-verified, opened-by-passphrase);
+   * leave-initrd: "opened:<dm names>" or "none-opened" (docs/UNLOCK.md §6). */
   outcome?: string;
 }
 

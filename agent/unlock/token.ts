@@ -10,14 +10,14 @@ import { sha256 } from "@noble/hashes/sha2.js";
 import * as fs from "node:fs";
 import { hex } from "../../platform/util/bytes.ts";
 import { CvmError, errorMessage } from "../../platform/util/errors.ts";
-import { RESOURCE_PATH, type Config } from "../config/schema.ts";
+import { RESOURCE_PATH, SHA256_HEX, URL_PATTERN } from "../config/patterns.ts";
+import type { Config } from "../config/schema.ts";
 import type { ConfigLayer, JsonObject } from "../config/load.ts";
 import type { Luks2Header } from "./luks2-header.ts";
 import { guardLayer } from "./layer-guard.ts";
 
 export const TOKEN_TYPE = "cvm-unlock";
 export const TOKEN_VERSION = 1;
-const URL_RE = /^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/;
 const MAX_ENDPOINTS = 16;
 
 export interface CvmToken {
@@ -37,12 +37,12 @@ export function parseCvmToken(id: string, raw: Record<string, unknown>): CvmToke
   for (const k of Object.keys(raw)) if (!known.includes(k)) bad(id, `unknown member ${JSON.stringify(k)}`);
   if (raw.cvm_unlock_token !== TOKEN_VERSION) bad(id, `version ${JSON.stringify(raw.cvm_unlock_token)} is not supported (expected ${TOKEN_VERSION})`);
   const eps = raw.kbs_endpoints;
-  if (!Array.isArray(eps) || eps.length === 0 || eps.length > MAX_ENDPOINTS || !eps.every((e) => typeof e === "string" && URL_RE.test(e)))
+  if (!Array.isArray(eps) || eps.length === 0 || eps.length > MAX_ENDPOINTS || !eps.every((e) => typeof e === "string" && URL_PATTERN.test(e)))
     bad(id, `kbs_endpoints must be 1..${MAX_ENDPOINTS} http(s) URLs`);
   if (typeof raw.resource !== "string" || !RESOURCE_PATH.test(raw.resource)) bad(id, "resource must be REPO/TYPE/TAG");
   const tok: CvmToken = { endpoints: eps as string[], resource: raw.resource, keyslots: (raw.keyslots as string[]) ?? [] };
   if (raw.ca_sha256 !== undefined) {
-    if (typeof raw.ca_sha256 !== "string" || !/^[0-9a-fA-F]{64}$/.test(raw.ca_sha256)) bad(id, "ca_sha256 must be 64 hex digits");
+    if (typeof raw.ca_sha256 !== "string" || !SHA256_HEX.test(raw.ca_sha256)) bad(id, "ca_sha256 must be 64 hex digits");
     tok.caSha256 = raw.ca_sha256.toLowerCase();
   }
   return tok;

@@ -92,7 +92,9 @@ function alreadyOpen(root: string, name: string, uuid: string): boolean {
   const dm = listDmDevices(root).find((d) => d.name === name);
   if (!dm) return false;
   if (dm.uuid === cryptDmUuid(uuid, name)) return true;
-  throw new CvmError("volume", `a device-mapper device named ${name} already exists (dm uuid ${JSON.stringify(dm.uuid)}) and is not LUKS volume ${uuid}: refusing`);
+  throw new CvmError("volume", `a device-mapper device named ${name} already exists (dm uuid ${JSON.stringify(dm.uuid)}) and is not LUKS volume ${uuid}: refusing`, {
+    hint: "something else opened a mapping under this name before cvm-unlock; check for a competing crypttab/rd.luks unit (boot with rd.luks=0)",
+  });
 }
 
 async function openWithKey(req: UnlockRequest, ctx: RunContext, vol: VolumeConfig, device: string, h: Luks2Header, timeline: Timeline): Promise<VolumeOutcome> {

@@ -5,11 +5,11 @@ import * as path from "node:path";
 import { CvmError } from "../../platform/util/errors.ts";
 import type { Command } from "../cli/command.ts";
 import { configOptions, loadConfig } from "../cli/common.ts";
+import { DM_NAME_PATTERN } from "./config-schema.ts";
 import { openedStatePath } from "./unlock.ts";
 import { verifyRoot, type ExpectedVolume } from "./verify-root.ts";
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-const NAME_RE = /^[A-Za-z0-9_.+-]{1,64}$/;
 
 function openedVolumes(statePath: string): ExpectedVolume[] {
   let text: string;
@@ -22,7 +22,7 @@ function openedVolumes(statePath: string): ExpectedVolume[] {
     const st = JSON.parse(text) as { volumes?: unknown };
     if (!Array.isArray(st.volumes)) throw new Error("no volumes");
     return st.volumes.map((v: { name?: unknown; uuid?: unknown }) => {
-      if (typeof v.name !== "string" || !NAME_RE.test(v.name) || typeof v.uuid !== "string" || !UUID_RE.test(v.uuid)) throw new Error("bad entry");
+      if (typeof v.name !== "string" || !DM_NAME_PATTERN.test(v.name) || typeof v.uuid !== "string" || !UUID_RE.test(v.uuid)) throw new Error("bad entry");
       return { name: v.name, uuid: v.uuid };
     });
   } catch (e) {

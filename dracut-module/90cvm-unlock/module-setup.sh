@@ -51,8 +51,8 @@ cvm_unlock_ca_file() {
     sed -n 's/.*"ca_file"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' "$1" | head -n 1
 }
 
-# The unit with the failure policy and timeout filled in.
-cvm_unlock_install_unit() {
+# The units with the failure policy and timeout filled in.
+cvm_unlock_install_units() {
     local on_failure
     case ${cvm_unlock_on_failure:-emergency} in
         emergency) on_failure=emergency.target ;;
@@ -65,9 +65,12 @@ cvm_unlock_install_unit() {
     local timeout=${cvm_unlock_timeout_s:-360}
     [[ $timeout =~ ^[0-9]+$ ]] || { derror "cvm-unlock: cvm_unlock_timeout_s must be whole seconds"; return 1; }
     mkdir -p "$initdir$systemdsystemunitdir"
-    sed -e "s|@ON_FAILURE@|$on_failure|" -e "s|@TIMEOUT@|$timeout|" \
-        "$moddir/cvm-unlock.service.in" > "$initdir$systemdsystemunitdir/cvm-unlock.service"
-    chmod 0644 "$initdir$systemdsystemunitdir/cvm-unlock.service"
+    local u
+    for u in cvm-unlock.service cvm-unlock-verify-root.service; do
+        sed -e "s|@ON_FAILURE@|$on_failure|" -e "s|@TIMEOUT@|$timeout|" \
+            "$moddir/$u.in" > "$initdir$systemdsystemunitdir/$u"
+        chmod 0644 "$initdir$systemdsystemunitdir/$u"
+    done
 }
 
 # Static kernel command line fragment: mode A needs rd.luks=0 (nothing else may open or ask
@@ -118,7 +121,8 @@ install() {
 
     inst_simple "$moddir/90-cvm-unlock-dhcp.network" "$systemdnetwork/90-cvm-unlock-dhcp.network"
     inst_simple "$moddir/cvm-unlock-leave-initrd.service" "$systemdsystemunitdir/cvm-unlock-leave-initrd.service"
-    cvm_unlock_install_unit || return 1
+    cvm_unlock_install_units || return 1
     cvm_unlock_cmdline_conf
-    $SYSTEMCTL -q --root "$initdir" enable cvm-unlock.service cvm-unlock-leave-initrd.service
+    $SYSTEMCTL -q --root "$initdir" enable cvm-unlock.service cvm-unlock-verify-root.service \
+        cvm-unlock-leave-initrd.service
 }

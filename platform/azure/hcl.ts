@@ -5,9 +5,10 @@
 //   0x4D4 variable data: UTF-8 JSON runtime claims (keys[] with HCLAkPub, user-data, ...)
 // The blob comes from the host side of the vTPM: every size is checked against the buffer.
 import { createHash } from "node:crypto";
-import { bytesEqual } from "../util/bytes.ts";
+import { bytesEqual, hex } from "../util/bytes.ts";
 import { ByteReader } from "../util/reader.ts";
 import { ParseError } from "../util/errors.ts";
+import { TD_REPORT_SIZE } from "../tdx/tdreport.ts";
 
 const STRUCT = "HCL report";
 export const HCL_SIGNATURE = 0x414c4348; // "HCLA" little-endian
@@ -17,7 +18,6 @@ export const HCL_DATA_OFFSET = 0x4c0;
 export const VAR_DATA_OFFSET = 0x4d4;
 /** HclData fields before the variable data (data_size counts them). */
 const HCL_DATA_FIXED = 20;
-export const TD_REPORT_SIZE = 1024;
 /** REPORT_DATA inside the embedded hardware report. */
 const SNP_REPORT_DATA_OFFSET = 0x50;
 const TD_REPORT_DATA_OFFSET = 0x80;
@@ -144,5 +144,5 @@ export function reportDataBindsClaims(report: HclReport): boolean {
 
 /** True when the claims' user-data (hex) starts with hex(digest), trustee's v2 freshness check. */
 export function userDataCarries(report: Pick<HclReport, "userData">, digest: Uint8Array): boolean {
-  return report.userData !== undefined && report.userData.toLowerCase().startsWith(Buffer.from(digest).toString("hex"));
+  return report.userData !== undefined && report.userData.toLowerCase().startsWith(hex(digest));
 }

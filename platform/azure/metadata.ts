@@ -7,7 +7,7 @@ import { b64url } from "../util/bytes.ts";
 import type { Deadline } from "../util/deadline.ts";
 import { CvmError, ParseError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
-import { certificatesFromPem } from "./pem.ts";
+import { certificatesFromPem } from "../util/pem.ts";
 
 export interface MetadataOptions {
   /** http://169.254.169.254 in production; a loopback fake in tests. */

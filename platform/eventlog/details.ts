@@ -1,16 +1,11 @@
 // One-line descriptions of common event payloads (UEFI variables, loaded images, firmware blobs,
 // action strings), for `inspect`. Informational only — replay never depends on them — so a
 // malformed payload yields undefined instead of an error.
+import { hex } from "../util/bytes.ts";
+import { guidFromBytes } from "../util/guid.ts";
 import type { LogEvent } from "./parse.ts";
 
 const MAX_TEXT = 200;
-
-function guid(b: Uint8Array, o: number): string {
-  const v = new DataView(b.buffer, b.byteOffset + o, 16);
-  const h = (n: number, w: number) => n.toString(16).padStart(w, "0");
-  const tail = Array.from(b.subarray(o + 8, o + 16), (x) => h(x, 2)).join("");
-  return `${h(v.getUint32(0, true), 8)}-${h(v.getUint16(4, true), 4)}-${h(v.getUint16(6, true), 4)}-${tail.slice(0, 4)}-${tail.slice(4)}`;
-}
 
 const utf16 = (b: Uint8Array) => new TextDecoder("utf-16le").decode(b).replace(/\0+$/, "");
 const printable = (s: string) => (/^[\x20-\x7e]*$/.test(s) ? s.slice(0, MAX_TEXT) : undefined);
@@ -28,7 +23,7 @@ function uefiVariable(d: Uint8Array): string | undefined {
   const dataLen = v.getBigUint64(24, true);
   if (nameLen > 512n || 32n + nameLen * 2n + dataLen > BigInt(d.length)) return undefined;
   const name = printable(utf16(d.subarray(32, 32 + Number(nameLen) * 2)));
-  return name === undefined ? undefined : `${name} (${guid(d, 0)}), ${dataLen} data bytes`;
+  return name === undefined ? undefined : `${name} (${guidFromBytes(d.subarray(0, 16), "uefi")}), ${dataLen} data bytes`;
 }
 
 /** UEFI_IMAGE_LOAD_EVENT: the file path nodes of its device path, if any. */
@@ -74,7 +69,7 @@ export function describeEvent(e: Pick<LogEvent, "type" | "data">): string | unde
       case 0x8000000b:
         return described(d);
       case 0x4: // EV_SEPARATOR
-        return d.length === 4 ? `separator ${Buffer.from(d).toString("hex")}${d.every((x) => x === 0) ? "" : " (error separator)"}` : undefined;
+        return d.length === 4 ? `separator ${hex(d)}${d.every((x) => x === 0) ? "" : " (error separator)"}` : undefined;
       case 0x8: // EV_S_CRTM_VERSION: usually UCS-2
         return d.length >= 2 && d.length % 2 === 0 && d[1] === 0 ? printable(utf16(d)) : ascii(d);
       default:

@@ -1,7 +1,7 @@
 // Which structure is this? Decided from magic numbers and fixed fields only, most specific first;
 // the chosen decoder then validates everything. `--type` overrides this.
 import { CERT_GUIDS } from "../snp/certs.ts";
-import { guidToString } from "../snp/certs.ts";
+import { guidFromBytes } from "../util/guid.ts";
 import { isTerminator, parseEventLog } from "../eventlog/index.ts";
 import type { InspectType } from "./model.ts";
 import { findPrimaryEvidence, parseJsonInput } from "./evidence.ts";
@@ -45,7 +45,7 @@ export function detectType(b: Uint8Array): InspectType | undefined {
   if (b.length >= 48 && u32(b, 4) === 3 && ascii(b, 32, 48) === "Spec ID Event03\0") return looksLikeCcel(b) ? "ccel" : "eventlog";
   if (b.length === 1024 && b[0] === 0x81 && b[1] === 0) return "tdx-report";
   if (b.length >= 0x4a0 && b.length <= 0x4a0 + 4096 && u32(b, 0) >= 2 && u32(b, 0) <= 5 && u32(b, 0x34) === 1) return "snp-report";
-  if (b.length >= 24 && (Object.values(CERT_GUIDS) as string[]).includes(guidToString(b.subarray(0, 16)))) return "snp-certs";
+  if (b.length >= 24 && (Object.values(CERT_GUIDS) as string[]).includes(guidFromBytes(b.subarray(0, 16), "rfc4122"))) return "snp-certs";
   // Legacy SHA-1 logs have no magic: accept only if the whole input parses as one.
   if (b.length >= 32 && u32(b, 0) <= 23 && !isTerminator(b, 0)) {
     try {

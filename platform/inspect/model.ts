@@ -23,4 +23,3 @@ export interface Inspection {
   warnings: string[];
 }
 
-export const yesNo = (b: boolean) => (b ? "yes" : "no");

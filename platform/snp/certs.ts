@@ -1,9 +1,10 @@
 // The GHCB certificate table the host hands to an SNP guest (platform-abi.md §1.4): 24-byte entries
 // {GUID, offset, length} ending with an all-zero entry; offsets are from the start of the buffer.
 // Host-controlled: every offset/length is bounds-checked and a bad entry is named. Pure.
-import { hex, isAllZero } from "../util/bytes.ts";
+import { isAllZero } from "../util/bytes.ts";
 import { ParseError } from "../util/errors.ts";
 import { ByteReader, ByteWriter } from "../util/reader.ts";
+import { guidFromBytes, guidToBytes } from "../util/guid.ts";
 
 /** trustee / virtee CertType (serde): named variants, or {"OTHER": uuid}. */
 export type CertType = "ARK" | "ASK" | "VCEK" | "VLEK" | "CRL" | "Empty" | { OTHER: string };
@@ -28,16 +29,6 @@ export interface CertTableEntry {
   offset: number;
   length: number;
   data: Uint8Array;
-}
-
-export function guidToString(b: Uint8Array): string {
-  const h = hex(b);
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
-}
-
-export function guidToBytes(s: string): Uint8Array {
-  if (!/^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/.test(s)) throw new TypeError(`not a GUID: ${s}`);
-  return new Uint8Array(Buffer.from(s.replace(/-/g, ""), "hex"));
 }
 
 export function certTypeForGuid(guid: string): CertType {
@@ -65,7 +56,7 @@ export function parseCertTable(buf: Uint8Array): CertTableEntry[] {
       if (offset !== 0 || length !== 0) r.fail(`entry[${raw.length}]`, "zero GUID with a non-zero offset/length (not a terminator)", at);
       break;
     }
-    raw.push({ guid: guidToString(guidBytes), offset, length, at });
+    raw.push({ guid: guidFromBytes(guidBytes, "rfc4122"), offset, length, at });
   }
   const tableEnd = r.offset;
   const seen = new Set<string>();
@@ -88,7 +79,7 @@ export function encodeCertTable(entries: { guid: string; data: Uint8Array }[], p
   const w = new ByteWriter();
   let off = header;
   for (const e of entries) {
-    w.bytes(guidToBytes(e.guid)).u32le(off).u32le(e.data.length);
+    w.bytes(guidToBytes(e.guid, "rfc4122")).u32le(off).u32le(e.data.length);
     off += e.data.length;
   }
   w.zeros(ENTRY_SIZE);

@@ -102,6 +102,20 @@ export interface IoctlReport {
   requests: number;
 }
 
+/** A guest request the driver or firmware refused: the raw codes, for callers that must tell cases apart. */
+export class GuestRequestError extends CvmError {
+  constructor(
+    readonly request: "SNP_GET_REPORT" | "SNP_GET_EXT_REPORT",
+    readonly errno: number,
+    readonly fwError: number,
+    readonly vmmError: number,
+    message: string,
+  ) {
+    super("evidence", message);
+    this.name = "GuestRequestError";
+  }
+}
+
 let lastRequestAt = 0;
 let busy: Promise<unknown> = Promise.resolve();
 
@@ -154,7 +168,8 @@ async function doRequest(dev: IoctlDevice, o: IoctlReportOptions): Promise<Ioctl
         throw new CvmError("platform", `${o.devicePath} does not accept SNP guest requests (${detail}): the guest's VMPCK was disabled after an earlier failed request, or this is not the sev-guest device`, {
           hint: "reboot the VM; SNP guest requests stay disabled until then",
         });
-      throw new CvmError("evidence", `${o.devicePath}: ${o.extended ? "SNP_GET_EXT_REPORT" : "SNP_GET_REPORT"} failed (${detail}${FW_ERRORS[info.fw] ? " " + FW_ERRORS[info.fw] : ""})`);
+      const request = o.extended ? "SNP_GET_EXT_REPORT" : "SNP_GET_REPORT";
+      throw new GuestRequestError(request, errno, info.fw, info.vmm, `${o.devicePath}: ${request} failed (${detail}${FW_ERRORS[info.fw] ? " " + FW_ERRORS[info.fw] : ""})`);
     }
     throw new CvmError("evidence", `${o.devicePath}: no report after ${MAX_GUEST_REQUESTS} guest requests (host busy or certificate buffer kept growing)`);
   } finally {

@@ -2,17 +2,17 @@
 // bytes, VMPL 0. Preferred path: configfs-tsm (provider sev_guest, privlevel 0; outblob = report,
 // auxblob = certificate table). Fallback when configfs-tsm is unavailable: /dev/sev-guest
 // SNP_GET_EXT_REPORT through bun:ffi (SNP_GET_REPORT if the kernel rejects the extended form).
-import * as fs from "node:fs";
 import * as path from "node:path";
 import { probeTsmProvider, requestTsmReport } from "../tsm/index.ts";
 import type { Evidence, EvidenceRequest, EvidenceSource, PlatformEnv, Probe } from "../types.ts";
 import { bytesEqual, fitTo, hex } from "../util/bytes.ts";
 import { CvmError, errorMessage } from "../util/errors.ts";
+import { pathExists } from "../util/files.ts";
 import { certTypeName, parseCertTable, type CertTableEntry } from "./certs.ts";
-import { loadNativeIoctl, type IoctlDevice } from "./ioctl.ts";
+import { ERRNO, loadNativeIoctl, type IoctlDevice } from "./ioctl.ts";
 import { snpEvidenceJsonValue, type CertChainEntry } from "./json.ts";
 import { decodeSnpReport, SNP_REPORT_SIZE, type SnpReport } from "./report.ts";
-import { requestReportViaIoctl } from "./sev-guest.ts";
+import { GuestRequestError, requestReportViaIoctl } from "./sev-guest.ts";
 import { vekPublicKey, verifySnpReportSignature } from "./verify.ts";
 
 export const SEV_PROVIDER = "sev_guest";
@@ -28,15 +28,6 @@ export interface SnpSourceOptions {
 
 const devicePath = (env: PlatformEnv) => path.join(env.paths.root, "dev/sev-guest");
 const sysfsPath = (env: PlatformEnv) => path.join(env.paths.root, "sys/devices/platform/sev-guest");
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await fs.promises.stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 interface RawEvidence {
   report: Uint8Array;
@@ -68,7 +59,8 @@ async function viaIoctl(env: PlatformEnv, userData: Uint8Array, opts: SnpSourceO
   } catch (e) {
     // Kernels that reject the extended request outright (EINVAL before reaching the firmware)
     // still serve the plain one; the verifier then fetches the VCEK itself.
-    if (!(e instanceof CvmError && e.kind === "evidence" && /SNP_GET_EXT_REPORT failed \(EINVAL, fw_error 0x0, vmm_error 0x0\)/.test(e.message))) throw e;
+    const rejectedByKernel = e instanceof GuestRequestError && e.request === "SNP_GET_EXT_REPORT" && e.errno === ERRNO.EINVAL && e.fwError === 0 && e.vmmError === 0;
+    if (!rejectedByKernel) throw e;
     env.log.warning("SNP_GET_EXT_REPORT was rejected (EINVAL); falling back to SNP_GET_REPORT without certificates");
     const r = await requestReportViaIoctl(dev, { ...base, extended: false });
     return { report: r.report, certTable: undefined, via: "sev-guest-ioctl", ms: Date.now() - started };
@@ -101,9 +93,9 @@ export function makeSnpSource(opts: SnpSourceOptions = {}): EvidenceSource {
       const tsm = await probeTsmProvider(env);
       if (tsm.available && tsm.provider === SEV_PROVIDER)
         return { source: "snp", present: true, tee: "snp", reason: `configfs-tsm provider ${SEV_PROVIDER}`, details: { interface: "configfs-tsm", tsm_provider: SEV_PROVIDER } };
-      if (await exists(devicePath(env)))
+      if (pathExists(devicePath(env)))
         return { source: "snp", present: true, tee: "snp", reason: `${devicePath(env)} present (configfs-tsm: ${tsm.reason})`, details: { interface: "sev-guest-ioctl" } };
-      if (await exists(sysfsPath(env)))
+      if (pathExists(sysfsPath(env)))
         // An SNP guest without its driver: take it, so collect() explains instead of a weaker source winning.
         return { source: "snp", present: true, tee: "snp", reason: "SEV-SNP guest platform device present, but no /dev/sev-guest and no configfs-tsm sev_guest provider", hint: DRIVER_HINT, details: { interface: "none" } };
       return { source: "snp", present: false, reason: `no /dev/sev-guest, no sev-guest platform device, no configfs-tsm ${SEV_PROVIDER} provider (${tsm.reason})`, hint: `on an SEV-SNP guest: ${DRIVER_HINT}` };
@@ -117,7 +109,7 @@ export function makeSnpSource(opts: SnpSourceOptions = {}): EvidenceSource {
         raw = await viaConfigfs(env, userData);
       } catch (e) {
         if (!(e instanceof CvmError && e.kind === "platform")) throw e;
-        if (!(await exists(devicePath(env)))) throw new CvmError("platform", `no SEV-SNP report interface: ${e.message}; ${devicePath(env)} is missing too`, { hint: DRIVER_HINT });
+        if (!(pathExists(devicePath(env)))) throw new CvmError("platform", `no SEV-SNP report interface: ${e.message}; ${devicePath(env)} is missing too`, { hint: DRIVER_HINT });
         env.log.info(`configfs-tsm unusable (${e.message}); using ${devicePath(env)}`);
         raw = await viaIoctl(env, userData, opts);
       }

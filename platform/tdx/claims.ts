@@ -1,10 +1,9 @@
 // trustee's TDX claims shape (deps/verifier/src/tdx/claims.rs; expected output in
 // parse_tdx_claims_expected.json): every field hex of its raw little-endian bytes. Used by the test
 // KBS verifier and by `inspect --trustee`, so people see what a trustee policy will see.
-import { hex, fitTo } from "../util/bytes.ts";
+import { b64, fitTo, hex } from "../util/bytes.ts";
 import { algorithmName, hashFunction, type EventLog } from "../eventlog/index.ts";
 import { ByteWriter } from "../util/reader.ts";
-import { b64 } from "../util/bytes.ts";
 import { decodeTdAttributes, type TdxQuote } from "./quote.ts";
 
 const le16 = (v: number) => hex(new ByteWriter().u16le(v).finish());

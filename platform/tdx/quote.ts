@@ -7,7 +7,6 @@ import { concat } from "../util/bytes.ts";
 
 export const TDX_TEE_TYPE = 0x00000081;
 export const ATT_KEY_TYPE_ECDSA_P256 = 2;
-export const QUOTE_HEADER_SIZE = 48;
 /** v5 body types: 2 = TD report 1.0 (584 bytes), 3 = TD report 1.5 (648 bytes). */
 export const BODY_SIZES: Readonly<Record<2 | 3, number>> = { 2: 584, 3: 648 };
 export const INTEL_QE_VENDOR_ID = "939a7233f79c4ca9940a0db3957f0607";

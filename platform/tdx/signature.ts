@@ -4,7 +4,8 @@
 import { p256 } from "@noble/curves/nist.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesEqual, concat, isAllZero } from "../util/bytes.ts";
-import type { TdxQuote } from "./quote.ts";
+import { pemCertificateBlocks } from "../util/pem.ts";
+import { CERT_TYPE_PCK_CHAIN, type TdxQuote } from "./quote.ts";
 
 const QE_REPORT_DATA_OFFSET = 0x140;
 
@@ -34,7 +35,6 @@ export function verifyQeBinding(q: TdxQuote): boolean | undefined {
 /** PEM certificates of the PCK chain carried in the quote (leaf first), if any. */
 export function pckChainPem(q: TdxQuote): string[] {
   const inner = q.signatureData.qe?.inner;
-  if (!inner || inner.type !== 5) return [];
-  const text = new TextDecoder("latin1").decode(inner.data);
-  return text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  if (!inner || inner.type !== CERT_TYPE_PCK_CHAIN) return [];
+  return pemCertificateBlocks(new TextDecoder("latin1").decode(inner.data));
 }

@@ -1,33 +1,24 @@
 // The `tdx` evidence source (kbs-protocol.md §4.3): a TD quote from configfs-tsm (provider
 // tdx_guest) with REPORTDATA = runtime digest ‖ zeros, and the firmware's CCEL event log.
 // Evidence: {"cc_eventlog": base64 | null, "quote": base64}, both base64 STANDARD.
-import * as fs from "node:fs";
 import * as path from "node:path";
 import { probeTsmProvider, requestTsmReport, INBLOB_SIZE } from "../tsm/index.ts";
 import { replay, TPM_ALG_SHA384 } from "../eventlog/index.ts";
 import type { EvidenceSource, PlatformEnv, Probe } from "../types.ts";
 import { b64, bytesEqual, fitTo, hex } from "../util/bytes.ts";
 import { CvmError } from "../util/errors.ts";
+import { pathExists, readFileCapped } from "../util/files.ts";
 import { parseTdxQuote, type TdxQuote } from "./quote.ts";
 import { verifyQuoteSignature } from "./signature.ts";
-import { readCcel, readBoundedFile, type CcelEvidence } from "./ccel-file.ts";
+import { readCcel, type CcelEvidence } from "./ccel-file.ts";
 
 export const TDX_PROVIDER = "tdx_guest";
 const DRIVER_HINT = "load the TDX guest driver: modprobe tdx-guest (CONFIG_TDX_GUEST_DRIVER), and use Linux >= 6.7 with CONFIG_TSM_REPORTS for quotes";
 
-function exists(p: string): boolean {
-  try {
-    fs.statSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** The CPU flag the kernel sets in a TD (X86_FEATURE_TDX_GUEST), even without the driver. */
 function cpuSaysTdxGuest(root: string): boolean {
   try {
-    const text = new TextDecoder().decode(readBoundedFile(path.join(root, "proc/cpuinfo"), 4 * 1024 * 1024, "/proc/cpuinfo") ?? new Uint8Array());
+    const text = new TextDecoder().decode(readFileCapped(path.join(root, "proc/cpuinfo"), 4 * 1024 * 1024, "/proc/cpuinfo") ?? new Uint8Array());
     return /^flags\s*:.*\btdx_guest\b/m.test(text);
   } catch {
     return false;
@@ -41,7 +32,7 @@ async function probe(env: PlatformEnv): Promise<Probe> {
     return { source: "tdx", present: true, tee: "tdx", reason: `configfs-tsm provider ${TDX_PROVIDER}`, details: { tsm_provider: TDX_PROVIDER } };
   if (tsm.available && tsm.provider !== undefined)
     return { source: "tdx", present: false, reason: `configfs-tsm provider is ${tsm.provider}, not ${TDX_PROVIDER}`, details: { tsm_provider: tsm.provider } };
-  if (exists(devNode))
+  if (pathExists(devNode))
     // A TD with the driver but no configfs-tsm: we are on TDX, so take it and let collect() say
     // precisely what is missing rather than silently attesting with something weaker.
     return { source: "tdx", present: true, tee: "tdx", reason: `/dev/tdx_guest present, but configfs-tsm is not (${tsm.reason})`, hint: DRIVER_HINT };

@@ -2,6 +2,7 @@
 // (`detect`, `evidence --decode`). Certificates are host/vendor data: parsed, never trusted here.
 import { X509Certificate, createHash } from "node:crypto";
 import { hex } from "../util/bytes.ts";
+import { derSequenceSize } from "../util/pem.ts";
 import { errorMessage } from "../util/errors.ts";
 import { hex32 } from "./constants.ts";
 import type { Tpm } from "./client.ts";
@@ -36,14 +37,8 @@ export interface EkCertSummary {
  * cert indices with zeros or 0xFF). Returns the input when the header is not a definite length.
  */
 export function derExtent(b: Uint8Array): Uint8Array {
-  if (b.length < 2 || b[0] !== 0x30) return b;
-  const l0 = b[1]!;
-  if (l0 < 0x80) return b.subarray(0, Math.min(b.length, 2 + l0));
-  const n = l0 & 0x7f;
-  if (n === 0 || n > 3 || b.length < 2 + n) return b;
-  let len = 0;
-  for (let i = 0; i < n; i++) len = len * 256 + b[2 + i]!;
-  return b.subarray(0, Math.min(b.length, 2 + n + len));
+  const size = derSequenceSize(b);
+  return size === undefined ? b : b.subarray(0, Math.min(b.length, size));
 }
 
 export function summariseCertificate(index: number, label: string, raw: Uint8Array): EkCertSummary {

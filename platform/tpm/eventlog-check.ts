@@ -1,10 +1,10 @@
 // Replay the firmware's TCG event log and compare it with the TPM's PCRs (for `detect`): a
 // mismatch means the log is incomplete/forged or something extended PCRs outside the log.
 // Display only — nothing here decides trust.
-import * as fs from "node:fs";
 import * as path from "node:path";
 import { hex } from "../util/bytes.ts";
 import { errorMessage } from "../util/errors.ts";
+import { readFileCapped } from "../util/files.ts";
 import { parseEventLog, replay } from "../eventlog/index.ts";
 import { algName } from "./constants.ts";
 import type { Tpm } from "./client.ts";
@@ -27,29 +27,11 @@ export interface EventLogComparison {
   error?: string;
 }
 
+/** The securityfs event log under `root`, or undefined when there is none. */
 export function readEventLog(root = "/"): { path: string; bytes: Uint8Array } | undefined {
   const p = path.join(root, EVENT_LOG_PATH);
-  let fd: number;
-  try {
-    fd = fs.openSync(p, "r");
-  } catch {
-    return undefined;
-  }
-  try {
-    const chunks: Buffer[] = [];
-    let total = 0;
-    for (;;) {
-      const b = Buffer.alloc(64 * 1024);
-      const n = fs.readSync(fd, b, 0, b.length, null);
-      if (n === 0) break;
-      total += n;
-      if (total > MAX_LOG_BYTES) throw new Error(`event log larger than ${MAX_LOG_BYTES} bytes`);
-      chunks.push(b.subarray(0, n));
-    }
-    return { path: p, bytes: new Uint8Array(Buffer.concat(chunks)) };
-  } finally {
-    fs.closeSync(fd);
-  }
+  const bytes = readFileCapped(p, MAX_LOG_BYTES, "the TCG event log");
+  return bytes && { path: p, bytes };
 }
 
 /** Replay `log` and compare every PCR it touches, in every bank that is both logged and active. */

@@ -2,8 +2,8 @@
 // envelope. Pure: bytes in, bytes/structures out. Response bytes are host-controlled, so every
 // length is checked and every failure is a ParseError naming field and offset, or a TpmError.
 import { ByteReader, ByteWriter } from "../util/reader.ts";
-import { CvmError, ParseError } from "../util/errors.ts";
-import { TPM_HEADER_SIZE, TPM_MAX_MESSAGE, TPM_RH, TPM_ST, hex32 } from "./constants.ts";
+import { CvmError } from "../util/errors.ts";
+import { TPM_HEADER_SIZE, TPM_MAX_MESSAGE, TPM_RH, TPM_ST } from "./constants.ts";
 import { TpmError } from "./rc.ts";
 
 /** One password authorization (TPM_RS_PW); `password` is the entity's authValue (empty by default). */
@@ -49,32 +49,30 @@ export interface ResponseHeader {
   rc: number;
 }
 
-/** Check the 10-byte header against the bytes actually received (transports and codecs both use it). */
-export function parseResponseHeader(rsp: Uint8Array, structure = "TPM response"): ResponseHeader {
-  const r = new ByteReader(rsp, structure);
-  const tag = r.u16be("tag");
-  if (tag !== TPM_ST.NO_SESSIONS && tag !== TPM_ST.SESSIONS) r.fail("tag", `0x${tag.toString(16)} is neither TPM_ST_NO_SESSIONS nor TPM_ST_SESSIONS`, 0);
-  const size = r.u32be("responseSize");
-  if (size < TPM_HEADER_SIZE) r.fail("responseSize", `${size} is smaller than the 10-byte header`, 2);
-  if (size > TPM_MAX_MESSAGE) r.fail("responseSize", `${size} exceeds the ${TPM_MAX_MESSAGE}-byte maximum`, 2);
-  if (size !== rsp.length) r.fail("responseSize", `header says ${size} bytes but ${rsp.length} were received`, 2);
-  const rc = r.u32be("responseCode");
-  return { tag, size, rc };
-}
-
 /**
  * Length of a response frame from its first 10 bytes, for transports that must know when a
  * response is complete. Rejects wrong tags and sizes outside [10, TPM_MAX_MESSAGE] before any
  * body byte is trusted.
  */
-export function responseFrameSize(header: Uint8Array): number {
-  const r = new ByteReader(header.subarray(0, TPM_HEADER_SIZE), "TPM response header");
+export function responseFrameSize(header: Uint8Array, structure = "TPM response header"): number {
+  return readFrameHeader(new ByteReader(header.subarray(0, TPM_HEADER_SIZE), structure)).size;
+}
+
+/** Check the 10-byte header against the bytes actually received (transports and codecs both use it). */
+export function parseResponseHeader(rsp: Uint8Array, structure = "TPM response"): ResponseHeader {
+  const r = new ByteReader(rsp, structure);
+  const { tag, size } = readFrameHeader(r);
+  if (size !== rsp.length) r.fail("responseSize", `header says ${size} bytes but ${rsp.length} were received`, 2);
+  return { tag, size, rc: r.u32be("responseCode") };
+}
+
+function readFrameHeader(r: ByteReader): { tag: number; size: number } {
   const tag = r.u16be("tag");
   if (tag !== TPM_ST.NO_SESSIONS && tag !== TPM_ST.SESSIONS) r.fail("tag", `0x${tag.toString(16)} is neither TPM_ST_NO_SESSIONS nor TPM_ST_SESSIONS`, 0);
   const size = r.u32be("responseSize");
   if (size < TPM_HEADER_SIZE) r.fail("responseSize", `${size} is smaller than the 10-byte header`, 2);
   if (size > TPM_MAX_MESSAGE) r.fail("responseSize", `${size} exceeds the ${TPM_MAX_MESSAGE}-byte maximum`, 2);
-  return size;
+  return { tag, size };
 }
 
 export interface ResponseShape {
@@ -175,14 +173,3 @@ export function readSized(r: ByteReader, field: string, max: number): ByteReader
   const body = r.sized16be(field, max);
   return new ByteReader(body, `${r.structure} ${field} (at ${start + 2})`);
 }
-
-export function handleHex(h: number): string {
-  return hex32(h);
-}
-
-/** Convenience for codecs: parameters must be consumed exactly. */
-export function endOf(r: ByteReader): void {
-  r.end("parameters");
-}
-
-export { ByteReader, ByteWriter, ParseError };

@@ -1,13 +1,12 @@
 // Typed TPM operations built on the codecs: what other features call (README.md lists them).
 import { createHash } from "node:crypto";
 import { CvmError } from "../util/errors.ts";
-import { DIGEST_SIZE, TPMA_NV, TPM_ALG, TPM_CAP, TPM_HR, TPM_PT, TPM_RH, algName, hex32 } from "./constants.ts";
+import { TPMA_NV, TPM_ALG, TPM_CAP, TPM_HR, TPM_PT, TPM_RH, algName, hex32 } from "./constants.ts";
 import type { Tpm } from "./client.ts";
 import type { PasswordAuth, PcrSelection } from "./marshal.ts";
 import { TPM_RC, isTpmRc } from "./rc.ts";
 import type { NvPublic } from "./structures.ts";
-import { decodeGetCapability } from "./commands/capability.ts";
-import { encodeGetCapability } from "./commands/capability.ts";
+import { decodeGetCapability, encodeGetCapability } from "./commands/capability.ts";
 import { decodePcrExtend, decodePcrRead, encodePcrExtend, encodePcrRead, type BankDigest } from "./commands/pcr.ts";
 import {
   decodeCreatePrimary,
@@ -308,5 +307,4 @@ export async function nvWrite(tpm: Tpm, index: number, data: Uint8Array, opts: {
   }
 }
 
-export { DIGEST_SIZE, TPM_HR };
 export type { BankDigest, QuoteRequest, QuoteResponse, CreatePrimaryResponse, ReadPublicResponse };

@@ -2,7 +2,7 @@
 // Decoders take host-controlled bytes and bound every size; encoders are used for templates.
 import { ByteReader, ByteWriter } from "../util/reader.ts";
 import { DIGEST_SIZE, TPM_ALG, TPM_GENERATED_VALUE, TPM_ST } from "./constants.ts";
-import { readPcrSelection, writePcrSelection, type PcrSelection } from "./marshal.ts";
+import { readPcrSelection, type PcrSelection } from "./marshal.ts";
 
 // ---- TPMT_PUBLIC -------------------------------------------------------------------------------
 
@@ -241,4 +241,3 @@ export function encodeNvPublic(p: NvPublic): Uint8Array {
   return new ByteWriter().u32be(p.nvIndex).u16be(p.nameAlg).u32be(p.attributes >>> 0).sized16be(p.authPolicy).u16be(p.dataSize).finish();
 }
 
-export { writePcrSelection };

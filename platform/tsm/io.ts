@@ -3,6 +3,7 @@
 // open, read until EOF (bounded), close. Never Bun.write/writeFileSync (bun-runtime.md).
 import * as fs from "node:fs";
 import { CvmError } from "../util/errors.ts";
+import { pathExists, readToEnd } from "../util/files.ts";
 import { explainTsmErrno } from "./attributes.ts";
 
 function errnoCode(e: unknown): string | undefined {
@@ -15,20 +16,7 @@ export function tsmIoError(e: unknown, doing: string): CvmError {
   return new CvmError(kind, explainTsmErrno(code, doing), { cause: e });
 }
 
-/** True when `p` exists (any type). */
-export function exists(p: string): boolean {
-  try {
-    fs.statSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Read an attribute to EOF with a hard size cap. Reads into a buffer one byte larger than the cap,
- * so an oversized blob is detected without ever holding more than cap+1 bytes.
- */
+/** Read an attribute to EOF with a hard size cap (platform/util/files.ts). */
 export function readAttribute(p: string, max: number, what: string): Uint8Array {
   let fd: number;
   try {
@@ -37,20 +25,9 @@ export function readAttribute(p: string, max: number, what: string): Uint8Array 
     throw tsmIoError(e, `opening ${what}`);
   }
   try {
-    const buf = Buffer.alloc(max + 1);
-    let len = 0;
-    for (;;) {
-      let n: number;
-      try {
-        n = fs.readSync(fd, buf, len, buf.length - len, null);
-      } catch (e) {
-        throw tsmIoError(e, `reading ${what}`);
-      }
-      if (n === 0) break;
-      len += n;
-      if (len > max) throw new CvmError("evidence", `${what} is larger than the limit of ${max} bytes; refusing it`);
-    }
-    return new Uint8Array(buf.buffer, buf.byteOffset, len);
+    return readToEnd(fd, max, what);
+  } catch (e) {
+    throw e instanceof CvmError ? e : tsmIoError(e, `reading ${what}`);
   } finally {
     fs.closeSync(fd);
   }
@@ -58,7 +35,7 @@ export function readAttribute(p: string, max: number, what: string): Uint8Array 
 
 /** Like readAttribute, but a missing file (attribute not offered by this provider) gives undefined. */
 export function readOptionalAttribute(p: string, max: number, what: string): Uint8Array | undefined {
-  if (!exists(p)) return undefined;
+  if (!pathExists(p)) return undefined;
   return readAttribute(p, max, what);
 }
 

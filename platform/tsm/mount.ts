@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { PlatformEnv } from "../types.ts";
 import { CvmError } from "../util/errors.ts";
-import { exists } from "./io.ts";
+import { pathExists } from "../util/files.ts";
 
 const MOUNT_TIMEOUT_MS = 5000;
 
@@ -47,10 +47,10 @@ function runMount(env: PlatformEnv): Promise<void> {
  * may. Returns whether the report directory is now present (false: this kernel has no configfs-tsm).
  */
 export async function ensureConfigfs(env: PlatformEnv): Promise<boolean> {
-  if (exists(env.paths.tsmReport)) return true;
+  if (pathExists(env.paths.tsmReport)) return true;
   if (isStandInRoot(env)) return false;
   const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
-  if (!isRoot || !exists("/sys/kernel/config")) return false;
+  if (!isRoot || !pathExists("/sys/kernel/config")) return false;
   let mounts = "";
   try {
     mounts = fs.readFileSync("/proc/mounts", "utf8");
@@ -60,5 +60,5 @@ export async function ensureConfigfs(env: PlatformEnv): Promise<boolean> {
   if (configfsMounted(mounts)) return false;
   env.log.info("mounting configfs on /sys/kernel/config for configfs-tsm");
   await runMount(env);
-  return exists(env.paths.tsmReport);
+  return pathExists(env.paths.tsmReport);
 }

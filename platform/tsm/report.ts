@@ -16,7 +16,8 @@ import * as path from "node:path";
 import type { PlatformEnv } from "../types.ts";
 import { CvmError, errorMessage } from "../util/errors.ts";
 import { ATTR, DEFAULT_TSM_LIMITS, INBLOB_SIZE, newEntryName, parseGeneration, parseProvider, type TsmLimits } from "./attributes.ts";
-import { exists, readAttribute, readOptionalAttribute, tsmIoError, writeAttribute } from "./io.ts";
+import { readAttribute, readOptionalAttribute, tsmIoError, writeAttribute } from "./io.ts";
+import { pathExists } from "../util/files.ts";
 import { ensureConfigfs, isStandInRoot } from "./mount.ts";
 
 export interface TsmRequest {
@@ -85,7 +86,7 @@ function standInQuirks(env: PlatformEnv): EntryQuirks {
     }
   };
   return {
-    awaitPopulated: (entry) => waitFor(() => exists(path.join(entry, ATTR.provider)) && exists(path.join(entry, ATTR.generation)), "entry population"),
+    awaitPopulated: (entry) => waitFor(() => pathExists(path.join(entry, ATTR.provider)) && pathExists(path.join(entry, ATTR.generation)), "entry population"),
     awaitGeneration: (entry, expected, limits) =>
       waitFor(() => parseGeneration(readAttribute(path.join(entry, ATTR.generation), limits.text, "generation")) >= expected, `generation ${expected}`),
     remove(entry) {
@@ -119,6 +120,20 @@ function makeEntry(reportDir: string): string {
   throw new CvmError("platform", `could not create a uniquely named entry under ${reportDir}`);
 }
 
+/** Run `fn` on a fresh private entry and remove the entry afterwards, whatever happens. */
+async function withEntry<T>(env: PlatformEnv, quirks: EntryQuirks, fn: (entry: string) => Promise<T>): Promise<T> {
+  const entry = makeEntry(env.paths.tsmReport);
+  try {
+    return await fn(entry);
+  } finally {
+    try {
+      quirks.remove(entry);
+    } catch (e) {
+      env.log.warning(`could not remove configfs-tsm entry ${entry}: ${errorMessage(e)}`);
+    }
+  }
+}
+
 async function oneAttempt(entry: string, req: TsmRequest, limits: TsmLimits, quirks: EntryQuirks): Promise<Omit<TsmReport, "attempts" | "ms">> {
   await quirks.awaitPopulated(entry);
   const provider = readProvider(entry, limits);
@@ -129,7 +144,7 @@ async function oneAttempt(entry: string, req: TsmRequest, limits: TsmLimits, qui
   writeAttribute(path.join(entry, ATTR.inblob), req.inblob, "configfs-tsm inblob");
   expected += 1;
   if (req.privlevel !== undefined) {
-    if (!exists(path.join(entry, ATTR.privlevel)))
+    if (!pathExists(path.join(entry, ATTR.privlevel)))
       throw new CvmError("platform", `configfs-tsm provider '${provider}' has no privlevel attribute (it cannot set a VMPL)`);
     writeAttribute(path.join(entry, ATTR.privlevel), Buffer.from(`${req.privlevel}\n`, "latin1"), "configfs-tsm privlevel");
     expected += 1;
@@ -172,20 +187,13 @@ export function requestTsmReport(env: PlatformEnv, req: TsmRequest): Promise<Tsm
     let lastRace = "";
     for (let attempt = 1; attempt <= MAX_GENERATION_ATTEMPTS; attempt++) {
       env.deadline.check("requesting a configfs-tsm report");
-      const entry = makeEntry(env.paths.tsmReport);
       try {
-        const r = await oneAttempt(entry, req, limits, quirks);
+        const r = await withEntry(env, quirks, (entry) => oneAttempt(entry, req, limits, quirks));
         return { ...r, attempts: attempt, ms: Date.now() - started };
       } catch (e) {
         if (!(e instanceof GenerationRace)) throw e;
         lastRace = e.message;
         env.log.warning("configfs-tsm report changed under us (another writer?); retrying with a fresh entry", { attempt, detail: e.message });
-      } finally {
-        try {
-          quirks.remove(entry);
-        } catch (e) {
-          env.log.warning(`could not remove configfs-tsm entry ${entry}: ${errorMessage(e)}`);
-        }
       }
     }
     throw new CvmError("evidence", `configfs-tsm report kept changing under us after ${MAX_GENERATION_ATTEMPTS} attempts (${lastRace}); another process is writing to our entry`);
@@ -207,24 +215,14 @@ export function probeTsmProvider(env: PlatformEnv): Promise<TsmAvailability> {
       return { available: false, reason: errorMessage(e) };
     }
     const quirks = isStandInRoot(env) ? standInQuirks(env) : kernelQuirks;
-    let entry: string;
     try {
-      entry = makeEntry(env.paths.tsmReport);
-    } catch (e) {
-      return { available: false, reason: errorMessage(e) };
-    }
-    try {
-      await quirks.awaitPopulated(entry);
-      const provider = readProvider(entry, DEFAULT_TSM_LIMITS);
+      const provider = await withEntry(env, quirks, async (entry) => {
+        await quirks.awaitPopulated(entry);
+        return readProvider(entry, DEFAULT_TSM_LIMITS);
+      });
       return { available: true, provider, reason: `configfs-tsm provider ${provider}` };
     } catch (e) {
       return { available: false, reason: errorMessage(e) };
-    } finally {
-      try {
-        quirks.remove(entry);
-      } catch (e) {
-        env.log.warning(`could not remove configfs-tsm entry ${entry}: ${errorMessage(e)}`);
-      }
     }
   });
 }

@@ -22,11 +22,3 @@ export function decodeCborUntrusted(bytes: Uint8Array, what: string, maxBytes = 
     throw new CvmError("evidence", `${what}: not valid CBOR (${(e as Error).message})`);
   }
 }
-
-/** Convert decoded Maps with string keys back to plain objects (for printing as JSON). */
-export function cborToJson(v: unknown): unknown {
-  if (v instanceof Map) return Object.fromEntries([...v.entries()].map(([k, x]) => [String(k), cborToJson(x)]));
-  if (Array.isArray(v)) return v.map(cborToJson);
-  if (v instanceof Uint8Array) return Buffer.from(v).toString("hex");
-  return v;
-}

@@ -233,7 +233,7 @@ write_guest_config() {
   "platform": { "tee": "tpm", "tpm": "/dev/tpmrm0", "tpm_ak_handle": "$AK_HANDLE" },
   "deadline_s": 240,
   "unlock": {
-    "volumes": [ { "name": "root", "uuid": "$LUKS_UUID" } ],
+    "volumes": [ { "name": "root", "gpt_auto_root": true, "pins": { "uuid": "$LUKS_UUID" } } ],
     "device_timeout_s": 120,
     "measure": { "tpm": "required", "pcr": 15 }
   }

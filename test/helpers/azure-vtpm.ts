@@ -5,15 +5,19 @@
 // report with user-data = what the guest wrote (and REPORT_DATA = SHA-256 of the new claims),
 // writing it into 0x01400001 between two agent commands — immediately, after a delay, or never.
 // Point the agent at it with --tpm swtpm:127.0.0.1:<proxyPort>.
+import { createPublicKey } from "node:crypto";
 import * as net from "node:net";
 import type { AddressInfo } from "node:net";
 import { Deadline } from "../../platform/util/deadline.ts";
 import { silentLogger } from "../../platform/util/log.ts";
 import { withTpm } from "../../platform/tpm/client.ts";
-import { TPMA_NV, TPM_CC, TPM_RH } from "../../platform/tpm/constants.ts";
+import { TPMA_NV, TPM_ALG, TPM_CC, TPM_RH } from "../../platform/tpm/constants.ts";
 import { encodeNvWrite } from "../../platform/tpm/commands/nv.ts";
 import { nvDefine, nvWrite, readPublic } from "../../platform/tpm/operations.ts";
-import { TPM_ALG } from "../../platform/tpm/constants.ts";
+import { publicToSpkiDer } from "../../platform/tpm/attestation/keys.ts";
+import { parseResponseHeader } from "../../platform/tpm/marshal.ts";
+import { openSocket } from "../../platform/tpm/transport/socket.ts";
+import type { TpmTransport } from "../../platform/tpm/transport/types.ts";
 import { AZURE_AK_HANDLE, HCL_REPORT_NV_INDEX, REPORT_DATA_NV_INDEX } from "../../platform/azure/constants.ts";
 import { buildHclReport, type HclTee, type RsaPublicJwk } from "./azure-hcl.ts";
 import { testPki, type TestPki } from "./snp-fixtures.ts";
@@ -51,34 +55,14 @@ export interface AzureVtpm {
 
 const HEADER = 10;
 const MAX_FRAME = 4096;
+const UPSTREAM_TIMEOUT_MS = 30_000;
 
-/** One upstream connection to swtpm's data port; exchanges are serialised. */
+/** One upstream connection to swtpm's data port (the agent's own socket transport); exchanges are serialised. */
 class Upstream {
   private lane: Promise<unknown> = Promise.resolve();
-  private buf = Buffer.alloc(0);
-  private waiter: ((b: Buffer) => void) | undefined;
-  private constructor(private readonly sock: net.Socket) {
-    sock.on("data", (d: Buffer) => {
-      this.buf = Buffer.concat([this.buf, d]);
-      this.deliver();
-    });
-    sock.on("error", () => {});
-  }
-  static connect(port: number): Promise<Upstream> {
-    return new Promise((resolve, reject) => {
-      const s = net.connect({ host: "127.0.0.1", port }, () => resolve(new Upstream(s)));
-      s.once("error", reject);
-    });
-  }
-  private deliver(): void {
-    if (!this.waiter || this.buf.length < HEADER) return;
-    const size = this.buf.readUInt32BE(2);
-    if (this.buf.length < size) return;
-    const rsp = this.buf.subarray(0, size);
-    this.buf = this.buf.subarray(size);
-    const w = this.waiter;
-    this.waiter = undefined;
-    w(Buffer.from(rsp));
+  private constructor(private readonly transport: TpmTransport) {}
+  static async connect(port: number): Promise<Upstream> {
+    return new Upstream(await openSocket({ host: "127.0.0.1", port }, UPSTREAM_TIMEOUT_MS));
   }
   /** Run `fn` alone on the lane (an agent command, or a whole HCL rewrite). */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
@@ -87,21 +71,15 @@ class Upstream {
     return run;
   }
   /** Must be called inside exclusive(). */
-  transact(cmd: Uint8Array): Promise<Buffer> {
-    return new Promise((resolve) => {
-      this.waiter = resolve;
-      this.sock.write(cmd);
-      this.deliver();
-    });
+  async transact(cmd: Uint8Array): Promise<Buffer> {
+    return Buffer.from(await this.transport.transmit(cmd, UPSTREAM_TIMEOUT_MS));
   }
   close(): void {
-    this.sock.destroy();
+    this.transport.close();
   }
 }
 
-function rcOf(rsp: Buffer): number {
-  return rsp.readUInt32BE(6);
-}
+const rcOf = (rsp: Uint8Array): number => parseResponseHeader(rsp).rc;
 
 /** The data and offset of an NV_Write command to `index`, or undefined for any other command. */
 function nvWriteTo(cmd: Buffer, index: number): { data: Buffer; offset: number } | undefined {
@@ -132,8 +110,8 @@ export async function startAzureVtpm(o: AzureVtpmOptions): Promise<AzureVtpm> {
     await withTpm(swtpm.spec, setup, silentLogger, async (tpm) => {
       const pub = (await readPublic(tpm, AZURE_AK_HANDLE)).publicArea;
       if (pub.type !== TPM_ALG.RSA) throw new Error("AK is not RSA");
-      const e = pub.rsa.exponent === 0 ? 65537 : pub.rsa.exponent;
-      akPub = { kty: "RSA", n: Buffer.from(pub.unique).toString("base64url"), e: Buffer.from(new Uint8Array([(e >> 16) & 0xff, (e >> 8) & 0xff, e & 0xff])).toString("base64url") };
+      const jwk = createPublicKey({ key: Buffer.from(publicToSpkiDer(pub)), format: "der", type: "spki" }).export({ format: "jwk" });
+      akPub = { kty: "RSA", n: jwk.n!, e: jwk.e! };
       await nvDefine(tpm, { index: HCL_REPORT_NV_INDEX, size: nvSize, attributes: TPMA_NV.OWNERWRITE | TPMA_NV.OWNERREAD | TPMA_NV.NO_DA });
       await nvWrite(tpm, HCL_REPORT_NV_INDEX, buildHclReport({ tee: o.tee, akPub, userData: new Uint8Array(64), pki, nvSize }));
     });

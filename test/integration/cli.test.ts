@@ -1,5 +1,6 @@
 // The compiled binary as a command-line program: help, usage errors, exit codes, config errors,
 // the bun CWD-autoload trap, `detect` and `evidence` against a real emulated TPM.
+import { spawn } from "node:child_process";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -8,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { decodeEvidenceRecord } from "../../agent/evidence-record.ts";
 import { EXIT_CODES } from "../../platform/util/errors.ts";
 import { fromB64 } from "../../platform/util/bytes.ts";
-import { ensureBinary, runCli } from "../helpers/binary.ts";
+import { BINARY, ensureBinary, runCli } from "../helpers/binary.ts";
 import { createPki, type Pki } from "../helpers/pki.ts";
 import { startSwtpm, swtpmAvailable, type Swtpm } from "../helpers/swtpm.ts";
 import { startTestKbs } from "../kbs/server.ts";
@@ -70,6 +71,37 @@ describe("command line", () => {
     const h = await runCli(["fetch", "default/key/root", "--kbs", "http://127.0.0.1:9", "--tee", "sample", "--allow-sample"]);
     expect(h.code).toBe(EXIT_CODES.config);
     expect(h.stderr).toMatch(/insecure_http|plain http/i);
+  });
+
+  it("fetch refuses to print a secret on a terminal, before contacting the KBS; ca_pem + --ca is refused", async () => {
+    const secret = crypto.randomBytes(32);
+    const kbs = await startTestKbs({ tls: pki.tls, resources: { "default/key/root": secret } });
+    try {
+      const argv = [BINARY, "fetch", "default/key/root", "--kbs", kbs.url, "--ca", pki.caFile, "--tee", "sample", "--allow-sample", "--config", path.join(work, "none.json")];
+      fs.writeFileSync(path.join(work, "none.json"), "{}");
+      // script(1) (util-linux, Essential in Debian) gives the binary a pseudo-terminal as stdout.
+      const tty = await new Promise<{ code: number | null; out: string }>((resolve) => {
+        const child = spawn("script", ["-qec", argv.map((a) => `'${a}'`).join(" "), "/dev/null"], { stdio: ["ignore", "pipe", "pipe"] });
+        let out = "";
+        child.stdout.on("data", (d: Buffer) => (out += d.toString("latin1")));
+        child.stderr.on("data", (d: Buffer) => (out += d.toString("latin1")));
+        child.on("close", (code) => resolve({ code, out }));
+      });
+      expect(tty.code, tty.out).toBe(EXIT_CODES.usage);
+      expect(tty.out).toMatch(/refusing to write a secret to a terminal/);
+      expect(tty.out).not.toContain(secret.toString("latin1"));
+      expect(kbs.stats.requests.auth).toBe(0);
+
+      const both = path.join(work, "ca-pem.json");
+      fs.writeFileSync(both, JSON.stringify({ kbs: { ca_pem: pki.caPem } }));
+      const r = await runCli(["fetch", "default/key/root", "--kbs", kbs.url, "--ca", pki.caFile, "--tee", "sample", "--allow-sample", "--config", both]);
+      expect(r.code, r.stderr).toBe(EXIT_CODES.config);
+      expect(r.stderr).toMatch(/kbs\.ca_pem \(from file:.*\) and kbs\.ca_file \(from flags\) are both set/);
+      expect(r.stdout.length).toBe(0);
+      expect(kbs.stats.requests.auth).toBe(0);
+    } finally {
+      await kbs.close();
+    }
   });
 
   it("ignores .env and bunfig.toml in the working directory (they could disable TLS checks or preload code)", async () => {

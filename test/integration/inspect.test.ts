@@ -25,8 +25,8 @@ const cases: Array<[file: string, type: string, mustContain: RegExp]> = [
   ["tdx/ccel_table.dat", "ccel-table", /CC type: +2 \(TDX\)/],
   ["eventlog/binary_bios_measurements", "eventlog", /PCR7 sha256: +41977a9f2eac0dd9d8aec1c3c677ff9a717d69d147bcc923da779f7417c65e69/],
   ["eventlog/CCEL_data_ovmf", "ccel", /RTMR2 sha384: +94eaf7a7bf398ed8/],
-  ["tdx/snp-for-inspect/sev-gcp.bin", "snp-report", /firmware: +current 1\.55\.35/],
-  ["tdx/azure-hcl/hcl-report-tdx.bin", "hcl-report", /claims binding: +REPORT_DATA\[0:32\] == SHA-256/],
+  ["snp/teekit-sev-gcp.bin", "snp-report", /firmware: +current 1\.55\.35/],
+  ["azure/kinvolk/hcl-report-tdx.bin", "hcl-report", /claims binding: +REPORT_DATA\[0:32\] == SHA-256/],
 ];
 
 describe("cvm-unlock inspect", () => {
@@ -53,7 +53,7 @@ describe("cvm-unlock inspect", () => {
       ["tdx/tdx_quote_5.dat", 700, /TDX quote: field 'body\.mr_service_td' at offset 654 \(0x28e\)/],
       ["tdx/tdx_quote_4.dat", 2000, /TDX quote: field 'signature_data_len' at offset 632 .*truncated/],
       ["eventlog/CCEL_unpadded.data.bin", 1000, /CCEL: field '[\w.[\]]+' at offset \d+/],
-      ["tdx/azure-hcl/hcl-report-tdx.bin", 1300, /HCL report: field '[\w.]+' at offset \d+/],
+      ["azure/kinvolk/hcl-report-tdx.bin", 1300, /HCL report: field '[\w.]+' at offset \d+/],
     ];
     for (const [file, n, re] of truncations) {
       const p = path.join(work, `trunc-${path.basename(file)}`);
@@ -75,16 +75,16 @@ describe("cvm-unlock inspect", () => {
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout.toString()).cc_eventlog.rtmr_match).toEqual({ RTMR0: true, RTMR1: true, RTMR2: true, RTMR3: true });
     const hexFile = path.join(work, "report.hex");
-    fs.writeFileSync(hexFile, fs.readFileSync(path.join(FIX, "tdx/snp-for-inspect/sev-gcp.bin")).toString("hex"));
+    fs.writeFileSync(hexFile, fs.readFileSync(path.join(FIX, "snp/teekit-sev-gcp.bin")).toString("hex"));
     const h = await runCli(["inspect", hexFile]);
     expect(h.code, h.stderr).toBe(0);
     expect(h.stdout.toString()).toMatch(/SEV-SNP attestation report v5/);
   });
 
   it("--trustee prints the SNP evidence struct; usage errors exit 2", async () => {
-    const r = await runCli(["inspect", "--trustee", path.join(FIX, "tdx/snp-for-inspect/test-report.bin")]);
+    const r = await runCli(["inspect", "--trustee", path.join(FIX, "snp/trustee-test-report.bin")]);
     expect(r.code, r.stderr).toBe(0);
-    const want = JSON.parse(fs.readFileSync(path.join(FIX, "tdx/snp-for-inspect/snp-test-report.bin.evidence.json"), "utf8"));
+    const want = JSON.parse(fs.readFileSync(path.join(FIX, "snp/generated-snp-test-report.evidence.json"), "utf8"));
     expect(JSON.parse(r.stdout.toString())).toEqual(want);
     expect((await runCli(["inspect"])).code).toBe(EXIT_CODES.usage);
     expect((await runCli(["inspect", "--type", "gif", path.join(FIX, "tdx/tdx_quote_4.dat")])).code).toBe(EXIT_CODES.usage);

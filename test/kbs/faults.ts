@@ -25,10 +25,12 @@ export interface Faults {
   expireTokenAfterAttest: number;
   /** Flip a bit in this many JWE responses. */
   tamperJwe: { count: number; part: "ciphertext" | "tag" };
+  /** Strip Set-Cookie from this many /auth answers (a proxy that drops cookies). */
+  stripSessionCookie: number;
 }
 
 export function noFaults(): Faults {
-  return { delayMs: {}, unavailable: {}, drop: {}, malformed: {}, expireSessionAfterAttest: 0, expireTokenAfterAttest: 0, tamperJwe: { count: 0, part: "ciphertext" } };
+  return { delayMs: {}, unavailable: {}, drop: {}, malformed: {}, expireSessionAfterAttest: 0, expireTokenAfterAttest: 0, tamperJwe: { count: 0, part: "ciphertext" }, stripSessionCookie: 0 };
 }
 
 /** Consume one shot of a counted fault; true when it fires. */

@@ -7,15 +7,11 @@ import * as crypto from "node:crypto";
 import { p256, p521 } from "@noble/curves/nist.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { b64url, concat, fromB64url, utf8 } from "../../platform/util/bytes.ts";
+import type { FlattenedJwe } from "../../agent/kbs/jwe.ts";
 import type { TeePubKey } from "./messages.ts";
 
-export interface FlattenedJwe {
-  protected: string;
-  encrypted_key: string;
-  iv: string;
-  ciphertext: string;
-  tag: string;
-}
+// The wire shape is protocol, not implementation: share the type with the agent's decryptor.
+export type { FlattenedJwe } from "../../agent/kbs/jwe.ts";
 
 /** Fixed values for reproducing a vector; production draws all three at random. */
 export interface JweDeterminism {

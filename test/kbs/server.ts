@@ -67,6 +67,15 @@ export interface StartOptions {
   /** Open the port only after this long (connections are refused until then). */
   listenDelayMs?: number;
   log?: (line: string) => void;
+  /** Sees every request as it arrived (tests that check the client's exact wire bytes). */
+  onRequest?: (req: RecordedRequest) => void;
+}
+
+export interface RecordedRequest {
+  method: string;
+  path: string;
+  headers: http.IncomingHttpHeaders;
+  body: string;
 }
 
 export interface KbsEvent {
@@ -381,6 +390,7 @@ export async function startTestKbs(opts: StartOptions = {}): Promise<TestKbs> {
     core.stats.events.push(ev);
     const body = await readBody(req, maxBody);
     if (body === "too-large") return send(res, ev, { status: 413, headers: {}, body: "A payload reached size limit." });
+    opts.onRequest?.({ method, path, headers: req.headers, body: Buffer.from(body).toString("utf8") });
     if (method === "GET" && path === "/healthz") return send(res, ev, { status: 200, headers: {}, body: "" });
     if (!route) return send(res, ev, { status: 404, headers: {}, body: "" });
     if (method !== "GET" && method !== "POST") return send(res, ev, { status: 405, headers: {}, body: "" });
@@ -411,6 +421,12 @@ export async function startTestKbs(opts: StartOptions = {}): Promise<TestKbs> {
       reply = { status: err.status, headers: {}, body: err.body() };
     }
 
+    if (endpoint === "auth" && "set-cookie" in reply.headers && f.stripSessionCookie > 0) {
+      f.stripSessionCookie--;
+      ev.fault = "strip-cookie";
+      const { "set-cookie": _stripped, ...kept } = reply.headers;
+      reply = { ...reply, headers: kept };
+    }
     const broken = endpoint !== "other" ? f.malformed[endpoint] : undefined;
     if (take(broken)) {
       ev.fault = `malformed:${broken!.mode}`;

@@ -5,7 +5,7 @@
 // KBS can pin it in trusted_aks, and nothing is written to the TPM. It is flushed afterwards.
 import { TPMA_OBJECT, TPM_ALG, TPM_RH, hex32 } from "../constants.ts";
 import type { Tpm } from "../client.ts";
-import { createPrimary, flushContext, readPublicIfPresent } from "../operations.ts";
+import { readPublicIfPresent, withPrimary } from "../operations.ts";
 import { encodePublic, type TpmPublic } from "../structures.ts";
 
 /** fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|restricted|sign = 0x00050072. */
@@ -56,15 +56,7 @@ export async function withAttestationKey<T>(tpm: Tpm, persistentHandle: number, 
     tpm.log.debug(`no persistent AK at ${hex32(persistentHandle)}; deriving it from the endorsement hierarchy`);
   }
   t0 = performance.now();
-  const key = await createPrimary(tpm, TPM_RH.ENDORSEMENT, AK_RSA_TEMPLATE);
-  const loadMs = performance.now() - t0;
-  try {
-    return await fn({ handle: key.handle, publicArea: key.publicArea, origin: "derived", loadMs });
-  } finally {
-    try {
-      await flushContext(tpm, key.handle);
-    } catch (e) {
-      tpm.log.warning("could not flush the derived AK", { handle: hex32(key.handle), error: (e as Error).message });
-    }
-  }
+  return withPrimary(tpm, TPM_RH.ENDORSEMENT, AK_RSA_TEMPLATE, (key) =>
+    fn({ handle: key.handle, publicArea: key.publicArea, origin: "derived", loadMs: performance.now() - t0 }),
+  );
 }

@@ -2,6 +2,7 @@
 import { createPublicKey } from "node:crypto";
 import { b64url } from "../../util/bytes.ts";
 import { CvmError } from "../../util/errors.ts";
+import { toPem } from "../../util/pem.ts";
 import { TPM_ALG, algName } from "../constants.ts";
 import type { TpmPublic } from "../structures.ts";
 
@@ -44,6 +45,5 @@ export function publicToSpkiDer(p: TpmPublic): Uint8Array {
 
 /** PEM form (tpm2_checkquote, people). */
 export function spkiPem(der: Uint8Array): string {
-  const b = Buffer.from(der).toString("base64").replace(/(.{64})/g, "$1\n").replace(/\n$/, "");
-  return `-----BEGIN PUBLIC KEY-----\n${b}\n-----END PUBLIC KEY-----\n`;
+  return toPem("PUBLIC KEY", der);
 }

@@ -68,7 +68,7 @@ export function bootTimeline(console: string, unit: string): BootTimeline {
 /** The agent's --timings table ("  phase   123.4 ms") as printed to the console. */
 export function agentPhases(console: string): Record<string, number> {
   const phases: Record<string, number> = {};
-  for (const m of console.matchAll(/^(?:.*?cvm-unlock\[\d+\]: )?\s{2}([a-z][\w-]*)\s+([\d.]+) ms/gm)) phases[m[1]!] ??= Number(m[2]);
+  for (const m of console.matchAll(/^(?:.*?cvm-unlock\[\d+\]: )?\s{2}([a-z][\w.-]*)\s+([\d.]+) ms/gm)) phases[m[1]!] ??= Number(m[2]);
   return phases;
 }
 

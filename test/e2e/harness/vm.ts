@@ -117,9 +117,12 @@ export class Vm {
     });
   }
 
-  /** The serial console so far, with CRs removed (raw bytes: see consoleBytes). */
+  /** The serial console so far without CRs and terminal escapes (raw bytes: see consoleBytes). */
   text(): string {
-    return this.consoleBytes().toString("latin1").replace(/\r/g, "");
+    return this.consoleBytes()
+      .toString("latin1")
+      .replace(/\r/g, "")
+      .replace(/\x1b(\[[0-9;?]*[A-Za-z]|c)/g, "");
   }
 
   consoleBytes(): Buffer {

@@ -9,6 +9,7 @@ import { vekPublicKey, verifySnpReportSignature } from "../../../platform/snp/ve
 import { hex } from "../../../platform/util/bytes.ts";
 import { fail, parseAzureEvidence, verifyClaimsBinding, verifyVtpmQuote } from "./az-common.ts";
 import type { TeeVerifier } from "./types.ts";
+import { pemCertificateBlocks } from "../../../platform/util/pem.ts";
 
 export interface AzSnpOptions {
   tee?: "az-snp-vtpm" | "azsnpvtpm";
@@ -19,7 +20,7 @@ export interface AzSnpOptions {
 const MILAN_CHAIN_FILE = new URL("../../fixtures/azure/trustee-az-snp-vtpm/vcek.pem", import.meta.url);
 
 function splitPem(pem: string): crypto.X509Certificate[] {
-  return (pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []).map((c) => new crypto.X509Certificate(c));
+  return pemCertificateBlocks(pem).map((c) => new crypto.X509Certificate(c));
 }
 
 /** AMD's Milan ASK+ARK: the last two certificates of trustee's vcek.pem (VCEK, ASK, ARK). */

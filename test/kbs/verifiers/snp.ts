@@ -21,6 +21,7 @@ import { vekPublicKey, verifySnpReportSignature } from "../../../platform/snp/ve
 import { bytesEqual, fitTo, hex } from "../../../platform/util/bytes.ts";
 import { testPki } from "../../helpers/snp-fixtures.ts";
 import type { TeeClaims, TeeVerifier, VerifyContext } from "./types.ts";
+import { pemCertificateBlocks } from "../../../platform/util/pem.ts";
 
 export interface SnpTrustAnchor {
   arkPem: string;
@@ -204,7 +205,7 @@ export function makeSnpVerifier(base: Omit<SnpVerifyOptions, "initDataDigest">):
 export function amdAnchors(): SnpTrustAnchor[] {
   const dir = path.resolve(import.meta.dirname, "../../fixtures/snp");
   return ["trustee-milan_ask_ark_asvk.pem", "trustee-genoa_ask_ark_asvk.pem"].map((f) => {
-    const pems = fs.readFileSync(path.join(dir, f), "utf8").match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)!;
+    const pems = pemCertificateBlocks(fs.readFileSync(path.join(dir, f), "utf8"));
     return { askPem: pems[0]!, arkPem: pems[1]! }; // file order: ASK, ARK, ASVK
   });
 }

@@ -4,7 +4,7 @@ import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { mergeLayers, readConfigFile, noteWideningFlags } from "../../../agent/config/load.ts";
 import { configSchema } from "../../../agent/config/schema.ts";
-import { flagLayer } from "../../../agent/cli/common.ts";
+import { flagLayer, readCa } from "../../../agent/cli/common.ts";
 import { parseArgs } from "../../../agent/cli/args.ts";
 import { configOptions } from "../../../agent/cli/common.ts";
 import { createLogger } from "../../../platform/util/log.ts";
@@ -92,6 +92,41 @@ describe("config layers", () => {
     noteWideningFlags(loaded, log);
     expect(lines.join("")).toMatch(/platform\.allow_sample enabled by flags/);
     expect(lines.join("")).toMatch(/kbs\.insecure_http enabled by flags/);
+  });
+});
+
+describe("KBS CA handling fails closed", () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "cvmca-"));
+  const PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  const file = { source: "file:/etc/cvm-unlock/config.json", data: { kbs: { ca_pem: PEM } } };
+
+  it("ca_pem and ca_file together are refused, naming both sources (a tester's --ca never silently loses)", () => {
+    const args = parseArgs(["--ca", "/tmp/other-ca.pem"], configOptions);
+    expect(() => mergeLayers([file, flagLayer(args)])).toThrow(/kbs\.ca_pem \(from file:\/etc\/cvm-unlock\/config\.json\) and kbs\.ca_file \(from flags\) are both set/);
+    expect(mergeLayers([file]).config.kbs.ca_pem).toBe(PEM);
+  });
+
+  it("a CA source without a certificate is refused instead of falling back to the system roots", () => {
+    const cfg = (kbs: Record<string, unknown>) => configSchema.parse({ kbs }, "");
+    expect(() => readCa(cfg({ ca_pem: "" }))).toThrow(/kbs\.ca_pem holds no PEM certificate/);
+    const empty = path.join(tmp, "empty-ca.pem");
+    fs.writeFileSync(empty, "");
+    expect(() => readCa(cfg({ ca_file: empty }))).toThrow(/CA file .*empty-ca\.pem holds no PEM certificate/);
+    expect(() => readCa(cfg({ ca_file: tmp }))).toThrow(/not a regular file/);
+    const big = path.join(tmp, "big-ca.pem");
+    fs.writeFileSync(big, PEM + "x".repeat(256 * 1024));
+    expect(() => readCa(cfg({ ca_file: big }))).toThrow(/at most 262144 bytes/);
+    expect(() => readCa(cfg({ ca_file: path.join(tmp, "missing-ca.pem") }))).toThrow(/cannot read CA file/);
+    const good = path.join(tmp, "ca.pem");
+    fs.writeFileSync(good, PEM);
+    expect(readCa(cfg({ ca_file: good }))).toBe(PEM);
+    expect(readCa(cfg({}))).toBeUndefined();
+  });
+
+  it("a config file larger than 1 MiB is refused before it is read", () => {
+    const big = path.join(tmp, "big.json");
+    fs.writeFileSync(big, `{"resource":"${"a".repeat(1024 * 1024)}"}`);
+    expect(() => readConfigFile(big, true)).toThrow(/larger than 1048576 bytes/);
   });
 });
 

@@ -2,7 +2,7 @@
 // oversized, slow and failing responses.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fetchTdQuote, fetchVcek, type MetadataOptions } from "../../../platform/azure/metadata.ts";
-import { certificatesFromPem } from "../../../platform/azure/pem.ts";
+import { certificatesFromPem, pemCertificateBlocks, toPem as pemOf } from "../../../platform/util/pem.ts";
 import { Deadline } from "../../../platform/util/deadline.ts";
 import { CvmError, ParseError } from "../../../platform/util/errors.ts";
 import { silentLogger } from "../../../platform/util/log.ts";
@@ -10,7 +10,7 @@ import { startFakeMetadata, type FakeMetadata } from "../../helpers/azure-metada
 import { fixtureText } from "./fixtures.ts";
 
 const pem = fixtureText("trustee-az-snp-vtpm/vcek.pem");
-const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----\n?/g)!;
+const blocks = pemCertificateBlocks(pem).map((b) => `${b}\n`);
 let md: FakeMetadata;
 const opts = (o: Partial<MetadataOptions> = {}): MetadataOptions => ({ baseUrl: md.url, deadline: new Deadline(20_000), log: silentLogger, ...o });
 
@@ -92,7 +92,7 @@ describe("Azure metadata client", () => {
 describe("THIM PEM → DER", () => {
   const one = blocks[0]!;
   const der = (pem: string) => Buffer.from(pem.replace(/-----[A-Z ]+-----|\s/g, ""), "base64");
-  const toPem = (d: Uint8Array) => `-----BEGIN CERTIFICATE-----\n${Buffer.from(d).toString("base64").replace(/(.{64})/g, "$1\n")}\n-----END CERTIFICATE-----\n`;
+  const toPem = (d: Uint8Array) => pemOf("CERTIFICATE", d);
   it.each([
     ["no certificate", "hello", /no -----BEGIN CERTIFICATE/],
     ["a private key block", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", /expected CERTIFICATE/],

@@ -4,7 +4,7 @@ import * as crypto from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { snpEvidence, tdxEvidence } from "../../../platform/azure/evidence.ts";
 import { parseHclReport } from "../../../platform/azure/hcl.ts";
-import { certificatesFromPem } from "../../../platform/azure/pem.ts";
+import { certificatesFromPem } from "../../../platform/util/pem.ts";
 import { decodeQuoteAttest } from "../../../platform/tpm/structures.ts";
 import { b64urlPadded, utf8 } from "../../../platform/util/bytes.ts";
 import { verifier as snpVerifier, legacyVerifier as snpLegacy } from "../../kbs/verifiers/az-snp-vtpm.ts";

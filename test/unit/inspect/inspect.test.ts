@@ -6,20 +6,23 @@ import { detectType, inspectBytes, INSPECT_TYPES, renderJson, renderText, resolv
 import { CERT_GUIDS, encodeCertTable } from "../../../platform/snp/certs.ts";
 import { CvmError, ParseError } from "../../../platform/util/errors.ts";
 import { prng } from "../../helpers/prng.ts";
+import { pemCertificateBlocks } from "../../../platform/util/pem.ts";
 
 const TDX = path.join(import.meta.dirname, "../../fixtures/tdx");
 const EL = path.join(import.meta.dirname, "../../fixtures/eventlog");
+const SNP = path.join(import.meta.dirname, "../../fixtures/snp");
+const AZURE = path.join(import.meta.dirname, "../../fixtures/azure");
 const load = (p: string) => {
   const b = fs.readFileSync(p);
   return new Uint8Array(p.endsWith(".gz") ? zlib.gunzipSync(b) : b);
 };
 
 function certTable(): Uint8Array {
-  const pems = fs.readFileSync(path.join(TDX, "snp-for-inspect/milan-ask-ark.pem"), "utf8").match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g)!;
+  const pems = pemCertificateBlocks(fs.readFileSync(path.join(SNP, "milan-ask-ark.pem"), "utf8"));
   const der = (pem: string) => new Uint8Array(Buffer.from(pem.replace(/-----[A-Z ]+-----|\s/g, ""), "base64"));
   return encodeCertTable(
     [
-      { guid: CERT_GUIDS.VCEK, data: load(path.join(TDX, "snp-for-inspect/test-vcek.der")) },
+      { guid: CERT_GUIDS.VCEK, data: load(path.join(SNP, "trustee-test-vcek.der")) },
       { guid: CERT_GUIDS.ASK, data: der(pems[0]!) },
       { guid: CERT_GUIDS.ARK, data: der(pems[1]!) },
     ],
@@ -37,11 +40,11 @@ const samples: Array<[string, () => Uint8Array, InspectType]> = [
   ["ccel_table.dat", () => load(path.join(TDX, "ccel_table.dat")), "ccel-table"],
   ["binary_bios_measurements", () => load(path.join(EL, "binary_bios_measurements")), "eventlog"],
   ["event-uefi-sha1-log.bin", () => load(path.join(EL, "event-uefi-sha1-log.bin")), "eventlog"],
-  ["sev-gcp.bin", () => load(path.join(TDX, "snp-for-inspect/sev-gcp.bin")), "snp-report"],
-  ["test-report.bin", () => load(path.join(TDX, "snp-for-inspect/test-report.bin")), "snp-report"],
+  ["sev-gcp.bin", () => load(path.join(SNP, "teekit-sev-gcp.bin")), "snp-report"],
+  ["test-report.bin", () => load(path.join(SNP, "trustee-test-report.bin")), "snp-report"],
   ["cert table", certTable, "snp-certs"],
-  ["hcl-report-tdx.bin", () => load(path.join(TDX, "azure-hcl/hcl-report-tdx.bin")), "hcl-report"],
-  ["trustee az snp hcl", () => load(path.join(TDX, "azure-hcl/trustee-az-snp-hcl-report.bin")), "hcl-report"],
+  ["hcl-report-tdx.bin", () => load(path.join(AZURE, "kinvolk/hcl-report-tdx.bin")), "hcl-report"],
+  ["trustee az snp hcl", () => load(path.join(AZURE, "trustee-az-snp-vtpm/hcl-report.bin")), "hcl-report"],
 ];
 
 describe("inspect: detection and decoding of real artefacts", () => {
@@ -88,11 +91,11 @@ describe("inspect: detection and decoding of real artefacts", () => {
   });
 
   it("SNP report: policy decoded, trustee evidence struct equals the reference JSON", () => {
-    const b = load(path.join(TDX, "snp-for-inspect/test-report.bin"));
+    const b = load(path.join(SNP, "trustee-test-report.bin"));
     const text = renderText(inspectBytes(b, "snp-report"));
     expect(text).toContain("0x3001f (ABI >= 0.31; SMT allowed, debug disallowed)");
     expect(text).toContain("a1f3930413247bb38cfc171579ea3c12d5fe4901f0c792f63fd75d98f1ef827c23500644e0e692e6be917f9050d3d38c");
-    const want = JSON.parse(fs.readFileSync(path.join(TDX, "snp-for-inspect/snp-test-report.bin.evidence.json"), "utf8"));
+    const want = JSON.parse(fs.readFileSync(path.join(SNP, "generated-snp-test-report.evidence.json"), "utf8"));
     expect(JSON.parse(trusteeEvidence(b, "snp-report"))).toEqual(want);
   });
 
@@ -112,7 +115,7 @@ describe("inspect: detection and decoding of real artefacts", () => {
   });
 
   it("HCL report (TDX): binding verified, embedded TDREPORT decoded", () => {
-    const i = inspectBytes(load(path.join(TDX, "azure-hcl/trustee-az-tdx-hcl-report.bin")), "hcl-report");
+    const i = inspectBytes(load(path.join(AZURE, "trustee-az-tdx-vtpm/hcl-report.bin")), "hcl-report");
     expect(i.warnings).toEqual([]);
     const j = JSON.parse(renderJson(i));
     expect(j.claims_bound).toBe(true);
@@ -121,7 +124,7 @@ describe("inspect: detection and decoding of real artefacts", () => {
   });
 
   it("HCL report with tampered claims warns that they are not bound", () => {
-    const b = load(path.join(TDX, "azure-hcl/hcl-report-snp.bin")).slice();
+    const b = load(path.join(AZURE, "kinvolk/hcl-report-snp.bin")).slice();
     // Change one hex digit of vmUniqueId: still valid JSON, no longer what the hardware report binds.
     const at = Buffer.from(b).indexOf('vmUniqueId":"') + 13;
     expect(at).toBeGreaterThan(13);
@@ -156,7 +159,7 @@ describe("inspect: evidence JSON and text input", () => {
   });
 
   it("snp evidence JSON is re-encoded and decoded like the raw report", () => {
-    const ev = load(path.join(TDX, "snp-for-inspect/snp-test-report.bin.evidence.json"));
+    const ev = load(path.join(SNP, "generated-snp-test-report.evidence.json"));
     const i = inspectBytes(ev, resolveType(ev));
     expect(i.type).toBe("evidence-json");
     expect(renderText(i)).toContain("a1f3930413247bb38cfc171579ea3c12d5fe4901f0c792f63fd75d98f1ef827c23500644e0e692e6be917f9050d3d38c");
@@ -165,7 +168,7 @@ describe("inspect: evidence JSON and text input", () => {
   });
 
   it("hex and base64 text are decoded when the raw bytes are not recognised", () => {
-    const hexText = new TextEncoder().encode(Buffer.from(load(path.join(TDX, "snp-for-inspect/sev-gcp.bin"))).toString("hex") + "\n");
+    const hexText = new TextEncoder().encode(Buffer.from(load(path.join(SNP, "teekit-sev-gcp.bin"))).toString("hex") + "\n");
     expect(resolveInput(hexText)).toMatchObject({ type: "snp-report", encoding: "hex" });
     const b64Text = new TextEncoder().encode(quote().toString("base64"));
     const r = resolveInput(b64Text);
@@ -192,9 +195,9 @@ describe("inspect: errors", () => {
   it("truncated inputs give a ParseError naming field and offset", () => {
     const q = load(path.join(TDX, "tdx_quote_5.dat")).subarray(0, 300);
     expect(() => inspectBytes(q, "tdx-quote")).toThrow("TDX quote: field 'body.mr_owner' at offset 286 (0x11e): needs 48 byte(s), only 14 left of 300");
-    const snp = load(path.join(TDX, "snp-for-inspect/sev-gcp.bin")).subarray(0, 600);
+    const snp = load(path.join(SNP, "teekit-sev-gcp.bin")).subarray(0, 600);
     expect(() => inspectBytes(snp, "snp-report")).toThrow(ParseError);
-    const hcl = load(path.join(TDX, "azure-hcl/hcl-report-tdx.bin")).subarray(0, 1000);
+    const hcl = load(path.join(AZURE, "kinvolk/hcl-report-tdx.bin")).subarray(0, 1000);
     expect(() => inspectBytes(hcl, "hcl-report")).toThrow(ParseError);
   });
 

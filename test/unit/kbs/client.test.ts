@@ -1,13 +1,15 @@
+import { randomBytes } from "node:crypto";
+import * as fs from "node:fs";
 import { afterEach, describe, expect, it } from "vitest";
 import { fetchResource } from "../../../agent/kbs/client.ts";
 import type { Attester, KbsClientOptions, TeeKeyType } from "../../../agent/kbs/types.ts";
 import { Timeline } from "../../../agent/timeline.ts";
 import { sampleSource } from "../../../platform/sample/index.ts";
 import { Deadline } from "../../../platform/util/deadline.ts";
-import { CvmError } from "../../../platform/util/errors.ts";
+import { failure } from "./helpers/failure.ts";
 import { createLogger } from "../../../platform/util/log.ts";
-import { MiniKbs, type MiniKbsOptions } from "./helpers/mini-kbs.ts";
-import { makeTestPki } from "./helpers/tls-fixture.ts";
+import { createPki } from "../../helpers/pki.ts";
+import { startTestKbs, type RecordedRequest, type StartOptions, type TestKbs } from "../../kbs/server.ts";
 
 const SECRET = Buffer.from("0123456789abcdef0123456789abcdef-disk-key");
 const RESOURCE = "default/luks/root";
@@ -24,15 +26,20 @@ const sampleAttester = (): Attester & { digests: Uint8Array[] } => {
   };
 };
 
-let kbs: MiniKbs[] = [];
+// The client runs against the trustee-faithful test KBS (test/kbs/), which checks the cookie, nonce,
+// runtime-data binding and token as trustee does; `seen` records the exact wire bytes it received.
+type Kbs = TestKbs & { seen: RecordedRequest[]; count(path: string): number };
+let kbs: Kbs[] = [];
 afterEach(async () => {
-  for (const k of kbs) await k.stop();
+  for (const k of kbs) await k.close();
   kbs = [];
 });
-async function startKbs(o: MiniKbsOptions = {}): Promise<MiniKbs> {
-  const k = await new MiniKbs({ resources: { [RESOURCE]: SECRET }, ...o }).start();
-  kbs.push(k);
-  return k;
+async function startKbs(o: StartOptions = {}): Promise<Kbs> {
+  const seen: RecordedRequest[] = [];
+  const k = await startTestKbs({ resources: { [RESOURCE]: SECRET }, onRequest: (r) => seen.push(r), ...o });
+  const handle = Object.assign(k, { seen, count: (path: string) => seen.filter((r) => r.path === path).length });
+  kbs.push(handle);
+  return handle;
 }
 
 function clientOpts(endpoints: string[], over: Partial<KbsClientOptions> = {}) {
@@ -52,19 +59,11 @@ function clientOpts(endpoints: string[], over: Partial<KbsClientOptions> = {}) {
   return { opts, lines };
 }
 
-async function failure(p: Promise<unknown>): Promise<CvmError> {
-  const e = await p.then(
-    () => undefined,
-    (err: unknown) => err,
-  );
-  expect(e, "expected a CvmError").toBeInstanceOf(CvmError);
-  return e as CvmError;
-}
-
-describe("fetchResource against a trustee-faithful double", () => {
+describe("fetchResource against the trustee-faithful test KBS", () => {
   for (const teeKey of ["ec-p256", "ec-p521", "rsa-oaep-256"] as TeeKeyType[]) {
     it(`${teeKey}: full RCAR handshake releases and decrypts the resource`, async () => {
-      const k = await startKbs();
+      const nonce = randomBytes(32).toString("base64");
+      const k = await startKbs({ nonce: () => nonce });
       const { opts, lines } = clientOpts([k.url], { teeKey });
       const attester = sampleAttester();
       const got = await fetchResource(opts, attester, RESOURCE);
@@ -77,7 +76,7 @@ describe("fetchResource against a trustee-faithful double", () => {
       const [auth, attest, res] = k.seen;
       expect(auth!.body).toBe('{"version":"0.4.0","tee":"sample","extra-params":{"supported-hash-algorithms":["sha256","sha384","sha512","sm3"]}}');
       expect(auth!.headers["content-type"]).toBe("application/json");
-      expect(attest!.headers.cookie).toMatch(/^kbs-session-id=[0-9a-f]{32}$/); // sent although the cookie's Expires is 1970
+      expect(attest!.headers.cookie).toMatch(/^kbs-session-id=[0-9a-f]{32}$/); // name=value only (Expires handling: messages.test.ts)
       const body = JSON.parse(attest!.body);
       expect(Object.keys(body)).toEqual(["init-data", "runtime-data", "tee-evidence"]);
       expect(body["init-data"]).toBeNull();
@@ -88,8 +87,7 @@ describe("fetchResource against a trustee-faithful double", () => {
 
       // Nothing secret in the logs: not the token, the nonce, the key or the plaintext.
       const log = lines.join("");
-      const session = [...k.sessions.values()][0]!;
-      for (const s of [token, session.nonce, SECRET.toString(), SECRET.toString("hex"), SECRET.toString("base64")]) expect(log).not.toContain(s);
+      for (const s of [token, nonce, SECRET.toString(), SECRET.toString("hex"), SECRET.toString("base64")]) expect(log).not.toContain(s);
       expect(log).toContain(`"token_chars":${token.length}`);
       got.secret.fill(0);
     });
@@ -103,13 +101,13 @@ describe("fetchResource against a trustee-faithful double", () => {
   });
 
   it("works over HTTPS with the configured CA", async () => {
-    const pki = makeTestPki();
+    const pki = createPki();
     try {
-      const k = await startKbs({ tls: pki.server });
+      const k = await startKbs({ tls: pki.tls });
       const got = await fetchResource(clientOpts([k.url], { insecureHttp: false, caPem: pki.caPem }).opts, sampleAttester(), RESOURCE);
       expect(Buffer.compare(got.secret, SECRET)).toBe(0);
     } finally {
-      pki.cleanup();
+      fs.rmSync(pki.dir, { recursive: true, force: true });
     }
   });
 
@@ -122,7 +120,7 @@ describe("fetchResource against a trustee-faithful double", () => {
   });
 
   it("policy deny -> kbs-refused at once, one handshake", async () => {
-    const k = await startKbs({ allow: false });
+    const k = await startKbs({ policy: "deny" });
     const e = await failure(fetchResource(clientOpts([k.url]).opts, sampleAttester(), RESOURCE));
     expect(e.kind).toBe("kbs-refused");
     expect(e.message).toMatch(/PolicyDeny: Access denied by policy/);
@@ -130,7 +128,7 @@ describe("fetchResource against a trustee-faithful double", () => {
   });
 
   it("a rejected (expired) token triggers a new handshake, then succeeds", async () => {
-    const k = await startKbs({ rejectTokensFirst: 1 });
+    const k = await startKbs({ faults: { expireTokenAfterAttest: 1 } });
     const attester = sampleAttester();
     const got = await fetchResource(clientOpts([k.url]).opts, attester, RESOURCE);
     expect(Buffer.compare(got.secret, SECRET)).toBe(0);
@@ -149,9 +147,12 @@ describe("fetchResource against a trustee-faithful double", () => {
   });
 
   it("tampered JWE -> decrypt error, nothing returned", async () => {
-    const k = await startKbs({ tamperJwe: (j) => ({ ...j, ciphertext: Buffer.from(Buffer.from(j.ciphertext, "base64url").map((b) => b ^ 1)).toString("base64url") }) });
-    const e = await failure(fetchResource(clientOpts([k.url]).opts, sampleAttester(), RESOURCE));
-    expect(e.kind).toBe("decrypt");
+    for (const part of ["ciphertext", "tag"] as const) {
+      const k = await startKbs({ faults: { tamperJwe: { count: 1, part } } });
+      const e = await failure(fetchResource(clientOpts([k.url]).opts, sampleAttester(), RESOURCE));
+      expect(e.kind, part).toBe("decrypt");
+      expect(k.stats.released, part).toBe(1);
+    }
   });
 
   it("invalid resource path or plain-http endpoint: config error before any request", async () => {
@@ -168,14 +169,13 @@ describe("fetchResource against a trustee-faithful double", () => {
   it("first endpoint unreachable -> the next one releases the secret", async () => {
     const dead = await startKbs();
     const deadUrl = dead.url;
-    await dead.stop();
-    kbs = kbs.filter((x) => x !== dead);
+    await dead.refuseConnections();
     const k = await startKbs();
     const got = await fetchResource(clientOpts([deadUrl, k.url], { attemptsPerEndpoint: 1 }).opts, sampleAttester(), RESOURCE);
     expect(got.endpoint).toBe(k.url);
   });
 
-  it("wrong path prefix (404 PluginNotFound) -> kbs-protocol", async () => {
+  it("wrong path prefix (404 without ErrorInformation, as actix answers) -> kbs-protocol naming the prefix", async () => {
     const k = await startKbs();
     const e = await failure(fetchResource(clientOpts([`${k.url}/wrong`]).opts, sampleAttester(), RESOURCE));
     expect(e.kind).toBe("kbs-protocol");
@@ -183,7 +183,7 @@ describe("fetchResource against a trustee-faithful double", () => {
   });
 
   it("no session cookie from /auth -> kbs-protocol", async () => {
-    const k = await startKbs({ noCookie: true });
+    const k = await startKbs({ faults: { stripSessionCookie: 1 } });
     const e = await failure(fetchResource(clientOpts([k.url]).opts, sampleAttester(), RESOURCE));
     expect(e.kind).toBe("kbs-protocol");
     expect(e.message).toMatch(/no kbs-session-id cookie/);

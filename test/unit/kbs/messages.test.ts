@@ -4,7 +4,7 @@ import { Timeline } from "../../../agent/timeline.ts";
 import { Deadline } from "../../../platform/util/deadline.ts";
 import { CvmError } from "../../../platform/util/errors.ts";
 import { silentLogger } from "../../../platform/util/log.ts";
-import { MiniKbs } from "./helpers/mini-kbs.ts";
+import { startTestKbs } from "../../kbs/server.ts";
 
 const b = (s: string) => Buffer.from(s);
 const EP = "https://kbs";
@@ -41,7 +41,7 @@ describe("hostile KBS answers are refused as kbs-protocol", () => {
   });
 
   it("evidence too big for trustee's 2 MiB payload limit is refused before sending", async () => {
-    const k = await new MiniKbs({ resources: {} }).start();
+    const k = await startTestKbs();
     try {
       const e = await fetchResource(
         { endpoints: [k.url], insecureHttp: true, requestTimeoutMs: 5000, attemptsPerEndpoint: 1, resourceAttempts: 1, teeKey: "ec-p256", deadline: new Deadline(10_000), log: silentLogger, timeline: new Timeline() },
@@ -51,9 +51,9 @@ describe("hostile KBS answers are refused as kbs-protocol", () => {
       expect(e).toBeInstanceOf(CvmError);
       expect((e as CvmError).kind).toBe("evidence");
       expect((e as CvmError).message).toMatch(/payload limit/);
-      expect(k.count("/kbs/v0/attest")).toBe(0);
+      expect(k.stats.requests.attest).toBe(0);
     } finally {
-      await k.stop();
+      await k.close();
     }
   });
 });

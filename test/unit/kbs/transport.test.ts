@@ -5,8 +5,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { endpointUrl, KbsTransport, parseRetryAfter, tryEndpoints, type TransportOptions } from "../../../agent/kbs/transport.ts";
 import { Deadline } from "../../../platform/util/deadline.ts";
 import { CvmError } from "../../../platform/util/errors.ts";
+import { failure } from "./helpers/failure.ts";
 import { createLogger, silentLogger } from "../../../platform/util/log.ts";
-import { makeTestPki, type TestPki } from "./helpers/tls-fixture.ts";
+import * as fs from "node:fs";
+import { createPki, type Pki } from "../../helpers/pki.ts";
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -22,7 +24,9 @@ const route: Handler = (req, res) => {
   else res.writeHead(404).end();
 };
 
-let pki: TestPki;
+let pki: Pki;
+/** A second PKI whose server certificate names only attest.example: right CA, wrong host. */
+let otherHostPki: Pki;
 let httpsUrl: string;
 let otherHostUrl: string;
 let httpUrl: string;
@@ -35,10 +39,11 @@ const listen = (s: Server | ReturnType<typeof createHttpsServer>) =>
   new Promise<number>((resolve) => s.listen(0, "127.0.0.1", () => resolve((s.address() as AddressInfo).port)));
 
 beforeAll(async () => {
-  pki = makeTestPki();
-  const https = createHttpsServer({ key: pki.server.key, cert: pki.server.cert }, route);
+  pki = createPki();
+  otherHostPki = createPki({ altNames: ["DNS:attest.example"] });
+  const https = createHttpsServer({ key: pki.serverKeyPem, cert: pki.serverCertPem }, route);
   https.on("connection", () => connections++);
-  const other = createHttpsServer({ key: pki.otherHost.key, cert: pki.otherHost.cert }, route);
+  const other = createHttpsServer({ key: otherHostPki.serverKeyPem, cert: otherHostPki.serverCertPem }, route);
   const http = createHttpServer(route);
   const reset = createTcpServer((sock) => (resetConnections++, sock.destroy()));
   const dead = createTcpServer();
@@ -55,7 +60,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const s of servers) (s as { closeAllConnections?: () => void }).closeAllConnections?.();
   for (const s of servers) s.close();
-  pki?.cleanup();
+  for (const p of [pki, otherHostPki]) if (p) fs.rmSync(p.dir, { recursive: true, force: true });
 });
 
 const opts = (over: Partial<TransportOptions> = {}): TransportOptions => ({
@@ -81,15 +86,6 @@ async function withTransport<T>(o: TransportOptions, fn: (t: KbsTransport) => Pr
 }
 
 const get = (t: KbsTransport, endpoint: string, over: object = {}) => t.request(endpoint, { method: "GET", path: "/kbs/v0/x", what: "test", ...over });
-
-async function failure(p: Promise<unknown>): Promise<CvmError> {
-  const e = await p.then(
-    () => undefined,
-    (err: unknown) => err,
-  );
-  expect(e, "expected a CvmError").toBeInstanceOf(CvmError);
-  return e as CvmError;
-}
 
 scenarios.ok = (req, res) => {
   let body = "";
@@ -122,7 +118,7 @@ describe("KBS transport over real undici + TLS", () => {
   });
 
   it("hostname mismatch (cert for attest.example, right CA) -> 'tls'", async () => {
-    const e = await failure(withTransport(opts(), (t) => get(t, `${otherHostUrl}/ok`)));
+    const e = await failure(withTransport(opts({ caPem: otherHostPki.caPem }), (t) => get(t, `${otherHostUrl}/ok`)));
     expect(e.kind).toBe("tls");
     expect(e.message).toMatch(/ERR_TLS_CERT_ALTNAME_INVALID/);
   });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { CERT_GUIDS, encodeCertTable, guidToBytes, parseCertTable } from "../../../platform/snp/certs.ts";
+import { CERT_GUIDS, encodeCertTable, parseCertTable } from "../../../platform/snp/certs.ts";
+import { guidFromBytes, guidToBytes } from "../../../platform/util/guid.ts";
 import { ParseError } from "../../../platform/util/errors.ts";
 
 const a = new Uint8Array(100).fill(0xaa);
@@ -70,7 +71,16 @@ describe("SNP certificate table", () => {
     expect(errorOf(() => parseCertTable(many)).message).toMatch(/more than 64 entries/);
   });
 
-  it("guidToBytes rejects malformed GUIDs", () => {
-    expect(() => guidToBytes("not-a-guid")).toThrow(TypeError);
+});
+
+describe("platform/util/guid", () => {
+  it("round-trips both byte orders and rejects malformed GUIDs", () => {
+    const g = CERT_GUIDS.VCEK;
+    expect(Buffer.from(guidToBytes(g, "rfc4122")).toString("hex")).toBe(g.replace(/-/g, ""));
+    // UEFI order swaps the first three groups (the GPT root type GUID's on-disk bytes)
+    expect(Buffer.from(guidToBytes("4f68bce3-e8cd-4db1-96e7-fbcaf984b709", "uefi")).toString("hex")).toBe("e3bc684fcde8b14d96e7fbcaf984b709");
+    for (const order of ["rfc4122", "uefi"] as const) expect(guidFromBytes(guidToBytes(g, order), order)).toBe(g);
+    expect(() => guidToBytes("not-a-guid", "rfc4122")).toThrow(TypeError);
+    expect(() => guidFromBytes(new Uint8Array(15), "uefi")).toThrow(TypeError);
   });
 });

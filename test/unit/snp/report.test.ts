@@ -5,10 +5,13 @@ import { decodeSnpReport, encodeSnpReport, SNP_REPORT_SIZE } from "../../../plat
 import { parseSnpEvidenceJson, snpEvidenceJsonText, snpEvidenceJsonValue, snpReportFromJson, snpReportToJsonText } from "../../../platform/snp/json.ts";
 import { vekPublicKey, verifySnpReportSignature } from "../../../platform/snp/verify.ts";
 import { ParseError } from "../../../platform/util/errors.ts";
+import { pemCertificateBlocks } from "../../../platform/util/pem.ts";
 
 const FIX = path.resolve(__dirname, "../../fixtures/snp");
 const read = (f: string) => new Uint8Array(fs.readFileSync(path.join(FIX, f)));
-const firstPem = (f: string) => fs.readFileSync(path.join(FIX, f), "utf8").match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/)![0];
+/** Azure HCL reports embed SNP reports; they live with the other Azure vectors. */
+const readAzure = (f: string) => new Uint8Array(fs.readFileSync(path.join(FIX, "../azure", f)));
+const firstPem = (f: string) => pemCertificateBlocks(fs.readFileSync(path.join(FIX, f), "utf8"))[0]!;
 
 // Every real report in the shared vectors, with the certificate that signed it.
 const REAL: { name: string; raw: () => Uint8Array; vek: () => Uint8Array | string; version: number; vmpl: number }[] = [
@@ -18,7 +21,7 @@ const REAL: { name: string; raw: () => Uint8Array; vek: () => Uint8Array | strin
   { name: "trustee test-vlek-report.bin (v3 VLEK)", raw: () => read("trustee-test-vlek-report.bin"), vek: () => read("trustee-test-vlek.der"), version: 3, vmpl: 1 },
   { name: "teekit sev-gcp.bin (v5)", raw: () => read("teekit-sev-gcp.bin"), vek: () => firstPem("teekit-sev-gcp-vcek.pem"), version: 5, vmpl: 0 },
   { name: "teekit sev-gcp-x25519-bound.bin (v5 VMPL1)", raw: () => read("teekit-sev-gcp-x25519-bound.bin"), vek: () => firstPem("teekit-sev-gcp-x25519-vcek.pem"), version: 5, vmpl: 1 },
-  { name: "trustee Azure HCL report (embedded v2)", raw: () => read("trustee-az-snp-hcl-report.bin").slice(0x20, 0x20 + SNP_REPORT_SIZE), vek: () => firstPem("trustee-az-snp-vcek.pem"), version: 2, vmpl: 0 },
+  { name: "trustee Azure HCL report (embedded v2)", raw: () => readAzure("trustee-az-snp-vtpm/hcl-report.bin").slice(0x20, 0x20 + SNP_REPORT_SIZE), vek: () => firstPem("../azure/trustee-az-snp-vtpm/vcek.pem"), version: 2, vmpl: 0 },
 ];
 
 describe("SNP report codec on real reports", () => {
@@ -42,7 +45,7 @@ describe("SNP report codec on real reports", () => {
   }
 
   it("kinvolk Azure HCL report (embedded v2, no matching VCEK) round-trips", () => {
-    const raw = read("kinvolk-hcl-report-snp.bin").slice(0x20, 0x20 + SNP_REPORT_SIZE);
+    const raw = readAzure("kinvolk/hcl-report-snp.bin").slice(0x20, 0x20 + SNP_REPORT_SIZE);
     expect(Buffer.from(encodeSnpReport(decodeSnpReport(raw)))).toEqual(Buffer.from(raw));
   });
 

@@ -111,6 +111,20 @@ describe("fault knobs", () => {
     expect(Buffer.from(await decryptJwe(good.body, hs.key)).toString()).toBe("v");
   });
 
+  it("stripSessionCookie drops Set-Cookie from /auth once; onRequest sees each request's bytes", async () => {
+    const seen: { method: string; path: string; body: string }[] = [];
+    kbs = await startTestKbs({ faults: { stripSessionCookie: 1 }, onRequest: ({ method, path, body }) => seen.push({ method, path, body }) });
+    const stripped = await rawRequest(`${kbs.url}/kbs/v0/auth`, { body: AUTH });
+    expect(stripped.status).toBe(200);
+    expect(stripped.headers["set-cookie"]).toBeUndefined();
+    expect(kbs.stats.events[0]!.fault).toBe("strip-cookie");
+    expect((await rawRequest(`${kbs.url}/kbs/v0/auth`, { body: AUTH })).headers["set-cookie"]?.[0]).toMatch(/^kbs-session-id=[0-9a-f]{32}; Expires=/);
+    expect(seen).toEqual([
+      { method: "POST", path: "/kbs/v0/auth", body: AUTH },
+      { method: "POST", path: "/kbs/v0/auth", body: AUTH },
+    ]);
+  });
+
   it("faults can be changed at runtime and bodies over 2 MiB get 413", async () => {
     kbs = await startTestKbs();
     kbs.faults.unavailable.attest = { count: 1 };

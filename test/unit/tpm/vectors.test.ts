@@ -34,7 +34,7 @@ describe("go-attestation GCP Shielded VM (Windows) quote", () => {
 
 describe("kinvolk Azure vTPM quote", () => {
   it("TPMS_ATTEST with nonce 'challenge', SHA-256 PCR0-23, verified with akpub.pem", () => {
-    const b = fixture("kinvolk-quote.bin");
+    const b = fixture("../azure/kinvolk/quote.bin");
     let o = 0;
     const take = () => {
       const n = Number(b.readBigUInt64LE(o));
@@ -50,7 +50,7 @@ describe("kinvolk Azure vTPM quote", () => {
     expect(Buffer.from(attest.extraData).toString()).toBe("challenge");
     expect(attest.pcrSelect).toEqual([{ hash: TPM_ALG.SHA256, pcrs: Array.from({ length: 24 }, (_, i) => i) }]);
     expect(hex(attest.pcrDigest)).toBe(createHash("sha256").update(Buffer.concat(pcrs)).digest("hex"));
-    expect(createVerify("sha256").update(msg).verify(fixture("kinvolk-akpub.pem").toString(), sig)).toBe(true);
+    expect(createVerify("sha256").update(msg).verify(fixture("../azure/kinvolk/akpub.pem").toString(), sig)).toBe(true);
   });
 });
 

@@ -94,6 +94,7 @@ describe("configfs-tsm report through the stand-in kernel", () => {
   it("a provider that changes between reads is refused", async () => {
     const f = start({ afterGenerate: ({ files }) => files.write("provider", "tdx_guest\n") });
     await expect(requestTsmReport(envFor(f), { inblob })).rejects.toThrow(/provider changed from 'sev_guest' to 'tdx_guest'/);
+    expect(f.liveEntries()).toEqual([]);
   });
 
   it("an oversized outblob is refused without reading it all", async () => {
@@ -107,11 +108,13 @@ describe("configfs-tsm report through the stand-in kernel", () => {
   it("an oversized auxblob is refused", async () => {
     const f = start({ auxblobFor: () => new Uint8Array(300 * 1024) });
     await expect(requestTsmReport(envFor(f), { inblob, wantAuxblob: true })).rejects.toThrow(/auxblob is larger than the limit/);
+    expect(f.liveEntries()).toEqual([]);
   });
 
   it("garbage in generation/provider gives a ParseError naming the attribute", async () => {
     const f = start({ afterGenerate: ({ files }) => files.write("generation", "two\n") });
     await expect(requestTsmReport(envFor(f), { inblob })).rejects.toThrow(/generation.*not a decimal counter/);
+    expect(f.liveEntries()).toEqual([]);
   });
 
   it("a missing report directory is a platform error with a hint", async () => {

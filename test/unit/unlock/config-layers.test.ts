@@ -83,12 +83,16 @@ describe("LUKS2 token layer", () => {
     expect(() => parseCvmToken("0", { ...t, resource: "../etc" })).toThrow(/resource/);
   });
 
-  it("may only select endpoints, CAs and resources the trusted config allows", () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tok-"));
-    const caPem = `-----BEGIN CERTIFICATE-----\n${Buffer.from("fake-der-bytes").toString("base64")}\n-----END CERTIFICATE-----\n`;
-    const caFile = path.join(dir, "ca.pem");
+  /** A CA file in the initramfs and the header's token pinning it by fingerprint. */
+  function tokenPinningCa(der: string) {
+    const caPem = `-----BEGIN CERTIFICATE-----\n${Buffer.from(der).toString("base64")}\n-----END CERTIFICATE-----\n`;
+    const caFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "tok-")), "ca.pem");
     fs.writeFileSync(caFile, caPem);
-    const tok = { id: "0", token: { ...found.token, caSha256: caFingerprint(caPem) } };
+    return { caPem, caFile, tok: { id: "0", token: { ...found.token, caSha256: caFingerprint(caPem) } } };
+  }
+
+  it("may only select endpoints, CAs and resources the trusted config allows", () => {
+    const { caFile, tok } = tokenPinningCa("fake-der-bytes");
     const allow = (o: JsonObject) => file({ unlock: { luks_token: { trust: true, ...o } } });
     const good = allow({ allowed_endpoints: ["https://kbs.example:8080"], allowed_ca_files: [caFile], allowed_resources: ["default/key/*"] });
     const merged = mergeLayers([good, tokenLayer("/dev/vda2", tok, mergeLayers([good]).config)]);
@@ -105,6 +109,20 @@ describe("LUKS2 token layer", () => {
     // A forged layer with extra keys is caught by the guard itself.
     const layer = tokenLayer("/dev/vda2", tok, mergeLayers([good]).config);
     expect(() => mergeLayers([good, { ...layer, data: { ...layer.data, platform: { allow_sample: true } } }])).toThrow(/may not set platform.allow_sample/);
+  });
+
+  it("can never switch TLS off, and its CA pin never silently loses to a trusted inline ca_pem", () => {
+    const { caPem, caFile, tok } = tokenPinningCa("other-fake-der");
+    const luks_token = { trust: true, allowed_endpoints: ["https://kbs.example:8080"], allowed_ca_files: [caFile], allowed_resources: ["default/key/root"] };
+    const trusted = file({ unlock: { luks_token } });
+    const layer = tokenLayer("/dev/vda2", tok, mergeLayers([trusted]).config);
+    expect(() => mergeLayers([trusted, { ...layer, data: { ...layer.data, kbs: { ...(layer.data.kbs as JsonObject), insecure_http: true } } }])).toThrow(
+      /LUKS2 token 0 on \/dev\/vda2 may not set kbs.insecure_http/,
+    );
+    const inline = file({ kbs: { ca_pem: caPem }, unlock: { luks_token } });
+    expect(() => mergeLayers([inline, tokenLayer("/dev/vda2", tok, mergeLayers([inline]).config)])).toThrow(
+      /kbs\.ca_pem \(from file:test\) and kbs\.ca_file \(from LUKS2 token 0 on \/dev\/vda2\) are both set/,
+    );
   });
 
   it("resource patterns: exact or REPO/TYPE/* (one segment)", () => {

@@ -32,6 +32,11 @@ describe("key resource: raw key or versioned key document", () => {
     expect(k.format).toBe("document");
     expect(k.key.toString()).toBe("secret-key");
     expect(k.pins).toEqual({ uuid: UUID, luks2DigestSha256: FINGERPRINT });
+    // The key owns its memory (not a slice of Buffer's shared pool), so zeroing it leaves no copy there.
+    expect(k.key.byteOffset).toBe(0);
+    expect(k.key.buffer.byteLength).toBe(k.key.length);
+    for (const n of [1, 31, 32, 33, 64, 8192]) expect(parseKeyResource(doc({ cvm_unlock_key: 1, key: Buffer.alloc(n, 7).toString("base64") })).key.equals(Buffer.alloc(n, 7))).toBe(true);
+    expect(() => parseKeyResource(doc({ cvm_unlock_key: 1, key: Buffer.alloc(8193).toString("base64") }))).toThrow(/1\.\.8192 bytes/);
   });
 
   it("refuses malformed documents instead of using them as raw keys", () => {
