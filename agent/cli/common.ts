@@ -6,7 +6,7 @@ import { CvmError } from "../../platform/util/errors.ts";
 import { Deadline } from "../../platform/util/deadline.ts";
 import type { Logger } from "../../platform/util/log.ts";
 import type { PlatformEnv } from "../../platform/types.ts";
-import { DEFAULT_CONFIG_PATH, mergeLayers, noteWideningFlags, readConfigFile, type ConfigLayer, type JsonObject, type LoadedConfig } from "../config/load.ts";
+import { DEFAULT_CONFIG_PATH, mergeLayers, noteReplacedTrustAnchors, noteWideningFlags, readConfigFile, type ConfigLayer, type JsonObject, type LoadedConfig } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { optBool, optList, optNumber, optString, type OptionSpec, type ParsedArgs } from "./args.ts";
 
@@ -65,6 +65,7 @@ export function loadConfig(args: ParsedArgs, log: Logger, extraLayers: ConfigLay
   const layers = [...(file ? [file] : []), ...extraLayers, flagLayer(args)];
   const loaded = mergeLayers(layers);
   noteWideningFlags(loaded, log);
+  noteReplacedTrustAnchors(layers, log);
   return loaded;
 }
 

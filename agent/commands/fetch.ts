@@ -1,6 +1,7 @@
 // `cvm-unlock fetch REPO/TYPE/TAG`: the full KBS exchange; the secret goes to stdout (only when
 // stdout is not a terminal) or to --out-fd N. Nothing else is ever written to those.
 import * as fs from "node:fs";
+import { isatty } from "node:tty";
 import { CvmError } from "../../platform/util/errors.ts";
 import { attestAndFetch } from "../attest.ts";
 import { optInt } from "../cli/args.ts";
@@ -20,7 +21,7 @@ export const fetchCommand: Command = {
   name: "fetch",
   usage: "fetch [options] [REPO/TYPE/TAG]",
   description:
-    "The secret is written to stdout only when stdout is not a terminal, or to the file descriptor given by --out-fd.\n" +
+    "The secret is written to stdout, or to the file descriptor given by --out-fd; never to a terminal or stderr.\n" +
     "The resource path comes from the argument, --resource, or the config's `resource`.",
   options: [...configOptions, { name: "out-fd", kind: "string", value: "N", help: "write the secret to file descriptor N instead of stdout" }, ...timingOptions],
   async run(args, io) {
@@ -34,8 +35,9 @@ export const fetchCommand: Command = {
     } catch {
       throw new CvmError("usage", `--out-fd ${fd} is not an open file descriptor`);
     }
-    if (outFd === undefined && process.stdout.isTTY)
-      throw new CvmError("usage", "refusing to write a secret to a terminal", { hint: "redirect stdout to a pipe or file, or use --out-fd N" });
+    if (fd === 2) throw new CvmError("usage", "refusing to write a secret to file descriptor 2: that is stderr, where the logs go", { hint: "use stdout (a pipe or file) or another --out-fd" });
+    if (isatty(fd))
+      throw new CvmError("usage", `refusing to write a secret to a terminal (${outFd === undefined ? "stdout" : `--out-fd ${fd}`})`, { hint: "redirect it to a pipe or file, or use --out-fd N" });
 
     const ctx = runContext(args, io.log);
     try {

@@ -117,6 +117,20 @@ export function noteWideningFlags(loaded: LoadedConfig, log: Logger): void {
   }
 }
 
+/** Trust anchors a tester's flag may replace; doing so is logged like a widening flag. */
+const TRUST_ANCHORS = ["kbs.endpoints", "kbs.ca_file"];
+
+/** Log flags that replace a trust anchor an earlier (trusted) layer set: never a silent change. */
+export function noteReplacedTrustAnchors(layers: ConfigLayer[], log: Logger): void {
+  const flags = layers.at(-1);
+  if (!flags || flags.source !== "flags") return;
+  for (const anchor of TRUST_ANCHORS) {
+    if (getPath(flags.data, anchor) === undefined) continue;
+    const earlier = layers.slice(0, -1).filter((l) => getPath(l.data, anchor) !== undefined).map((l) => l.source);
+    if (earlier.length) log.warning(`${anchor} from ${earlier.join(", ")} replaced by flags: tester's explicit choice`);
+  }
+}
+
 function getPath(obj: unknown, path: string): unknown {
   let cur: unknown = obj;
   for (const part of path.split(".")) {

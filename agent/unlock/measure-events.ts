@@ -62,6 +62,23 @@ export function decodeRecords(bytes: Uint8Array): MeasurementRecord[] {
     const r = it as MeasurementRecord;
     if (typeof r !== "object" || r === null || r.v !== RECORD_VERSION || typeof r.kind !== "string" || typeof r.event !== "string")
       throw new CvmError("evidence", `event record item ${i} is not a version ${RECORD_VERSION} measurement record`);
+    const problem = registerProblem(r);
+    if (problem) throw new CvmError("evidence", `event record item ${i} (${r.kind}): ${problem}`);
     return r;
   });
+}
+
+/** A verifier replays these digests: check their shape rather than trusting the file. */
+function registerProblem(r: MeasurementRecord): string | undefined {
+  const isIndex = (n: unknown) => Number.isInteger(n) && (n as number) >= 0 && (n as number) <= 23;
+  if (r.pcr !== undefined) {
+    if (typeof r.pcr !== "object" || r.pcr === null || !isIndex(r.pcr.index)) return "pcr.index is not a PCR number";
+    const digests = Object.values(r.pcr.digests ?? {});
+    if (digests.length === 0 || !digests.every((d) => d instanceof Uint8Array && d.length >= 20 && d.length <= 64)) return "pcr.digests must map bank names to digests";
+  }
+  if (r.rtmr !== undefined) {
+    if (typeof r.rtmr !== "object" || r.rtmr === null || !isIndex(r.rtmr.index)) return "rtmr.index is not a register number";
+    if (!(r.rtmr.digest instanceof Uint8Array) || r.rtmr.digest.length !== 48) return "rtmr.digest must be 48 bytes (SHA-384)";
+  }
+  return undefined;
 }

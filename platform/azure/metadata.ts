@@ -3,7 +3,7 @@
 // node:http with explicit bounds: every request has a timeout capped by the run deadline, and
 // bodies larger than a limit are cut off before they are buffered. Responses are host input.
 import * as http from "node:http";
-import { b64url } from "../util/bytes.ts";
+import { b64url, fromB64url } from "../util/bytes.ts";
 import type { Deadline } from "../util/deadline.ts";
 import { CvmError, ParseError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
@@ -45,9 +45,13 @@ export async function fetchVcek(o: MetadataOptions): Promise<VcekResult> {
 export async function fetchTdQuote(o: MetadataOptions, tdReport: Uint8Array): Promise<Uint8Array> {
   const body = await requestJson(o, "POST", "/acc/tdquote", JSON.stringify({ report: b64url(tdReport) }));
   const quote = stringField(body, "quote", "tdquote response");
-  const bare = quote.replace(/=+$/, "");
-  if (!/^[A-Za-z0-9_-]+$/.test(bare) || bare.length % 4 === 1) throw new ParseError("tdquote response", "quote", 0, "not base64url");
-  return new Uint8Array(Buffer.from(bare, "base64url"));
+  try {
+    const bytes = fromB64url(quote.replace(/=+$/, ""), "quote"); // IMDS may pad; the decoder wants it bare
+    if (bytes.length > 0) return bytes;
+  } catch {
+    // reported below
+  }
+  throw new ParseError("tdquote response", "quote", 0, "not base64url");
 }
 
 function stringField(body: unknown, field: string, what: string): string {

@@ -10,10 +10,6 @@ import { getPcrBanks, getProperties } from "./operations.ts";
 
 const PROBE_CONNECT_MS = 2_000;
 
-function rootOf(env: PlatformEnv): { root?: string } {
-  return env.paths.root && env.paths.root !== "/" ? { root: env.paths.root } : {};
-}
-
 export const tpmSource: EvidenceSource = {
   id: "tpm",
   insecure: false,
@@ -21,7 +17,7 @@ export const tpmSource: EvidenceSource = {
   async probe(env: PlatformEnv): Promise<Probe> {
     let tpm;
     try {
-      tpm = await openTpm(env.tpm.spec, env.deadline, env.log, { ...rootOf(env), connectTimeoutMs: PROBE_CONNECT_MS, commandTimeoutMs: 10_000 });
+      tpm = await openTpm(env.tpm.spec, env.deadline, env.log, { root: env.paths.root, connectTimeoutMs: PROBE_CONNECT_MS, commandTimeoutMs: 10_000 });
     } catch (e) {
       return { source: "tpm", present: false, reason: errorMessage(e), ...(e instanceof CvmError && e.hint ? { hint: e.hint } : {}) };
     }
@@ -62,7 +58,7 @@ export const tpmSource: EvidenceSource = {
     let cancel!: (e: Error) => void;
     const digest = new Promise<Uint8Array>((resolve, reject) => ((giveDigest = resolve), (cancel = reject)));
     digest.catch(() => {});
-    const result = withTpm(env.tpm.spec, env.deadline, env.log, (tpm) => collectTpmEvidence(tpm, digest, env.tpm.akHandle), rootOf(env));
+    const result = withTpm(env.tpm.spec, env.deadline, env.log, (tpm) => collectTpmEvidence(tpm, digest, env.tpm.akHandle), { root: env.paths.root });
     result.catch(() => {});
     return {
       async collect(req) {

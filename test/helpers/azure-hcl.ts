@@ -3,6 +3,8 @@
 // by the test VCEK, or a TDREPORT), HclData, and the runtime claims JSON carrying the vTPM AK
 // as HCLAkPub and the guest's user-data — zero-padded to the NV index size.
 import { createHash } from "node:crypto";
+import { HCL_DATA_OFFSET, HCL_REPORT_TYPE, HCL_SIGNATURE, HW_REPORT_OFFSET, VAR_DATA_OFFSET } from "../../platform/azure/hcl.ts";
+import { TD_REPORT_SIZE, TD_REPORT_TYPE_TDX } from "../../platform/tdx/tdreport.ts";
 import { concat } from "../../platform/util/bytes.ts";
 import { makeSignedReport, type TestPki } from "./snp-fixtures.ts";
 
@@ -43,8 +45,8 @@ export function runtimeClaims(akPub: RsaPublicJwk, userData: Uint8Array): string
 }
 
 function tdReport(reportData: Uint8Array, mrTd: Uint8Array): Uint8Array {
-  const r = new Uint8Array(1024);
-  r[0] = 0x81; // REPORTTYPE.type = TDX
+  const r = new Uint8Array(TD_REPORT_SIZE);
+  r[0] = TD_REPORT_TYPE_TDX;
   r.set(reportData, TD_REPORT_DATA_OFFSET);
   r.set(mrTd, TD_REPORT_MRTD_OFFSET);
   return r;
@@ -61,20 +63,21 @@ export function buildHclReport(o: HclBuildOptions, claimsText = runtimeClaims(o.
     hw = tdReport(reportData, o.mrTd ?? new Uint8Array(48).fill(0x7d));
   }
   const nvSize = o.nvSize ?? 2600;
-  const reportSize = 0x4d4 + claims.length;
+  const reportSize = VAR_DATA_OFFSET + claims.length;
   if (reportSize > nvSize) throw new Error(`buildHclReport: ${reportSize} bytes do not fit the ${nvSize}-byte NV area`);
   const out = new Uint8Array(nvSize);
   const v = new DataView(out.buffer);
-  v.setUint32(0x00, 0x414c4348, true); // "HCLA"
+  v.setUint32(0x00, HCL_SIGNATURE, true);
   v.setUint32(0x04, o.tee === "snp" ? 1 : 2, true);
   v.setUint32(0x08, reportSize, true);
   v.setUint32(0x0c, 2, true); // AkCertRequest, as in every real report seen
-  out.set(hw, 0x20);
-  v.setUint32(0x4c0, 20 + claims.length, true);
-  v.setUint32(0x4c4, 1, true);
-  v.setUint32(0x4c8, o.tee === "snp" ? 2 : 4, true);
-  v.setUint32(0x4cc, 1, true); // SHA-256
-  v.setUint32(0x4d0, claims.length, true);
-  out.set(claims, 0x4d4);
+  out.set(hw, HW_REPORT_OFFSET);
+  // HclData: data_size (its 20 fixed bytes + claims), version, report_type, hash type, claims size
+  v.setUint32(HCL_DATA_OFFSET, 20 + claims.length, true);
+  v.setUint32(HCL_DATA_OFFSET + 4, 1, true);
+  v.setUint32(HCL_DATA_OFFSET + 8, o.tee === "snp" ? HCL_REPORT_TYPE.SNP : HCL_REPORT_TYPE.TDX, true);
+  v.setUint32(HCL_DATA_OFFSET + 12, 1, true); // SHA-256
+  v.setUint32(HCL_DATA_OFFSET + 16, claims.length, true);
+  out.set(claims, VAR_DATA_OFFSET);
   return out;
 }

@@ -73,7 +73,7 @@ describe("command line", () => {
     expect(h.stderr).toMatch(/insecure_http|plain http/i);
   });
 
-  it("fetch refuses to print a secret on a terminal, before contacting the KBS; ca_pem + --ca is refused", async () => {
+  it("fetch refuses to print a secret on a terminal or stderr, before contacting the KBS; ca_pem + --ca is refused", async () => {
     const secret = crypto.randomBytes(32);
     const kbs = await startTestKbs({ tls: pki.tls, resources: { "default/key/root": secret } });
     try {
@@ -91,6 +91,10 @@ describe("command line", () => {
       expect(tty.out).toMatch(/refusing to write a secret to a terminal/);
       expect(tty.out).not.toContain(secret.toString("latin1"));
       expect(kbs.stats.requests.auth).toBe(0);
+
+      const toStderr = await runCli(["fetch", "default/key/root", "--kbs", kbs.url, "--ca", pki.caFile, "--tee", "sample", "--allow-sample", "--out-fd", "2"]);
+      expect(toStderr.code, toStderr.stderr).toBe(EXIT_CODES.usage);
+      expect(toStderr.stderr).toMatch(/file descriptor 2: that is stderr/);
 
       const both = path.join(work, "ca-pem.json");
       fs.writeFileSync(both, JSON.stringify({ kbs: { ca_pem: pki.caPem } }));

@@ -1,10 +1,10 @@
 // /dev/tpmrm0 (or /dev/tpm0): one write(2) per command, then read(2) the response
 // (platform-abi.md §5.1, bun-runtime.md §3). Opened "r+" (O_RDWR, never O_NONBLOCK, never
-// Bun.write/writeFile). The kernel bounds the TPM's own command durations, so the blocking
-// read cannot hang forever; the deadline is checked around it by the client.
+// Bun.write/writeFile). Without O_NONBLOCK the kernel runs the command inside write(2) and read(2)
+// returns the buffered response. Both block the event loop, bounded only by the driver's own TPM
+// command timeouts (minutes for the longest commands), so the Deadline is checked between commands.
 import * as fs from "node:fs";
-import { CvmError } from "../../util/errors.ts";
-import { ParseError } from "../../util/errors.ts";
+import { CvmError, ParseError } from "../../util/errors.ts";
 import { TPM_HEADER_SIZE, TPM_MAX_MESSAGE } from "../constants.ts";
 import { responseFrameSize } from "../marshal.ts";
 import type { TpmTransport } from "./types.ts";

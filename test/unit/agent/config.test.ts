@@ -2,7 +2,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { mergeLayers, readConfigFile, noteWideningFlags } from "../../../agent/config/load.ts";
+import { mergeLayers, readConfigFile, noteReplacedTrustAnchors, noteWideningFlags } from "../../../agent/config/load.ts";
 import { configSchema } from "../../../agent/config/schema.ts";
 import { flagLayer, readCa } from "../../../agent/cli/common.ts";
 import { parseArgs } from "../../../agent/cli/args.ts";
@@ -83,6 +83,19 @@ describe("config layers", () => {
       if (JSON.stringify(data).includes("allow_sample")) throw new Error("token may not set platform.allow_sample");
     };
     expect(() => mergeLayers([{ source: "luks-token", data: { platform: { allow_sample: true } }, guard }])).toThrow(/may not set/);
+  });
+
+  it("logs flags that replace the trusted file's endpoints or CA (never a silent change of trust anchor)", () => {
+    const lines: string[] = [];
+    const log = createLogger({ format: "text", verbose: false, write: (l) => lines.push(l) });
+    const file = { source: "file:/etc/cvm-unlock/config.json", data: { kbs: { endpoints: ["https://a"], ca_file: "/etc/cvm-unlock/ca.pem" } } };
+    noteReplacedTrustAnchors([file, flagLayer(parseArgs(["--kbs", "https://b", "--ca", "/tmp/ca.pem"], configOptions))], log);
+    expect(lines.join("")).toMatch(/kbs\.endpoints from file:\/etc\/cvm-unlock\/config\.json replaced by flags/);
+    expect(lines.join("")).toMatch(/kbs\.ca_file from file:\/etc\/cvm-unlock\/config\.json replaced by flags/);
+    lines.length = 0;
+    noteReplacedTrustAnchors([{ source: "file:x", data: { deadline_s: 5 } }, flagLayer(parseArgs(["--kbs", "https://b"], configOptions))], log);
+    noteReplacedTrustAnchors([file, flagLayer(parseArgs(["--tee", "tpm"], configOptions))], log);
+    expect(lines).toEqual([]);
   });
 
   it("logs widening flags as the tester's explicit choice", () => {

@@ -4,6 +4,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { measureEvent, rtmrPath, type MeasureSettings } from "../../../agent/unlock/measure.ts";
+import { encodeCbor } from "../../../platform/util/cbor.ts";
 import { decodeRecords, LEAVE_INITRD_EVENT, replayExtends, volumeEvent } from "../../../agent/unlock/measure-events.ts";
 import type { BankDigest, PcrBackend } from "../../../agent/unlock/pcr-backend.ts";
 import { Deadline } from "../../../platform/util/deadline.ts";
@@ -103,5 +104,10 @@ describe("measurement", () => {
   it("decodeRecords refuses garbage", () => {
     expect(() => decodeRecords(new Uint8Array([0xff, 0x00]))).toThrow(/CBOR|record/);
     expect(() => decodeRecords(new Uint8Array([0xa1, 0x61, 0x76, 0x02]))).toThrow(/not a version 1/);
+    const base = { v: 1, kind: "volume", event: "cryptsetup:root:x", time: 0 };
+    expect(() => decodeRecords(encodeCbor({ ...base, pcr: { index: 15, digests: { sha256: new Uint8Array(3) } } }))).toThrow(/pcr.digests/);
+    expect(() => decodeRecords(encodeCbor({ ...base, pcr: { index: 99, digests: {} } }))).toThrow(/pcr.index/);
+    expect(() => decodeRecords(encodeCbor({ ...base, rtmr: { index: 3, digest: new Uint8Array(32) } }))).toThrow(/48 bytes/);
+    expect(decodeRecords(encodeCbor({ ...base, rtmr: { index: 3, digest: new Uint8Array(48) } }))[0]!.rtmr!.index).toBe(3);
   });
 });
