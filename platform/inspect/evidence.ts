@@ -2,10 +2,11 @@
 // one ({"attestation_report","cert_chain"}), or a whole /attest body whose tee-evidence carries
 // one of them. For TDX it also replays the event log against the quote's RTMRs the way trustee
 // does — the first thing to look at when a KBS refuses TDX evidence.
-import { bytesEqual, fromB64, hex } from "../util/bytes.ts";
+import { fromB64, hex } from "../util/bytes.ts";
 import { CvmError, ParseError } from "../util/errors.ts";
-import { parseCcelLog, replay, TPM_ALG_SHA384 } from "../eventlog/index.ts";
+import { parseCcelLog } from "../eventlog/index.ts";
 import { parseTdxQuote } from "../tdx/quote.ts";
+import { ccelRtmrMismatches } from "../tdx/rtmr.ts";
 import { parseSnpEvidenceJson } from "../snp/json.ts";
 import { encodeSnpReport } from "../snp/report.ts";
 import { certTypeName } from "../snp/certs.ts";
@@ -65,14 +66,14 @@ function inspectTdxEvidence(o: Record<string, unknown>): Inspection {
     const logBytes = b64Field(o, "cc_eventlog");
     const li = inspectCcel(logBytes);
     const quote = parseTdxQuote(quoteBytes);
-    const regs = replay(parseCcelLog(logBytes), { kind: "rtmr", noAction: "extend" });
+    const mismatches = new Map(ccelRtmrMismatches(parseCcelLog(logBytes), quote).map((m) => [m.index, m]));
     const rows: Row[] = [];
     const match: Record<string, boolean> = {};
     for (let i = 0; i < 4; i++) {
-      const ok = bytesEqual(regs.get(i)!.get(TPM_ALG_SHA384)!, quote.body.rtmrs[i]!);
-      match[`RTMR${i}`] = ok;
-      rows.push([`RTMR${i}`, ok ? "replay matches the quote" : `MISMATCH: log replays to ${hex(regs.get(i)!.get(TPM_ALG_SHA384)!)}`]);
-      if (!ok) warnings.push(`cc_eventlog does not replay to the quote's RTMR${i}: trustee will refuse this evidence`);
+      const bad = mismatches.get(i);
+      match[`RTMR${i}`] = !bad;
+      rows.push([`RTMR${i}`, bad ? `MISMATCH: log replays to ${hex(bad.replayed)}` : "replay matches the quote"]);
+      if (bad) warnings.push(`cc_eventlog does not replay to the quote's RTMR${i}: trustee will refuse this evidence`);
     }
     sections.push({ title: "event log vs quote (trustee's replay)", rows }, ...li.sections.map((s) => ({ ...s, title: `cc_eventlog: ${s.title}` })));
     warnings.push(...li.warnings);

@@ -20,5 +20,6 @@ export {
 export { parseTdReport, TD_REPORT_SIZE, type TdReport } from "./tdreport.ts";
 export { verifyQuoteSignature, verifyQeBinding, pckChainPem } from "./signature.ts";
 export { trusteeQuoteClaims, trusteeEventClaims } from "./claims.ts";
+export { ccelRtmrMismatches } from "./rtmr.ts";
 export { readCcel, ccelWire, CCEL_DATA_PATH, type CcelEvidence } from "./ccel-file.ts";
 export { tdxSource, checkReportData, TDX_PROVIDER } from "./source.ts";

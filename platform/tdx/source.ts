@@ -3,12 +3,12 @@
 // Evidence: {"cc_eventlog": base64 | null, "quote": base64}, both base64 STANDARD.
 import * as path from "node:path";
 import { probeTsmProvider, requestTsmReport, INBLOB_SIZE } from "../tsm/index.ts";
-import { replay, TPM_ALG_SHA384 } from "../eventlog/index.ts";
 import type { EvidenceSource, PlatformEnv, Probe } from "../types.ts";
 import { b64, bytesEqual, fitTo, hex } from "../util/bytes.ts";
 import { CvmError } from "../util/errors.ts";
 import { pathExists, readFileCapped } from "../util/files.ts";
 import { parseTdxQuote, type TdxQuote } from "./quote.ts";
+import { ccelRtmrMismatches } from "./rtmr.ts";
 import { verifyQuoteSignature } from "./signature.ts";
 import { readCcel, type CcelEvidence } from "./ccel-file.ts";
 
@@ -50,8 +50,7 @@ export function checkReportData(quote: TdxQuote, inblob: Uint8Array): void {
 /** Local diagnosis only (the verifier decides): does the CCEL replay to the quote's RTMRs? */
 function compareRtmrs(env: PlatformEnv, quote: TdxQuote, ccel: CcelEvidence): void {
   try {
-    const regs = replay(ccel.log, { kind: "rtmr", noAction: "extend" }); // as trustee replays
-    const bad = quote.body.rtmrs.flatMap((m, i) => (bytesEqual(regs.get(i)!.get(TPM_ALG_SHA384)!, m) ? [] : [`RTMR${i}`]));
+    const bad = ccelRtmrMismatches(ccel.log, quote).map((m) => `RTMR${m.index}`);
     if (bad.length) env.log.warning(`CCEL does not replay to the quote's ${bad.join(", ")}; the KBS will likely refuse this evidence`);
     else env.log.debug("CCEL replays to the quote's RTMR0..3", { events: ccel.log.events.length });
   } catch (e) {

@@ -5,7 +5,7 @@ import * as path from "node:path";
 import { hex } from "../util/bytes.ts";
 import { errorMessage } from "../util/errors.ts";
 import { readFileCapped } from "../util/files.ts";
-import { parseEventLog, replay } from "../eventlog/index.ts";
+import { compareRegisters, parseEventLog, replay, type RegisterValues } from "../eventlog/index.ts";
 import { algName } from "./constants.ts";
 import type { Tpm } from "./client.ts";
 import { getActiveBanks, pcrRead } from "./operations.ts";
@@ -50,13 +50,10 @@ export async function compareEventLog(tpm: Tpm, log: Uint8Array, where = "event 
     const pcrs = [...replayed.entries()].filter(([, m]) => m.has(alg)).map(([i]) => i).sort((a, b) => a - b);
     if (!pcrs.length) continue;
     const values = await pcrRead(tpm, [{ hash: alg, pcrs }]);
-    const cmp: BankComparison = { alg: algName(alg), matched: [], mismatched: [] };
-    for (const v of values) {
-      const want = hex(replayed.get(v.pcr)!.get(alg)!);
-      if (want === hex(v.digest)) cmp.matched.push(v.pcr);
-      else cmp.mismatched.push({ pcr: v.pcr, log: want, tpm: hex(v.digest) });
-    }
-    banks.push(cmp);
+    const actual: RegisterValues = new Map(values.map((v) => [v.pcr, new Map([[alg, v.digest]])]));
+    const mismatched = compareRegisters(replayed, actual).map((m) => ({ pcr: m.index, log: hex(m.replayed), tpm: hex(m.actual) }));
+    const bad = new Set(mismatched.map((m) => m.pcr));
+    banks.push({ alg: algName(alg), matched: values.map((v) => v.pcr).filter((p) => !bad.has(p)), mismatched });
   }
   return { path: where, events: parsed.events.length, banks };
 }

@@ -29,8 +29,18 @@ export interface BootResult {
 
 const live = new Set<ChildProcess>();
 process.on("exit", () => {
-  for (const p of live) p.kill("SIGKILL");
+  for (const p of live) killGroup(p);
 });
+
+/** Each helper runs as `timeout ... CMD` in its own process group: kill both at once. */
+function killGroup(p: ChildProcess): void {
+  if (p.pid === undefined || p.exitCode !== null || p.signalCode !== null) return;
+  try {
+    process.kill(-p.pid, "SIGKILL");
+  } catch {
+    p.kill("SIGKILL");
+  }
+}
 
 function track(p: ChildProcess): ChildProcess {
   live.add(p);
@@ -72,9 +82,13 @@ export class Vm {
     fs.cpSync(this.opts.swtpmTemplate, tpmDir, { recursive: true });
     const sock = path.join(workDir, "swtpm.sock");
     fs.rmSync(sock, { force: true });
+    // timeout(1) bounds both processes even if this test process is killed and cannot clean up;
+    // --terminate ends swtpm when QEMU disconnects
+    const bound = String(Math.ceil(this.opts.timeoutMs / 1000) + 30);
     this.swtpm = track(
-      spawn("swtpm", ["socket", "--tpm2", "--tpmstate", `dir=${tpmDir}`, "--ctrl", `type=unixio,path=${sock}`, "--log", `file=${path.join(workDir, "swtpm.log")},level=1`], {
+      spawn("timeout", ["-s", "KILL", bound, "swtpm", "socket", "--tpm2", "--terminate", "--tpmstate", `dir=${tpmDir}`, "--ctrl", `type=unixio,path=${sock}`, "--log", `file=${path.join(workDir, "swtpm.log")},level=1`], {
         stdio: ["ignore", "ignore", "pipe"],
+        detached: true,
       }),
     );
     await waitForFile(sock, 10_000, this.swtpm);
@@ -91,7 +105,7 @@ export class Vm {
       "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0",
     ];
     const t0 = Date.now();
-    const qemu = track(spawn("qemu-system-x86_64", args, { stdio: ["ignore", "pipe", "pipe"] }));
+    const qemu = track(spawn("timeout", ["-s", "KILL", bound, "qemu-system-x86_64", ...args], { stdio: ["ignore", "pipe", "pipe"], detached: true }));
     this.qemu = qemu;
     const onData = (b: Buffer) => {
       this.chunks.push(b);
@@ -103,14 +117,14 @@ export class Vm {
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      qemu.kill("SIGKILL");
+      killGroup(qemu);
     }, this.opts.timeoutMs);
     this.result = new Promise<BootResult>((resolve, reject) => {
       qemu.once("error", (e) => (clearTimeout(timer), fs.closeSync(log), reject(e)));
       qemu.once("close", (code, signal) => {
         clearTimeout(timer);
         fs.closeSync(log);
-        this.swtpm?.kill("SIGTERM");
+        if (this.swtpm) killGroup(this.swtpm);
         this.checkWaiters();
         resolve({ code, signal, timedOut, wallMs: Date.now() - t0 });
       });
@@ -158,8 +172,8 @@ export class Vm {
   }
 
   async stop(): Promise<void> {
-    this.qemu?.kill("SIGKILL");
-    this.swtpm?.kill("SIGKILL");
+    if (this.qemu) killGroup(this.qemu);
+    if (this.swtpm) killGroup(this.swtpm);
     if (this.result) await this.result.catch(() => undefined);
   }
 }

@@ -8,6 +8,7 @@ import { bytesEqual, hex } from "../../../platform/util/bytes.ts";
 import { parseHclReport, runtimeClaimsDigest, userDataCarries, type HclReport } from "../../../platform/azure/hcl.ts";
 import { decodeQuoteAttest, type QuoteAttest } from "../../../platform/tpm/structures.ts";
 import { TPM_ALG } from "../../../platform/tpm/constants.ts";
+import { fail, jsonObject as obj } from "./json-fields.ts";
 import type { TeeClaims, VerifyContext } from "./types.ts";
 
 /** URL-safe base64 WITH padding, canonical (serde_with Base64<UrlSafe, Padded>). */
@@ -26,14 +27,6 @@ export interface ParsedAzureEvidence {
   hardwareBlob: Uint8Array;
 }
 
-export function fail(tee: string, problem: string): never {
-  throw new Error(`${tee} evidence: ${problem}`);
-}
-
-function obj(v: unknown, tee: string, what: string): Record<string, unknown> {
-  if (v === null || typeof v !== "object" || Array.isArray(v)) fail(tee, `${what} must be a JSON object`);
-  return v as Record<string, unknown>;
-}
 
 function hexField(v: unknown, tee: string, what: string): Uint8Array {
   if (typeof v !== "string" || !HEX.test(v) || v.length > 2 * MAX_BLOB) fail(tee, `${what} must be an even-length hex string`);

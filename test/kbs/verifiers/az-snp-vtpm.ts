@@ -7,7 +7,8 @@ import * as fs from "node:fs";
 import { decodeSnpReport } from "../../../platform/snp/report.ts";
 import { vekPublicKey, verifySnpReportSignature } from "../../../platform/snp/verify.ts";
 import { hex } from "../../../platform/util/bytes.ts";
-import { fail, parseAzureEvidence, verifyClaimsBinding, verifyVtpmQuote } from "./az-common.ts";
+import { parseAzureEvidence, verifyClaimsBinding, verifyVtpmQuote } from "./az-common.ts";
+import { fail } from "./json-fields.ts";
 import type { TeeVerifier } from "./types.ts";
 import { pemCertificateBlocks } from "../../../platform/util/pem.ts";
 

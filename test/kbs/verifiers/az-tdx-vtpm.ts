@@ -5,7 +5,8 @@
 import { parseTdxQuote } from "../../../platform/tdx/quote.ts";
 import { verifyQeBinding, verifyQuoteSignature } from "../../../platform/tdx/signature.ts";
 import { hex } from "../../../platform/util/bytes.ts";
-import { fail, parseAzureEvidence, verifyClaimsBinding, verifyVtpmQuote } from "./az-common.ts";
+import { parseAzureEvidence, verifyClaimsBinding, verifyVtpmQuote } from "./az-common.ts";
+import { fail } from "./json-fields.ts";
 import type { TeeVerifier } from "./types.ts";
 
 export function makeAzTdxVtpmVerifier(tee: "az-tdx-vtpm" | "aztdxvtpm" = "az-tdx-vtpm"): TeeVerifier {

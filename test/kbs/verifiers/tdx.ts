@@ -14,7 +14,8 @@ import { bytesEqual, fitTo, fromB64, hex } from "../../../platform/util/bytes.ts
 import { parseTdxQuote } from "../../../platform/tdx/quote.ts";
 import { verifyQeBinding, verifyQuoteSignature } from "../../../platform/tdx/signature.ts";
 import { trusteeEventClaims, trusteeQuoteClaims } from "../../../platform/tdx/claims.ts";
-import { knownDigestSize, parseCcelLog, replay, TPM_ALG_SHA384 } from "../../../platform/eventlog/index.ts";
+import { knownDigestSize, parseCcelLog } from "../../../platform/eventlog/index.ts";
+import { ccelRtmrMismatches } from "../../../platform/tdx/rtmr.ts";
 import type { TeeClaims, TeeVerifier, VerifyContext } from "./types.ts";
 
 function field(ev: Record<string, unknown>, name: string): unknown {
@@ -59,12 +60,8 @@ export function verifyTdxEvidence(evidence: unknown, expectedReportData: Uint8Ar
     if (alg) throw new Error(`tdx evidence: cc_eventlog: Unknown algorithm type detected: ${alg.id.toString(16)}`);
     const unknown = log.events.find((e) => e.typeName.startsWith("EV_UNKNOWN"));
     if (unknown) throw new Error(`tdx evidence: cc_eventlog: Unknown event type detected: 0x${unknown.type.toString(16)}`);
-    const rtmrs = replay(log, { kind: "rtmr", noAction: "extend" });
-    for (let i = 0; i < 4; i++) {
-      const got = rtmrs.get(i)!.get(TPM_ALG_SHA384)!;
-      if (!bytesEqual(got, quote.body.rtmrs[i]!))
-        throw new Error(`tdx evidence: cc_eventlog replays RTMR${i} to ${hex(got)}, the quote has ${hex(quote.body.rtmrs[i]!)}`);
-    }
+    const [bad] = ccelRtmrMismatches(log, quote);
+    if (bad) throw new Error(`tdx evidence: cc_eventlog replays RTMR${bad.index} to ${hex(bad.replayed)}, the quote has ${hex(bad.actual)}`);
     claims.uefi_event_logs = trusteeEventClaims(log);
   }
   return claims;

@@ -12,6 +12,7 @@ import { bytesEqual, concat, fitTo, fromB64, fromHex, hex } from "../../../platf
 import { TPM_ALG } from "../../../platform/tpm/constants.ts";
 import { decodeQuoteAttest, decodeSignature } from "../../../platform/tpm/structures.ts";
 import type { TeeClaims, TeeVerifier } from "./types.ts";
+import { fail as failFor, jsonObject } from "./json-fields.ts";
 
 /** trustee resizes the expected report data to this many bytes before comparing with extraData. */
 export const TPM_REPORT_DATA_SIZE = 32;
@@ -24,8 +25,9 @@ export interface TpmVerifyOptions {
   initDataDigest?: Uint8Array;
 }
 
-function fail(msg: string): never {
-  throw new Error(`tpm evidence: ${msg}`);
+const TEE = "tpm";
+function fail(problem: string): never {
+  return failFor(TEE, problem);
 }
 
 function str(o: Record<string, unknown>, key: string, where: string): string {
@@ -35,8 +37,7 @@ function str(o: Record<string, unknown>, key: string, where: string): string {
 }
 
 function obj(v: unknown, where: string): Record<string, unknown> {
-  if (v === null || typeof v !== "object" || Array.isArray(v)) fail(`${where} must be a JSON object`);
-  return v as Record<string, unknown>;
+  return jsonObject(v, TEE, where);
 }
 
 function b64(s: string, what: string): Uint8Array {
