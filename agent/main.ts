@@ -1,5 +1,6 @@
 // cvm-unlock entry point: global options, command dispatch, error -> exit code mapping.
 import { CvmError, errorMessage } from "../platform/util/errors.ts";
+import { runExitCleanups } from "../platform/util/exit-cleanup.ts";
 import { createLogger, defaultLogFormat, type LogFormat } from "../platform/util/log.ts";
 import { formatOptions, parseArgs, type OptionSpec } from "./cli/args.ts";
 import type { Command } from "./cli/command.ts";
@@ -32,7 +33,10 @@ function commandHelp(entry: CommandEntry, c: Command): string {
 async function main(argv: string[]): Promise<number> {
   for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
     // As PID 1 (or under systemd) default signal actions may be dropped; exit explicitly.
-    process.on(sig, () => process.exit(128 + (sig === "SIGINT" ? 2 : sig === "SIGHUP" ? 1 : 15)));
+    process.on(sig, () => {
+      runExitCleanups(); // e.g. remove a configfs-tsm entry: `finally` blocks do not run on exit()
+      process.exit(128 + (sig === "SIGINT" ? 2 : sig === "SIGHUP" ? 1 : 15));
+    });
   }
   const [name, ...rest] = argv;
   const stderrFormat = defaultLogFormat();

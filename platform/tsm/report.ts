@@ -11,6 +11,7 @@
 // module (a) waits, bounded, for `provider`/`generation` to appear, (b) waits, bounded, until
 // `generation` has caught up with our writes, and (c) unlinks the plain files before rmdir.
 // The kernel path does none of these; `StandInQuirks` keeps the differences in one place.
+import { onExitCleanup } from "../util/exit-cleanup.ts";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { PlatformEnv } from "../types.ts";
@@ -123,9 +124,11 @@ function makeEntry(reportDir: string): string {
 /** Run `fn` on a fresh private entry and remove the entry afterwards, whatever happens. */
 async function withEntry<T>(env: PlatformEnv, quirks: EntryQuirks, fn: (entry: string) => Promise<T>): Promise<T> {
   const entry = makeEntry(env.paths.tsmReport);
+  const unregister = onExitCleanup(() => quirks.remove(entry));
   try {
     return await fn(entry);
   } finally {
+    unregister();
     try {
       quirks.remove(entry);
     } catch (e) {

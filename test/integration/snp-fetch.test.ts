@@ -1,13 +1,14 @@
 // dist/cvm-unlock fetch --tee snp through the stand-in configfs-tsm kernel, against the test KBS with
 // the trustee-style snp verifier. The binary does the real configfs protocol (mkdir, inblob,
 // privlevel, generation checks, auxblob/outblob, rmdir) on the stand-in tree.
+import { spawn } from "node:child_process";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { EXIT_CODES } from "../../platform/util/errors.ts";
-import { ensureBinary, runCli, type RunResult } from "../helpers/binary.ts";
+import { BINARY, ensureBinary, runCli, type RunResult } from "../helpers/binary.ts";
 import { FakeTsm } from "../helpers/fake-tsm.ts";
 import { createPki, type Pki } from "../helpers/pki.ts";
 import { makeTestPki, signReport, snpProvider, testPki, unsignedReport, type TestPki } from "../helpers/snp-fixtures.ts";
@@ -71,6 +72,20 @@ describe("cvm-unlock fetch --tee snp (stand-in configfs-tsm)", () => {
       expect(kbs!.stats.released).toBe(1);
     });
   }
+
+  it("SIGTERM while the platform is producing the report still removes the configfs entry", async () => {
+    const real = snpProvider(snp);
+    fake = FakeTsm.start({ ...real, outblobFor: async (ib, ctx) => (await new Promise((r) => setTimeout(r, 4_000)), real.outblobFor(ib, ctx)) });
+    await startKbs();
+    const child = spawn(BINARY, ["fetch", RESOURCE, "--tee", "snp", "--platform-root", fake.root, "--kbs", kbs!.url, "--ca", tls.caFile, "--deadline", "60"], { stdio: ["ignore", "pipe", "pipe"] });
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    const until = Date.now() + 20_000;
+    while (fake.liveEntries().length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    expect(fake.liveEntries()).toHaveLength(1);
+    child.kill("SIGTERM");
+    expect(await exited).toBe(143);
+    expect(fake.liveEntries()).toEqual([]);
+  });
 
   it("a chip the KBS does not trust is refused (exit kbs-refused), nothing on stdout", async () => {
     fake = FakeTsm.start(snpProvider(snp));

@@ -1,9 +1,11 @@
 // /dev/tpmrm0 (or /dev/tpm0): one write(2) per command, then read(2) the response
 // (platform-abi.md §5.1, bun-runtime.md §3). Opened "r+" (O_RDWR, never O_NONBLOCK, never
-// Bun.write/writeFile). Without O_NONBLOCK the kernel runs the command inside write(2) and read(2)
-// returns the buffered response. Both block the event loop, bounded only by the driver's own TPM
-// command timeouts (minutes for the longest commands), so the Deadline is checked between commands.
+// Bun.write/writeFile). Without O_NONBLOCK the kernel runs the command inside write(2), which the
+// driver bounds only by its own TPM timeouts (minutes). So the write and read are the asynchronous
+// fs.write/fs.read (still one syscall each, on libuv's thread pool) raced against the per-command
+// timeout: a vTPM that never answers costs a stuck pool thread, not the run's deadline.
 import * as fs from "node:fs";
+import { promisify } from "node:util";
 import { CvmError, ParseError } from "../../util/errors.ts";
 import { TPM_HEADER_SIZE, TPM_MAX_MESSAGE } from "../constants.ts";
 import { responseFrameSize } from "../marshal.ts";
@@ -24,18 +26,39 @@ export function openDevice(path: string): TpmTransport {
   return new DeviceTransport(path, fd);
 }
 
+const write = promisify(fs.write) as (fd: number, b: Uint8Array, off: number, len: number, pos: null) => Promise<{ bytesWritten: number }>;
+const read = promisify(fs.read) as (fd: number, b: Uint8Array, off: number, len: number, pos: null) => Promise<{ bytesRead: number }>;
+
 class DeviceTransport implements TpmTransport {
   private open = true;
+  /** Set when a command timed out: its write/read may still be pending in the kernel. */
+  private stuck = false;
   constructor(
     readonly description: string,
     private readonly fd: number,
   ) {}
 
-  async transmit(command: Uint8Array): Promise<Uint8Array> {
+  async transmit(command: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
     if (!this.open) throw new CvmError("internal", `${this.description} is closed`);
+    if (this.stuck) throw new CvmError("platform", `${this.description} did not answer an earlier command; not sending more`);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.stuck = true;
+        reject(new CvmError("platform", `${this.description} did not answer within ${Math.round(timeoutMs / 1000)} s`, { hint: "the (v)TPM is hung or very slow" }));
+      }, timeoutMs);
+    });
+    try {
+      return await Promise.race([this.exchange(command), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async exchange(command: Uint8Array): Promise<Uint8Array> {
     let n: number;
     try {
-      n = fs.writeSync(this.fd, command);
+      n = (await write(this.fd, command, 0, command.length, null)).bytesWritten;
     } catch (e) {
       throw this.ioError("write", e);
     }
@@ -47,7 +70,7 @@ class DeviceTransport implements TpmTransport {
     while (got < want) {
       let m: number;
       try {
-        m = fs.readSync(this.fd, buf, got, buf.length - got, null);
+        m = (await read(this.fd, buf, got, buf.length - got, null)).bytesRead;
       } catch (e) {
         throw this.ioError("read", e);
       }
