@@ -18,6 +18,13 @@
 
 CVM_UNLOCK_CONF_DIR=/etc/cvm-unlock
 
+# dracut ignores what install() returns, so a misconfiguration has to stop dracut itself:
+# an initramfs without a working agent would only fail at boot, as a VM that never comes up.
+cvm_unlock_fatal() {
+    dfatal "cvm-unlock: $*"
+    exit 1
+}
+
 # called by dracut: only on request (add_dracutmodules+=" cvm-unlock ")
 check() {
     require_binaries "${cvm_unlock_binary:-/usr/bin/cvm-unlock}" cryptsetup || return 1
@@ -57,13 +64,10 @@ cvm_unlock_install_units() {
     case ${cvm_unlock_on_failure:-emergency} in
         emergency) on_failure=emergency.target ;;
         poweroff) on_failure=poweroff.target ;;
-        *)
-            derror "cvm-unlock: cvm_unlock_on_failure must be emergency or poweroff, not '$cvm_unlock_on_failure'"
-            return 1
-            ;;
+        *) cvm_unlock_fatal "cvm_unlock_on_failure must be emergency or poweroff, not '$cvm_unlock_on_failure'" ;;
     esac
     local timeout=${cvm_unlock_timeout_s:-360}
-    [[ $timeout =~ ^[0-9]+$ ]] || { derror "cvm-unlock: cvm_unlock_timeout_s must be whole seconds"; return 1; }
+    [[ $timeout =~ ^[0-9]+$ ]] || cvm_unlock_fatal "cvm_unlock_timeout_s must be whole seconds, not '$timeout'"
     mkdir -p "$initdir$systemdsystemunitdir"
     local u
     for u in cvm-unlock.service cvm-unlock-verify-root.service; do
@@ -92,26 +96,21 @@ install() {
 
     # strip(1) removes the program embedded in a `bun build --compile` executable; the result
     # would run as bare bun. Refuse rather than ship a broken initramfs.
-    if [[ ${do_strip:-yes} == yes ]]; then
-        derror "cvm-unlock: dracut would strip $bin and destroy it; set do_strip=\"no\" (90-cvm-unlock.conf) or pass --nostrip"
-        return 1
-    fi
-    [[ -f $conf ]] || { derror "cvm-unlock: no agent configuration at $conf"; return 1; }
-    # a config the agent rejects would only show up at boot, as a machine that does not come up
+    [[ ${do_strip:-yes} == yes ]] &&
+        cvm_unlock_fatal "dracut would strip $bin and destroy it; set do_strip=\"no\" (90-cvm-unlock.conf) or pass --nostrip"
+    [[ -f $conf ]] || cvm_unlock_fatal "no agent configuration at $conf"
+    # a config the agent rejects would only show up at boot
     local out
-    if ! out=$("$bin" config --explain --config "$conf" 2>&1 >/dev/null); then
-        derror "cvm-unlock: $bin rejects $conf: $out"
-        return 1
-    fi
+    out=$("$bin" config --explain --config "$conf" 2>&1 >/dev/null) || cvm_unlock_fatal "$bin rejects $conf: $out"
 
-    inst_binary "$bin" /usr/bin/cvm-unlock || return 1
-    inst_simple "$conf" "$CVM_UNLOCK_CONF_DIR/config.json" || return 1
+    inst_binary "$bin" /usr/bin/cvm-unlock || cvm_unlock_fatal "cannot install $bin"
+    inst_simple "$conf" "$CVM_UNLOCK_CONF_DIR/config.json" || cvm_unlock_fatal "cannot install $conf"
     local ca src
     ca=$(cvm_unlock_ca_file "$conf")
     if [[ -n $ca ]]; then
         src=${cvm_unlock_ca_file:-$ca}
-        [[ -f $src ]] || { derror "cvm-unlock: CA bundle $src (kbs.ca_file in $conf) does not exist"; return 1; }
-        inst_simple "$src" "$ca" || return 1
+        [[ -f $src ]] || cvm_unlock_fatal "CA bundle $src (kbs.ca_file in $conf) does not exist"
+        inst_simple "$src" "$ca" || cvm_unlock_fatal "cannot install $src"
     fi
 
     # systemd's crypt module installs systemd-cryptsetup, not the CLI the agent runs
@@ -121,7 +120,7 @@ install() {
 
     inst_simple "$moddir/90-cvm-unlock-dhcp.network" "$systemdnetwork/90-cvm-unlock-dhcp.network"
     inst_simple "$moddir/cvm-unlock-leave-initrd.service" "$systemdsystemunitdir/cvm-unlock-leave-initrd.service"
-    cvm_unlock_install_units || return 1
+    cvm_unlock_install_units
     inst_simple "$moddir/systemd-cryptsetup-after-cvm-unlock.conf" \
         "$systemdsystemunitdir/systemd-cryptsetup@.service.d/90-after-cvm-unlock.conf"
     cvm_unlock_cmdline_conf
