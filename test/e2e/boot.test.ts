@@ -39,10 +39,12 @@ const consoles: { name: string; bytes: Buffer }[] = [];
 const timings: Record<string, { wallMs: number; timeline: BootTimeline; phases: Record<string, number> }> = {};
 let active: Vm | undefined;
 
-async function boot(name: string, initrd: string, during?: (vm: Vm) => Promise<void>): Promise<{ vm: Vm; result: BootResult; text: string }> {
+/** Direct kernel boot of `initrd`, or `{ uefi: true }`: OVMF boots the UKI on the UEFI disk. */
+async function boot(name: string, initrd: string | { uefi: true }, during?: (vm: Vm) => Promise<void>): Promise<{ vm: Vm; result: BootResult; text: string }> {
   const workDir = path.join(RUNS, name);
   fs.rmSync(workDir, { recursive: true, force: true });
-  const vm = new Vm({ kernel: m.kernel, initrd, disk: m.disk, cmdline: CMDLINE, swtpmTemplate: m.swtpmTemplate, workDir, timeoutMs: BOOT_TIMEOUT_MS });
+  const how = typeof initrd === "string" ? { kernel: m.kernel, initrd, disk: m.disk, cmdline: CMDLINE } : { uefi: true, disk: m.diskUki };
+  const vm = new Vm({ ...how, swtpmTemplate: m.swtpmTemplate, workDir, timeoutMs: BOOT_TIMEOUT_MS });
   active = vm;
   try {
     await vm.start();
@@ -157,6 +159,26 @@ describe("VM boot with the cvm-unlock dracut module", () => {
     expect(rootMarker(text)?.content, `console: ${RUNS}/floor/console.log`).toBe("encrypted-root-ok");
     // only the leave-initrd marker: no volume event without the agent
     expect(pcr15(text)).toBe(hex(extend(new Uint8Array(32), "cvm-unlock:leave-initrd")));
+  });
+
+  // Opt-in (CVM_E2E_UKI=1; one more image and a slower OVMF boot): static UKI cmdline without
+  // root=, systemd-gpt-auto-generator discovers the root and generates systemd-cryptsetup@root,
+  // which the module's drop-in orders after the agent, so it finds the volume already open.
+  test.skipIf(process.env.CVM_E2E_UKI !== "1")("UEFI + UKI + gpt-auto root: systemd-cryptsetup waits for the agent", async () => {
+    runSetup(1_200_000, ["uki"]);
+    kbs.setPolicy("allow");
+    kbs.resetStats();
+    const { result, text } = await boot("uki-gpt-auto", { uefi: true });
+    expect(result.timedOut, `console: ${RUNS}/uki-gpt-auto/console.log`).toBe(false);
+    expect(rootMarker(text)?.content, `console: ${RUNS}/uki-gpt-auto/console.log`).toBe("encrypted-root-ok");
+    const lines = kmsgLines(text);
+    const agentDone = lines.find((l) => /Finished cvm-unlock\.service/.test(l.text));
+    const sdCrypt = lines.find((l) => /Finished systemd-cryptsetup@root\.service/.test(l.text));
+    expect(agentDone, "agent unit did not finish").toBeDefined();
+    expect(sdCrypt, "no systemd-cryptsetup@root.service: gpt-auto did not pick up the root").toBeDefined();
+    expect(sdCrypt!.t).toBeGreaterThanOrEqual(agentDone!.t);
+    expect(kbs.stats.released).toBe(1);
+    expect(text).not.toMatch(/Please enter passphrase/);
   });
 
   test("the module refuses to build an initramfs that strip(1) would break", () => {

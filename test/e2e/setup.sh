@@ -6,8 +6,8 @@
 #   dracut initramfs images with our module: "agent" (cvm-unlock unlock) and "floor" (the same
 #   image, but the key is baked in and cryptsetup opens the root without attestation).
 #
-# Usage: test/e2e/setup.sh [step...]   steps: deps kernel tls tpm disk initrd sizes (default:
-#        all but sizes). Writes $CACHE/manifest.env for the tests. Idempotent; passes from nothing.
+# Usage: test/e2e/setup.sh [step...]   steps: deps kernel tls tpm disk initrd uki sizes (default:
+#        all but uki and sizes). Writes $CACHE/manifest.env for the tests. Idempotent; passes from nothing.
 # Environment: CVM_E2E_CACHE (default /var/cache/cvm-unlock-e2e), CVM_E2E_BIN (default
 #              dist/cvm-unlock), KVER (default: newest /boot/vmlinuz-*).
 set -euo pipefail
@@ -23,7 +23,7 @@ KBS_GUEST_URL=https://10.0.2.2:47443             # host 127.0.0.1:47443 through 
 AK_HANDLE=0x81010002
 PACKAGES=(qemu-system-x86 swtpm swtpm-tools tpm2-tools cryptsetup cryptsetup-bin
     linux-image-amd64 dracut dracut-core dracut-network busybox-static e2fsprogs gdisk
-    zstd cpio kmod systemd openssl)
+    zstd cpio kmod systemd openssl binutils ovmf systemd-boot-efi mtools dosfstools)
 
 log() { echo "e2e-setup $(date +%T) $*" >&2; }
 die() { echo "e2e-setup: ERROR: $*" >&2; exit 1; }
@@ -292,6 +292,47 @@ cvm_unlock_e2e_luks_uuid=\"$LUKS_UUID\""
     fi
 }
 
+# ------------------------------------------------------------------------------ uki (opt-in)
+# UEFI variant: OVMF -> UKI (systemd-stub sets LoaderDevicePartUUID) with a static cmdline that
+# has no root=, an initramfs built with cvm_unlock_root="" so systemd-gpt-auto-generator finds
+# the root by its GPT type and generates systemd-cryptsetup@root (which must wait for the agent),
+# ESP + LUKS2 root on one GPT disk. Used by the CVM_E2E_UKI=1 test case.
+UKI_CMDLINE="console=ttyS0 panic=-1 tsc=reliable loglevel=4 log_buf_len=4M printk.time=1 printk.devkmsg=on systemd.journald.forward_to_kmsg=1 systemd.journald.max_level_kmsg=info"
+step_uki() {
+    local stub=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
+    [ -s "$stub" ] || die "$stub missing (package systemd-boot-efi)"
+    [ -s "$CACHE/guest-config.json" ] || step_initrd
+    local inputs=("$BIN" "$MODULE_SRC" "$CACHE/guest-config.json" "$CACHE/kbs-ca.pem" "$CACHE/disk.img" \
+        "$(cat "$CACHE/kver")" "$UKI_CMDLINE" "$(declare -f step_uki build_initrd dracut_tree)" "$BASE_MODS")
+    if cached uki "${inputs[@]}" && [ -s "$CACHE/disk-uki.img" ]; then log "uki cached"; return; fi
+    build_initrd uki "$BASE_MODS cvm-unlock" "cvm_unlock_binary=\"$BIN\"
+cvm_unlock_config=\"$CACHE/guest-config.json\"
+cvm_unlock_ca_file=\"$CACHE/kbs-ca.pem\"
+cvm_unlock_on_failure=\"poweroff\"
+cvm_unlock_root=\"\""
+    printf '%s' "$UKI_CMDLINE" > "$CACHE/uki-cmdline.txt"
+    # systemd 252 has no ukify: sections placed above the stub's own
+    objcopy --add-section .osrel=/etc/os-release --change-section-vma .osrel=0x20000 \
+        --add-section .cmdline="$CACHE/uki-cmdline.txt" --change-section-vma .cmdline=0x30000 \
+        --add-section .linux="$CACHE/vmlinuz" --change-section-vma .linux=0x2000000 \
+        --add-section .initrd="$CACHE/initrd-uki.img" --change-section-vma .initrd=0x3000000 \
+        "$stub" "$CACHE/uki.efi"
+    local esp=$CACHE/esp.img disk=$CACHE/disk-uki.img
+    rm -f "$esp"; truncate -s 160M "$esp"
+    mkfs.vfat -F 32 -n ESP "$esp" >/dev/null
+    mmd -i "$esp" ::/EFI ::/EFI/BOOT
+    mcopy -i "$esp" "$CACHE/uki.efi" ::/EFI/BOOT/BOOTX64.EFI
+    # p1 ESP at 1 MiB (160 MiB), p2 the same LUKS2 root partition as disk.img
+    rm -f "$disk.tmp"; truncate -s 212M "$disk.tmp"
+    sgdisk -n 1:2048:+160M -t 1:ef00 -c 1:esp -n 2:329728:+48M -t 2:$ROOT_GUID -c 2:root "$disk.tmp" >/dev/null
+    dd if="$esp" of="$disk.tmp" bs=1M seek=1 conv=notrunc status=none
+    dd if="$CACHE/disk.img" of="$disk.tmp" bs=1M skip=1 count=48 seek=161 conv=notrunc status=none
+    mv "$disk.tmp" "$disk"
+    rm -f "$esp" "$CACHE/uki.efi" "$CACHE/initrd-uki.img"
+    stamp uki "${inputs[@]}"
+    log "UEFI disk $disk (ESP with UKI + LUKS2 root)"
+}
+
 # initramfs size with and without the module (docs/PERFORMANCE.md "## Boot"); not cached.
 # "without" uses the system's dracut tree (no module, no drop-in) with the same modules the
 # cvm-unlock module depends on and the same compressor, so the difference is the module itself.
@@ -327,6 +368,7 @@ CVM_E2E_SWTPM_TEMPLATE=$CACHE/swtpm-template
 CVM_E2E_AK_PEM=$CACHE/ak.pem
 CVM_E2E_TLS_DIR=$CACHE/tls
 CVM_E2E_KBS_PORT=${KBS_GUEST_URL##*:}
+CVM_E2E_DISK_UKI=$CACHE/disk-uki.img
 EOF
     mv "$CACHE/manifest.env.tmp" "$CACHE/manifest.env"
 }

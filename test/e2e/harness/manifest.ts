@@ -17,14 +17,16 @@ export interface E2eManifest {
   akPem: string;
   tlsDir: string;
   kbsPort: number;
+  /** UEFI disk (ESP with a UKI + the LUKS2 root), built by `setup.sh uki`. */
+  diskUki: string;
 }
 
 export const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../../..");
 export const CACHE = process.env.CVM_E2E_CACHE ?? "/var/cache/cvm-unlock-e2e";
 
-/** Run setup.sh (idempotent, cached); throws with its output when it fails. */
-export function runSetup(timeoutMs: number): void {
-  const r = spawnSync("bash", [path.join(REPO, "test/e2e/setup.sh")], {
+/** Run setup.sh (idempotent, cached) with its default steps or `steps`; throws with its output when it fails. */
+export function runSetup(timeoutMs: number, steps: string[] = []): void {
+  const r = spawnSync("bash", [path.join(REPO, "test/e2e/setup.sh"), ...steps], {
     env: { ...process.env, CVM_E2E_CACHE: CACHE },
     encoding: "utf8",
     timeout: timeoutMs,
@@ -58,5 +60,6 @@ export function readManifest(): E2eManifest {
     akPem: get("CVM_E2E_AK_PEM"),
     tlsDir: get("CVM_E2E_TLS_DIR"),
     kbsPort: Number(get("CVM_E2E_KBS_PORT")),
+    diskUki: get("CVM_E2E_DISK_UKI"),
   };
 }

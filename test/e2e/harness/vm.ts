@@ -7,10 +7,12 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 
 export interface BootOptions {
-  kernel: string;
-  initrd: string;
+  /** Direct kernel boot; or `uefi` to boot the disk's ESP through OVMF (UKI). */
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  uefi?: boolean;
   disk: string;
-  cmdline: string;
   swtpmTemplate: string;
   /** Directory for this boot's TPM state, swtpm socket and console log. */
   workDir: string;
@@ -97,11 +99,9 @@ export class Vm {
     const args = [
       "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", String(this.opts.memoryMb ?? 1024),
       "-nographic", "-monitor", "none", "-no-reboot",
-      "-kernel", this.opts.kernel, "-initrd", this.opts.initrd, "-append", this.opts.cmdline,
-      // snapshot=on: writes go to a temporary overlay, the cached image stays pristine
-      "-drive", `file=${this.opts.disk},format=raw,if=virtio,snapshot=on`,
+      ...this.bootArgs(workDir),
+      "-netdev", "user,id=n0", "-device", `virtio-net-pci,netdev=n0${this.opts.uefi ? ",romfile=" : ""}`,
       "-chardev", `socket,id=chrtpm,path=${sock}`, "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-crb,tpmdev=tpm0",
-      "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
       "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0",
     ];
     const t0 = Date.now();
@@ -129,6 +129,22 @@ export class Vm {
         resolve({ code, signal, timedOut, wallMs: Date.now() - t0 });
       });
     });
+  }
+
+  private bootArgs(workDir: string): string[] {
+    // snapshot=on: writes go to a temporary overlay, the cached image stays pristine
+    const disk = `file=${this.opts.disk},format=raw,snapshot=on`;
+    if (this.opts.uefi) {
+      const vars = path.join(workDir, "ovmf-vars.fd");
+      fs.copyFileSync("/usr/share/OVMF/OVMF_VARS_4M.fd", vars);
+      return [
+        "-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "-drive", `if=pflash,format=raw,unit=1,file=${vars}`,
+        "-drive", `${disk},if=none,id=d0`, "-device", "virtio-blk-pci,drive=d0,bootindex=0",
+      ];
+    }
+    if (!this.opts.kernel || !this.opts.initrd || this.opts.cmdline === undefined) throw new Error("direct boot needs kernel, initrd and cmdline");
+    return ["-kernel", this.opts.kernel, "-initrd", this.opts.initrd, "-append", this.opts.cmdline, "-drive", `${disk},if=virtio`];
   }
 
   /** The serial console so far without CRs and terminal escapes (raw bytes: see consoleBytes). */
