@@ -2,7 +2,6 @@
 // select the evidence source, then run the KBS exchange with it.
 import * as fs from "node:fs";
 import { CvmError } from "../platform/util/errors.ts";
-import { fetchResource } from "./kbs/client.ts";
 import type { Attester, FetchedSecret, KbsClientOptions } from "./kbs/types.ts";
 import { readCa, type RunContext } from "./cli/common.ts";
 import { selectSource } from "./select.ts";
@@ -69,6 +68,9 @@ export async function attestAndFetch(ctx: RunContext, resource: string, timeline
   const opts = kbsOptions(ctx, timeline); // config errors before touching the platform
   const attester = await chooseAttester(ctx, timeline);
   try {
+    // Loaded only now (undici is most of the start-up cost): its evaluation overlaps the work the
+    // evidence source began in the background, e.g. the TPM creating the AK.
+    const { fetchResource } = await import("./kbs/client.ts");
     return await fetchResource(opts, attester, resource);
   } finally {
     await attester.close();

@@ -10,6 +10,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
+import { startSwtpm, type Swtpm } from "../test/helpers/swtpm.ts";
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
 const bin = path.join(root, "dist", "cvm-unlock");
@@ -108,41 +109,47 @@ async function main(): Promise<void> {
   if (enc.status !== 0) throw new Error(`clevis encrypt failed: ${enc.stderr}`);
   const jwe = enc.stdout;
 
-  // test KBS (HTTPS, private CA) and, for tee tpm, swtpm
+  // test KBS (HTTPS, private CA) in its own process, and for tee tpm an swtpm with the AK persisted
+  // at trustee's default handle 0x81010002 (how trustee's attester expects a TPM to be provisioned).
   const kbsPort = await freePort();
   const tlsDir = path.join(work, "tls");
   const ready = path.join(work, "kbs.ready");
   const cliArgs = ["--tee", tee];
-  let swtpmPort = 0;
+  let tpm: Swtpm | undefined;
   if (tee === "tpm") {
-    swtpmPort = await freePort();
-    const state = path.join(work, "swtpm");
-    fs.mkdirSync(state);
-    // A freshly manufactured TPM is enough: the AK is derived under the endorsement hierarchy.
-    start("swtpm", ["socket", "--tpm2", "--tpmstate", `dir=${state}`, "--server", `type=tcp,port=${swtpmPort},bindaddr=127.0.0.1`, "--ctrl", `type=tcp,port=${swtpmPort + 1},bindaddr=127.0.0.1`, "--flags", "not-need-init,startup-clear"]);
-    await waitPort(swtpmPort, "swtpm");
-    cliArgs.push("--tpm", `swtpm:127.0.0.1:${swtpmPort}`);
+    tpm = await startSwtpm({ ekCerts: false });
+    await tpm.persistAk(0x81010002);
+    cliArgs.push("--tpm", tpm.spec);
   } else cliArgs.push("--allow-sample");
   start(bun, [path.join(root, "test/kbs/main.ts"), "--port", String(kbsPort), "--host", "127.0.0.1", "--tls-dir", tlsDir, "--resource", `default/key/root=@${path.join(work, "secret")}`, "--policy", "allow", "--allow-tee", tee, "--ready-file", ready]);
   await waitFor(() => fs.existsSync(ready), "test KBS");
   cliArgs.push("--kbs", `https://127.0.0.1:${kbsPort}`, "--ca", path.join(tlsDir, "ca.pem"), "--log-format", "json");
+  // Variant without a persistent AK: point at an empty handle, so the agent derives the AK
+  // (TPM2_CreatePrimary, an RSA key generation whose time varies with the primes found).
+  const derivedCfg = path.join(work, "derived-ak.json");
+  fs.writeFileSync(derivedCfg, JSON.stringify({ platform: { tpm_ak_handle: "0x81010003" } }));
+  const variants = tee === "tpm" ? [{ name: "persistent AK", extra: [] as string[] }, { name: "derived AK", extra: ["--config", derivedCfg] }] : [{ name: tee, extra: [] as string[] }];
 
-  const fetchS: Sample[] = [], clevisS: Sample[] = [], startupS: Sample[] = [];
-  const phases = new Map<string, number[]>();
+  const fetchS = new Map<string, Sample[]>(variants.map((v) => [v.name, []]));
+  const clevisS: Sample[] = [], startupS: Sample[] = [];
+  const phases = new Map<string, Map<string, number[]>>(variants.map((v) => [v.name, new Map()]));
   const timingsFile = path.join(work, "timings.json");
   const warm = 3;
+  const jobs = [...variants.map((v) => ({ kind: "cvm" as const, v })), { kind: "clevis" as const }, { kind: "startup" as const }];
   for (let i = 0; i < runs + warm; i++) {
-    const order = i % 2 === 0 ? ["cvm", "clevis", "startup"] : ["clevis", "startup", "cvm"];
-    for (const which of order) {
-      if (which === "cvm") {
-        const r = timed(bin, ["fetch", "default/key/root", ...cliArgs, "--timings-json", timingsFile]);
+    // rotate the order every run so that no tool always runs right after another
+    const order = jobs.map((_, k) => jobs[(k + i) % jobs.length]!);
+    for (const job of order) {
+      if (job.kind === "cvm") {
+        const r = timed(bin, ["fetch", "default/key/root", ...cliArgs, ...job.v.extra, "--timings-json", timingsFile]);
         if (!r.stdout.equals(secret)) throw new Error("cvm-unlock returned the wrong secret");
         if (i >= warm) {
-          fetchS.push(r);
+          fetchS.get(job.v.name)!.push(r);
           const t = JSON.parse(fs.readFileSync(timingsFile, "utf8")) as { phases: { phase: string; ms: number }[] };
-          for (const p of t.phases) phases.set(p.phase, [...(phases.get(p.phase) ?? []), p.ms]);
+          const ph = phases.get(job.v.name)!;
+          for (const p of t.phases) ph.set(p.phase, [...(ph.get(p.phase) ?? []), p.ms]);
         }
-      } else if (which === "clevis") {
+      } else if (job.kind === "clevis") {
         const r = timed("clevis", ["decrypt"], jwe);
         if (!r.stdout.equals(secret)) throw new Error("clevis returned the wrong secret");
         if (i >= warm) clevisS.push(r);
@@ -152,29 +159,33 @@ async function main(): Promise<void> {
       }
     }
   }
+  await tpm?.stop();
+  const summary = (xs: Sample[]) => ({ wall_ms: stats(xs.map((s) => s.wallMs)), peak_rss_mb: stats(xs.map((s) => s.rssKb / 1024)) });
   const result = {
     date: new Date().toISOString(),
     machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, kernel: os.release() },
     runs,
     tee,
-    cvm_unlock_fetch: { wall_ms: stats(fetchS.map((s) => s.wallMs)), peak_rss_mb: stats(fetchS.map((s) => s.rssKb / 1024)) },
-    clevis_tang_decrypt: { wall_ms: stats(clevisS.map((s) => s.wallMs)), peak_rss_mb: stats(clevisS.map((s) => s.rssKb / 1024)) },
-    cvm_unlock_startup: { wall_ms: stats(startupS.map((s) => s.wallMs)), peak_rss_mb: stats(startupS.map((s) => s.rssKb / 1024)) },
-    phases_ms: Object.fromEntries([...phases].map(([k, v]) => [k, stats(v)])),
+    cvm_unlock_fetch: Object.fromEntries(variants.map((v) => [v.name, summary(fetchS.get(v.name)!)])),
+    clevis_tang_decrypt: summary(clevisS),
+    cvm_unlock_startup: summary(startupS),
+    phases_ms: Object.fromEntries(variants.map((v) => [v.name, Object.fromEntries([...phases.get(v.name)!].map(([k, x]) => [k, stats(x)]))])),
   };
-  const ratio = result.cvm_unlock_fetch.wall_ms.p50 / result.clevis_tang_decrypt.wall_ms.p50;
+  const clevisP50 = result.clevis_tang_decrypt.wall_ms.p50;
+  const ratios = Object.fromEntries(variants.map((v) => [v.name, +(result.cvm_unlock_fetch[v.name]!.wall_ms.p50 / clevisP50).toFixed(3)]));
   fs.mkdirSync(path.dirname(outFile), { recursive: true });
-  fs.writeFileSync(outFile, JSON.stringify({ ...result, ratio_p50: +ratio.toFixed(3) }, null, 2) + "\n");
-  const row = (name: string, s: { wall_ms: ReturnType<typeof stats>; peak_rss_mb: ReturnType<typeof stats> }) =>
-    `| ${name} | ${s.wall_ms.p50} | ${s.wall_ms.p95} | ${s.peak_rss_mb.p50.toFixed(1)} |`;
+  fs.writeFileSync(outFile, JSON.stringify({ ...result, ratio_p50: ratios }, null, 2) + "\n");
+  const row = (name: string, s: ReturnType<typeof summary>) => `| ${name} | ${s.wall_ms.p50} | ${s.wall_ms.p95} | ${s.peak_rss_mb.p50.toFixed(1)} |`;
   console.log(`\n${runs} interleaved runs, tee ${tee}, ${os.cpus().length} CPUs (${result.machine.model})\n`);
   console.log("| command | wall p50 ms | wall p95 ms | peak RSS MB |\n|---|---|---|---|");
-  console.log(row("cvm-unlock fetch (test KBS, HTTPS)", result.cvm_unlock_fetch));
+  for (const v of variants) console.log(row(`cvm-unlock fetch, ${v.name} (test KBS, HTTPS)`, result.cvm_unlock_fetch[v.name]!));
   console.log(row("clevis decrypt (tang, HTTP)", result.clevis_tang_decrypt));
   console.log(row("cvm-unlock version (startup)", result.cvm_unlock_startup));
-  console.log(`\nfetch / clevis (p50): ${ratio.toFixed(2)} (target <= 0.75)\n`);
-  console.log("| phase | p50 ms | p95 ms |\n|---|---|---|");
-  for (const [k, v] of Object.entries(result.phases_ms)) console.log(`| ${k} | ${v.p50} | ${v.p95} |`);
+  console.log("");
+  for (const v of variants) console.log(`fetch (${v.name}) / clevis, p50: ${ratios[v.name]!.toFixed(2)} (target <= 0.75)`);
+  const names = [...new Set(variants.flatMap((v) => [...phases.get(v.name)!.keys()]))];
+  console.log(`\n| phase | ${variants.map((v) => `${v.name} p50 / p95 ms`).join(" | ")} |\n|---|${variants.map(() => "---").join("|")}|`);
+  for (const n of names) console.log(`| ${n} | ${variants.map((v) => { const x = result.phases_ms[v.name]![n]; return x ? `${x.p50} / ${x.p95}` : "-"; }).join(" | ")} |`);
   console.log(`\nJSON: ${path.relative(root, outFile)}`);
   fs.rmSync(work, { recursive: true, force: true });
 }
