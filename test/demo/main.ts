@@ -40,8 +40,9 @@ async function main(): Promise<number> {
     got.fill(0);
     const t = JSON.parse(fs.readFileSync(timings, "utf8")) as { phases: { phase: string; ms: number; detail?: string }[]; total_ms: number };
     say("\nphase timeline (ms):");
-    for (const p of t.phases) say(`  ${p.phase.padEnd(12)} ${p.ms.toFixed(1).padStart(8)}${p.detail ? `   (${p.detail})` : ""}`);
-    say(`  ${"total".padEnd(12)} ${t.total_ms.toFixed(1).padStart(8)}   (in-process; wall ${run.durationMs.toFixed(0)} ms incl. startup)`);
+    const w = Math.max(...t.phases.map((p) => p.phase.length), 5);
+    for (const p of t.phases) say(`  ${p.phase.padEnd(w)} ${p.ms.toFixed(1).padStart(8)}${p.detail ? `   (${p.detail})` : ""}`);
+    say(`  ${"total".padEnd(w)} ${t.total_ms.toFixed(1).padStart(8)}   (in-process; wall ${run.durationMs.toFixed(0)} ms incl. startup)`);
     if (!ok) return 1;
 
     say("\n$ (KBS resource policy set to deny) cvm-unlock fetch default/key/root");
