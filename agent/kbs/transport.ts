@@ -103,7 +103,8 @@ export class KbsTransport {
   constructor(private readonly opts: TransportOptions) {
     const timeout = opts.requestTimeoutMs;
     this.agent = new Agent({
-      // rejectUnauthorized stays explicit: NODE_TLS_REJECT_UNAUTHORIZED=0 would otherwise disable checks.
+      // rejectUnauthorized stays explicit: otherwise an environment variable (Node's TLS-reject switch,
+      // or a .env file) could disable verification (bun-runtime.md §1.4).
       connect: opts.caPem !== undefined ? { ca: opts.caPem, rejectUnauthorized: true, timeout } : { rejectUnauthorized: true, timeout },
       headersTimeout: timeout,
       bodyTimeout: timeout,
