@@ -2,7 +2,7 @@
 // at LBA 1, its CRC, the entry array and its CRC. Every size is bounded: the disk is host input.
 import { ParseError } from "../../platform/util/errors.ts";
 import { ByteReader } from "../../platform/util/reader.ts";
-import { guidFromBytes as guidFromBytesIn, guidToBytes as guidToBytesIn } from "../../platform/util/guid.ts";
+import { guidFromBytes } from "../../platform/util/guid.ts";
 
 /** Discoverable Partitions Specification: root partition, x86-64 (SD_GPT_ROOT_X86_64). */
 export const GPT_ROOT_X86_64 = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709";
@@ -48,8 +48,6 @@ export function crc32(data: Uint8Array): number {
 }
 
 /** GPT stores GUIDs mixed-endian (the first three groups little-endian). */
-export const guidFromBytes = (b: Uint8Array): string => guidFromBytesIn(b, "uefi");
-export const guidToBytes = (g: string): Uint8Array => guidToBytesIn(g, "uefi");
 
 /** Parse the GPT header from the sector at LBA 1 (`sector` = exactly one logical sector). */
 export function parseGptHeader(sector: Uint8Array): GptHeader {
@@ -69,7 +67,7 @@ export function parseGptHeader(sector: Uint8Array): GptHeader {
   if (myLba !== 1n) r.fail("my_lba", `is ${myLba}, expected 1 for the primary header`, 24);
   r.skip(8, "alternate_lba");
   r.skip(16, "first/last usable lba");
-  const diskGuid = guidFromBytes(r.bytes(16, "disk_guid"));
+  const diskGuid = guidFromBytes(r.bytes(16, "disk_guid"), "uefi");
   const entriesLba = r.u64le("partition_entry_lba");
   if (entriesLba < 2n || entriesLba > 1n << 40n) r.fail("partition_entry_lba", `${entriesLba} is not a plausible LBA`, 72);
   const entryCount = r.u32le("number_of_partition_entries");
@@ -91,7 +89,7 @@ export function parseGptEntries(h: GptHeader, array: Uint8Array): GptPartition[]
     const r = new ByteReader(array.subarray(i * h.entrySize, (i + 1) * h.entrySize), `GPT entry ${i + 1}`);
     const type = r.bytes(16, "partition_type_guid");
     if (type.every((b) => b === 0)) continue;
-    const uniqueGuid = guidFromBytes(r.bytes(16, "unique_partition_guid"));
+    const uniqueGuid = guidFromBytes(r.bytes(16, "unique_partition_guid"), "uefi");
     const firstLba = r.u64le("starting_lba");
     const lastLba = r.u64le("ending_lba");
     if (lastLba < firstLba) r.fail("ending_lba", `${lastLba} is before starting_lba ${firstLba}`, 40);
@@ -100,7 +98,7 @@ export function parseGptEntries(h: GptHeader, array: Uint8Array): GptPartition[]
     let end = 0;
     while (end < 72 && (nameBytes[end] !== 0 || nameBytes[end + 1] !== 0)) end += 2;
     const name = Buffer.from(nameBytes.subarray(0, end)).toString("utf16le");
-    out.push({ number: i + 1, typeGuid: guidFromBytes(type), uniqueGuid, firstLba, lastLba, attributes, name });
+    out.push({ number: i + 1, typeGuid: guidFromBytes(type, "uefi"), uniqueGuid, firstLba, lastLba, attributes, name });
   }
   return out;
 }

@@ -7,8 +7,8 @@
 // Every extend is also recorded as one CBOR item appended to the event record (a CBOR sequence,
 // RFC 8742) so that a verifier can replay the register values.
 import { sha384 } from "@noble/hashes/sha2.js";
-import { Decoder } from "cbor-x/decode-no-eval";
 import { concat, utf8 } from "../../platform/util/bytes.ts";
+import { decodeCborSequenceUntrusted } from "../../platform/util/cbor.ts";
 import { CvmError } from "../../platform/util/errors.ts";
 
 export const LEAVE_INITRD_EVENT = "cvm-unlock:leave-initrd";
@@ -47,17 +47,10 @@ export function replayExtends(hash: (b: Uint8Array) => Uint8Array, initial: Uint
 }
 
 const MAX_RECORD_FILE = 1024 * 1024;
-const recordDecoder = new Decoder({ useRecords: false, mapsAsObjects: true });
 
 /** Decode the event record (a CBOR sequence) for replay; bounded, and each item's shape checked. */
 export function decodeRecords(bytes: Uint8Array): MeasurementRecord[] {
-  if (bytes.length > MAX_RECORD_FILE) throw new CvmError("evidence", `event record is larger than ${MAX_RECORD_FILE} bytes`);
-  let items: unknown[];
-  try {
-    items = (recordDecoder.decodeMultiple(bytes) as unknown[] | undefined) ?? [];
-  } catch (e) {
-    throw new CvmError("evidence", `event record is not a CBOR sequence (${(e as Error).message})`);
-  }
+  const items = decodeCborSequenceUntrusted(bytes, "event record", MAX_RECORD_FILE);
   return items.map((it, i) => {
     const r = it as MeasurementRecord;
     if (typeof r !== "object" || r === null || r.v !== RECORD_VERSION || typeof r.kind !== "string" || typeof r.event !== "string")

@@ -8,6 +8,8 @@ import { CvmError } from "./errors.ts";
 
 const encoder = new Encoder({ useRecords: false, variableMapSize: true, tagUint8Array: false, mapsAsObjects: true });
 const decoder = new Decoder({ useRecords: false, mapsAsObjects: false });
+// For the agent's own string-keyed records: maps come back as plain objects.
+const objectDecoder = new Decoder({ useRecords: false, mapsAsObjects: true });
 
 export function encodeCbor(value: unknown): Uint8Array {
   return new Uint8Array(encoder.encode(value));
@@ -20,5 +22,15 @@ export function decodeCborUntrusted(bytes: Uint8Array, what: string, maxBytes = 
     return decoder.decode(bytes);
   } catch (e) {
     throw new CvmError("evidence", `${what}: not valid CBOR (${(e as Error).message})`);
+  }
+}
+
+/** Decode an untrusted CBOR sequence (RFC 8742) of string-keyed records: bounded size, maps as objects. */
+export function decodeCborSequenceUntrusted(bytes: Uint8Array, what: string, maxBytes: number): unknown[] {
+  if (bytes.length > maxBytes) throw new CvmError("evidence", `${what} is larger than ${maxBytes} bytes`);
+  try {
+    return (objectDecoder.decodeMultiple(bytes) as unknown[] | undefined) ?? [];
+  } catch (e) {
+    throw new CvmError("evidence", `${what} is not a CBOR sequence (${(e as Error).message})`);
   }
 }

@@ -2,7 +2,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as zlib from "node:zlib";
 import { describe, expect, it } from "vitest";
-import { crc32, GPT_ROOT_X86_64, guidFromBytes, guidToBytes, parseGptEntries, parseGptHeader } from "../../../agent/unlock/gpt.ts";
+import { crc32, GPT_ROOT_X86_64, parseGptEntries, parseGptHeader } from "../../../agent/unlock/gpt.ts";
+import { guidFromBytes, guidToBytes } from "../../../platform/util/guid.ts";
 import { ParseError } from "../../../platform/util/errors.ts";
 import { prng } from "../../helpers/prng.ts";
 
@@ -19,8 +20,8 @@ describe("GPT codec", () => {
   });
 
   it("GUID mixed-endian round trip", () => {
-    expect(guidFromBytes(guidToBytes(GPT_ROOT_X86_64))).toBe(GPT_ROOT_X86_64);
-    expect(Buffer.from(guidToBytes(GPT_ROOT_X86_64)).toString("hex")).toBe("e3bc684fcde8b14d96e7fbcaf984b709");
+    expect(guidFromBytes(guidToBytes(GPT_ROOT_X86_64, "uefi"), "uefi")).toBe(GPT_ROOT_X86_64);
+    expect(Buffer.from(guidToBytes(GPT_ROOT_X86_64, "uefi")).toString("hex")).toBe("e3bc684fcde8b14d96e7fbcaf984b709");
   });
 
   it("parses the table sgdisk wrote: ESP and an x86-64 root partition", () => {
