@@ -11,8 +11,15 @@ const pkg = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8"))
 
 function gitCommit(): string {
   try {
-    const c = execFileSync("git", ["rev-parse", "--short=12", "HEAD"], { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
-    const dirty = execFileSync("git", ["status", "--porcelain", "--untracked-files=no"], { cwd: root, encoding: "utf8" }).trim();
+    const c = execFileSync("git", ["rev-parse", "--short=12", "HEAD"], {
+      cwd: root,
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "ignore"],
+    }).trim();
+    const dirty = execFileSync("git", ["status", "--porcelain", "--untracked-files=no"], {
+      cwd: root,
+      encoding: "utf8",
+    }).trim();
     return dirty ? `${c}-dirty` : c;
   } catch {
     return "unknown";
@@ -47,4 +54,6 @@ if (r.status !== 0) {
 }
 fs.renameSync(tmp, outfile);
 const size = fs.statSync(outfile).size;
-console.log(`built ${path.relative(process.cwd(), outfile)}: ${size} bytes (${(size / 1048576).toFixed(1)} MiB), version ${pkg.version} (${gitCommit()})`);
+console.log(
+  `built ${path.relative(process.cwd(), outfile)}: ${size} bytes (${(size / 1048576).toFixed(1)} MiB), version ${pkg.version} (${gitCommit()})`,
+);

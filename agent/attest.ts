@@ -12,13 +12,20 @@ const MAX_INIT_DATA_BYTES = 64 * 1024;
 export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOptions {
   const k = ctx.config.kbs;
   if (k.endpoints.length === 0)
-    throw new CvmError("config", "no KBS endpoint configured", { hint: "set kbs.endpoints in the config file, or pass --kbs URL" });
+    throw new CvmError("config", "no KBS endpoint configured", {
+      hint: "set kbs.endpoints in the config file, or pass --kbs URL",
+    });
   const caPem = readCa(ctx.config);
   let initDataToml: string | undefined;
   if (k.init_data_file !== undefined) {
     const st = fs.statSync(k.init_data_file, { throwIfNoEntry: false });
-    if (!st?.isFile()) throw new CvmError("config", `init-data file ${k.init_data_file} (kbs.init_data_file) is missing or not a regular file`);
-    if (st.size > MAX_INIT_DATA_BYTES) throw new CvmError("config", `init-data file ${k.init_data_file} is larger than ${MAX_INIT_DATA_BYTES} bytes`);
+    if (!st?.isFile())
+      throw new CvmError(
+        "config",
+        `init-data file ${k.init_data_file} (kbs.init_data_file) is missing or not a regular file`,
+      );
+    if (st.size > MAX_INIT_DATA_BYTES)
+      throw new CvmError("config", `init-data file ${k.init_data_file} is larger than ${MAX_INIT_DATA_BYTES} bytes`);
     initDataToml = fs.readFileSync(k.init_data_file, "utf8");
   }
   return {
@@ -40,7 +47,10 @@ export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOption
  * Detect the platform and build the attester the KBS client calls once it has the challenge.
  * Sources with begin() start their digest-independent work now, overlapping the KBS handshake.
  */
-export async function chooseAttester(ctx: RunContext, timeline: Timeline): Promise<Attester & { close(): Promise<void> }> {
+export async function chooseAttester(
+  ctx: RunContext,
+  timeline: Timeline,
+): Promise<Attester & { close(): Promise<void> }> {
   const { source, tee } = await timeline.time("detect", () => selectSource(ctx.env, ctx.config.platform));
   ctx.log.info(`attesting as tee ${tee} (source ${source.id})`);
   let session = source.begin?.(ctx.env);
@@ -48,7 +58,10 @@ export async function chooseAttester(ctx: RunContext, timeline: Timeline): Promi
   const close = async () => {
     const s = session;
     session = undefined;
-    await s?.then((x) => x.close(), () => {});
+    await s?.then(
+      (x) => x.close(),
+      () => {},
+    );
   };
   return {
     tee,
@@ -57,7 +70,8 @@ export async function chooseAttester(ctx: RunContext, timeline: Timeline): Promi
       // A session serves one collection; a repeated handshake (new nonce) collects afresh.
       const first = session;
       const ev = first ? await (await first).collect(req).finally(close) : await source.collect(ctx.env, req);
-      for (const [step, ms] of Object.entries(ev.timings ?? {})) if (step !== "total") timeline.record(`evidence.${step}`, ms);
+      for (const [step, ms] of Object.entries(ev.timings ?? {}))
+        if (step !== "total") timeline.record(`evidence.${step}`, ms);
       return ev.primary;
     },
     close,

@@ -12,7 +12,13 @@ export async function describePlatform(env: PlatformEnv, source: SourceId): Prom
   const { withTpm, describeTpm, formatTpmDescription } = await import("../platform/tpm/index.ts");
   try {
     const root = env.paths.root;
-    const d = await withTpm(env.tpm.spec, env.deadline, env.log, (tpm) => describeTpm(tpm, { eventLogRoot: root }), root !== "/" ? { root } : {});
+    const d = await withTpm(
+      env.tpm.spec,
+      env.deadline,
+      env.log,
+      (tpm) => describeTpm(tpm, { eventLogRoot: root }),
+      root !== "/" ? { root } : {},
+    );
     return formatTpmDescription(d);
   } catch (e) {
     return [`TPM details unavailable: ${errorMessage(e)}`];
@@ -22,8 +28,8 @@ export async function describePlatform(env: PlatformEnv, source: SourceId): Prom
 /** Decoded SNP/TDX evidence (measurement, TCB, report_data, RTMR replay), or [] for other TEEs. */
 export async function describeEvidence(ev: Evidence): Promise<string[]> {
   if (ev.tee !== "snp" && ev.tee !== "tdx") return [];
-  const { inspectEvidenceJson } = await import("../platform/inspect/evidence.ts");
-  const { renderText } = await import("../platform/inspect/render.ts");
+  const { inspectEvidenceJson } = await import("./inspect/evidence.ts");
+  const { renderText } = await import("./inspect/render.ts");
   try {
     return renderText(inspectEvidenceJson(utf8(JSON.stringify(ev.primary)))).split("\n");
   } catch (e) {

@@ -27,9 +27,18 @@ export function decodeEvidenceRecord(bytes: Uint8Array): EvidenceRecord {
   if (!(m instanceof Map)) throw new CvmError("evidence", "evidence record: top level is not a CBOR map");
   const get = (k: string) => m.get(k);
   if (get("type") !== EVIDENCE_RECORD_TYPE) throw new CvmError("evidence", "evidence record: wrong type marker");
-  if (get("version") !== EVIDENCE_RECORD_VERSION) throw new CvmError("evidence", `evidence record: unsupported version ${String(get("version"))}`);
-  const tee = get("tee"), attestation = get("attestation"), digest = get("digest"), created = get("created");
-  if (typeof tee !== "string" || typeof attestation !== "string" || !(digest instanceof Uint8Array) || typeof created !== "string")
+  if (get("version") !== EVIDENCE_RECORD_VERSION)
+    throw new CvmError("evidence", `evidence record: unsupported version ${String(get("version"))}`);
+  const tee = get("tee"),
+    attestation = get("attestation"),
+    digest = get("digest"),
+    created = get("created");
+  if (
+    typeof tee !== "string" ||
+    typeof attestation !== "string" ||
+    !(digest instanceof Uint8Array) ||
+    typeof created !== "string"
+  )
     throw new CvmError("evidence", "evidence record: missing or mistyped field (tee, attestation, digest, created)");
   return { type: EVIDENCE_RECORD_TYPE, version: EVIDENCE_RECORD_VERSION, tee, attestation, digest, created };
 }

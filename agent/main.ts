@@ -7,7 +7,12 @@ import type { Command } from "./cli/command.ts";
 import { commands, type CommandEntry } from "./commands/index.ts";
 
 const globalOptions: OptionSpec[] = [
-  { name: "log-format", kind: "string", value: "kmsg|text|json", help: "log format on stderr (default: text on a TTY, kmsg otherwise)" },
+  {
+    name: "log-format",
+    kind: "string",
+    value: "kmsg|text|json",
+    help: "log format on stderr (default: text on a TTY, kmsg otherwise)",
+  },
   { name: "verbose", kind: "bool", help: "debug logging" },
   { name: "help", kind: "bool", help: "show help" },
 ];
@@ -27,7 +32,15 @@ function usage(): string {
 }
 
 function commandHelp(entry: CommandEntry, c: Command): string {
-  return [`usage: cvm-unlock ${c.usage}`, "", entry.summary + ".", ...(c.description ? ["", c.description] : []), "", "options:", formatOptions([...c.options, ...globalOptions])].join("\n");
+  return [
+    `usage: cvm-unlock ${c.usage}`,
+    "",
+    entry.summary + ".",
+    ...(c.description ? ["", c.description] : []),
+    "",
+    "options:",
+    formatOptions([...c.options, ...globalOptions]),
+  ].join("\n");
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -55,8 +68,12 @@ async function main(argv: string[]): Promise<number> {
   try {
     const args = parseArgs(rest, [...cmd.options, ...globalOptions]);
     const fmt = args.options.get("log-format");
-    if (fmt !== undefined && !["kmsg", "text", "json"].includes(fmt as string)) throw new CvmError("usage", `--log-format must be kmsg, text or json`);
-    log = createLogger({ format: (fmt as LogFormat | undefined) ?? stderrFormat, verbose: args.options.get("verbose") === true });
+    if (fmt !== undefined && !["kmsg", "text", "json"].includes(fmt as string))
+      throw new CvmError("usage", `--log-format must be kmsg, text or json`);
+    log = createLogger({
+      format: (fmt as LogFormat | undefined) ?? stderrFormat,
+      verbose: args.options.get("verbose") === true,
+    });
     if (args.options.get("help") === true) {
       process.stdout.write(commandHelp(entry, cmd) + "\n");
       return 0;

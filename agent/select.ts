@@ -27,7 +27,12 @@ async function safeProbe(src: EvidenceSource, env: PlatformEnv): Promise<{ probe
   try {
     return { probe: await src.probe(env), failed: false };
   } catch (e) {
-    const probe = { source: src.id, present: false, reason: `probe failed: ${errorMessage(e)}`, ...(e instanceof CvmError && e.hint ? { hint: e.hint } : {}) };
+    const probe = {
+      source: src.id,
+      present: false,
+      reason: `probe failed: ${errorMessage(e)}`,
+      ...(e instanceof CvmError && e.hint ? { hint: e.hint } : {}),
+    };
     return { probe, failed: true };
   }
 }
@@ -49,12 +54,19 @@ export async function probeAll(env: PlatformEnv, cfg: PlatformConfig): Promise<C
       if (forced === undefined && !chosen) blockedBy ??= source.id;
     } else if (!probe.present) why = "not present";
     else if (forced !== undefined && source.id !== forced) why = `present, but the config forces tee ${cfg.tee}`;
-    else if (forced !== undefined && cfg.tee !== "sample" && source.id === "azure-vtpm" && probe.tee !== cfg.tee && !isLegacyAlias(probe.tee, cfg.tee))
+    else if (
+      forced !== undefined &&
+      cfg.tee !== "sample" &&
+      source.id === "azure-vtpm" &&
+      probe.tee !== cfg.tee &&
+      !isLegacyAlias(probe.tee, cfg.tee)
+    )
       why = `present as ${probe.tee}, but the config forces ${cfg.tee}`;
     else if (source.insecure && !cfg.allow_sample) why = "insecure: needs allow_sample in the trusted config";
     else if (source.insecure && forced === undefined) why = "insecure: never auto-selected (set tee to sample)";
     else if (chosen) why = "present, but an earlier source takes precedence";
-    else if (blockedBy !== undefined) why = `present, but not used: the probe of ${blockedBy} failed (refusing to fall back to a weaker source)`;
+    else if (blockedBy !== undefined)
+      why = `present, but not used: the probe of ${blockedBy} failed (refusing to fall back to a weaker source)`;
     else {
       take = true;
       why = forced !== undefined ? `forced by config (tee ${cfg.tee})` : "first present source in detection order";
@@ -70,7 +82,10 @@ function isLegacyAlias(actual: TeeName | undefined, wanted: string): boolean {
 }
 
 /** The source to attest with, or a platform/config error that says what to do. */
-export async function selectSource(env: PlatformEnv, cfg: PlatformConfig): Promise<{ source: EvidenceSource; tee: TeeName; candidates: Candidate[] }> {
+export async function selectSource(
+  env: PlatformEnv,
+  cfg: PlatformConfig,
+): Promise<{ source: EvidenceSource; tee: TeeName; candidates: Candidate[] }> {
   if (cfg.tee === "sample" && !cfg.allow_sample)
     throw new CvmError("config", "tee 'sample' is insecure and not allowed", {
       hint: "set platform.allow_sample in the trusted config, or pass --allow-sample when testing",
@@ -78,10 +93,17 @@ export async function selectSource(env: PlatformEnv, cfg: PlatformConfig): Promi
   const candidates = await probeAll(env, cfg);
   const pick = candidates.find((c) => c.chosen);
   if (pick && pick.probe.tee) return { source: pick.source, tee: pick.probe.tee, candidates };
-  const relevant = cfg.tee === "auto" ? candidates.filter((c) => !c.source.insecure) : candidates.filter((c) => c.source.id === SOURCE_FOR_TEE[cfg.tee]);
+  const relevant =
+    cfg.tee === "auto"
+      ? candidates.filter((c) => !c.source.insecure)
+      : candidates.filter((c) => c.source.id === SOURCE_FOR_TEE[cfg.tee]);
   const reasons = relevant.map((c) => `${c.source.id}: ${c.probe.reason}`).join("; ");
   const hints = relevant.map((c) => c.probe.hint).filter((h): h is string => !!h);
-  throw new CvmError("platform", cfg.tee === "auto" ? `no evidence source found (${reasons})` : `tee ${cfg.tee} is not available (${reasons})`, {
-    ...(hints.length ? { hint: hints.join("; ") } : {}),
-  });
+  throw new CvmError(
+    "platform",
+    cfg.tee === "auto" ? `no evidence source found (${reasons})` : `tee ${cfg.tee} is not available (${reasons})`,
+    {
+      ...(hints.length ? { hint: hints.join("; ") } : {}),
+    },
+  );
 }

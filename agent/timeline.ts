@@ -28,10 +28,15 @@ export class Timeline {
   }
 
   toJSON(): { phases: PhaseRecord[]; total_ms: number } {
-    return { phases: this.phases.map((p) => ({ ...p, ms: Math.round(p.ms * 100) / 100 })), total_ms: Math.round(this.totalMs() * 100) / 100 };
+    return {
+      phases: this.phases.map((p) => ({ ...p, ms: Math.round(p.ms * 100) / 100 })),
+      total_ms: Math.round(this.totalMs() * 100) / 100,
+    };
   }
 
   format(): string {
-    return this.phases.map((p) => `  ${p.phase.padEnd(10)} ${p.ms.toFixed(1).padStart(9)} ms${p.detail ? `  ${p.detail}` : ""}`).join("\n");
+    return this.phases
+      .map((p) => `  ${p.phase.padEnd(10)} ${p.ms.toFixed(1).padStart(9)} ms${p.detail ? `  ${p.detail}` : ""}`)
+      .join("\n");
   }
 }

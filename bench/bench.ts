@@ -22,7 +22,10 @@ function arg(name: string, def: string): string {
 }
 const runs = Number(arg("runs", "30"));
 const tee = arg("tee", "tpm");
-const outFile = arg("out", path.join(root, "bench", "results", `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`));
+const outFile = arg(
+  "out",
+  path.join(root, "bench", "results", `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`),
+);
 
 const children: ChildProcess[] = [];
 process.on("exit", () => children.forEach((c) => c.kill("SIGTERM")));
@@ -105,7 +108,9 @@ async function main(): Promise<void> {
   const tangPort = await freePort();
   start("socat", [`TCP-LISTEN:${tangPort},bind=127.0.0.1,reuseaddr,fork`, `EXEC:/usr/libexec/tangd ${tangDb}`]);
   await waitPort(tangPort, "tang");
-  const enc = spawnSync("clevis", ["encrypt", "tang", JSON.stringify({ url: `http://127.0.0.1:${tangPort}` }), "-y"], { input: secret });
+  const enc = spawnSync("clevis", ["encrypt", "tang", JSON.stringify({ url: `http://127.0.0.1:${tangPort}` }), "-y"], {
+    input: secret,
+  });
   if (enc.status !== 0) throw new Error(`clevis encrypt failed: ${enc.stderr}`);
   const jwe = enc.stdout;
 
@@ -121,21 +126,48 @@ async function main(): Promise<void> {
     await tpm.persistAk(0x81010002);
     cliArgs.push("--tpm", tpm.spec);
   } else cliArgs.push("--allow-sample");
-  start(bun, [path.join(root, "test/kbs/main.ts"), "--port", String(kbsPort), "--host", "127.0.0.1", "--tls-dir", tlsDir, "--resource", `default/key/root=@${path.join(work, "secret")}`, "--policy", "allow", "--allow-tee", tee, "--ready-file", ready]);
+  start(bun, [
+    path.join(root, "test/kbs/main.ts"),
+    "--port",
+    String(kbsPort),
+    "--host",
+    "127.0.0.1",
+    "--tls-dir",
+    tlsDir,
+    "--resource",
+    `default/key/root=@${path.join(work, "secret")}`,
+    "--policy",
+    "allow",
+    "--allow-tee",
+    tee,
+    "--ready-file",
+    ready,
+  ]);
   await waitFor(() => fs.existsSync(ready), "test KBS");
   cliArgs.push("--kbs", `https://127.0.0.1:${kbsPort}`, "--ca", path.join(tlsDir, "ca.pem"), "--log-format", "json");
   // Variant without a persistent AK: point at an empty handle, so the agent derives the AK
   // (TPM2_CreatePrimary, an RSA key generation whose time varies with the primes found).
   const derivedCfg = path.join(work, "derived-ak.json");
   fs.writeFileSync(derivedCfg, JSON.stringify({ platform: { tpm_ak_handle: "0x81010003" } }));
-  const variants = tee === "tpm" ? [{ name: "persistent AK", extra: [] as string[] }, { name: "derived AK", extra: ["--config", derivedCfg] }] : [{ name: tee, extra: [] as string[] }];
+  const variants =
+    tee === "tpm"
+      ? [
+          { name: "persistent AK", extra: [] as string[] },
+          { name: "derived AK", extra: ["--config", derivedCfg] },
+        ]
+      : [{ name: tee, extra: [] as string[] }];
 
   const fetchS = new Map<string, Sample[]>(variants.map((v) => [v.name, []]));
-  const clevisS: Sample[] = [], startupS: Sample[] = [];
+  const clevisS: Sample[] = [],
+    startupS: Sample[] = [];
   const phases = new Map<string, Map<string, number[]>>(variants.map((v) => [v.name, new Map()]));
   const timingsFile = path.join(work, "timings.json");
   const warm = 3;
-  const jobs = [...variants.map((v) => ({ kind: "cvm" as const, v })), { kind: "clevis" as const }, { kind: "startup" as const }];
+  const jobs = [
+    ...variants.map((v) => ({ kind: "cvm" as const, v })),
+    { kind: "clevis" as const },
+    { kind: "startup" as const },
+  ];
   for (let i = 0; i < runs + warm; i++) {
     // rotate the order every run so that no tool always runs right after another
     const order = jobs.map((_, k) => jobs[(k + i) % jobs.length]!);
@@ -160,7 +192,10 @@ async function main(): Promise<void> {
     }
   }
   await tpm?.stop();
-  const summary = (xs: Sample[]) => ({ wall_ms: stats(xs.map((s) => s.wallMs)), peak_rss_mb: stats(xs.map((s) => s.rssKb / 1024)) });
+  const summary = (xs: Sample[]) => ({
+    wall_ms: stats(xs.map((s) => s.wallMs)),
+    peak_rss_mb: stats(xs.map((s) => s.rssKb / 1024)),
+  });
   const result = {
     date: new Date().toISOString(),
     machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, kernel: os.release() },
@@ -169,23 +204,40 @@ async function main(): Promise<void> {
     cvm_unlock_fetch: Object.fromEntries(variants.map((v) => [v.name, summary(fetchS.get(v.name)!)])),
     clevis_tang_decrypt: summary(clevisS),
     cvm_unlock_startup: summary(startupS),
-    phases_ms: Object.fromEntries(variants.map((v) => [v.name, Object.fromEntries([...phases.get(v.name)!].map(([k, x]) => [k, stats(x)]))])),
+    phases_ms: Object.fromEntries(
+      variants.map((v) => [v.name, Object.fromEntries([...phases.get(v.name)!].map(([k, x]) => [k, stats(x)]))]),
+    ),
   };
   const clevisP50 = result.clevis_tang_decrypt.wall_ms.p50;
-  const ratios = Object.fromEntries(variants.map((v) => [v.name, +(result.cvm_unlock_fetch[v.name]!.wall_ms.p50 / clevisP50).toFixed(3)]));
+  const ratios = Object.fromEntries(
+    variants.map((v) => [v.name, +(result.cvm_unlock_fetch[v.name]!.wall_ms.p50 / clevisP50).toFixed(3)]),
+  );
   fs.mkdirSync(path.dirname(outFile), { recursive: true });
   fs.writeFileSync(outFile, JSON.stringify({ ...result, ratio_p50: ratios }, null, 2) + "\n");
-  const row = (name: string, s: ReturnType<typeof summary>) => `| ${name} | ${s.wall_ms.p50} | ${s.wall_ms.p95} | ${s.peak_rss_mb.p50.toFixed(1)} |`;
+  const row = (name: string, s: ReturnType<typeof summary>) =>
+    `| ${name} | ${s.wall_ms.p50} | ${s.wall_ms.p95} | ${s.peak_rss_mb.p50.toFixed(1)} |`;
   console.log(`\n${runs} interleaved runs, tee ${tee}, ${os.cpus().length} CPUs (${result.machine.model})\n`);
   console.log("| command | wall p50 ms | wall p95 ms | peak RSS MB |\n|---|---|---|---|");
-  for (const v of variants) console.log(row(`cvm-unlock fetch, ${v.name} (test KBS, HTTPS)`, result.cvm_unlock_fetch[v.name]!));
+  for (const v of variants)
+    console.log(row(`cvm-unlock fetch, ${v.name} (test KBS, HTTPS)`, result.cvm_unlock_fetch[v.name]!));
   console.log(row("clevis decrypt (tang, HTTP)", result.clevis_tang_decrypt));
   console.log(row("cvm-unlock version (startup)", result.cvm_unlock_startup));
   console.log("");
-  for (const v of variants) console.log(`fetch (${v.name}) / clevis, p50: ${ratios[v.name]!.toFixed(2)} (target <= 0.75)`);
+  for (const v of variants)
+    console.log(`fetch (${v.name}) / clevis, p50: ${ratios[v.name]!.toFixed(2)} (target <= 0.75)`);
   const names = [...new Set(variants.flatMap((v) => [...phases.get(v.name)!.keys()]))];
-  console.log(`\n| phase | ${variants.map((v) => `${v.name} p50 / p95 ms`).join(" | ")} |\n|---|${variants.map(() => "---").join("|")}|`);
-  for (const n of names) console.log(`| ${n} | ${variants.map((v) => { const x = result.phases_ms[v.name]![n]; return x ? `${x.p50} / ${x.p95}` : "-"; }).join(" | ")} |`);
+  console.log(
+    `\n| phase | ${variants.map((v) => `${v.name} p50 / p95 ms`).join(" | ")} |\n|---|${variants.map(() => "---").join("|")}|`,
+  );
+  for (const n of names)
+    console.log(
+      `| ${n} | ${variants
+        .map((v) => {
+          const x = result.phases_ms[v.name]![n];
+          return x ? `${x.p50} / ${x.p95}` : "-";
+        })
+        .join(" | ")} |`,
+    );
   console.log(`\nJSON: ${path.relative(root, outFile)}`);
   fs.rmSync(work, { recursive: true, force: true });
 }

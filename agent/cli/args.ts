@@ -47,7 +47,8 @@ export function parseArgs(argv: string[], specs: OptionSpec[]): ParsedArgs {
     if (eq !== -1) value = a.slice(eq + 1);
     else {
       const next = argv[i + 1];
-      if (next === undefined) throw new CvmError("usage", `--${name} needs a value${spec.value ? ` (${spec.value})` : ""}`);
+      if (next === undefined)
+        throw new CvmError("usage", `--${name} needs a value${spec.value ? ` (${spec.value})` : ""}`);
       value = next;
       i++;
     }
@@ -90,7 +91,13 @@ export function optNumber(p: ParsedArgs, name: string, min: number, max: number)
 export function formatOptions(specs: OptionSpec[]): string {
   const rows = specs
     .filter((s) => !s.hidden)
-    .map((s) => [`--${s.name}${s.kind === "bool" ? "" : ` ${s.value ?? "VALUE"}`}${s.kind === "list" ? " (repeatable)" : ""}`, s.help] as const);
+    .map(
+      (s) =>
+        [
+          `--${s.name}${s.kind === "bool" ? "" : ` ${s.value ?? "VALUE"}`}${s.kind === "list" ? " (repeatable)" : ""}`,
+          s.help,
+        ] as const,
+    );
   const w = Math.max(0, ...rows.map(([l]) => l.length));
   return rows.map(([l, h]) => `  ${l.padEnd(w)}  ${h}`).join("\n");
 }

@@ -6,22 +6,53 @@ import { CvmError } from "../../platform/util/errors.ts";
 import { Deadline } from "../../platform/util/deadline.ts";
 import type { Logger } from "../../platform/util/log.ts";
 import type { PlatformEnv } from "../../platform/types.ts";
-import { DEFAULT_CONFIG_PATH, mergeLayers, noteReplacedTrustAnchors, noteWideningFlags, readConfigFile, type ConfigLayer, type JsonObject, type LoadedConfig } from "../config/load.ts";
+import {
+  DEFAULT_CONFIG_PATH,
+  mergeLayers,
+  noteReplacedTrustAnchors,
+  noteWideningFlags,
+  readConfigFile,
+  type ConfigLayer,
+  type JsonObject,
+  type LoadedConfig,
+} from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { optBool, optList, optNumber, optString, type OptionSpec, type ParsedArgs } from "./args.ts";
 
 export const configOptions: OptionSpec[] = [
   { name: "config", kind: "string", value: "FILE", help: `configuration file (default ${DEFAULT_CONFIG_PATH})` },
   { name: "kbs", kind: "list", value: "URL", help: "KBS endpoint, tried in order (replaces kbs.endpoints)" },
-  { name: "ca", kind: "string", value: "FILE", help: "PEM CA bundle that signs the KBS certificate (replaces the system roots)" },
+  {
+    name: "ca",
+    kind: "string",
+    value: "FILE",
+    help: "PEM CA bundle that signs the KBS certificate (replaces the system roots)",
+  },
   { name: "resource", kind: "string", value: "REPO/TYPE/TAG", help: "KBS resource to fetch" },
-  { name: "tee", kind: "string", value: "NAME", help: "evidence source: auto, snp, tdx, tpm, az-snp-vtpm, az-tdx-vtpm, sample" },
+  {
+    name: "tee",
+    kind: "string",
+    value: "NAME",
+    help: "evidence source: auto, snp, tdx, tpm, az-snp-vtpm, az-tdx-vtpm, sample",
+  },
   { name: "tpm", kind: "string", value: "SPEC", help: "TPM: /dev/tpmrm0 or swtpm:HOST:PORT" },
   { name: "allow-sample", kind: "bool", help: "permit the insecure sample TEE (testing only; logged)" },
   { name: "insecure-http", kind: "bool", help: "permit plain http:// KBS endpoints (testing only; logged)" },
   { name: "deadline", kind: "string", value: "SECONDS", help: "overall deadline for this run" },
-  { name: "platform-root", kind: "string", value: "DIR", help: "test only: root of a stand-in /sys,/dev tree", hidden: true },
-  { name: "azure-metadata-url", kind: "string", value: "URL", help: "test only: Azure metadata service base URL", hidden: true },
+  {
+    name: "platform-root",
+    kind: "string",
+    value: "DIR",
+    help: "test only: root of a stand-in /sys,/dev tree",
+    hidden: true,
+  },
+  {
+    name: "azure-metadata-url",
+    kind: "string",
+    value: "URL",
+    help: "test only: Azure metadata service base URL",
+    hidden: true,
+  },
 ];
 
 /** Turn tester flags into a config layer. Only flags actually given appear in it. */
@@ -95,15 +126,25 @@ const PEM_CERT = "-----BEGIN CERTIFICATE-----";
  */
 export function readCa(config: Config): string | undefined {
   if (config.kbs.ca_pem !== undefined) {
-    if (!config.kbs.ca_pem.includes(PEM_CERT)) throw new CvmError("config", "kbs.ca_pem holds no PEM certificate", { hint: "paste the CA certificate(s) that sign the KBS certificate, or use kbs.ca_file" });
+    if (!config.kbs.ca_pem.includes(PEM_CERT))
+      throw new CvmError("config", "kbs.ca_pem holds no PEM certificate", {
+        hint: "paste the CA certificate(s) that sign the KBS certificate, or use kbs.ca_file",
+      });
     return config.kbs.ca_pem;
   }
   if (config.kbs.ca_file === undefined) return undefined;
   try {
     const st = fs.statSync(config.kbs.ca_file);
-    if (!st.isFile() || st.size > MAX_CA_BYTES) throw new CvmError("config", `CA file ${config.kbs.ca_file} is not a regular file of at most ${MAX_CA_BYTES} bytes`);
+    if (!st.isFile() || st.size > MAX_CA_BYTES)
+      throw new CvmError(
+        "config",
+        `CA file ${config.kbs.ca_file} is not a regular file of at most ${MAX_CA_BYTES} bytes`,
+      );
     const pem = fs.readFileSync(config.kbs.ca_file, "utf8");
-    if (!pem.includes(PEM_CERT)) throw new CvmError("config", `CA file ${config.kbs.ca_file} holds no PEM certificate`, { hint: "kbs.ca_file (--ca) must be the PEM CA bundle that signs the KBS certificate" });
+    if (!pem.includes(PEM_CERT))
+      throw new CvmError("config", `CA file ${config.kbs.ca_file} holds no PEM certificate`, {
+        hint: "kbs.ca_file (--ca) must be the PEM CA bundle that signs the KBS certificate",
+      });
     return pem;
   } catch (e) {
     if (e instanceof CvmError) throw e;

@@ -10,7 +10,10 @@ export const timingOptions: OptionSpec[] = [
 ];
 
 export function reportTimeline(args: ParsedArgs, timeline: Timeline): void {
-  if (optBool(args, "timings")) process.stderr.write(`phase timeline:\n${timeline.format()}\n  ${"total".padEnd(10)} ${timeline.totalMs().toFixed(1).padStart(9)} ms\n`);
+  if (optBool(args, "timings"))
+    process.stderr.write(
+      `phase timeline:\n${timeline.format()}\n  ${"total".padEnd(10)} ${timeline.totalMs().toFixed(1).padStart(9)} ms\n`,
+    );
   const file = optString(args, "timings-json");
   if (file !== undefined) fs.writeFileSync(file, JSON.stringify(timeline.toJSON()) + "\n");
 }

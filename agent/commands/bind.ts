@@ -9,8 +9,8 @@ import type { Command } from "../cli/command.ts";
 import { RESOURCE_PATH, SHA256_HEX, URL_PATTERN } from "../config/patterns.ts";
 import { cryptsetupError, findCryptsetup, runCryptsetup } from "../unlock/cryptsetup.ts";
 import { luks2DigestFingerprint } from "../unlock/key-document.ts";
-import { buildCvmToken, caFingerprint, findCvmToken, type CvmToken } from "../unlock/token.ts";
-import { readLuks2Header } from "../unlock/volume-io.ts";
+import { buildCvmToken, caFingerprint, findCvmToken, type CvmToken } from "../config/layers/token.ts";
+import { readLuks2Header } from "../../platform/luks/volume-io.ts";
 
 export const bindCommand: Command = {
   name: "bind",
@@ -21,23 +21,43 @@ export const bindCommand: Command = {
   options: [
     { name: "kbs", kind: "list", value: "URL", help: "KBS endpoint (repeatable, tried in order)" },
     { name: "resource", kind: "string", value: "REPO/TYPE/TAG", help: "KBS resource holding this volume's key" },
-    { name: "ca-sha256", kind: "string", value: "HEX", help: "SHA-256 of the DER of the CA certificate the KBS must chain to" },
-    { name: "ca", kind: "string", value: "FILE", help: "PEM CA file: its first certificate's fingerprint becomes ca_sha256" },
+    {
+      name: "ca-sha256",
+      kind: "string",
+      value: "HEX",
+      help: "SHA-256 of the DER of the CA certificate the KBS must chain to",
+    },
+    {
+      name: "ca",
+      kind: "string",
+      value: "FILE",
+      help: "PEM CA file: its first certificate's fingerprint becomes ca_sha256",
+    },
     { name: "key-slot", kind: "string", value: "N", help: "keyslot the KBS key opens (recorded in the token)" },
-    { name: "cryptsetup", kind: "string", value: "PATH", help: "cryptsetup binary (default: found in the sbin directories)", hidden: true },
+    {
+      name: "cryptsetup",
+      kind: "string",
+      value: "PATH",
+      help: "cryptsetup binary (default: found in the sbin directories)",
+      hidden: true,
+    },
   ],
   async run(args, io) {
     if (args.positionals.length !== 1) throw new CvmError("usage", "bind needs exactly one DEVICE");
     const device = args.positionals[0]!;
     const endpoints = optList(args, "kbs");
     if (endpoints.length === 0) throw new CvmError("usage", "bind needs at least one --kbs URL");
-    for (const e of endpoints) if (!URL_PATTERN.test(e)) throw new CvmError("usage", `--kbs ${JSON.stringify(e)} is not an http(s) URL`);
+    for (const e of endpoints)
+      if (!URL_PATTERN.test(e)) throw new CvmError("usage", `--kbs ${JSON.stringify(e)} is not an http(s) URL`);
     const resource = optString(args, "resource");
-    if (resource === undefined || !RESOURCE_PATH.test(resource)) throw new CvmError("usage", "bind needs --resource REPO/TYPE/TAG");
+    if (resource === undefined || !RESOURCE_PATH.test(resource))
+      throw new CvmError("usage", "bind needs --resource REPO/TYPE/TAG");
     let caSha256 = optString(args, "ca-sha256")?.toLowerCase();
     const caFile = optString(args, "ca");
-    if (caSha256 !== undefined && caFile !== undefined) throw new CvmError("usage", "give --ca-sha256 or --ca, not both");
-    if (caSha256 !== undefined && !SHA256_HEX.test(caSha256)) throw new CvmError("usage", "--ca-sha256 must be 64 hex digits");
+    if (caSha256 !== undefined && caFile !== undefined)
+      throw new CvmError("usage", "give --ca-sha256 or --ca, not both");
+    if (caSha256 !== undefined && !SHA256_HEX.test(caSha256))
+      throw new CvmError("usage", "--ca-sha256 must be 64 hex digits");
     if (caFile !== undefined) {
       try {
         caSha256 = caFingerprint(fs.readFileSync(caFile, "utf8"));
@@ -46,14 +66,32 @@ export const bindCommand: Command = {
       }
     }
     const slot = optInt(args, "key-slot", 0, 31);
-    const token: CvmToken = { endpoints, resource, keyslots: slot === undefined ? [] : [String(slot)], ...(caSha256 !== undefined ? { caSha256 } : {}) };
+    const token: CvmToken = {
+      endpoints,
+      resource,
+      keyslots: slot === undefined ? [] : [String(slot)],
+      ...(caSha256 !== undefined ? { caSha256 } : {}),
+    };
 
     const existing = findCvmToken(readLuks2Header(device));
     const bin = findCryptsetup(optString(args, "cryptsetup") ?? "cryptsetup");
     const deadline = new Deadline(60_000);
     try {
-      const cmd = ["token", "import", "--json-file", "-", ...(existing ? ["--token-id", existing.id, "--token-replace"] : []), device];
-      const r = await runCryptsetup(bin, cmd, new TextEncoder().encode(JSON.stringify(buildCvmToken(token))), deadline, "importing the token into");
+      const cmd = [
+        "token",
+        "import",
+        "--json-file",
+        "-",
+        ...(existing ? ["--token-id", existing.id, "--token-replace"] : []),
+        device,
+      ];
+      const r = await runCryptsetup(
+        bin,
+        cmd,
+        new TextEncoder().encode(JSON.stringify(buildCvmToken(token))),
+        deadline,
+        "importing the token into",
+      );
       if (r.code !== 0) throw cryptsetupError(r, device, "importing the token into");
     } finally {
       deadline.dispose();
@@ -62,7 +100,9 @@ export const bindCommand: Command = {
     const back = findCvmToken(header);
     if (!back || JSON.stringify(buildCvmToken(back.token)) !== JSON.stringify(buildCvmToken(token)))
       throw new CvmError("unlock", `the token read back from ${device} differs from the one written`);
-    io.stdout.write(`${device}: cvm-unlock token ${back.id} ${existing ? "replaced" : "added"} (resource ${resource}, ${endpoints.length} endpoint(s)${caSha256 ? `, CA ${caSha256.slice(0, 16)}…` : ""})\n`);
+    io.stdout.write(
+      `${device}: cvm-unlock token ${back.id} ${existing ? "replaced" : "added"} (resource ${resource}, ${endpoints.length} endpoint(s)${caSha256 ? `, CA ${caSha256.slice(0, 16)}…` : ""})\n`,
+    );
     // What a key document for this volume should pin (docs/UNLOCK.md "Key resource").
     io.stdout.write(`pins: {"uuid":"${header.uuid}","luks2_digest_sha256":"${luks2DigestFingerprint(header)}"}\n`);
     return 0;

@@ -8,8 +8,8 @@ import { optBool, optString } from "../cli/args.ts";
 import type { Command } from "../cli/command.ts";
 import { configOptions, loadConfig } from "../cli/common.ts";
 import { loadUnlockConfig } from "../unlock/unlock.ts";
-import { findCvmToken, tokenLayer } from "../unlock/token.ts";
-import { readLuks2Header } from "../unlock/volume-io.ts";
+import { findCvmToken, tokenLayer } from "../config/layers/token.ts";
+import { readLuks2Header } from "../../platform/luks/volume-io.ts";
 
 interface Row {
   path: string;
@@ -37,7 +37,8 @@ export function sourceOf(prov: Map<string, string>, p: string): string {
 export const configCommand: Command = {
   name: "config",
   usage: "config --explain [options] [--device PATH]",
-  description: "Layers: defaults < trusted file < kernel cmdline (if trusted) < LUKS2 token (if trusted; give --device) < flags.",
+  description:
+    "Layers: defaults < trusted file < kernel cmdline (if trusted) < LUKS2 token (if trusted; give --device) < flags.",
   options: [
     ...configOptions,
     { name: "explain", kind: "bool", help: "print every value with its source" },
@@ -51,14 +52,25 @@ export const configCommand: Command = {
     const device = optString(args, "device");
     if (device !== undefined) {
       const found = findCvmToken(readLuks2Header(device));
-      if (found && loaded.config.unlock.luks_token.trust) loaded = loadConfig(args, silentLogger, [...(cmdline ? [cmdline] : []), tokenLayer(device, found, loaded.config)]);
-      else if (found) io.log.warning(`${device} has a cvm-unlock token, but unlock.luks_token.trust is not set: ignored`);
+      if (found && loaded.config.unlock.luks_token.trust)
+        loaded = loadConfig(args, silentLogger, [
+          ...(cmdline ? [cmdline] : []),
+          tokenLayer(device, found, loaded.config),
+        ]);
+      else if (found)
+        io.log.warning(`${device} has a cvm-unlock token, but unlock.luks_token.trust is not set: ignored`);
     }
     const pairs: [string, unknown][] = [];
     flatten(loaded.config, "", pairs);
     const rows: Row[] = pairs.map(([p, value]) => ({ path: p, value, source: sourceOf(loaded.provenance, p) }));
     if (optBool(args, "json")) {
-      io.stdout.write(JSON.stringify({ config: loaded.config, sources: Object.fromEntries(rows.map((r) => [r.path, r.source])) }, null, 2) + "\n");
+      io.stdout.write(
+        JSON.stringify(
+          { config: loaded.config, sources: Object.fromEntries(rows.map((r) => [r.path, r.source])) },
+          null,
+          2,
+        ) + "\n",
+      );
       return 0;
     }
     const w = Math.max(...rows.map((r) => r.path.length));

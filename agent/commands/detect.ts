@@ -35,12 +35,19 @@ export const detectCommand: Command = {
       } else {
         for (const c of candidates) {
           const mark = c.chosen ? "*" : c.probe.present ? "+" : "-";
-          io.stdout.write(`${mark} ${c.source.id.padEnd(11)} ${c.probe.present ? `tee=${c.probe.tee}` : "absent"}: ${c.probe.reason}\n`);
+          io.stdout.write(
+            `${mark} ${c.source.id.padEnd(11)} ${c.probe.present ? `tee=${c.probe.tee}` : "absent"}: ${c.probe.reason}\n`,
+          );
           io.stdout.write(`  ${" ".repeat(11)} ${c.chosen ? "chosen" : "passed over"}: ${c.why}\n`);
           if (c.probe.hint) io.stdout.write(`  ${" ".repeat(11)} hint: ${c.probe.hint}\n`);
-          for (const [k, v] of Object.entries(c.probe.details ?? {})) io.stdout.write(`  ${" ".repeat(11)} ${k}: ${v}\n`);
+          for (const [k, v] of Object.entries(c.probe.details ?? {}))
+            io.stdout.write(`  ${" ".repeat(11)} ${k}: ${v}\n`);
         }
-        io.stdout.write(chosen ? `\nwould attest as tee '${chosen.probe.tee}' (source ${chosen.source.id})\n` : "\nno usable evidence source\n");
+        io.stdout.write(
+          chosen
+            ? `\nwould attest as tee '${chosen.probe.tee}' (source ${chosen.source.id})\n`
+            : "\nno usable evidence source\n",
+        );
         if (platform.length) io.stdout.write(`\n${platform.join("\n")}\n`);
       }
       return chosen ? 0 : 4;

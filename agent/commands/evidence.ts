@@ -36,21 +36,33 @@ export const evidenceCommand: Command = {
     try {
       let nonce = optString(args, "nonce");
       if (nonce === undefined) nonce = b64(randomFillSync(new Uint8Array(32)));
-      if (nonce.length === 0 || nonce.length > MAX_NONCE) throw new CvmError("usage", `--nonce must be 1..${MAX_NONCE} characters`);
+      if (nonce.length === 0 || nonce.length > MAX_NONCE)
+        throw new CvmError("usage", `--nonce must be 1..${MAX_NONCE} characters`);
       const { source, tee } = await timeline.time("detect", () => selectSource(ctx.env, ctx.config.platform));
       const key = await generateTeeKey(ctx.config.kbs.tee_key);
       const runtime = { nonce, "tee-pubkey": key.publicJwk };
       const digest = runtimeDigest(runtime);
       const ev = await timeline.time("evidence", () => source.collect(ctx.env, { runtimeDigest: digest, tee }));
-      const body = { "init-data": null, "runtime-data": runtime, "tee-evidence": { primary_evidence: ev.primary, additional_evidence: "" } };
+      const body = {
+        "init-data": null,
+        "runtime-data": runtime,
+        "tee-evidence": { primary_evidence: ev.primary, additional_evidence: "" },
+      };
       const text = JSON.stringify(body);
       const out = optString(args, "out");
-      if (out !== undefined) fs.writeFileSync(out, encodeEvidenceRecord({ tee, attestation: text, digest, created: new Date().toISOString() }));
+      if (out !== undefined)
+        fs.writeFileSync(
+          out,
+          encodeEvidenceRecord({ tee, attestation: text, digest, created: new Date().toISOString() }),
+        );
       if (optBool(args, "decode")) {
         const details = [...(await describeEvidence(ev)), ...(await describePlatform(ctx.env, source.id))];
-        io.stdout.write(describe(tee, source.id, nonce, digest, ev.primary) + (details.length ? `\n\n${details.join("\n")}` : "") + "\n");
-      }
-      else io.stdout.write(JSON.stringify({ tee, attestation: body }, null, 2) + "\n");
+        io.stdout.write(
+          describe(tee, source.id, nonce, digest, ev.primary) +
+            (details.length ? `\n\n${details.join("\n")}` : "") +
+            "\n",
+        );
+      } else io.stdout.write(JSON.stringify({ tee, attestation: body }, null, 2) + "\n");
       reportTimeline(args, timeline);
       return 0;
     } finally {
@@ -69,7 +81,14 @@ function describe(tee: string, source: string, nonce: string, digest: Uint8Array
   ];
   if (primary && typeof primary === "object")
     for (const [k, v] of Object.entries(primary as Record<string, unknown>)) {
-      const size = typeof v === "string" ? `${v.length} chars` : Array.isArray(v) ? `${v.length} items` : v === null ? "null" : typeof v;
+      const size =
+        typeof v === "string"
+          ? `${v.length} chars`
+          : Array.isArray(v)
+            ? `${v.length} items`
+            : v === null
+              ? "null"
+              : typeof v;
       lines.push(`  ${k.padEnd(20)} ${size}`);
     }
   lines.push("Decode a raw report, quote or event log with `cvm-unlock inspect FILE`.");

@@ -23,7 +23,11 @@ export const fetchCommand: Command = {
   description:
     "The secret is written to stdout, or to the file descriptor given by --out-fd; never to a terminal or stderr.\n" +
     "The resource path comes from the argument, --resource, or the config's `resource`.",
-  options: [...configOptions, { name: "out-fd", kind: "string", value: "N", help: "write the secret to file descriptor N instead of stdout" }, ...timingOptions],
+  options: [
+    ...configOptions,
+    { name: "out-fd", kind: "string", value: "N", help: "write the secret to file descriptor N instead of stdout" },
+    ...timingOptions,
+  ],
   async run(args, io) {
     const timeline = new Timeline();
     const outFd = optInt(args, "out-fd", 0, 1_000_000);
@@ -35,22 +39,37 @@ export const fetchCommand: Command = {
     } catch {
       throw new CvmError("usage", `--out-fd ${fd} is not an open file descriptor`);
     }
-    if (fd === 2) throw new CvmError("usage", "refusing to write a secret to file descriptor 2: that is stderr, where the logs go", { hint: "use stdout (a pipe or file) or another --out-fd" });
+    if (fd === 2)
+      throw new CvmError(
+        "usage",
+        "refusing to write a secret to file descriptor 2: that is stderr, where the logs go",
+        { hint: "use stdout (a pipe or file) or another --out-fd" },
+      );
     if (isatty(fd))
-      throw new CvmError("usage", `refusing to write a secret to a terminal (${outFd === undefined ? "stdout" : `--out-fd ${fd}`})`, { hint: "redirect it to a pipe or file, or use --out-fd N" });
+      throw new CvmError(
+        "usage",
+        `refusing to write a secret to a terminal (${outFd === undefined ? "stdout" : `--out-fd ${fd}`})`,
+        { hint: "redirect it to a pipe or file, or use --out-fd N" },
+      );
 
     const ctx = runContext(args, io.log);
     try {
       const resource = args.positionals[0] ?? ctx.config.resource;
-      if (resource === undefined) throw new CvmError("usage", "no resource given", { hint: "pass REPO/TYPE/TAG, --resource, or set `resource` in the config" });
-      if (!RESOURCE_PATH.test(resource)) throw new CvmError("usage", `resource path ${JSON.stringify(resource)} is not REPO/TYPE/TAG`);
+      if (resource === undefined)
+        throw new CvmError("usage", "no resource given", {
+          hint: "pass REPO/TYPE/TAG, --resource, or set `resource` in the config",
+        });
+      if (!RESOURCE_PATH.test(resource))
+        throw new CvmError("usage", `resource path ${JSON.stringify(resource)} is not REPO/TYPE/TAG`);
       const { secret, endpoint } = await attestAndFetch(ctx, resource, timeline);
       try {
         writeAll(fd, secret);
       } finally {
         secret.fill(0);
       }
-      io.log.info(`released ${resource} by ${endpoint} (${secret.length} bytes) in ${timeline.totalMs().toFixed(0)} ms`);
+      io.log.info(
+        `released ${resource} by ${endpoint} (${secret.length} bytes) in ${timeline.totalMs().toFixed(0)} ms`,
+      );
       reportTimeline(args, timeline);
       return 0;
     } finally {

@@ -9,14 +9,54 @@ export interface CommandEntry {
 }
 
 export const commands: CommandEntry[] = [
-  { name: "detect", summary: "show which evidence sources exist and which one would be used", load: async () => (await import("./detect.ts")).detectCommand },
-  { name: "evidence", summary: "collect evidence for a nonce and print the trustee /attest body", load: async () => (await import("./evidence.ts")).evidenceCommand },
-  { name: "fetch", summary: "attest to the KBS and write the released secret to stdout or --out-fd", load: async () => (await import("./fetch.ts")).fetchCommand },
-  { name: "unlock", summary: "fetch the disk key(s) from the KBS and open the LUKS2 volume(s) with cryptsetup", load: async () => (await import("./unlock.ts")).unlockCommand },
-  { name: "inspect", summary: "decode an attestation report, quote, event log, certificate table or evidence JSON", load: async () => (await import("./inspect.ts")).inspectCommand },
-  { name: "config", summary: "show the merged configuration and where each value came from", load: async () => (await import("./config.ts")).configCommand },
-  { name: "bind", summary: "store KBS endpoints, resource and CA pin in a cvm-unlock LUKS2 token", load: async () => (await import("./bind.ts")).bindCommand },
-  { name: "measure", summary: "extend the leave-initrd marker into the PCR/RTMR (run at switch-root, always)", load: async () => (await import("../unlock/measure-command.ts")).measureCommand },
-  { name: "verify-root", summary: "check that the mounted root is the dm-crypt volume cvm-unlock opened", load: async () => (await import("../unlock/verify-root-command.ts")).verifyRootCommand },
-  { name: "version", summary: "print version, git commit and runtime", load: async () => (await import("./version.ts")).versionCommand },
+  {
+    name: "detect",
+    summary: "show which evidence sources exist and which one would be used",
+    load: async () => (await import("./detect.ts")).detectCommand,
+  },
+  {
+    name: "evidence",
+    summary: "collect evidence for a nonce and print the trustee /attest body",
+    load: async () => (await import("./evidence.ts")).evidenceCommand,
+  },
+  {
+    name: "fetch",
+    summary: "attest to the KBS and write the released secret to stdout or --out-fd",
+    load: async () => (await import("./fetch.ts")).fetchCommand,
+  },
+  {
+    name: "unlock",
+    summary: "fetch the disk key(s) from the KBS and open the LUKS2 volume(s) with cryptsetup",
+    load: async () => (await import("./unlock.ts")).unlockCommand,
+  },
+  {
+    name: "inspect",
+    summary: "decode an attestation report, quote, event log, certificate table or evidence JSON",
+    load: async () => (await import("./inspect.ts")).inspectCommand,
+  },
+  {
+    name: "config",
+    summary: "show the merged configuration and where each value came from",
+    load: async () => (await import("./config.ts")).configCommand,
+  },
+  {
+    name: "bind",
+    summary: "store KBS endpoints, resource and CA pin in a cvm-unlock LUKS2 token",
+    load: async () => (await import("./bind.ts")).bindCommand,
+  },
+  {
+    name: "measure",
+    summary: "extend the leave-initrd marker into the PCR/RTMR (run at switch-root, always)",
+    load: async () => (await import("./measure.ts")).measureCommand,
+  },
+  {
+    name: "verify-root",
+    summary: "check that the mounted root is the dm-crypt volume cvm-unlock opened",
+    load: async () => (await import("./verify-root.ts")).verifyRootCommand,
+  },
+  {
+    name: "version",
+    summary: "print version, git commit and runtime",
+    load: async () => (await import("./version.ts")).versionCommand,
+  },
 ];

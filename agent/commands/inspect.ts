@@ -5,7 +5,14 @@ import * as fs from "node:fs";
 import { optBool, optString } from "../cli/args.ts";
 import type { Command } from "../cli/command.ts";
 import { CvmError } from "../../platform/util/errors.ts";
-import { INSPECT_TYPES, inspectBytes, renderJson, renderText, resolveInput, trusteeEvidence } from "../../platform/inspect/index.ts";
+import {
+  INSPECT_TYPES,
+  inspectBytes,
+  renderJson,
+  renderText,
+  resolveInput,
+  trusteeEvidence,
+} from "../inspect/index.ts";
 
 /** Larger than any artefact we decode (a 1 MiB CCEL area is the biggest real one). */
 const MAX_INPUT = 32 * 1024 * 1024;
@@ -20,7 +27,8 @@ function readInput(file: string): Uint8Array {
       const n = fs.readSync(fd, buf, 0, buf.length, null);
       if (n === 0) break;
       total += n;
-      if (total > MAX_INPUT) throw new CvmError("usage", `${file} is larger than ${MAX_INPUT} bytes; that is not an attestation artefact`);
+      if (total > MAX_INPUT)
+        throw new CvmError("usage", `${file} is larger than ${MAX_INPUT} bytes; that is not an attestation artefact`);
       chunks.push(Buffer.from(buf.subarray(0, n)));
     }
     return new Uint8Array(Buffer.concat(chunks, total));

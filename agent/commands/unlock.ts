@@ -17,9 +17,23 @@ export const unlockCommand: Command = {
     "The key goes to cryptsetup's stdin only. Exit codes: 14 wrong key, 15 volume identity/device problem, 8 KBS refused.",
   options: [
     ...configOptions,
-    { name: "device", kind: "string", value: "PATH", help: "the LUKS2 device or image (overrides the configured selector)" },
-    { name: "name", kind: "string", value: "NAME", help: "device-mapper name to open as (default: the volume's name, root)" },
-    { name: "test-only", kind: "bool", help: "only check that the key opens the volume (cryptsetup --test-passphrase); no dm, no measurement" },
+    {
+      name: "device",
+      kind: "string",
+      value: "PATH",
+      help: "the LUKS2 device or image (overrides the configured selector)",
+    },
+    {
+      name: "name",
+      kind: "string",
+      value: "NAME",
+      help: "device-mapper name to open as (default: the volume's name, root)",
+    },
+    {
+      name: "test-only",
+      kind: "bool",
+      help: "only check that the key opens the volume (cryptsetup --test-passphrase); no dm, no measurement",
+    },
     { name: "measure", kind: "bool", help: "with --test-only: still extend the PCR/RTMR and write the event record" },
     ...timingOptions,
   ],
@@ -27,10 +41,20 @@ export const unlockCommand: Command = {
     if (args.positionals.length) throw new CvmError("usage", "unlock takes no positional arguments (use --device)");
     const timeline = new Timeline();
     const outcomes = await unlockVolumes(
-      { args, log: io.log, testOnly: optBool(args, "test-only"), measure: optBool(args, "measure"), device: optString(args, "device"), name: optString(args, "name") },
+      {
+        args,
+        log: io.log,
+        testOnly: optBool(args, "test-only"),
+        measure: optBool(args, "measure"),
+        device: optString(args, "device"),
+        name: optString(args, "name"),
+      },
       timeline,
     );
-    for (const o of outcomes) io.stdout.write(`${o.name}: ${o.status} (${o.device}, LUKS UUID ${o.uuid}${o.endpoint ? `, key from ${o.endpoint}` : ""})\n`);
+    for (const o of outcomes)
+      io.stdout.write(
+        `${o.name}: ${o.status} (${o.device}, LUKS UUID ${o.uuid}${o.endpoint ? `, key from ${o.endpoint}` : ""})\n`,
+      );
     reportTimeline(args, timeline);
     return 0;
   },

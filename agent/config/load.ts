@@ -38,7 +38,8 @@ export function readConfigFile(path: string, mustExist: boolean): ConfigLayer | 
   try {
     const st = fs.statSync(path);
     if (!st.isFile()) throw new CvmError("config", `config file ${path} is not a regular file`);
-    if (st.size > MAX_CONFIG_BYTES) throw new CvmError("config", `config file ${path} is larger than ${MAX_CONFIG_BYTES} bytes`);
+    if (st.size > MAX_CONFIG_BYTES)
+      throw new CvmError("config", `config file ${path} is larger than ${MAX_CONFIG_BYTES} bytes`);
     text = fs.readFileSync(path, "utf8");
   } catch (e) {
     if (e instanceof CvmError) throw e;
@@ -102,9 +103,13 @@ export function mergeLayers(layers: ConfigLayer[]): LoadedConfig {
 function refuseAmbiguousCa(config: Config, provenance: Map<string, string>): void {
   if (config.kbs.ca_pem === undefined || config.kbs.ca_file === undefined) return;
   const from = (p: string) => provenance.get(p) ?? "defaults";
-  throw new CvmError("config", `kbs.ca_pem (from ${from("kbs.ca_pem")}) and kbs.ca_file (from ${from("kbs.ca_file")}) are both set: set only one`, {
-    hint: "keep one CA source in the trusted config; a tester's --ca or a LUKS token's CA pin needs kbs.ca_file there, not kbs.ca_pem",
-  });
+  throw new CvmError(
+    "config",
+    `kbs.ca_pem (from ${from("kbs.ca_pem")}) and kbs.ca_file (from ${from("kbs.ca_file")}) are both set: set only one`,
+    {
+      hint: "keep one CA source in the trusted config; a tester's --ca or a LUKS token's CA pin needs kbs.ca_file there, not kbs.ca_pem",
+    },
+  );
 }
 
 /** Log flags that widen what the trusted file allows; they are the tester's explicit choice. */
@@ -126,7 +131,10 @@ export function noteReplacedTrustAnchors(layers: ConfigLayer[], log: Logger): vo
   if (!flags || flags.source !== "flags") return;
   for (const anchor of TRUST_ANCHORS) {
     if (getPath(flags.data, anchor) === undefined) continue;
-    const earlier = layers.slice(0, -1).filter((l) => getPath(l.data, anchor) !== undefined).map((l) => l.source);
+    const earlier = layers
+      .slice(0, -1)
+      .filter((l) => getPath(l.data, anchor) !== undefined)
+      .map((l) => l.source);
     if (earlier.length) log.warning(`${anchor} from ${earlier.join(", ")} replaced by flags: tester's explicit choice`);
   }
 }

@@ -4,7 +4,8 @@
 /** KBS base URL: http[s]://host[:port][/prefix], no query, fragment or whitespace. */
 export const URL_PATTERN = /^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/;
 /** trustee ResourceDesc: REPO/TYPE/TAG, each segment [A-Za-z0-9_-] then [A-Za-z0-9_.-]*. */
-export const RESOURCE_PATH = /^[A-Za-z0-9_-][A-Za-z0-9_.-]*\/[A-Za-z0-9_-][A-Za-z0-9_.-]*\/[A-Za-z0-9_-][A-Za-z0-9_.-]*$/;
+export const RESOURCE_PATH =
+  /^[A-Za-z0-9_-][A-Za-z0-9_.-]*\/[A-Za-z0-9_-][A-Za-z0-9_.-]*\/[A-Za-z0-9_-][A-Za-z0-9_.-]*$/;
 /** A LUKS UUID (either case; compared lower-case). */
 export const UUID_PATTERN = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 /** A SHA-256 digest in hex (either case; compared lower-case). */

@@ -1,7 +1,7 @@
 // The one configuration schema (JSON). docs/CONFIG.md documents every key.
 // Trusted source: /etc/cvm-unlock/config.json baked into the initramfs (measured with the UKI).
 import { arr, bool, field, num, obj, optional, str, type Infer } from "./validate.ts";
-import { unlockSchema } from "../unlock/config-schema.ts";
+import { unlockSchema } from "./unlock-schema.ts";
 import { RESOURCE_PATH, URL_PATTERN } from "./patterns.ts";
 
 export { RESOURCE_PATH };
@@ -10,7 +10,10 @@ const HANDLE_RE = /^0x8[01][0-9a-fA-F]{6}$/;
 
 export const kbsSchema = obj({
   /** KBS base URLs, tried in order (e.g. https://kbs.example:8080). */
-  endpoints: field(arr(str({ pattern: URL_PATTERN, what: "URL (http[s]://host[:port][/prefix])" }), { max: 16 }), [] as string[]),
+  endpoints: field(
+    arr(str({ pattern: URL_PATTERN, what: "URL (http[s]://host[:port][/prefix])" }), { max: 16 }),
+    [] as string[],
+  ),
   /** PEM file with the CA(s) that may sign the KBS certificate. Replaces the system roots. */
   ca_file: optional(str({ what: "path" })),
   /** Inline PEM alternative to ca_file. */

@@ -20,15 +20,19 @@ function typeName(v: unknown): string {
 
 export function str<T extends string>(opts: { oneOf: readonly T[]; what?: string }): Schema<T>;
 export function str(opts?: { pattern?: RegExp; maxLength?: number; what?: string }): Schema<string>;
-export function str(opts: { pattern?: RegExp; oneOf?: readonly string[]; maxLength?: number; what?: string } = {}): Schema<string> {
+export function str(
+  opts: { pattern?: RegExp; oneOf?: readonly string[]; maxLength?: number; what?: string } = {},
+): Schema<string> {
   const describe = opts.oneOf ? opts.oneOf.map((s) => JSON.stringify(s)).join(" | ") : (opts.what ?? "string");
   return {
     describe,
     parse(v, path) {
       if (typeof v !== "string") fail(path, `expected ${describe}, got ${typeName(v)}`);
-      if (opts.maxLength !== undefined && v.length > opts.maxLength) fail(path, `longer than ${opts.maxLength} characters`);
+      if (opts.maxLength !== undefined && v.length > opts.maxLength)
+        fail(path, `longer than ${opts.maxLength} characters`);
       if (opts.oneOf && !opts.oneOf.includes(v)) fail(path, `expected ${describe}, got ${JSON.stringify(v)}`);
-      if (opts.pattern && !opts.pattern.test(v)) fail(path, `${JSON.stringify(v)} is not a valid ${opts.what ?? "value"}`);
+      if (opts.pattern && !opts.pattern.test(v))
+        fail(path, `${JSON.stringify(v)} is not a valid ${opts.what ?? "value"}`);
       return v;
     },
   };
@@ -100,7 +104,8 @@ export function obj<S extends Shape>(shape: S): Schema<Infer<S>> & { shape: S } 
       if (typeof v !== "object" || v === null || Array.isArray(v)) fail(path, `expected object, got ${typeName(v)}`);
       const rec = v as Record<string, unknown>;
       for (const k of Object.keys(rec)) {
-        if (!Object.hasOwn(shape, k)) fail(path ? `${path}.${k}` : k, `unknown key (known: ${Object.keys(shape).join(", ")})`);
+        if (!Object.hasOwn(shape, k))
+          fail(path ? `${path}.${k}` : k, `unknown key (known: ${Object.keys(shape).join(", ")})`);
       }
       const out: Record<string, unknown> = {};
       for (const [k, f] of Object.entries(shape)) {

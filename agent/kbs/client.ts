@@ -33,7 +33,11 @@ export interface Challenge {
 
 /** The exact /auth request body (kebab-case keys, extra-params always present). */
 export function authRequestBody(tee: string): string {
-  return JSON.stringify({ version: KBS_PROTOCOL_VERSION, tee, "extra-params": { "supported-hash-algorithms": SUPPORTED_HASH_ALGORITHMS } });
+  return JSON.stringify({
+    version: KBS_PROTOCOL_VERSION,
+    tee,
+    "extra-params": { "supported-hash-algorithms": SUPPORTED_HASH_ALGORITHMS },
+  });
 }
 
 /** The exact /attest request body (0.4.0 layout: kebab top level, snake_case inside tee-evidence). */
@@ -46,7 +50,9 @@ export function attestRequestBody(runtime: RuntimeData, primaryEvidence: unknown
 }
 
 function protocolError(endpoint: string, what: string, problem: string): CvmError {
-  return new CvmError("kbs-protocol", `KBS ${endpoint} (${what}): ${problem}`, { hint: "check that the endpoint is a trustee KBS speaking protocol 0.4.0 (trustee v0.14 or later)" });
+  return new CvmError("kbs-protocol", `KBS ${endpoint} (${what}): ${problem}`, {
+    hint: "check that the endpoint is a trustee KBS speaking protocol 0.4.0 (trustee v0.14 or later)",
+  });
 }
 
 function parseJson(body: Uint8Array, endpoint: string, what: string): unknown {
@@ -59,7 +65,8 @@ function parseJson(body: Uint8Array, endpoint: string, what: string): unknown {
 
 function jsonObject(body: Uint8Array, endpoint: string, what: string): Record<string, unknown> {
   const v = parseJson(body, endpoint, what);
-  if (v === null || typeof v !== "object" || Array.isArray(v)) throw protocolError(endpoint, what, "response is not a JSON object");
+  if (v === null || typeof v !== "object" || Array.isArray(v))
+    throw protocolError(endpoint, what, "response is not a JSON object");
   return v as Record<string, unknown>;
 }
 
@@ -80,7 +87,11 @@ export function sessionCookie(setCookie: string | string[] | undefined, endpoint
     let value = pair.slice(eq + 1).trim();
     if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) value = value.slice(1, -1);
     if (value.length === 0 || value.length > MAX_COOKIE_VALUE_CHARS || !COOKIE_OCTETS.test(value))
-      throw protocolError(endpoint, "auth", `${SESSION_COOKIE} cookie value is empty, too long or has characters a cookie cannot carry`);
+      throw protocolError(
+        endpoint,
+        "auth",
+        `${SESSION_COOKIE} cookie value is empty, too long or has characters a cookie cannot carry`,
+      );
     return `${SESSION_COOKIE}=${value}`;
   }
   throw protocolError(endpoint, "auth", `no ${SESSION_COOKIE} cookie in the /auth response`);
@@ -107,7 +118,9 @@ class RcarSession {
   ) {}
 
   private refused(phase: KbsPhase, res: KbsHttpResponse): Attempt {
-    return { refused: decideOnKbsError(phase, res.status, parseErrorInformation(res.body), this.endpoint, this.resourcePath) };
+    return {
+      refused: decideOnKbsError(phase, res.status, parseErrorInformation(res.body), this.endpoint, this.resourcePath),
+    };
   }
 
   async run(): Promise<Attempt> {
@@ -116,7 +129,12 @@ class RcarSession {
 
     log.info("kbs: requesting challenge", { endpoint, tee: attester.tee });
     const auth = await timeline.time("auth", () =>
-      transport.request(endpoint, { method: "POST", path: "/kbs/v0/auth", body: authRequestBody(attester.tee), what: "auth" }),
+      transport.request(endpoint, {
+        method: "POST",
+        path: "/kbs/v0/auth",
+        body: authRequestBody(attester.tee),
+        what: "auth",
+      }),
     );
     if (auth.status !== 200) return this.refused("auth", auth);
     const challenge = parseChallenge(auth.body, endpoint);
@@ -129,27 +147,44 @@ class RcarSession {
     const evidence = await timeline.time("evidence", () => attester.collect(digest));
     const attestBody = attestRequestBody(runtime, evidence, opts.initDataToml);
     if (Buffer.byteLength(attestBody) > MAX_ATTEST_BODY_BYTES)
-      throw new CvmError("evidence", `attestation request is ${Buffer.byteLength(attestBody)} bytes, over trustee's default ${MAX_ATTEST_BODY_BYTES}-byte payload limit`, {
-        hint: "raise payload_request_size in the KBS config, or reduce the evidence (e.g. event log size)",
-      });
+      throw new CvmError(
+        "evidence",
+        `attestation request is ${Buffer.byteLength(attestBody)} bytes, over trustee's default ${MAX_ATTEST_BODY_BYTES}-byte payload limit`,
+        {
+          hint: "raise payload_request_size in the KBS config, or reduce the evidence (e.g. event log size)",
+        },
+      );
 
     log.info("kbs: sending evidence", { endpoint, bytes: Buffer.byteLength(attestBody) });
     const attest = await timeline.time("attest", () =>
-      transport.request(endpoint, { method: "POST", path: "/kbs/v0/attest", body: attestBody, headers: { cookie }, what: "attest" }),
+      transport.request(endpoint, {
+        method: "POST",
+        path: "/kbs/v0/attest",
+        body: attestBody,
+        headers: { cookie },
+        what: "attest",
+      }),
     );
     if (attest.status !== 200) return this.refused("attest", attest);
     const token = parseToken(attest.body, endpoint);
     log.info("kbs: attestation accepted", { endpoint, token_chars: token.length });
 
     const res = await timeline.time("resource", () =>
-      transport.request(endpoint, { method: "GET", path: `/kbs/v0/resource/${this.resourcePath}`, headers: { authorization: `Bearer ${token}` }, what: "resource" }),
+      transport.request(endpoint, {
+        method: "GET",
+        path: `/kbs/v0/resource/${this.resourcePath}`,
+        headers: { authorization: `Bearer ${token}` },
+        what: "resource",
+      }),
     );
     if (res.status !== 200) return this.refused("resource", res);
     const jwe = parseJson(res.body, endpoint, "resource");
     log.debug("kbs: resource received, decrypting", { jwe_bytes: res.body.length });
     const secret = await timeline.time("decrypt", () => decryptResourceJwe(jwe, this.key));
     if (secret.length === 0)
-      throw new CvmError("resource-missing", `KBS ${endpoint} released resource ${this.resourcePath} but it is empty`, { hint: "upload the real secret to the KBS" });
+      throw new CvmError("resource-missing", `KBS ${endpoint} released resource ${this.resourcePath} but it is empty`, {
+        hint: "upload the real secret to the KBS",
+      });
     return { secret };
   }
 }
@@ -159,7 +194,11 @@ class RcarSession {
  * unreachable; a refusal is final except where a fresh handshake may help (expired session or
  * token, trustee's 401 for a missing resource), bounded by opts.resourceAttempts.
  */
-export async function fetchResource(opts: KbsClientOptions, attester: Attester, resourcePath: string): Promise<FetchedSecret> {
+export async function fetchResource(
+  opts: KbsClientOptions,
+  attester: Attester,
+  resourcePath: string,
+): Promise<FetchedSecret> {
   if (!RESOURCE_PATH.test(resourcePath))
     throw new CvmError("config", `resource path '${resourcePath}' is not REPO/TYPE/TAG as trustee accepts it`, {
       hint: "three segments of [A-Za-z0-9_-] followed by [A-Za-z0-9_.-]*, e.g. default/luks/root",
@@ -168,7 +207,10 @@ export async function fetchResource(opts: KbsClientOptions, attester: Attester, 
 
   const keygenStart = performance.now();
   const key = await generateTeeKey(opts.teeKey);
-  opts.log.debug("kbs: ephemeral TEE key generated", { type: opts.teeKey, ms: Math.round(performance.now() - keygenStart) });
+  opts.log.debug("kbs: ephemeral TEE key generated", {
+    type: opts.teeKey,
+    ms: Math.round(performance.now() - keygenStart),
+  });
   const transport = new KbsTransport({
     caPem: opts.caPem,
     insecureHttp: opts.insecureHttp,

@@ -50,44 +50,93 @@ export interface ErrorDecision {
 const SESSION_PROBLEM = /session|cookie/i;
 
 /** Decide what a non-2xx KBS answer means for the client. */
-export function decideOnKbsError(phase: KbsPhase, status: number, info: ErrorInformation | undefined, endpoint: string, resourcePath?: string): ErrorDecision {
+export function decideOnKbsError(
+  phase: KbsPhase,
+  status: number,
+  info: ErrorInformation | undefined,
+  endpoint: string,
+  resourcePath?: string,
+): ErrorDecision {
   const at = `${endpoint} (${phase}, HTTP ${status})`;
   const said = info ? `: ${info.variant}: ${info.detail}` : "";
-  const refuse = (msg: string, hint: string) => ({ rehandshake: false, error: new CvmError("kbs-refused", msg, { hint }) });
-  const protocol = (msg: string, hint: string) => ({ rehandshake: false, error: new CvmError("kbs-protocol", msg, { hint }) });
+  const refuse = (msg: string, hint: string) => ({
+    rehandshake: false,
+    error: new CvmError("kbs-refused", msg, { hint }),
+  });
+  const protocol = (msg: string, hint: string) => ({
+    rehandshake: false,
+    error: new CvmError("kbs-protocol", msg, { hint }),
+  });
 
   if (!info) {
     // trustee's router answers an unknown path with a bare 404: most often a wrong path prefix.
-    if (status === 404) return protocol(`KBS ${at} has no such path (HTTP 404 without an ErrorInformation body)`, "check the endpoint URL and its path prefix: the client appends /kbs/v0/...");
-    return protocol(`KBS ${at} answered with a body that is not a trustee ErrorInformation`, "check that the endpoint is a trustee KBS (protocol 0.4.0) and not a proxy or another service");
+    if (status === 404)
+      return protocol(
+        `KBS ${at} has no such path (HTTP 404 without an ErrorInformation body)`,
+        "check the endpoint URL and its path prefix: the client appends /kbs/v0/...",
+      );
+    return protocol(
+      `KBS ${at} answered with a body that is not a trustee ErrorInformation`,
+      "check that the endpoint is a trustee KBS (protocol 0.4.0) and not a proxy or another service",
+    );
   }
   switch (info.variant) {
     case "InvalidRequestPath":
     case "PluginNotFound":
-      return protocol(`KBS ${at} does not know this path${said}`, "check the endpoint URL and its path prefix: the client appends /kbs/v0/...");
+      return protocol(
+        `KBS ${at} does not know this path${said}`,
+        "check the endpoint URL and its path prefix: the client appends /kbs/v0/...",
+      );
     case "TokenNotFound":
     case "TokenVerifierError":
-      return { rehandshake: true, error: new CvmError("kbs-refused", `KBS ${at} did not accept the attestation token${said}`, { hint: "the token expired or the KBS cannot verify its issuer (attestation_token trust settings)" }) };
+      return {
+        rehandshake: true,
+        error: new CvmError("kbs-refused", `KBS ${at} did not accept the attestation token${said}`, {
+          hint: "the token expired or the KBS cannot verify its issuer (attestation_token trust settings)",
+        }),
+      };
     case "PolicyDeny":
-      return refuse(`KBS ${at} resource policy denied ${resourcePath ?? "the resource"}${said}`, "the KBS resource policy does not release this resource to this TEE/evidence");
+      return refuse(
+        `KBS ${at} resource policy denied ${resourcePath ?? "the resource"}${said}`,
+        "the KBS resource policy does not release this resource to this TEE/evidence",
+      );
     case "PluginInternalError":
       // trustee's detail is only "Plugin internal error": the cause (e.g. "resource not found")
       // stays in the server log, so on the resource path this is how a missing resource looks.
       if (phase === "resource")
         return {
           rehandshake: true,
-          error: new CvmError("resource-missing", `KBS ${at} has no resource${resourcePath ? ` ${resourcePath}` : ""}${said}`, {
-            hint: "upload the resource to the KBS or fix the resource path (REPO/TYPE/TAG); trustee reports a missing resource as 401 PluginInternalError, so if it exists check the KBS log for a storage failure",
-          }),
+          error: new CvmError(
+            "resource-missing",
+            `KBS ${at} has no resource${resourcePath ? ` ${resourcePath}` : ""}${said}`,
+            {
+              hint: "upload the resource to the KBS or fix the resource path (REPO/TYPE/TAG); trustee reports a missing resource as 401 PluginInternalError, so if it exists check the KBS log for a storage failure",
+            },
+          ),
         };
       return protocol(`KBS ${at} plugin failed${said}`, "see the KBS server log");
     case "AttestationError":
       if (SESSION_PROBLEM.test(info.detail))
-        return { rehandshake: true, error: new CvmError("kbs-refused", `KBS ${at} lost our session${said}`, { hint: "the session expired (trustee default 5 min) or the KBS replicas do not share sessions" }) };
-      if (/version mismatch/i.test(info.detail)) return protocol(`KBS ${at} speaks another protocol version${said}`, "this client speaks KBS protocol 0.4.0 (trustee v0.14 and later)");
-      return refuse(`KBS ${at} refused attestation${said}`, "the evidence did not verify or the attestation policy rejected it; the KBS/AS log has the cause");
+        return {
+          rehandshake: true,
+          error: new CvmError("kbs-refused", `KBS ${at} lost our session${said}`, {
+            hint: "the session expired (trustee default 5 min) or the KBS replicas do not share sessions",
+          }),
+        };
+      if (/version mismatch/i.test(info.detail))
+        return protocol(
+          `KBS ${at} speaks another protocol version${said}`,
+          "this client speaks KBS protocol 0.4.0 (trustee v0.14 and later)",
+        );
+      return refuse(
+        `KBS ${at} refused attestation${said}`,
+        "the evidence did not verify or the attestation policy rejected it; the KBS/AS log has the cause",
+      );
     case "JweError":
-      return protocol(`KBS ${at} could not encrypt the resource to our key${said}`, "the KBS does not support this tee_key type; try ec-p256");
+      return protocol(
+        `KBS ${at} could not encrypt the resource to our key${said}`,
+        "the KBS does not support this tee_key type; try ec-p256",
+      );
     default:
       return refuse(`KBS ${at} refused${said}`, "see the KBS server log");
   }

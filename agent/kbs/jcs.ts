@@ -28,7 +28,8 @@ function encode(value: unknown, path: string, depth: number): string {
     case "boolean":
       return value ? "true" : "false";
     case "number":
-      if (!Number.isFinite(value)) throw new JcsError(path, `${value} is not a finite number (JSON has no NaN/Infinity)`);
+      if (!Number.isFinite(value))
+        throw new JcsError(path, `${value} is not a finite number (JSON has no NaN/Infinity)`);
       // ES Number::toString is the RFC 8785 number form; JSON.stringify also maps -0 to "0".
       return JSON.stringify(value);
     case "string":

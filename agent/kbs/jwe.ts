@@ -76,7 +76,8 @@ export function parseFlattenedJwe(body: unknown): FlattenedJwe {
 }
 
 function parseProtectedHeader(encoded: string): ProtectedHeader {
-  if (encoded.length === 0 || encoded.length > MAX_PROTECTED_CHARS) fail(`protected header is ${encoded.length} characters (expected 1..${MAX_PROTECTED_CHARS})`);
+  if (encoded.length === 0 || encoded.length > MAX_PROTECTED_CHARS)
+    fail(`protected header is ${encoded.length} characters (expected 1..${MAX_PROTECTED_CHARS})`);
   let header: unknown;
   try {
     header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(b64urlMember(encoded, "protected")));
@@ -84,7 +85,8 @@ function parseProtectedHeader(encoded: string): ProtectedHeader {
     if (e instanceof CvmError) throw e;
     fail("protected header is not UTF-8 JSON");
   }
-  if (header === null || typeof header !== "object" || Array.isArray(header)) fail("protected header is not a JSON object");
+  if (header === null || typeof header !== "object" || Array.isArray(header))
+    fail("protected header is not a JSON object");
   const h = header as Record<string, unknown>;
   for (const m of UNSUPPORTED_HEADER) if (m in h) fail(`protected header parameter '${m}' is not supported`);
   if (typeof h.alg !== "string") fail("protected header has no 'alg'");
@@ -113,7 +115,12 @@ export function concatKdf(z: Uint8Array, algorithmId: string, keyBits = CEK_BITS
   }
 }
 
-async function unwrapEcdhCek(key: TeeKeyPair, curve: EcCurve, header: ProtectedHeader, wrapped: Uint8Array): Promise<CryptoKey> {
+async function unwrapEcdhCek(
+  key: TeeKeyPair,
+  curve: EcCurve,
+  header: ProtectedHeader,
+  wrapped: Uint8Array,
+): Promise<CryptoKey> {
   const subtle = globalThis.crypto.subtle;
   const epk = header.epk;
   if (epk === null || typeof epk !== "object" || Array.isArray(epk)) fail("protected header has no 'epk' object");
@@ -127,11 +134,18 @@ async function unwrapEcdhCek(key: TeeKeyPair, curve: EcCurve, header: ProtectedH
     const len = b64urlMember(e[c] as string, `epk.${c}`).length;
     if (len !== size) fail(`epk '${c}' is ${len} bytes, ${curve} needs ${size}`);
   }
-  if (wrapped.length !== WRAPPED_CEK_BYTES) fail(`encrypted_key is ${wrapped.length} bytes, AES-256-KW of the CEK is ${WRAPPED_CEK_BYTES}`);
+  if (wrapped.length !== WRAPPED_CEK_BYTES)
+    fail(`encrypted_key is ${wrapped.length} bytes, AES-256-KW of the CEK is ${WRAPPED_CEK_BYTES}`);
 
   let epkKey: CryptoKey;
   try {
-    epkKey = await subtle.importKey("jwk", { kty: "EC", crv: curve, x: e.x as string, y: e.y as string }, { name: "ECDH", namedCurve: curve }, false, []);
+    epkKey = await subtle.importKey(
+      "jwk",
+      { kty: "EC", crv: curve, x: e.x as string, y: e.y as string },
+      { name: "ECDH", namedCurve: curve },
+      false,
+      [],
+    );
   } catch (err) {
     return fail(`epk is not a valid ${curve} public key (${errorMessage(err)})`);
   }
@@ -142,7 +156,9 @@ async function unwrapEcdhCek(key: TeeKeyPair, curve: EcCurve, header: ProtectedH
     const kek = await subtle.importKey("raw", bs(kekBytes), "AES-KW", false, ["unwrapKey"]);
     return await subtle.unwrapKey("raw", bs(wrapped), kek, "AES-KW", { name: "AES-GCM" }, false, ["decrypt"]);
   } catch {
-    return fail("AES-KW unwrap of the content key failed its integrity check: it was not encrypted to this agent's key, or epk/encrypted_key were altered");
+    return fail(
+      "AES-KW unwrap of the content key failed its integrity check: it was not encrypted to this agent's key, or epk/encrypted_key were altered",
+    );
   } finally {
     kekBytes.fill(0);
   }
@@ -151,11 +167,22 @@ async function unwrapEcdhCek(key: TeeKeyPair, curve: EcCurve, header: ProtectedH
 async function unwrapRsaCek(key: TeeKeyPair, header: ProtectedHeader, wrapped: Uint8Array): Promise<CryptoKey> {
   if (header.epk !== undefined) fail("protected header has an 'epk' but our key is RSA");
   const modulusBytes = (key.privateKey.algorithm as RsaHashedKeyAlgorithm).modulusLength / 8;
-  if (wrapped.length !== modulusBytes) fail(`encrypted_key is ${wrapped.length} bytes, RSA-${modulusBytes * 8} needs ${modulusBytes}`);
+  if (wrapped.length !== modulusBytes)
+    fail(`encrypted_key is ${wrapped.length} bytes, RSA-${modulusBytes * 8} needs ${modulusBytes}`);
   try {
-    return await globalThis.crypto.subtle.unwrapKey("raw", bs(wrapped), key.privateKey, { name: "RSA-OAEP" }, { name: "AES-GCM" }, false, ["decrypt"]);
+    return await globalThis.crypto.subtle.unwrapKey(
+      "raw",
+      bs(wrapped),
+      key.privateKey,
+      { name: "RSA-OAEP" },
+      { name: "AES-GCM" },
+      false,
+      ["decrypt"],
+    );
   } catch {
-    return fail("RSA-OAEP-256 decryption of the content key failed: it was not encrypted to this agent's key, or encrypted_key was altered");
+    return fail(
+      "RSA-OAEP-256 decryption of the content key failed: it was not encrypted to this agent's key, or encrypted_key was altered",
+    );
   }
 }
 
@@ -168,7 +195,8 @@ export async function decryptResourceJwe(body: unknown, key: TeeKeyPair): Promis
   const header = parseProtectedHeader(jwe.protected);
   const curve = key.publicJwk.kty === "EC" ? key.publicJwk.crv : undefined;
   const expectedAlg = curve ? ECDH_ALG : RSA_ALG;
-  if (header.alg !== expectedAlg) fail(`alg is ${JSON.stringify(header.alg)} but our ${curve ?? "RSA"} key asked for ${expectedAlg}`);
+  if (header.alg !== expectedAlg)
+    fail(`alg is ${JSON.stringify(header.alg)} but our ${curve ?? "RSA"} key asked for ${expectedAlg}`);
   if (header.enc !== ENC) fail(`enc is ${JSON.stringify(header.enc)}, only ${ENC} is accepted`);
 
   const iv = b64urlMember(jwe.iv, "iv");
@@ -179,7 +207,8 @@ export async function decryptResourceJwe(body: unknown, key: TeeKeyPair): Promis
   const wrapped = b64urlMember(jwe.encrypted_key, "encrypted_key");
 
   const cek = curve ? await unwrapEcdhCek(key, curve, header, wrapped) : await unwrapRsaCek(key, header, wrapped);
-  if ((cek.algorithm as AesKeyAlgorithm).length !== CEK_BITS) fail(`content key is ${(cek.algorithm as AesKeyAlgorithm).length} bits, ${ENC} needs ${CEK_BITS}`);
+  if ((cek.algorithm as AesKeyAlgorithm).length !== CEK_BITS)
+    fail(`content key is ${(cek.algorithm as AesKeyAlgorithm).length} bits, ${ENC} needs ${CEK_BITS}`);
 
   const sealed = new Uint8Array(ciphertext.length + TAG_BYTES);
   sealed.set(ciphertext);
@@ -192,8 +221,12 @@ export async function decryptResourceJwe(body: unknown, key: TeeKeyPair): Promis
     );
     return Buffer.from(plain);
   } catch {
-    throw new CvmError("decrypt", "resource JWE failed authentication (AES-256-GCM tag mismatch): the ciphertext, tag, iv or protected header were altered in transit", {
-      hint: "a proxy or the network modified the KBS response, or the KBS is misbehaving; nothing was released",
-    });
+    throw new CvmError(
+      "decrypt",
+      "resource JWE failed authentication (AES-256-GCM tag mismatch): the ciphertext, tag, iv or protected header were altered in transit",
+      {
+        hint: "a proxy or the network modified the KBS response, or the KBS is misbehaving; nothing was released",
+      },
+    );
   }
 }

@@ -23,19 +23,28 @@ export interface RuntimeData {
  * cannot compute is refused rather than silently replaced, since the server would then disagree.
  */
 export function selectHashAlgorithm(challengeExtraParams: unknown): RuntimeHashAlgorithm {
-  if (challengeExtraParams === null || typeof challengeExtraParams !== "object" || Array.isArray(challengeExtraParams)) return "sha384";
+  if (challengeExtraParams === null || typeof challengeExtraParams !== "object" || Array.isArray(challengeExtraParams))
+    return "sha384";
   const selected = (challengeExtraParams as Record<string, unknown>)["selected-hash-algorithm"];
   if (selected === undefined) return "sha384";
   const name = typeof selected === "string" ? selected.toLowerCase() : "";
   if (name === "sha384" || name === "sha512") return name;
-  throw new CvmError("kbs-protocol", `KBS challenge selected hash algorithm ${JSON.stringify(selected)}, which this client does not support`, {
-    hint: "only sha384 (all TEEs) and sha512 (IBM SE) are defined for runtime data",
-  });
+  throw new CvmError(
+    "kbs-protocol",
+    `KBS challenge selected hash algorithm ${JSON.stringify(selected)}, which this client does not support`,
+    {
+      hint: "only sha384 (all TEEs) and sha512 (IBM SE) are defined for runtime data",
+    },
+  );
 }
 
 /** JCS text hashed for the primary evidence. */
 export function primaryRuntimeDataJcs(runtime: RuntimeData, additionalEvidence = ""): string {
-  return canonicalize({ "additional-evidence": additionalEvidence, nonce: runtime.nonce, "tee-pubkey": runtime["tee-pubkey"] });
+  return canonicalize({
+    "additional-evidence": additionalEvidence,
+    nonce: runtime.nonce,
+    "tee-pubkey": runtime["tee-pubkey"],
+  });
 }
 
 /** JCS text hashed for additional devices ({nonce, tee-pubkey} only). */
@@ -48,7 +57,11 @@ export function hashRuntimeData(jcs: string, alg: RuntimeHashAlgorithm): Uint8Ar
 }
 
 /** Digest the primary TEE's evidence must carry (48 bytes for SHA-384). */
-export function runtimeDigest(runtime: RuntimeData, alg: RuntimeHashAlgorithm = "sha384", additionalEvidence = ""): Uint8Array {
+export function runtimeDigest(
+  runtime: RuntimeData,
+  alg: RuntimeHashAlgorithm = "sha384",
+  additionalEvidence = "",
+): Uint8Array {
   return hashRuntimeData(primaryRuntimeDataJcs(runtime, additionalEvidence), alg);
 }
 
@@ -62,10 +75,12 @@ export function reportDataFor(tee: TeeName, digest: Uint8Array): Uint8Array {
   switch (tee) {
     case "snp":
     case "tdx":
-      if (digest.length > 64) throw new CvmError("internal", `a ${digest.length}-byte digest does not fit ${tee} REPORTDATA (64)`);
+      if (digest.length > 64)
+        throw new CvmError("internal", `a ${digest.length}-byte digest does not fit ${tee} REPORTDATA (64)`);
       return fitTo(digest, 64);
     case "tpm":
-      if (digest.length < 32) throw new CvmError("internal", `a ${digest.length}-byte digest is shorter than TPM qualifyingData (32)`);
+      if (digest.length < 32)
+        throw new CvmError("internal", `a ${digest.length}-byte digest is shorter than TPM qualifyingData (32)`);
       return digest.slice(0, 32);
     case "az-snp-vtpm":
     case "az-tdx-vtpm":

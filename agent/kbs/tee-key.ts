@@ -60,7 +60,9 @@ export async function generateTeeKey(type: TeeKeyType): Promise<TeeKeyPair> {
     const jwk = await subtle.exportKey("jwk", pair.publicKey);
     return { type, publicJwk: rsaPublicJwk(jwk), privateKey: pair.privateKey };
   }
-  throw new CvmError("config", `unknown TEE key type '${String(type)}'`, { hint: "use ec-p256, ec-p521 or rsa-oaep-256" });
+  throw new CvmError("config", `unknown TEE key type '${String(type)}'`, {
+    hint: "use ec-p256, ec-p521 or rsa-oaep-256",
+  });
 }
 
 /** Build the typed EC tee-pubkey from an exported JWK, checking the coordinate sizes trustee requires. */
@@ -71,7 +73,8 @@ export function ecPublicJwk(curve: EcCurve, jwk: JsonWebKey): EcTeePubKey {
 }
 
 export function rsaPublicJwk(jwk: JsonWebKey): RsaTeePubKey {
-  if (typeof jwk.n !== "string" || typeof jwk.e !== "string") throw new CvmError("internal", "RSA public JWK lacks n/e");
+  if (typeof jwk.n !== "string" || typeof jwk.e !== "string")
+    throw new CvmError("internal", "RSA public JWK lacks n/e");
   return { kty: "RSA", alg: "RSA-OAEP-256", n: jwk.n, e: jwk.e };
 }
 

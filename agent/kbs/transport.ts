@@ -68,13 +68,15 @@ export function endpointUrl(endpoint: string, path: string, insecureHttp: boolea
     throw new CvmError("config", `KBS endpoint ${endpoint} is plain http://, refused`, {
       hint: "use https:// with kbs.ca_file, or set kbs.insecure_http=true for development only",
     });
-  if (base.protocol !== "https:" && base.protocol !== "http:") throw new CvmError("config", `KBS endpoint ${endpoint}: scheme must be https:// (or http:// when insecure_http)`);
+  if (base.protocol !== "https:" && base.protocol !== "http:")
+    throw new CvmError("config", `KBS endpoint ${endpoint}: scheme must be https:// (or http:// when insecure_http)`);
   if (base.username || base.password || base.search || base.hash)
     throw new CvmError("config", `KBS endpoint ${endpoint} must not carry credentials, a query or a fragment`);
   return new URL(base.pathname.replace(/\/+$/, "") + path, base.origin);
 }
 
-const TLS_CODE = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED_CERT$|SELF_SIGNED_CERT_IN_CHAIN$|HOSTNAME_MISMATCH$|EPROTO$)/;
+const TLS_CODE =
+  /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED_CERT$|SELF_SIGNED_CERT_IN_CHAIN$|HOSTNAME_MISMATCH$|EPROTO$)/;
 
 function errorCodes(e: unknown): string[] {
   const codes: string[] = [];
@@ -105,7 +107,10 @@ export class KbsTransport {
     this.agent = new Agent({
       // rejectUnauthorized stays explicit: otherwise an environment variable (Node's TLS-reject switch,
       // or a .env file) could disable verification (bun-runtime.md §1.4).
-      connect: opts.caPem !== undefined ? { ca: opts.caPem, rejectUnauthorized: true, timeout } : { rejectUnauthorized: true, timeout },
+      connect:
+        opts.caPem !== undefined
+          ? { ca: opts.caPem, rejectUnauthorized: true, timeout }
+          : { rejectUnauthorized: true, timeout },
       headersTimeout: timeout,
       bodyTimeout: timeout,
     });
@@ -129,7 +134,10 @@ export class KbsTransport {
         last = e.message;
         if (attempt === attempts) break;
         const wait = this.waitBeforeRetry(attempt, e.retryAfterMs, endpoint, req.what);
-        this.opts.log.info(`kbs ${req.what}: ${e.message}; retry ${attempt + 1}/${attempts} in ${Math.round(wait)} ms`, { endpoint });
+        this.opts.log.info(
+          `kbs ${req.what}: ${e.message}; retry ${attempt + 1}/${attempts} in ${Math.round(wait)} ms`,
+          { endpoint },
+        );
         await this.opts.deadline.sleep(wait, `waiting to retry KBS ${endpoint} (${req.what})`);
       }
     }
@@ -145,9 +153,13 @@ export class KbsTransport {
     if (retryAfterMs === undefined) return jitter;
     const maxRetryAfter = this.opts.maxRetryAfterMs ?? 30_000;
     if (retryAfterMs > maxRetryAfter || retryAfterMs >= this.opts.deadline.remainingMs())
-      throw new CvmError("network", `KBS ${endpoint} (${what}) asked to retry after ${Math.ceil(retryAfterMs / 1000)} s, longer than allowed (${Math.floor(Math.min(maxRetryAfter, this.opts.deadline.remainingMs()) / 1000)} s)`, {
-        hint: "the KBS is overloaded or in maintenance; try another endpoint or a longer deadline_s",
-      });
+      throw new CvmError(
+        "network",
+        `KBS ${endpoint} (${what}) asked to retry after ${Math.ceil(retryAfterMs / 1000)} s, longer than allowed (${Math.floor(Math.min(maxRetryAfter, this.opts.deadline.remainingMs()) / 1000)} s)`,
+        {
+          hint: "the KBS is overloaded or in maintenance; try another endpoint or a longer deadline_s",
+        },
+      );
     return Math.max(retryAfterMs, jitter);
   }
 
@@ -159,16 +171,30 @@ export class KbsTransport {
     const timer = setTimeout(() => ((timedOut = true), controller.abort()), timeoutMs);
     const onDeadline = () => controller.abort();
     deadline.signal.addEventListener("abort", onDeadline, { once: true });
-    const headers: Record<string, string> = { "user-agent": this.userAgent, accept: "application/json", ...req.headers };
+    const headers: Record<string, string> = {
+      "user-agent": this.userAgent,
+      accept: "application/json",
+      ...req.headers,
+    };
     if (req.body !== undefined) headers["content-type"] = "application/json";
     try {
-      const res = await request(url, { dispatcher: this.agent, method: req.method, headers, body: req.body, signal: controller.signal });
+      const res = await request(url, {
+        dispatcher: this.agent,
+        method: req.method,
+        headers,
+        body: req.body,
+        signal: controller.signal,
+      });
       const status = res.statusCode;
       if (status >= 300 && status < 400) {
         discard(res.body);
-        throw new CvmError("kbs-protocol", `KBS ${endpoint} (${req.what}) answered HTTP ${status} redirect to ${JSON.stringify(String(res.headers.location ?? "")).slice(0, 200)}; redirects are not followed`, {
-          hint: "configure the final KBS URL (scheme, host, port, prefix) directly",
-        });
+        throw new CvmError(
+          "kbs-protocol",
+          `KBS ${endpoint} (${req.what}) answered HTTP ${status} redirect to ${JSON.stringify(String(res.headers.location ?? "")).slice(0, 200)}; redirects are not followed`,
+          {
+            hint: "configure the final KBS URL (scheme, host, port, prefix) directly",
+          },
+        );
       }
       if (status >= 500 || status === 429) {
         discard(res.body);
@@ -187,15 +213,19 @@ export class KbsTransport {
   private classify(e: unknown, endpoint: string, what: string, timedOut: boolean, timeoutMs: number): Error {
     if (e instanceof CvmError || e instanceof Retriable) return e;
     if (this.opts.deadline.signal.aborted || this.opts.deadline.expired())
-      return new CvmError("deadline", `deadline of ${this.opts.deadline.totalMs / 1000}s exceeded while talking to KBS ${endpoint} (${what})`);
+      return new CvmError(
+        "deadline",
+        `deadline of ${this.opts.deadline.totalMs / 1000}s exceeded while talking to KBS ${endpoint} (${what})`,
+      );
     if (timedOut) return new Retriable(`no complete answer within ${timeoutMs} ms`);
     const codes = errorCodes(e);
     const tls = codes.find((c) => TLS_CODE.test(c));
     if (tls)
       return new CvmError("tls", `TLS verification of KBS ${endpoint} failed (${tls}): ${errorMessage(e)}`, {
-        hint: this.opts.caPem !== undefined
-          ? "check kbs.ca_file/ca_pem: it must hold the CA that signed the KBS certificate, and the certificate must name the host in the URL"
-          : "no kbs.ca_file is configured, so the system roots were used; set kbs.ca_file to the CA that signed the KBS certificate",
+        hint:
+          this.opts.caPem !== undefined
+            ? "check kbs.ca_file/ca_pem: it must hold the CA that signed the KBS certificate, and the certificate must name the host in the URL"
+            : "no kbs.ca_file is configured, so the system roots were used; set kbs.ca_file to the CA that signed the KBS certificate",
         cause: e,
       });
     return new Retriable(`${codes[0] ?? "connection error"}: ${errorMessage(e)}`);
@@ -210,7 +240,12 @@ function discard(body: Body): void {
   body.destroy();
 }
 
-async function readBounded(res: { body: Body; headers: IncomingHttpHeaders }, max: number, endpoint: string, what: string): Promise<Uint8Array> {
+async function readBounded(
+  res: { body: Body; headers: IncomingHttpHeaders },
+  max: number,
+  endpoint: string,
+  what: string,
+): Promise<Uint8Array> {
   const tooBig = (n: number | string) =>
     new CvmError("kbs-protocol", `KBS ${endpoint} (${what}) response body is ${n} bytes, over the ${max}-byte limit`, {
       hint: "the endpoint is not answering like a trustee KBS",
@@ -237,8 +272,13 @@ async function readBounded(res: { body: Body; headers: IncomingHttpHeaders }, ma
  * Run `fn` against each endpoint in order until one succeeds. Only unreachable (network) and
  * TLS failures move on to the next endpoint; an answer from a KBS (refusal, protocol error) is final.
  */
-export async function tryEndpoints<T>(endpoints: string[], log: Logger, fn: (endpoint: string) => Promise<T>): Promise<T> {
-  if (endpoints.length === 0) throw new CvmError("config", "no KBS endpoint configured", { hint: "set kbs.endpoints (or --kbs URL)" });
+export async function tryEndpoints<T>(
+  endpoints: string[],
+  log: Logger,
+  fn: (endpoint: string) => Promise<T>,
+): Promise<T> {
+  if (endpoints.length === 0)
+    throw new CvmError("config", "no KBS endpoint configured", { hint: "set kbs.endpoints (or --kbs URL)" });
   const failures: CvmError[] = [];
   for (const endpoint of endpoints) {
     try {
@@ -246,12 +286,17 @@ export async function tryEndpoints<T>(endpoints: string[], log: Logger, fn: (end
     } catch (e) {
       if (!(e instanceof CvmError) || (e.kind !== "network" && e.kind !== "tls")) throw e;
       failures.push(e);
-      if (endpoint !== endpoints[endpoints.length - 1]) log.warning(`KBS ${endpoint} unusable, trying the next endpoint: ${e.message}`);
+      if (endpoint !== endpoints[endpoints.length - 1])
+        log.warning(`KBS ${endpoint} unusable, trying the next endpoint: ${e.message}`);
     }
   }
   if (failures.length === 1) throw failures[0]!;
   const tls = failures.find((f) => f.kind === "tls");
-  throw new CvmError(tls ? "tls" : "network", `all ${failures.length} KBS endpoints failed: ${failures.map((f) => f.message).join("; ")}`, {
-    hint: (tls ?? failures[0]!).hint,
-  });
+  throw new CvmError(
+    tls ? "tls" : "network",
+    `all ${failures.length} KBS endpoints failed: ${failures.map((f) => f.message).join("; ")}`,
+    {
+      hint: (tls ?? failures[0]!).hint,
+    },
+  );
 }

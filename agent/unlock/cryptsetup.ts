@@ -19,24 +19,39 @@ export interface CryptsetupResult {
 /** Absolute path of the cryptsetup binary (config `unlock.cryptsetup`). */
 export function findCryptsetup(configured: string): string {
   if (path.isAbsolute(configured)) {
-    if (!fs.existsSync(configured)) throw new CvmError("unlock", `cryptsetup not found at ${configured}`, { hint: "fix unlock.cryptsetup in the config, or include cryptsetup in the initramfs" });
+    if (!fs.existsSync(configured))
+      throw new CvmError("unlock", `cryptsetup not found at ${configured}`, {
+        hint: "fix unlock.cryptsetup in the config, or include cryptsetup in the initramfs",
+      });
     return configured;
   }
   for (const dir of SBIN_DIRS) {
     const p = path.join(dir, configured);
     if (fs.existsSync(p)) return p;
   }
-  throw new CvmError("unlock", `${configured} not found in ${SBIN_DIRS.join(":")}`, { hint: "install cryptsetup (Debian: cryptsetup-bin) or include it in the initramfs" });
+  throw new CvmError("unlock", `${configured} not found in ${SBIN_DIRS.join(":")}`, {
+    hint: "install cryptsetup (Debian: cryptsetup-bin) or include it in the initramfs",
+  });
 }
 
 /**
  * Run cryptsetup with `input` on stdin (or nothing: stdin is /dev/null; "inherit" lets it prompt on
  * the console). The environment is minimal and fixed: nothing of ours leaks into the child.
  */
-export function runCryptsetup(bin: string, args: string[], input: Uint8Array | "inherit" | undefined, deadline: Deadline, doing: string): Promise<CryptsetupResult> {
+export function runCryptsetup(
+  bin: string,
+  args: string[],
+  input: Uint8Array | "inherit" | undefined,
+  deadline: Deadline,
+  doing: string,
+): Promise<CryptsetupResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(bin, args, {
-      stdio: [input === "inherit" ? "inherit" : input ? "pipe" : "ignore", "pipe", input === "inherit" ? "inherit" : "pipe"],
+      stdio: [
+        input === "inherit" ? "inherit" : input ? "pipe" : "ignore",
+        "pipe",
+        input === "inherit" ? "inherit" : "pipe",
+      ],
       env: { PATH: SBIN_DIRS.join(":"), LC_ALL: "C" },
     });
     let stdout = "";
@@ -55,7 +70,9 @@ export function runCryptsetup(bin: string, args: string[], input: Uint8Array | "
       // Do not wait for 'close': a grandchild may still hold the pipes open.
       child.stdout?.destroy();
       child.stderr?.destroy();
-      fail(new CvmError("deadline", `deadline of ${deadline.totalMs / 1000}s exceeded while ${doing} (cryptsetup killed)`));
+      fail(
+        new CvmError("deadline", `deadline of ${deadline.totalMs / 1000}s exceeded while ${doing} (cryptsetup killed)`),
+      );
     }, deadline.cap(deadline.remainingMs()));
     child.on("error", (e) => fail(new CvmError("unlock", `cannot run ${bin} (${doing}): ${e.message}`)));
     child.on("close", (code, signal) => {

@@ -12,7 +12,7 @@ import { SHA256_HEX, UUID_PATTERN } from "../config/patterns.ts";
 import { canonicalize } from "../kbs/jcs.ts";
 import { hex } from "../../platform/util/bytes.ts";
 import { CvmError } from "../../platform/util/errors.ts";
-import type { Luks2Header } from "./luks2-header.ts";
+import type { Luks2Header } from "../../platform/luks/luks2-header.ts";
 
 export const KEY_DOCUMENT_VERSION = 1;
 const MAX_KEY_BYTES = 8192;
@@ -33,7 +33,7 @@ export interface DiskKey {
 
 function refuse(problem: string): never {
   throw new CvmError("kbs-protocol", `the KBS resource is a malformed cvm-unlock key document: ${problem}`, {
-    hint: "the resource must be the raw key or {\"cvm_unlock_key\":1,\"key\":BASE64,\"pins\":{...}} (docs/UNLOCK.md)",
+    hint: 'the resource must be the raw key or {"cvm_unlock_key":1,"key":BASE64,"pins":{...}} (docs/UNLOCK.md)',
   });
 }
 
@@ -50,10 +50,13 @@ export function parseKeyResource(resource: Buffer): DiskKey {
   } catch {
     return rawKey(resource); // a binary key that happens to start with '{'
   }
-  if (typeof doc !== "object" || doc === null || Array.isArray(doc) || !("cvm_unlock_key" in doc)) return rawKey(resource);
+  if (typeof doc !== "object" || doc === null || Array.isArray(doc) || !("cvm_unlock_key" in doc))
+    return rawKey(resource);
   const d = doc as Record<string, unknown>;
-  if (d.cvm_unlock_key !== KEY_DOCUMENT_VERSION) refuse(`version ${JSON.stringify(d.cvm_unlock_key)} is not supported (expected ${KEY_DOCUMENT_VERSION})`);
-  for (const k of Object.keys(d)) if (!["cvm_unlock_key", "key", "pins"].includes(k)) refuse(`unknown member ${JSON.stringify(k)}`);
+  if (d.cvm_unlock_key !== KEY_DOCUMENT_VERSION)
+    refuse(`version ${JSON.stringify(d.cvm_unlock_key)} is not supported (expected ${KEY_DOCUMENT_VERSION})`);
+  for (const k of Object.keys(d))
+    if (!["cvm_unlock_key", "key", "pins"].includes(k)) refuse(`unknown member ${JSON.stringify(k)}`);
   if (typeof d.key !== "string") refuse("'key' must be a base64 string");
   if (!STD_B64.test(d.key)) refuse("'key' is not canonical padded base64");
   const keyBytes = Buffer.byteLength(d.key, "base64");
@@ -79,7 +82,11 @@ function decodeKeyInto(b64: string, length: number): Buffer {
 }
 
 function rawKey(resource: Buffer): DiskKey {
-  if (resource.length > MAX_KEY_BYTES) throw new CvmError("kbs-protocol", `the KBS resource is ${resource.length} bytes; a raw key may be at most ${MAX_KEY_BYTES}`);
+  if (resource.length > MAX_KEY_BYTES)
+    throw new CvmError(
+      "kbs-protocol",
+      `the KBS resource is ${resource.length} bytes; a raw key may be at most ${MAX_KEY_BYTES}`,
+    );
   return { key: resource, pins: {}, format: "raw" };
 }
 
@@ -113,10 +120,16 @@ export function luks2DigestFingerprint(header: Luks2Header): string {
 /** Refuse before any key is handed over when the volume is not the one the pins name. */
 export function checkPins(pins: VolumePins, header: Luks2Header, device: string): void {
   if (pins.uuid !== undefined && pins.uuid !== header.uuid)
-    throw new CvmError("volume", `${device} has LUKS UUID ${header.uuid} but the KBS key is pinned to ${pins.uuid}: refusing (swapped volume?)`);
+    throw new CvmError(
+      "volume",
+      `${device} has LUKS UUID ${header.uuid} but the KBS key is pinned to ${pins.uuid}: refusing (swapped volume?)`,
+    );
   if (pins.luks2DigestSha256 !== undefined) {
     const actual = luks2DigestFingerprint(header);
     if (actual !== pins.luks2DigestSha256)
-      throw new CvmError("volume", `${device}: LUKS2 volume-key digest fingerprint ${actual} does not match the pin ${pins.luks2DigestSha256} from the KBS: refusing (swapped or re-keyed volume?)`);
+      throw new CvmError(
+        "volume",
+        `${device}: LUKS2 volume-key digest fingerprint ${actual} does not match the pin ${pins.luks2DigestSha256} from the KBS: refusing (swapped or re-keyed volume?)`,
+      );
   }
 }

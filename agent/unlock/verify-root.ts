@@ -5,7 +5,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { CvmError } from "../../platform/util/errors.ts";
-import { cryptDmUuid, readSmall } from "./block-devices.ts";
+import { cryptDmUuid, readSmall } from "../../platform/luks/block-devices.ts";
 
 const MAX_MOUNTINFO = 1024 * 1024;
 
@@ -24,7 +24,8 @@ export function parseMountinfo(text: string): MountEntry[] {
     if (!line) continue;
     const f = line.split(" ");
     const dash = f.indexOf("-", 6);
-    if (f.length < 10 || dash === -1 || !/^\d+:\d+$/.test(f[2]!)) throw new CvmError("volume", `malformed mountinfo line: ${JSON.stringify(line.slice(0, 200))}`);
+    if (f.length < 10 || dash === -1 || !/^\d+:\d+$/.test(f[2]!))
+      throw new CvmError("volume", `malformed mountinfo line: ${JSON.stringify(line.slice(0, 200))}`);
     const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
     out.push({ devno: f[2]!, mountPoint: unescape(f[4]!), fsType: f[dash + 1]!, source: unescape(f[dash + 2]!) });
   }
@@ -47,20 +48,42 @@ export function verifyRoot(root: string, mountPoint: string, expected: ExpectedV
   const text = readMountinfo(root);
   const target = path.posix.normalize(mountPoint).replace(/(.)\/$/, "$1");
   // The last entry for a mount point is the visible one (later mounts stack on top).
-  const mount = parseMountinfo(text).filter((m) => m.mountPoint === target).pop();
+  const mount = parseMountinfo(text)
+    .filter((m) => m.mountPoint === target)
+    .pop();
   if (!mount) throw new CvmError("volume", `nothing is mounted at ${target}`);
   const dmDir = path.join(root, "sys/dev/block", mount.devno, "dm");
   const dmName = readSmall(path.join(dmDir, "name"))?.trim();
   const dmUuid = readSmall(path.join(dmDir, "uuid"))?.trim() ?? "";
   if (dmName === undefined)
-    throw new CvmError("volume", `${target} is on ${mount.source} (${mount.devno}), which is not a device-mapper device: refusing a plaintext root`);
-  if (!dmUuid.startsWith("CRYPT-")) throw new CvmError("volume", `${target} is on dm device ${dmName} (uuid ${JSON.stringify(dmUuid)}), which is not dm-crypt: refusing`);
+    throw new CvmError(
+      "volume",
+      `${target} is on ${mount.source} (${mount.devno}), which is not a device-mapper device: refusing a plaintext root`,
+    );
+  if (!dmUuid.startsWith("CRYPT-"))
+    throw new CvmError(
+      "volume",
+      `${target} is on dm device ${dmName} (uuid ${JSON.stringify(dmUuid)}), which is not dm-crypt: refusing`,
+    );
   const ok = expected.find((v) => v.name === dmName);
-  if (!ok) throw new CvmError("volume", `${target} is on dm-crypt ${dmName}, which is not a volume cvm-unlock opens (${expected.map((v) => v.name).join(", ") || "none configured"}): refusing`);
+  if (!ok)
+    throw new CvmError(
+      "volume",
+      `${target} is on dm-crypt ${dmName}, which is not a volume cvm-unlock opens (${expected.map((v) => v.name).join(", ") || "none configured"}): refusing`,
+    );
   if (ok.uuid !== undefined && dmUuid !== cryptDmUuid(ok.uuid, ok.name))
-    throw new CvmError("volume", `${target} is on dm-crypt ${dmName} with dm uuid ${dmUuid}, expected ${cryptDmUuid(ok.uuid, ok.name)}: refusing`);
-  if (ok.uuid === undefined && !new RegExp(`^CRYPT-LUKS2-[0-9a-f]{32}-${dmName.replace(/[.+]/g, "\\$&")}$`).test(dmUuid))
-    throw new CvmError("volume", `${target} is on dm-crypt ${dmName} with dm uuid ${dmUuid}, which is not a LUKS2 mapping of that name: refusing`);
+    throw new CvmError(
+      "volume",
+      `${target} is on dm-crypt ${dmName} with dm uuid ${dmUuid}, expected ${cryptDmUuid(ok.uuid, ok.name)}: refusing`,
+    );
+  if (
+    ok.uuid === undefined &&
+    !new RegExp(`^CRYPT-LUKS2-[0-9a-f]{32}-${dmName.replace(/[.+]/g, "\\$&")}$`).test(dmUuid)
+  )
+    throw new CvmError(
+      "volume",
+      `${target} is on dm-crypt ${dmName} with dm uuid ${dmUuid}, which is not a LUKS2 mapping of that name: refusing`,
+    );
   return { mount, dmName, dmUuid };
 }
 

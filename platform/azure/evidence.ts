@@ -27,9 +27,19 @@ function tpmQuoteJson(q: AzureQuote): AzureSnpEvidence["tpm_quote"] {
 }
 
 export function snpEvidence(quote: AzureQuote, hclReport: Uint8Array, vcekDer: Uint8Array): AzureSnpEvidence {
-  return { version: EVIDENCE_VERSION, tpm_quote: tpmQuoteJson(quote), hcl_report: b64urlPadded(hclReport), vcek: b64urlPadded(vcekDer) };
+  return {
+    version: EVIDENCE_VERSION,
+    tpm_quote: tpmQuoteJson(quote),
+    hcl_report: b64urlPadded(hclReport),
+    vcek: b64urlPadded(vcekDer),
+  };
 }
 
 export function tdxEvidence(quote: AzureQuote, hclReport: Uint8Array, tdQuote: Uint8Array): AzureTdxEvidence {
-  return { version: EVIDENCE_VERSION, tpm_quote: tpmQuoteJson(quote), hcl_report: b64urlPadded(hclReport), td_quote: b64urlPadded(tdQuote) };
+  return {
+    version: EVIDENCE_VERSION,
+    tpm_quote: tpmQuoteJson(quote),
+    hcl_report: b64urlPadded(hclReport),
+    td_quote: b64urlPadded(tdQuote),
+  };
 }

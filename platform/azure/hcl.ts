@@ -68,7 +68,8 @@ export function parseHclReport(raw: Uint8Array): HclReport {
   const sizeAt = r.offset;
   const reportSize = r.u32le("report_size");
   if (reportSize > raw.length) r.fail("report_size", `${reportSize} exceeds the ${raw.length}-byte blob`, sizeAt);
-  if (reportSize < VAR_DATA_OFFSET) r.fail("report_size", `${reportSize} is smaller than the fixed part (${VAR_DATA_OFFSET})`, sizeAt);
+  if (reportSize < VAR_DATA_OFFSET)
+    r.fail("report_size", `${reportSize} is smaller than the fixed part (${VAR_DATA_OFFSET})`, sizeAt);
   const requestType = r.u32le("request_type");
   r.seek(HCL_DATA_OFFSET, "hcl_data");
   const dataSizeAt = r.offset;
@@ -81,8 +82,10 @@ export function parseHclReport(raw: Uint8Array): HclReport {
   const varAt = r.offset;
   const varSize = r.u32le("hcl_data.variable_data_size");
   if (varSize > MAX_VAR_DATA) r.fail("hcl_data.variable_data_size", `${varSize} exceeds ${MAX_VAR_DATA}`, varAt);
-  if (VAR_DATA_OFFSET + varSize > reportSize) r.fail("hcl_data.variable_data_size", `${varSize} bytes run past report_size ${reportSize}`, varAt);
-  if (dataSize !== HCL_DATA_FIXED + varSize) r.fail("hcl_data.data_size", `${dataSize} != ${HCL_DATA_FIXED} + variable_data_size ${varSize}`, dataSizeAt);
+  if (VAR_DATA_OFFSET + varSize > reportSize)
+    r.fail("hcl_data.variable_data_size", `${varSize} bytes run past report_size ${reportSize}`, varAt);
+  if (dataSize !== HCL_DATA_FIXED + varSize)
+    r.fail("hcl_data.data_size", `${dataSize} != ${HCL_DATA_FIXED} + variable_data_size ${varSize}`, dataSizeAt);
   if (hashType < 1 || hashType > 3) r.fail("hcl_data.report_data_hash_type", `unknown hash type ${hashType}`, hashAt);
 
   let tee: HclTee;
@@ -106,7 +109,21 @@ export function parseHclReport(raw: Uint8Array): HclReport {
   const ud = claims["user-data"];
   if (ud !== undefined && (typeof ud !== "string" || !/^[0-9a-fA-F]*$/.test(ud)))
     throw new ParseError(STRUCT, "runtime_claims.user-data", VAR_DATA_OFFSET, "not a hex string");
-  return { raw, version, reportSize, requestType, tee, reportType, hashType, hardwareReport, reportData, variableData, claims, akPub, userData: ud };
+  return {
+    raw,
+    version,
+    reportSize,
+    requestType,
+    tee,
+    reportType,
+    hashType,
+    hardwareReport,
+    reportData,
+    variableData,
+    claims,
+    akPub,
+    userData: ud,
+  };
 }
 
 function parseClaims(bytes: Uint8Array): Record<string, unknown> {
@@ -116,7 +133,8 @@ function parseClaims(bytes: Uint8Array): Record<string, unknown> {
   } catch (e) {
     throw new ParseError(STRUCT, "runtime_claims", VAR_DATA_OFFSET, `not UTF-8 JSON: ${(e as Error).message}`);
   }
-  if (v === null || typeof v !== "object" || Array.isArray(v)) throw new ParseError(STRUCT, "runtime_claims", VAR_DATA_OFFSET, "not a JSON object");
+  if (v === null || typeof v !== "object" || Array.isArray(v))
+    throw new ParseError(STRUCT, "runtime_claims", VAR_DATA_OFFSET, "not a JSON object");
   return v as Record<string, unknown>;
 }
 
@@ -124,11 +142,17 @@ function findAkPub(claims: Record<string, unknown>): RsaJwk | undefined {
   const keys = claims.keys;
   if (keys === undefined) return undefined;
   if (!Array.isArray(keys)) throw new ParseError(STRUCT, "runtime_claims.keys", VAR_DATA_OFFSET, "not an array");
-  const k = keys.find((x) => x && typeof x === "object" && (x as { kid?: unknown }).kid === "HCLAkPub") as Record<string, unknown> | undefined;
+  const k = keys.find((x) => x && typeof x === "object" && (x as { kid?: unknown }).kid === "HCLAkPub") as
+    Record<string, unknown> | undefined;
   if (!k) return undefined;
   const b64u = /^[A-Za-z0-9_-]+$/;
   if (k.kty !== "RSA" || typeof k.n !== "string" || typeof k.e !== "string" || !b64u.test(k.n) || !b64u.test(k.e))
-    throw new ParseError(STRUCT, "runtime_claims.keys[HCLAkPub]", VAR_DATA_OFFSET, "not an RSA JWK with base64url n and e");
+    throw new ParseError(
+      STRUCT,
+      "runtime_claims.keys[HCLAkPub]",
+      VAR_DATA_OFFSET,
+      "not an RSA JWK with base64url n and e",
+    );
   return k as unknown as RsaJwk;
 }
 

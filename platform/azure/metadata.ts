@@ -24,7 +24,8 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 const DEFAULT_ATTEMPTS = 3;
 /** A VCEK+chain JSON is ~7 KiB and a TD quote ~7 KiB in base64; 256 KiB leaves room for PCK chains. */
 const DEFAULT_MAX_RESPONSE = 256 * 1024;
-const HINT = "the Azure instance metadata service (169.254.169.254) must be reachable from the initramfs: bring up networking first";
+const HINT =
+  "the Azure instance metadata service (169.254.169.254) must be reachable from the initramfs: bring up networking first";
 
 export interface VcekResult {
   vcek: Uint8Array;
@@ -55,9 +56,11 @@ export async function fetchTdQuote(o: MetadataOptions, tdReport: Uint8Array): Pr
 }
 
 function stringField(body: unknown, field: string, what: string): string {
-  if (body === null || typeof body !== "object" || Array.isArray(body)) throw new ParseError(what, "(root)", 0, "expected a JSON object");
+  if (body === null || typeof body !== "object" || Array.isArray(body))
+    throw new ParseError(what, "(root)", 0, "expected a JSON object");
   const v = (body as Record<string, unknown>)[field];
-  if (typeof v !== "string" || v.length === 0) throw new ParseError(what, field, 0, "missing or not a non-empty string");
+  if (typeof v !== "string" || v.length === 0)
+    throw new ParseError(what, field, 0, "missing or not a non-empty string");
   return v;
 }
 
@@ -71,14 +74,21 @@ async function requestJson(o: MetadataOptions, method: "GET" | "POST", path: str
   for (let attempt = 1; ; attempt++) {
     o.deadline.check(`asking the Azure metadata service for ${path}`);
     try {
-      const text = await requestOnce(url, method, body, o.deadline.cap(o.timeoutMs ?? DEFAULT_TIMEOUT_MS), o.maxResponseBytes ?? DEFAULT_MAX_RESPONSE);
+      const text = await requestOnce(
+        url,
+        method,
+        body,
+        o.deadline.cap(o.timeoutMs ?? DEFAULT_TIMEOUT_MS),
+        o.maxResponseBytes ?? DEFAULT_MAX_RESPONSE,
+      );
       try {
         return JSON.parse(text);
       } catch (e) {
         throw new ParseError(`metadata ${path} response`, "body", 0, `not JSON: ${(e as Error).message}`);
       }
     } catch (e) {
-      if (!(e instanceof RetryableError) || attempt >= attempts) throw e instanceof RetryableError ? new CvmError("platform", e.message, { hint: HINT }) : e;
+      if (!(e instanceof RetryableError) || attempt >= attempts)
+        throw e instanceof RetryableError ? new CvmError("platform", e.message, { hint: HINT }) : e;
       o.log.debug("Azure metadata request failed; retrying", { path, attempt, error: e.message });
       await o.deadline.sleep(backoff, `waiting to retry ${path} at the Azure metadata service`);
       backoff *= 2;
@@ -93,11 +103,21 @@ function metadataUrl(base: string, path: string): URL {
   } catch {
     throw new CvmError("config", `Azure metadata URL '${base}' is not a URL`);
   }
-  if (url.protocol !== "http:") throw new CvmError("config", `Azure metadata URL must be http:// (IMDS is link-local plain HTTP), got ${url.protocol}`);
+  if (url.protocol !== "http:")
+    throw new CvmError(
+      "config",
+      `Azure metadata URL must be http:// (IMDS is link-local plain HTTP), got ${url.protocol}`,
+    );
   return url;
 }
 
-function requestOnce(url: URL, method: string, body: string | undefined, timeoutMs: number, maxBytes: number): Promise<string> {
+function requestOnce(
+  url: URL,
+  method: string,
+  body: string | undefined,
+  timeoutMs: number,
+  maxBytes: number,
+): Promise<string> {
   const what = `Azure metadata ${method} ${url.pathname}`;
   return new Promise<string>((resolve, reject) => {
     let settled = false;
@@ -117,24 +137,41 @@ function requestOnce(url: URL, method: string, body: string | undefined, timeout
     }
     // IMDS must never be reached through a proxy: no agent, no proxy environment.
     const req = http.request(url, { method, headers, agent: false });
-    const timer = setTimeout(() => finish(new RetryableError("platform", `${what}: no complete answer within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(
+      () => finish(new RetryableError("platform", `${what}: no complete answer within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     req.on("error", (e) => finish(new RetryableError("platform", `${what}: ${e.message}`)));
     req.on("response", (res) => {
       const status = res.statusCode ?? 0;
       const declared = Number(res.headers["content-length"] ?? "0");
-      if (declared > maxBytes) return finish(new ParseError(`${what} response`, "Content-Length", 0, `${declared} bytes exceeds the ${maxBytes}-byte limit`));
+      if (declared > maxBytes)
+        return finish(
+          new ParseError(
+            `${what} response`,
+            "Content-Length",
+            0,
+            `${declared} bytes exceeds the ${maxBytes}-byte limit`,
+          ),
+        );
       const chunks: Buffer[] = [];
       let got = 0;
       res.on("data", (d: Buffer) => {
         got += d.length;
-        if (got > maxBytes) return finish(new ParseError(`${what} response`, "body", maxBytes, `more than ${maxBytes} bytes`));
+        if (got > maxBytes)
+          return finish(new ParseError(`${what} response`, "body", maxBytes, `more than ${maxBytes} bytes`));
         chunks.push(d);
       });
       res.on("error", (e) => finish(new RetryableError("platform", `${what}: ${e.message}`)));
       res.on("end", () => {
         const text = Buffer.concat(chunks).toString("utf8");
         if (status === 429 || status >= 500) return finish(new RetryableError("platform", `${what}: HTTP ${status}`));
-        if (status !== 200) return finish(new CvmError("platform", `${what}: HTTP ${status}: ${text.slice(0, 200).replace(/[^\x20-\x7e]/g, "?")}`, { hint: HINT }));
+        if (status !== 200)
+          return finish(
+            new CvmError("platform", `${what}: HTTP ${status}: ${text.slice(0, 200).replace(/[^\x20-\x7e]/g, "?")}`, {
+              hint: HINT,
+            }),
+          );
         finish(undefined, text);
       });
     });

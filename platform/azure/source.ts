@@ -47,11 +47,24 @@ export const azureVtpmSource: EvidenceSource = {
     const base = { source: "azure-vtpm" as const };
     let blob: Uint8Array | undefined;
     try {
-      blob = await withTpm(env.tpm.spec, env.deadline, env.log, readHclReportBlob, { root: env.paths.root, connectTimeoutMs: PROBE_CONNECT_MS });
+      blob = await withTpm(env.tpm.spec, env.deadline, env.log, readHclReportBlob, {
+        root: env.paths.root,
+        connectTimeoutMs: PROBE_CONNECT_MS,
+      });
     } catch (e) {
-      return { ...base, present: false, reason: `no usable TPM at ${env.tpm.spec}: ${errorMessage(e)}`, ...(e instanceof CvmError && e.hint ? { hint: e.hint } : {}) };
+      return {
+        ...base,
+        present: false,
+        reason: `no usable TPM at ${env.tpm.spec}: ${errorMessage(e)}`,
+        ...(e instanceof CvmError && e.hint ? { hint: e.hint } : {}),
+      };
     }
-    if (!blob) return { ...base, present: false, reason: `TPM has no HCL report at NV ${hex32(HCL_REPORT_NV_INDEX)} (not an Azure CVM)` };
+    if (!blob)
+      return {
+        ...base,
+        present: false,
+        reason: `TPM has no HCL report at NV ${hex32(HCL_REPORT_NV_INDEX)} (not an Azure CVM)`,
+      };
     const report = parseHclReport(blob);
     const tee = teeName(report.tee, env.azure.legacyTeeNames);
     return {
@@ -81,14 +94,20 @@ export const azureVtpmSource: EvidenceSource = {
       env.log,
       async (tpm) => {
         await timed(timings, "azure-nv-write", () => writeReportData(tpm, req.runtimeDigest));
-        const fresh = await timed(timings, "azure-hcl-wait", () => waitForHclReport(tpm, req.runtimeDigest, { timeoutMs: HCL_REFRESH_TIMEOUT_MS }));
+        const fresh = await timed(timings, "azure-hcl-wait", () =>
+          waitForHclReport(tpm, req.runtimeDigest, { timeoutMs: HCL_REFRESH_TIMEOUT_MS }),
+        );
         env.log.debug("HCL report refreshed", { polls: fresh.polls });
         const q = await timed(timings, "azure-quote", () => azureQuote(tpm, req.runtimeDigest));
         return { report: fresh.report, quote: q };
       },
       { root: env.paths.root },
     );
-    if (report.tee !== want) throw new CvmError("evidence", `asked for ${req.tee}, but the HCL report holds a ${report.tee.toUpperCase()} hardware report`);
+    if (report.tee !== want)
+      throw new CvmError(
+        "evidence",
+        `asked for ${req.tee}, but the HCL report holds a ${report.tee.toUpperCase()} hardware report`,
+      );
     if (!report.akPub) env.log.warning("HCL runtime claims carry no HCLAkPub key; the verifier will reject the quote");
     if (want === "snp") {
       const { vcek: der } = await vcek!;

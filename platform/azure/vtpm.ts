@@ -9,7 +9,13 @@ import { CvmError } from "../util/errors.ts";
 import type { Tpm } from "../tpm/client.ts";
 import { TPMA_NV, TPM_ALG, TPM_RH, hex32 } from "../tpm/constants.ts";
 import { nvDefine, nvRead, nvReadPublicIfPresent, nvUndefine, nvWrite, pcrReadBank, quote } from "../tpm/operations.ts";
-import { AZURE_AK_HANDLE, HCL_REPORT_NV_INDEX, MAX_HCL_NV_SIZE, QUOTED_PCRS, REPORT_DATA_NV_INDEX } from "./constants.ts";
+import {
+  AZURE_AK_HANDLE,
+  HCL_REPORT_NV_INDEX,
+  MAX_HCL_NV_SIZE,
+  QUOTED_PCRS,
+  REPORT_DATA_NV_INDEX,
+} from "./constants.ts";
 import type { AzureQuote } from "./evidence.ts";
 import { parseHclReport, userDataCarries, type HclReport } from "./hcl.ts";
 
@@ -21,8 +27,12 @@ export async function readHclReportBlob(tpm: Tpm): Promise<Uint8Array | undefine
   const pub = await nvReadPublicIfPresent(tpm, HCL_REPORT_NV_INDEX);
   if (!pub) return undefined;
   if (pub.dataSize > MAX_HCL_NV_SIZE)
-    throw new CvmError("evidence", `NV ${hex32(HCL_REPORT_NV_INDEX)} is ${pub.dataSize} bytes; an HCL report is at most ${MAX_HCL_NV_SIZE}`);
-  if (!(pub.attributes & TPMA_NV.WRITTEN)) throw new CvmError("evidence", `NV ${hex32(HCL_REPORT_NV_INDEX)} (HCL report) was never written by the paravisor`);
+    throw new CvmError(
+      "evidence",
+      `NV ${hex32(HCL_REPORT_NV_INDEX)} is ${pub.dataSize} bytes; an HCL report is at most ${MAX_HCL_NV_SIZE}`,
+    );
+  if (!(pub.attributes & TPMA_NV.WRITTEN))
+    throw new CvmError("evidence", `NV ${hex32(HCL_REPORT_NV_INDEX)} (HCL report) was never written by the paravisor`);
   return nvRead(tpm, HCL_REPORT_NV_INDEX, { authHandle: TPM_RH.OWNER, size: pub.dataSize });
 }
 
@@ -30,7 +40,10 @@ export async function readHclReportBlob(tpm: Tpm): Promise<Uint8Array | undefine
 export async function writeReportData(tpm: Tpm, data: Uint8Array): Promise<void> {
   const pub = await nvReadPublicIfPresent(tpm, REPORT_DATA_NV_INDEX);
   if (pub && pub.dataSize < data.length) {
-    tpm.log.debug("report-data NV index too small; redefining it", { index: hex32(REPORT_DATA_NV_INDEX), size: pub.dataSize });
+    tpm.log.debug("report-data NV index too small; redefining it", {
+      index: hex32(REPORT_DATA_NV_INDEX),
+      size: pub.dataSize,
+    });
     await nvUndefine(tpm, REPORT_DATA_NV_INDEX);
   }
   if (!pub || pub.dataSize < data.length) {
@@ -52,7 +65,11 @@ export interface WaitOptions {
 }
 
 /** Poll the HCL report until its user-data starts with hex(digest); fail clearly when it never does. */
-export async function waitForHclReport(tpm: Tpm, digest: Uint8Array, o: WaitOptions): Promise<{ report: HclReport; polls: number }> {
+export async function waitForHclReport(
+  tpm: Tpm,
+  digest: Uint8Array,
+  o: WaitOptions,
+): Promise<{ report: HclReport; polls: number }> {
   const started = Date.now();
   const limit = tpm.deadline.cap(o.timeoutMs);
   let interval = o.intervalMs ?? 50;
@@ -78,10 +95,18 @@ export async function waitForHclReport(tpm: Tpm, digest: Uint8Array, o: WaitOpti
 /** Quote PCR0-23 (SHA-256) with the Azure AK, bound to `digest`; PCRs read afterwards and checked. */
 export async function azureQuote(tpm: Tpm, digest: Uint8Array): Promise<AzureQuote> {
   for (let attempt = 1; attempt <= 3; attempt++) {
-    const q = await quote(tpm, { signHandle: AZURE_AK_HANDLE, qualifyingData: digest, selection: [{ hash: TPM_ALG.SHA256, pcrs: QUOTED_PCRS }] });
+    const q = await quote(tpm, {
+      signHandle: AZURE_AK_HANDLE,
+      qualifyingData: digest,
+      selection: [{ hash: TPM_ALG.SHA256, pcrs: QUOTED_PCRS }],
+    });
     if (q.signature.sigAlg !== TPM_ALG.RSASSA)
-      throw new CvmError("evidence", `the AK at ${hex32(AZURE_AK_HANDLE)} signed with algorithm 0x${q.signature.sigAlg.toString(16)}, not RSASSA`);
-    if (!bytesEqual(q.attest.extraData, digest)) throw new CvmError("evidence", `TPM2_Quote extraData ${hex(q.attest.extraData)} is not the qualifying data sent`);
+      throw new CvmError(
+        "evidence",
+        `the AK at ${hex32(AZURE_AK_HANDLE)} signed with algorithm 0x${q.signature.sigAlg.toString(16)}, not RSASSA`,
+      );
+    if (!bytesEqual(q.attest.extraData, digest))
+      throw new CvmError("evidence", `TPM2_Quote extraData ${hex(q.attest.extraData)} is not the qualifying data sent`);
     const pcrs = await pcrReadBank(tpm, TPM_ALG.SHA256, QUOTED_PCRS);
     const pcrDigest = createHash("sha256").update(Buffer.concat(pcrs)).digest();
     if (bytesEqual(pcrDigest, q.attest.pcrDigest)) return { signature: q.signature.sig, message: q.message, pcrs };

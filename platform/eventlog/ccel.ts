@@ -81,7 +81,13 @@ export function trimCcel(area: Uint8Array): Uint8Array {
 /** Parse a CCEL log area (padding allowed) as a crypto-agile log. */
 export function parseCcelLog(area: Uint8Array): EventLog {
   const log = parseEventLog(area, { structure: "CCEL" });
-  if (log.format !== "crypto-agile") throw new ParseError("CCEL", "SpecIdEvent", 0, "the first record is not a 'Spec ID Event03' header (CCEL is always crypto-agile)");
+  if (log.format !== "crypto-agile")
+    throw new ParseError(
+      "CCEL",
+      "SpecIdEvent",
+      0,
+      "the first record is not a 'Spec ID Event03' header (CCEL is always crypto-agile)",
+    );
   return log;
 }
 

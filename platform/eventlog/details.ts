@@ -23,7 +23,9 @@ function uefiVariable(d: Uint8Array): string | undefined {
   const dataLen = v.getBigUint64(24, true);
   if (nameLen > 512n || 32n + nameLen * 2n + dataLen > BigInt(d.length)) return undefined;
   const name = printable(utf16(d.subarray(32, 32 + Number(nameLen) * 2)));
-  return name === undefined ? undefined : `${name} (${guidFromBytes(d.subarray(0, 16), "uefi")}), ${dataLen} data bytes`;
+  return name === undefined
+    ? undefined
+    : `${name} (${guidFromBytes(d.subarray(0, 16), "uefi")}), ${dataLen} data bytes`;
 }
 
 /** UEFI_IMAGE_LOAD_EVENT: the file path nodes of its device path, if any. */

@@ -9,7 +9,14 @@ const SIGNATURE = new TextEncoder().encode("Spec ID Event03\0");
 
 export function encodeSpecIdHeader(spec: Omit<SpecIdEvent, "specVersion"> & { specVersion?: string }): Uint8Array {
   const [major, minor] = (spec.specVersion ?? "2.0").split(".").map(Number);
-  const data = new ByteWriter().bytes(SIGNATURE).u32le(spec.platformClass).u8(minor ?? 0).u8(major ?? 2).u8(spec.specErrata).u8(spec.uintnSize).u32le(spec.algorithms.length);
+  const data = new ByteWriter()
+    .bytes(SIGNATURE)
+    .u32le(spec.platformClass)
+    .u8(minor ?? 0)
+    .u8(major ?? 2)
+    .u8(spec.specErrata)
+    .u8(spec.uintnSize)
+    .u32le(spec.algorithms.length);
   for (const a of spec.algorithms) data.u16le(a.id).u16le(a.size);
   data.u8(spec.vendorInfo.length).bytes(spec.vendorInfo);
   const body = data.finish();
@@ -23,12 +30,16 @@ export function encodeEvent2(e: EncodableEvent, algorithms: DigestAlgorithm[]): 
   const w = new ByteWriter().u32le(e.index).u32le(e.type).u32le(e.digests.size);
   for (const [alg, d] of e.digests) {
     const a = algorithms.find((x) => x.id === alg);
-    if (!a || a.size !== d.length) throw new RangeError(`event log encode: digest for alg 0x${alg.toString(16)} does not match the Spec ID table`);
+    if (!a || a.size !== d.length)
+      throw new RangeError(`event log encode: digest for alg 0x${alg.toString(16)} does not match the Spec ID table`);
     w.u16le(alg).bytes(d);
   }
   return w.u32le(e.data.length).bytes(e.data).finish();
 }
 
-export function encodeEventLog(spec: Omit<SpecIdEvent, "specVersion"> & { specVersion?: string }, events: EncodableEvent[]): Uint8Array {
+export function encodeEventLog(
+  spec: Omit<SpecIdEvent, "specVersion"> & { specVersion?: string },
+  events: EncodableEvent[],
+): Uint8Array {
   return concat(encodeSpecIdHeader(spec), ...events.map((e) => encodeEvent2(e, spec.algorithms)));
 }

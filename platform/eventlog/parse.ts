@@ -87,16 +87,19 @@ function parseSpecId(log: Uint8Array, structure: string, dataOffset: number, dat
   const uintnSize = s.u8("SpecIdEvent.uintnSize");
   const countAt = s.offset;
   const n = s.u32le("SpecIdEvent.numberOfAlgorithms");
-  if (n === 0 || n > MAX_ALGORITHMS) fail("numberOfAlgorithms", `${n} algorithms (expected 1..${MAX_ALGORITHMS})`, countAt);
+  if (n === 0 || n > MAX_ALGORITHMS)
+    fail("numberOfAlgorithms", `${n} algorithms (expected 1..${MAX_ALGORITHMS})`, countAt);
   const algorithms: DigestAlgorithm[] = [];
   for (let i = 0; i < n; i++) {
     const at = s.offset;
     const id = s.u16le(`SpecIdEvent.digestSizes[${i}].algorithmId`);
     const size = s.u16le(`SpecIdEvent.digestSizes[${i}].digestSize`);
     const known = knownDigestSize(id);
-    if (known !== undefined && known !== size) fail(`digestSizes[${i}]`, `${algorithmName(id)} declared with ${size}-byte digests (must be ${known})`, at);
+    if (known !== undefined && known !== size)
+      fail(`digestSizes[${i}]`, `${algorithmName(id)} declared with ${size}-byte digests (must be ${known})`, at);
     if (size === 0 || size > 128) fail(`digestSizes[${i}]`, `digest size ${size} out of range`, at);
-    if (algorithms.some((a) => a.id === id)) fail(`digestSizes[${i}]`, `algorithm ${algorithmName(id)} listed twice`, at);
+    if (algorithms.some((a) => a.id === id))
+      fail(`digestSizes[${i}]`, `algorithm ${algorithmName(id)} listed twice`, at);
     algorithms.push({ id, name: algorithmName(id), size });
   }
   const vendorInfoSize = s.u8("SpecIdEvent.vendorInfoSize");
@@ -113,7 +116,10 @@ function isSpecIdHeader(buf: Uint8Array): boolean {
 }
 
 /** One TCG_PCClientPCREvent (SHA-1 format, used by the header and by legacy logs). */
-function readSha1Record(r: ByteReader, maxData: number): { offset: number; index: number; type: number; digest: Uint8Array; data: Uint8Array } {
+function readSha1Record(
+  r: ByteReader,
+  maxData: number,
+): { offset: number; index: number; type: number; digest: Uint8Array; data: Uint8Array } {
   const offset = r.offset;
   const index = r.u32le("PCRIndex");
   const type = r.u32le("EventType");
@@ -147,9 +153,21 @@ export function parseEventLog(bytes: Uint8Array, opts: ParseOptions = {}): Event
         break;
       }
       const rec = readSha1Record(r, maxData);
-      push({ offset: rec.offset, index: rec.index, type: rec.type, digests: new Map([[TPM_ALG_SHA1, rec.digest]]), data: rec.data });
+      push({
+        offset: rec.offset,
+        index: rec.index,
+        type: rec.type,
+        digests: new Map([[TPM_ALG_SHA1, rec.digest]]),
+        data: rec.data,
+      });
     }
-    return { format: "sha1", algorithms: [{ id: TPM_ALG_SHA1, name: "sha1", size: 20 }], events, length: r.offset, end };
+    return {
+      format: "sha1",
+      algorithms: [{ id: TPM_ALG_SHA1, name: "sha1", size: 20 }],
+      events,
+      length: r.offset,
+      end,
+    };
   }
 
   const header = readSha1Record(r, maxData);
@@ -166,13 +184,18 @@ export function parseEventLog(bytes: Uint8Array, opts: ParseOptions = {}): Event
     const countAt = r.offset;
     const count = r.u32le("Digests.count");
     if (count === 0 || count > specId.algorithms.length)
-      r.fail("Digests.count", `${count} digests in event ${events.length} (the Spec ID event declares ${specId.algorithms.length} algorithm(s))`, countAt);
+      r.fail(
+        "Digests.count",
+        `${count} digests in event ${events.length} (the Spec ID event declares ${specId.algorithms.length} algorithm(s))`,
+        countAt,
+      );
     const digests = new Map<number, Uint8Array>();
     for (let i = 0; i < count; i++) {
       const algAt = r.offset;
       const alg = r.u16le(`Digests[${i}].hashAlg`);
       const size = sizes.get(alg);
-      if (size === undefined) return r.fail(`Digests[${i}].hashAlg`, `algorithm ${algorithmName(alg)} is not in the Spec ID event`, algAt);
+      if (size === undefined)
+        return r.fail(`Digests[${i}].hashAlg`, `algorithm ${algorithmName(alg)} is not in the Spec ID event`, algAt);
       if (digests.has(alg)) r.fail(`Digests[${i}].hashAlg`, `second ${algorithmName(alg)} digest in one event`, algAt);
       digests.set(alg, r.bytes(size, `Digests[${i}].digest`));
     }

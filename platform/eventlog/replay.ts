@@ -32,7 +32,13 @@ export function startupLocality(log: EventLog): number | undefined {
 
 function digestFor(log: EventLog, e: LogEvent, alg: number, name: string): Uint8Array {
   const d = e.digests.get(alg);
-  if (!d) throw new ParseError(log.specId ? "TCG event log" : "TCG event log (SHA-1)", `events[${e.seq}].digests`, e.offset, `no ${name} digest, so the ${name} bank cannot be replayed`);
+  if (!d)
+    throw new ParseError(
+      log.specId ? "TCG event log" : "TCG event log (SHA-1)",
+      `events[${e.seq}].digests`,
+      e.offset,
+      `no ${name} digest, so the ${name} bank cannot be replayed`,
+    );
   return d;
 }
 
@@ -53,7 +59,13 @@ export function replay(log: EventLog, opts: ReplayOptions): RegisterValues {
     const skipNoAction = opts.noAction !== "extend";
     for (const e of log.events) {
       if ((skipNoAction && e.type === EV_NO_ACTION) || e.index === 0) continue; // index 0 = MRTD, measured by the TDX module, not extended
-      if (e.index > RTMR_COUNT) throw new ParseError("CCEL", `events[${e.seq}].MRIndex`, e.offset, `MR index ${e.index} (valid: 0 MRTD, 1..4 RTMR0..3)`);
+      if (e.index > RTMR_COUNT)
+        throw new ParseError(
+          "CCEL",
+          `events[${e.seq}].MRIndex`,
+          e.offset,
+          `MR index ${e.index} (valid: 0 MRTD, 1..4 RTMR0..3)`,
+        );
       regs[e.index - 1] = extend(hash, regs[e.index - 1]!, digestFor(log, e, TPM_ALG_SHA384, "sha384"));
     }
     regs.forEach((v, i) => out.set(i, new Map([[TPM_ALG_SHA384, v]])));
@@ -71,7 +83,13 @@ export function replay(log: EventLog, opts: ReplayOptions): RegisterValues {
     if (locality !== undefined) (out.get(0) ?? out.set(0, new Map()).get(0)!).set(alg.id, init(0));
     for (const e of log.events) {
       if (e.type === EV_NO_ACTION) continue;
-      if (e.index > MAX_PCR) throw new ParseError("TCG event log", `events[${e.seq}].PCRIndex`, e.offset, `PCR index ${e.index} (valid: 0..${MAX_PCR})`);
+      if (e.index > MAX_PCR)
+        throw new ParseError(
+          "TCG event log",
+          `events[${e.seq}].PCRIndex`,
+          e.offset,
+          `PCR index ${e.index} (valid: 0..${MAX_PCR})`,
+        );
       const bank = out.get(e.index) ?? out.set(e.index, new Map()).get(e.index)!;
       bank.set(alg.id, extend(hash, bank.get(alg.id) ?? init(e.index), digestFor(log, e, alg.id, alg.name)));
     }

@@ -47,13 +47,16 @@ export function parseCertTable(buf: Uint8Array): CertTableEntry[] {
   const raw: { guid: string; offset: number; length: number; at: number }[] = [];
   for (;;) {
     const at = r.offset;
-    if (raw.length > MAX_CERT_TABLE_ENTRIES) r.fail(`entry[${raw.length}]`, `more than ${MAX_CERT_TABLE_ENTRIES} entries without a terminator`, at);
-    if (r.remaining < ENTRY_SIZE) r.fail(`entry[${raw.length}]`, "table ends without the all-zero terminating entry", at);
+    if (raw.length > MAX_CERT_TABLE_ENTRIES)
+      r.fail(`entry[${raw.length}]`, `more than ${MAX_CERT_TABLE_ENTRIES} entries without a terminator`, at);
+    if (r.remaining < ENTRY_SIZE)
+      r.fail(`entry[${raw.length}]`, "table ends without the all-zero terminating entry", at);
     const guidBytes = r.bytes(16, `entry[${raw.length}].guid`);
     const offset = r.u32le(`entry[${raw.length}].offset`);
     const length = r.u32le(`entry[${raw.length}].length`);
     if (isAllZero(guidBytes)) {
-      if (offset !== 0 || length !== 0) r.fail(`entry[${raw.length}]`, "zero GUID with a non-zero offset/length (not a terminator)", at);
+      if (offset !== 0 || length !== 0)
+        r.fail(`entry[${raw.length}]`, "zero GUID with a non-zero offset/length (not a terminator)", at);
       break;
     }
     raw.push({ guid: guidFromBytes(guidBytes, "rfc4122"), offset, length, at });
@@ -63,12 +66,24 @@ export function parseCertTable(buf: Uint8Array): CertTableEntry[] {
   return raw.map((e, i) => {
     const type = certTypeForGuid(e.guid);
     const name = `entry[${i}] (${certTypeName(type)})`;
-    if (seen.has(e.guid)) throw new ParseError(STRUCT, name, e.at, "duplicate GUID: which certificate to use is ambiguous");
+    if (seen.has(e.guid))
+      throw new ParseError(STRUCT, name, e.at, "duplicate GUID: which certificate to use is ambiguous");
     seen.add(e.guid);
     if (e.length === 0) throw new ParseError(STRUCT, name, e.at + 20, "zero-length certificate");
-    if (e.offset < tableEnd) throw new ParseError(STRUCT, name, e.at + 16, `offset ${e.offset} points into the entry table (which ends at ${tableEnd})`);
+    if (e.offset < tableEnd)
+      throw new ParseError(
+        STRUCT,
+        name,
+        e.at + 16,
+        `offset ${e.offset} points into the entry table (which ends at ${tableEnd})`,
+      );
     if (e.offset + e.length > buf.length)
-      throw new ParseError(STRUCT, name, e.at + 16, `offset ${e.offset} + length ${e.length} points outside the ${buf.length}-byte buffer`);
+      throw new ParseError(
+        STRUCT,
+        name,
+        e.at + 16,
+        `offset ${e.offset} + length ${e.length} points outside the ${buf.length}-byte buffer`,
+      );
     return { guid: e.guid, type, offset: e.offset, length: e.length, data: buf.slice(e.offset, e.offset + e.length) };
   });
 }

@@ -1,4 +1,4 @@
-// ioctl(2) through bun:ffi. Only imported via loadNativeIoctl() when running under bun.
+// ioctl(2) through bun:ffi. Only imported by native-ioctl.ts when running under bun.
 import { dlopen, FFIType, ptr, read } from "bun:ffi";
 import type { IoctlDevice } from "./ioctl.ts";
 

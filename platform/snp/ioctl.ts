@@ -1,6 +1,6 @@
 // The ioctl seam. JS cannot call ioctl(2) or take a buffer's address; bun:ffi can. Everything above
 // this interface is plain TypeScript that tests drive with a stand-in kernel, and the bun:ffi
-// implementation (./ffi-bun.ts) is only ever reached through a guarded dynamic import, so node
+// implementation (./ffi-bun.ts) is only ever reached through ./native-ioctl.ts's guarded dynamic import, so node
 // and vitest never load bun:ffi (bun-runtime.md §2).
 
 export interface IoctlResult {
@@ -32,10 +32,3 @@ export const SNP_GET_DERIVED_KEY = ioc(IOC_READ_WRITE, "S", 1, SNP_GUEST_REQUEST
 export const SNP_GET_EXT_REPORT = ioc(IOC_READ_WRITE, "S", 2, SNP_GUEST_REQUEST_SIZE); // 0xC0205302
 
 export const ERRNO = { EIO: 5, EAGAIN: 11, EFAULT: 14, EBUSY: 16, EINVAL: 22, ENOTTY: 25, ETIMEDOUT: 110 } as const;
-
-/** The real ioctl under bun; undefined under node (tests inject their own). */
-export async function loadNativeIoctl(): Promise<IoctlDevice | undefined> {
-  if (!process.versions.bun) return undefined;
-  const m = await import("./ffi-bun.ts");
-  return m.bunIoctlDevice();
-}

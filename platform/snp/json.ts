@@ -17,7 +17,13 @@ export interface CertChainEntry {
   data: Uint8Array;
 }
 
-const tcbNode = (t: TcbVersion): Node => ({ fmc: t.fmc, bootloader: t.bootloader, tee: t.tee, snp: t.snp, microcode: t.microcode });
+const tcbNode = (t: TcbVersion): Node => ({
+  fmc: t.fmc,
+  bootloader: t.bootloader,
+  tee: t.tee,
+  snp: t.snp,
+  microcode: t.microcode,
+});
 const fwNode = (v: FirmwareVersion): Node => ({ major: v.major, minor: v.minor, build: v.build });
 
 function reportNode(r: SnpReport): Node {
@@ -79,11 +85,17 @@ function toValue(n: Node, where: string): unknown {
   if (typeof n === "bigint") {
     if (n <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(n);
     if (rawJSON) return rawJSON(n.toString(10));
-    throw new ParseError("SNP evidence JSON", where, 0, `value ${n} exceeds 2^53 and this runtime cannot emit it exactly (use snpEvidenceJsonText)`);
+    throw new ParseError(
+      "SNP evidence JSON",
+      where,
+      0,
+      `value ${n} exceeds 2^53 and this runtime cannot emit it exactly (use snpEvidenceJsonText)`,
+    );
   }
   if (n instanceof Uint8Array) return Array.from(n);
   if (Array.isArray(n)) return n.map((x, i) => toValue(x, `${where}[${i}]`));
-  if (n !== null && typeof n === "object") return Object.fromEntries(Object.entries(n).map(([k, v]) => [k, toValue(v, where ? `${where}.${k}` : k)]));
+  if (n !== null && typeof n === "object")
+    return Object.fromEntries(Object.entries(n).map(([k, v]) => [k, toValue(v, where ? `${where}.${k}` : k)]));
   return n;
 }
 
@@ -117,7 +129,8 @@ function obj(v: unknown, field: string): Record<string, unknown> {
 function uint(v: unknown, bits: 8 | 32, field: string): number {
   const max = bits === 8 ? 0xff : 0xffffffff;
   if (typeof v === "bigint" && v >= 0n && v <= BigInt(max)) return Number(v);
-  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > max) fail(field, `must be an unsigned ${bits}-bit integer`);
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > max)
+    fail(field, `must be an unsigned ${bits}-bit integer`);
   return v;
 }
 
@@ -148,12 +161,22 @@ export function byteArray(v: unknown, len: number, field: string): Uint8Array {
 function tcb(v: unknown, field: string): TcbVersion {
   const o = obj(v, field);
   const fmc = optional(o, "fmc", (x) => uint(x, 8, `${field}.fmc`));
-  return { fmc, bootloader: uint(o.bootloader, 8, `${field}.bootloader`), tee: uint(o.tee, 8, `${field}.tee`), snp: uint(o.snp, 8, `${field}.snp`), microcode: uint(o.microcode, 8, `${field}.microcode`) };
+  return {
+    fmc,
+    bootloader: uint(o.bootloader, 8, `${field}.bootloader`),
+    tee: uint(o.tee, 8, `${field}.tee`),
+    snp: uint(o.snp, 8, `${field}.snp`),
+    microcode: uint(o.microcode, 8, `${field}.microcode`),
+  };
 }
 
 function fw(v: unknown, field: string): FirmwareVersion {
   const o = obj(v, field);
-  return { major: uint(o.major, 8, `${field}.major`), minor: uint(o.minor, 8, `${field}.minor`), build: uint(o.build, 8, `${field}.build`) };
+  return {
+    major: uint(o.major, 8, `${field}.major`),
+    minor: uint(o.minor, 8, `${field}.minor`),
+    build: uint(o.build, 8, `${field}.build`),
+  };
 }
 
 /** Strictly read trustee's report struct (missing Option fields read as null, like serde). */
@@ -219,8 +242,12 @@ export function parseSnpEvidenceJson(v: unknown): { report: SnpReport; certChain
   const certChain = o.cert_chain.map((e, i) => {
     const eo = obj(e, `cert_chain[${i}]`);
     const data = eo.data;
-    if (!Array.isArray(data) || data.length > MAX_EVIDENCE_CERT_BYTES) fail(`cert_chain[${i}].data`, `must be an array of at most ${MAX_EVIDENCE_CERT_BYTES} bytes`);
-    return { cert_type: certType(eo.cert_type, `cert_chain[${i}].cert_type`), data: byteArray(data, data.length, `cert_chain[${i}].data`) };
+    if (!Array.isArray(data) || data.length > MAX_EVIDENCE_CERT_BYTES)
+      fail(`cert_chain[${i}].data`, `must be an array of at most ${MAX_EVIDENCE_CERT_BYTES} bytes`);
+    return {
+      cert_type: certType(eo.cert_type, `cert_chain[${i}].cert_type`),
+      data: byteArray(data, data.length, `cert_chain[${i}].data`),
+    };
   });
   return { report, certChain };
 }

@@ -89,14 +89,25 @@ export function generationFromCpuid(fam: number, mod: number): CpuGeneration | u
  * The TCB_VERSION byte layout of a report: v3+ from CPUID, v2 from virtee's chip-id heuristic
  * (bytes 8..63 zero ⇒ Turin-like). Throws when it cannot be decided (masked chip id on v2, unknown CPU).
  */
-export function tcbLayoutOf(version: number, fam: number | null, mod: number | null, chipId: Uint8Array, fail: (field: string, problem: string) => never): TcbLayout {
+export function tcbLayoutOf(
+  version: number,
+  fam: number | null,
+  mod: number | null,
+  chipId: Uint8Array,
+  fail: (field: string, problem: string) => never,
+): TcbLayout {
   if (reportLayout(version) === "v2") {
-    if (isAllZero(chipId)) fail("chip_id", "v2 report with a masked (all-zero) CHIP_ID: the TCB layout (Milan/Genoa vs Turin) cannot be determined");
+    if (isAllZero(chipId))
+      fail(
+        "chip_id",
+        "v2 report with a masked (all-zero) CHIP_ID: the TCB layout (Milan/Genoa vs Turin) cannot be determined",
+      );
     return isAllZero(chipId.subarray(8)) ? "turin" : "legacy";
   }
   if (fam === null || mod === null) fail("cpuid_fam_id", "v3+ report without CPUID family/model");
   const gen = generationFromCpuid(fam, mod);
-  if (gen === undefined) fail("cpuid_fam_id", `unknown CPU family 0x${fam.toString(16)} model 0x${mod.toString(16)}: TCB layout unknown`);
+  if (gen === undefined)
+    fail("cpuid_fam_id", `unknown CPU family 0x${fam.toString(16)} model 0x${mod.toString(16)}: TCB layout unknown`);
   return gen === "turin" ? "turin" : "legacy";
 }
 
@@ -104,14 +115,21 @@ export function tcbLayoutOf(version: number, fam: number | null, mod: number | n
 function zeroRun(r: ByteReader, n: number, field: string): void {
   const at = r.offset;
   const b = r.bytes(n, field);
-  for (let i = 0; i < b.length; i++) if (b[i] !== 0) r.fail(field, `reserved byte at +${i} is 0x${b[i]!.toString(16)}, must be zero (trustee re-encodes it as zero, so the signature would not verify)`, at + i);
+  for (let i = 0; i < b.length; i++)
+    if (b[i] !== 0)
+      r.fail(
+        field,
+        `reserved byte at +${i} is 0x${b[i]!.toString(16)}, must be zero (trustee re-encodes it as zero, so the signature would not verify)`,
+        at + i,
+      );
 }
 
 function decodeTcb(raw: Uint8Array, at: number, layout: TcbLayout, field: string): TcbVersion {
   const nonZero = (idx: number[]) => idx.find((i) => raw[i] !== 0);
   if (layout === "legacy") {
     const bad = nonZero([2, 3, 4, 5]);
-    if (bad !== undefined) throw new ParseError(STRUCT, field, at + bad, "reserved TCB byte is not zero (Milan/Genoa layout)");
+    if (bad !== undefined)
+      throw new ParseError(STRUCT, field, at + bad, "reserved TCB byte is not zero (Milan/Genoa layout)");
     return { fmc: null, bootloader: raw[0]!, tee: raw[1]!, snp: raw[6]!, microcode: raw[7]! };
   }
   const bad = nonZero([4, 5, 6]);
@@ -125,7 +143,8 @@ function copy(b: Uint8Array): Uint8Array {
 
 /** Decode and validate a raw report (exactly 1184 bytes). */
 export function decodeSnpReport(raw: Uint8Array): SnpReport {
-  if (raw.length !== SNP_REPORT_SIZE) throw new ParseError(STRUCT, "length", 0, `expected ${SNP_REPORT_SIZE} bytes, got ${raw.length}`);
+  if (raw.length !== SNP_REPORT_SIZE)
+    throw new ParseError(STRUCT, "length", 0, `expected ${SNP_REPORT_SIZE} bytes, got ${raw.length}`);
   const r = new ByteReader(raw, STRUCT);
   const version = r.u32le("version");
   const layout = reportLayout(version);
@@ -134,7 +153,9 @@ export function decodeSnpReport(raw: Uint8Array): SnpReport {
   const chipId = raw.subarray(0x1a0, 0x1e0);
   const fam = layout === "v2" ? null : raw[0x188]!;
   const mod = layout === "v2" ? null : raw[0x189]!;
-  const tcb = tcbLayoutOf(version, fam, mod, chipId, (field, problem) => r.fail(field, problem, field === "chip_id" ? 0x1a0 : 0x188));
+  const tcb = tcbLayoutOf(version, fam, mod, chipId, (field, problem) =>
+    r.fail(field, problem, field === "chip_id" ? 0x1a0 : 0x188),
+  );
   const tcbAt = (field: string): TcbVersion => {
     const at = r.offset;
     return decodeTcb(r.bytes(8, field), at, tcb, field);
@@ -190,10 +211,35 @@ export function decodeSnpReport(raw: Uint8Array): SnpReport {
   const sigR = copy(r.bytes(SNP_SIG_COMPONENT_SIZE, "signature.r"));
   const sigS = copy(r.bytes(SNP_SIG_COMPONENT_SIZE, "signature.s"));
   return {
-    version, guest_svn, policy, family_id, image_id, vmpl, sig_algo, current_tcb, plat_info, key_info,
-    report_data, measurement, host_data, id_key_digest, author_key_digest, report_id, report_id_ma,
-    reported_tcb, cpuid_fam_id, cpuid_mod_id, cpuid_step, chip_id, committed_tcb, current, committed,
-    launch_tcb, launch_mit_vector, current_mit_vector, signature: { r: sigR, s: sigS },
+    version,
+    guest_svn,
+    policy,
+    family_id,
+    image_id,
+    vmpl,
+    sig_algo,
+    current_tcb,
+    plat_info,
+    key_info,
+    report_data,
+    measurement,
+    host_data,
+    id_key_digest,
+    author_key_digest,
+    report_id,
+    report_id_ma,
+    reported_tcb,
+    cpuid_fam_id,
+    cpuid_mod_id,
+    cpuid_step,
+    chip_id,
+    committed_tcb,
+    current,
+    committed,
+    launch_tcb,
+    launch_mit_vector,
+    current_mit_vector,
+    signature: { r: sigR, s: sigS },
   };
 }
 
@@ -232,7 +278,8 @@ function encodeTcb(out: Uint8Array, at: number, t: TcbVersion, layout: TcbLayout
 }
 
 function putU64(view: DataView, at: number, v: bigint, field: string): void {
-  if (typeof v !== "bigint" || v < 0n || v > 0xffffffffffffffffn) fieldError(field, "must be an unsigned 64-bit integer");
+  if (typeof v !== "bigint" || v < 0n || v > 0xffffffffffffffffn)
+    fieldError(field, "must be an unsigned 64-bit integer");
   view.setBigUint64(at, v, true);
 }
 

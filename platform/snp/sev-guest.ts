@@ -56,7 +56,12 @@ export function encodeReportReq(userData: Uint8Array, vmpl: number): Uint8Array 
 }
 
 /** struct snp_ext_report_req (0x70): report req, certs_address, certs_len. */
-export function encodeExtReportReq(userData: Uint8Array, vmpl: number, certsAddr: bigint, certsLen: number): Uint8Array {
+export function encodeExtReportReq(
+  userData: Uint8Array,
+  vmpl: number,
+  certsAddr: bigint,
+  certsLen: number,
+): Uint8Array {
   const b = new Uint8Array(new ArrayBuffer(SNP_EXT_REPORT_REQ_SIZE));
   putReportReq(b, userData, vmpl);
   const v = new DataView(b.buffer);
@@ -73,7 +78,11 @@ export function extReportCertsLen(req: Uint8Array): number {
 export function decodeReportResp(resp: Uint8Array): Uint8Array {
   const r = new ByteReader(resp, "SNP MSG_REPORT_RSP");
   const status = r.u32le("status");
-  if (status !== 0) throw new CvmError("evidence", `SEV firmware refused the report request: status 0x${status.toString(16)} ${FW_ERRORS[status] ?? ""}`.trim());
+  if (status !== 0)
+    throw new CvmError(
+      "evidence",
+      `SEV firmware refused the report request: status 0x${status.toString(16)} ${FW_ERRORS[status] ?? ""}`.trim(),
+    );
   const size = r.u32le("report_size");
   if (size !== SNP_REPORT_SIZE) r.fail("report_size", `expected ${SNP_REPORT_SIZE}, got ${size}`, 4);
   r.skip(0x18, "reserved");
@@ -136,7 +145,9 @@ async function doRequest(dev: IoctlDevice, o: IoctlReportOptions): Promise<Ioctl
     fd = fs.openSync(o.devicePath, "r+");
   } catch (e) {
     const code = (e as { code?: string }).code;
-    throw new CvmError("platform", `cannot open ${o.devicePath}: ${code ?? (e as Error).message}`, { hint: "load the sev-guest module (modprobe sev-guest); root is required" });
+    throw new CvmError("platform", `cannot open ${o.devicePath}: ${code ?? (e as Error).message}`, {
+      hint: "load the sev-guest module (modprobe sev-guest); root is required",
+    });
   }
   try {
     let certsLen = INITIAL_CERTS_LEN;
@@ -145,7 +156,9 @@ async function doRequest(dev: IoctlDevice, o: IoctlReportOptions): Promise<Ioctl
       if (wait > 0) await o.sleep(wait, "pacing /dev/sev-guest requests");
       const resp = new Uint8Array(new ArrayBuffer(SNP_REPORT_RESP_SIZE));
       const certs = o.extended ? new Uint8Array(new ArrayBuffer(certsLen)) : undefined;
-      const req = certs ? encodeExtReportReq(o.userData, o.vmpl, dev.addressOf(certs), certsLen) : encodeReportReq(o.userData, o.vmpl);
+      const req = certs
+        ? encodeExtReportReq(o.userData, o.vmpl, dev.addressOf(certs), certsLen)
+        : encodeReportReq(o.userData, o.vmpl);
       const guest = encodeGuestRequest(dev.addressOf(req), dev.addressOf(resp));
       lastRequestAt = Date.now();
       const { rc, errno } = dev.ioctl(fd, o.extended ? SNP_GET_EXT_REPORT : SNP_GET_REPORT, guest);
@@ -156,22 +169,39 @@ async function doRequest(dev: IoctlDevice, o: IoctlReportOptions): Promise<Ioctl
       if (o.extended && errno === ERRNO.EIO && info.vmm === VMM_ERR_INVALID_LEN && info.fw === 0) {
         const needed = extReportCertsLen(req);
         if (needed <= certsLen || needed % PAGE !== 0 || needed > MAX_CERTS_LEN)
-          throw new CvmError("evidence", `the host asks for a ${needed}-byte certificate buffer (have ${certsLen}; must be a larger multiple of ${PAGE} up to ${MAX_CERTS_LEN})`);
+          throw new CvmError(
+            "evidence",
+            `the host asks for a ${needed}-byte certificate buffer (have ${certsLen}; must be a larger multiple of ${PAGE} up to ${MAX_CERTS_LEN})`,
+          );
         certsLen = needed;
         continue;
       }
       if (errno === ERRNO.EAGAIN || info.vmm === VMM_ERR_BUSY) {
-        if (n < MAX_GUEST_REQUESTS) await o.sleep((o.busyBackoffMs ?? 2000) * n, "waiting for the host to accept SNP guest requests");
+        if (n < MAX_GUEST_REQUESTS)
+          await o.sleep((o.busyBackoffMs ?? 2000) * n, "waiting for the host to accept SNP guest requests");
         continue;
       }
       if (errno === ERRNO.ENOTTY)
-        throw new CvmError("platform", `${o.devicePath} does not accept SNP guest requests (${detail}): the guest's VMPCK was disabled after an earlier failed request, or this is not the sev-guest device`, {
-          hint: "reboot the VM; SNP guest requests stay disabled until then",
-        });
+        throw new CvmError(
+          "platform",
+          `${o.devicePath} does not accept SNP guest requests (${detail}): the guest's VMPCK was disabled after an earlier failed request, or this is not the sev-guest device`,
+          {
+            hint: "reboot the VM; SNP guest requests stay disabled until then",
+          },
+        );
       const request = o.extended ? "SNP_GET_EXT_REPORT" : "SNP_GET_REPORT";
-      throw new GuestRequestError(request, errno, info.fw, info.vmm, `${o.devicePath}: ${request} failed (${detail}${FW_ERRORS[info.fw] ? " " + FW_ERRORS[info.fw] : ""})`);
+      throw new GuestRequestError(
+        request,
+        errno,
+        info.fw,
+        info.vmm,
+        `${o.devicePath}: ${request} failed (${detail}${FW_ERRORS[info.fw] ? " " + FW_ERRORS[info.fw] : ""})`,
+      );
     }
-    throw new CvmError("evidence", `${o.devicePath}: no report after ${MAX_GUEST_REQUESTS} guest requests (host busy or certificate buffer kept growing)`);
+    throw new CvmError(
+      "evidence",
+      `${o.devicePath}: no report after ${MAX_GUEST_REQUESTS} guest requests (host busy or certificate buffer kept growing)`,
+    );
   } finally {
     fs.closeSync(fd);
   }

@@ -16,7 +16,8 @@ export function vekPublicKey(cert: Uint8Array | string): Uint8Array {
     throw new CvmError("evidence", `VCEK/VLEK certificate does not parse: ${(e as Error).message}`);
   }
   const jwk = x509.publicKey.export({ format: "jwk" }) as { kty?: string; crv?: string; x?: string; y?: string };
-  if (jwk.kty !== "EC" || jwk.crv !== "P-384" || !jwk.x || !jwk.y) throw new CvmError("evidence", `VCEK/VLEK key is not EC P-384 (${jwk.kty}/${jwk.crv})`);
+  if (jwk.kty !== "EC" || jwk.crv !== "P-384" || !jwk.x || !jwk.y)
+    throw new CvmError("evidence", `VCEK/VLEK key is not EC P-384 (${jwk.kty}/${jwk.crv})`);
   return concat(new Uint8Array([4]), fromB64url(jwk.x), fromB64url(jwk.y));
 }
 

@@ -8,7 +8,13 @@ import { decodeTdAttributes, type TdxQuote } from "./quote.ts";
 
 const le16 = (v: number) => hex(new ByteWriter().u16le(v).finish());
 const le32 = (v: number) => hex(new ByteWriter().u32le(v).finish());
-const TRUSTEE_ALG_NAMES: Record<string, string> = { sha1: "SHA-1", sha256: "SHA-256", sha384: "SHA-384", sha512: "SHA-512", sm3_256: "SM3" };
+const TRUSTEE_ALG_NAMES: Record<string, string> = {
+  sha1: "SHA-1",
+  sha256: "SHA-256",
+  sha384: "SHA-384",
+  sha512: "SHA-512",
+  sm3_256: "SM3",
+};
 
 export function trusteeQuoteClaims(q: TdxQuote): Record<string, unknown> {
   const b = q.body;
@@ -47,14 +53,23 @@ export function trusteeQuoteClaims(q: TdxQuote): Record<string, unknown> {
     },
     report_data: hex(b.reportData),
     init_data: hex(fitTo(b.mrConfigId, 48)),
-    td_attributes: { debug: a.debug, key_locker: a.keyLocker, perfmon: a.perfmon, protection_keys: a.protectionKeys, septve_disable: a.septVeDisable },
+    td_attributes: {
+      debug: a.debug,
+      key_locker: a.keyLocker,
+      perfmon: a.perfmon,
+      protection_keys: a.protectionKeys,
+      septve_disable: a.septVeDisable,
+    },
   };
 }
 
 /** The per-event part of trustee's `uefi_event_logs` claim (without the type-specific `details`). */
 export function trusteeEventClaims(log: EventLog): Array<Record<string, unknown>> {
   return log.events.map((e) => {
-    const digests = [...e.digests].map(([alg, d]) => ({ alg: TRUSTEE_ALG_NAMES[algorithmName(alg)] ?? algorithmName(alg), digest: hex(d) }));
+    const digests = [...e.digests].map(([alg, d]) => ({
+      alg: TRUSTEE_ALG_NAMES[algorithmName(alg)] ?? algorithmName(alg),
+      digest: hex(d),
+    }));
     const matches = [...e.digests].every(([alg, d]) => {
       const h = hashFunction(alg);
       return h !== undefined && hex(h(e.data)) === hex(d);

@@ -86,9 +86,15 @@ function readHeader(r: ByteReader): TdxQuoteHeader {
   const version = r.u16le("header.version");
   if (version !== 4 && version !== 5) r.fail("header.version", `${version} (supported: 4, 5)`, 0);
   const attKeyType = r.u16le("header.att_key_type");
-  if (attKeyType !== ATT_KEY_TYPE_ECDSA_P256) r.fail("header.att_key_type", `${attKeyType} (supported: 2 = ECDSA-P256)`, 2);
+  if (attKeyType !== ATT_KEY_TYPE_ECDSA_P256)
+    r.fail("header.att_key_type", `${attKeyType} (supported: 2 = ECDSA-P256)`, 2);
   const teeType = r.u32le("header.tee_type");
-  if (teeType !== TDX_TEE_TYPE) r.fail("header.tee_type", `0x${teeType.toString(16)} is not TDX (0x81)${teeType === 0 ? "; this is an SGX quote" : ""}`, 4);
+  if (teeType !== TDX_TEE_TYPE)
+    r.fail(
+      "header.tee_type",
+      `0x${teeType.toString(16)} is not TDX (0x81)${teeType === 0 ? "; this is an SGX quote" : ""}`,
+      4,
+    );
   return {
     version,
     attKeyType,
@@ -144,18 +150,30 @@ export function parseTdxQuote(bytes: Uint8Array): TdxQuote {
   if (header.version === 5) {
     const typeAt = r.offset;
     const t = r.u16le("body_descriptor.type");
-    if (t !== 2 && t !== 3) return r.fail("body_descriptor.type", `${t} (2 = TD 1.0, 3 = TD 1.5${t === 1 ? "; 1 is an SGX body" : ""})`, typeAt);
+    if (t !== 2 && t !== 3)
+      return r.fail(
+        "body_descriptor.type",
+        `${t} (2 = TD 1.0, 3 = TD 1.5${t === 1 ? "; 1 is an SGX body" : ""})`,
+        typeAt,
+      );
     bodyType = t;
     const sizeAt = r.offset;
     const size = r.u32le("body_descriptor.size");
-    if (size !== BODY_SIZES[bodyType]) r.fail("body_descriptor.size", `${size} bytes for body type ${bodyType} (must be ${BODY_SIZES[bodyType]})`, sizeAt);
+    if (size !== BODY_SIZES[bodyType])
+      r.fail(
+        "body_descriptor.size",
+        `${size} bytes for body type ${bodyType} (must be ${BODY_SIZES[bodyType]})`,
+        sizeAt,
+      );
   }
   const body = readBody(r, bodyType);
   const signedBytes = bytes.subarray(0, r.offset);
   const lenAt = r.offset;
   const sigDataLen = r.u32le("signature_data_len");
-  if (sigDataLen > MAX_SIG_DATA) r.fail("signature_data_len", `${sigDataLen} exceeds the limit of ${MAX_SIG_DATA}`, lenAt);
-  if (sigDataLen > r.remaining) r.fail("signature_data_len", `${sigDataLen} bytes declared, only ${r.remaining} present (truncated quote)`, lenAt);
+  if (sigDataLen > MAX_SIG_DATA)
+    r.fail("signature_data_len", `${sigDataLen} exceeds the limit of ${MAX_SIG_DATA}`, lenAt);
+  if (sigDataLen > r.remaining)
+    r.fail("signature_data_len", `${sigDataLen} bytes declared, only ${r.remaining} present (truncated quote)`, lenAt);
   const sigStart = r.offset;
   const sig = new ByteReader(bytes.subarray(0, sigStart + sigDataLen), STRUCT, sigStart);
   const signature = sig.bytes(64, "signature_data.signature");
@@ -163,10 +181,16 @@ export function parseTdxQuote(bytes: Uint8Array): TdxQuote {
   const certType = sig.u16le("signature_data.certification_data.type");
   const certSizeAt = sig.offset;
   const certSize = sig.u32le("signature_data.certification_data.size");
-  if (certSize !== sig.remaining) sig.fail("signature_data.certification_data.size", `${certSize} bytes declared, ${sig.remaining} left in the signature data`, certSizeAt);
+  if (certSize !== sig.remaining)
+    sig.fail(
+      "signature_data.certification_data.size",
+      `${certSize} bytes declared, ${sig.remaining} left in the signature data`,
+      certSizeAt,
+    );
   const certData = sig.bytes(certSize, "signature_data.certification_data");
   const signatureData: TdxSignatureData = { signature, attestationKey, certType, certData };
-  if (certType === CERT_TYPE_QE_REPORT) signatureData.qe = readQeCertification(bytes.subarray(0, sig.offset), sig.offset - certSize);
+  if (certType === CERT_TYPE_QE_REPORT)
+    signatureData.qe = readQeCertification(bytes.subarray(0, sig.offset), sig.offset - certSize);
   const length = sigStart + sigDataLen;
   return { header, bodyType, body, signedBytes, sigDataLen, signatureData, length, trailing: bytes.length - length };
 }
@@ -201,7 +225,8 @@ export function encodeBody(body: TdxQuoteBody, type: 2 | 3): Uint8Array {
 
 /** header ‖ (v5: body type ‖ body size) ‖ body: exactly what the attestation key signs. */
 export function encodeSignedPart(header: TdxQuoteHeader, bodyType: 2 | 3, body: TdxQuoteBody): Uint8Array {
-  if (header.version === 4 && bodyType !== 2) throw new RangeError("TDX quote encode: v4 quotes carry TD 1.0 bodies only");
+  if (header.version === 4 && bodyType !== 2)
+    throw new RangeError("TDX quote encode: v4 quotes carry TD 1.0 bodies only");
   const w = new ByteWriter().u16le(header.version).u16le(header.attKeyType).u32le(header.teeType);
   fixed(w, header.reserved, 4, "reserved");
   fixed(w, header.qeVendorId, 16, "qe_vendor_id");

@@ -17,7 +17,9 @@ function rawToSec1(xy: Uint8Array): Uint8Array {
 export function verifyQuoteSignature(q: TdxQuote): boolean {
   try {
     // Quotes are signed by Intel's QE, not noble: accept high-S signatures.
-    return p256.verify(q.signatureData.signature, q.signedBytes, rawToSec1(q.signatureData.attestationKey), { lowS: false });
+    return p256.verify(q.signatureData.signature, q.signedBytes, rawToSec1(q.signatureData.attestationKey), {
+      lowS: false,
+    });
   } catch {
     return false; // key not on the curve, malformed signature
   }

@@ -12,7 +12,13 @@ export interface TdReport {
   teeInfoHash: Uint8Array;
   reportData: Uint8Array;
   mac: Uint8Array;
-  teeTcbInfo: { valid: Uint8Array; teeTcbSvn: Uint8Array; mrSeam: Uint8Array; mrSignerSeam: Uint8Array; attributes: Uint8Array };
+  teeTcbInfo: {
+    valid: Uint8Array;
+    teeTcbSvn: Uint8Array;
+    mrSeam: Uint8Array;
+    mrSignerSeam: Uint8Array;
+    attributes: Uint8Array;
+  };
   tdInfo: {
     attributes: Uint8Array;
     xfam: Uint8Array;
@@ -54,8 +60,22 @@ export function parseTdReport(bytes: Uint8Array): TdReport {
     mrConfigId: r.bytes(48, "TDINFO.mrconfigid"),
     mrOwner: r.bytes(48, "TDINFO.mrowner"),
     mrOwnerConfig: r.bytes(48, "TDINFO.mrownerconfig"),
-    rtmrs: [r.bytes(48, "TDINFO.rtmr0"), r.bytes(48, "TDINFO.rtmr1"), r.bytes(48, "TDINFO.rtmr2"), r.bytes(48, "TDINFO.rtmr3")] as TdReport["tdInfo"]["rtmrs"],
+    rtmrs: [
+      r.bytes(48, "TDINFO.rtmr0"),
+      r.bytes(48, "TDINFO.rtmr1"),
+      r.bytes(48, "TDINFO.rtmr2"),
+      r.bytes(48, "TDINFO.rtmr3"),
+    ] as TdReport["tdInfo"]["rtmrs"],
     servtdHash: r.bytes(48, "TDINFO.servtd_hash"),
   };
-  return { reportType: { type, subtype, version }, cpuSvn, teeTcbInfoHash, teeInfoHash, reportData, mac, teeTcbInfo, tdInfo };
+  return {
+    reportType: { type, subtype, version },
+    cpuSvn,
+    teeTcbInfoHash,
+    teeInfoHash,
+    reportData,
+    mac,
+    teeTcbInfo,
+    tdInfo,
+  };
 }

@@ -51,7 +51,12 @@ export class Tpm {
         if (attempt >= this.maxRetries) {
           throw new TpmError(name, rc, `(still ${decodeRc(rc).name.slice(7)} after ${attempt + 1} attempts)`);
         }
-        this.log.debug("TPM asked to retry", { command: name, rc: hex32(rc), attempt: attempt + 1, backoff_ms: backoff });
+        this.log.debug("TPM asked to retry", {
+          command: name,
+          rc: hex32(rc),
+          attempt: attempt + 1,
+          backoff_ms: backoff,
+        });
         await this.deadline.sleep(backoff, `waiting to resend TPM2_${name} (TPM answered ${decodeRc(rc).name})`);
         backoff = Math.min(backoff * 2, 1_000);
         continue;
@@ -66,13 +71,27 @@ export class Tpm {
 }
 
 /** Open the TPM named by `spec` (/dev/tpmrm0, swtpm:HOST:PORT, unix:/path). Close it when done. */
-export async function openTpm(spec: string, deadline: Deadline, log: Logger, opts: OpenOptions & TpmClientOptions = {}): Promise<Tpm> {
-  const transport = await openTransport(spec, { connectTimeoutMs: deadline.cap(opts.connectTimeoutMs ?? 5_000), ...(opts.root ? { root: opts.root } : {}) });
+export async function openTpm(
+  spec: string,
+  deadline: Deadline,
+  log: Logger,
+  opts: OpenOptions & TpmClientOptions = {},
+): Promise<Tpm> {
+  const transport = await openTransport(spec, {
+    connectTimeoutMs: deadline.cap(opts.connectTimeoutMs ?? 5_000),
+    ...(opts.root ? { root: opts.root } : {}),
+  });
   return new Tpm(transport, deadline, log, opts);
 }
 
 /** Run `fn` with an open TPM and always close it. */
-export async function withTpm<T>(spec: string, deadline: Deadline, log: Logger, fn: (tpm: Tpm) => Promise<T>, opts: OpenOptions & TpmClientOptions = {}): Promise<T> {
+export async function withTpm<T>(
+  spec: string,
+  deadline: Deadline,
+  log: Logger,
+  fn: (tpm: Tpm) => Promise<T>,
+  opts: OpenOptions & TpmClientOptions = {},
+): Promise<T> {
   const tpm = await openTpm(spec, deadline, log, opts);
   try {
     return await fn(tpm);

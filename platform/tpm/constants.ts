@@ -156,7 +156,9 @@ export const DIGEST_SIZE: Readonly<Record<number, number>> = {
   [TPM_ALG.SM3_256]: 32,
 };
 
-const ALG_NAMES: Record<number, string> = Object.fromEntries(Object.entries(TPM_ALG).map(([k, v]) => [v, k.toLowerCase()]));
+const ALG_NAMES: Record<number, string> = Object.fromEntries(
+  Object.entries(TPM_ALG).map(([k, v]) => [v, k.toLowerCase()]),
+);
 
 /** "sha256", "rsa", ... or "0x1234" for an unknown id. */
 export function algName(alg: number): string {
@@ -166,7 +168,13 @@ export function algName(alg: number): string {
 /** Hash algorithm by its usual name ("sha256"), for CLI/config input. */
 export function hashAlgByName(name: string): number | undefined {
   const n = name.toLowerCase().replace(/-/g, "");
-  const table: Record<string, number> = { sha1: TPM_ALG.SHA1, sha256: TPM_ALG.SHA256, sha384: TPM_ALG.SHA384, sha512: TPM_ALG.SHA512, sm3_256: TPM_ALG.SM3_256 };
+  const table: Record<string, number> = {
+    sha1: TPM_ALG.SHA1,
+    sha256: TPM_ALG.SHA256,
+    sha384: TPM_ALG.SHA384,
+    sha512: TPM_ALG.SHA512,
+    sm3_256: TPM_ALG.SM3_256,
+  };
   return table[n];
 }
 

@@ -52,7 +52,9 @@ export interface DescribeOptions {
 export async function describeTpm(tpm: Tpm, opts: DescribeOptions = {}): Promise<TpmDescription> {
   const props = await getProperties(tpm);
   const banks = await getPcrBanks(tpm);
-  const vendor = [TPM_PT.VENDOR_STRING_1, TPM_PT.VENDOR_STRING_2, TPM_PT.VENDOR_STRING_3, TPM_PT.VENDOR_STRING_4].map((p) => ascii(props.get(p))).join("");
+  const vendor = [TPM_PT.VENDOR_STRING_1, TPM_PT.VENDOR_STRING_2, TPM_PT.VENDOR_STRING_3, TPM_PT.VENDOR_STRING_4]
+    .map((p) => ascii(props.get(p)))
+    .join("");
   const d: TpmDescription = {
     transport: tpm.description,
     family: ascii(props.get(TPM_PT.FAMILY_INDICATOR)) || "unknown",
@@ -98,7 +100,10 @@ export function formatTpmDescription(d: TpmDescription): string[] {
   ];
   for (const c of d.ekCertificates) {
     if (c.error) lines.push(`  ${c.label} certificate at ${hex32(c.index)}: ${c.error}`);
-    else lines.push(`  ${c.label} certificate at ${hex32(c.index)}: subject "${c.subject}", issuer "${c.issuer}", valid to ${c.notAfter}, ${c.keyType}`);
+    else
+      lines.push(
+        `  ${c.label} certificate at ${hex32(c.index)}: subject "${c.subject}", issuer "${c.issuer}", valid to ${c.notAfter}, ${c.keyType}`,
+      );
   }
   if (d.eventLog) lines.push(...formatEventLogComparison(d.eventLog));
   return lines;

@@ -43,7 +43,13 @@ export function derExtent(b: Uint8Array): Uint8Array {
 
 export function summariseCertificate(index: number, label: string, raw: Uint8Array): EkCertSummary {
   const der = derExtent(raw);
-  const base: EkCertSummary = { index, label, size: der.length, der, sha256: hex(createHash("sha256").update(der).digest()) };
+  const base: EkCertSummary = {
+    index,
+    label,
+    size: der.length,
+    der,
+    sha256: hex(createHash("sha256").update(der).digest()),
+  };
   try {
     const c = new X509Certificate(Buffer.from(der));
     return {
@@ -69,7 +75,13 @@ export async function readEkCertificates(tpm: Tpm): Promise<EkCertSummary[]> {
     try {
       out.push(summariseCertificate(index, label, await nvRead(tpm, index)));
     } catch (e) {
-      out.push({ index, label, size: pub.dataSize, der: new Uint8Array(0), error: `cannot read ${hex32(index)}: ${errorMessage(e)}` });
+      out.push({
+        index,
+        label,
+        size: pub.dataSize,
+        der: new Uint8Array(0),
+        error: `cannot read ${hex32(index)}: ${errorMessage(e)}`,
+      });
     }
   }
   return out;

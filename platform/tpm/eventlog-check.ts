@@ -47,11 +47,18 @@ export async function compareEventLog(tpm: Tpm, log: Uint8Array, where = "event 
   const active = await getActiveBanks(tpm);
   const banks: BankComparison[] = [];
   for (const alg of parsed.algorithms.map((a) => a.id).filter((a) => active.includes(a))) {
-    const pcrs = [...replayed.entries()].filter(([, m]) => m.has(alg)).map(([i]) => i).sort((a, b) => a - b);
+    const pcrs = [...replayed.entries()]
+      .filter(([, m]) => m.has(alg))
+      .map(([i]) => i)
+      .sort((a, b) => a - b);
     if (!pcrs.length) continue;
     const values = await pcrRead(tpm, [{ hash: alg, pcrs }]);
     const actual: RegisterValues = new Map(values.map((v) => [v.pcr, new Map([[alg, v.digest]])]));
-    const mismatched = compareRegisters(replayed, actual).map((m) => ({ pcr: m.index, log: hex(m.replayed), tpm: hex(m.actual) }));
+    const mismatched = compareRegisters(replayed, actual).map((m) => ({
+      pcr: m.index,
+      log: hex(m.replayed),
+      tpm: hex(m.actual),
+    }));
     const bad = new Set(mismatched.map((m) => m.pcr));
     banks.push({ alg: algName(alg), matched: values.map((v) => v.pcr).filter((p) => !bad.has(p)), mismatched });
   }
@@ -62,7 +69,9 @@ export function formatEventLogComparison(c: EventLogComparison): string[] {
   if (c.error) return [`  event log ${c.path}: cannot replay: ${c.error}`];
   const lines = [`  event log ${c.path}: ${c.events} events`];
   for (const b of c.banks) {
-    lines.push(`    ${b.alg}: ${b.mismatched.length ? `MISMATCH in PCR ${b.mismatched.map((m) => m.pcr).join(",")}` : "replay matches"} (PCRs ${b.matched.join(",") || "-"} match)`);
+    lines.push(
+      `    ${b.alg}: ${b.mismatched.length ? `MISMATCH in PCR ${b.mismatched.map((m) => m.pcr).join(",")}` : "replay matches"} (PCRs ${b.matched.join(",") || "-"} match)`,
+    );
   }
   if (!c.banks.length) lines.push("    no logged bank is active in the TPM");
   return lines;

@@ -31,10 +31,30 @@ export {
   type QuoteRequest,
   type QuoteResponse,
 } from "./operations.ts";
-export { TPM_ALG, TPM_RH, TPM_HR, TPM_PT, TPMA_NV, TPMA_OBJECT, DIGEST_SIZE, algName, hashAlgByName, hex32 } from "./constants.ts";
+export {
+  TPM_ALG,
+  TPM_RH,
+  TPM_HR,
+  TPM_PT,
+  TPMA_NV,
+  TPMA_OBJECT,
+  DIGEST_SIZE,
+  algName,
+  hashAlgByName,
+  hex32,
+} from "./constants.ts";
 export { TpmError, TPM_RC, decodeRc, describeRc, isTpmRc } from "./rc.ts";
 export type { PcrSelection } from "./marshal.ts";
-export { decodePublic, decodeQuoteAttest, decodeSignature, encodePublic, type TpmPublic, type QuoteAttest, type TpmSignature, type NvPublic } from "./structures.ts";
+export {
+  decodePublic,
+  decodeQuoteAttest,
+  decodeSignature,
+  encodePublic,
+  type TpmPublic,
+  type QuoteAttest,
+  type TpmSignature,
+  type NvPublic,
+} from "./structures.ts";
 export { publicToSpkiDer, spkiPem } from "./attestation/keys.ts";
 export { AK_RSA_TEMPLATE, withAttestationKey } from "./attestation/ak.ts";
 export { collectTpmEvidence, type TpmEvidence } from "./attestation/evidence.ts";

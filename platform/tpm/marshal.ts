@@ -27,14 +27,20 @@ export function buildCommand(spec: CommandSpec): Uint8Array {
   const auths = spec.auths ?? [];
   if (auths.length) {
     const area = new ByteWriter();
-    for (const a of auths) area.u32be(TPM_RH.PW).sized16be(new Uint8Array(0)).u8(0).sized16be(a.password ?? new Uint8Array(0));
+    for (const a of auths)
+      area
+        .u32be(TPM_RH.PW)
+        .sized16be(new Uint8Array(0))
+        .u8(0)
+        .sized16be(a.password ?? new Uint8Array(0));
     const areaBytes = area.finish();
     body.u32be(areaBytes.length).bytes(areaBytes);
   }
   if (spec.params) body.bytes(spec.params);
   const bodyBytes = body.finish();
   const size = TPM_HEADER_SIZE + bodyBytes.length;
-  if (size > TPM_MAX_MESSAGE) throw new CvmError("internal", `TPM2_${spec.name}: command of ${size} bytes exceeds ${TPM_MAX_MESSAGE}`);
+  if (size > TPM_MAX_MESSAGE)
+    throw new CvmError("internal", `TPM2_${spec.name}: command of ${size} bytes exceeds ${TPM_MAX_MESSAGE}`);
   return new ByteWriter()
     .u16be(auths.length ? TPM_ST.SESSIONS : TPM_ST.NO_SESSIONS)
     .u32be(size)
@@ -68,7 +74,8 @@ export function parseResponseHeader(rsp: Uint8Array, structure = "TPM response")
 
 function readFrameHeader(r: ByteReader): { tag: number; size: number } {
   const tag = r.u16be("tag");
-  if (tag !== TPM_ST.NO_SESSIONS && tag !== TPM_ST.SESSIONS) r.fail("tag", `0x${tag.toString(16)} is neither TPM_ST_NO_SESSIONS nor TPM_ST_SESSIONS`, 0);
+  if (tag !== TPM_ST.NO_SESSIONS && tag !== TPM_ST.SESSIONS)
+    r.fail("tag", `0x${tag.toString(16)} is neither TPM_ST_NO_SESSIONS nor TPM_ST_SESSIONS`, 0);
   const size = r.u32be("responseSize");
   if (size < TPM_HEADER_SIZE) r.fail("responseSize", `${size} is smaller than the 10-byte header`, 2);
   if (size > TPM_MAX_MESSAGE) r.fail("responseSize", `${size} exceeds the ${TPM_MAX_MESSAGE}-byte maximum`, 2);
@@ -96,7 +103,8 @@ export function parseResponse(rsp: Uint8Array, shape: ResponseShape): ParsedResp
   if (hdr.rc !== 0) throw new TpmError(shape.name, hdr.rc);
   const want = shape.sessions ? TPM_ST.SESSIONS : TPM_ST.NO_SESSIONS;
   const r = new ByteReader(rsp, structure, TPM_HEADER_SIZE);
-  if (hdr.tag !== want) r.fail("tag", `0x${hdr.tag.toString(16)} where 0x${want.toString(16)} was expected for a successful response`, 0);
+  if (hdr.tag !== want)
+    r.fail("tag", `0x${hdr.tag.toString(16)} where 0x${want.toString(16)} was expected for a successful response`, 0);
   const handles: number[] = [];
   for (let i = 0; i < (shape.handles ?? 0); i++) handles.push(r.u32be(`handle[${i}]`));
   if (!shape.sessions) return { handles, params: new ByteReader(rsp.subarray(r.offset), `${structure} parameters`) };
@@ -109,7 +117,8 @@ export function parseResponse(rsp: Uint8Array, shape: ResponseShape): ParsedResp
   r.sized16be("authResponse.nonce", 64);
   r.u8("authResponse.sessionAttributes");
   r.sized16be("authResponse.hmac", 64);
-  if (r.remaining !== 0) r.fail("authResponse", `${r.remaining} unexpected trailing byte(s) after the authorization area at ${authAt}`);
+  if (r.remaining !== 0)
+    r.fail("authResponse", `${r.remaining} unexpected trailing byte(s) after the authorization area at ${authAt}`);
   return { handles, params: new ByteReader(params, `${structure} parameters`) };
 }
 
@@ -131,7 +140,8 @@ export function writePcrSelection(w: ByteWriter, sel: PcrSelection[]): ByteWrite
     const max = Math.max(23, ...s.pcrs);
     const bytes = new Uint8Array(Math.max(3, Math.ceil((max + 1) / 8)));
     for (const p of s.pcrs) {
-      if (!Number.isInteger(p) || p < 0 || p >= MAX_SELECT_BYTES * 8) throw new CvmError("internal", `PCR index ${p} is outside 0..${MAX_SELECT_BYTES * 8 - 1}`);
+      if (!Number.isInteger(p) || p < 0 || p >= MAX_SELECT_BYTES * 8)
+        throw new CvmError("internal", `PCR index ${p} is outside 0..${MAX_SELECT_BYTES * 8 - 1}`);
       bytes[p >> 3]! |= 1 << (p & 7);
     }
     w.u16be(s.hash).u8(bytes.length).bytes(bytes);

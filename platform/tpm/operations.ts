@@ -44,7 +44,9 @@ export async function getProperties(tpm: Tpm): Promise<Map<number, number>> {
   const out = new Map<number, number>();
   let next = TPM_PT.FAMILY_INDICATOR;
   for (let page = 0; page < MAX_CAPABILITY_PAGES; page++) {
-    const rsp = await tpm.execute("GetCapability", encodeGetCapability(TPM_CAP.TPM_PROPERTIES, next, 64), (r) => decodeGetCapability(r, TPM_CAP.TPM_PROPERTIES));
+    const rsp = await tpm.execute("GetCapability", encodeGetCapability(TPM_CAP.TPM_PROPERTIES, next, 64), (r) =>
+      decodeGetCapability(r, TPM_CAP.TPM_PROPERTIES),
+    );
     if (rsp.data.capability !== TPM_CAP.TPM_PROPERTIES) break;
     let last = next - 1;
     for (const p of rsp.data.properties) {
@@ -60,7 +62,9 @@ export async function getProperties(tpm: Tpm): Promise<Map<number, number>> {
 
 /** Allocated PCR banks (a bank with an empty bitmap is allocated but inactive). */
 export async function getPcrBanks(tpm: Tpm): Promise<PcrSelection[]> {
-  const rsp = await tpm.execute("GetCapability", encodeGetCapability(TPM_CAP.PCRS, 0, 1), (r) => decodeGetCapability(r, TPM_CAP.PCRS));
+  const rsp = await tpm.execute("GetCapability", encodeGetCapability(TPM_CAP.PCRS, 0, 1), (r) =>
+    decodeGetCapability(r, TPM_CAP.PCRS),
+  );
   return rsp.data.capability === TPM_CAP.PCRS ? rsp.data.banks : [];
 }
 
@@ -75,7 +79,9 @@ export async function getHandles(tpm: Tpm, first: number): Promise<number[]> {
   const range = first >>> 24;
   let next = first;
   for (let page = 0; page < MAX_CAPABILITY_PAGES; page++) {
-    const rsp = await tpm.execute("GetCapability", encodeGetCapability(TPM_CAP.HANDLES, next, 256), (r) => decodeGetCapability(r, TPM_CAP.HANDLES));
+    const rsp = await tpm.execute("GetCapability", encodeGetCapability(TPM_CAP.HANDLES, next, 256), (r) =>
+      decodeGetCapability(r, TPM_CAP.HANDLES),
+    );
     if (rsp.data.capability !== TPM_CAP.HANDLES) break;
     const inRange = rsp.data.handles.filter((h) => h >>> 24 === range && h >= next);
     out.push(...inRange);
@@ -106,7 +112,9 @@ export interface PcrValue {
 export async function pcrRead(tpm: Tpm, selection: PcrSelection[]): Promise<PcrValue[]> {
   for (let attempt = 0; attempt < 3; attempt++) {
     const values: PcrValue[] = [];
-    let remaining = selection.map((s) => ({ hash: s.hash, pcrs: [...new Set(s.pcrs)].sort((a, b) => a - b) })).filter((s) => s.pcrs.length);
+    let remaining = selection
+      .map((s) => ({ hash: s.hash, pcrs: [...new Set(s.pcrs)].sort((a, b) => a - b) }))
+      .filter((s) => s.pcrs.length);
     let counter: number | undefined;
     let consistent = true;
     while (remaining.length) {
@@ -123,7 +131,10 @@ export async function pcrRead(tpm: Tpm, selection: PcrSelection[]): Promise<PcrV
         for (const pcr of s.pcrs) {
           const digest = rsp.digests[i++]!;
           if (!want || !want.pcrs.includes(pcr))
-            throw new CvmError("evidence", `TPM2_PCR_Read returned ${algName(s.hash)} PCR ${pcr}, which was not requested`);
+            throw new CvmError(
+              "evidence",
+              `TPM2_PCR_Read returned ${algName(s.hash)} PCR ${pcr}, which was not requested`,
+            );
           want.pcrs = want.pcrs.filter((p) => p !== pcr);
           values.push({ hash: s.hash, pcr, digest });
           progressed = true;
@@ -131,7 +142,9 @@ export async function pcrRead(tpm: Tpm, selection: PcrSelection[]): Promise<PcrV
       }
       if (!progressed) {
         const missing = remaining.map((r) => `${algName(r.hash)}:${r.pcrs.join(",")}`).join(" ");
-        throw new CvmError("platform", `TPM2_PCR_Read returned nothing for ${missing}`, { hint: "is that PCR bank active? see `detect`" });
+        throw new CvmError("platform", `TPM2_PCR_Read returned nothing for ${missing}`, {
+          hint: "is that PCR bank active? see `detect`",
+        });
       }
       remaining = remaining.filter((r) => r.pcrs.length);
     }
@@ -158,7 +171,12 @@ export async function pcrExtend(tpm: Tpm, pcr: number, digests: BankDigest[] | M
   await tpm.execute("PCR_Extend", encodePcrExtend(pcr, list), decodePcrExtend);
 }
 
-const NODE_HASH: Record<number, string> = { [TPM_ALG.SHA1]: "sha1", [TPM_ALG.SHA256]: "sha256", [TPM_ALG.SHA384]: "sha384", [TPM_ALG.SHA512]: "sha512" };
+const NODE_HASH: Record<number, string> = {
+  [TPM_ALG.SHA1]: "sha1",
+  [TPM_ALG.SHA256]: "sha256",
+  [TPM_ALG.SHA384]: "sha384",
+  [TPM_ALG.SHA512]: "sha512",
+};
 
 /** Per-bank digest of `data` for every bank in `banks` (node:crypto; SM3 is not supported). */
 export function digestsFor(banks: number[], data: Uint8Array): BankDigest[] {
@@ -180,7 +198,12 @@ export async function measureIntoPcr(tpm: Tpm, pcr: number, data: Uint8Array): P
 
 // ---- keys --------------------------------------------------------------------------------------
 
-export async function createPrimary(tpm: Tpm, hierarchy: number, template: Uint8Array, auth?: PasswordAuth): Promise<CreatePrimaryResponse> {
+export async function createPrimary(
+  tpm: Tpm,
+  hierarchy: number,
+  template: Uint8Array,
+  auth?: PasswordAuth,
+): Promise<CreatePrimaryResponse> {
   return tpm.execute("CreatePrimary", encodeCreatePrimary(hierarchy, template, auth), decodeCreatePrimary);
 }
 
@@ -203,7 +226,12 @@ export async function flushContext(tpm: Tpm, handle: number): Promise<void> {
 }
 
 /** Create a primary key, run `fn` with it, and always flush it (also when `fn` throws). */
-export async function withPrimary<T>(tpm: Tpm, hierarchy: number, template: Uint8Array, fn: (key: CreatePrimaryResponse) => Promise<T>): Promise<T> {
+export async function withPrimary<T>(
+  tpm: Tpm,
+  hierarchy: number,
+  template: Uint8Array,
+  fn: (key: CreatePrimaryResponse) => Promise<T>,
+): Promise<T> {
   const key = await createPrimary(tpm, hierarchy, template);
   try {
     return await fn(key);
@@ -217,7 +245,12 @@ export async function withPrimary<T>(tpm: Tpm, hierarchy: number, template: Uint
 }
 
 /** Persist a transient key at `persistentHandle` (owner authorization), e.g. an AK at 0x81010002. */
-export async function evictControl(tpm: Tpm, objectHandle: number, persistentHandle: number, auth: number = TPM_RH.OWNER): Promise<void> {
+export async function evictControl(
+  tpm: Tpm,
+  objectHandle: number,
+  persistentHandle: number,
+  auth: number = TPM_RH.OWNER,
+): Promise<void> {
   await tpm.execute("EvictControl", encodeEvictControl(auth, objectHandle, persistentHandle), decodeEvictControl);
 }
 
@@ -252,18 +285,25 @@ export interface NvReadOptions {
 /** Read an NV index, chunked at TPM_PT_NV_BUFFER_MAX. */
 export async function nvRead(tpm: Tpm, index: number, opts: NvReadOptions = {}): Promise<Uint8Array> {
   const pub = await nvReadPublic(tpm, index);
-  if (pub.nvIndex !== index) throw new CvmError("evidence", `TPM2_NV_ReadPublic(${hex32(index)}) described index ${hex32(pub.nvIndex)}`);
-  if (!(pub.attributes & TPMA_NV.WRITTEN)) throw new CvmError("platform", `NV index ${hex32(index)} is defined but was never written`);
+  if (pub.nvIndex !== index)
+    throw new CvmError("evidence", `TPM2_NV_ReadPublic(${hex32(index)}) described index ${hex32(pub.nvIndex)}`);
+  if (!(pub.attributes & TPMA_NV.WRITTEN))
+    throw new CvmError("platform", `NV index ${hex32(index)} is defined but was never written`);
   const offset = opts.offset ?? 0;
   const size = opts.size ?? pub.dataSize - offset;
   if (offset < 0 || size < 0 || offset + size > pub.dataSize)
-    throw new CvmError("internal", `NV index ${hex32(index)}: range ${offset}+${size} outside its ${pub.dataSize} bytes`);
+    throw new CvmError(
+      "internal",
+      `NV index ${hex32(index)}: range ${offset}+${size} outside its ${pub.dataSize} bytes`,
+    );
   const authHandle = opts.authHandle ?? (pub.attributes & TPMA_NV.AUTHREAD ? index : TPM_RH.OWNER);
   const chunk = await nvBufferMax(tpm);
   const out = new Uint8Array(size);
-  for (let done = 0; done < size; ) {
+  for (let done = 0; done < size;) {
     const n = Math.min(chunk, size - done);
-    const part = await tpm.execute("NV_Read", encodeNvRead(authHandle, index, n, offset + done), (r) => decodeNvRead(r, n));
+    const part = await tpm.execute("NV_Read", encodeNvRead(authHandle, index, n, offset + done), (r) =>
+      decodeNvRead(r, n),
+    );
     out.set(part, done);
     done += n;
   }
@@ -287,21 +327,32 @@ export async function nvDefine(tpm: Tpm, o: NvDefineOptions): Promise<void> {
     authPolicy: new Uint8Array(0),
     dataSize: o.size,
   };
-  await tpm.execute("NV_DefineSpace", encodeNvDefineSpace(o.authHandle ?? TPM_RH.OWNER, pub), (r) => decodeNoParams("NV_DefineSpace", r));
+  await tpm.execute("NV_DefineSpace", encodeNvDefineSpace(o.authHandle ?? TPM_RH.OWNER, pub), (r) =>
+    decodeNoParams("NV_DefineSpace", r),
+  );
 }
 
 export async function nvUndefine(tpm: Tpm, index: number, authHandle: number = TPM_RH.OWNER): Promise<void> {
-  await tpm.execute("NV_UndefineSpace", encodeNvUndefineSpace(authHandle, index), (r) => decodeNoParams("NV_UndefineSpace", r));
+  await tpm.execute("NV_UndefineSpace", encodeNvUndefineSpace(authHandle, index), (r) =>
+    decodeNoParams("NV_UndefineSpace", r),
+  );
 }
 
 /** Write `data` at `offset` (chunked); authHandle defaults to TPM_RH_OWNER (OWNERWRITE indices such as Azure's 0x01400002). */
-export async function nvWrite(tpm: Tpm, index: number, data: Uint8Array, opts: { authHandle?: number; offset?: number } = {}): Promise<void> {
+export async function nvWrite(
+  tpm: Tpm,
+  index: number,
+  data: Uint8Array,
+  opts: { authHandle?: number; offset?: number } = {},
+): Promise<void> {
   const chunk = await nvBufferMax(tpm);
   const authHandle = opts.authHandle ?? TPM_RH.OWNER;
   const base = opts.offset ?? 0;
-  for (let done = 0; done < data.length || (done === 0 && data.length === 0); ) {
+  for (let done = 0; done < data.length || (done === 0 && data.length === 0);) {
     const part = data.subarray(done, done + chunk);
-    await tpm.execute("NV_Write", encodeNvWrite(authHandle, index, part, base + done), (r) => decodeNoParams("NV_Write", r));
+    await tpm.execute("NV_Write", encodeNvWrite(authHandle, index, part, base + done), (r) =>
+      decodeNoParams("NV_Write", r),
+    );
     done += part.length;
     if (part.length === 0) break;
   }

@@ -17,9 +17,18 @@ export const tpmSource: EvidenceSource = {
   async probe(env: PlatformEnv): Promise<Probe> {
     let tpm;
     try {
-      tpm = await openTpm(env.tpm.spec, env.deadline, env.log, { root: env.paths.root, connectTimeoutMs: PROBE_CONNECT_MS, commandTimeoutMs: 10_000 });
+      tpm = await openTpm(env.tpm.spec, env.deadline, env.log, {
+        root: env.paths.root,
+        connectTimeoutMs: PROBE_CONNECT_MS,
+        commandTimeoutMs: 10_000,
+      });
     } catch (e) {
-      return { source: "tpm", present: false, reason: errorMessage(e), ...(e instanceof CvmError && e.hint ? { hint: e.hint } : {}) };
+      return {
+        source: "tpm",
+        present: false,
+        reason: errorMessage(e),
+        ...(e instanceof CvmError && e.hint ? { hint: e.hint } : {}),
+      };
     }
     try {
       const props = await getProperties(tpm);
@@ -32,10 +41,26 @@ export const tpmSource: EvidenceSource = {
         banks: active.join(",") || "none",
       };
       if (!banks.some((b) => b.hash === TPM_ALG.SHA256 && b.pcrs.length > 0))
-        return { source: "tpm", present: false, reason: `TPM at ${tpm.description} has no active SHA-256 PCR bank`, hint: "activate it: tpm2_pcrallocate sha256:all, then reboot", details };
-      return { source: "tpm", present: true, tee: "tpm", reason: `TPM 2.0 (${details.manufacturer}) answers at ${tpm.description}`, details };
+        return {
+          source: "tpm",
+          present: false,
+          reason: `TPM at ${tpm.description} has no active SHA-256 PCR bank`,
+          hint: "activate it: tpm2_pcrallocate sha256:all, then reboot",
+          details,
+        };
+      return {
+        source: "tpm",
+        present: true,
+        tee: "tpm",
+        reason: `TPM 2.0 (${details.manufacturer}) answers at ${tpm.description}`,
+        details,
+      };
     } catch (e) {
-      return { source: "tpm", present: false, reason: `TPM at ${tpm.description} did not answer GetCapability: ${errorMessage(e)}` };
+      return {
+        source: "tpm",
+        present: false,
+        reason: `TPM at ${tpm.description} did not answer GetCapability: ${errorMessage(e)}`,
+      };
     } finally {
       tpm.close();
     }
@@ -58,7 +83,13 @@ export const tpmSource: EvidenceSource = {
     let cancel!: (e: Error) => void;
     const digest = new Promise<Uint8Array>((resolve, reject) => ((giveDigest = resolve), (cancel = reject)));
     digest.catch(() => {});
-    const result = withTpm(env.tpm.spec, env.deadline, env.log, (tpm) => collectTpmEvidence(tpm, digest, env.tpm.akHandle), { root: env.paths.root });
+    const result = withTpm(
+      env.tpm.spec,
+      env.deadline,
+      env.log,
+      (tpm) => collectTpmEvidence(tpm, digest, env.tpm.akHandle),
+      { root: env.paths.root },
+    );
     result.catch(() => {});
     return {
       async collect(req) {

@@ -33,9 +33,31 @@ export interface EccParams {
 }
 
 export type TpmPublic =
-  | { type: typeof TPM_ALG.RSA; nameAlg: number; attributes: number; authPolicy: Uint8Array; rsa: RsaParams; unique: Uint8Array }
-  | { type: typeof TPM_ALG.ECC; nameAlg: number; attributes: number; authPolicy: Uint8Array; ecc: EccParams; x: Uint8Array; y: Uint8Array }
-  | { type: typeof TPM_ALG.KEYEDHASH | typeof TPM_ALG.SYMCIPHER; nameAlg: number; attributes: number; authPolicy: Uint8Array; unique: Uint8Array; params: Uint8Array };
+  | {
+      type: typeof TPM_ALG.RSA;
+      nameAlg: number;
+      attributes: number;
+      authPolicy: Uint8Array;
+      rsa: RsaParams;
+      unique: Uint8Array;
+    }
+  | {
+      type: typeof TPM_ALG.ECC;
+      nameAlg: number;
+      attributes: number;
+      authPolicy: Uint8Array;
+      ecc: EccParams;
+      x: Uint8Array;
+      y: Uint8Array;
+    }
+  | {
+      type: typeof TPM_ALG.KEYEDHASH | typeof TPM_ALG.SYMCIPHER;
+      nameAlg: number;
+      attributes: number;
+      authPolicy: Uint8Array;
+      unique: Uint8Array;
+      params: Uint8Array;
+    };
 
 function readSymDef(r: ByteReader, field: string): SymDef {
   const alg = r.u16be(`${field}.algorithm`);
@@ -95,8 +117,9 @@ export function readPublic(r: ByteReader): TpmPublic {
       const start = r.offset;
       const scheme = r.u16be("parameters.scheme");
       if (scheme === TPM_ALG.HMAC) r.u16be("parameters.hashAlg");
-      else if (scheme === TPM_ALG.XOR) r.u16be("parameters.hashAlg"), r.u16be("parameters.kdf");
-      else if (scheme !== TPM_ALG.NULL) r.fail("parameters.scheme", `unknown keyedhash scheme 0x${scheme.toString(16)}`, start);
+      else if (scheme === TPM_ALG.XOR) (r.u16be("parameters.hashAlg"), r.u16be("parameters.kdf"));
+      else if (scheme !== TPM_ALG.NULL)
+        r.fail("parameters.scheme", `unknown keyedhash scheme 0x${scheme.toString(16)}`, start);
       const params = r.buf.slice(start, r.offset);
       return { type, nameAlg, attributes, authPolicy, params, unique: r.sized16be("unique.keyedHash", 64) };
     }
@@ -142,7 +165,12 @@ export function encodePublic(p: TpmPublic): Uint8Array {
 
 export type TpmSignature =
   | { sigAlg: typeof TPM_ALG.RSASSA | typeof TPM_ALG.RSAPSS; hashAlg: number; sig: Uint8Array }
-  | { sigAlg: typeof TPM_ALG.ECDSA | typeof TPM_ALG.ECDAA | typeof TPM_ALG.SM2 | typeof TPM_ALG.ECSCHNORR; hashAlg: number; r: Uint8Array; s: Uint8Array }
+  | {
+      sigAlg: typeof TPM_ALG.ECDSA | typeof TPM_ALG.ECDAA | typeof TPM_ALG.SM2 | typeof TPM_ALG.ECSCHNORR;
+      hashAlg: number;
+      r: Uint8Array;
+      s: Uint8Array;
+    }
   | { sigAlg: typeof TPM_ALG.HMAC; hashAlg: number; digest: Uint8Array }
   | { sigAlg: typeof TPM_ALG.NULL };
 
@@ -199,7 +227,8 @@ export interface QuoteAttest {
 export function decodeQuoteAttest(bytes: Uint8Array): QuoteAttest {
   const r = new ByteReader(bytes, "TPMS_ATTEST");
   const magic = r.u32be("magic");
-  if (magic !== TPM_GENERATED_VALUE) r.fail("magic", `0x${magic.toString(16)} is not TPM_GENERATED_VALUE 0xff544347`, 0);
+  if (magic !== TPM_GENERATED_VALUE)
+    r.fail("magic", `0x${magic.toString(16)} is not TPM_GENERATED_VALUE 0xff544347`, 0);
   const type = r.u16be("type");
   if (type !== TPM_ST.ATTEST_QUOTE) r.fail("type", `0x${type.toString(16)} is not TPM_ST_ATTEST_QUOTE 0x8018`, 4);
   const qualifiedSigner = r.sized16be("qualifiedSigner", 2 + 64);
@@ -214,7 +243,19 @@ export function decodeQuoteAttest(bytes: Uint8Array): QuoteAttest {
   const pcrSelect = readPcrSelection(r, "attested.quote.pcrSelect");
   const pcrDigest = r.sized16be("attested.quote.pcrDigest", 64);
   r.end();
-  return { magic, type, qualifiedSigner, extraData, clock, resetCount, restartCount, safe: safeByte === 1, firmwareVersion, pcrSelect, pcrDigest };
+  return {
+    magic,
+    type,
+    qualifiedSigner,
+    extraData,
+    clock,
+    resetCount,
+    restartCount,
+    safe: safeByte === 1,
+    firmwareVersion,
+    pcrSelect,
+    pcrDigest,
+  };
 }
 
 // ---- TPMS_NV_PUBLIC ----------------------------------------------------------------------------
@@ -238,6 +279,11 @@ export function readNvPublic(r: ByteReader): NvPublic {
 }
 
 export function encodeNvPublic(p: NvPublic): Uint8Array {
-  return new ByteWriter().u32be(p.nvIndex).u16be(p.nameAlg).u32be(p.attributes >>> 0).sized16be(p.authPolicy).u16be(p.dataSize).finish();
+  return new ByteWriter()
+    .u32be(p.nvIndex)
+    .u16be(p.nameAlg)
+    .u32be(p.attributes >>> 0)
+    .sized16be(p.authPolicy)
+    .u16be(p.dataSize)
+    .finish();
 }
-

@@ -43,7 +43,13 @@ function asciiLine(bytes: Uint8Array, structure: string, field: string): string 
     const c = bytes[i]!;
     const last = i === bytes.length - 1;
     if (c === 0x0a && last) break;
-    if (c < 0x20 || c > 0x7e) throw new ParseError(structure, field, i, `unexpected byte 0x${c.toString(16).padStart(2, "0")} in a text attribute`);
+    if (c < 0x20 || c > 0x7e)
+      throw new ParseError(
+        structure,
+        field,
+        i,
+        `unexpected byte 0x${c.toString(16).padStart(2, "0")} in a text attribute`,
+      );
   }
   const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
   return text.endsWith("\n") ? text.slice(0, -1) : text;
@@ -52,21 +58,34 @@ function asciiLine(bytes: Uint8Array, structure: string, field: string): string 
 /** `generation`: decimal text with a trailing newline (the kernel prints "%u\n"). */
 export function parseGeneration(bytes: Uint8Array): number {
   const text = asciiLine(bytes, "configfs-tsm generation", "generation");
-  if (!/^[0-9]{1,15}$/.test(text)) throw new ParseError("configfs-tsm generation", "generation", 0, `not a decimal counter: ${JSON.stringify(text.slice(0, 32))}`);
+  if (!/^[0-9]{1,15}$/.test(text))
+    throw new ParseError(
+      "configfs-tsm generation",
+      "generation",
+      0,
+      `not a decimal counter: ${JSON.stringify(text.slice(0, 32))}`,
+    );
   return Number(text);
 }
 
 /** `provider`: the provider module name ("sev_guest", "tdx_guest", "arm_cca_guest", ...). */
 export function parseProvider(bytes: Uint8Array): string {
   const text = asciiLine(bytes, "configfs-tsm provider", "provider");
-  if (!/^[a-z0-9_]{1,64}$/.test(text)) throw new ParseError("configfs-tsm provider", "provider", 0, `not a provider name: ${JSON.stringify(text.slice(0, 32))}`);
+  if (!/^[a-z0-9_]{1,64}$/.test(text))
+    throw new ParseError(
+      "configfs-tsm provider",
+      "provider",
+      0,
+      `not a provider name: ${JSON.stringify(text.slice(0, 32))}`,
+    );
   return text;
 }
 
 /** `privlevel_floor`: decimal VMPL 0..3. */
 export function parsePrivlevel(bytes: Uint8Array, field = "privlevel_floor"): number {
   const text = asciiLine(bytes, "configfs-tsm privlevel", field);
-  if (!/^[0-3]$/.test(text)) throw new ParseError("configfs-tsm privlevel", field, 0, `not a VMPL 0..3: ${JSON.stringify(text.slice(0, 32))}`);
+  if (!/^[0-3]$/.test(text))
+    throw new ParseError("configfs-tsm privlevel", field, 0, `not a VMPL 0..3: ${JSON.stringify(text.slice(0, 32))}`);
   return Number(text);
 }
 

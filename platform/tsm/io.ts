@@ -55,7 +55,8 @@ export function writeAttribute(p: string, data: Uint8Array, what: string): void 
     } catch (e) {
       throw tsmIoError(e, `writing ${what}`);
     }
-    if (n !== data.length) throw new CvmError("evidence", `writing ${what}: short write (${n} of ${data.length} bytes)`);
+    if (n !== data.length)
+      throw new CvmError("evidence", `writing ${what}: short write (${n} of ${data.length} bytes)`);
     try {
       fs.closeSync(fd);
       closed = true;

@@ -26,18 +26,28 @@ export function configfsMounted(procMounts: string, mountPoint = "/sys/kernel/co
 function runMount(env: PlatformEnv): Promise<void> {
   const timeoutMs = env.deadline.cap(MOUNT_TIMEOUT_MS);
   return new Promise((resolve, reject) => {
-    const child = spawn("mount", ["-t", "configfs", "none", "/sys/kernel/config"], { stdio: ["ignore", "ignore", "pipe"] });
+    const child = spawn("mount", ["-t", "configfs", "none", "/sys/kernel/config"], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
     let stderr = "";
     child.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString("utf8")).slice(-512)));
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
       reject(new CvmError("platform", `mounting configfs did not finish within ${timeoutMs} ms`));
     }, timeoutMs);
-    child.on("error", (e) => (clearTimeout(timer), reject(new CvmError("platform", `cannot run mount for configfs: ${e.message}`))));
+    child.on(
+      "error",
+      (e) => (clearTimeout(timer), reject(new CvmError("platform", `cannot run mount for configfs: ${e.message}`))),
+    );
     child.on("close", (code) => {
       clearTimeout(timer);
       if (code === 0) resolve();
-      else reject(new CvmError("platform", `mount -t configfs failed (exit ${code}): ${stderr.trim()}`, { hint: "mount configfs on /sys/kernel/config" }));
+      else
+        reject(
+          new CvmError("platform", `mount -t configfs failed (exit ${code}): ${stderr.trim()}`, {
+            hint: "mount configfs on /sys/kernel/config",
+          }),
+        );
     });
   });
 }

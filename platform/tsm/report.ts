@@ -16,7 +16,15 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { PlatformEnv } from "../types.ts";
 import { CvmError, errorMessage } from "../util/errors.ts";
-import { ATTR, DEFAULT_TSM_LIMITS, INBLOB_SIZE, newEntryName, parseGeneration, parseProvider, type TsmLimits } from "./attributes.ts";
+import {
+  ATTR,
+  DEFAULT_TSM_LIMITS,
+  INBLOB_SIZE,
+  newEntryName,
+  parseGeneration,
+  parseProvider,
+  type TsmLimits,
+} from "./attributes.ts";
 import { readAttribute, readOptionalAttribute, tsmIoError, writeAttribute } from "./io.ts";
 import { pathExists } from "../util/files.ts";
 import { ensureConfigfs, isStandInRoot } from "./mount.ts";
@@ -80,16 +88,27 @@ function standInQuirks(env: PlatformEnv): EntryQuirks {
   const waitFor = async (cond: () => boolean, what: string) => {
     const until = Date.now() + env.deadline.cap(STAND_IN_WAIT_MS);
     while (!cond()) {
-      if (Date.now() >= until) throw new CvmError("platform", `stand-in configfs-tsm: ${what} did not happen within ${STAND_IN_WAIT_MS} ms (is the fake kernel running?)`);
+      if (Date.now() >= until)
+        throw new CvmError(
+          "platform",
+          `stand-in configfs-tsm: ${what} did not happen within ${STAND_IN_WAIT_MS} ms (is the fake kernel running?)`,
+        );
       // a plain timer, not deadline.sleep: polling must not pile up abort listeners
       await new Promise((r) => setTimeout(r, Math.min(STAND_IN_POLL_MS, env.deadline.remainingMs())));
       env.deadline.check(`waiting for the stand-in configfs-tsm (${what})`);
     }
   };
   return {
-    awaitPopulated: (entry) => waitFor(() => pathExists(path.join(entry, ATTR.provider)) && pathExists(path.join(entry, ATTR.generation)), "entry population"),
+    awaitPopulated: (entry) =>
+      waitFor(
+        () => pathExists(path.join(entry, ATTR.provider)) && pathExists(path.join(entry, ATTR.generation)),
+        "entry population",
+      ),
     awaitGeneration: (entry, expected, limits) =>
-      waitFor(() => parseGeneration(readAttribute(path.join(entry, ATTR.generation), limits.text, "generation")) >= expected, `generation ${expected}`),
+      waitFor(
+        () => parseGeneration(readAttribute(path.join(entry, ATTR.generation), limits.text, "generation")) >= expected,
+        `generation ${expected}`,
+      ),
     remove(entry) {
       // A plain directory cannot be rmdir'ed while it holds files; configfs attributes vanish with it.
       for (const name of fs.readdirSync(entry).slice(0, 64)) fs.rmSync(path.join(entry, name), { force: true });
@@ -137,7 +156,12 @@ async function withEntry<T>(env: PlatformEnv, quirks: EntryQuirks, fn: (entry: s
   }
 }
 
-async function oneAttempt(entry: string, req: TsmRequest, limits: TsmLimits, quirks: EntryQuirks): Promise<Omit<TsmReport, "attempts" | "ms">> {
+async function oneAttempt(
+  entry: string,
+  req: TsmRequest,
+  limits: TsmLimits,
+  quirks: EntryQuirks,
+): Promise<Omit<TsmReport, "attempts" | "ms">> {
   await quirks.awaitPopulated(entry);
   const provider = readProvider(entry, limits);
   if (req.expectProvider !== undefined && provider !== req.expectProvider)
@@ -148,8 +172,15 @@ async function oneAttempt(entry: string, req: TsmRequest, limits: TsmLimits, qui
   expected += 1;
   if (req.privlevel !== undefined) {
     if (!pathExists(path.join(entry, ATTR.privlevel)))
-      throw new CvmError("platform", `configfs-tsm provider '${provider}' has no privlevel attribute (it cannot set a VMPL)`);
-    writeAttribute(path.join(entry, ATTR.privlevel), Buffer.from(`${req.privlevel}\n`, "latin1"), "configfs-tsm privlevel");
+      throw new CvmError(
+        "platform",
+        `configfs-tsm provider '${provider}' has no privlevel attribute (it cannot set a VMPL)`,
+      );
+    writeAttribute(
+      path.join(entry, ATTR.privlevel),
+      Buffer.from(`${req.privlevel}\n`, "latin1"),
+      "configfs-tsm privlevel",
+    );
     expected += 1;
   }
   await quirks.awaitGeneration(entry, expected, limits);
@@ -169,14 +200,18 @@ async function oneAttempt(entry: string, req: TsmRequest, limits: TsmLimits, qui
   checkGeneration("reading outblob");
   const providerAfter = readProvider(entry, limits);
   if (providerAfter !== provider)
-    throw new CvmError("evidence", `configfs-tsm provider changed from '${provider}' to '${providerAfter}' while reading the report; refusing it`);
+    throw new CvmError(
+      "evidence",
+      `configfs-tsm provider changed from '${provider}' to '${providerAfter}' while reading the report; refusing it`,
+    );
   if (outblob.length === 0) throw new CvmError("evidence", `configfs-tsm outblob is empty (provider '${provider}')`);
   return { provider, outblob, auxblob: auxblob && auxblob.length > 0 ? auxblob : undefined, generation: expected };
 }
 
 /** Get one report through configfs-tsm. Throws CvmError("platform") when configfs-tsm is unusable. */
 export function requestTsmReport(env: PlatformEnv, req: TsmRequest): Promise<TsmReport> {
-  if (req.inblob.length !== INBLOB_SIZE) throw new CvmError("internal", `configfs-tsm inblob must be ${INBLOB_SIZE} bytes, got ${req.inblob.length}`);
+  if (req.inblob.length !== INBLOB_SIZE)
+    throw new CvmError("internal", `configfs-tsm inblob must be ${INBLOB_SIZE} bytes, got ${req.inblob.length}`);
   if (req.privlevel !== undefined && !(Number.isInteger(req.privlevel) && req.privlevel >= 0 && req.privlevel <= 3))
     throw new CvmError("internal", `privlevel must be 0..3, got ${req.privlevel}`);
   const limits = { ...DEFAULT_TSM_LIMITS, ...req.limits };
@@ -196,10 +231,16 @@ export function requestTsmReport(env: PlatformEnv, req: TsmRequest): Promise<Tsm
       } catch (e) {
         if (!(e instanceof GenerationRace)) throw e;
         lastRace = e.message;
-        env.log.warning("configfs-tsm report changed under us (another writer?); retrying with a fresh entry", { attempt, detail: e.message });
+        env.log.warning("configfs-tsm report changed under us (another writer?); retrying with a fresh entry", {
+          attempt,
+          detail: e.message,
+        });
       }
     }
-    throw new CvmError("evidence", `configfs-tsm report kept changing under us after ${MAX_GENERATION_ATTEMPTS} attempts (${lastRace}); another process is writing to our entry`);
+    throw new CvmError(
+      "evidence",
+      `configfs-tsm report kept changing under us after ${MAX_GENERATION_ATTEMPTS} attempts (${lastRace}); another process is writing to our entry`,
+    );
   });
 }
 

@@ -17,7 +17,8 @@ export function encodeCbor(value: unknown): Uint8Array {
 
 /** Decode untrusted CBOR: bounded size, maps come back as Map (int keys preserved). */
 export function decodeCborUntrusted(bytes: Uint8Array, what: string, maxBytes = 16 * 1024 * 1024): unknown {
-  if (bytes.length > maxBytes) throw new CvmError("evidence", `${what}: ${bytes.length} bytes exceeds the ${maxBytes}-byte limit`);
+  if (bytes.length > maxBytes)
+    throw new CvmError("evidence", `${what}: ${bytes.length} bytes exceeds the ${maxBytes}-byte limit`);
   try {
     return decoder.decode(bytes);
   } catch (e) {

@@ -12,7 +12,10 @@ export class Deadline {
     private readonly now: () => number = Date.now,
   ) {
     this.expiresAt = now() + totalMs;
-    this.timer = setTimeout(() => this.controller.abort(new CvmError("deadline", `deadline of ${totalMs / 1000}s exceeded`)), totalMs);
+    this.timer = setTimeout(
+      () => this.controller.abort(new CvmError("deadline", `deadline of ${totalMs / 1000}s exceeded`)),
+      totalMs,
+    );
     this.timer.unref?.();
   }
 

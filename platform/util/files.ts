@@ -45,7 +45,11 @@ export function readFileCapped(p: string, max: number, what: string): Uint8Array
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === "ENOENT") return undefined;
-    throw new CvmError("platform", `cannot open ${what} (${p}): ${(e as Error).message}`, code === "EACCES" ? { hint: "run as root" } : {});
+    throw new CvmError(
+      "platform",
+      `cannot open ${what} (${p}): ${(e as Error).message}`,
+      code === "EACCES" ? { hint: "run as root" } : {},
+    );
   }
   try {
     return readToEnd(fd, max, what);

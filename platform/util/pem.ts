@@ -30,7 +30,9 @@ export function pemCertificateBlocks(text: string): string[] {
 
 /** PEM text of `der` under `label` ("PUBLIC KEY", "CERTIFICATE"), 64 columns. */
 export function toPem(label: string, der: Uint8Array): string {
-  const body = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString("base64").replace(/(.{64})(?!$)/g, "$1\n");
+  const body = Buffer.from(der.buffer, der.byteOffset, der.byteLength)
+    .toString("base64")
+    .replace(/(.{64})(?!$)/g, "$1\n");
   return `-----BEGIN ${label}-----\n${body}\n-----END ${label}-----\n`;
 }
 
@@ -44,11 +46,13 @@ export function certificatesFromPem(pem: string, what: string): Uint8Array[] {
     const at = m.index;
     if (m[1] !== "CERTIFICATE") throw new ParseError(what, "PEM label", at, `expected CERTIFICATE, found ${m[1]}`);
     const body = m[2]!.replace(/\r?\n/g, "");
-    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body) || body.length % 4 !== 0) throw new ParseError(what, "PEM body", at, "not base64");
+    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body) || body.length % 4 !== 0)
+      throw new ParseError(what, "PEM body", at, "not base64");
     const der = new Uint8Array(Buffer.from(body, "base64"));
     const size = derSequenceSize(der);
     if (size === undefined) throw new ParseError(what, "certificate DER", at, "does not start with a DER SEQUENCE");
-    if (size !== der.length) throw new ParseError(what, "certificate DER", at, `DER SEQUENCE of ${size} bytes in a ${der.length}-byte block`);
+    if (size !== der.length)
+      throw new ParseError(what, "certificate DER", at, `DER SEQUENCE of ${size} bytes in a ${der.length}-byte block`);
     out.push(der);
     if (out.length > MAX_CERTS) throw new ParseError(what, "PEM", at, `more than ${MAX_CERTS} certificates`);
   }

@@ -29,7 +29,10 @@ export class ByteReader {
 
   private need(n: number, field: string): void {
     if (n < 0 || this.pos + n > this.buf.length)
-      this.fail(field, `needs ${n} byte(s), only ${Math.max(0, this.buf.length - this.pos)} left of ${this.buf.length}`);
+      this.fail(
+        field,
+        `needs ${n} byte(s), only ${Math.max(0, this.buf.length - this.pos)} left of ${this.buf.length}`,
+      );
   }
 
   seek(off: number, field = "offset"): this {

@@ -31,23 +31,36 @@ async function main(): Promise<number> {
 
     const timings = path.join(work, "timings.json");
     say("\n$ cvm-unlock fetch default/key/root --out-fd 3");
-    const run = await runCli(["fetch", "default/key/root", ...common, "--out-fd", "3", "--timings-json", timings, "--log-format", "text"], { extraFds: 1 });
+    const run = await runCli(
+      ["fetch", "default/key/root", ...common, "--out-fd", "3", "--timings-json", timings, "--log-format", "text"],
+      { extraFds: 1 },
+    );
     process.stdout.write(run.stderr.replace(/^/gm, "  "));
     if (run.code !== 0) throw new Error(`fetch failed with exit code ${run.code}`);
     const got = run.fds[0]!;
     const ok = got.equals(secret);
-    say(`secret: ${got.length} bytes, sha256 ${fingerprint(got)}… ${ok ? "matches" : "DOES NOT MATCH"} the KBS resource (${fingerprint(secret)}…)`);
+    say(
+      `secret: ${got.length} bytes, sha256 ${fingerprint(got)}… ${ok ? "matches" : "DOES NOT MATCH"} the KBS resource (${fingerprint(secret)}…)`,
+    );
     got.fill(0);
-    const t = JSON.parse(fs.readFileSync(timings, "utf8")) as { phases: { phase: string; ms: number; detail?: string }[]; total_ms: number };
+    const t = JSON.parse(fs.readFileSync(timings, "utf8")) as {
+      phases: { phase: string; ms: number; detail?: string }[];
+      total_ms: number;
+    };
     say("\nphase timeline (ms):");
     const w = Math.max(...t.phases.map((p) => p.phase.length), 5);
-    for (const p of t.phases) say(`  ${p.phase.padEnd(w)} ${p.ms.toFixed(1).padStart(8)}${p.detail ? `   (${p.detail})` : ""}`);
-    say(`  ${"total".padEnd(w)} ${t.total_ms.toFixed(1).padStart(8)}   (in-process; wall ${run.durationMs.toFixed(0)} ms incl. startup)`);
+    for (const p of t.phases)
+      say(`  ${p.phase.padEnd(w)} ${p.ms.toFixed(1).padStart(8)}${p.detail ? `   (${p.detail})` : ""}`);
+    say(
+      `  ${"total".padEnd(w)} ${t.total_ms.toFixed(1).padStart(8)}   (in-process; wall ${run.durationMs.toFixed(0)} ms incl. startup)`,
+    );
     if (!ok) return 1;
 
     say("\n$ (KBS resource policy set to deny) cvm-unlock fetch default/key/root");
     kbs.setPolicy("deny");
-    const denied = await runCli(["fetch", "default/key/root", ...common, "--out-fd", "3", "--log-format", "text"], { extraFds: 1 });
+    const denied = await runCli(["fetch", "default/key/root", ...common, "--out-fd", "3", "--log-format", "text"], {
+      extraFds: 1,
+    });
     process.stdout.write(denied.stderr.replace(/^/gm, "  "));
     say(`exit code ${denied.code}; ${denied.fds[0]!.length} bytes written`);
     if (denied.code === 0 || denied.fds[0]!.length !== 0) return 1;

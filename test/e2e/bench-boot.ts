@@ -11,7 +11,8 @@ import { agentPhases, bootTimeline, rootMarker, type BootTimeline } from "./harn
 import { readManifest, REPO } from "./harness/manifest.ts";
 import { Vm } from "./harness/vm.ts";
 
-const CMDLINE = "console=ttyS0 panic=-1 tsc=reliable loglevel=4 log_buf_len=4M printk.time=1 printk.devkmsg=on systemd.journald.forward_to_kmsg=1 systemd.journald.max_level_kmsg=info";
+const CMDLINE =
+  "console=ttyS0 panic=-1 tsc=reliable loglevel=4 log_buf_len=4M printk.time=1 printk.devkmsg=on systemd.journald.forward_to_kmsg=1 systemd.journald.max_level_kmsg=info";
 const rounds = Number(process.argv[2] ?? 3);
 const out = path.join(REPO, ".cache", "e2e", "bench");
 const m = readManifest();
@@ -35,8 +36,19 @@ interface Sample {
 const samples: Sample[] = [];
 try {
   for (let i = 0; i < rounds; i++) {
-    for (const [image, initrd, unit] of [["floor", m.initrdFloor, "cvm-unlock-e2e-floor.service"], ["agent", m.initrdAgent, "cvm-unlock.service"]] as const) {
-      const vm = new Vm({ kernel: m.kernel, initrd, disk: m.disk, cmdline: CMDLINE, swtpmTemplate: m.swtpmTemplate, workDir: path.join(out, `${image}-${i}`), timeoutMs: 300_000 });
+    for (const [image, initrd, unit] of [
+      ["floor", m.initrdFloor, "cvm-unlock-e2e-floor.service"],
+      ["agent", m.initrdAgent, "cvm-unlock.service"],
+    ] as const) {
+      const vm = new Vm({
+        kernel: m.kernel,
+        initrd,
+        disk: m.disk,
+        cmdline: CMDLINE,
+        swtpmTemplate: m.swtpmTemplate,
+        workDir: path.join(out, `${image}-${i}`),
+        timeoutMs: 300_000,
+      });
       await vm.start();
       const r = await vm.exited();
       await vm.stop();
@@ -77,5 +89,8 @@ table += `\n| agent phase (--timings), median (ms) | |\n|---|---:|\n`;
 for (const p of phaseNames) table += `| ${p} | ${median(by("agent").map((s) => s.phases[p] ?? NaN)).toFixed(1)} |\n`;
 process.stdout.write(table);
 fs.mkdirSync(out, { recursive: true });
-fs.writeFileSync(path.join(out, "bench-boot.json"), JSON.stringify({ rounds, cmdline: CMDLINE, samples }, null, 2) + "\n");
+fs.writeFileSync(
+  path.join(out, "bench-boot.json"),
+  JSON.stringify({ rounds, cmdline: CMDLINE, samples }, null, 2) + "\n",
+);
 fs.writeFileSync(path.join(out, "bench-boot.md"), table);

@@ -15,7 +15,15 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { startTestKbs, type TestKbs } from "../kbs/server.ts";
 import { tpmVerifierTrusting } from "../kbs/verifiers/tpm.ts";
-import { agentPhases, bootTimeline, findSecret, kmsgLines, pcr15, rootMarker, type BootTimeline } from "./harness/console.ts";
+import {
+  agentPhases,
+  bootTimeline,
+  findSecret,
+  kmsgLines,
+  pcr15,
+  rootMarker,
+  type BootTimeline,
+} from "./harness/console.ts";
 import { readManifest, REPO, runSetup, type E2eManifest } from "./harness/manifest.ts";
 import { Vm, type BootResult } from "./harness/vm.ts";
 
@@ -23,7 +31,8 @@ import { Vm, type BootResult } from "./harness/vm.ts";
 // initramfs' etc/cmdline.d, the root is found by GPT type): these only make the boot observable
 // (journal forwarded to the kernel log with timestamps, so the test root can print it) and
 // quieter on the console.
-const CMDLINE = "console=ttyS0 panic=-1 tsc=reliable loglevel=4 log_buf_len=4M printk.time=1 printk.devkmsg=on systemd.journald.forward_to_kmsg=1 systemd.journald.max_level_kmsg=info";
+const CMDLINE =
+  "console=ttyS0 panic=-1 tsc=reliable loglevel=4 log_buf_len=4M printk.time=1 printk.devkmsg=on systemd.journald.forward_to_kmsg=1 systemd.journald.max_level_kmsg=info";
 const BOOT_TIMEOUT_MS = 300_000;
 const RESOURCE = "default/key/root";
 const RUNS = path.join(REPO, ".cache", "e2e");
@@ -40,10 +49,17 @@ const timings: Record<string, { wallMs: number; timeline: BootTimeline; phases: 
 let active: Vm | undefined;
 
 /** Direct kernel boot of `initrd`, or `{ uefi: true }`: OVMF boots the UKI on the UEFI disk. */
-async function boot(name: string, initrd: string | { uefi: true }, during?: (vm: Vm) => Promise<void>): Promise<{ vm: Vm; result: BootResult; text: string }> {
+async function boot(
+  name: string,
+  initrd: string | { uefi: true },
+  during?: (vm: Vm) => Promise<void>,
+): Promise<{ vm: Vm; result: BootResult; text: string }> {
   const workDir = path.join(RUNS, name);
   fs.rmSync(workDir, { recursive: true, force: true });
-  const how = typeof initrd === "string" ? { kernel: m.kernel, initrd, disk: m.disk, cmdline: CMDLINE } : { uefi: true, disk: m.diskUki };
+  const how =
+    typeof initrd === "string"
+      ? { kernel: m.kernel, initrd, disk: m.disk, cmdline: CMDLINE }
+      : { uefi: true, disk: m.diskUki };
   const vm = new Vm({ ...how, swtpmTemplate: m.swtpmTemplate, workDir, timeoutMs: BOOT_TIMEOUT_MS });
   active = vm;
   try {
@@ -89,7 +105,8 @@ describe("VM boot with the cvm-unlock dracut module", () => {
   afterAll(async () => {
     await active?.stop();
     await kbs?.close();
-    if (Object.keys(timings).length) fs.writeFileSync(path.join(RUNS, "boot-timings.json"), JSON.stringify(timings, null, 2) + "\n");
+    if (Object.keys(timings).length)
+      fs.writeFileSync(path.join(RUNS, "boot-timings.json"), JSON.stringify(timings, null, 2) + "\n");
   });
 
   test("(a) the KBS releases the key: switch-root into the decrypted root, PCR 15 measured", async () => {
@@ -164,29 +181,45 @@ describe("VM boot with the cvm-unlock dracut module", () => {
   // Opt-in (CVM_E2E_UKI=1; one more image and a slower OVMF boot): static UKI cmdline without
   // root=, systemd-gpt-auto-generator discovers the root and generates systemd-cryptsetup@root,
   // which the module's drop-in orders after the agent, so it finds the volume already open.
-  test.skipIf(process.env.CVM_E2E_UKI !== "1")("UEFI + UKI + gpt-auto root: systemd-cryptsetup waits for the agent", async () => {
-    runSetup(1_200_000, ["uki"]);
-    kbs.setPolicy("allow");
-    kbs.resetStats();
-    const { result, text } = await boot("uki-gpt-auto", { uefi: true });
-    expect(result.timedOut, `console: ${RUNS}/uki-gpt-auto/console.log`).toBe(false);
-    expect(rootMarker(text)?.content, `console: ${RUNS}/uki-gpt-auto/console.log`).toBe("encrypted-root-ok");
-    const lines = kmsgLines(text);
-    const agentDone = lines.find((l) => /Finished cvm-unlock\.service/.test(l.text));
-    const sdCrypt = lines.find((l) => /Finished systemd-cryptsetup@root\.service/.test(l.text));
-    expect(agentDone, "agent unit did not finish").toBeDefined();
-    expect(sdCrypt, "no systemd-cryptsetup@root.service: gpt-auto did not pick up the root").toBeDefined();
-    expect(sdCrypt!.t).toBeGreaterThanOrEqual(agentDone!.t);
-    expect(kbs.stats.released).toBe(1);
-    expect(text).not.toMatch(/Please enter passphrase/);
-  });
+  test.skipIf(process.env.CVM_E2E_UKI !== "1")(
+    "UEFI + UKI + gpt-auto root: systemd-cryptsetup waits for the agent",
+    async () => {
+      runSetup(1_200_000, ["uki"]);
+      kbs.setPolicy("allow");
+      kbs.resetStats();
+      const { result, text } = await boot("uki-gpt-auto", { uefi: true });
+      expect(result.timedOut, `console: ${RUNS}/uki-gpt-auto/console.log`).toBe(false);
+      expect(rootMarker(text)?.content, `console: ${RUNS}/uki-gpt-auto/console.log`).toBe("encrypted-root-ok");
+      const lines = kmsgLines(text);
+      const agentDone = lines.find((l) => /Finished cvm-unlock\.service/.test(l.text));
+      const sdCrypt = lines.find((l) => /Finished systemd-cryptsetup@root\.service/.test(l.text));
+      expect(agentDone, "agent unit did not finish").toBeDefined();
+      expect(sdCrypt, "no systemd-cryptsetup@root.service: gpt-auto did not pick up the root").toBeDefined();
+      expect(sdCrypt!.t).toBeGreaterThanOrEqual(agentDone!.t);
+      expect(kbs.stats.released).toBe(1);
+      expect(text).not.toMatch(/Please enter passphrase/);
+    },
+  );
 
   test("the module refuses to build an initramfs that strip(1) would break", () => {
     // binutils is installed here, so dracut --strip really would strip the agent
     const out = path.join(RUNS, "stripped.img");
     const r = spawnSync(
       "dracut",
-      ["--force", "--conf", "/dev/null", "--confdir", path.join(m.cache, "dracut-agent.conf.d"), "--no-hostonly", "--kver", m.kver, "--strip", "-m", "base cvm-unlock", out],
+      [
+        "--force",
+        "--conf",
+        "/dev/null",
+        "--confdir",
+        path.join(m.cache, "dracut-agent.conf.d"),
+        "--no-hostonly",
+        "--kver",
+        m.kver,
+        "--strip",
+        "-m",
+        "base cvm-unlock",
+        out,
+      ],
       { env: { ...process.env, dracutbasedir: path.join(m.cache, "dracut") }, encoding: "utf8", timeout: 300_000 },
     );
     expect(r.status).not.toBe(0);

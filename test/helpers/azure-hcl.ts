@@ -3,7 +3,13 @@
 // by the test VCEK, or a TDREPORT), HclData, and the runtime claims JSON carrying the vTPM AK
 // as HCLAkPub and the guest's user-data — zero-padded to the NV index size.
 import { createHash } from "node:crypto";
-import { HCL_DATA_OFFSET, HCL_REPORT_TYPE, HCL_SIGNATURE, HW_REPORT_OFFSET, VAR_DATA_OFFSET } from "../../platform/azure/hcl.ts";
+import {
+  HCL_DATA_OFFSET,
+  HCL_REPORT_TYPE,
+  HCL_SIGNATURE,
+  HW_REPORT_OFFSET,
+  VAR_DATA_OFFSET,
+} from "../../platform/azure/hcl.ts";
 import { TD_REPORT_SIZE, TD_REPORT_TYPE_TDX } from "../../platform/tdx/tdreport.ts";
 import { concat } from "../../platform/util/bytes.ts";
 import { makeSignedReport, type TestPki } from "./snp-fixtures.ts";
@@ -39,7 +45,12 @@ export function runtimeClaims(akPub: RsaPublicJwk, userData: Uint8Array): string
   ud.set(userData);
   return JSON.stringify({
     keys: [{ kid: "HCLAkPub", key_ops: ["sign"], kty: "RSA", e: akPub.e, n: akPub.n }],
-    "vm-configuration": { "console-enabled": true, "secure-boot": true, "tpm-enabled": true, vmUniqueId: "5F0B0C57-7E55-4C4B-9C43-CVMUNLOCKTEST" },
+    "vm-configuration": {
+      "console-enabled": true,
+      "secure-boot": true,
+      "tpm-enabled": true,
+      vmUniqueId: "5F0B0C57-7E55-4C4B-9C43-CVMUNLOCKTEST",
+    },
     "user-data": Buffer.from(ud).toString("hex").toUpperCase(),
   });
 }

@@ -41,12 +41,18 @@ export async function startFakeMetadata(o: FakeMetadataOptions): Promise<FakeMet
     req.on("end", () => {
       const body = Buffer.concat(chunks).toString("utf8");
       const path = req.url ?? "";
-      requests.push({ method: req.method ?? "", path, metadataHeader: req.headers["metadata"] as string | undefined, body });
+      requests.push({
+        method: req.method ?? "",
+        path,
+        metadataHeader: req.headers["metadata"] as string | undefined,
+        body,
+      });
       const send = (status: number, text: string, type = "application/json") => {
         res.writeHead(status, { "Content-Type": type, "Content-Length": Buffer.byteLength(text) });
         res.end(text);
       };
-      if (req.headers["metadata"] !== "true") return send(400, JSON.stringify({ error: "Bad request. Required metadata header not specified" }));
+      if (req.headers["metadata"] !== "true")
+        return send(400, JSON.stringify({ error: "Bad request. Required metadata header not specified" }));
       if (fault === "slow") return void hanging.add(res);
       if (fault === "status-500" || (fault === "flaky-500" && !flakyServed)) {
         flakyServed = true;
@@ -54,10 +60,14 @@ export async function startFakeMetadata(o: FakeMetadataOptions): Promise<FakeMet
       }
       if (fault === "garbage") return send(200, "<html>not json</html>", "text/html");
       if (fault === "wrong-shape") return send(200, JSON.stringify({ something: "else" }));
-      if (fault === "oversized") return send(200, JSON.stringify({ vcekCert: "A".repeat(4 * 1024 * 1024), quote: "A" }));
+      if (fault === "oversized")
+        return send(200, JSON.stringify({ vcekCert: "A".repeat(4 * 1024 * 1024), quote: "A" }));
       if (req.method === "GET" && path === "/metadata/THIM/amd/certification") {
         if (!o.vcekPem) return send(404, "{}");
-        return send(200, JSON.stringify({ vcekCert: o.vcekPem, tcbm: "DB18000000000004", certificateChain: o.chainPem ?? o.vcekPem }));
+        return send(
+          200,
+          JSON.stringify({ vcekCert: o.vcekPem, tcbm: "DB18000000000004", certificateChain: o.chainPem ?? o.vcekPem }),
+        );
       }
       if (req.method === "POST" && path === "/acc/tdquote") {
         if (!o.tdQuote) return send(404, "{}");
@@ -69,7 +79,8 @@ export async function startFakeMetadata(o: FakeMetadataOptions): Promise<FakeMet
         } catch {
           return send(400, JSON.stringify({ error: "bad report" }));
         }
-        if (report.length !== 1024) return send(400, JSON.stringify({ error: `TDREPORT must be 1024 bytes, got ${report.length}` }));
+        if (report.length !== 1024)
+          return send(400, JSON.stringify({ error: `TDREPORT must be 1024 bytes, got ${report.length}` }));
         return send(200, JSON.stringify({ quote: Buffer.from(o.tdQuote(report)).toString("base64url") }));
       }
       send(404, "{}");

@@ -110,10 +110,20 @@ export async function startAzureVtpm(o: AzureVtpmOptions): Promise<AzureVtpm> {
     await withTpm(swtpm.spec, setup, silentLogger, async (tpm) => {
       const pub = (await readPublic(tpm, AZURE_AK_HANDLE)).publicArea;
       if (pub.type !== TPM_ALG.RSA) throw new Error("AK is not RSA");
-      const jwk = createPublicKey({ key: Buffer.from(publicToSpkiDer(pub)), format: "der", type: "spki" }).export({ format: "jwk" });
+      const jwk = createPublicKey({ key: Buffer.from(publicToSpkiDer(pub)), format: "der", type: "spki" }).export({
+        format: "jwk",
+      });
       akPub = { kty: "RSA", n: jwk.n!, e: jwk.e! };
-      await nvDefine(tpm, { index: HCL_REPORT_NV_INDEX, size: nvSize, attributes: TPMA_NV.OWNERWRITE | TPMA_NV.OWNERREAD | TPMA_NV.NO_DA });
-      await nvWrite(tpm, HCL_REPORT_NV_INDEX, buildHclReport({ tee: o.tee, akPub, userData: new Uint8Array(64), pki, nvSize }));
+      await nvDefine(tpm, {
+        index: HCL_REPORT_NV_INDEX,
+        size: nvSize,
+        attributes: TPMA_NV.OWNERWRITE | TPMA_NV.OWNERREAD | TPMA_NV.NO_DA,
+      });
+      await nvWrite(
+        tpm,
+        HCL_REPORT_NV_INDEX,
+        buildHclReport({ tee: o.tee, akPub, userData: new Uint8Array(64), pki, nvSize }),
+      );
     });
   } finally {
     setup.dispose();
@@ -127,8 +137,11 @@ export async function startAzureVtpm(o: AzureVtpmOptions): Promise<AzureVtpm> {
   /** Write `blob` into NV 0x01400001 with owner auth, in 1 KiB chunks (inside the lane). */
   async function writeHclNv(blob: Uint8Array): Promise<void> {
     for (let off = 0; off < blob.length; off += 1024) {
-      const rsp = await upstream.transact(encodeNvWrite(TPM_RH.OWNER, HCL_REPORT_NV_INDEX, blob.subarray(off, off + 1024), off));
-      if (rcOf(rsp) !== 0) throw new Error(`paravisor stand-in: NV_Write of the HCL report failed rc 0x${rcOf(rsp).toString(16)}`);
+      const rsp = await upstream.transact(
+        encodeNvWrite(TPM_RH.OWNER, HCL_REPORT_NV_INDEX, blob.subarray(off, off + 1024), off),
+      );
+      if (rcOf(rsp) !== 0)
+        throw new Error(`paravisor stand-in: NV_Write of the HCL report failed rc 0x${rcOf(rsp).toString(16)}`);
     }
   }
   const regenerate = (userData: Uint8Array) => writeHclNv(buildHclReport({ tee: o.tee, akPub, userData, pki, nvSize }));
@@ -140,7 +153,10 @@ export async function startAzureVtpm(o: AzureVtpmOptions): Promise<AzureVtpm> {
     };
     if (refresh.kind === "immediate") return regenerate(userData).then(done);
     if (refresh.kind === "delayed") {
-      const t = setTimeout(() => void upstream.exclusive(() => regenerate(userData).then(done)).catch(() => {}), refresh.ms);
+      const t = setTimeout(
+        () => void upstream.exclusive(() => regenerate(userData).then(done)).catch(() => {}),
+        refresh.ms,
+      );
       t.unref?.();
     }
     return undefined;

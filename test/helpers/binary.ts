@@ -58,7 +58,8 @@ export function ensureBinary(): string {
       continue;
     }
     try {
-      if (!isFresh()) execFileSync("npm", ["run", "--silent", "build"], { cwd: REPO_ROOT, stdio: ["ignore", "inherit", "inherit"] });
+      if (!isFresh())
+        execFileSync("npm", ["run", "--silent", "build"], { cwd: REPO_ROOT, stdio: ["ignore", "inherit", "inherit"] });
     } finally {
       fs.closeSync(fd);
       fs.rmSync(LOCK, { force: true });
@@ -106,7 +107,9 @@ export function runCli(args: string[], opts: RunOptions = {}): Promise<RunResult
     const chunks: Buffer[] = [];
     if (s) {
       s.on("data", (c: Buffer) => chunks.push(c));
-      ended.push(new Promise((res) => (s.once("end", () => res()), s.once("close", () => res()), s.once("error", () => res()))));
+      ended.push(
+        new Promise((res) => (s.once("end", () => res()), s.once("close", () => res()), s.once("error", () => res()))),
+      );
     }
     return chunks;
   };

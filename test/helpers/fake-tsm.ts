@@ -115,7 +115,8 @@ export class FakeTsm {
     for (const w of this.entryWatchers.values()) w.close();
     this.entryWatchers.clear();
     // let an in-flight generation finish before removing the tree
-    for (let i = 0; i < 100 && [...this.entries.values()].some((e) => e.busy); i++) await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 100 && [...this.entries.values()].some((e) => e.busy); i++)
+      await new Promise((r) => setTimeout(r, 10));
     if (this.ownsRoot) fs.rmSync(this.root, { recursive: true, force: true });
   }
 
@@ -221,7 +222,8 @@ export class FakeTsm {
       if (aux !== undefined) this.atomicWrite(st.dir, "auxblob", aux);
       this.atomicWrite(st.dir, "generation", `${st.generation}\n`);
       this.requests.push({ entry: ctx.entry, inblob, privlevel, generation: st.generation });
-      if (this.opts.afterGenerate) await this.opts.afterGenerate({ ...ctx, files: { write: (n, d) => this.atomicWrite(st.dir, n, d) } });
+      if (this.opts.afterGenerate)
+        await this.opts.afterGenerate({ ...ctx, files: { write: (n, d) => this.atomicWrite(st.dir, n, d) } });
     } catch (e) {
       if (fs.existsSync(st.dir)) this.errors.push(e);
     }

@@ -38,8 +38,23 @@ const EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
 
 function makeCa(dir: string, name: string, subject: string, days: number): void {
   openssl(
-    ["req", "-x509", ...EC, "-keyout", `${name}.key`, "-out", `${name}.pem`, "-days", String(days), "-subj", subject,
-      "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+    [
+      "req",
+      "-x509",
+      ...EC,
+      "-keyout",
+      `${name}.key`,
+      "-out",
+      `${name}.pem`,
+      "-days",
+      String(days),
+      "-subj",
+      subject,
+      "-addext",
+      "basicConstraints=critical,CA:TRUE",
+      "-addext",
+      "keyUsage=critical,keyCertSign,cRLSign",
+    ],
     dir,
   );
 }
@@ -58,8 +73,29 @@ export function createPki(opts: PkiOptions = {}): Pki {
     `subjectAltName=${alt}\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n`,
   );
   openssl(["req", "-new", ...EC, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"], dir);
-  openssl(["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", `0x${Date.now().toString(16)}`, "-days", String(days), "-extfile", "server.ext", "-out", "server.pem"], dir);
-  for (const f of ["ca.key", "wrong-ca.key", "same-name-wrong-ca.key", "server.key"]) fs.chmodSync(path.join(dir, f), 0o600);
+  openssl(
+    [
+      "x509",
+      "-req",
+      "-in",
+      "server.csr",
+      "-CA",
+      "ca.pem",
+      "-CAkey",
+      "ca.key",
+      "-set_serial",
+      `0x${Date.now().toString(16)}`,
+      "-days",
+      String(days),
+      "-extfile",
+      "server.ext",
+      "-out",
+      "server.pem",
+    ],
+    dir,
+  );
+  for (const f of ["ca.key", "wrong-ca.key", "same-name-wrong-ca.key", "server.key"])
+    fs.chmodSync(path.join(dir, f), 0o600);
   const read = (f: string) => fs.readFileSync(path.join(dir, f), "utf8");
   const pki = {
     dir,

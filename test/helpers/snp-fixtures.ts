@@ -40,10 +40,14 @@ function openssl(args: string[], cwd: string): void {
 const PSS = ["-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:48", "-sha384"];
 
 /** Make a fresh PKI in a temp dir. `chipId` goes into the VCEK hwID extension. */
-export function makeTestPki(opts: { chipId?: Uint8Array; tcb?: TcbVersion; dir?: string; turin?: boolean } = {}): TestPki {
+export function makeTestPki(
+  opts: { chipId?: Uint8Array; tcb?: TcbVersion; dir?: string; turin?: boolean } = {},
+): TestPki {
   const dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), "snp-pki-"));
   // Turin: the chip id has 8 significant bytes, the VCEK an 8-byte hwID and an fmcSPL.
-  const chipId = opts.chipId ?? (opts.turin ? new Uint8Array([...randomBytes(8), ...new Uint8Array(56)]) : new Uint8Array(randomBytes(64)));
+  const chipId =
+    opts.chipId ??
+    (opts.turin ? new Uint8Array([...randomBytes(8), ...new Uint8Array(56)]) : new Uint8Array(randomBytes(64)));
   const tcb = opts.tcb ?? (opts.turin ? TEST_TCB_TURIN : TEST_TCB);
   const hwid = tcb.fmc !== null ? chipId.subarray(0, 8) : chipId;
   const ext = [
@@ -62,18 +66,127 @@ export function makeTestPki(opts: { chipId?: Uint8Array; tcb?: TcbVersion; dir?:
   try {
     fs.writeFileSync(path.join(dir, "ext.cnf"), ext + "\n");
     openssl(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "ark.key"], dir);
-    openssl(["req", "-new", "-x509", "-key", "ark.key", "-subj", "/CN=ARK-Test/O=cvm-unlock tests", "-days", "3650", "-set_serial", "1", ...PSS, "-config", "/dev/null", "-addext", "basicConstraints=critical,CA:true", "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", "ark.pem"], dir);
+    openssl(
+      [
+        "req",
+        "-new",
+        "-x509",
+        "-key",
+        "ark.key",
+        "-subj",
+        "/CN=ARK-Test/O=cvm-unlock tests",
+        "-days",
+        "3650",
+        "-set_serial",
+        "1",
+        ...PSS,
+        "-config",
+        "/dev/null",
+        "-addext",
+        "basicConstraints=critical,CA:true",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-out",
+        "ark.pem",
+      ],
+      dir,
+    );
     openssl(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "ask.key"], dir);
-    openssl(["req", "-new", "-key", "ask.key", "-subj", "/CN=SEV-Test/O=cvm-unlock tests", "-config", "/dev/null", "-out", "ask.csr"], dir);
-    openssl(["x509", "-req", "-in", "ask.csr", "-CA", "ark.pem", "-CAkey", "ark.key", "-set_serial", "2", "-days", "3650", ...PSS, "-extfile", "ext.cnf", "-extensions", "ca", "-out", "ask.pem"], dir);
+    openssl(
+      [
+        "req",
+        "-new",
+        "-key",
+        "ask.key",
+        "-subj",
+        "/CN=SEV-Test/O=cvm-unlock tests",
+        "-config",
+        "/dev/null",
+        "-out",
+        "ask.csr",
+      ],
+      dir,
+    );
+    openssl(
+      [
+        "x509",
+        "-req",
+        "-in",
+        "ask.csr",
+        "-CA",
+        "ark.pem",
+        "-CAkey",
+        "ark.key",
+        "-set_serial",
+        "2",
+        "-days",
+        "3650",
+        ...PSS,
+        "-extfile",
+        "ext.cnf",
+        "-extensions",
+        "ca",
+        "-out",
+        "ask.pem",
+      ],
+      dir,
+    );
     openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:secp384r1", "-out", "vcek.key"], dir);
-    openssl(["req", "-new", "-key", "vcek.key", "-subj", "/CN=SEV-VCEK/O=cvm-unlock tests", "-config", "/dev/null", "-out", "vcek.csr"], dir);
-    openssl(["x509", "-req", "-in", "vcek.csr", "-CA", "ask.pem", "-CAkey", "ask.key", "-set_serial", "0", "-days", "3650", ...PSS, "-extfile", "ext.cnf", "-extensions", "vcek", "-out", "vcek.pem"], dir);
+    openssl(
+      [
+        "req",
+        "-new",
+        "-key",
+        "vcek.key",
+        "-subj",
+        "/CN=SEV-VCEK/O=cvm-unlock tests",
+        "-config",
+        "/dev/null",
+        "-out",
+        "vcek.csr",
+      ],
+      dir,
+    );
+    openssl(
+      [
+        "x509",
+        "-req",
+        "-in",
+        "vcek.csr",
+        "-CA",
+        "ask.pem",
+        "-CAkey",
+        "ask.key",
+        "-set_serial",
+        "0",
+        "-days",
+        "3650",
+        ...PSS,
+        "-extfile",
+        "ext.cnf",
+        "-extensions",
+        "vcek",
+        "-out",
+        "vcek.pem",
+      ],
+      dir,
+    );
     const pem = (f: string) => fs.readFileSync(path.join(dir, f), "utf8");
     const der = (p: string) => new Uint8Array(new X509Certificate(p).raw);
     const jwk = createPrivateKey(pem("vcek.key")).export({ format: "jwk" }) as { d: string };
     const [arkPem, askPem, vcekPem] = [pem("ark.pem"), pem("ask.pem"), pem("vcek.pem")];
-    return { dir, arkPem, askPem, vcekPem, arkDer: der(arkPem), askDer: der(askPem), vcekDer: der(vcekPem), vcekKey: fromB64url(jwk.d), chipId, tcb };
+    return {
+      dir,
+      arkPem,
+      askPem,
+      vcekPem,
+      arkDer: der(arkPem),
+      askDer: der(askPem),
+      vcekDer: der(vcekPem),
+      vcekKey: fromB64url(jwk.d),
+      chipId,
+      tcb,
+    };
   } finally {
     // Everything is in memory; keep only a directory the caller asked for.
     if (opts.dir === undefined) fs.rmSync(dir, { recursive: true, force: true });
@@ -153,7 +266,10 @@ export function makeCertTable(pki: TestPki, which: ("VCEK" | "ASK" | "ARK")[] = 
 }
 
 /** FakeTsm options that make the stand-in kernel behave like the sev_guest provider. */
-export function snpProvider(pki: TestPki, o: { version?: 3 | 5; certs?: boolean } = {}): Pick<FakeTsmOptions, "provider" | "outblobFor" | "auxblobFor"> {
+export function snpProvider(
+  pki: TestPki,
+  o: { version?: 3 | 5; certs?: boolean } = {},
+): Pick<FakeTsmOptions, "provider" | "outblobFor" | "auxblobFor"> {
   return {
     provider: "sev_guest",
     outblobFor: (inblob, ctx) => {
@@ -244,7 +360,8 @@ export class FakeSevGuest implements IoctlDevice {
       if (this.o.extUnsupported) return fail(ERRNO.EINVAL, "ext unsupported");
       const certsLen = rv.getUint32(0x68, true);
       call.certsLen = certsLen;
-      if (certsLen % 4096 !== 0 || certsLen > (this.o.maxCertsLen ?? 0x4000)) return fail(ERRNO.EINVAL, "bad certs_len");
+      if (certsLen % 4096 !== 0 || certsLen > (this.o.maxCertsLen ?? 0x4000))
+        return fail(ERRNO.EINVAL, "bad certs_len");
       const certs = this.buffers.get(rv.getBigUint64(0x60, true));
       if (certsLen > 0 && (!certs || certs.length < certsLen)) return fail(ERRNO.EFAULT, "certs buffer");
       const table = this.o.certTable === undefined ? makeCertTable(this.o.pki) : this.o.certTable;
@@ -266,7 +383,11 @@ export class FakeSevGuest implements IoctlDevice {
     resp.fill(0);
     rsp.setUint32(0, this.o.fwStatus ?? 0, true);
     rsp.setUint32(4, 0x4a0, true);
-    if (!this.o.fwStatus) resp.set(makeSignedReport(this.o.pki, { version: this.o.version ?? 3, reportData: call.userData, vmpl: call.vmpl }), 0x20);
+    if (!this.o.fwStatus)
+      resp.set(
+        makeSignedReport(this.o.pki, { version: this.o.version ?? 3, reportData: call.userData, vmpl: call.vmpl }),
+        0x20,
+      );
     call.outcome = "ok";
     return { rc: 0, errno: 0 };
   };

@@ -74,7 +74,17 @@ function manufacture(dir: string, stateDir: string, caDir: string, opts: SwtpmOp
     setupConf,
     `create_certs_tool= /usr/bin/swtpm_localca\ncreate_certs_tool_config = ${caConf}\ncreate_certs_tool_options = /etc/swtpm-localca.options\n`,
   );
-  const args = ["--tpm2", "--tpmstate", stateDir, "--pcr-banks", opts.pcrBanks ?? "sha1,sha256,sha384", "--config", setupConf, "--logfile", path.join(dir, "setup.log")];
+  const args = [
+    "--tpm2",
+    "--tpmstate",
+    stateDir,
+    "--pcr-banks",
+    opts.pcrBanks ?? "sha1,sha256,sha384",
+    "--config",
+    setupConf,
+    "--logfile",
+    path.join(dir, "setup.log"),
+  ];
   if (opts.ekCerts !== false) args.push("--create-ek-cert", "--create-platform-cert", "--lock-nvram");
   const r = spawnSync("swtpm_setup", args, { encoding: "utf8", timeout: 60_000 });
   if (r.status !== 0) {
@@ -108,12 +118,18 @@ export async function startSwtpm(opts: SwtpmOptions = {}): Promise<Swtpm> {
     const c = spawn(
       "swtpm",
       [
-        "socket", "--tpm2",
-        "--server", `type=tcp,port=${port},bindaddr=127.0.0.1`,
-        "--ctrl", `type=tcp,port=${port + 1},bindaddr=127.0.0.1`,
-        "--flags", "not-need-init,startup-clear",
-        "--tpmstate", `dir=${stateDir}`,
-        "--log", `file=${path.join(dir, "swtpm.log")},level=1`,
+        "socket",
+        "--tpm2",
+        "--server",
+        `type=tcp,port=${port},bindaddr=127.0.0.1`,
+        "--ctrl",
+        `type=tcp,port=${port + 1},bindaddr=127.0.0.1`,
+        "--flags",
+        "not-need-init,startup-clear",
+        "--tpmstate",
+        `dir=${stateDir}`,
+        "--log",
+        `file=${path.join(dir, "swtpm.log")},level=1`,
       ],
       { stdio: ["ignore", "ignore", "pipe"] },
     );

@@ -58,7 +58,9 @@ export function testBody(o: QuoteOptions): TdxQuoteBody {
     mrOwnerConfig: new Uint8Array(48),
     rtmrs: [rtmrs[0]!, rtmrs[1]!, rtmrs[2]!, rtmrs[3]!],
     reportData: o.reportData,
-    ...((o.version === 5 && (o.bodyType ?? 3) === 3) ? { teeTcbSvn2: fromHex("03000500000000000000000000000000"), mrServiceTd: new Uint8Array(48) } : {}),
+    ...(o.version === 5 && (o.bodyType ?? 3) === 3
+      ? { teeTcbSvn2: fromHex("03000500000000000000000000000000"), mrServiceTd: new Uint8Array(48) }
+      : {}),
   };
 }
 
@@ -88,7 +90,12 @@ export function makeTdxQuote(o: QuoteOptions): Uint8Array {
   };
   const signed = encodeSignedPart(header, bodyType, testBody(o));
   const signature = p256.sign(signed, priv, { prehash: true });
-  const sigData = encodeSignatureData({ signature, attestationKey, certType: CERT_TYPE_QE_REPORT, certData: qeCertification(attestationKey) });
+  const sigData = encodeSignatureData({
+    signature,
+    attestationKey,
+    certType: CERT_TYPE_QE_REPORT,
+    certData: qeCertification(attestationKey),
+  });
   return concat(encodeTdxQuote(signed, sigData), new Uint8Array(o.trailing ?? 0));
 }
 
@@ -122,8 +129,22 @@ export function makeCcel(opts: { areaSize?: number; pad?: 0x00 | 0xff; label?: s
     return { index: p.mr, type: p.type, digests: new Map([[TPM_ALG_SHA384, digest]]), data };
   });
   // An EV_NO_ACTION after the header, as real TDVF logs have; it must not be replayed.
-  events.unshift({ index: 0, type: 0x3, digests: new Map([[TPM_ALG_SHA384, new Uint8Array(48)]]), data: utf8("StartupLocality\0\0") });
-  const log = encodeEventLog({ platformClass: 0, specErrata: 0, uintnSize: 2, algorithms: [{ id: TPM_ALG_SHA384, name: "sha384", size: 48 }], vendorInfo: new Uint8Array() }, events);
+  events.unshift({
+    index: 0,
+    type: 0x3,
+    digests: new Map([[TPM_ALG_SHA384, new Uint8Array(48)]]),
+    data: utf8("StartupLocality\0\0"),
+  });
+  const log = encodeEventLog(
+    {
+      platformClass: 0,
+      specErrata: 0,
+      uintnSize: 2,
+      algorithms: [{ id: TPM_ALG_SHA384, name: "sha384", size: 48 }],
+      vendorInfo: new Uint8Array(),
+    },
+    events,
+  );
   const areaSize = Math.max(opts.areaSize ?? 64 * 1024, log.length + 8);
   const area = new Uint8Array(areaSize).fill(opts.pad ?? 0xff);
   area.set(log);

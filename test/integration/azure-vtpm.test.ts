@@ -50,17 +50,33 @@ interface Stand {
 }
 
 function tdQuoteFor(tdReport: Uint8Array): Uint8Array {
-  return makeTdxQuote({ version: 4, reportData: tdReport.slice(TD_REPORT_DATA_OFFSET, TD_REPORT_DATA_OFFSET + 64), mrTd: tdReport.slice(TD_REPORT_MRTD_OFFSET, TD_REPORT_MRTD_OFFSET + 48) });
+  return makeTdxQuote({
+    version: 4,
+    reportData: tdReport.slice(TD_REPORT_DATA_OFFSET, TD_REPORT_DATA_OFFSET + 64),
+    mrTd: tdReport.slice(TD_REPORT_MRTD_OFFSET, TD_REPORT_MRTD_OFFSET + 48),
+  });
 }
 
 async function stand(tee: "snp" | "tdx", legacy = false): Promise<Stand> {
   const vtpm = await startAzureVtpm({ tee });
-  const md = await startFakeMetadata({ vcekPem: vtpm.pki.vcekPem, chainPem: vtpm.pki.askPem + vtpm.pki.arkPem, tdQuote: tdQuoteFor });
+  const md = await startFakeMetadata({
+    vcekPem: vtpm.pki.vcekPem,
+    chainPem: vtpm.pki.askPem + vtpm.pki.arkPem,
+    tdQuote: tdQuoteFor,
+  });
   const chains = [vtpm.pki.askPem + "\n" + vtpm.pki.arkPem];
   const verifiers: Record<string, TeeVerifier> = legacy
-    ? { azsnpvtpm: makeAzSnpVtpmVerifier({ tee: "azsnpvtpm", trustedChains: chains }), aztdxvtpm: makeAzTdxVtpmVerifier("aztdxvtpm") }
+    ? {
+        azsnpvtpm: makeAzSnpVtpmVerifier({ tee: "azsnpvtpm", trustedChains: chains }),
+        aztdxvtpm: makeAzTdxVtpmVerifier("aztdxvtpm"),
+      }
     : { "az-snp-vtpm": makeAzSnpVtpmVerifier({ trustedChains: chains }), "az-tdx-vtpm": makeAzTdxVtpmVerifier() };
-  const kbs = await startTestKbs({ tls: tls.tls, resources: { [RESOURCE]: SECRET }, verifiers, ...(legacy ? { legacyAzureNames: true } : {}) });
+  const kbs = await startTestKbs({
+    tls: tls.tls,
+    resources: { [RESOURCE]: SECRET },
+    verifiers,
+    ...(legacy ? { legacyAzureNames: true } : {}),
+  });
   return {
     vtpm,
     md,
@@ -89,18 +105,29 @@ function configFile(extra: Record<string, unknown> = {}): string {
   return file;
 }
 
-function cli(cmd: string[], s: Stand, o: { tee?: string; deadline?: number; config?: Record<string, unknown> } = {}): Promise<RunResult> {
+function cli(
+  cmd: string[],
+  s: Stand,
+  o: { tee?: string; deadline?: number; config?: Record<string, unknown> } = {},
+): Promise<RunResult> {
   return runCli(
     [
       ...cmd,
-      "--kbs", s.kbs.url,
-      "--ca", tls.caFile,
+      "--kbs",
+      s.kbs.url,
+      "--ca",
+      tls.caFile,
       ...(o.tee ? ["--tee", o.tee] : []),
-      "--tpm", s.vtpm.spec,
-      "--azure-metadata-url", s.md.url,
-      "--platform-root", emptyRoot,
-      "--deadline", String(o.deadline ?? 60),
-      "--config", configFile(o.config),
+      "--tpm",
+      s.vtpm.spec,
+      "--azure-metadata-url",
+      s.md.url,
+      "--platform-root",
+      emptyRoot,
+      "--deadline",
+      String(o.deadline ?? 60),
+      "--config",
+      configFile(o.config),
     ],
     { timeoutMs: 110_000 },
   );
@@ -134,12 +161,16 @@ describe("az-snp-vtpm", () => {
     expect(primary.hcl_report).toMatch(/^[A-Za-z0-9_-]+=*$/);
     expect(primary.hcl_report.length % 4).toBe(0);
     expect(Buffer.from(primary.vcek, "base64url").equals(Buffer.from(s.vtpm.pki.vcekDer))).toBe(true);
-    expect(Object.keys(ev.timings ?? {})).toEqual(expect.arrayContaining(["azure-nv-write", "azure-hcl-wait", "azure-quote", "azure-vcek"]));
+    expect(Object.keys(ev.timings ?? {})).toEqual(
+      expect.arrayContaining(["azure-nv-write", "azure-hcl-wait", "azure-quote", "azure-vcek"]),
+    );
     const v = makeAzSnpVtpmVerifier({ trustedChains: [s.vtpm.pki.askPem + s.vtpm.pki.arkPem] });
     const claims = await v.verify(primary, digest, { tee: "az-snp-vtpm", initData: null, nonce: "x" });
     expect(claims.report_data).toBe(digest.toString("hex"));
     // A different digest (a replay of this evidence for another session) is refused.
-    expect(() => v.verify(primary, crypto.randomBytes(48), { tee: "az-snp-vtpm", initData: null, nonce: "x" })).toThrow(/nonce/);
+    expect(() => v.verify(primary, crypto.randomBytes(48), { tee: "az-snp-vtpm", initData: null, nonce: "x" })).toThrow(
+      /nonce/,
+    );
     e.deadline.dispose();
   });
 
@@ -159,7 +190,12 @@ describe("az-snp-vtpm", () => {
     const ev = await azureVtpmSource.collect(e, { runtimeDigest: digest, tee: "az-snp-vtpm" });
     const expected = size >= 48 ? Buffer.concat([digest, Buffer.alloc(size - 48)]) : digest;
     expect(s.vtpm.writesSeen.at(-1)).toBe(expected.toString("hex"));
-    const size2 = await withTpm(s.vtpm.spec, e.deadline, silentLogger, async (tpm) => (await nvReadPublicIfPresent(tpm, REPORT_DATA_NV_INDEX))!.dataSize);
+    const size2 = await withTpm(
+      s.vtpm.spec,
+      e.deadline,
+      silentLogger,
+      async (tpm) => (await nvReadPublicIfPresent(tpm, REPORT_DATA_NV_INDEX))!.dataSize,
+    );
     expect(size2).toBe(Math.max(size, 48));
     const v = makeAzSnpVtpmVerifier({ trustedChains: [s.vtpm.pki.askPem + s.vtpm.pki.arkPem] });
     await v.verify(ev.primary, digest, { tee: "az-snp-vtpm", initData: null, nonce: "x" });
@@ -168,15 +204,24 @@ describe("az-snp-vtpm", () => {
 
   it("source in-process: PCR8 carries init-data the way the verifier checks it (SHA-256(0^32 ‖ digest))", async () => {
     const e = env(s);
-    const initDigest = crypto.createHash("sha256").update("version = \"0.1.0\"\n").digest();
-    await withTpm(s.vtpm.spec, e.deadline, silentLogger, (tpm) => pcrExtend(tpm, 8, [{ hashAlg: TPM_ALG.SHA256, digest: initDigest }]));
+    const initDigest = crypto.createHash("sha256").update('version = "0.1.0"\n').digest();
+    await withTpm(s.vtpm.spec, e.deadline, silentLogger, (tpm) =>
+      pcrExtend(tpm, 8, [{ hashAlg: TPM_ALG.SHA256, digest: initDigest }]),
+    );
     const digest = crypto.randomBytes(48);
     const ev = await azureVtpmSource.collect(e, { runtimeDigest: digest, tee: "az-snp-vtpm" });
     const v = makeAzSnpVtpmVerifier({ trustedChains: [s.vtpm.pki.askPem + s.vtpm.pki.arkPem] });
     const init = (d: Uint8Array) => ({ body: "", algorithm: "sha256", digest: d }) as any;
     const claims = await v.verify(ev.primary, digest, { tee: "az-snp-vtpm", initData: init(initDigest), nonce: "x" });
-    expect(claims.init_data).toBe(crypto.createHash("sha256").update(Buffer.concat([Buffer.alloc(32), initDigest])).digest("hex"));
-    expect(() => v.verify(ev.primary, digest, { tee: "az-snp-vtpm", initData: init(crypto.randomBytes(32)), nonce: "x" })).toThrow(/PCR8/);
+    expect(claims.init_data).toBe(
+      crypto
+        .createHash("sha256")
+        .update(Buffer.concat([Buffer.alloc(32), initDigest]))
+        .digest("hex"),
+    );
+    expect(() =>
+      v.verify(ev.primary, digest, { tee: "az-snp-vtpm", initData: init(crypto.randomBytes(32)), nonce: "x" }),
+    ).toThrow(/PCR8/);
     e.deadline.dispose();
   });
 
@@ -186,10 +231,33 @@ describe("az-snp-vtpm", () => {
   });
 
   it("binary: a KBS whose verifier does not trust the test VCEK's ARK refuses (evidence really is checked)", async () => {
-    const strict = await startTestKbs({ tls: tls.tls, resources: { [RESOURCE]: SECRET }, verifiers: { "az-snp-vtpm": makeAzSnpVtpmVerifier() } });
+    const strict = await startTestKbs({
+      tls: tls.tls,
+      resources: { [RESOURCE]: SECRET },
+      verifiers: { "az-snp-vtpm": makeAzSnpVtpmVerifier() },
+    });
     try {
       const r = await runCli(
-        ["fetch", RESOURCE, "--kbs", strict.url, "--ca", tls.caFile, "--tee", "az-snp-vtpm", "--tpm", s.vtpm.spec, "--azure-metadata-url", s.md.url, "--platform-root", emptyRoot, "--deadline", "60", "--config", configFile({ kbs: { request_timeout_s: 10, resource_attempts: 1 } })],
+        [
+          "fetch",
+          RESOURCE,
+          "--kbs",
+          strict.url,
+          "--ca",
+          tls.caFile,
+          "--tee",
+          "az-snp-vtpm",
+          "--tpm",
+          s.vtpm.spec,
+          "--azure-metadata-url",
+          s.md.url,
+          "--platform-root",
+          emptyRoot,
+          "--deadline",
+          "60",
+          "--config",
+          configFile({ kbs: { request_timeout_s: 10, resource_attempts: 1 } }),
+        ],
         { timeoutMs: 110_000 },
       );
       expect(r.stdout.length).toBe(0);
@@ -206,7 +274,9 @@ describe("az-snp-vtpm", () => {
     expect(out.chosen).toEqual({ source: "azure-vtpm", tee: "az-snp-vtpm" });
     const tpm = out.candidates.find((c: any) => c.source === "tpm");
     expect(tpm, JSON.stringify(out.candidates)).toMatchObject({ present: true, chosen: false });
-    expect(out.candidates.map((c: any) => c.source).indexOf("azure-vtpm")).toBeLessThan(out.candidates.map((c: any) => c.source).indexOf("tpm"));
+    expect(out.candidates.map((c: any) => c.source).indexOf("azure-vtpm")).toBeLessThan(
+      out.candidates.map((c: any) => c.source).indexOf("tpm"),
+    );
   });
 
   it("binary: auto-detected fetch (no --tee) attests as az-snp-vtpm", async () => {
@@ -309,7 +379,10 @@ describe("legacy tee names (trustee v0.14–v0.15)", () => {
   afterAll(() => s?.stop());
 
   it("binary: with azure_legacy_tee_names the agent attests as azsnpvtpm", async () => {
-    const r = await cli(["fetch", RESOURCE], s, { tee: "az-snp-vtpm", config: { platform: { azure_legacy_tee_names: true } } });
+    const r = await cli(["fetch", RESOURCE], s, {
+      tee: "az-snp-vtpm",
+      config: { platform: { azure_legacy_tee_names: true } },
+    });
     expectSecret(r);
     expect(r.stderr).toMatch(/azsnpvtpm/);
   });

@@ -31,11 +31,24 @@ describe("command line", () => {
   it("version names the version, commit and protocol", async () => {
     const r = await runCli(["version"]);
     expect(r.code).toBe(0);
-    expect(r.stdout.toString()).toMatch(/^cvm-unlock \d+\.\d+\.\d+ \(commit [0-9a-f]{12}(-dirty)?; bun [\d.]+; KBS protocol 0\.4\.0\)\n$/);
+    expect(r.stdout.toString()).toMatch(
+      /^cvm-unlock \d+\.\d+\.\d+ \(commit [0-9a-f]{12}(-dirty)?; bun [\d.]+; KBS protocol 0\.4\.0\)\n$/,
+    );
   });
 
   it("every command has --help, and unknown commands/options are usage errors (exit 2)", async () => {
-    for (const cmd of ["detect", "evidence", "fetch", "unlock", "inspect", "config", "bind", "measure", "verify-root", "version"]) {
+    for (const cmd of [
+      "detect",
+      "evidence",
+      "fetch",
+      "unlock",
+      "inspect",
+      "config",
+      "bind",
+      "measure",
+      "verify-root",
+      "version",
+    ]) {
       const r = await runCli([cmd, "--help"]);
       expect(r.code, `${cmd} --help`).toBe(0);
       expect(r.stdout.toString()).toMatch(new RegExp(`^usage: cvm-unlock ${cmd}`));
@@ -50,7 +63,16 @@ describe("command line", () => {
   it("logs use syslog priority prefixes when stderr is not a TTY, or JSON on request", async () => {
     const kmsg = await runCli(["fetch", "a/b/c", "--kbs", "https://127.0.0.1:9", "--tee", "sample"]);
     expect(kmsg.stderr).toMatch(/^<3>cvm-unlock: /m);
-    const json = await runCli(["fetch", "a/b/c", "--kbs", "https://127.0.0.1:9", "--tee", "sample", "--log-format", "json"]);
+    const json = await runCli([
+      "fetch",
+      "a/b/c",
+      "--kbs",
+      "https://127.0.0.1:9",
+      "--tee",
+      "sample",
+      "--log-format",
+      "json",
+    ]);
     const line = JSON.parse(json.stderr.trim().split("\n").at(-1)!);
     expect(line).toMatchObject({ level: "error" });
   });
@@ -68,7 +90,15 @@ describe("command line", () => {
     const s = await runCli(["fetch", "default/key/root", "--kbs", "https://127.0.0.1:9", "--tee", "sample"]);
     expect(s.code).toBe(EXIT_CODES.config);
     expect(s.stderr).toMatch(/sample.*not allowed/);
-    const h = await runCli(["fetch", "default/key/root", "--kbs", "http://127.0.0.1:9", "--tee", "sample", "--allow-sample"]);
+    const h = await runCli([
+      "fetch",
+      "default/key/root",
+      "--kbs",
+      "http://127.0.0.1:9",
+      "--tee",
+      "sample",
+      "--allow-sample",
+    ]);
     expect(h.code).toBe(EXIT_CODES.config);
     expect(h.stderr).toMatch(/insecure_http|plain http/i);
   });
@@ -77,11 +107,26 @@ describe("command line", () => {
     const secret = crypto.randomBytes(32);
     const kbs = await startTestKbs({ tls: pki.tls, resources: { "default/key/root": secret } });
     try {
-      const argv = [BINARY, "fetch", "default/key/root", "--kbs", kbs.url, "--ca", pki.caFile, "--tee", "sample", "--allow-sample", "--config", path.join(work, "none.json")];
+      const argv = [
+        BINARY,
+        "fetch",
+        "default/key/root",
+        "--kbs",
+        kbs.url,
+        "--ca",
+        pki.caFile,
+        "--tee",
+        "sample",
+        "--allow-sample",
+        "--config",
+        path.join(work, "none.json"),
+      ];
       fs.writeFileSync(path.join(work, "none.json"), "{}");
       // script(1) (util-linux, Essential in Debian) gives the binary a pseudo-terminal as stdout.
       const tty = await new Promise<{ code: number | null; out: string }>((resolve) => {
-        const child = spawn("script", ["-qec", argv.map((a) => `'${a}'`).join(" "), "/dev/null"], { stdio: ["ignore", "pipe", "pipe"] });
+        const child = spawn("script", ["-qec", argv.map((a) => `'${a}'`).join(" "), "/dev/null"], {
+          stdio: ["ignore", "pipe", "pipe"],
+        });
         let out = "";
         child.stdout.on("data", (d: Buffer) => (out += d.toString("latin1")));
         child.stderr.on("data", (d: Buffer) => (out += d.toString("latin1")));
@@ -92,13 +137,37 @@ describe("command line", () => {
       expect(tty.out).not.toContain(secret.toString("latin1"));
       expect(kbs.stats.requests.auth).toBe(0);
 
-      const toStderr = await runCli(["fetch", "default/key/root", "--kbs", kbs.url, "--ca", pki.caFile, "--tee", "sample", "--allow-sample", "--out-fd", "2"]);
+      const toStderr = await runCli([
+        "fetch",
+        "default/key/root",
+        "--kbs",
+        kbs.url,
+        "--ca",
+        pki.caFile,
+        "--tee",
+        "sample",
+        "--allow-sample",
+        "--out-fd",
+        "2",
+      ]);
       expect(toStderr.code, toStderr.stderr).toBe(EXIT_CODES.usage);
       expect(toStderr.stderr).toMatch(/file descriptor 2: that is stderr/);
 
       const both = path.join(work, "ca-pem.json");
       fs.writeFileSync(both, JSON.stringify({ kbs: { ca_pem: pki.caPem } }));
-      const r = await runCli(["fetch", "default/key/root", "--kbs", kbs.url, "--ca", pki.caFile, "--tee", "sample", "--allow-sample", "--config", both]);
+      const r = await runCli([
+        "fetch",
+        "default/key/root",
+        "--kbs",
+        kbs.url,
+        "--ca",
+        pki.caFile,
+        "--tee",
+        "sample",
+        "--allow-sample",
+        "--config",
+        both,
+      ]);
       expect(r.code, r.stderr).toBe(EXIT_CODES.config);
       expect(r.stderr).toMatch(/kbs\.ca_pem \(from file:.*\) and kbs\.ca_file \(from flags\) are both set/);
       expect(r.stdout.length).toBe(0);
@@ -118,7 +187,10 @@ describe("command line", () => {
     const kbs = await startTestKbs({ tls: pki.tls, resources: { "default/key/root": crypto.randomBytes(32) } });
     try {
       // Wrong CA: must still fail even though .env tries to switch verification off.
-      const r = await runCli(["fetch", "default/key/root", "--kbs", kbs.url, "--ca", pki.wrongCaFile, "--tee", "sample", "--allow-sample"], { cwd });
+      const r = await runCli(
+        ["fetch", "default/key/root", "--kbs", kbs.url, "--ca", pki.wrongCaFile, "--tee", "sample", "--allow-sample"],
+        { cwd },
+      );
       expect(r.code).toBe(EXIT_CODES.tls);
       expect(r.stdout.length).toBe(0);
       expect(fs.existsSync(marker)).toBe(false);

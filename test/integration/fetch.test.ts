@@ -66,10 +66,13 @@ function fetchCli(o: FetchOpts = {}): Promise<RunResult> {
     o.resource ?? RESOURCE,
     ...urls.flatMap((u) => ["--kbs", u]),
     ...(ca !== null ? ["--ca", ca] : []),
-    "--tee", "sample",
+    "--tee",
+    "sample",
     "--allow-sample",
-    "--deadline", String(o.deadline ?? 60),
-    "--config", config(o.kbsConfig),
+    "--deadline",
+    String(o.deadline ?? 60),
+    "--config",
+    config(o.kbsConfig),
     ...(o.extra ?? []),
   ];
   return runCli(args, { timeoutMs: 110_000, ...(o.extraFds ? { extraFds: o.extraFds } : {}) });
@@ -146,12 +149,31 @@ describe("cvm-unlock fetch against the test KBS", () => {
     expectSuccess(r);
     const firstServed = kbs!.stats.events[0]!.at - t0;
     expect(firstServed).toBeGreaterThanOrEqual(1400);
-    console.log(`KBS came up after 1500 ms; first request served ${firstServed} ms after spawn; total ${r.durationMs.toFixed(0)} ms`);
+    console.log(
+      `KBS came up after 1500 ms; first request served ${firstServed} ms after spawn; total ${r.durationMs.toFixed(0)} ms`,
+    );
   });
 
   it("KBS down for the whole deadline: fails with network or deadline, within the deadline", async () => {
     const port = await deadPort();
-    const r = await runCli(["fetch", RESOURCE, "--kbs", `https://127.0.0.1:${port}`, "--ca", pki.caFile, "--tee", "sample", "--allow-sample", "--deadline", "4", "--config", config({ attempts_per_endpoint: 20 })], { timeoutMs: 30_000 });
+    const r = await runCli(
+      [
+        "fetch",
+        RESOURCE,
+        "--kbs",
+        `https://127.0.0.1:${port}`,
+        "--ca",
+        pki.caFile,
+        "--tee",
+        "sample",
+        "--allow-sample",
+        "--deadline",
+        "4",
+        "--config",
+        config({ attempts_per_endpoint: 20 }),
+      ],
+      { timeoutMs: 30_000 },
+    );
     expect([EXIT_CODES.network, EXIT_CODES.deadline], r.stderr).toContain(r.code);
     expect(r.durationMs).toBeLessThan(4000 + 3000);
     expect(r.stdout.length).toBe(0);

@@ -13,7 +13,10 @@ let work: string;
 beforeAll(() => {
   ensureBinary();
   work = fs.mkdtempSync(path.join(os.tmpdir(), "inspect-it-"));
-  fs.writeFileSync(path.join(work, "ccel_data.dat"), zlib.gunzipSync(fs.readFileSync(path.join(FIX, "tdx/ccel_data.dat.gz"))));
+  fs.writeFileSync(
+    path.join(work, "ccel_data.dat"),
+    zlib.gunzipSync(fs.readFileSync(path.join(FIX, "tdx/ccel_data.dat.gz"))),
+  );
 });
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 
@@ -23,7 +26,11 @@ const cases: Array<[file: string, type: string, mustContain: RegExp]> = [
   ["tdx/tdx_prod_quote_SPR_E4.dat", "tdx-quote", /trailing bytes: +39/],
   ["tdx/tdx_report_1.bin", "tdx-report", /TDREPORT/],
   ["tdx/ccel_table.dat", "ccel-table", /CC type: +2 \(TDX\)/],
-  ["eventlog/binary_bios_measurements", "eventlog", /PCR7 sha256: +41977a9f2eac0dd9d8aec1c3c677ff9a717d69d147bcc923da779f7417c65e69/],
+  [
+    "eventlog/binary_bios_measurements",
+    "eventlog",
+    /PCR7 sha256: +41977a9f2eac0dd9d8aec1c3c677ff9a717d69d147bcc923da779f7417c65e69/,
+  ],
   ["eventlog/CCEL_data_ovmf", "ccel", /RTMR2 sha384: +94eaf7a7bf398ed8/],
   ["snp/teekit-sev-gcp.bin", "snp-report", /firmware: +current 1\.55\.35/],
   ["azure/kinvolk/hcl-report-tdx.bin", "hcl-report", /claims binding: +REPORT_DATA\[0:32\] == SHA-256/],
@@ -44,7 +51,9 @@ describe("cvm-unlock inspect", () => {
 
   it("the go-tdx-guest CCEL replays to the cos-113 quote's RTMRs (both printed by inspect)", async () => {
     const log = JSON.parse((await runCli(["inspect", "--json", path.join(work, "ccel_data.dat")])).stdout.toString());
-    const quote = JSON.parse((await runCli(["inspect", "--json", path.join(FIX, "tdx/cos-113-tdx-quote.dat")])).stdout.toString());
+    const quote = JSON.parse(
+      (await runCli(["inspect", "--json", path.join(FIX, "tdx/cos-113-tdx-quote.dat")])).stdout.toString(),
+    );
     for (let i = 0; i < 4; i++) expect(log.replay[`RTMR${i}`].sha384).toBe(quote.claims.quote.body[`rtmr_${i}`]);
   });
 
@@ -58,7 +67,12 @@ describe("cvm-unlock inspect", () => {
     for (const [file, n, re] of truncations) {
       const p = path.join(work, `trunc-${path.basename(file)}`);
       fs.writeFileSync(p, fs.readFileSync(path.join(FIX, file)).subarray(0, n));
-      const r = await runCli(["inspect", "--type", file.includes("CCEL") ? "ccel" : file.includes("hcl") ? "hcl-report" : "tdx-quote", p]);
+      const r = await runCli([
+        "inspect",
+        "--type",
+        file.includes("CCEL") ? "ccel" : file.includes("hcl") ? "hcl-report" : "tdx-quote",
+        p,
+      ]);
       expect(r.code, r.stderr).toBe(EXIT_CODES.evidence);
       expect(r.stderr).toMatch(re);
       expect(r.stdout.length).toBe(0);
@@ -67,13 +81,21 @@ describe("cvm-unlock inspect", () => {
 
   it("trustee tdx evidence JSON: RTMR replay checked; hex text input is decoded", async () => {
     const ev = path.join(work, "tdx-evidence.json");
-    fs.writeFileSync(ev, JSON.stringify({
-      cc_eventlog: fs.readFileSync(path.join(work, "ccel_data.dat")).toString("base64"),
-      quote: fs.readFileSync(path.join(FIX, "tdx/cos-113-tdx-quote.dat")).toString("base64"),
-    }));
+    fs.writeFileSync(
+      ev,
+      JSON.stringify({
+        cc_eventlog: fs.readFileSync(path.join(work, "ccel_data.dat")).toString("base64"),
+        quote: fs.readFileSync(path.join(FIX, "tdx/cos-113-tdx-quote.dat")).toString("base64"),
+      }),
+    );
     const r = await runCli(["inspect", "--json", ev]);
     expect(r.code, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout.toString()).cc_eventlog.rtmr_match).toEqual({ RTMR0: true, RTMR1: true, RTMR2: true, RTMR3: true });
+    expect(JSON.parse(r.stdout.toString()).cc_eventlog.rtmr_match).toEqual({
+      RTMR0: true,
+      RTMR1: true,
+      RTMR2: true,
+      RTMR3: true,
+    });
     const hexFile = path.join(work, "report.hex");
     fs.writeFileSync(hexFile, fs.readFileSync(path.join(FIX, "snp/teekit-sev-gcp.bin")).toString("hex"));
     const h = await runCli(["inspect", hexFile]);
@@ -87,7 +109,9 @@ describe("cvm-unlock inspect", () => {
     const want = JSON.parse(fs.readFileSync(path.join(FIX, "snp/generated-snp-test-report.evidence.json"), "utf8"));
     expect(JSON.parse(r.stdout.toString())).toEqual(want);
     expect((await runCli(["inspect"])).code).toBe(EXIT_CODES.usage);
-    expect((await runCli(["inspect", "--type", "gif", path.join(FIX, "tdx/tdx_quote_4.dat")])).code).toBe(EXIT_CODES.usage);
+    expect((await runCli(["inspect", "--type", "gif", path.join(FIX, "tdx/tdx_quote_4.dat")])).code).toBe(
+      EXIT_CODES.usage,
+    );
     const unknown = path.join(work, "zeros.bin");
     fs.writeFileSync(unknown, Buffer.alloc(100));
     const u = await runCli(["inspect", unknown]);

@@ -11,7 +11,14 @@ import { EXIT_CODES } from "../../platform/util/errors.ts";
 import { BINARY, ensureBinary, runCli, type RunResult } from "../helpers/binary.ts";
 import { FakeTsm } from "../helpers/fake-tsm.ts";
 import { createPki, type Pki } from "../helpers/pki.ts";
-import { makeTestPki, signReport, snpProvider, testPki, unsignedReport, type TestPki } from "../helpers/snp-fixtures.ts";
+import {
+  makeTestPki,
+  signReport,
+  snpProvider,
+  testPki,
+  unsignedReport,
+  type TestPki,
+} from "../helpers/snp-fixtures.ts";
 import { encodeSnpReport } from "../../platform/snp/report.ts";
 import { startTestKbs, type TestKbs } from "../kbs/server.ts";
 import { makeSnpVerifier } from "../kbs/verifiers/snp.ts";
@@ -47,7 +54,23 @@ async function startKbs(anchor: TestPki = snp): Promise<TestKbs> {
 }
 
 function fetchSnp(root: string): Promise<RunResult> {
-  return runCli(["fetch", RESOURCE, "--tee", "snp", "--platform-root", root, "--kbs", kbs!.url, "--ca", tls.caFile, "--deadline", "60"], { timeoutMs: 90_000 });
+  return runCli(
+    [
+      "fetch",
+      RESOURCE,
+      "--tee",
+      "snp",
+      "--platform-root",
+      root,
+      "--kbs",
+      kbs!.url,
+      "--ca",
+      tls.caFile,
+      "--deadline",
+      "60",
+    ],
+    { timeoutMs: 90_000 },
+  );
 }
 
 function expectNoLeak(r: RunResult): void {
@@ -75,9 +98,29 @@ describe("cvm-unlock fetch --tee snp (stand-in configfs-tsm)", () => {
 
   it("SIGTERM while the platform is producing the report still removes the configfs entry", async () => {
     const real = snpProvider(snp);
-    fake = FakeTsm.start({ ...real, outblobFor: async (ib, ctx) => (await new Promise((r) => setTimeout(r, 4_000)), real.outblobFor(ib, ctx)) });
+    fake = FakeTsm.start({
+      ...real,
+      outblobFor: async (ib, ctx) => (await new Promise((r) => setTimeout(r, 4_000)), real.outblobFor(ib, ctx)),
+    });
     await startKbs();
-    const child = spawn(BINARY, ["fetch", RESOURCE, "--tee", "snp", "--platform-root", fake.root, "--kbs", kbs!.url, "--ca", tls.caFile, "--deadline", "60"], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(
+      BINARY,
+      [
+        "fetch",
+        RESOURCE,
+        "--tee",
+        "snp",
+        "--platform-root",
+        fake.root,
+        "--kbs",
+        kbs!.url,
+        "--ca",
+        tls.caFile,
+        "--deadline",
+        "60",
+      ],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
     const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
     const until = Date.now() + 20_000;
     while (fake.liveEntries().length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
@@ -98,7 +141,14 @@ describe("cvm-unlock fetch --tee snp (stand-in configfs-tsm)", () => {
 
   it("a host whose report does not carry our report_data fails before the KBS sees it (exit evidence)", async () => {
     const real = snpProvider(snp);
-    fake = FakeTsm.start({ ...real, outblobFor: (ib, ctx) => real.outblobFor(ib.map((x) => x ^ 0x5a), ctx) });
+    fake = FakeTsm.start({
+      ...real,
+      outblobFor: (ib, ctx) =>
+        real.outblobFor(
+          ib.map((x) => x ^ 0x5a),
+          ctx,
+        ),
+    });
     await startKbs();
     const r = await fetchSnp(fake.root);
     expect(r.code).toBe(EXIT_CODES.evidence);

@@ -42,9 +42,27 @@ async function guestAndKbs(outblobFor: (inblob: Uint8Array) => Uint8Array, ccel?
 function fetchTdx() {
   const cfg = path.join(work, `cfg-${crypto.randomBytes(4).toString("hex")}.json`);
   fs.writeFileSync(cfg, JSON.stringify({ kbs: { request_timeout_s: 10 } }));
-  return runCli(["fetch", RESOURCE, "--kbs", kbs!.url, "--ca", pki.caFile, "--tee", "tdx", "--platform-root", tsm!.root, "--deadline", "60", "--config", cfg], {
-    timeoutMs: 90_000,
-  });
+  return runCli(
+    [
+      "fetch",
+      RESOURCE,
+      "--kbs",
+      kbs!.url,
+      "--ca",
+      pki.caFile,
+      "--tee",
+      "tdx",
+      "--platform-root",
+      tsm!.root,
+      "--deadline",
+      "60",
+      "--config",
+      cfg,
+    ],
+    {
+      timeoutMs: 90_000,
+    },
+  );
 }
 
 describe("cvm-unlock fetch --tee tdx on a stand-in TDX guest", () => {

@@ -20,7 +20,8 @@ beforeAll(async () => {
   sw = await startSwtpm();
   const deadline = new Deadline(60_000);
   try {
-    evidence = (await withTpm(sw.spec, deadline, silentLogger, (tpm) => collectTpmEvidence(tpm, digest, 0x81010002))).evidence;
+    evidence = (await withTpm(sw.spec, deadline, silentLogger, (tpm) => collectTpmEvidence(tpm, digest, 0x81010002)))
+      .evidence;
   } finally {
     deadline.dispose();
   }
@@ -68,7 +69,20 @@ function checkquote(pcrs: string[], qualification: string): { status: number | n
   fs.writeFileSync(path.join(dir, "pcrs.bin"), tpm2ToolsPcrFile(pcrs.map((p) => fromHex(p))));
   const r = spawnSync(
     "tpm2_checkquote",
-    ["-u", path.join(dir, "ak.pem"), "-m", path.join(dir, "quote.msg"), "-s", path.join(dir, "quote.sig"), "-f", path.join(dir, "pcrs.bin"), "-g", "sha256", "-q", qualification],
+    [
+      "-u",
+      path.join(dir, "ak.pem"),
+      "-m",
+      path.join(dir, "quote.msg"),
+      "-s",
+      path.join(dir, "quote.sig"),
+      "-f",
+      path.join(dir, "pcrs.bin"),
+      "-g",
+      "sha256",
+      "-q",
+      qualification,
+    ],
     { encoding: "utf8" },
   );
   return { status: r.status, out: `${r.stdout}${r.stderr}` };

@@ -33,7 +33,9 @@ beforeAll(async () => {
   const deadline = new Deadline(60_000);
   try {
     // The AK the agent will derive (same template, same endorsement seed): what an operator pins.
-    akPublic = await withTpm(sw.spec, deadline, silentLogger, (tpm) => withAttestationKey(tpm, 0x81010002, async (ak) => b64(publicToSpkiDer(ak.publicArea))));
+    akPublic = await withTpm(sw.spec, deadline, silentLogger, (tpm) =>
+      withAttestationKey(tpm, 0x81010002, async (ak) => b64(publicToSpkiDer(ak.publicArea))),
+    );
   } finally {
     deadline.dispose();
   }
@@ -50,27 +52,56 @@ afterAll(async () => {
 function fetchTpm(extra: string[] = []) {
   const cfg = path.join(work, `cfg-${crypto.randomBytes(4).toString("hex")}.json`);
   fs.writeFileSync(cfg, JSON.stringify({ kbs: { request_timeout_s: 10 } }));
-  return runCli(["fetch", RESOURCE, "--kbs", kbs!.url, "--ca", pki.caFile, "--tee", "tpm", "--tpm", sw.spec, "--deadline", "60", "--config", cfg, ...extra], {
-    timeoutMs: 90_000,
-  });
+  return runCli(
+    [
+      "fetch",
+      RESOURCE,
+      "--kbs",
+      kbs!.url,
+      "--ca",
+      pki.caFile,
+      "--tee",
+      "tpm",
+      "--tpm",
+      sw.spec,
+      "--deadline",
+      "60",
+      "--config",
+      cfg,
+      ...extra,
+    ],
+    {
+      timeoutMs: 90_000,
+    },
+  );
 }
 
 describe("cvm-unlock fetch --tee tpm against swtpm", () => {
   it("the KBS verifies the quote with the trusted AK and releases the resource", async () => {
-    kbs = await startTestKbs({ tls: pki.tls, resources: { [RESOURCE]: SECRET }, verifiers: { tpm: tpmVerifierTrusting([akPublic]) } });
+    kbs = await startTestKbs({
+      tls: pki.tls,
+      resources: { [RESOURCE]: SECRET },
+      verifiers: { tpm: tpmVerifierTrusting([akPublic]) },
+    });
     const timings = path.join(work, "timings.json");
     const r = await fetchTpm(["--timings-json", timings]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.equals(SECRET)).toBe(true);
     expect(kbs.stats.requests).toMatchObject({ auth: 1, attest: 1, resource: 1 });
     expect(r.stderr).not.toContain(SECRET.toString("hex"));
-    console.log(`[tpm] fetch via swtpm took ${r.durationMs.toFixed(0)} ms; timeline ${fs.readFileSync(timings, "utf8").trim()}`);
+    console.log(
+      `[tpm] fetch via swtpm took ${r.durationMs.toFixed(0)} ms; timeline ${fs.readFileSync(timings, "utf8").trim()}`,
+    );
   });
 
   it("a repeated handshake quotes afresh: the AK loaded during /auth serves only the first nonce", async () => {
     // The session expires between /attest and the resource: the client redoes auth + attest with a
     // new nonce, and the second quote must be bound to it (the KBS checks extraData every time).
-    kbs = await startTestKbs({ tls: pki.tls, resources: { [RESOURCE]: SECRET }, faults: { expireTokenAfterAttest: 1 } });
+    kbs = await startTestKbs({
+      tls: pki.tls,
+      resources: { [RESOURCE]: SECRET },
+      faults: { expireTokenAfterAttest: 1 },
+    });
     const r = await fetchTpm();
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.equals(SECRET)).toBe(true);
@@ -85,8 +116,15 @@ describe("cvm-unlock fetch --tee tpm against swtpm", () => {
   });
 
   it("an AK the KBS does not trust is refused (exit 8, nothing on stdout)", async () => {
-    const other = crypto.generateKeyPairSync("rsa", { modulusLength: 2048 }).publicKey.export({ type: "spki", format: "der" }).toString("base64");
-    kbs = await startTestKbs({ tls: pki.tls, resources: { [RESOURCE]: SECRET }, verifiers: { tpm: tpmVerifierTrusting([other]) } });
+    const other = crypto
+      .generateKeyPairSync("rsa", { modulusLength: 2048 })
+      .publicKey.export({ type: "spki", format: "der" })
+      .toString("base64");
+    kbs = await startTestKbs({
+      tls: pki.tls,
+      resources: { [RESOURCE]: SECRET },
+      verifiers: { tpm: tpmVerifierTrusting([other]) },
+    });
     const r = await fetchTpm();
     expect(r.code, r.stderr).toBe(EXIT_CODES["kbs-refused"]);
     expect(r.stdout.length).toBe(0);
@@ -95,7 +133,23 @@ describe("cvm-unlock fetch --tee tpm against swtpm", () => {
 
   it("a TPM that is not there fails fast with the platform exit code and a hint", async () => {
     kbs = await startTestKbs({ tls: pki.tls, resources: { [RESOURCE]: SECRET } });
-    const r = await runCli(["fetch", RESOURCE, "--kbs", kbs.url, "--ca", pki.caFile, "--tee", "tpm", "--tpm", `swtpm:127.0.0.1:${sw.port + 2}`, "--deadline", "20"], { timeoutMs: 60_000 });
+    const r = await runCli(
+      [
+        "fetch",
+        RESOURCE,
+        "--kbs",
+        kbs.url,
+        "--ca",
+        pki.caFile,
+        "--tee",
+        "tpm",
+        "--tpm",
+        `swtpm:127.0.0.1:${sw.port + 2}`,
+        "--deadline",
+        "20",
+      ],
+      { timeoutMs: 60_000 },
+    );
     expect(r.code, r.stderr).toBe(EXIT_CODES.platform);
     expect(r.stdout.length).toBe(0);
     expect(r.stderr).toMatch(/swtpm 127\.0\.0\.1:\d+/);
@@ -105,6 +159,10 @@ describe("cvm-unlock fetch --tee tpm against swtpm", () => {
     const r = await runCli(["detect", "--tpm", sw.spec, "--json"], { timeoutMs: 60_000 });
     const out = JSON.parse(r.stdout.toString("utf8"));
     const tpm = out.candidates.find((c: { source: string }) => c.source === "tpm");
-    expect(tpm).toMatchObject({ present: true, tee: "tpm", details: { manufacturer: "IBM", banks: "sha1,sha256,sha384" } });
+    expect(tpm).toMatchObject({
+      present: true,
+      tee: "tpm",
+      details: { manufacturer: "IBM", banks: "sha1,sha256,sha384" },
+    });
   });
 });

@@ -82,14 +82,19 @@ describe("GetCapability", () => {
   });
 
   it("lists NV indices and persistent handles", async () => {
-    expect(await getHandles(tpm, TPM_HR.NV_INDEX)).toEqual(expect.arrayContaining([0x01c00002, 0x01c00016, 0x01c08000]));
+    expect(await getHandles(tpm, TPM_HR.NV_INDEX)).toEqual(
+      expect.arrayContaining([0x01c00002, 0x01c00016, 0x01c08000]),
+    );
     expect(await getHandles(tpm, TPM_HR.PERSISTENT)).toEqual(expect.arrayContaining([0x81010001]));
   });
 });
 
 describe("PCR_Read / PCR_Extend", () => {
   it("reads all 24 PCRs of three banks although a TPM returns at most 8 per call", async () => {
-    const sel = [TPM_ALG.SHA1, TPM_ALG.SHA256, TPM_ALG.SHA384].map((hash) => ({ hash, pcrs: Array.from({ length: 24 }, (_, i) => i) }));
+    const sel = [TPM_ALG.SHA1, TPM_ALG.SHA256, TPM_ALG.SHA384].map((hash) => ({
+      hash,
+      pcrs: Array.from({ length: 24 }, (_, i) => i),
+    }));
     const values = await pcrRead(tpm, sel);
     expect(values).toHaveLength(72);
     expect(values[0]).toMatchObject({ hash: TPM_ALG.SHA1, pcr: 0 });
@@ -108,10 +113,16 @@ describe("PCR_Read / PCR_Extend", () => {
   });
 
   it("measureIntoPcr extends PCR 15 in every active bank", async () => {
-    const before = await pcrRead(tpm, [TPM_ALG.SHA1, TPM_ALG.SHA256, TPM_ALG.SHA384].map((hash) => ({ hash, pcrs: [15] })));
+    const before = await pcrRead(
+      tpm,
+      [TPM_ALG.SHA1, TPM_ALG.SHA256, TPM_ALG.SHA384].map((hash) => ({ hash, pcrs: [15] })),
+    );
     const digests = await measureIntoPcr(tpm, 15, new TextEncoder().encode("volume-uuid"));
     expect(digests.map((d) => d.hashAlg).sort()).toEqual([TPM_ALG.SHA1, TPM_ALG.SHA256, TPM_ALG.SHA384].sort());
-    const after = await pcrRead(tpm, [TPM_ALG.SHA1, TPM_ALG.SHA256, TPM_ALG.SHA384].map((hash) => ({ hash, pcrs: [15] })));
+    const after = await pcrRead(
+      tpm,
+      [TPM_ALG.SHA1, TPM_ALG.SHA256, TPM_ALG.SHA384].map((hash) => ({ hash, pcrs: [15] })),
+    );
     for (const a of after) expect(hex(a.digest)).not.toBe(hex(before.find((b) => b.hash === a.hash)!.digest));
   });
 });
@@ -139,7 +150,9 @@ describe("keys", () => {
       await flushContext(tpm, k.handle);
     }
     ms.sort((a, b) => a - b);
-    console.log(`[tpm] CreatePrimary RSA-2048 AK x5 on swtpm: min ${ms[0]!.toFixed(1)} ms, median ${ms[2]!.toFixed(1)} ms, max ${ms[4]!.toFixed(1)} ms`);
+    console.log(
+      `[tpm] CreatePrimary RSA-2048 AK x5 on swtpm: min ${ms[0]!.toFixed(1)} ms, median ${ms[2]!.toFixed(1)} ms, max ${ms[4]!.toFixed(1)} ms`,
+    );
     expect(ms[4]).toBeLessThan(10_000);
   });
 
@@ -174,17 +187,28 @@ describe("Quote", () => {
       });
       expect(hex(q.attest.extraData)).toBe(hex(nonce));
       expect(hex(q.signatureBytes.subarray(0, 6))).toBe("0014000b0100");
-      const pcrs = await pcrReadBank(tpm, TPM_ALG.SHA256, Array.from({ length: 24 }, (_, i) => i));
+      const pcrs = await pcrReadBank(
+        tpm,
+        TPM_ALG.SHA256,
+        Array.from({ length: 24 }, (_, i) => i),
+      );
       expect(hex(q.attest.pcrDigest)).toBe(hex(sha256(Buffer.concat(pcrs))));
       const spki = publicToSpkiDer(ak.publicArea);
-      const ok = createVerify("sha256").update(q.message).verify({ key: Buffer.from(spki), format: "der", type: "spki" }, Buffer.from(q.signatureBytes.subarray(6)));
+      const ok = createVerify("sha256")
+        .update(q.message)
+        .verify({ key: Buffer.from(spki), format: "der", type: "spki" }, Buffer.from(q.signatureBytes.subarray(6)));
       expect(ok).toBe(true);
     });
   });
 
   it("a wrong explicit scheme is TPM_RC_SCHEME on parameter 2", async () => {
     await withPrimary(tpm, TPM_RH.ENDORSEMENT, AK_RSA_TEMPLATE, async (ak) => {
-      const e = await quote(tpm, { signHandle: ak.handle, qualifyingData: new Uint8Array(4), scheme: { scheme: TPM_ALG.RSAPSS, hashAlg: TPM_ALG.SHA256 }, selection: [{ hash: TPM_ALG.SHA256, pcrs: [0] }] }).catch((x) => x);
+      const e = await quote(tpm, {
+        signHandle: ak.handle,
+        qualifyingData: new Uint8Array(4),
+        scheme: { scheme: TPM_ALG.RSAPSS, hashAlg: TPM_ALG.SHA256 },
+        selection: [{ hash: TPM_ALG.SHA256, pcrs: [0] }],
+      }).catch((x) => x);
       expect(e).toBeInstanceOf(TpmError);
       expect(e.decoded).toMatchObject({ code: TPM_RC.SCHEME, parameter: 2 });
     });
@@ -217,7 +241,9 @@ describe("NV", () => {
       await expect(nvRead(tpm, index)).rejects.toThrow(/never written/);
       await nvWrite(tpm, index, data);
       expect(hex(await nvRead(tpm, index))).toBe(hex(data));
-      expect(hex(await nvRead(tpm, index, { offset: 1500, size: 100, authHandle: TPM_RH.OWNER }))).toBe(hex(data.subarray(1500, 1600)));
+      expect(hex(await nvRead(tpm, index, { offset: 1500, size: 100, authHandle: TPM_RH.OWNER }))).toBe(
+        hex(data.subarray(1500, 1600)),
+      );
       await expect(nvDefine(tpm, { index, size: 8 })).rejects.toMatchObject({ decoded: { code: TPM_RC.NV_DEFINED } });
     } finally {
       await nvUndefine(tpm, index);
@@ -253,13 +279,30 @@ describe("describe and evidence", () => {
   it("describeTpm replays an event log against the PCRs and names the PCR that disagrees", async () => {
     const d10 = sha256("event for pcr 10");
     const d11 = sha256("event for pcr 11");
-    const spec = { platformClass: 0, specErrata: 0, uintnSize: 2, algorithms: [{ id: TPM_ALG.SHA256, name: "sha256", size: 32 }], vendorInfo: new Uint8Array(0) };
-    const event = (index: number, d: Uint8Array) => ({ index, type: 0xd, digests: new Map([[TPM_ALG.SHA256, d]]), data: new Uint8Array(4) });
+    const spec = {
+      platformClass: 0,
+      specErrata: 0,
+      uintnSize: 2,
+      algorithms: [{ id: TPM_ALG.SHA256, name: "sha256", size: 32 }],
+      vendorInfo: new Uint8Array(0),
+    };
+    const event = (index: number, d: Uint8Array) => ({
+      index,
+      type: 0xd,
+      digests: new Map([[TPM_ALG.SHA256, d]]),
+      data: new Uint8Array(4),
+    });
     await pcrExtend(tpm, 10, [{ hashAlg: TPM_ALG.SHA256, digest: d10 }]);
     await pcrExtend(tpm, 11, [{ hashAlg: TPM_ALG.SHA256, digest: d11 }]);
-    const good = await describeTpm(tpm, { ekCertificates: false, eventLog: encodeEventLog(spec, [event(10, d10), event(11, d11)]) });
+    const good = await describeTpm(tpm, {
+      ekCertificates: false,
+      eventLog: encodeEventLog(spec, [event(10, d10), event(11, d11)]),
+    });
     expect(good.eventLog?.banks).toEqual([{ alg: "sha256", matched: [10, 11], mismatched: [] }]);
-    const bad = await describeTpm(tpm, { ekCertificates: false, eventLog: encodeEventLog(spec, [event(10, d10), event(11, d10)]) });
+    const bad = await describeTpm(tpm, {
+      ekCertificates: false,
+      eventLog: encodeEventLog(spec, [event(10, d10), event(11, d10)]),
+    });
     expect(bad.eventLog?.banks[0]!.mismatched.map((m) => m.pcr)).toEqual([11]);
     expect(formatTpmDescription(bad).join("\n")).toMatch(/sha256: MISMATCH in PCR 11/);
     const garbage = await describeTpm(tpm, { ekCertificates: false, eventLog: new Uint8Array(40).fill(0xee) });
@@ -278,7 +321,9 @@ describe("describe and evidence", () => {
     expect(hex(attest.extraData)).toBe(hex(digest.subarray(0, 32)));
     expect(r.timings["ak-create-primary"]).toBeGreaterThan(0);
     expect(await getHandles(tpm, TPM_HR.TRANSIENT)).toEqual([]);
-    console.log(`[tpm] CreatePrimary(RSA-2048 AK) on swtpm: ${r.timings["ak-create-primary"]} ms; quote ${r.timings.quote} ms; PCR read ${r.timings["pcr-read"]} ms`);
+    console.log(
+      `[tpm] CreatePrimary(RSA-2048 AK) on swtpm: ${r.timings["ak-create-primary"]} ms; quote ${r.timings.quote} ms; PCR read ${r.timings["pcr-read"]} ms`,
+    );
   });
 });
 
@@ -295,7 +340,11 @@ describe("tpm EvidenceSource", () => {
     tpm.close(); // swtpm serves one client at a time
     try {
       const p = await tpmSource.probe(env(sw.spec));
-      expect(p).toMatchObject({ present: true, tee: "tpm", details: { manufacturer: "IBM", banks: "sha1,sha256,sha384" } });
+      expect(p).toMatchObject({
+        present: true,
+        tee: "tpm",
+        details: { manufacturer: "IBM", banks: "sha1,sha256,sha384" },
+      });
       const missing = await tpmSource.probe(env("/nonexistent/tpmrm0"));
       expect(missing.present).toBe(false);
       expect(missing.reason).toMatch(/no TPM device at \/nonexistent\/tpmrm0/);
@@ -314,9 +363,14 @@ describe("tpm EvidenceSource", () => {
       const ev = await tpmSource.collect(env(sw.spec), { runtimeDigest: new Uint8Array(48).fill(7), tee: "tpm" });
       expect(ev.tee).toBe("tpm");
       expect(ev.timings!["ak-read-public"]).toBeDefined();
-      const derived = await tpmSource.collect(env(sw.spec, 0x81010003), { runtimeDigest: new Uint8Array(48).fill(7), tee: "tpm" });
+      const derived = await tpmSource.collect(env(sw.spec, 0x81010003), {
+        runtimeDigest: new Uint8Array(48).fill(7),
+        tee: "tpm",
+      });
       // Same template + same endorsement seed ⇒ the persisted AK and the derived AK are the same key.
-      expect((derived.primary as { ak_public: string }).ak_public).toBe((ev.primary as { ak_public: string }).ak_public);
+      expect((derived.primary as { ak_public: string }).ak_public).toBe(
+        (ev.primary as { ak_public: string }).ak_public,
+      );
     } finally {
       tpm = await openTpm(sw.spec, deadline, silentLogger);
     }

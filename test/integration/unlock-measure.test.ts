@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { decodeRecords, replayExtends } from "../../agent/unlock/measure-events.ts";
+import { decodeRecords, replayExtends } from "../../agent/measure/events.ts";
 import { ensureBinary, runCli } from "../helpers/binary.ts";
 import { startSwtpm, type Swtpm } from "../helpers/swtpm.ts";
 import { startTestKbs, type TestKbs } from "../kbs/server.ts";
@@ -36,7 +36,10 @@ afterAll(async () => {
 });
 
 function pcr15(bank: string): string {
-  const out = execFileSync("tpm2_pcrread", [`${bank}:15`, "-o", path.join(work, `pcr-${bank}.bin`)], { env: { ...process.env, TPM2TOOLS_TCTI: tpm.tcti }, encoding: "utf8" });
+  const out = execFileSync("tpm2_pcrread", [`${bank}:15`, "-o", path.join(work, `pcr-${bank}.bin`)], {
+    env: { ...process.env, TPM2TOOLS_TCTI: tpm.tcti },
+    encoding: "utf8",
+  });
   expect(out).toMatch(/15/);
   return fs.readFileSync(path.join(work, `pcr-${bank}.bin`)).toString("hex");
 }
@@ -50,7 +53,10 @@ describe.skipIf(!have)("measurement into swtpm PCR 15", () => {
       JSON.stringify({
         platform: { tee: "sample", allow_sample: true, tpm: tpm.spec },
         kbs: { insecure_http: true, endpoints: [kbs.url] },
-        unlock: { measure: { tpm: "required", record_path: record }, volumes: [{ name: "root", uuid: img.uuid, device: img.file, resource: "default/key/root" }] },
+        unlock: {
+          measure: { tpm: "required", record_path: record },
+          volumes: [{ name: "root", uuid: img.uuid, device: img.file, resource: "default/key/root" }],
+        },
       }),
     );
     expect(pcr15("sha256")).toBe("00".repeat(32));
@@ -67,12 +73,21 @@ describe.skipIf(!have)("measurement into swtpm PCR 15", () => {
       ["volume", `cryptsetup:root:${img.uuid}`],
       ["leave-initrd", "cvm-unlock:leave-initrd"],
     ]);
-    for (const [bank, size] of [["sha256", 32], ["sha384", 48]] as const) {
+    for (const [bank, size] of [
+      ["sha256", 32],
+      ["sha384", 48],
+    ] as const) {
       const hash = (b: Uint8Array) => new Uint8Array(createHash(bank).update(b).digest());
       // The record's digests are what the documented event strings hash to ...
-      expect(Buffer.from(recs[0]!.pcr!.digests[bank]!).toString("hex")).toBe(createHash(bank).update(`cryptsetup:root:${img.uuid}`).digest("hex"));
+      expect(Buffer.from(recs[0]!.pcr!.digests[bank]!).toString("hex")).toBe(
+        createHash(bank).update(`cryptsetup:root:${img.uuid}`).digest("hex"),
+      );
       // ... and replaying them gives the TPM's value.
-      const replayed = replayExtends(hash, new Uint8Array(size), recs.map((r) => new Uint8Array(r.pcr!.digests[bank]!)));
+      const replayed = replayExtends(
+        hash,
+        new Uint8Array(size),
+        recs.map((r) => new Uint8Array(r.pcr!.digests[bank]!)),
+      );
       expect(pcr15(bank)).toBe(Buffer.from(replayed).toString("hex"));
     }
 

@@ -26,7 +26,11 @@ beforeAll(async () => {
   kbs = await startTestKbs({
     resources: {
       "default/key/root": img.key,
-      "default/key/doc": JSON.stringify({ cvm_unlock_key: 1, key: img.key.toString("base64"), pins: { uuid: img.uuid } }),
+      "default/key/doc": JSON.stringify({
+        cvm_unlock_key: 1,
+        key: img.key.toString("base64"),
+        pins: { uuid: img.uuid },
+      }),
     },
   });
 });
@@ -54,51 +58,89 @@ function decodeFd(line: string): string {
 }
 
 describe.skipIf(!have)("secret hygiene under strace", () => {
-  it.each(["default/key/root", "default/key/doc"])("the key (resource %s) is written only to cryptsetup's stdin", async (resource) => {
-    const cfg = path.join(work, "config.json");
-    fs.writeFileSync(cfg, JSON.stringify({ platform: { tee: "sample", allow_sample: true }, kbs: { insecure_http: true, endpoints: [kbs.url] } }));
-    const trace = path.join(work, `strace-${resource.replace(/\//g, "_")}.txt`);
-    const r = await runCli(
-      ["-f", "-qq", "-yy", "-v", "-xx", "-s", "1048576", "-e", "trace=execve,write,writev,pwrite64,pwritev,sendto,sendmsg,read,readv,recvfrom,recvmsg", "-o", trace,
-        BINARY, "unlock", "--test-only", "--config", cfg, "--device", img.file, "--resource", resource, "--log-format", "text", "--verbose"],
-      { binary: "strace", timeoutMs: 90_000 },
-    );
-    expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout.toString()).toMatch(/key-verified/);
+  it.each(["default/key/root", "default/key/doc"])(
+    "the key (resource %s) is written only to cryptsetup's stdin",
+    async (resource) => {
+      const cfg = path.join(work, "config.json");
+      fs.writeFileSync(
+        cfg,
+        JSON.stringify({
+          platform: { tee: "sample", allow_sample: true },
+          kbs: { insecure_http: true, endpoints: [kbs.url] },
+        }),
+      );
+      const trace = path.join(work, `strace-${resource.replace(/\//g, "_")}.txt`);
+      const r = await runCli(
+        [
+          "-f",
+          "-qq",
+          "-yy",
+          "-v",
+          "-xx",
+          "-s",
+          "1048576",
+          "-e",
+          "trace=execve,write,writev,pwrite64,pwritev,sendto,sendmsg,read,readv,recvfrom,recvmsg",
+          "-o",
+          trace,
+          BINARY,
+          "unlock",
+          "--test-only",
+          "--config",
+          cfg,
+          "--device",
+          img.file,
+          "--resource",
+          resource,
+          "--log-format",
+          "text",
+          "--verbose",
+        ],
+        { binary: "strace", timeoutMs: 90_000 },
+      );
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout.toString()).toMatch(/key-verified/);
 
-    const lines = fs.readFileSync(trace, "utf8").split("\n");
-    const forms = [img.key, Buffer.from(img.key.toString("hex")), Buffer.from(img.key.toString("base64")), Buffer.from(img.key.toString("base64url"))];
-    const hits: Hit[] = [];
-    const execs = new Map<string, string>();
-    for (const line of lines) {
-      const m = /^(\d+)\s+(\w+)\(/.exec(line);
-      if (!m) continue;
-      const strings = decodeStrings(line);
-      if (m[2] === "execve") execs.set(m[1]!, strings[0]?.toString("latin1") ?? "");
-      if (strings.some((s) => forms.some((f) => s.includes(f)))) hits.push({ pid: m[1]!, syscall: m[2]!, fd: decodeFd(line), line: line.slice(0, 200) });
-    }
-    const cryptsetupPid = [...execs].find(([, p]) => p.endsWith("/cryptsetup"))?.[0];
-    expect(cryptsetupPid, "cryptsetup was executed").toBeDefined();
-    // Exactly two sightings: the agent's one write into the stdin channel, and cryptsetup reading fd 0.
-    expect(hits.length, JSON.stringify(hits, null, 1)).toBe(2);
-    const w = hits.find((h) => h.syscall !== "read")!;
-    const rd = hits.find((h) => h.syscall === "read")!;
-    expect(w.syscall).toMatch(/^(write|sendto|writev|sendmsg)$/);
-    expect(rd.pid).toBe(cryptsetupPid);
-    expect(rd.line).toMatch(/^\d+\s+read\(0</);
-    expect(w.pid).not.toBe(cryptsetupPid);
-    // The writer's fd is the other end of cryptsetup's stdin (a socketpair or a pipe), never a file or the network.
-    const pair = /^UNIX-STREAM:\[(\d+)->(\d+)\]$/.exec(w.fd);
-    if (pair) expect(rd.fd).toBe(`UNIX-STREAM:[${pair[2]}]`);
-    else expect(w.fd).toMatch(/^pipe:\[\d+\]$/), expect(rd.fd).toBe(w.fd);
-    // argv/env of every exec are clean (decoded strings were searched above: no execve hit).
-    expect(hits.some((h) => h.syscall === "execve")).toBe(false);
-    // Nothing on the agent's own stdout/stderr either.
-    for (const f of forms) {
-      expect(r.stdout.includes(f)).toBe(false);
-      expect(Buffer.from(r.stderr).includes(f)).toBe(false);
-    }
-    // The plaintext key never crossed the network (the KBS sent a JWE).
-    expect(hits.some((h) => /TCP/.test(h.fd))).toBe(false);
-  });
+      const lines = fs.readFileSync(trace, "utf8").split("\n");
+      const forms = [
+        img.key,
+        Buffer.from(img.key.toString("hex")),
+        Buffer.from(img.key.toString("base64")),
+        Buffer.from(img.key.toString("base64url")),
+      ];
+      const hits: Hit[] = [];
+      const execs = new Map<string, string>();
+      for (const line of lines) {
+        const m = /^(\d+)\s+(\w+)\(/.exec(line);
+        if (!m) continue;
+        const strings = decodeStrings(line);
+        if (m[2] === "execve") execs.set(m[1]!, strings[0]?.toString("latin1") ?? "");
+        if (strings.some((s) => forms.some((f) => s.includes(f))))
+          hits.push({ pid: m[1]!, syscall: m[2]!, fd: decodeFd(line), line: line.slice(0, 200) });
+      }
+      const cryptsetupPid = [...execs].find(([, p]) => p.endsWith("/cryptsetup"))?.[0];
+      expect(cryptsetupPid, "cryptsetup was executed").toBeDefined();
+      // Exactly two sightings: the agent's one write into the stdin channel, and cryptsetup reading fd 0.
+      expect(hits.length, JSON.stringify(hits, null, 1)).toBe(2);
+      const w = hits.find((h) => h.syscall !== "read")!;
+      const rd = hits.find((h) => h.syscall === "read")!;
+      expect(w.syscall).toMatch(/^(write|sendto|writev|sendmsg)$/);
+      expect(rd.pid).toBe(cryptsetupPid);
+      expect(rd.line).toMatch(/^\d+\s+read\(0</);
+      expect(w.pid).not.toBe(cryptsetupPid);
+      // The writer's fd is the other end of cryptsetup's stdin (a socketpair or a pipe), never a file or the network.
+      const pair = /^UNIX-STREAM:\[(\d+)->(\d+)\]$/.exec(w.fd);
+      if (pair) expect(rd.fd).toBe(`UNIX-STREAM:[${pair[2]}]`);
+      else (expect(w.fd).toMatch(/^pipe:\[\d+\]$/), expect(rd.fd).toBe(w.fd));
+      // argv/env of every exec are clean (decoded strings were searched above: no execve hit).
+      expect(hits.some((h) => h.syscall === "execve")).toBe(false);
+      // Nothing on the agent's own stdout/stderr either.
+      for (const f of forms) {
+        expect(r.stdout.includes(f)).toBe(false);
+        expect(Buffer.from(r.stderr).includes(f)).toBe(false);
+      }
+      // The plaintext key never crossed the network (the KBS sent a JWE).
+      expect(hits.some((h) => /TCP/.test(h.fd))).toBe(false);
+    },
+  );
 });

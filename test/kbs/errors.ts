@@ -42,7 +42,11 @@ export class KbsError extends Error {
 
 /** /auth failures: trustee shows the outermost anyhow message after the prefix. */
 export function authFailed(message: string, cause?: string): KbsError {
-  return new KbsError("AttestationError", `Attestation error: RCAR handshake Auth failed: ${message}`, cause ?? message);
+  return new KbsError(
+    "AttestationError",
+    `Attestation error: RCAR handshake Auth failed: ${message}`,
+    cause ?? message,
+  );
 }
 
 /** /attest failures: trustee's Display drops the source, so the detail never says why. */

@@ -30,7 +30,16 @@ export interface Faults {
 }
 
 export function noFaults(): Faults {
-  return { delayMs: {}, unavailable: {}, drop: {}, malformed: {}, expireSessionAfterAttest: 0, expireTokenAfterAttest: 0, tamperJwe: { count: 0, part: "ciphertext" }, stripSessionCookie: 0 };
+  return {
+    delayMs: {},
+    unavailable: {},
+    drop: {},
+    malformed: {},
+    expireSessionAfterAttest: 0,
+    expireTokenAfterAttest: 0,
+    tamperJwe: { count: 0, part: "ciphertext" },
+    stripSessionCookie: 0,
+  };
 }
 
 /** Consume one shot of a counted fault; true when it fires. */

@@ -24,12 +24,16 @@ function topLevelString(toml: string, key: string): string | undefined {
 }
 
 export function checkInitData(initData: InitData): CheckedInitData {
-  if (initData.format !== "toml") throw new Error(`Unsupported initdata format: "${initData.format}" (trustee accepts only "toml")`);
-  if (topLevelString(initData.body, "version") === undefined) throw new Error("init-data TOML: missing string `version`");
+  if (initData.format !== "toml")
+    throw new Error(`Unsupported initdata format: "${initData.format}" (trustee accepts only "toml")`);
+  if (topLevelString(initData.body, "version") === undefined)
+    throw new Error("init-data TOML: missing string `version`");
   const algorithm = topLevelString(initData.body, "algorithm");
   if (algorithm === undefined) throw new Error("init-data TOML: missing string `algorithm`");
-  if (algorithm === "sm3") throw new Error("init-data TOML: algorithm sm3 is valid for trustee but not implemented by the test KBS");
-  if (!(algorithm in HASHES)) throw new Error(`init-data TOML: algorithm "${algorithm}" is not one of sha256, sha384, sha512, sm3`);
+  if (algorithm === "sm3")
+    throw new Error("init-data TOML: algorithm sm3 is valid for trustee but not implemented by the test KBS");
+  if (!(algorithm in HASHES))
+    throw new Error(`init-data TOML: algorithm "${algorithm}" is not one of sha256, sha384, sha512, sm3`);
   const alg = algorithm as keyof typeof HASHES;
   return { body: initData.body, algorithm: alg, digest: HASHES[alg](utf8(initData.body)) };
 }

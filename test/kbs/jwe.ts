@@ -58,23 +58,38 @@ function ecKeyManagement(tpk: Extract<TeePubKey, { kty: "EC" }>, cek: Uint8Array
   const header = {
     alg: ECDH_ALG,
     enc: "A256GCM",
-    epk: { crv: tpk.crv, kty: "EC", x: b64url(ephPub.subarray(1, 1 + spec.coordLen)), y: b64url(ephPub.subarray(1 + spec.coordLen)) },
+    epk: {
+      crv: tpk.crv,
+      kty: "EC",
+      x: b64url(ephPub.subarray(1, 1 + spec.coordLen)),
+      y: b64url(ephPub.subarray(1 + spec.coordLen)),
+    },
   };
   return { header, wrap: () => aesKeyWrap(concatKdf256(z, ECDH_ALG), cek) };
 }
 
 function rsaKeyManagement(tpk: Extract<TeePubKey, { kty: "RSA" }>, cek: Uint8Array) {
-  const padding = { "RSA-OAEP-256": crypto.constants.RSA_PKCS1_OAEP_PADDING, RSA1_5: crypto.constants.RSA_PKCS1_PADDING }[tpk.alg];
+  const padding = {
+    "RSA-OAEP-256": crypto.constants.RSA_PKCS1_OAEP_PADDING,
+    RSA1_5: crypto.constants.RSA_PKCS1_PADDING,
+  }[tpk.alg];
   if (padding === undefined) throw new Error(`algorithm ${tpk.alg} is not supported for RSA keys`);
   fromB64url(tpk.n, "tee-pubkey n");
   fromB64url(tpk.e, "tee-pubkey e");
   const key = crypto.createPublicKey({ key: { kty: "RSA", n: tpk.n, e: tpk.e }, format: "jwk" });
   const header = { alg: tpk.alg, enc: "A256GCM" };
-  const wrap = async () => new Uint8Array(crypto.publicEncrypt({ key, padding, ...(tpk.alg === "RSA-OAEP-256" ? { oaepHash: "sha256" } : {}) }, cek));
+  const wrap = async () =>
+    new Uint8Array(
+      crypto.publicEncrypt({ key, padding, ...(tpk.alg === "RSA-OAEP-256" ? { oaepHash: "sha256" } : {}) }, cek),
+    );
   return { header, wrap };
 }
 
-export async function encryptJwe(tpk: TeePubKey, plaintext: Uint8Array, det: JweDeterminism = {}): Promise<FlattenedJwe> {
+export async function encryptJwe(
+  tpk: TeePubKey,
+  plaintext: Uint8Array,
+  det: JweDeterminism = {},
+): Promise<FlattenedJwe> {
   const cek = det.cek ?? new Uint8Array(crypto.randomBytes(32));
   const iv = det.iv ?? new Uint8Array(crypto.randomBytes(12));
   let km;
@@ -84,7 +99,13 @@ export async function encryptJwe(tpk: TeePubKey, plaintext: Uint8Array, det: Jwe
   const encryptedKey = await km.wrap();
   const protectedB64 = b64url(utf8(JSON.stringify(km.header)));
   const key = await crypto.webcrypto.subtle.importKey("raw", cek, "AES-GCM", false, ["encrypt"]);
-  const sealed = new Uint8Array(await crypto.webcrypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData: utf8(protectedB64), tagLength: 128 }, key, plaintext));
+  const sealed = new Uint8Array(
+    await crypto.webcrypto.subtle.encrypt(
+      { name: "AES-GCM", iv, additionalData: utf8(protectedB64), tagLength: 128 },
+      key,
+      plaintext,
+    ),
+  );
   return {
     protected: protectedB64,
     encrypted_key: b64url(encryptedKey),

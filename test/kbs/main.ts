@@ -47,7 +47,13 @@ async function main(): Promise<void> {
     strict: true,
   });
   if (values.help) {
-    process.stdout.write(fs.readFileSync(new URL(import.meta.url), "utf8").split("\n").filter((l) => l.startsWith("//")).join("\n") + "\n");
+    process.stdout.write(
+      fs
+        .readFileSync(new URL(import.meta.url), "utf8")
+        .split("\n")
+        .filter((l) => l.startsWith("//"))
+        .join("\n") + "\n",
+    );
     return;
   }
   const port = Number(values.port);
@@ -70,15 +76,27 @@ async function main(): Promise<void> {
     legacyAzureNames: values["legacy-azure-names"]!,
     log: (line) => process.stderr.write(`test-kbs: ${line}\n`),
   };
-  if (values["allow-tee"]) opts.allowTees = values["allow-tee"].split(",").map((s) => s.trim()).filter(Boolean);
+  if (values["allow-tee"])
+    opts.allowTees = values["allow-tee"]
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
   if (values["tls-dir"]) {
     const dir = path.resolve(values["tls-dir"]);
-    const altNames = ["IP:127.0.0.1", "DNS:localhost", ...(values.host && values.host !== "127.0.0.1" && values.host !== "0.0.0.0" ? [/^[\d.]+$/.test(values.host) ? `IP:${values.host}` : `DNS:${values.host}`] : [])];
+    const altNames = [
+      "IP:127.0.0.1",
+      "DNS:localhost",
+      ...(values.host && values.host !== "127.0.0.1" && values.host !== "0.0.0.0"
+        ? [/^[\d.]+$/.test(values.host) ? `IP:${values.host}` : `DNS:${values.host}`]
+        : []),
+    ];
     opts.tls = createPki({ dir, altNames }).tls;
   }
   const kbs = await startTestKbs(opts);
   process.stdout.write(`${kbs.url}\n`);
-  process.stderr.write(`test-kbs: listening on ${kbs.url} (${Object.keys(resources).length} resources, policy ${values.policy}${opts.allowTees ? `, tees ${opts.allowTees.join(",")}` : ""})\n`);
+  process.stderr.write(
+    `test-kbs: listening on ${kbs.url} (${Object.keys(resources).length} resources, policy ${values.policy}${opts.allowTees ? `, tees ${opts.allowTees.join(",")}` : ""})\n`,
+  );
   if (values["ready-file"]) {
     const tmp = `${values["ready-file"]}.tmp-${process.pid}`;
     fs.writeFileSync(tmp, `${kbs.url}\n`);

@@ -3,7 +3,22 @@
 // ignored, and the tee-pubkey is re-serialized from its typed members only.
 
 /** kbs-types `Tee` serde names (§1.8). The Azure ones depend on the trustee version. */
-export const MODERN_TEES = ["az-snp-vtpm", "az-tdx-vtpm", "nvidia", "sgx", "snp", "tdx", "cca", "csv", "se", "hygondcu", "tpm", "sample", "sampledevice", "nvidia-dpu"] as const;
+export const MODERN_TEES = [
+  "az-snp-vtpm",
+  "az-tdx-vtpm",
+  "nvidia",
+  "sgx",
+  "snp",
+  "tdx",
+  "cca",
+  "csv",
+  "se",
+  "hygondcu",
+  "tpm",
+  "sample",
+  "sampledevice",
+  "nvidia-dpu",
+] as const;
 export const LEGACY_AZURE_TEES = ["azsnpvtpm", "aztdxvtpm"] as const;
 
 export function knownTees(legacyAzureNames: boolean): readonly string[] {
@@ -17,7 +32,8 @@ export class MessageError extends Error {
 type Json = Record<string, unknown>;
 
 function object(v: unknown, what: string): Json {
-  if (v === null || typeof v !== "object" || Array.isArray(v)) throw new MessageError(`${what}: expected a JSON object`);
+  if (v === null || typeof v !== "object" || Array.isArray(v))
+    throw new MessageError(`${what}: expected a JSON object`);
   return v as Json;
 }
 
@@ -55,7 +71,8 @@ export function parseAuthRequest(body: Uint8Array, tees: readonly string[]): Aut
 /** semver `=0.4.0`: exact major.minor.patch, no pre-release; build metadata is ignored. */
 export type VersionCheck = { ok: true } | { ok: false; parseError: boolean };
 
-const SEMVER = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$/;
+const SEMVER =
+  /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$/;
 
 export function checkProtocolVersion(version: string): VersionCheck {
   const m = SEMVER.exec(version);

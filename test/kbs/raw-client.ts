@@ -25,13 +25,17 @@ export interface RawRequest {
 export function rawRequest(url: string, req: RawRequest = {}): Promise<RawResponse> {
   const u = new URL(url);
   const mod = u.protocol === "https:" ? https : http;
-  const body = req.body === undefined ? undefined : typeof req.body === "string" ? Buffer.from(req.body) : Buffer.from(req.body);
+  const body =
+    req.body === undefined ? undefined : typeof req.body === "string" ? Buffer.from(req.body) : Buffer.from(req.body);
   return new Promise((resolve, reject) => {
     const r = mod.request(
       u,
       {
         method: req.method ?? (body ? "POST" : "GET"),
-        headers: { ...(body ? { "content-type": "application/json", "content-length": String(body.length) } : {}), ...req.headers },
+        headers: {
+          ...(body ? { "content-type": "application/json", "content-length": String(body.length) } : {}),
+          ...req.headers,
+        },
         agent: false,
         ...(u.protocol === "https:" ? { ca: req.ca, rejectUnauthorized: true } : {}),
         timeout: req.timeoutMs ?? 10_000,
@@ -39,7 +43,9 @@ export function rawRequest(url: string, req: RawRequest = {}): Promise<RawRespon
       (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") }));
+        res.on("end", () =>
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") }),
+        );
         res.on("error", reject);
       },
     );
@@ -93,9 +99,15 @@ export interface Handshake {
 }
 
 /** /auth + /attest with `sample` evidence; throws with the server's answer on failure. */
-export async function sampleHandshake(baseUrl: string, opts: { key?: TeeKey; ca?: string; tee?: string } = {}): Promise<Handshake> {
+export async function sampleHandshake(
+  baseUrl: string,
+  opts: { key?: TeeKey; ca?: string; tee?: string } = {},
+): Promise<Handshake> {
   const key = opts.key ?? (await makeTeeKey());
-  const auth = await rawRequest(`${baseUrl}/kbs/v0/auth`, { body: JSON.stringify({ version: "0.4.0", tee: opts.tee ?? "sample", "extra-params": "" }), ca: opts.ca });
+  const auth = await rawRequest(`${baseUrl}/kbs/v0/auth`, {
+    body: JSON.stringify({ version: "0.4.0", tee: opts.tee ?? "sample", "extra-params": "" }),
+    ca: opts.ca,
+  });
   if (auth.status !== 200) throw new Error(`auth ${auth.status}: ${auth.body}`);
   const nonce = (JSON.parse(auth.body) as { nonce: string }).nonce;
   const cookie = cookieOf(auth);
@@ -104,7 +116,11 @@ export async function sampleHandshake(baseUrl: string, opts: { key?: TeeKey; ca?
     "runtime-data": { nonce, "tee-pubkey": key.publicJwk },
     "tee-evidence": { primary_evidence: sampleEvidence(digestFor(key.publicJwk, nonce)), additional_evidence: "" },
   };
-  const att = await rawRequest(`${baseUrl}/kbs/v0/attest`, { body: JSON.stringify(attestation), headers: { cookie }, ca: opts.ca });
+  const att = await rawRequest(`${baseUrl}/kbs/v0/attest`, {
+    body: JSON.stringify(attestation),
+    headers: { cookie },
+    ca: opts.ca,
+  });
   if (att.status !== 200) throw new Error(`attest ${att.status}: ${att.body}`);
   return { cookie, nonce, token: (JSON.parse(att.body) as { token: string }).token, key };
 }
@@ -120,18 +136,35 @@ function concatKdf(z: Uint8Array, alg: string): Uint8Array {
     return b;
   };
   const a = Buffer.from(alg, "ascii");
-  return new Uint8Array(crypto.createHash("sha256").update(Buffer.concat([be(1), z, be(a.length), a, be(0), be(0), be(256)])).digest());
+  return new Uint8Array(
+    crypto
+      .createHash("sha256")
+      .update(Buffer.concat([be(1), z, be(a.length), a, be(0), be(0), be(256)]))
+      .digest(),
+  );
 }
 
 export async function decryptJwe(jweJson: string, key: TeeKey): Promise<Uint8Array> {
   const jwe = JSON.parse(jweJson) as Record<string, string>;
-  const header = JSON.parse(Buffer.from(jwe.protected!, "base64url").toString("utf8")) as { alg: string; enc: string; epk?: Record<string, string> };
+  const header = JSON.parse(Buffer.from(jwe.protected!, "base64url").toString("utf8")) as {
+    alg: string;
+    enc: string;
+    epk?: Record<string, string>;
+  };
   if (header.enc !== "A256GCM") throw new Error(`unexpected enc ${header.enc}`);
   let cek: Uint8Array;
   if (header.alg === "ECDH-ES+A256KW") {
-    const epk = await subtle.importKey("jwk", { kty: "EC", crv: header.epk!.crv, x: header.epk!.x, y: header.epk!.y }, { name: "ECDH", namedCurve: header.epk!.crv! }, false, []);
+    const epk = await subtle.importKey(
+      "jwk",
+      { kty: "EC", crv: header.epk!.crv, x: header.epk!.x, y: header.epk!.y },
+      { name: "ECDH", namedCurve: header.epk!.crv! },
+      false,
+      [],
+    );
     const bits = header.epk!.crv === "P-521" ? 528 : 256;
-    const z = new Uint8Array(await subtle.deriveBits({ name: "ECDH", public: epk }, key.privateKey as crypto.webcrypto.CryptoKey, bits));
+    const z = new Uint8Array(
+      await subtle.deriveBits({ name: "ECDH", public: epk }, key.privateKey as crypto.webcrypto.CryptoKey, bits),
+    );
     const kek = await subtle.importKey("raw", concatKdf(z, header.alg), "AES-KW", false, ["unwrapKey"]);
     const k = await subtle.unwrapKey("raw", b64u(jwe.encrypted_key!), kek, "AES-KW", "AES-GCM", true, ["decrypt"]);
     cek = new Uint8Array(await subtle.exportKey("raw", k));
@@ -144,5 +177,11 @@ export async function decryptJwe(jweJson: string, key: TeeKey): Promise<Uint8Arr
   }
   const gcm = await subtle.importKey("raw", cek, "AES-GCM", false, ["decrypt"]);
   const sealed = Buffer.concat([b64u(jwe.ciphertext!), b64u(jwe.tag!)]);
-  return new Uint8Array(await subtle.decrypt({ name: "AES-GCM", iv: b64u(jwe.iv!), additionalData: Buffer.from(jwe.protected!, "ascii"), tagLength: 128 }, gcm, sealed));
+  return new Uint8Array(
+    await subtle.decrypt(
+      { name: "AES-GCM", iv: b64u(jwe.iv!), additionalData: Buffer.from(jwe.protected!, "ascii"), tagLength: 128 },
+      gcm,
+      sealed,
+    ),
+  );
 }

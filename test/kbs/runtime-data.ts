@@ -11,7 +11,11 @@ export interface PrimaryRuntimeData {
   "additional-evidence": string;
 }
 
-export function primaryRuntimeData(teePubkey: TeePubKey, nonce: string, additionalEvidence: string): PrimaryRuntimeData {
+export function primaryRuntimeData(
+  teePubkey: TeePubKey,
+  nonce: string,
+  additionalEvidence: string,
+): PrimaryRuntimeData {
   return { "tee-pubkey": teePubkey, nonce, "additional-evidence": additionalEvidence };
 }
 

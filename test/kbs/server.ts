@@ -7,11 +7,29 @@ import * as http from "node:http";
 import * as https from "node:https";
 import type { AddressInfo, Socket } from "node:net";
 import { b64, hex, utf8 } from "../../platform/util/bytes.ts";
-import { attestFailed, authFailed, KbsError, jweError, pluginInternal, pluginNotFound, policyDeny, tokenNotFound, tokenVerifierError } from "./errors.ts";
+import {
+  attestFailed,
+  authFailed,
+  KbsError,
+  jweError,
+  pluginInternal,
+  pluginNotFound,
+  policyDeny,
+  tokenNotFound,
+  tokenVerifierError,
+} from "./errors.ts";
 import { malformedBody, noFaults, take, takeCount, type Endpoint, type Faults } from "./faults.ts";
 import { checkInitData, type CheckedInitData } from "./init-data.ts";
 import { encryptJwe, serializeJwe, tamperJwe } from "./jwe.ts";
-import { checkProtocolVersion, knownTees, MessageError, parseAttestation, parseAuthRequest, parseTeePubKey, type AttestationMessage } from "./messages.ts";
+import {
+  checkProtocolVersion,
+  knownTees,
+  MessageError,
+  parseAttestation,
+  parseAuthRequest,
+  parseTeePubKey,
+  type AttestationMessage,
+} from "./messages.ts";
 import { primaryRuntimeData, runtimeDigest } from "./runtime-data.ts";
 import { sessionCookie, sessionIdFromCookie, SessionStore, type Session } from "./sessions.ts";
 import { TokenError, TokenIssuer, teePubkeyFromClaims, type TokenClaims } from "./token.ts";
@@ -178,12 +196,18 @@ class KbsCore {
       throw authFailed("deserialize Request", (e as Error).message);
     }
     const v = checkProtocolVersion(request.version);
-    if (!v.ok && v.parseError) throw authFailed("failed to parse KBS version", `unparsable version "${request.version}"`);
-    if (!v.ok) throw authFailed(`KBS Client Protocol Version Mismatch: expect =0.4.0 while the request is ${request.version}`);
+    if (!v.ok && v.parseError)
+      throw authFailed("failed to parse KBS version", `unparsable version "${request.version}"`);
+    if (!v.ok)
+      throw authFailed(`KBS Client Protocol Version Mismatch: expect =0.4.0 while the request is ${request.version}`);
     const nonce = this.opts.nonce?.() ?? b64(new Uint8Array(crypto.randomBytes(32)));
     const session = this.sessions.create(request.tee, nonce);
     this.log(`auth: tee=${request.tee} session=${session.id.slice(0, 8)}…`);
-    return { status: 200, headers: { "set-cookie": sessionCookie(session), "content-type": "application/json" }, body: JSON.stringify({ nonce, "extra-params": "" }) };
+    return {
+      status: 200,
+      headers: { "set-cookie": sessionCookie(session), "content-type": "application/json" },
+      body: JSON.stringify({ nonce, "extra-params": "" }),
+    };
   }
 
   // ---- /attest -----------------------------------------------------------------------------
@@ -201,11 +225,18 @@ class KbsCore {
     if ("missing" in found) throw attestFailed("session not found");
     if ("expired" in found) throw attestFailed("session expired.");
     const session = found.session;
-    const reply = (token: string): Reply => ({ status: 200, headers: { "set-cookie": sessionCookie(session), "content-type": "application/json" }, body: JSON.stringify({ token }) });
+    const reply = (token: string): Reply => ({
+      status: 200,
+      headers: { "set-cookie": sessionCookie(session), "content-type": "application/json" },
+      body: JSON.stringify({ token }),
+    });
     // Idempotent retry: an Attested session returns its token; the body must deserialize, but its
     // nonce and evidence are not looked at.
     if (session.token !== undefined) return reply(session.token);
-    if (msg.nonce !== session.nonce) throw attestFailed("the nonce in the handshake session is different from the client side in KBS protocol's Attestation message");
+    if (msg.nonce !== session.nonce)
+      throw attestFailed(
+        "the nonce in the handshake session is different from the client side in KBS protocol's Attestation message",
+      );
     const token = await this.verifyEvidence(session, msg);
     session.token = token;
     this.stats.attested++;
@@ -224,7 +255,8 @@ class KbsCore {
   }
 
   private async verifier(tee: string): Promise<TeeVerifier> {
-    if (this.opts.allowTees && !this.opts.allowTees.includes(tee)) throw attestFailed(`tee "${tee}" is not allowed by this KBS (allowTees: ${this.opts.allowTees.join(",")})`);
+    if (this.opts.allowTees && !this.opts.allowTees.includes(tee))
+      throw attestFailed(`tee "${tee}" is not allowed by this KBS (allowTees: ${this.opts.allowTees.join(",")})`);
     const v = this.opts.verifiers?.[tee] ?? (await loadVerifier(tee));
     if (!v) throw attestFailed(`no verifier for tee "${tee}" in test/kbs/verifiers`);
     return v;
@@ -266,7 +298,8 @@ class KbsCore {
     } catch (e) {
       throw attestFailed(`additional_evidence is not JSON: ${(e as Error).message}`);
     }
-    if (devices === null || typeof devices !== "object" || Array.isArray(devices)) throw attestFailed("additional_evidence is not a JSON object of tee -> evidence");
+    if (devices === null || typeof devices !== "object" || Array.isArray(devices))
+      throw attestFailed("additional_evidence is not a JSON object of tee -> evidence");
     const digest = runtimeDigest(session.tee, { "tee-pubkey": msg.teePubkey, nonce: session.nonce });
     for (const [tee, evidence] of Object.entries(devices)) {
       if (!this.tees.includes(tee)) throw attestFailed(`additional_evidence: unknown variant \`${tee}\``);
@@ -287,7 +320,12 @@ class KbsCore {
       if ("session" in found && found.session.token !== undefined) return found.session.token;
     }
     const m = /^Bearer\s+(\S+)$/.exec(authorization ?? "");
-    if (!m) throw tokenNotFound(id === undefined ? "no session cookie and no Authorization: Bearer" : "session not attested/expired and no Authorization: Bearer");
+    if (!m)
+      throw tokenNotFound(
+        id === undefined
+          ? "no session cookie and no Authorization: Bearer"
+          : "session not attested/expired and no Authorization: Bearer",
+      );
     return m[1]!;
   }
 
@@ -297,7 +335,11 @@ class KbsCore {
     return (await this.policy(input)) === true;
   }
 
-  async resource(resourcePath: string, cookieHeader: string | undefined, authorization: string | undefined): Promise<Reply> {
+  async resource(
+    resourcePath: string,
+    cookieHeader: string | undefined,
+    authorization: string | undefined,
+  ): Promise<Reply> {
     const token = this.tokenFor(cookieHeader, authorization);
     let claims: TokenClaims;
     try {
@@ -306,9 +348,12 @@ class KbsCore {
     } catch (e) {
       throw tokenVerifierError(e instanceof TokenError ? e.message : String(e));
     }
-    const annotated = (claims.submods as Record<string, Record<string, Record<string, unknown>>> | undefined)?.cpu0?.["ear.veraison.annotated-evidence"];
+    const annotated = (claims.submods as Record<string, Record<string, Record<string, unknown>>> | undefined)?.cpu0?.[
+      "ear.veraison.annotated-evidence"
+    ];
     const tee = annotated ? Object.keys(annotated).find((k) => this.tees.includes(k)) : undefined;
-    if (!(await this.allowed({ claims, tee, plugin: "resource", resourcePath }))) throw policyDeny(`policy denied resource ${resourcePath} for tee ${tee}`);
+    if (!(await this.allowed({ claims, tee, plugin: "resource", resourcePath })))
+      throw policyDeny(`policy denied resource ${resourcePath} for tee ${tee}`);
     if (!RESOURCE_PATH.test(resourcePath)) throw pluginInternal(`invalid resource path "${resourcePath}"`);
     const value = this.resources.get(resourcePath);
     if (value === undefined) throw pluginInternal(`resource not found: ${resourcePath}`);
@@ -334,18 +379,38 @@ class KbsCore {
   classify(method: string, path: string): { endpoint: Endpoint | "other"; plugin: string; rest: string } | undefined {
     if (!path.startsWith(KBS_PREFIX)) return undefined;
     const [plugin = "", ...rest] = path.slice(KBS_PREFIX.length).split("/");
-    const endpoint = plugin === "auth" && method === "POST" ? "auth" : plugin === "attest" && method === "POST" ? "attest" : plugin === "resource" ? "resource" : "other";
+    const endpoint =
+      plugin === "auth" && method === "POST"
+        ? "auth"
+        : plugin === "attest" && method === "POST"
+          ? "attest"
+          : plugin === "resource"
+            ? "resource"
+            : "other";
     return { endpoint, plugin, rest: rest.join("/") };
   }
 
-  async route(method: string, plugin: string, rest: string, body: Uint8Array, headers: http.IncomingHttpHeaders): Promise<Reply> {
+  async route(
+    method: string,
+    plugin: string,
+    rest: string,
+    body: Uint8Array,
+    headers: http.IncomingHttpHeaders,
+  ): Promise<Reply> {
     if (plugin === "auth" && method === "POST") return this.auth(body);
     if (plugin === "attest" && method === "POST") return this.attest(body, headers.cookie);
     if (["attestation-policy", "resource-policy", "reference-value"].includes(plugin)) {
-      throw new KbsError("AdminAuthAccess", `admin access denied for endpoint /kbs/v0/${plugin}: the test KBS has no HTTP admin API`);
+      throw new KbsError(
+        "AdminAuthAccess",
+        `admin access denied for endpoint /kbs/v0/${plugin}: the test KBS has no HTTP admin API`,
+      );
     }
     if (plugin !== "resource") throw pluginNotFound(plugin);
-    if (method !== "GET") throw new KbsError("AdminAuthInitialization", "failed to initialize [admin] configuration: the test KBS has no HTTP admin API (use setResource)");
+    if (method !== "GET")
+      throw new KbsError(
+        "AdminAuthInitialization",
+        "failed to initialize [admin] configuration: the test KBS has no HTTP admin API (use setResource)",
+      );
     return this.resource(rest, headers.cookie, headers.authorization);
   }
 }
@@ -407,7 +472,11 @@ export async function startTestKbs(opts: StartOptions = {}): Promise<TestKbs> {
       const unavailable = f.unavailable[endpoint];
       if (take(unavailable)) {
         ev.fault = "503";
-        return send(res, ev, { status: 503, headers: unavailable!.retryAfter !== undefined ? { "retry-after": unavailable!.retryAfter } : {}, body: "service unavailable" });
+        return send(res, ev, {
+          status: 503,
+          headers: unavailable!.retryAfter !== undefined ? { "retry-after": unavailable!.retryAfter } : {},
+          body: "service unavailable",
+        });
       }
     }
 
@@ -415,8 +484,16 @@ export async function startTestKbs(opts: StartOptions = {}): Promise<TestKbs> {
     try {
       reply = await core.route(method, route.plugin, route.rest, body, req.headers);
     } catch (e) {
-      const err = e instanceof KbsError ? e : new KbsError("PluginInternalError", "Plugin internal error", `unexpected: ${(e as Error).stack ?? e}`);
-      core.stats.errors.push({ endpoint, variant: err.variant, detail: err.detail, ...(err.reason !== undefined ? { reason: err.reason } : {}) });
+      const err =
+        e instanceof KbsError
+          ? e
+          : new KbsError("PluginInternalError", "Plugin internal error", `unexpected: ${(e as Error).stack ?? e}`);
+      core.stats.errors.push({
+        endpoint,
+        variant: err.variant,
+        detail: err.detail,
+        ...(err.reason !== undefined ? { reason: err.reason } : {}),
+      });
       core.log(`${endpoint}: ${err.status} ${err.variant}: ${err.reason ?? err.detail}`);
       reply = { status: err.status, headers: {}, body: err.body() };
     }
@@ -458,7 +535,9 @@ export async function startTestKbs(opts: StartOptions = {}): Promise<TestKbs> {
 
   async function listen(): Promise<void> {
     if (server) return;
-    const s = opts.tls ? https.createServer({ key: opts.tls.keyPem, cert: opts.tls.certPem }, onRequest) : http.createServer(onRequest);
+    const s = opts.tls
+      ? https.createServer({ key: opts.tls.keyPem, cert: opts.tls.certPem }, onRequest)
+      : http.createServer(onRequest);
     s.on("connection", (sock: Socket) => {
       sockets.add(sock);
       sock.on("close", () => sockets.delete(sock));
@@ -480,7 +559,10 @@ export async function startTestKbs(opts: StartOptions = {}): Promise<TestKbs> {
 
   if (opts.listenDelayMs && opts.listenDelayMs > 0) {
     if (port === 0) port = await freePort(host);
-    reopenTimer = setTimeout(() => void listen().catch((e) => core.log(`late listen failed: ${e}`)), opts.listenDelayMs);
+    reopenTimer = setTimeout(
+      () => void listen().catch((e) => core.log(`late listen failed: ${e}`)),
+      opts.listenDelayMs,
+    );
   } else {
     await listen();
   }
@@ -510,7 +592,8 @@ export async function startTestKbs(opts: StartOptions = {}): Promise<TestKbs> {
     async refuseConnections(forMs?: number) {
       clearTimeout(reopenTimer);
       await unlisten();
-      if (forMs !== undefined) reopenTimer = setTimeout(() => void listen().catch((e) => core.log(`reopen failed: ${e}`)), forMs);
+      if (forMs !== undefined)
+        reopenTimer = setTimeout(() => void listen().catch((e) => core.log(`reopen failed: ${e}`)), forMs);
     },
     acceptConnections: async () => {
       clearTimeout(reopenTimer);

@@ -30,7 +30,13 @@ export interface EarInput {
 export class TokenIssuer {
   private readonly secret = p256.utils.randomSecretKey();
   private readonly pub = p256.getPublicKey(this.secret, false);
-  readonly jwk = { kty: "EC", crv: "P-256", x: b64url(this.pub.subarray(1, 33)), y: b64url(this.pub.subarray(33)), alg: "ES256" };
+  readonly jwk = {
+    kty: "EC",
+    crv: "P-256",
+    x: b64url(this.pub.subarray(1, 33)),
+    y: b64url(this.pub.subarray(33)),
+    alg: "ES256",
+  };
 
   constructor(
     readonly lifetimeSec = 300,
@@ -51,7 +57,14 @@ export class TokenIssuer {
       submods: {
         cpu0: {
           "ear.status": "affirming",
-          "ear.trustworthiness-vector": { configuration: 2, executables: 3, hardware: 2, "instance-identity": 2, "runtime-opaque": 2, "storage-opaque": 2 },
+          "ear.trustworthiness-vector": {
+            configuration: 2,
+            executables: 3,
+            hardware: 2,
+            "instance-identity": 2,
+            "runtime-opaque": 2,
+            "storage-opaque": 2,
+          },
           "ear.appraisal-policy-id": "default",
           [ANNOTATED_EVIDENCE]: annotated,
         },
@@ -84,20 +97,27 @@ export class TokenIssuer {
       throw new TokenError(`token is malformed: ${(e as Error).message}`);
     }
     if (header.alg !== "ES256") throw new TokenError(`token alg ${String(header.alg)} is not ES256`);
-    if (header.jwk?.x !== this.jwk.x || header.jwk?.y !== this.jwk.y) throw new TokenError("token header jwk is not this KBS's signing key");
+    if (header.jwk?.x !== this.jwk.x || header.jwk?.y !== this.jwk.y)
+      throw new TokenError("token header jwk is not this KBS's signing key");
     if (sig.length !== 64 || !p256.verify(sig, sha256(utf8(`${h}.${p}`)), this.pub, { prehash: false, lowS: false })) {
       throw new TokenError("token signature does not verify");
     }
-    if (typeof claims !== "object" || claims === null || typeof claims.exp !== "number") throw new TokenError("token has no numeric exp");
+    if (typeof claims !== "object" || claims === null || typeof claims.exp !== "number")
+      throw new TokenError("token has no numeric exp");
     if (claims.exp + this.leewaySec < nowSec) throw new TokenError(`token expired at ${claims.exp} (now ${nowSec})`);
-    if (typeof claims.nbf === "number" && claims.nbf - this.leewaySec > nowSec) throw new TokenError("token not yet valid (nbf)");
+    if (typeof claims.nbf === "number" && claims.nbf - this.leewaySec > nowSec)
+      throw new TokenError("token not yet valid (nbf)");
     return claims;
   }
 }
 
 /** The tee-pubkey trustee takes from the verified claims (first matching path, §1.4 point 6). */
 export function teePubkeyFromClaims(claims: TokenClaims): unknown {
-  const at = (path: string[]): unknown => path.reduce<unknown>((o, k) => (o !== null && typeof o === "object" ? (o as Record<string, unknown>)[k] : undefined), claims);
+  const at = (path: string[]): unknown =>
+    path.reduce<unknown>(
+      (o, k) => (o !== null && typeof o === "object" ? (o as Record<string, unknown>)[k] : undefined),
+      claims,
+    );
   const paths = [
     ["tdx", "attester_runtime_data", "tee-pubkey"],
     ["tdx", "attester_user_data", "tee-pubkey"],

@@ -10,7 +10,12 @@ import { encodePublic, type TpmPublic } from "../structures.ts";
 
 /** fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|restricted|sign = 0x00050072. */
 export const AK_ATTRIBUTES =
-  TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin | TPMA_OBJECT.userWithAuth | TPMA_OBJECT.restricted | TPMA_OBJECT.sign;
+  TPMA_OBJECT.fixedTPM |
+  TPMA_OBJECT.fixedParent |
+  TPMA_OBJECT.sensitiveDataOrigin |
+  TPMA_OBJECT.userWithAuth |
+  TPMA_OBJECT.restricted |
+  TPMA_OBJECT.sign;
 
 /**
  * RSA-2048 restricted signing key, RSASSA-SHA256, nameAlg SHA-256, empty authPolicy, exponent
@@ -22,7 +27,12 @@ export const AK_RSA_TEMPLATE: Uint8Array = encodePublic({
   nameAlg: TPM_ALG.SHA256,
   attributes: AK_ATTRIBUTES,
   authPolicy: new Uint8Array(0),
-  rsa: { symmetric: { alg: TPM_ALG.NULL }, scheme: { scheme: TPM_ALG.RSASSA, hashAlg: TPM_ALG.SHA256 }, keyBits: 2048, exponent: 0 },
+  rsa: {
+    symmetric: { alg: TPM_ALG.NULL },
+    scheme: { scheme: TPM_ALG.RSASSA, hashAlg: TPM_ALG.SHA256 },
+    keyBits: 2048,
+    exponent: 0,
+  },
   unique: new Uint8Array(0),
 });
 
@@ -40,18 +50,31 @@ export function unsuitableAk(p: TpmPublic): string | undefined {
   if (!(p.attributes & TPMA_OBJECT.sign)) return "it is not a signing key";
   if (p.attributes & TPMA_OBJECT.decrypt) return "it is a decryption key";
   const s = p.rsa.scheme;
-  if (s.scheme !== TPM_ALG.NULL && (s.scheme !== TPM_ALG.RSASSA || s.hashAlg !== TPM_ALG.SHA256)) return "its scheme is not RSASSA-SHA256";
+  if (s.scheme !== TPM_ALG.NULL && (s.scheme !== TPM_ALG.RSASSA || s.hashAlg !== TPM_ALG.SHA256))
+    return "its scheme is not RSASSA-SHA256";
   return undefined;
 }
 
 /** Load the AK, run `fn`, and flush the AK if we created it (also on errors). */
-export async function withAttestationKey<T>(tpm: Tpm, persistentHandle: number, fn: (ak: AttestationKey) => Promise<T>): Promise<T> {
+export async function withAttestationKey<T>(
+  tpm: Tpm,
+  persistentHandle: number,
+  fn: (ak: AttestationKey) => Promise<T>,
+): Promise<T> {
   let t0 = performance.now();
   const existing = await readPublicIfPresent(tpm, persistentHandle);
   if (existing) {
     const why = unsuitableAk(existing.publicArea);
-    if (!why) return fn({ handle: persistentHandle, publicArea: existing.publicArea, origin: "persistent", loadMs: performance.now() - t0 });
-    tpm.log.warning(`persistent key ${hex32(persistentHandle)} cannot be the AK: ${why}; deriving the AK from the endorsement hierarchy instead`);
+    if (!why)
+      return fn({
+        handle: persistentHandle,
+        publicArea: existing.publicArea,
+        origin: "persistent",
+        loadMs: performance.now() - t0,
+      });
+    tpm.log.warning(
+      `persistent key ${hex32(persistentHandle)} cannot be the AK: ${why}; deriving the AK from the endorsement hierarchy instead`,
+    );
   } else {
     tpm.log.debug(`no persistent AK at ${hex32(persistentHandle)}; deriving it from the endorsement hierarchy`);
   }

@@ -30,13 +30,21 @@ export interface TpmEvidenceResult {
  * The digest may still be pending: the AK is loaded first (the slow part on a TPM), so callers can
  * start this before the KBS challenge arrives and hand the digest in when it does.
  */
-export async function collectTpmEvidence(tpm: Tpm, runtimeDigest: Uint8Array | Promise<Uint8Array>, akHandle: number): Promise<TpmEvidenceResult> {
+export async function collectTpmEvidence(
+  tpm: Tpm,
+  runtimeDigest: Uint8Array | Promise<Uint8Array>,
+  akHandle: number,
+): Promise<TpmEvidenceResult> {
   const timings: Record<string, number> = {};
   const banks = await getActiveBanks(tpm);
   if (!banks.includes(TPM_ALG.SHA256))
-    throw new CvmError("platform", `${tpm.description} has no active SHA-256 PCR bank (trustee's tpm verifier needs it)`, {
-      hint: "activate the sha256 bank (tpm2_pcrallocate sha256:all) and reboot",
-    });
+    throw new CvmError(
+      "platform",
+      `${tpm.description} has no active SHA-256 PCR bank (trustee's tpm verifier needs it)`,
+      {
+        hint: "activate the sha256 bank (tpm2_pcrallocate sha256:all) and reboot",
+      },
+    );
   return withAttestationKey(tpm, akHandle, async (ak) => {
     timings[ak.origin === "derived" ? "ak-create-primary" : "ak-read-public"] = round(ak.loadMs);
     const qualifyingData = fitTo(await runtimeDigest, 32);
@@ -53,23 +61,34 @@ export async function collectTpmEvidence(tpm: Tpm, runtimeDigest: Uint8Array | P
       t = performance.now();
       const pcrs = await pcrReadBank(tpm, TPM_ALG.SHA256, QUOTE_PCRS);
       timings["pcr-read"] = round(performance.now() - t);
-      if (!bytesEqual(q.attest.extraData, qualifyingData)) throw new CvmError("evidence", "TPM quote extraData differs from the qualifyingData sent");
+      if (!bytesEqual(q.attest.extraData, qualifyingData))
+        throw new CvmError("evidence", "TPM quote extraData differs from the qualifyingData sent");
       const sel = q.attest.pcrSelect;
       if (sel.length !== 1 || sel[0]!.hash !== TPM_ALG.SHA256 || sel[0]!.pcrs.join(",") !== QUOTE_PCRS.join(","))
         throw new CvmError("evidence", "TPM quoted a PCR selection other than the sha256:0-23 requested");
       if (q.signature.sigAlg !== TPM_ALG.RSASSA || q.signature.hashAlg !== TPM_ALG.SHA256)
         throw new CvmError("evidence", "TPM signed the quote with a scheme other than RSASSA-SHA256");
-      const digest = new Uint8Array(createHash("sha256").update(concat(...pcrs)).digest());
+      const digest = new Uint8Array(
+        createHash("sha256")
+          .update(concat(...pcrs))
+          .digest(),
+      );
       if (bytesEqual(digest, q.attest.pcrDigest)) {
         return {
-          evidence: { ak_public: b64(akPublic), tpm_quote: { signature: b64(q.signatureBytes), message: b64(q.message), pcrs: pcrs.map(hex) } },
+          evidence: {
+            ak_public: b64(akPublic),
+            tpm_quote: { signature: b64(q.signatureBytes), message: b64(q.message), pcrs: pcrs.map(hex) },
+          },
           akOrigin: ak.origin,
           timings,
         };
       }
       tpm.log.debug("PCRs changed between quote and PCR read; quoting again", { attempt });
     }
-    throw new CvmError("evidence", `PCRs kept changing between TPM2_Quote and TPM2_PCR_Read (${MAX_QUOTE_ATTEMPTS} attempts)`);
+    throw new CvmError(
+      "evidence",
+      `PCRs kept changing between TPM2_Quote and TPM2_PCR_Read (${MAX_QUOTE_ATTEMPTS} attempts)`,
+    );
   });
 }
 

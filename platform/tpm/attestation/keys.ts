@@ -6,7 +6,11 @@ import { toPem } from "../../util/pem.ts";
 import { TPM_ALG, algName } from "../constants.ts";
 import type { TpmPublic } from "../structures.ts";
 
-const CURVES: Record<number, { crv: string; size: number }> = { 0x0003: { crv: "P-256", size: 32 }, 0x0004: { crv: "P-384", size: 48 }, 0x0005: { crv: "P-521", size: 66 } };
+const CURVES: Record<number, { crv: string; size: number }> = {
+  0x0003: { crv: "P-256", size: 32 },
+  0x0004: { crv: "P-384", size: 48 },
+  0x0005: { crv: "P-521", size: 66 },
+};
 
 function exponentBytes(e: number): Uint8Array {
   const v = e === 0 ? 65537 : e;

@@ -31,13 +31,18 @@ export function decodeGetCapability(rsp: Uint8Array, expected: number): Capabili
   if (md > 1) r.fail("moreData", `TPMI_YES_NO must be 0 or 1, got ${md}`, mdAt);
   const capAt = r.offset;
   const capability = r.u32be("capability");
-  if (capability !== expected) r.fail("capability", `asked for capability ${expected}, TPM answered ${capability}`, capAt);
+  if (capability !== expected)
+    r.fail("capability", `asked for capability ${expected}, TPM answered ${capability}`, capAt);
   let data: CapabilityData;
   switch (capability) {
     case TPM_CAP.TPM_PROPERTIES: {
       const n = count(r, "tpmProperties.count");
       const properties = [];
-      for (let i = 0; i < n; i++) properties.push({ property: r.u32be(`tpmProperties[${i}].property`), value: r.u32be(`tpmProperties[${i}].value`) });
+      for (let i = 0; i < n; i++)
+        properties.push({
+          property: r.u32be(`tpmProperties[${i}].property`),
+          value: r.u32be(`tpmProperties[${i}].value`),
+        });
       data = { capability, properties };
       break;
     }

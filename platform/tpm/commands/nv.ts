@@ -19,7 +19,13 @@ export function decodeNvReadPublic(rsp: Uint8Array): { nvPublic: NvPublic; name:
 }
 
 /** One NV_Read chunk; `authHandle` is the index itself (AUTHREAD) or TPM_RH_OWNER (OWNERREAD). */
-export function encodeNvRead(authHandle: number, index: number, size: number, offset: number, auth: PasswordAuth = {}): Uint8Array {
+export function encodeNvRead(
+  authHandle: number,
+  index: number,
+  size: number,
+  offset: number,
+  auth: PasswordAuth = {},
+): Uint8Array {
   return buildCommand({
     name: "NV_Read",
     code: TPM_CC.NV_Read,
@@ -38,7 +44,12 @@ export function decodeNvRead(rsp: Uint8Array, requested: number): Uint8Array {
   return data.slice();
 }
 
-export function encodeNvDefineSpace(authHandle: number, pub: NvPublic, indexAuth: Uint8Array = new Uint8Array(0), auth: PasswordAuth = {}): Uint8Array {
+export function encodeNvDefineSpace(
+  authHandle: number,
+  pub: NvPublic,
+  indexAuth: Uint8Array = new Uint8Array(0),
+  auth: PasswordAuth = {},
+): Uint8Array {
   return buildCommand({
     name: "NV_DefineSpace",
     code: TPM_CC.NV_DefineSpace,
@@ -48,7 +59,13 @@ export function encodeNvDefineSpace(authHandle: number, pub: NvPublic, indexAuth
   });
 }
 
-export function encodeNvWrite(authHandle: number, index: number, data: Uint8Array, offset: number, auth: PasswordAuth = {}): Uint8Array {
+export function encodeNvWrite(
+  authHandle: number,
+  index: number,
+  data: Uint8Array,
+  offset: number,
+  auth: PasswordAuth = {},
+): Uint8Array {
   return buildCommand({
     name: "NV_Write",
     code: TPM_CC.NV_Write,
@@ -59,7 +76,12 @@ export function encodeNvWrite(authHandle: number, index: number, data: Uint8Arra
 }
 
 export function encodeNvUndefineSpace(authHandle: number, index: number, auth: PasswordAuth = {}): Uint8Array {
-  return buildCommand({ name: "NV_UndefineSpace", code: TPM_CC.NV_UndefineSpace, handles: [authHandle, index], auths: [auth] });
+  return buildCommand({
+    name: "NV_UndefineSpace",
+    code: TPM_CC.NV_UndefineSpace,
+    handles: [authHandle, index],
+    auths: [auth],
+  });
 }
 
 /** NV_DefineSpace, NV_Write and NV_UndefineSpace return no parameters. */

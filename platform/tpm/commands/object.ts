@@ -22,7 +22,13 @@ export function encodeCreatePrimary(hierarchy: number, template: Uint8Array, aut
     .sized16be(new Uint8Array(0)) // outsideInfo
     .u32be(0) // creationPCR: none
     .finish();
-  return buildCommand({ name: "CreatePrimary", code: TPM_CC.CreatePrimary, handles: [hierarchy], auths: [auth], params });
+  return buildCommand({
+    name: "CreatePrimary",
+    code: TPM_CC.CreatePrimary,
+    handles: [hierarchy],
+    auths: [auth],
+    params,
+  });
 }
 
 export function decodeCreatePrimary(rsp: Uint8Array): CreatePrimaryResponse {
@@ -41,7 +47,13 @@ export function decodeCreatePrimary(rsp: Uint8Array): CreatePrimaryResponse {
   r.end("parameters");
   const handle = handles[0]!;
   // A primary key is a transient object; anything else would be flushed/used as the wrong entity.
-  if (handle >>> 24 !== TPM_HT_TRANSIENT) throw new ParseError("TPM2_CreatePrimary response", "objectHandle", 10, `0x${handle.toString(16)} is not a transient handle (0x80xxxxxx)`);
+  if (handle >>> 24 !== TPM_HT_TRANSIENT)
+    throw new ParseError(
+      "TPM2_CreatePrimary response",
+      "objectHandle",
+      10,
+      `0x${handle.toString(16)} is not a transient handle (0x80xxxxxx)`,
+    );
   return { handle, publicArea, publicBytes: pub.buf.slice(), name };
 }
 
@@ -69,7 +81,11 @@ export function decodeReadPublic(rsp: Uint8Array): ReadPublicResponse {
 
 export function encodeFlushContext(handle: number): Uint8Array {
   // The handle is a parameter here, not a handle-area entry (errors come back as parameter errors).
-  return buildCommand({ name: "FlushContext", code: TPM_CC.FlushContext, params: new ByteWriter().u32be(handle).finish() });
+  return buildCommand({
+    name: "FlushContext",
+    code: TPM_CC.FlushContext,
+    params: new ByteWriter().u32be(handle).finish(),
+  });
 }
 
 export function decodeFlushContext(rsp: Uint8Array): void {
@@ -77,7 +93,12 @@ export function decodeFlushContext(rsp: Uint8Array): void {
 }
 
 /** Make a transient object persistent at `persistentHandle` (or evict a persistent one: pass it as both). */
-export function encodeEvictControl(auth: number, objectHandle: number, persistentHandle: number, pw: PasswordAuth = {}): Uint8Array {
+export function encodeEvictControl(
+  auth: number,
+  objectHandle: number,
+  persistentHandle: number,
+  pw: PasswordAuth = {},
+): Uint8Array {
   return buildCommand({
     name: "EvictControl",
     code: TPM_CC.EvictControl,

@@ -25,12 +25,19 @@ export interface QuoteResponse {
 }
 
 export function encodeQuote(req: QuoteRequest): Uint8Array {
-  if (req.qualifyingData.length > 64) throw new CvmError("internal", `Quote: qualifyingData of ${req.qualifyingData.length} bytes exceeds 64`);
+  if (req.qualifyingData.length > 64)
+    throw new CvmError("internal", `Quote: qualifyingData of ${req.qualifyingData.length} bytes exceeds 64`);
   const w = new ByteWriter().sized16be(req.qualifyingData);
   if (req.scheme) w.u16be(req.scheme.scheme).u16be(req.scheme.hashAlg);
   else w.u16be(TPM_ALG.NULL);
   writePcrSelection(w, req.selection);
-  return buildCommand({ name: "Quote", code: TPM_CC.Quote, handles: [req.signHandle], auths: [req.auth ?? {}], params: w.finish() });
+  return buildCommand({
+    name: "Quote",
+    code: TPM_CC.Quote,
+    handles: [req.signHandle],
+    auths: [req.auth ?? {}],
+    params: w.finish(),
+  });
 }
 
 export function decodeQuote(rsp: Uint8Array): QuoteResponse {

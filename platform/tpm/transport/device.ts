@@ -11,7 +11,8 @@ import { TPM_HEADER_SIZE, TPM_MAX_MESSAGE } from "../constants.ts";
 import { responseFrameSize } from "../marshal.ts";
 import type { TpmTransport } from "./types.ts";
 
-const DRIVER_HINT = "the VM needs a (v)TPM and its driver: modprobe tpm_crb (or tpm_tis); tpm_crb/tpm_tis must be in the initramfs";
+const DRIVER_HINT =
+  "the VM needs a (v)TPM and its driver: modprobe tpm_crb (or tpm_tis); tpm_crb/tpm_tis must be in the initramfs";
 
 export function openDevice(path: string): TpmTransport {
   let fd: number;
@@ -20,14 +21,29 @@ export function openDevice(path: string): TpmTransport {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === "ENOENT") throw new CvmError("platform", `no TPM device at ${path}`, { hint: DRIVER_HINT });
-    if (code === "EACCES" || code === "EPERM") throw new CvmError("platform", `no permission to open ${path}`, { hint: "run as root or as a member of the tss group" });
+    if (code === "EACCES" || code === "EPERM")
+      throw new CvmError("platform", `no permission to open ${path}`, {
+        hint: "run as root or as a member of the tss group",
+      });
     throw new CvmError("platform", `cannot open ${path}: ${(e as Error).message}`, { hint: DRIVER_HINT });
   }
   return new DeviceTransport(path, fd);
 }
 
-const write = promisify(fs.write) as (fd: number, b: Uint8Array, off: number, len: number, pos: null) => Promise<{ bytesWritten: number }>;
-const read = promisify(fs.read) as (fd: number, b: Uint8Array, off: number, len: number, pos: null) => Promise<{ bytesRead: number }>;
+const write = promisify(fs.write) as (
+  fd: number,
+  b: Uint8Array,
+  off: number,
+  len: number,
+  pos: null,
+) => Promise<{ bytesWritten: number }>;
+const read = promisify(fs.read) as (
+  fd: number,
+  b: Uint8Array,
+  off: number,
+  len: number,
+  pos: null,
+) => Promise<{ bytesRead: number }>;
 
 class DeviceTransport implements TpmTransport {
   private open = true;
@@ -40,12 +56,17 @@ class DeviceTransport implements TpmTransport {
 
   async transmit(command: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
     if (!this.open) throw new CvmError("internal", `${this.description} is closed`);
-    if (this.stuck) throw new CvmError("platform", `${this.description} did not answer an earlier command; not sending more`);
+    if (this.stuck)
+      throw new CvmError("platform", `${this.description} did not answer an earlier command; not sending more`);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         this.stuck = true;
-        reject(new CvmError("platform", `${this.description} did not answer within ${Math.round(timeoutMs / 1000)} s`, { hint: "the (v)TPM is hung or very slow" }));
+        reject(
+          new CvmError("platform", `${this.description} did not answer within ${Math.round(timeoutMs / 1000)} s`, {
+            hint: "the (v)TPM is hung or very slow",
+          }),
+        );
       }, timeoutMs);
     });
     try {
@@ -62,7 +83,8 @@ class DeviceTransport implements TpmTransport {
     } catch (e) {
       throw this.ioError("write", e);
     }
-    if (n !== command.length) throw new CvmError("platform", `${this.description}: short write (${n} of ${command.length} bytes)`);
+    if (n !== command.length)
+      throw new CvmError("platform", `${this.description}: short write (${n} of ${command.length} bytes)`);
     const buf = Buffer.alloc(TPM_MAX_MESSAGE + 1);
     let got = 0;
     let want = TPM_HEADER_SIZE;
@@ -74,11 +96,18 @@ class DeviceTransport implements TpmTransport {
       } catch (e) {
         throw this.ioError("read", e);
       }
-      if (m === 0) throw new ParseError("TPM response", "responseSize", got, `${this.description} returned end-of-file after ${got} byte(s)`);
+      if (m === 0)
+        throw new ParseError(
+          "TPM response",
+          "responseSize",
+          got,
+          `${this.description} returned end-of-file after ${got} byte(s)`,
+        );
       got += m;
       if (got >= TPM_HEADER_SIZE) want = responseFrameSize(buf.subarray(0, TPM_HEADER_SIZE));
     }
-    if (got > want) throw new ParseError("TPM response", "responseSize", 2, `header says ${want} bytes but ${got} were received`);
+    if (got > want)
+      throw new ParseError("TPM response", "responseSize", 2, `header says ${want} bytes but ${got} were received`);
     return new Uint8Array(buf.subarray(0, got));
   }
 
@@ -101,6 +130,10 @@ class DeviceTransport implements TpmTransport {
       EINVAL: "the kernel rejected the command framing",
       EPIPE: "the TPM went away",
     };
-    return new CvmError("platform", `${this.description}: ${op} failed: ${code ? (why[code] ?? code) : (e as Error).message}`, { cause: e });
+    return new CvmError(
+      "platform",
+      `${this.description}: ${op} failed: ${code ? (why[code] ?? code) : (e as Error).message}`,
+      { cause: e },
+    );
   }
 }

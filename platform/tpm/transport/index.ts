@@ -6,7 +6,8 @@ import { openDevice } from "./device.ts";
 import { openSocket } from "./socket.ts";
 import type { TpmTransport } from "./types.ts";
 
-export type TpmSpec = { kind: "device"; path: string } | { kind: "tcp"; host: string; port: number } | { kind: "unix"; path: string };
+export type TpmSpec =
+  { kind: "device"; path: string } | { kind: "tcp"; host: string; port: number } | { kind: "unix"; path: string };
 
 export function parseTpmSpec(spec: string): TpmSpec {
   if (spec.startsWith("/")) return { kind: "device", path: spec };
@@ -16,7 +17,9 @@ export function parseTpmSpec(spec: string): TpmSpec {
     const port = Number(m[3]);
     if (port >= 1 && port <= 65535) return { kind: "tcp", host: (m[1] ?? m[2])!, port };
   }
-  throw new CvmError("config", `unrecognised TPM spec '${spec}'`, { hint: "use /dev/tpmrm0, swtpm:HOST:PORT or unix:/path" });
+  throw new CvmError("config", `unrecognised TPM spec '${spec}'`, {
+    hint: "use /dev/tpmrm0, swtpm:HOST:PORT or unix:/path",
+  });
 }
 
 export interface OpenOptions {

@@ -13,7 +13,8 @@ export type SocketTarget = { host: string; port: number } | { path: string };
 export async function openSocket(target: SocketTarget, connectTimeoutMs: number): Promise<TpmTransport> {
   const description = "path" in target ? `TPM socket ${target.path}` : `swtpm ${target.host}:${target.port}`;
   const sock = await new Promise<net.Socket>((resolve, reject) => {
-    const s = "path" in target ? net.connect({ path: target.path }) : net.connect({ host: target.host, port: target.port });
+    const s =
+      "path" in target ? net.connect({ path: target.path }) : net.connect({ host: target.host, port: target.port });
     const timer = setTimeout(() => {
       s.destroy();
       reject(new CvmError("platform", `${description}: no connection within ${connectTimeoutMs} ms`));
@@ -22,7 +23,11 @@ export async function openSocket(target: SocketTarget, connectTimeoutMs: number)
     s.once("error", (e) => {
       clearTimeout(timer);
       s.destroy();
-      reject(new CvmError("platform", `${description}: cannot connect: ${e.message}`, { hint: "is swtpm running with --server type=tcp on that port?" }));
+      reject(
+        new CvmError("platform", `${description}: cannot connect: ${e.message}`, {
+          hint: "is swtpm running with --server type=tcp on that port?",
+        }),
+      );
     });
   });
   sock.setNoDelay(true);
@@ -52,8 +57,10 @@ class SocketTransport implements TpmTransport {
 
   transmit(command: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
     if (this.failure) return Promise.reject(this.failure);
-    if (this.pending) return Promise.reject(new CvmError("internal", `${this.description}: a command is already in flight`));
-    if (this.received > 0) return Promise.reject(this.protocolError(0, `${this.received} unsolicited byte(s) arrived between commands`));
+    if (this.pending)
+      return Promise.reject(new CvmError("internal", `${this.description}: a command is already in flight`));
+    if (this.received > 0)
+      return Promise.reject(this.protocolError(0, `${this.received} unsolicited byte(s) arrived between commands`));
     return new Promise<Uint8Array>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending = undefined;
@@ -93,7 +100,8 @@ class SocketTransport implements TpmTransport {
       return this.settle(e as Error);
     }
     if (all.length < size) return;
-    if (all.length > size) return this.settle(this.protocolError(2, `header says ${size} bytes but ${all.length} arrived`));
+    if (all.length > size)
+      return this.settle(this.protocolError(2, `header says ${size} bytes but ${all.length} arrived`));
     this.chunks = [];
     this.received = 0;
     this.settle(undefined, new Uint8Array(all));

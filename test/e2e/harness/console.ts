@@ -3,7 +3,8 @@
 // and a scan for secret bytes in every encoding a careless log line could use.
 import { createHash } from "node:crypto";
 
-export const SWITCH_ROOT_MARKER = /CVM-E2E-MARKER: switch-root OK root=\[(\S+) (\S+)\] dm=\[([^\]]*)\] content=(\S+) uptime=([\d.]+)/;
+export const SWITCH_ROOT_MARKER =
+  /CVM-E2E-MARKER: switch-root OK root=\[(\S+) (\S+)\] dm=\[([^\]]*)\] content=(\S+) uptime=([\d.]+)/;
 
 export interface RootMarker {
   rootDevice: string;
@@ -16,7 +17,13 @@ export interface RootMarker {
 export function rootMarker(console: string): RootMarker | undefined {
   const m = SWITCH_ROOT_MARKER.exec(console);
   if (!m) return undefined;
-  return { rootDevice: m[1]!, rootFs: m[2]!, dmNames: m[3]!.split(/\s+/).filter(Boolean), content: m[4]!, uptimeS: Number(m[5]) };
+  return {
+    rootDevice: m[1]!,
+    rootFs: m[2]!,
+    dmNames: m[3]!.split(/\s+/).filter(Boolean),
+    content: m[4]!,
+    uptimeS: Number(m[5]),
+  };
 }
 
 /** PCR 15 (sha256 bank) as printed by the test root, lower-case hex, or undefined. */
@@ -33,7 +40,8 @@ export interface KmsgLine {
 /** "CVM-E2E-KMSG: [   12.345678] text" lines, in order. */
 export function kmsgLines(console: string): KmsgLine[] {
   const out: KmsgLine[] = [];
-  for (const m of console.matchAll(/CVM-E2E-KMSG: \[\s*([\d.]+)\] ([^\n]*)/g)) out.push({ t: Number(m[1]), text: m[2]! });
+  for (const m of console.matchAll(/CVM-E2E-KMSG: \[\s*([\d.]+)\] ([^\n]*)/g))
+    out.push({ t: Number(m[1]), text: m[2]! });
   return out;
 }
 
@@ -68,7 +76,8 @@ export function bootTimeline(console: string, unit: string): BootTimeline {
 /** The agent's --timings table ("  phase   123.4 ms") as printed to the console. */
 export function agentPhases(console: string): Record<string, number> {
   const phases: Record<string, number> = {};
-  for (const m of console.matchAll(/^(?:.*?cvm-unlock\[\d+\]: )?\s{2}([a-z][\w.-]*)\s+([\d.]+) ms/gm)) phases[m[1]!] ??= Number(m[2]);
+  for (const m of console.matchAll(/^(?:.*?cvm-unlock\[\d+\]: )?\s{2}([a-z][\w.-]*)\s+([\d.]+) ms/gm))
+    phases[m[1]!] ??= Number(m[2]);
   return phases;
 }
 

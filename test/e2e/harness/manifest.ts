@@ -32,7 +32,8 @@ export function runSetup(timeoutMs: number, steps: string[] = []): void {
     timeout: timeoutMs,
     killSignal: "SIGKILL",
   });
-  if (r.status !== 0) throw new Error(`test/e2e/setup.sh failed (status ${r.status}, signal ${r.signal}):\n${r.stderr.slice(-4000)}`);
+  if (r.status !== 0)
+    throw new Error(`test/e2e/setup.sh failed (status ${r.status}, signal ${r.signal}):\n${r.stderr.slice(-4000)}`);
 }
 
 export function readManifest(): E2eManifest {

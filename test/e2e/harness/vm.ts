@@ -88,24 +88,70 @@ export class Vm {
     // --terminate ends swtpm when QEMU disconnects
     const bound = String(Math.ceil(this.opts.timeoutMs / 1000) + 30);
     this.swtpm = track(
-      spawn("timeout", ["-s", "KILL", bound, "swtpm", "socket", "--tpm2", "--terminate", "--tpmstate", `dir=${tpmDir}`, "--ctrl", `type=unixio,path=${sock}`, "--log", `file=${path.join(workDir, "swtpm.log")},level=1`], {
-        stdio: ["ignore", "ignore", "pipe"],
-        detached: true,
-      }),
+      spawn(
+        "timeout",
+        [
+          "-s",
+          "KILL",
+          bound,
+          "swtpm",
+          "socket",
+          "--tpm2",
+          "--terminate",
+          "--tpmstate",
+          `dir=${tpmDir}`,
+          "--ctrl",
+          `type=unixio,path=${sock}`,
+          "--log",
+          `file=${path.join(workDir, "swtpm.log")},level=1`,
+        ],
+        {
+          stdio: ["ignore", "ignore", "pipe"],
+          detached: true,
+        },
+      ),
     );
     await waitForFile(sock, 10_000, this.swtpm);
 
     const log = fs.openSync(this.consoleLog, "w");
     const args = [
-      "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", String(this.opts.memoryMb ?? 1024),
-      "-nographic", "-monitor", "none", "-no-reboot",
+      "-machine",
+      "q35",
+      "-accel",
+      "tcg",
+      "-cpu",
+      "max",
+      "-smp",
+      "2",
+      "-m",
+      String(this.opts.memoryMb ?? 1024),
+      "-nographic",
+      "-monitor",
+      "none",
+      "-no-reboot",
       ...this.bootArgs(workDir),
-      "-netdev", "user,id=n0", "-device", `virtio-net-pci,netdev=n0${this.opts.uefi ? ",romfile=" : ""}`,
-      "-chardev", `socket,id=chrtpm,path=${sock}`, "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-crb,tpmdev=tpm0",
-      "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0",
+      "-netdev",
+      "user,id=n0",
+      "-device",
+      `virtio-net-pci,netdev=n0${this.opts.uefi ? ",romfile=" : ""}`,
+      "-chardev",
+      `socket,id=chrtpm,path=${sock}`,
+      "-tpmdev",
+      "emulator,id=tpm0,chardev=chrtpm",
+      "-device",
+      "tpm-crb,tpmdev=tpm0",
+      "-object",
+      "rng-random,id=rng0,filename=/dev/urandom",
+      "-device",
+      "virtio-rng-pci,rng=rng0",
     ];
     const t0 = Date.now();
-    const qemu = track(spawn("timeout", ["-s", "KILL", bound, "qemu-system-x86_64", ...args], { stdio: ["ignore", "pipe", "pipe"], detached: true }));
+    const qemu = track(
+      spawn("timeout", ["-s", "KILL", bound, "qemu-system-x86_64", ...args], {
+        stdio: ["ignore", "pipe", "pipe"],
+        detached: true,
+      }),
+    );
     this.qemu = qemu;
     const onData = (b: Buffer) => {
       this.chunks.push(b);
@@ -138,13 +184,28 @@ export class Vm {
       const vars = path.join(workDir, "ovmf-vars.fd");
       fs.copyFileSync("/usr/share/OVMF/OVMF_VARS_4M.fd", vars);
       return [
-        "-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
-        "-drive", `if=pflash,format=raw,unit=1,file=${vars}`,
-        "-drive", `${disk},if=none,id=d0`, "-device", "virtio-blk-pci,drive=d0,bootindex=0",
+        "-drive",
+        "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "-drive",
+        `if=pflash,format=raw,unit=1,file=${vars}`,
+        "-drive",
+        `${disk},if=none,id=d0`,
+        "-device",
+        "virtio-blk-pci,drive=d0,bootindex=0",
       ];
     }
-    if (!this.opts.kernel || !this.opts.initrd || this.opts.cmdline === undefined) throw new Error("direct boot needs kernel, initrd and cmdline");
-    return ["-kernel", this.opts.kernel, "-initrd", this.opts.initrd, "-append", this.opts.cmdline, "-drive", `${disk},if=virtio`];
+    if (!this.opts.kernel || !this.opts.initrd || this.opts.cmdline === undefined)
+      throw new Error("direct boot needs kernel, initrd and cmdline");
+    return [
+      "-kernel",
+      this.opts.kernel,
+      "-initrd",
+      this.opts.initrd,
+      "-append",
+      this.opts.cmdline,
+      "-drive",
+      `${disk},if=virtio`,
+    ];
   }
 
   /** The serial console so far without CRs and terminal escapes (raw bytes: see consoleBytes). */

@@ -27,7 +27,12 @@ function splitPem(pem: string): crypto.X509Certificate[] {
 /** AMD's Milan ASK+ARK: the last two certificates of trustee's vcek.pem (VCEK, ASK, ARK). */
 function defaultChains(): string[] {
   const certs = splitPem(fs.readFileSync(MILAN_CHAIN_FILE, "utf8"));
-  return [certs.slice(-2).map((c) => c.toString()).join("\n")];
+  return [
+    certs
+      .slice(-2)
+      .map((c) => c.toString())
+      .join("\n"),
+  ];
 }
 
 /** VCEK ← ASK ← ARK (self-signed) for one of the trusted chains. */
@@ -65,8 +70,14 @@ export function makeAzSnpVtpmVerifier(o: AzSnpOptions = {}): TeeVerifier {
       if (report.vmpl !== 0) fail(tee, `SNP report VMPL ${report.vmpl}, expected 0 (the paravisor)`);
       chains ??= defaultChains();
       chainsToTrustedRoot(p.hardwareBlob, chains, tee);
-      if (!verifySnpReportSignature(p.hcl.hardwareReport, vekPublicKey(p.hardwareBlob))) fail(tee, "SNP report signature does not verify with the VCEK");
-      return { ...claims, measurement: hex(report.measurement), snp_report_data: hex(report.report_data), policy: `0x${report.policy.toString(16)}` };
+      if (!verifySnpReportSignature(p.hcl.hardwareReport, vekPublicKey(p.hardwareBlob)))
+        fail(tee, "SNP report signature does not verify with the VCEK");
+      return {
+        ...claims,
+        measurement: hex(report.measurement),
+        snp_report_data: hex(report.report_data),
+        policy: `0x${report.policy.toString(16)}`,
+      };
     },
   };
 }

@@ -9,7 +9,8 @@ export function sampleLikeVerifier(tee: string): TeeVerifier {
   return {
     tee,
     verify(evidence, expected, ctx): TeeClaims {
-      if (evidence === null || typeof evidence !== "object" || Array.isArray(evidence)) throw reject("expected a JSON object");
+      if (evidence === null || typeof evidence !== "object" || Array.isArray(evidence))
+        throw reject("expected a JSON object");
       const ev = evidence as Record<string, unknown>;
       if (typeof ev.svn !== "string") throw reject("missing or non-string field `svn`");
       const reportData = ev.report_data ?? "";
@@ -21,9 +22,17 @@ export function sampleLikeVerifier(tee: string): TeeVerifier {
         throw reject((e as Error).message);
       }
       if (!bytesEqual(decoded, expected)) {
-        throw reject(`report_data (${decoded.length} bytes) does not equal the expected runtime digest (${expected.length} bytes)`);
+        throw reject(
+          `report_data (${decoded.length} bytes) does not equal the expected runtime digest (${expected.length} bytes)`,
+        );
       }
-      const claims: TeeClaims = { svn: ev.svn, report_data: reportData, launch_digest: "abcde", platform_version: { major: 1, minor: 4 }, debug: false };
+      const claims: TeeClaims = {
+        svn: ev.svn,
+        report_data: reportData,
+        launch_digest: "abcde",
+        platform_version: { major: 1, minor: 4 },
+        debug: false,
+      };
       if (ctx.initData) claims.init_data = b64(ctx.initData.digest);
       return claims;
     },

@@ -63,7 +63,7 @@ function tlv(b: Uint8Array, at: number): Tlv {
 }
 function children(b: Uint8Array): Tlv[] {
   const out: Tlv[] = [];
-  for (let at = 0; at < b.length; ) {
+  for (let at = 0; at < b.length;) {
     const t = tlv(b, at);
     out.push(t);
     at = t.end;
@@ -75,7 +75,7 @@ function oidText(b: Uint8Array): string {
   let v = 0;
   for (const x of b.subarray(1)) {
     v = v * 128 + (x & 0x7f);
-    if (!(x & 0x80)) parts.push(v), (v = 0);
+    if (!(x & 0x80)) (parts.push(v), (v = 0));
   }
   return parts.join(".");
 }
@@ -96,7 +96,8 @@ export function certExtensions(der: Uint8Array): Map<string, Uint8Array> {
 function derInt(v: Uint8Array | undefined, what: string): number {
   if (!v) throw new Error(`snp evidence: VCEK lacks the ${what} extension`);
   const t = tlv(v, 0);
-  if (t.tag !== 0x02 || t.body.length > 4) throw new Error(`snp evidence: VCEK ${what} extension is not a small INTEGER`);
+  if (t.tag !== 0x02 || t.body.length > 4)
+    throw new Error(`snp evidence: VCEK ${what} extension is not a small INTEGER`);
   return t.body.reduce((a, x) => a * 256 + x, 0);
 }
 function hwId(v: Uint8Array | undefined): Uint8Array {
@@ -119,11 +120,15 @@ function checkVcekTcb(der: Uint8Array, r: SnpReport): void {
   };
   for (const k of ["bootloader", "tee", "snp", "microcode"] as const)
     if (got[k] !== want[k]) throw new Error(`snp evidence: VCEK ${k} SPL ${got[k]} != reported_tcb.${k} ${want[k]}`);
-  if (want.fmc !== null && derInt(ext.get(`${AMD}.3.9`), "fmcSPL") !== want.fmc) throw new Error("snp evidence: VCEK fmcSPL != reported_tcb.fmc");
+  if (want.fmc !== null && derInt(ext.get(`${AMD}.3.9`), "fmcSPL") !== want.fmc)
+    throw new Error("snp evidence: VCEK fmcSPL != reported_tcb.fmc");
   const id = hwId(ext.get(`${AMD}.4`));
   // Turin VCEKs carry an 8-byte hwID: it must equal the chip id's first 8 bytes (the rest are zero).
   const chip = id.length === 8 && want.fmc !== null ? r.chip_id.subarray(0, 8) : r.chip_id;
-  if (!bytesEqual(id, chip)) throw new Error(`snp evidence: VCEK hwID ${hex(id).slice(0, 16)}… != report chip_id ${hex(r.chip_id).slice(0, 16)}…`);
+  if (!bytesEqual(id, chip))
+    throw new Error(
+      `snp evidence: VCEK hwID ${hex(id).slice(0, 16)}… != report chip_id ${hex(r.chip_id).slice(0, 16)}…`,
+    );
 }
 
 function chainTo(vek: X509Certificate, anchors: SnpTrustAnchor[]): void {
@@ -138,11 +143,18 @@ function chainTo(vek: X509Certificate, anchors: SnpTrustAnchor[]): void {
 function pickVek(chain: CertChainEntry[] | null, opts: SnpVerifyOptions): { der: Uint8Array; kind: "VCEK" | "VLEK" } {
   if (chain) {
     const e = chain.find((c) => c.cert_type === "VCEK" || c.cert_type === "VLEK");
-    if (!e) throw new Error(`snp evidence: If a cert chain is provided, it must include a VCEK/VLEK (got ${chain.map((c) => certTypeName(c.cert_type)).join(", ")})`);
+    if (!e)
+      throw new Error(
+        `snp evidence: If a cert chain is provided, it must include a VCEK/VLEK (got ${chain.map((c) => certTypeName(c.cert_type)).join(", ")})`,
+      );
     return { der: e.data, kind: e.cert_type as "VCEK" | "VLEK" };
   }
-  if (opts.vcek === undefined) throw new Error("snp evidence: cert_chain is null and no offline VCEK is configured (trustee would query AMD KDS)");
-  return { der: new Uint8Array(new X509Certificate(typeof opts.vcek === "string" ? opts.vcek : Buffer.from(opts.vcek)).raw), kind: "VCEK" };
+  if (opts.vcek === undefined)
+    throw new Error("snp evidence: cert_chain is null and no offline VCEK is configured (trustee would query AMD KDS)");
+  return {
+    der: new Uint8Array(new X509Certificate(typeof opts.vcek === "string" ? opts.vcek : Buffer.from(opts.vcek)).raw),
+    kind: "VCEK",
+  };
 }
 
 export function claimsOf(r: SnpReport): TeeClaims {
@@ -172,7 +184,9 @@ export function claimsOf(r: SnpReport): TeeClaims {
 export function verifySnpEvidence(evidence: unknown, expectedDigest: Uint8Array, opts: SnpVerifyOptions): TeeClaims {
   const { report, certChain } = parseSnpEvidenceJson(evidence);
   if (report.version < REPORT_VERSION_MIN || report.version > REPORT_VERSION_MAX)
-    throw new Error(`snp evidence: report version ${report.version} is not supported (need ${REPORT_VERSION_MIN}..${REPORT_VERSION_MAX})`);
+    throw new Error(
+      `snp evidence: report version ${report.version} is not supported (need ${REPORT_VERSION_MIN}..${REPORT_VERSION_MAX})`,
+    );
   if (report.vmpl !== 0) throw new Error(`snp evidence: VMPL ${report.vmpl}, expected 0`);
   if (report.sig_algo !== 1) throw new Error(`snp evidence: sig_algo ${report.sig_algo} is not ECDSA P-384/SHA-384`);
   const vek = pickVek(certChain, opts);
@@ -183,9 +197,11 @@ export function verifySnpEvidence(evidence: unknown, expectedDigest: Uint8Array,
   chainTo(x509, opts.anchors);
   if (vek.kind === "VCEK") checkVcekTcb(vek.der, report);
   const raw = encodeSnpReport(report);
-  if (!verifySnpReportSignature(raw, vekPublicKey(vek.der))) throw new Error("snp evidence: report signature does not verify with the VCEK/VLEK");
+  if (!verifySnpReportSignature(raw, vekPublicKey(vek.der)))
+    throw new Error("snp evidence: report signature does not verify with the VCEK/VLEK");
   const want = fitTo(expectedDigest, 64);
-  if (!bytesEqual(report.report_data, want)) throw new Error(`snp evidence: report_data ${hex(report.report_data)} != expected ${hex(want)}`);
+  if (!bytesEqual(report.report_data, want))
+    throw new Error(`snp evidence: report_data ${hex(report.report_data)} != expected ${hex(want)}`);
   if (opts.initDataDigest && !bytesEqual(report.host_data, fitTo(opts.initDataDigest, 32)))
     throw new Error(`snp evidence: host_data ${hex(report.host_data)} != init-data digest`);
   return claimsOf(report);
@@ -196,7 +212,10 @@ export function makeSnpVerifier(base: Omit<SnpVerifyOptions, "initDataDigest">):
   return {
     tee: "snp",
     verify(evidence: unknown, expected: Uint8Array, ctx: VerifyContext) {
-      return verifySnpEvidence(evidence, expected, { ...base, ...(ctx.initData ? { initDataDigest: ctx.initData.digest } : {}) });
+      return verifySnpEvidence(evidence, expected, {
+        ...base,
+        ...(ctx.initData ? { initDataDigest: ctx.initData.digest } : {}),
+      });
     },
   };
 }
@@ -215,6 +234,10 @@ export const verifier: TeeVerifier = {
   tee: "snp",
   verify(evidence, expected, ctx) {
     const pki = testPki();
-    return makeSnpVerifier({ anchors: [{ arkPem: pki.arkPem, askPem: pki.askPem }, ...amdAnchors()] }).verify(evidence, expected, ctx);
+    return makeSnpVerifier({ anchors: [{ arkPem: pki.arkPem, askPem: pki.askPem }, ...amdAnchors()] }).verify(
+      evidence,
+      expected,
+      ctx,
+    );
   },
 };

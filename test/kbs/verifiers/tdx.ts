@@ -32,15 +32,22 @@ function decode(value: unknown, what: string): Uint8Array {
   }
 }
 
-export function verifyTdxEvidence(evidence: unknown, expectedReportData: Uint8Array, ctx?: Pick<VerifyContext, "initData">): TeeClaims {
-  if (evidence === null || typeof evidence !== "object" || Array.isArray(evidence)) throw new Error("tdx evidence: expected a JSON object");
+export function verifyTdxEvidence(
+  evidence: unknown,
+  expectedReportData: Uint8Array,
+  ctx?: Pick<VerifyContext, "initData">,
+): TeeClaims {
+  if (evidence === null || typeof evidence !== "object" || Array.isArray(evidence))
+    throw new Error("tdx evidence: expected a JSON object");
   const ev = evidence as Record<string, unknown>;
   const quoteBytes = decode(field(ev, "quote"), "quote");
   const el = Object.hasOwn(ev, "cc_eventlog") ? ev.cc_eventlog : null;
   const quote = parseTdxQuote(quoteBytes); // ParseError names field + offset
 
-  if (!verifyQuoteSignature(quote)) throw new Error("tdx evidence: quote signature does not verify with the attestation key in the quote");
-  if (verifyQeBinding(quote) === false) throw new Error("tdx evidence: QE report does not bind the attestation key (SHA-256(key ‖ auth data))");
+  if (!verifyQuoteSignature(quote))
+    throw new Error("tdx evidence: quote signature does not verify with the attestation key in the quote");
+  if (verifyQeBinding(quote) === false)
+    throw new Error("tdx evidence: QE report does not bind the attestation key (SHA-256(key ‖ auth data))");
 
   const expected = fitTo(expectedReportData, 64);
   if (!bytesEqual(quote.body.reportData, expected))
@@ -48,7 +55,8 @@ export function verifyTdxEvidence(evidence: unknown, expectedReportData: Uint8Ar
 
   if (ctx?.initData) {
     const want = fitTo(ctx.initData.digest, 48);
-    if (!bytesEqual(quote.body.mrConfigId, want)) throw new Error(`tdx evidence: MRCONFIGID ${hex(quote.body.mrConfigId)} != init-data digest ${hex(want)}`);
+    if (!bytesEqual(quote.body.mrConfigId, want))
+      throw new Error(`tdx evidence: MRCONFIGID ${hex(quote.body.mrConfigId)} != init-data digest ${hex(want)}`);
   }
 
   const claims: TeeClaims = trusteeQuoteClaims(quote);
@@ -59,9 +67,13 @@ export function verifyTdxEvidence(evidence: unknown, expectedReportData: Uint8Ar
     const alg = log.algorithms.find((a) => !knownDigestSize(a.id));
     if (alg) throw new Error(`tdx evidence: cc_eventlog: Unknown algorithm type detected: ${alg.id.toString(16)}`);
     const unknown = log.events.find((e) => e.typeName.startsWith("EV_UNKNOWN"));
-    if (unknown) throw new Error(`tdx evidence: cc_eventlog: Unknown event type detected: 0x${unknown.type.toString(16)}`);
+    if (unknown)
+      throw new Error(`tdx evidence: cc_eventlog: Unknown event type detected: 0x${unknown.type.toString(16)}`);
     const [bad] = ccelRtmrMismatches(log, quote);
-    if (bad) throw new Error(`tdx evidence: cc_eventlog replays RTMR${bad.index} to ${hex(bad.replayed)}, the quote has ${hex(bad.actual)}`);
+    if (bad)
+      throw new Error(
+        `tdx evidence: cc_eventlog replays RTMR${bad.index} to ${hex(bad.replayed)}, the quote has ${hex(bad.actual)}`,
+      );
     claims.uefi_event_logs = trusteeEventClaims(log);
   }
   return claims;

@@ -49,13 +49,19 @@ function b64(s: string, what: string): Uint8Array {
 }
 
 function spkiDer(key: string): Uint8Array {
-  const k = key.includes("-----BEGIN") ? createPublicKey(key) : createPublicKey({ key: Buffer.from(key, "base64"), format: "der", type: "spki" });
+  const k = key.includes("-----BEGIN")
+    ? createPublicKey(key)
+    : createPublicKey({ key: Buffer.from(key, "base64"), format: "der", type: "spki" });
   return new Uint8Array(k.export({ type: "spki", format: "der" }));
 }
 
 const sha256 = (b: Uint8Array) => new Uint8Array(createHash("sha256").update(b).digest());
 
-export function verifyTpmEvidence(evidence: unknown, expectedReportData: Uint8Array, opts: TpmVerifyOptions = {}): TeeClaims {
+export function verifyTpmEvidence(
+  evidence: unknown,
+  expectedReportData: Uint8Array,
+  opts: TpmVerifyOptions = {},
+): TeeClaims {
   const ev = obj(evidence, "evidence");
   const akB64 = str(ev, "ak_public", "evidence");
   const q = obj(ev.tpm_quote, "evidence.tpm_quote");
@@ -92,7 +98,8 @@ export function verifyTpmEvidence(evidence: unknown, expectedReportData: Uint8Ar
   }
   if (sig.sigAlg !== TPM_ALG.RSASSA) fail(`unsupported signature type 0x${sig.sigAlg.toString(16)}, expected RSA-SSA`);
   if (sig.hashAlg !== TPM_ALG.SHA256) fail(`RSASSA hash 0x${sig.hashAlg.toString(16)} is not SHA-256`);
-  if (!createVerify("sha256").update(message).verify(akKey, Buffer.from(sig.sig))) fail("TPM quote signature verification failed");
+  if (!createVerify("sha256").update(message).verify(akKey, Buffer.from(sig.sig)))
+    fail("TPM quote signature verification failed");
 
   let attest;
   try {
@@ -103,18 +110,25 @@ export function verifyTpmEvidence(evidence: unknown, expectedReportData: Uint8Ar
   const sel = attest.pcrSelect;
   const all24 = Array.from({ length: 24 }, (_, i) => i).join(",");
   if (sel.length !== 1 || sel[0]!.hash !== TPM_ALG.SHA256 || sel[0]!.pcrs.join(",") !== all24)
-    fail(`quote PCR selection must be exactly sha256:0-23, got ${sel.map((s) => `0x${s.hash.toString(16)}:[${s.pcrs.join(",")}]`).join(" ")}`);
+    fail(
+      `quote PCR selection must be exactly sha256:0-23, got ${sel.map((s) => `0x${s.hash.toString(16)}:[${s.pcrs.join(",")}]`).join(" ")}`,
+    );
   if (pcrs.length !== 24) fail(`expected 24 PCR values (sha256:0-23), got ${pcrs.length}`);
   if (!bytesEqual(sha256(concat(...pcrs)), attest.pcrDigest)) fail("digest of PCRs does not match digest in Quote");
   if (!bytesEqual(attest.extraData, fitTo(expectedReportData, TPM_REPORT_DATA_SIZE)))
     fail(`TPM quote nonce ${hex(attest.extraData)} doesn't match expected report_data`);
   if (opts.initDataDigest) {
-    if (opts.initDataDigest.length !== 32) fail(`init-data digest must be SHA-256 (32 bytes) for tpm, got ${opts.initDataDigest.length}`);
+    if (opts.initDataDigest.length !== 32)
+      fail(`init-data digest must be SHA-256 (32 bytes) for tpm, got ${opts.initDataDigest.length}`);
     const want = sha256(concat(new Uint8Array(32), opts.initDataDigest));
     if (!bytesEqual(want, pcrs[INITDATA_PCR]!)) fail(`TPM PCR[${INITDATA_PCR}] doesn't match expected initdata hash`);
   }
 
-  const claims: TeeClaims = { init_data: hex(pcrs[INITDATA_PCR]!), report_data: hex(attest.extraData), ak_public: akB64 };
+  const claims: TeeClaims = {
+    init_data: hex(pcrs[INITDATA_PCR]!),
+    report_data: hex(attest.extraData),
+    ak_public: akB64,
+  };
   pcrs.forEach((p, i) => (claims[`pcr${String(i).padStart(2, "0")}`] = hex(p)));
   return claims;
 }
@@ -141,6 +155,9 @@ export function tpmVerifierTrusting(trustedAks: string[]): TeeVerifier {
   return {
     tee: "tpm",
     verify: (evidence, expected, ctx) =>
-      verifyTpmEvidence(evidence, expected, { trustedAks, ...(ctx.initData ? { initDataDigest: ctx.initData.digest } : {}) }),
+      verifyTpmEvidence(evidence, expected, {
+        trustedAks,
+        ...(ctx.initData ? { initDataDigest: ctx.initData.digest } : {}),
+      }),
   };
 }

@@ -2,7 +2,12 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { mergeLayers, readConfigFile, noteReplacedTrustAnchors, noteWideningFlags } from "../../../agent/config/load.ts";
+import {
+  mergeLayers,
+  readConfigFile,
+  noteReplacedTrustAnchors,
+  noteWideningFlags,
+} from "../../../agent/config/load.ts";
 import { configSchema } from "../../../agent/config/schema.ts";
 import { flagLayer, readCa } from "../../../agent/cli/common.ts";
 import { parseArgs } from "../../../agent/cli/args.ts";
@@ -19,13 +24,19 @@ describe("config schema", () => {
   });
 
   it("rejects unknown keys and names the path", () => {
-    expect(() => configSchema.parse({ kbs: { endpoint: ["https://x"] } }, "")).toThrow(/config kbs\.endpoint: unknown key/);
+    expect(() => configSchema.parse({ kbs: { endpoint: ["https://x"] } }, "")).toThrow(
+      /config kbs\.endpoint: unknown key/,
+    );
     expect(() => configSchema.parse({ platfrom: {} }, "")).toThrow(/config platfrom: unknown key/);
   });
 
   it("rejects wrong types and names the path", () => {
-    expect(() => configSchema.parse({ kbs: { insecure_http: "yes" } }, "")).toThrow(/config kbs\.insecure_http: expected boolean, got string/);
-    expect(() => configSchema.parse({ kbs: { endpoints: ["https://ok", 3] } }, "")).toThrow(/config kbs\.endpoints\[1\]: expected/);
+    expect(() => configSchema.parse({ kbs: { insecure_http: "yes" } }, "")).toThrow(
+      /config kbs\.insecure_http: expected boolean, got string/,
+    );
+    expect(() => configSchema.parse({ kbs: { endpoints: ["https://ok", 3] } }, "")).toThrow(
+      /config kbs\.endpoints\[1\]: expected/,
+    );
     expect(() => configSchema.parse({ deadline_s: 0 }, "")).toThrow(/deadline_s: must be >= 1/);
     expect(() => configSchema.parse({ platform: { tee: "sev" } }, "")).toThrow(/platform\.tee: expected "auto"/);
     expect(() => configSchema.parse({ resource: "a/b" }, "")).toThrow(/resource path/);
@@ -35,7 +46,11 @@ describe("config schema", () => {
   it("accepts a full valid config", () => {
     const c = configSchema.parse(
       {
-        kbs: { endpoints: ["https://kbs1:8080", "https://kbs2"], ca_file: "/etc/cvm-unlock/ca.pem", tee_key: "rsa-oaep-256" },
+        kbs: {
+          endpoints: ["https://kbs1:8080", "https://kbs2"],
+          ca_file: "/etc/cvm-unlock/ca.pem",
+          tee_key: "rsa-oaep-256",
+        },
         resource: "default/key/root",
         platform: { tee: "tpm", tpm: "swtpm:127.0.0.1:2321" },
         deadline_s: 60,
@@ -62,7 +77,10 @@ describe("config layers", () => {
   });
 
   it("flags override the file and provenance says who set what", () => {
-    const file = { source: "file:/etc/cvm-unlock/config.json", data: { kbs: { endpoints: ["https://a"], request_timeout_s: 5 }, resource: "r/t/x" } };
+    const file = {
+      source: "file:/etc/cvm-unlock/config.json",
+      data: { kbs: { endpoints: ["https://a"], request_timeout_s: 5 }, resource: "r/t/x" },
+    };
     const args = parseArgs(["--kbs", "https://b", "--kbs", "https://c", "--tee", "tpm"], configOptions);
     const { config, provenance } = mergeLayers([file, flagLayer(args)]);
     expect(config.kbs.endpoints).toEqual(["https://b", "https://c"]);
@@ -82,18 +100,29 @@ describe("config layers", () => {
     const guard = (data: Record<string, unknown>) => {
       if (JSON.stringify(data).includes("allow_sample")) throw new Error("token may not set platform.allow_sample");
     };
-    expect(() => mergeLayers([{ source: "luks-token", data: { platform: { allow_sample: true } }, guard }])).toThrow(/may not set/);
+    expect(() => mergeLayers([{ source: "luks-token", data: { platform: { allow_sample: true } }, guard }])).toThrow(
+      /may not set/,
+    );
   });
 
   it("logs flags that replace the trusted file's endpoints or CA (never a silent change of trust anchor)", () => {
     const lines: string[] = [];
     const log = createLogger({ format: "text", verbose: false, write: (l) => lines.push(l) });
-    const file = { source: "file:/etc/cvm-unlock/config.json", data: { kbs: { endpoints: ["https://a"], ca_file: "/etc/cvm-unlock/ca.pem" } } };
-    noteReplacedTrustAnchors([file, flagLayer(parseArgs(["--kbs", "https://b", "--ca", "/tmp/ca.pem"], configOptions))], log);
+    const file = {
+      source: "file:/etc/cvm-unlock/config.json",
+      data: { kbs: { endpoints: ["https://a"], ca_file: "/etc/cvm-unlock/ca.pem" } },
+    };
+    noteReplacedTrustAnchors(
+      [file, flagLayer(parseArgs(["--kbs", "https://b", "--ca", "/tmp/ca.pem"], configOptions))],
+      log,
+    );
     expect(lines.join("")).toMatch(/kbs\.endpoints from file:\/etc\/cvm-unlock\/config\.json replaced by flags/);
     expect(lines.join("")).toMatch(/kbs\.ca_file from file:\/etc\/cvm-unlock\/config\.json replaced by flags/);
     lines.length = 0;
-    noteReplacedTrustAnchors([{ source: "file:x", data: { deadline_s: 5 } }, flagLayer(parseArgs(["--kbs", "https://b"], configOptions))], log);
+    noteReplacedTrustAnchors(
+      [{ source: "file:x", data: { deadline_s: 5 } }, flagLayer(parseArgs(["--kbs", "https://b"], configOptions))],
+      log,
+    );
     noteReplacedTrustAnchors([file, flagLayer(parseArgs(["--tee", "tpm"], configOptions))], log);
     expect(lines).toEqual([]);
   });
@@ -115,7 +144,9 @@ describe("KBS CA handling fails closed", () => {
 
   it("ca_pem and ca_file together are refused, naming both sources (a tester's --ca never silently loses)", () => {
     const args = parseArgs(["--ca", "/tmp/other-ca.pem"], configOptions);
-    expect(() => mergeLayers([file, flagLayer(args)])).toThrow(/kbs\.ca_pem \(from file:\/etc\/cvm-unlock\/config\.json\) and kbs\.ca_file \(from flags\) are both set/);
+    expect(() => mergeLayers([file, flagLayer(args)])).toThrow(
+      /kbs\.ca_pem \(from file:\/etc\/cvm-unlock\/config\.json\) and kbs\.ca_file \(from flags\) are both set/,
+    );
     expect(mergeLayers([file]).config.kbs.ca_pem).toBe(PEM);
   });
 

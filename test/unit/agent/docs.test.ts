@@ -21,7 +21,10 @@ function leaves(shape: Record<string, { schema: unknown; default?: unknown }>, p
 /** The default column of the CONFIG.md row for `key`, without backticks. */
 function documentedDefault(md: string, key: string): string | undefined {
   const row = md.split("\n").find((l) => l.startsWith(`| \`${key}\` |`));
-  return row?.split(/(?<!\\)\|/)[3]?.trim().replace(/`/g, "");
+  return row
+    ?.split(/(?<!\\)\|/)[3]
+    ?.trim()
+    .replace(/`/g, "");
 }
 
 describe("docs match the code", () => {
@@ -30,7 +33,8 @@ describe("docs match the code", () => {
     for (const entry of commands) {
       expect(md, `command ${entry.name}`).toMatch(new RegExp(`cvm-unlock ${entry.name}\\b`));
       const cmd = await entry.load();
-      for (const o of cmd.options.filter((o) => !o.hidden)) expect(md, `${entry.name} --${o.name}`).toContain(`--${o.name}`);
+      for (const o of cmd.options.filter((o) => !o.hidden))
+        expect(md, `${entry.name} --${o.name}`).toContain(`--${o.name}`);
     }
   });
 
@@ -46,6 +50,16 @@ describe("docs match the code", () => {
       expect(cell, `${key} has a row in CONFIG.md`).toBeDefined();
       if (def !== undefined) expect([String(def), JSON.stringify(def)], `${key} default`).toContain(cell);
     }
-    for (const key of ["name", "uuid", "partlabel", "gpt_auto_root", "device", "resource", "pins", "luks2_digest_sha256"]) expect(unlock, `volumes[].${key}`).toContain(key);
+    for (const key of [
+      "name",
+      "uuid",
+      "partlabel",
+      "gpt_auto_root",
+      "device",
+      "resource",
+      "pins",
+      "luks2_digest_sha256",
+    ])
+      expect(unlock, `volumes[].${key}`).toContain(key);
   });
 });

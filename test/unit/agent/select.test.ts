@@ -24,7 +24,10 @@ describe("evidence source selection", () => {
   });
 
   it("refuses a forced sample without allow_sample, with a hint", async () => {
-    await expect(selectSource(env, platform({ tee: "sample" }))).rejects.toMatchObject({ kind: "config", hint: expect.stringMatching(/allow_sample/) });
+    await expect(selectSource(env, platform({ tee: "sample" }))).rejects.toMatchObject({
+      kind: "config",
+      hint: expect.stringMatching(/allow_sample/),
+    });
   });
 
   it("uses sample when forced and allowed", async () => {
@@ -36,15 +39,34 @@ describe("evidence source selection", () => {
 describe("fail-closed auto-detection", () => {
   it("does not fall back to a later source when an earlier probe fails", async () => {
     const { sources } = await import("../../../platform/registry.ts");
-    const broken = { id: "snp" as const, insecure: false, probe: async () => { throw new Error("HCL report: field 'report_size' at offset 8: bad"); }, collect: async () => { throw new Error("unused"); } };
-    const fine = { id: "tpm" as const, insecure: false, probe: async () => ({ source: "tpm" as const, present: true, tee: "tpm" as const, reason: "ok" }), collect: async () => { throw new Error("unused"); } };
+    const broken = {
+      id: "snp" as const,
+      insecure: false,
+      probe: async () => {
+        throw new Error("HCL report: field 'report_size' at offset 8: bad");
+      },
+      collect: async () => {
+        throw new Error("unused");
+      },
+    };
+    const fine = {
+      id: "tpm" as const,
+      insecure: false,
+      probe: async () => ({ source: "tpm" as const, present: true, tee: "tpm" as const, reason: "ok" }),
+      collect: async () => {
+        throw new Error("unused");
+      },
+    };
     const saved = sources.splice(0, sources.length, broken, fine);
     try {
       const c = await probeAll(env, platform({}));
       expect(c[0]!.failed).toBe(true);
       expect(c[1]!.chosen).toBe(false);
       expect(c[1]!.why).toMatch(/probe of snp failed/);
-      await expect(selectSource(env, platform({}))).rejects.toMatchObject({ kind: "platform", message: expect.stringMatching(/report_size/) });
+      await expect(selectSource(env, platform({}))).rejects.toMatchObject({
+        kind: "platform",
+        message: expect.stringMatching(/report_size/),
+      });
       // Forcing the other source is the operator's explicit choice and still works.
       await expect(selectSource(env, platform({ tee: "tpm" }))).resolves.toMatchObject({ tee: "tpm" });
     } finally {

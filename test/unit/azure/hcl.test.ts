@@ -1,6 +1,11 @@
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { parseHclReport, reportDataBindsClaims, runtimeClaimsDigest, userDataCarries } from "../../../platform/azure/hcl.ts";
+import {
+  parseHclReport,
+  reportDataBindsClaims,
+  runtimeClaimsDigest,
+  userDataCarries,
+} from "../../../platform/azure/hcl.ts";
 import { ParseError } from "../../../platform/util/errors.ts";
 import { prng } from "../../helpers/prng.ts";
 import { buildHclReport } from "../../helpers/azure-hcl.ts";
@@ -9,10 +14,42 @@ import { fixture } from "./fixtures.ts";
 
 // Expected values: /work/shared/vectors/platform/VECTORS.md "Azure HCL reports" (VERIFIED there).
 const REPORTS = [
-  { file: "kinvolk/hcl-report-snp.bin", version: 1, reportSize: 1819, tee: "snp", varSize: 583, blob: 2048, userData: false },
-  { file: "kinvolk/hcl-report-tdx.bin", version: 2, reportSize: 2438, tee: "tdx", varSize: 1202, blob: 2600, userData: true },
-  { file: "trustee-az-snp-vtpm/hcl-report.bin", version: 1, reportSize: 2346, tee: "snp", varSize: 1110, blob: 2600, userData: true },
-  { file: "trustee-az-tdx-vtpm/hcl-report.bin", version: 2, reportSize: 2437, tee: "tdx", varSize: 1201, blob: 2600, userData: true },
+  {
+    file: "kinvolk/hcl-report-snp.bin",
+    version: 1,
+    reportSize: 1819,
+    tee: "snp",
+    varSize: 583,
+    blob: 2048,
+    userData: false,
+  },
+  {
+    file: "kinvolk/hcl-report-tdx.bin",
+    version: 2,
+    reportSize: 2438,
+    tee: "tdx",
+    varSize: 1202,
+    blob: 2600,
+    userData: true,
+  },
+  {
+    file: "trustee-az-snp-vtpm/hcl-report.bin",
+    version: 1,
+    reportSize: 2346,
+    tee: "snp",
+    varSize: 1110,
+    blob: 2600,
+    userData: true,
+  },
+  {
+    file: "trustee-az-tdx-vtpm/hcl-report.bin",
+    version: 2,
+    reportSize: 2437,
+    tee: "tdx",
+    varSize: 1201,
+    blob: 2600,
+    userData: true,
+  },
 ] as const;
 
 describe("HCL report parser on real Azure reports", () => {
@@ -39,7 +76,11 @@ describe("HCL report parser on real Azure reports", () => {
   it("REPORT_DATA binds the stored claims bytes: one changed claim byte breaks it", () => {
     const raw = fixture("trustee-az-snp-vtpm/hcl-report.bin");
     const r = parseHclReport(raw);
-    expect(Buffer.from(runtimeClaimsDigest(r))).toEqual(createHash("sha256").update(raw.subarray(0x4d4, 0x4d4 + 1110)).digest());
+    expect(Buffer.from(runtimeClaimsDigest(r))).toEqual(
+      createHash("sha256")
+        .update(raw.subarray(0x4d4, 0x4d4 + 1110))
+        .digest(),
+    );
     const text = Buffer.from(raw.subarray(0x4d4, 0x4d4 + 1110)).toString();
     const at = 0x4d4 + text.indexOf("911B0EF8");
     const c = raw.slice();
@@ -101,7 +142,11 @@ describe("HCL report parser on hostile input", () => {
     const rng = prng(seed);
     for (let i = 0; i < 400; i++) {
       const c = good.slice();
-      for (let k = rng.int(1, 6); k > 0; k--) c[rng.pick([0, 4, 8, 0x4c0, 0x4c8, 0x4cc, 0x4d0, 0x4d4, rng.int(0, c.length - 1)]) + rng.int(0, 3)] = rng.int(0, 255);
+      for (let k = rng.int(1, 6); k > 0; k--)
+        c[rng.pick([0, 4, 8, 0x4c0, 0x4c8, 0x4cc, 0x4d0, 0x4d4, rng.int(0, c.length - 1)]) + rng.int(0, 3)] = rng.int(
+          0,
+          255,
+        );
       try {
         parseHclReport(rng.bool() ? c : c.slice(0, rng.int(0, c.length)));
       } catch (e) {

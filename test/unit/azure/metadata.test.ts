@@ -12,10 +12,19 @@ import { fixtureText } from "./fixtures.ts";
 const pem = fixtureText("trustee-az-snp-vtpm/vcek.pem");
 const blocks = pemCertificateBlocks(pem).map((b) => `${b}\n`);
 let md: FakeMetadata;
-const opts = (o: Partial<MetadataOptions> = {}): MetadataOptions => ({ baseUrl: md.url, deadline: new Deadline(20_000), log: silentLogger, ...o });
+const opts = (o: Partial<MetadataOptions> = {}): MetadataOptions => ({
+  baseUrl: md.url,
+  deadline: new Deadline(20_000),
+  log: silentLogger,
+  ...o,
+});
 
 beforeAll(async () => {
-  md = await startFakeMetadata({ vcekPem: blocks[0], chainPem: blocks[1]! + blocks[2]!, tdQuote: (r) => new Uint8Array([...r.subarray(0, 4), 0xee]) });
+  md = await startFakeMetadata({
+    vcekPem: blocks[0],
+    chainPem: blocks[1]! + blocks[2]!,
+    tdQuote: (r) => new Uint8Array([...r.subarray(0, 4), 0xee]),
+  });
 });
 afterAll(() => md.close());
 
@@ -97,13 +106,19 @@ describe("THIM PEM → DER", () => {
     ["no certificate", "hello", /no -----BEGIN CERTIFICATE/],
     ["a private key block", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", /expected CERTIFICATE/],
     ["a body that is not base64", "-----BEGIN CERTIFICATE-----\n#!@$\n-----END CERTIFICATE-----\n", /not base64/],
-    ["DER shorter than its SEQUENCE length", toPem(der(one).subarray(0, 900)), /DER SEQUENCE of \d+ bytes in a 900-byte block/],
+    [
+      "DER shorter than its SEQUENCE length",
+      toPem(der(one).subarray(0, 900)),
+      /DER SEQUENCE of \d+ bytes in a 900-byte block/,
+    ],
     ["DER with trailing bytes", toPem(Buffer.concat([der(one), Buffer.from([0, 0, 0])])), /in a \d+-byte block/],
     ["DER that is not a SEQUENCE", "-----BEGIN CERTIFICATE-----\nAgEA\n-----END CERTIFICATE-----\n", /SEQUENCE/],
   ])("rejects %s", (_n, pem, msg) => {
     expect(() => certificatesFromPem(pem, "THIM vcekCert")).toThrow(msg);
   });
   it("takes several certificates in order", () => {
-    expect(certificatesFromPem(blocks.join(""), "chain").map((d) => d.length)).toEqual(blocks.map((b) => Buffer.from(b.replace(/-----[A-Z ]+-----|\s/g, ""), "base64").length));
+    expect(certificatesFromPem(blocks.join(""), "chain").map((d) => d.length)).toEqual(
+      blocks.map((b) => Buffer.from(b.replace(/-----[A-Z ]+-----|\s/g, ""), "base64").length),
+    );
   });
 });

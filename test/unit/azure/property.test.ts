@@ -25,7 +25,17 @@ function mutateText(r: Prng, text: string): string {
     case 1:
       return text.slice(0, at) + String.fromCharCode(r.int(0x20, 0x7e)) + text.slice(at + 1);
     case 2:
-      return text.slice(0, at) + r.pick(["-----END CERTIFICATE-----\n", "-----BEGIN CERTIFICATE-----\n", "-----BEGIN PRIVATE KEY-----\n", "====", "\r\n"]) + text.slice(at);
+      return (
+        text.slice(0, at) +
+        r.pick([
+          "-----END CERTIFICATE-----\n",
+          "-----BEGIN CERTIFICATE-----\n",
+          "-----BEGIN PRIVATE KEY-----\n",
+          "====",
+          "\r\n",
+        ]) +
+        text.slice(at)
+      );
     case 3:
       return text.replace(/[A-Za-z0-9+/]{4}(?=[A-Za-z0-9+/]*\n-----END)/, "MIIB"); // a plausible but wrong DER length
     default:
@@ -57,7 +67,11 @@ describe("parseHclReport under hostile NV contents", () => {
     for (let i = 0; i < 600; i++) {
       const b = r.pick(bases).slice();
       // Mostly hit the header, the HclData sizes and the claims JSON; sometimes anywhere.
-      for (let k = r.int(1, 3); k > 0; k--) b[r.pick([r.int(0, 0x1f), r.int(0x4c0, 0x4d3), r.int(0x4d4, 0x4d4 + 64), r.int(0, b.length - 1)])] = r.int(0, 255);
+      for (let k = r.int(1, 3); k > 0; k--)
+        b[r.pick([r.int(0, 0x1f), r.int(0x4c0, 0x4d3), r.int(0x4d4, 0x4d4 + 64), r.int(0, b.length - 1)])] = r.int(
+          0,
+          255,
+        );
       const input = r.int(0, 4) === 0 ? b.subarray(0, r.int(0, b.length)) : b;
       if (decodeOrParseError(() => parseHclReport(input), `case ${i}`)) decoded++;
     }

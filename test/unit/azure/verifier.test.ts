@@ -23,7 +23,10 @@ function snpVectorEvidence(version = 1): Record<string, unknown> {
 }
 function tdxVectorEvidence(version = 1): Record<string, unknown> {
   const quote = decodeKinvolkQuote(fixture("trustee-az-tdx-vtpm/quote.bin"));
-  return { ...tdxEvidence(quote, fixture("trustee-az-tdx-vtpm/hcl-report.bin"), fixture("trustee-az-tdx-vtpm/td-quote.bin")), version };
+  return {
+    ...tdxEvidence(quote, fixture("trustee-az-tdx-vtpm/hcl-report.bin"), fixture("trustee-az-tdx-vtpm/td-quote.bin")),
+    version,
+  };
 }
 function hexFlipAt(h: string, rng: Prng): string {
   const at = rng.int(0, h.length - 1);
@@ -49,22 +52,39 @@ describe("real Azure vTPM quotes", () => {
       expect(Buffer.from(attest.extraData).toString()).toBe("challenge");
       expect(attest.pcrSelect).toEqual([{ hash: 0x000b, pcrs: Array.from({ length: 24 }, (_, i) => i) }]);
       expect(Buffer.from(attest.pcrDigest)).toEqual(crypto.createHash("sha256").update(Buffer.concat(q.pcrs)).digest());
-      const other = parseHclReport(fixture(dir.includes("snp") ? "trustee-az-tdx-vtpm/hcl-report.bin" : "trustee-az-snp-vtpm/hcl-report.bin")).akPub!;
-      expect(crypto.verify("sha256", q.message, crypto.createPublicKey({ key: { kty: "RSA", n: other.n, e: other.e }, format: "jwk" }), q.signature)).toBe(false);
+      const other = parseHclReport(
+        fixture(dir.includes("snp") ? "trustee-az-tdx-vtpm/hcl-report.bin" : "trustee-az-snp-vtpm/hcl-report.bin"),
+      ).akPub!;
+      expect(
+        crypto.verify(
+          "sha256",
+          q.message,
+          crypto.createPublicKey({ key: { kty: "RSA", n: other.n, e: other.e }, format: "jwk" }),
+          q.signature,
+        ),
+      ).toBe(false);
     });
   }
 
   it("kinvolk quote.bin verifies with kinvolk akpub.pem", () => {
     const q = decodeKinvolkQuote(fixture("kinvolk/quote.bin"));
-    expect(crypto.verify("sha256", q.message, crypto.createPublicKey(fixtureText("kinvolk/akpub.pem")), q.signature)).toBe(true);
+    expect(
+      crypto.verify("sha256", q.message, crypto.createPublicKey(fixtureText("kinvolk/akpub.pem")), q.signature),
+    ).toBe(true);
   });
 });
 
 describe("evidence encoder", () => {
   it("emits trustee's v2 JSON: hex quote, raw signature, URL-safe padded base64 blobs", () => {
-    const quote = { signature: new Uint8Array([0xde, 0xad]), message: new Uint8Array([0xbe, 0xef]), pcrs: [new Uint8Array(32).fill(1)] };
+    const quote = {
+      signature: new Uint8Array([0xde, 0xad]),
+      message: new Uint8Array([0xbe, 0xef]),
+      pcrs: [new Uint8Array(32).fill(1)],
+    };
     const e = snpEvidence(quote, new Uint8Array([0xde, 0xad, 0xbe, 0xef]), new Uint8Array([0xfb, 0xff]));
-    expect(JSON.stringify(e)).toBe(`{"version":2,"tpm_quote":{"signature":"dead","message":"beef","pcrs":["${"01".repeat(32)}"]},"hcl_report":"3q2-7w==","vcek":"-_8="}`);
+    expect(JSON.stringify(e)).toBe(
+      `{"version":2,"tpm_quote":{"signature":"dead","message":"beef","pcrs":["${"01".repeat(32)}"]},"hcl_report":"3q2-7w==","vcek":"-_8="}`,
+    );
     const t = tdxEvidence(quote, new Uint8Array([1]), new Uint8Array([2, 3]));
     expect(Object.keys(t)).toEqual(["version", "tpm_quote", "hcl_report", "td_quote"]);
     expect(t.td_quote).toBe("AgM=");
@@ -85,15 +105,57 @@ describe("az-snp-vtpm verifier on trustee's real SNP CVM evidence", () => {
 
   it.each([
     ["wrong expected report data", (e: any) => e, utf8("challengf"), /nonce/],
-    ["flipped signature", (e: any) => ({ ...e, tpm_quote: { ...e.tpm_quote, signature: hexFlip(e.tpm_quote.signature, 10) } }), NONCE, /signature/],
-    ["changed PCR", (e: any) => ({ ...e, tpm_quote: { ...e.tpm_quote, pcrs: e.tpm_quote.pcrs.map((p: string, i: number) => (i === 5 ? hexFlip(p, 0) : p)) } }), NONCE, /PCRs/],
-    ["dropped PCR", (e: any) => ({ ...e, tpm_quote: { ...e.tpm_quote, pcrs: e.tpm_quote.pcrs.slice(1) } }), NONCE, /PCRs/],
+    [
+      "flipped signature",
+      (e: any) => ({ ...e, tpm_quote: { ...e.tpm_quote, signature: hexFlip(e.tpm_quote.signature, 10) } }),
+      NONCE,
+      /signature/,
+    ],
+    [
+      "changed PCR",
+      (e: any) => ({
+        ...e,
+        tpm_quote: {
+          ...e.tpm_quote,
+          pcrs: e.tpm_quote.pcrs.map((p: string, i: number) => (i === 5 ? hexFlip(p, 0) : p)),
+        },
+      }),
+      NONCE,
+      /PCRs/,
+    ],
+    [
+      "dropped PCR",
+      (e: any) => ({ ...e, tpm_quote: { ...e.tpm_quote, pcrs: e.tpm_quote.pcrs.slice(1) } }),
+      NONCE,
+      /PCRs/,
+    ],
     ["unpadded base64", (e: any) => ({ ...e, vcek: e.vcek.replace(/=+$/, "") }), NONCE, /padding/],
-    ["standard (non-URL) base64", (e: any) => ({ ...e, hcl_report: Buffer.from(e.hcl_report, "base64url").toString("base64") }), NONCE, /URL-safe/],
-    ["signature as base64", (e: any) => ({ ...e, tpm_quote: { ...e.tpm_quote, signature: Buffer.from(e.tpm_quote.signature, "hex").toString("base64") } }), NONCE, /hex/],
+    [
+      "standard (non-URL) base64",
+      (e: any) => ({ ...e, hcl_report: Buffer.from(e.hcl_report, "base64url").toString("base64") }),
+      NONCE,
+      /URL-safe/,
+    ],
+    [
+      "signature as base64",
+      (e: any) => ({
+        ...e,
+        tpm_quote: { ...e.tpm_quote, signature: Buffer.from(e.tpm_quote.signature, "hex").toString("base64") },
+      }),
+      NONCE,
+      /hex/,
+    ],
     ["version 3", (e: any) => ({ ...e, version: 3 }), NONCE, /version/],
     ["version as string", (e: any) => ({ ...e, version: "2" }), NONCE, /version/],
-    ["ASK offered as VCEK", (e: any) => ({ ...e, vcek: b64urlPadded(certificatesFromPem(fixtureText("trustee-az-snp-vtpm/vcek.pem"), "x")[1]!) }), NONCE, /does not chain/],
+    [
+      "ASK offered as VCEK",
+      (e: any) => ({
+        ...e,
+        vcek: b64urlPadded(certificatesFromPem(fixtureText("trustee-az-snp-vtpm/vcek.pem"), "x")[1]!),
+      }),
+      NONCE,
+      /does not chain/,
+    ],
   ])("rejects %s", (_name, mutate, expected, msg) => {
     const ev = mutate(snpVectorEvidence(1));
     expect(() => snpVerifier.verify(ev, expected, ctx)).toThrow(msg);
@@ -116,11 +178,17 @@ describe("az-snp-vtpm verifier on trustee's real SNP CVM evidence", () => {
     const regions: [string, (e: any) => void][] = [
       ["tpm_quote.message", (e) => (e.tpm_quote.message = hexFlipAt(e.tpm_quote.message, rng))],
       ["tpm_quote.signature", (e) => (e.tpm_quote.signature = hexFlipAt(e.tpm_quote.signature, rng))],
-      ["tpm_quote.pcrs", (e) => {
-        const k = rng.int(0, 23);
-        e.tpm_quote.pcrs[k] = hexFlipAt(e.tpm_quote.pcrs[k], rng);
-      }],
-      ["SNP report (signed part and signature)", (e) => (e.hcl_report = b64urlPadded(flipIn(hcl, 0x20, 0x20 + 0x330, rng)))],
+      [
+        "tpm_quote.pcrs",
+        (e) => {
+          const k = rng.int(0, 23);
+          e.tpm_quote.pcrs[k] = hexFlipAt(e.tpm_quote.pcrs[k], rng);
+        },
+      ],
+      [
+        "SNP report (signed part and signature)",
+        (e) => (e.hcl_report = b64urlPadded(flipIn(hcl, 0x20, 0x20 + 0x330, rng))),
+      ],
       ["runtime claims", (e) => (e.hcl_report = b64urlPadded(flipIn(hcl, 0x4d4, 0x4d4 + 1110, rng)))],
     ];
     for (let i = 0; i < 150; i++) {
@@ -148,7 +216,9 @@ describe("az-tdx-vtpm verifier on trustee's real TDX CVM evidence", () => {
   it("rejects a TD quote for another report, and a TD quote with a broken signature", () => {
     const ev = tdxVectorEvidence(1);
     const other = { ...ev, hcl_report: snpVectorEvidence(1).hcl_report };
-    expect(() => tdxVerifier.verify(other, NONCE, { ...ctx, tee: "az-tdx-vtpm" })).toThrow(/signature does not verify with HCLAkPub/);
+    expect(() => tdxVerifier.verify(other, NONCE, { ...ctx, tee: "az-tdx-vtpm" })).toThrow(
+      /signature does not verify with HCLAkPub/,
+    );
     const q = Buffer.from(fixture("trustee-az-tdx-vtpm/td-quote.bin"));
     q[0x40] = q[0x40]! ^ 1; // a body byte under the signature
     const bad = { ...ev, td_quote: b64urlPadded(q) };

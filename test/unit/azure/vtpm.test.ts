@@ -10,11 +10,22 @@ import { silentLogger } from "../../../platform/util/log.ts";
 import { ByteWriter } from "../../../platform/util/reader.ts";
 
 function response(params: Uint8Array, rc = 0): Uint8Array {
-  return new ByteWriter().u16be(0x8001).u32be(10 + params.length).u32be(rc).bytes(params).finish();
+  return new ByteWriter()
+    .u16be(0x8001)
+    .u32be(10 + params.length)
+    .u32be(rc)
+    .bytes(params)
+    .finish();
 }
 
 function nvPublicResponse(dataSize: number, attributes: number): Uint8Array {
-  const pub = new ByteWriter().u32be(HCL_REPORT_NV_INDEX).u16be(TPM_ALG.SHA256).u32be(attributes).sized16be(new Uint8Array(0)).u16be(dataSize).finish();
+  const pub = new ByteWriter()
+    .u32be(HCL_REPORT_NV_INDEX)
+    .u16be(TPM_ALG.SHA256)
+    .u32be(attributes)
+    .sized16be(new Uint8Array(0))
+    .u16be(dataSize)
+    .finish();
   return response(new ByteWriter().sized16be(pub).sized16be(new Uint8Array(34)).finish());
 }
 

@@ -98,7 +98,11 @@ describe("compareRegisters", () => {
     const want = expected.tpm["ubuntu-2404-amd-sevsnp.bin"]!;
     const actual = new Map<number, Map<number, Uint8Array>>();
     for (const [bank, values] of Object.entries(want.pcrs))
-      for (const [idx, v] of Object.entries(values)) (actual.get(Number(idx)) ?? actual.set(Number(idx), new Map()).get(Number(idx))!).set(algorithmId(bank)!, Uint8Array.from(Buffer.from(v, "hex")));
+      for (const [idx, v] of Object.entries(values))
+        (actual.get(Number(idx)) ?? actual.set(Number(idx), new Map()).get(Number(idx))!).set(
+          algorithmId(bank)!,
+          Uint8Array.from(Buffer.from(v, "hex")),
+        );
     // PCR 10 is untouched by the log: it must read as zeros.
     actual.set(10, new Map([[TPM_ALG_SHA256, new Uint8Array(32)]]));
     const replayed = replay(parseEventLog(load(path.join(DIR, "ubuntu-2404-amd-sevsnp.bin"))), { kind: "pcr" });
@@ -215,11 +219,13 @@ describe("CCEL", () => {
   });
 
   it("event claims match trustee's uefi_event_logs for CCEL_data", () => {
-    const want = JSON.parse(fs.readFileSync(path.join(TDX, "parse_tdx_claims_expected.json"), "utf8")).uefi_event_logs as Array<Record<string, unknown>>;
+    const want = JSON.parse(fs.readFileSync(path.join(TDX, "parse_tdx_claims_expected.json"), "utf8"))
+      .uefi_event_logs as Array<Record<string, unknown>>;
     const got = trusteeEventClaims(parseCcelLog(load(path.join(DIR, "CCEL_data.gz"))));
     expect(got.length).toBe(want.length);
     got.forEach((g, i) => {
-      for (const k of ["index", "type_name", "digests", "event", "digest_matches_event"]) expect(g[k], `event ${i} ${k}`).toEqual(want[i]![k]);
+      for (const k of ["index", "type_name", "digests", "event", "digest_matches_event"])
+        expect(g[k], `event ${i} ${k}`).toEqual(want[i]![k]);
     });
   });
 
@@ -264,8 +270,18 @@ describe("hostile input", () => {
   });
 
   it("an MR index beyond RTMR3 cannot be replayed", () => {
-    const spec = { platformClass: 0, specErrata: 0, uintnSize: 2, algorithms: [{ id: TPM_ALG_SHA384, name: "sha384", size: 48 }], vendorInfo: new Uint8Array() };
-    const log = parseCcelLog(encodeEventLog(spec, [{ index: 5, type: 0xd, digests: new Map([[TPM_ALG_SHA384, new Uint8Array(48)]]), data: new Uint8Array() }]));
+    const spec = {
+      platformClass: 0,
+      specErrata: 0,
+      uintnSize: 2,
+      algorithms: [{ id: TPM_ALG_SHA384, name: "sha384", size: 48 }],
+      vendorInfo: new Uint8Array(),
+    };
+    const log = parseCcelLog(
+      encodeEventLog(spec, [
+        { index: 5, type: 0xd, digests: new Map([[TPM_ALG_SHA384, new Uint8Array(48)]]), data: new Uint8Array() },
+      ]),
+    );
     expect(() => replay(log, { kind: "rtmr" })).toThrow(/MR index 5/);
   });
 });

@@ -74,7 +74,9 @@ describe("fetchResource against the trustee-faithful test KBS", () => {
       expect(attester.digests[0]!.length).toBe(48);
 
       const [auth, attest, res] = k.seen;
-      expect(auth!.body).toBe('{"version":"0.4.0","tee":"sample","extra-params":{"supported-hash-algorithms":["sha256","sha384","sha512","sm3"]}}');
+      expect(auth!.body).toBe(
+        '{"version":"0.4.0","tee":"sample","extra-params":{"supported-hash-algorithms":["sha256","sha384","sha512","sm3"]}}',
+      );
       expect(auth!.headers["content-type"]).toBe("application/json");
       expect(attest!.headers.cookie).toMatch(/^kbs-session-id=[0-9a-f]{32}$/); // name=value only (Expires handling: messages.test.ts)
       const body = JSON.parse(attest!.body);
@@ -87,7 +89,8 @@ describe("fetchResource against the trustee-faithful test KBS", () => {
 
       // Nothing secret in the logs: not the token, the nonce, the key or the plaintext.
       const log = lines.join("");
-      for (const s of [token, nonce, SECRET.toString(), SECRET.toString("hex"), SECRET.toString("base64")]) expect(log).not.toContain(s);
+      for (const s of [token, nonce, SECRET.toString(), SECRET.toString("hex"), SECRET.toString("base64")])
+        expect(log).not.toContain(s);
       expect(log).toContain(`"token_chars":${token.length}`);
       got.secret.fill(0);
     });
@@ -104,7 +107,11 @@ describe("fetchResource against the trustee-faithful test KBS", () => {
     const pki = createPki();
     try {
       const k = await startKbs({ tls: pki.tls });
-      const got = await fetchResource(clientOpts([k.url], { insecureHttp: false, caPem: pki.caPem }).opts, sampleAttester(), RESOURCE);
+      const got = await fetchResource(
+        clientOpts([k.url], { insecureHttp: false, caPem: pki.caPem }).opts,
+        sampleAttester(),
+        RESOURCE,
+      );
       expect(Buffer.compare(got.secret, SECRET)).toBe(0);
     } finally {
       fs.rmSync(pki.dir, { recursive: true, force: true });
@@ -113,7 +120,9 @@ describe("fetchResource against the trustee-faithful test KBS", () => {
 
   it("missing resource (trustee: 401 PluginInternalError) -> resource-missing after resourceAttempts handshakes", async () => {
     const k = await startKbs({ resources: {} });
-    const e = await failure(fetchResource(clientOpts([k.url], { resourceAttempts: 3 }).opts, sampleAttester(), RESOURCE));
+    const e = await failure(
+      fetchResource(clientOpts([k.url], { resourceAttempts: 3 }).opts, sampleAttester(), RESOURCE),
+    );
     expect(e.kind).toBe("resource-missing");
     expect(e.message).toContain(RESOURCE);
     expect(k.count("/kbs/v0/auth")).toBe(3);
@@ -139,7 +148,10 @@ describe("fetchResource against the trustee-faithful test KBS", () => {
 
   it("evidence not bound to the challenge -> kbs-refused (attestation failed)", async () => {
     const k = await startKbs();
-    const liar: Attester = { tee: "sample", collect: async () => ({ svn: "1", report_data: Buffer.alloc(48).toString("base64") }) };
+    const liar: Attester = {
+      tee: "sample",
+      collect: async () => ({ svn: "1", report_data: Buffer.alloc(48).toString("base64") }),
+    };
     const e = await failure(fetchResource(clientOpts([k.url]).opts, liar, RESOURCE));
     expect(e.kind).toBe("kbs-refused");
     expect(e.message).toMatch(/refused attestation/);
@@ -161,7 +173,9 @@ describe("fetchResource against the trustee-faithful test KBS", () => {
       const e = await failure(fetchResource(clientOpts([k.url]).opts, sampleAttester(), bad));
       expect(e.kind, bad).toBe("config");
     }
-    const e = await failure(fetchResource(clientOpts([k.url], { insecureHttp: false }).opts, sampleAttester(), RESOURCE));
+    const e = await failure(
+      fetchResource(clientOpts([k.url], { insecureHttp: false }).opts, sampleAttester(), RESOURCE),
+    );
     expect(e.kind).toBe("config");
     expect(k.seen).toHaveLength(0);
   });
@@ -171,7 +185,11 @@ describe("fetchResource against the trustee-faithful test KBS", () => {
     const deadUrl = dead.url;
     await dead.refuseConnections();
     const k = await startKbs();
-    const got = await fetchResource(clientOpts([deadUrl, k.url], { attemptsPerEndpoint: 1 }).opts, sampleAttester(), RESOURCE);
+    const got = await fetchResource(
+      clientOpts([deadUrl, k.url], { attemptsPerEndpoint: 1 }).opts,
+      sampleAttester(),
+      RESOURCE,
+    );
     expect(got.endpoint).toBe(k.url);
   });
 

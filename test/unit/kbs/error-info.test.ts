@@ -1,17 +1,35 @@
 import { describe, expect, it } from "vitest";
 import { decideOnKbsError, MAX_ERROR_BODY_BYTES, parseErrorInformation } from "../../../agent/kbs/error-info.ts";
 
-const body = (variant: string, detail: string) => Buffer.from(JSON.stringify({ type: `https://github.com/confidential-containers/kbs/errors/${variant}`, detail }));
+const body = (variant: string, detail: string) =>
+  Buffer.from(JSON.stringify({ type: `https://github.com/confidential-containers/kbs/errors/${variant}`, detail }));
 const decide = (phase: "auth" | "attest" | "resource", status: number, variant: string, detail: string) =>
-  decideOnKbsError(phase, status, parseErrorInformation(body(variant, detail)), "https://kbs:8080", "default/luks/root");
+  decideOnKbsError(
+    phase,
+    status,
+    parseErrorInformation(body(variant, detail)),
+    "https://kbs:8080",
+    "default/luks/root",
+  );
 
 describe("trustee ErrorInformation", () => {
   it("parses the variant and detail whatever the content type", () => {
-    expect(parseErrorInformation(body("PolicyDeny", "Access denied by policy"))).toEqual({ variant: "PolicyDeny", detail: "Access denied by policy" });
+    expect(parseErrorInformation(body("PolicyDeny", "Access denied by policy"))).toEqual({
+      variant: "PolicyDeny",
+      detail: "Access denied by policy",
+    });
   });
 
   it("rejects bodies that are not ErrorInformation", () => {
-    for (const b of ["", "not json", "[]", '{"type":"x","detail":"y"}', '{"type":"https://github.com/confidential-containers/kbs/errors/PolicyDeny"}', '{"type":"https://evil/errors/PolicyDeny","detail":"d"}', "\xff\xfe"])
+    for (const b of [
+      "",
+      "not json",
+      "[]",
+      '{"type":"x","detail":"y"}',
+      '{"type":"https://github.com/confidential-containers/kbs/errors/PolicyDeny"}',
+      '{"type":"https://evil/errors/PolicyDeny","detail":"d"}',
+      "\xff\xfe",
+    ])
       expect(parseErrorInformation(Buffer.from(b, "latin1")), b).toBeUndefined();
     const huge = Buffer.alloc(MAX_ERROR_BODY_BYTES + 1, 0x20);
     expect(parseErrorInformation(huge)).toBeUndefined();
@@ -53,7 +71,9 @@ describe("decisions", () => {
       const dec = decide("resource", 401, "PluginInternalError", detail);
       expect(dec.rehandshake).toBe(true);
       expect(dec.error.kind).toBe("resource-missing");
-      expect(dec.error.message).toMatch(/has no resource default\/luks\/root: PluginInternalError: Plugin internal error/);
+      expect(dec.error.message).toMatch(
+        /has no resource default\/luks\/root: PluginInternalError: Plugin internal error/,
+      );
     }
     const other = decide("attest", 401, "PluginInternalError", "Plugin internal error");
     expect([other.rehandshake, other.error.kind]).toEqual([false, "kbs-protocol"]);
@@ -63,7 +83,12 @@ describe("decisions", () => {
     const dec = decide("attest", 401, "AttestationError", "Attestation error: RCAR handshake Attest failed");
     expect([dec.rehandshake, dec.error.kind]).toEqual([false, "kbs-refused"]);
     expect(dec.error.message).toMatch(/refused attestation/);
-    const v = decide("auth", 401, "AttestationError", "Attestation error: RCAR handshake Auth failed: KBS Client Protocol Version Mismatch: expect =0.4.0 while the request is 0.3.0");
+    const v = decide(
+      "auth",
+      401,
+      "AttestationError",
+      "Attestation error: RCAR handshake Auth failed: KBS Client Protocol Version Mismatch: expect =0.4.0 while the request is 0.3.0",
+    );
     expect([v.rehandshake, v.error.kind]).toEqual([false, "kbs-protocol"]);
   });
 

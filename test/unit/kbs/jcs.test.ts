@@ -97,7 +97,10 @@ describe("JCS (RFC 8785)", () => {
   it("property: output parses back to the input, is idempotent and sorted at every level", () => {
     const seed = 0x8785;
     const r = prng(seed);
-    const randString = () => String.fromCharCode(...Array.from({ length: r.int(0, 6) }, () => r.pick([r.int(0x20, 0x7e), r.int(0, 0x1f), r.int(0x80, 0xffff)])));
+    const randString = () =>
+      String.fromCharCode(
+        ...Array.from({ length: r.int(0, 6) }, () => r.pick([r.int(0x20, 0x7e), r.int(0, 0x1f), r.int(0x80, 0xffff)])),
+      );
     const gen = (depth: number): unknown => {
       const k = r.int(0, depth > 3 ? 3 : 5);
       if (k === 0) return r.pick([null, true, false]);

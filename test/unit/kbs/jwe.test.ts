@@ -28,7 +28,9 @@ const flip = (b64u: string, byte = 0) => {
 };
 const reheader = (jwe: FlattenedJwe, edit: (h: Record<string, unknown>) => Record<string, unknown>) => ({
   ...jwe,
-  protected: Buffer.from(JSON.stringify(edit(JSON.parse(Buffer.from(jwe.protected, "base64url").toString())))).toString("base64url"),
+  protected: Buffer.from(JSON.stringify(edit(JSON.parse(Buffer.from(jwe.protected, "base64url").toString())))).toString(
+    "base64url",
+  ),
 });
 
 describe("resource JWE: generated trustee vectors", () => {
@@ -44,7 +46,9 @@ describe("resource JWE: generated trustee vectors", () => {
 
     it(`${name}: Concat KDF of Z gives the vector KEK`, () => {
       const v = jweVectors[name];
-      expect(Buffer.from(concatKdf(Buffer.from(v.intermediate.z_hex, "hex"), "ECDH-ES+A256KW")).toString("hex")).toBe(v.intermediate.kek_hex);
+      expect(Buffer.from(concatKdf(Buffer.from(v.intermediate.z_hex, "hex"), "ECDH-ES+A256KW")).toString("hex")).toBe(
+        v.intermediate.kek_hex,
+      );
     });
 
     it(`${name}: the test-side encryptor reproduces the KBS response byte for byte`, async () => {
@@ -88,7 +92,9 @@ describe("resource JWE: fresh keys round trip", () => {
     const e = await decryptError(await encryptJwe(theirs.publicJwk, Buffer.from("x")), mine);
     expect(e.message).toMatch(/AES-KW unwrap .* failed its integrity check/);
     const [rmine, rtheirs] = [await generateTeeKey("rsa-oaep-256"), await generateTeeKey("rsa-oaep-256")];
-    expect((await decryptError(await encryptJwe(rtheirs.publicJwk, Buffer.from("x")), rmine)).message).toMatch(/RSA-OAEP-256 decryption of the content key failed/);
+    expect((await decryptError(await encryptJwe(rtheirs.publicJwk, Buffer.from("x")), rmine)).message).toMatch(
+      /RSA-OAEP-256 decryption of the content key failed/,
+    );
   });
 });
 
@@ -110,16 +116,24 @@ describe("resource JWE: tampering and malformed input fail closed with a clear e
 
   it("encrypted_key altered -> key unwrap integrity failure", async () => {
     const key = await ecVectorKey("ecdh-es-a256kw-p-256");
-    expect((await decryptError({ ...good(), encrypted_key: flip(good().encrypted_key, 20) }, key)).message).toMatch(/AES-KW unwrap/);
+    expect((await decryptError({ ...good(), encrypted_key: flip(good().encrypted_key, 20) }, key)).message).toMatch(
+      /AES-KW unwrap/,
+    );
   });
 
   it("epk on the wrong curve, off the curve or mis-sized is refused before any crypto", async () => {
     const key = await ecVectorKey("ecdh-es-a256kw-p-256");
     const p521 = JSON.parse(jweVectors["ecdh-es-a256kw-p-521"].response_json);
     expect((await decryptError(p521, key)).message).toMatch(/epk is on curve "P-521" but our key is P-256/);
-    const offCurve = reheader(good(), (h) => ({ ...h, epk: { ...(h.epk as object), y: Buffer.alloc(32, 7).toString("base64url") } }));
+    const offCurve = reheader(good(), (h) => ({
+      ...h,
+      epk: { ...(h.epk as object), y: Buffer.alloc(32, 7).toString("base64url") },
+    }));
     expect((await decryptError(offCurve, key)).message).toMatch(/epk is not a valid P-256 public key/);
-    const short = reheader(good(), (h) => ({ ...h, epk: { ...(h.epk as object), x: Buffer.alloc(31, 7).toString("base64url") } }));
+    const short = reheader(good(), (h) => ({
+      ...h,
+      epk: { ...(h.epk as object), x: Buffer.alloc(31, 7).toString("base64url") },
+    }));
     expect((await decryptError(short, key)).message).toMatch(/epk 'x' is 31 bytes, P-256 needs 32/);
     const withD = reheader(good(), (h) => ({ ...h, epk: { ...(h.epk as object), d: "AA" } }));
     expect((await decryptError(withD, key)).message).toMatch(/private key member 'd'/);
@@ -137,7 +151,15 @@ describe("resource JWE: tampering and malformed input fail closed with a clear e
       [{ crit: ["exp"] }, /'crit' is not supported/],
       [{ apu: "QQ" }, /'apu' is not supported/],
     ];
-    for (const [edit, msg] of cases) expect((await decryptError(reheader(good(), (h) => ({ ...h, ...edit })), key)).message).toMatch(msg);
+    for (const [edit, msg] of cases)
+      expect(
+        (
+          await decryptError(
+            reheader(good(), (h) => ({ ...h, ...edit })),
+            key,
+          )
+        ).message,
+      ).toMatch(msg);
     const rsa = await rsaVectorKey();
     const ecFor = JSON.parse(jweVectors["rsa-oaep-256"].response_json);
     const withEpk = reheader(ecFor, (h) => ({ ...h, epk: { kty: "EC" } }));
@@ -149,7 +171,10 @@ describe("resource JWE: tampering and malformed input fail closed with a clear e
     const cases: [Record<string, unknown>, RegExp][] = [
       [{ iv: Buffer.alloc(16).toString("base64url") }, /iv is 16 bytes, A256GCM uses 12/],
       [{ tag: Buffer.alloc(12).toString("base64url") }, /tag is 12 bytes, A256GCM uses 16/],
-      [{ encrypted_key: Buffer.alloc(48).toString("base64url") }, /encrypted_key is 48 bytes, AES-256-KW of the CEK is 40/],
+      [
+        { encrypted_key: Buffer.alloc(48).toString("base64url") },
+        /encrypted_key is 48 bytes, AES-256-KW of the CEK is 40/,
+      ],
       [{ iv: "oKGio6Slpqeoqaqr==" }, /member 'iv' is not unpadded base64url/],
       [{ ciphertext: "a+b/" }, /member 'ciphertext' is not unpadded base64url/],
       [{ tag: 5 }, /member 'tag' is not a string/],

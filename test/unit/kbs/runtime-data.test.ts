@@ -2,7 +2,14 @@ import { describe, expect, it } from "vitest";
 import { sha384 } from "@noble/hashes/sha2.js";
 import { attestRequestBody, authRequestBody } from "../../../agent/kbs/client.ts";
 import { canonicalize } from "../../../agent/kbs/jcs.ts";
-import { deviceRuntimeDataJcs, primaryRuntimeDataJcs, reportDataFor, runtimeDigest, selectHashAlgorithm, type RuntimeData } from "../../../agent/kbs/runtime-data.ts";
+import {
+  deviceRuntimeDataJcs,
+  primaryRuntimeDataJcs,
+  reportDataFor,
+  runtimeDigest,
+  selectHashAlgorithm,
+  type RuntimeData,
+} from "../../../agent/kbs/runtime-data.ts";
 import { EC_COORD_BYTES, generateTeeKey } from "../../../agent/kbs/tee-key.ts";
 import { sampleSource } from "../../../platform/sample/index.ts";
 import { CvmError } from "../../../platform/util/errors.ts";
@@ -60,7 +67,8 @@ describe("runtime data (kbs-protocol.md §2)", () => {
     expect(hex(reportDataFor("snp", d))).toBe(rv.snp_tdx_sgx_cca_report_data_64_hex);
     expect(hex(reportDataFor("tdx", d))).toBe(rv.snp_tdx_sgx_cca_report_data_64_hex);
     expect(hex(reportDataFor("tpm", d))).toBe(rv.tpm_qualifying_data_32_hex);
-    for (const t of ["az-snp-vtpm", "az-tdx-vtpm", "azsnpvtpm", "aztdxvtpm", "sample"] as const) expect(hex(reportDataFor(t, d))).toBe(rv.az_vtpm_tpm_nonce_hex);
+    for (const t of ["az-snp-vtpm", "az-tdx-vtpm", "azsnpvtpm", "aztdxvtpm", "sample"] as const)
+      expect(hex(reportDataFor(t, d))).toBe(rv.az_vtpm_tpm_nonce_hex);
     expect(reportDataFor("sample", d)).not.toBe(d); // a copy: callers may zero/modify it
     expect(() => reportDataFor("snp", new Uint8Array(65))).toThrow(CvmError);
     expect(() => reportDataFor("tpm", new Uint8Array(20))).toThrow(/shorter than TPM qualifyingData/);
@@ -84,6 +92,9 @@ describe("runtime data (kbs-protocol.md §2)", () => {
   it("request bodies are byte-identical to the reference client's", () => {
     expect(authRequestBody("sample")).toBe(rv.auth_request_body_json);
     expect(attestRequestBody(runtime, rv.sample_evidence)).toBe(rv.attest_request_body_sample_json);
-    expect(JSON.parse(attestRequestBody(runtime, {}, 'version = "0.1.0"\n'))["init-data"]).toEqual({ format: "toml", body: 'version = "0.1.0"\n' });
+    expect(JSON.parse(attestRequestBody(runtime, {}, 'version = "0.1.0"\n'))["init-data"]).toEqual({
+      format: "toml",
+      body: 'version = "0.1.0"\n',
+    });
   });
 });

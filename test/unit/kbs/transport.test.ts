@@ -2,7 +2,13 @@ import { createServer as createHttpServer, type IncomingMessage, type ServerResp
 import { createServer as createHttpsServer } from "node:https";
 import { createServer as createTcpServer, type AddressInfo, type Server } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { endpointUrl, KbsTransport, parseRetryAfter, tryEndpoints, type TransportOptions } from "../../../agent/kbs/transport.ts";
+import {
+  endpointUrl,
+  KbsTransport,
+  parseRetryAfter,
+  tryEndpoints,
+  type TransportOptions,
+} from "../../../agent/kbs/transport.ts";
 import { Deadline } from "../../../platform/util/deadline.ts";
 import { CvmError } from "../../../platform/util/errors.ts";
 import { failure } from "./helpers/failure.ts";
@@ -85,21 +91,44 @@ async function withTransport<T>(o: TransportOptions, fn: (t: KbsTransport) => Pr
   }
 }
 
-const get = (t: KbsTransport, endpoint: string, over: object = {}) => t.request(endpoint, { method: "GET", path: "/kbs/v0/x", what: "test", ...over });
+const get = (t: KbsTransport, endpoint: string, over: object = {}) =>
+  t.request(endpoint, { method: "GET", path: "/kbs/v0/x", what: "test", ...over });
 
 scenarios.ok = (req, res) => {
   let body = "";
   req.on("data", (c) => (body += c));
-  req.on("end", () => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ path: req.url, method: req.method, body, ct: req.headers["content-type"], cookie: req.headers.cookie ?? null })));
+  req.on("end", () =>
+    res.writeHead(200, { "content-type": "application/json" }).end(
+      JSON.stringify({
+        path: req.url,
+        method: req.method,
+        body,
+        ct: req.headers["content-type"],
+        cookie: req.headers.cookie ?? null,
+      }),
+    ),
+  );
 };
 
 describe("KBS transport over real undici + TLS", () => {
   it("right CA: request succeeds; prefix, method, body and headers arrive intact", async () => {
     const res = await withTransport(opts(), (t) =>
-      t.request(`${httpsUrl}/ok/`, { method: "POST", path: "/kbs/v0/auth", body: '{"a":1}', headers: { cookie: "kbs-session-id=abc" }, what: "auth" }),
+      t.request(`${httpsUrl}/ok/`, {
+        method: "POST",
+        path: "/kbs/v0/auth",
+        body: '{"a":1}',
+        headers: { cookie: "kbs-session-id=abc" },
+        what: "auth",
+      }),
     );
     expect(res.status).toBe(200);
-    expect(JSON.parse(Buffer.from(res.body).toString())).toEqual({ path: "/ok/kbs/v0/auth", method: "POST", body: '{"a":1}', ct: "application/json", cookie: "kbs-session-id=abc" });
+    expect(JSON.parse(Buffer.from(res.body).toString())).toEqual({
+      path: "/ok/kbs/v0/auth",
+      method: "POST",
+      body: '{"a":1}',
+      ct: "application/json",
+      cookie: "kbs-session-id=abc",
+    });
   });
 
   it("wrong CA (same subject DN): fails as 'tls' at once, one connection, hint names the CA", async () => {
@@ -145,7 +174,8 @@ describe("KBS transport over real undici + TLS", () => {
 
   it("503 with Retry-After: 1 is honoured, then succeeds", async () => {
     let n = 0;
-    scenarios.busy = (_req, res) => (n++ === 0 ? res.writeHead(503, { "retry-after": "1" }).end() : res.writeHead(200).end("ok"));
+    scenarios.busy = (_req, res) =>
+      n++ === 0 ? res.writeHead(503, { "retry-after": "1" }).end() : res.writeHead(200).end("ok");
     const t0 = performance.now();
     const res = await withTransport(opts(), (t) => get(t, `${httpsUrl}/busy`));
     const waited = performance.now() - t0;
@@ -203,7 +233,9 @@ describe("KBS transport over real undici + TLS", () => {
 
   it("all endpoints failing: one error naming each, 'tls' winning over 'network'", async () => {
     const o = opts({ caPem: pki.wrongCaPem, attemptsPerEndpoint: 1 });
-    const e = await failure(withTransport(o, (t) => tryEndpoints([deadUrl, `${httpsUrl}/ok`], silentLogger, (ep) => get(t, ep))));
+    const e = await failure(
+      withTransport(o, (t) => tryEndpoints([deadUrl, `${httpsUrl}/ok`], silentLogger, (ep) => get(t, ep))),
+    );
     expect(e.kind).toBe("tls");
     expect(e.message).toMatch(/all 2 KBS endpoints failed/);
     expect(e.message).toContain(deadUrl);
@@ -234,7 +266,9 @@ describe("KBS transport over real undici + TLS", () => {
     expect(e.message).toMatch(/more than 2048.*over the 2048-byte limit/);
     const d = await failure(withTransport(opts(), (t) => get(t, `${httpsUrl}/declared`, { maxBodyBytes: 2048 })));
     expect(d.message).toMatch(/is 4096 bytes, over the 2048-byte limit/);
-    expect((await withTransport(opts(), (t) => get(t, `${httpsUrl}/big`, { maxBodyBytes: 8192 }))).body.length).toBe(8192);
+    expect((await withTransport(opts(), (t) => get(t, `${httpsUrl}/big`, { maxBodyBytes: 8192 }))).body.length).toBe(
+      8192,
+    );
   });
 
   it("redirects are rejected, not followed", async () => {
@@ -250,7 +284,9 @@ describe("KBS transport over real undici + TLS", () => {
     hits.silent = 0;
     scenarios.silent = () => {};
     const t0 = performance.now();
-    const e = await failure(withTransport(opts({ requestTimeoutMs: 300, attemptsPerEndpoint: 2 }), (t) => get(t, `${httpsUrl}/silent`)));
+    const e = await failure(
+      withTransport(opts({ requestTimeoutMs: 300, attemptsPerEndpoint: 2 }), (t) => get(t, `${httpsUrl}/silent`)),
+    );
     const took = performance.now() - t0;
     expect(e.kind).toBe("network");
     expect(e.message).toMatch(/no complete answer within 300 ms/);
@@ -262,7 +298,11 @@ describe("KBS transport over real undici + TLS", () => {
   it("the overall deadline stops a request as 'deadline'", async () => {
     scenarios.silent = () => {};
     const t0 = performance.now();
-    const e = await failure(withTransport(opts({ deadline: new Deadline(400), requestTimeoutMs: 10_000 }), (t) => get(t, `${httpsUrl}/silent`)));
+    const e = await failure(
+      withTransport(opts({ deadline: new Deadline(400), requestTimeoutMs: 10_000 }), (t) =>
+        get(t, `${httpsUrl}/silent`),
+      ),
+    );
     expect(e.kind).toBe("deadline");
     expect(performance.now() - t0).toBeLessThan(2500);
   });
@@ -270,9 +310,14 @@ describe("KBS transport over real undici + TLS", () => {
 
 describe("transport helpers", () => {
   it("endpointUrl joins prefixes and refuses what it must", () => {
-    expect(endpointUrl("https://kbs.example:8080", "/kbs/v0/auth", false).href).toBe("https://kbs.example:8080/kbs/v0/auth");
-    expect(endpointUrl("https://kbs.example/trustee//", "/kbs/v0/auth", false).href).toBe("https://kbs.example/trustee/kbs/v0/auth");
-    for (const bad of ["kbs.example", "ftp://kbs", "https://u:p@kbs", "https://kbs/?q=1", "https://kbs/#f"]) expect(() => endpointUrl(bad, "/x", true), bad).toThrow(CvmError);
+    expect(endpointUrl("https://kbs.example:8080", "/kbs/v0/auth", false).href).toBe(
+      "https://kbs.example:8080/kbs/v0/auth",
+    );
+    expect(endpointUrl("https://kbs.example/trustee//", "/kbs/v0/auth", false).href).toBe(
+      "https://kbs.example/trustee/kbs/v0/auth",
+    );
+    for (const bad of ["kbs.example", "ftp://kbs", "https://u:p@kbs", "https://kbs/?q=1", "https://kbs/#f"])
+      expect(() => endpointUrl(bad, "/x", true), bad).toThrow(CvmError);
     expect(() => endpointUrl("http://kbs", "/x", false)).toThrow(/plain http/);
   });
 

@@ -42,7 +42,10 @@ describe("SNP certificate table", () => {
   });
 
   it("an entry pointing outside the buffer names the entry and its offset field", () => {
-    const t = encodeCertTable([{ guid: CERT_GUIDS.VCEK, data: a }, { guid: CERT_GUIDS.ASK, data: b }]);
+    const t = encodeCertTable([
+      { guid: CERT_GUIDS.VCEK, data: a },
+      { guid: CERT_GUIDS.ASK, data: b },
+    ]);
     const e = errorOf(() => parseCertTable(t.subarray(0, t.length - 1)));
     expect(e.field).toBe("entry[1] (ASK)");
     expect(e.offset).toBe(24 + 16);
@@ -57,7 +60,10 @@ describe("SNP certificate table", () => {
     const zero = t.slice();
     new DataView(zero.buffer).setUint32(20, 0, true);
     expect(errorOf(() => parseCertTable(zero)).message).toMatch(/zero-length/);
-    const dup = encodeCertTable([{ guid: CERT_GUIDS.VCEK, data: a }, { guid: CERT_GUIDS.VCEK, data: b }]);
+    const dup = encodeCertTable([
+      { guid: CERT_GUIDS.VCEK, data: a },
+      { guid: CERT_GUIDS.VCEK, data: b },
+    ]);
     expect(errorOf(() => parseCertTable(dup)).message).toMatch(/duplicate GUID/);
     const noTerm = t.slice(0, 24);
     expect(errorOf(() => parseCertTable(noTerm)).message).toMatch(/without the all-zero terminating entry/);
@@ -67,10 +73,14 @@ describe("SNP certificate table", () => {
   });
 
   it("a table of endless entries stops at the entry limit", () => {
-    const many = encodeCertTable(Array.from({ length: 70 }, (_, i) => ({ guid: `00000000-0000-0000-0000-${String(i + 1).padStart(12, "0")}`, data: b })));
+    const many = encodeCertTable(
+      Array.from({ length: 70 }, (_, i) => ({
+        guid: `00000000-0000-0000-0000-${String(i + 1).padStart(12, "0")}`,
+        data: b,
+      })),
+    );
     expect(errorOf(() => parseCertTable(many)).message).toMatch(/more than 64 entries/);
   });
-
 });
 
 describe("platform/util/guid", () => {
@@ -78,7 +88,9 @@ describe("platform/util/guid", () => {
     const g = CERT_GUIDS.VCEK;
     expect(Buffer.from(guidToBytes(g, "rfc4122")).toString("hex")).toBe(g.replace(/-/g, ""));
     // UEFI order swaps the first three groups (the GPT root type GUID's on-disk bytes)
-    expect(Buffer.from(guidToBytes("4f68bce3-e8cd-4db1-96e7-fbcaf984b709", "uefi")).toString("hex")).toBe("e3bc684fcde8b14d96e7fbcaf984b709");
+    expect(Buffer.from(guidToBytes("4f68bce3-e8cd-4db1-96e7-fbcaf984b709", "uefi")).toString("hex")).toBe(
+      "e3bc684fcde8b14d96e7fbcaf984b709",
+    );
     for (const order of ["rfc4122", "uefi"] as const) expect(guidFromBytes(guidToBytes(g, order), order)).toBe(g);
     expect(() => guidToBytes("not-a-guid", "rfc4122")).toThrow(TypeError);
     expect(() => guidFromBytes(new Uint8Array(15), "uefi")).toThrow(TypeError);

@@ -11,7 +11,7 @@ const BUN = path.resolve(__dirname, "../../../node_modules/.bin/bun");
 
 describe("bun:ffi ioctl (platform/snp/ffi-bun.ts)", () => {
   it("is never loaded under node", async () => {
-    const { loadNativeIoctl } = await import("../../../platform/snp/ioctl.ts");
+    const { loadNativeIoctl } = await import("../../../platform/snp/native-ioctl.ts");
     expect(await loadNativeIoctl()).toBeUndefined();
   });
 
@@ -24,7 +24,8 @@ describe("bun:ffi ioctl (platform/snp/ffi-bun.ts)", () => {
       fs.writeFileSync(
         script,
         `import * as fs from "node:fs";
-import { loadNativeIoctl, SNP_GET_REPORT } from ${JSON.stringify(path.resolve(__dirname, "../../../platform/snp/ioctl.ts"))};
+import { SNP_GET_REPORT } from ${JSON.stringify(path.resolve(__dirname, "../../../platform/snp/ioctl.ts"))};
+import { loadNativeIoctl } from ${JSON.stringify(path.resolve(__dirname, "../../../platform/snp/native-ioctl.ts"))};
 const dev = (await loadNativeIoctl())!;
 const fd = fs.openSync(${JSON.stringify(fifo)}, "r+");
 fs.writeSync(fd, Buffer.from("hello world!"));

@@ -4,7 +4,12 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { encodeCertTable, CERT_GUIDS, parseCertTable } from "../../../platform/snp/certs.ts";
-import { parseSnpEvidenceJson, snpEvidenceJsonText, snpReportFromJson, snpReportToJsonText } from "../../../platform/snp/json.ts";
+import {
+  parseSnpEvidenceJson,
+  snpEvidenceJsonText,
+  snpReportFromJson,
+  snpReportToJsonText,
+} from "../../../platform/snp/json.ts";
 import { decodeSnpReport, encodeSnpReport } from "../../../platform/snp/report.ts";
 import { decodeReportResp } from "../../../platform/snp/sev-guest.ts";
 import { parseGeneration, parsePrivlevel, parseProvider } from "../../../platform/tsm/attributes.ts";
@@ -13,7 +18,12 @@ import { prng, type Prng } from "../../helpers/prng.ts";
 
 const FIX = path.resolve(__dirname, "../../fixtures/snp");
 const seeds = [1, 2, 3, 0xc0ffee, 0x5eed];
-const REPORTS = ["trustee-test-report.bin", "trustee-test-vlek-report.bin", "teekit-sev-gcp.bin", "gosev-attestation.bin"].map((f) => new Uint8Array(fs.readFileSync(path.join(FIX, f))));
+const REPORTS = [
+  "trustee-test-report.bin",
+  "trustee-test-vlek-report.bin",
+  "teekit-sev-gcp.bin",
+  "gosev-attestation.bin",
+].map((f) => new Uint8Array(fs.readFileSync(path.join(FIX, f))));
 
 function onlyTypedErrors(f: () => unknown, what: string): "ok" | "rejected" {
   try {
@@ -55,7 +65,9 @@ describe("properties", () => {
           // through JSON: exact, or (u64 beyond 2^53 after a plain JSON.parse) refused — never rounded
           const text = snpReportToJsonText(rep);
           if (onlyTypedErrors(() => snpReportFromJson(JSON.parse(text)), "json") === "ok")
-            expect(Buffer.from(encodeSnpReport(snpReportFromJson(JSON.parse(text))))).toEqual(Buffer.from(encodeSnpReport(rep)));
+            expect(Buffer.from(encodeSnpReport(snpReportFromJson(JSON.parse(text))))).toEqual(
+              Buffer.from(encodeSnpReport(rep)),
+            );
           else expect(() => snpReportFromJson(JSON.parse(text))).toThrow(/exceeds 2\^53/);
         }
       }
@@ -82,8 +94,11 @@ describe("properties", () => {
 
     it(`evidence JSON (seed ${seed}): mangled structures only throw ParseError`, () => {
       const r = prng(seed);
-      const good = JSON.parse(snpEvidenceJsonText(decodeSnpReport(r.pick(REPORTS)), [{ cert_type: "VCEK", data: r.bytes(16) }]));
-      const junk = () => r.pick<unknown>([null, -1, 1.5, 2 ** 60, "x", [], {}, [256], true, r.int(0, 300), { OTHER: "nope" }]);
+      const good = JSON.parse(
+        snpEvidenceJsonText(decodeSnpReport(r.pick(REPORTS)), [{ cert_type: "VCEK", data: r.bytes(16) }]),
+      );
+      const junk = () =>
+        r.pick<unknown>([null, -1, 1.5, 2 ** 60, "x", [], {}, [256], true, r.int(0, 300), { OTHER: "nope" }]);
       for (let i = 0; i < 300; i++) {
         const ev = JSON.parse(JSON.stringify(good));
         const rep = ev.attestation_report;
@@ -93,7 +108,8 @@ describe("properties", () => {
         if (mode === 0) delete rep[k];
         else if (mode === 1) rep[k] = junk();
         else if (mode === 2 && Array.isArray(rep[k])) rep[k][r.int(0, rep[k].length - 1)] = junk();
-        else ev.cert_chain = r.pick([junk(), [{ cert_type: junk(), data: [1] }], [{ cert_type: "VCEK", data: junk() }]]);
+        else
+          ev.cert_chain = r.pick([junk(), [{ cert_type: junk(), data: [1] }], [{ cert_type: "VCEK", data: junk() }]]);
         onlyTypedErrors(() => {
           const p = parseSnpEvidenceJson(ev);
           encodeSnpReport(p.report);
@@ -105,7 +121,11 @@ describe("properties", () => {
       const r = prng(seed);
       let respOk = 0;
       for (let i = 0; i < 300; i++) {
-        const text = r.bool() ? r.bytes(r.int(0, 40)) : new TextEncoder().encode(r.pick(["0\n", "17\n", "sev_guest\n", "", "\n", "1e3\n", "-1\n", "99999999999999999999\n"]));
+        const text = r.bool()
+          ? r.bytes(r.int(0, 40))
+          : new TextEncoder().encode(
+              r.pick(["0\n", "17\n", "sev_guest\n", "", "\n", "1e3\n", "-1\n", "99999999999999999999\n"]),
+            );
         onlyTypedErrors(() => parseGeneration(text), "generation");
         onlyTypedErrors(() => parseProvider(text), "provider");
         onlyTypedErrors(() => parsePrivlevel(text), "privlevel");

@@ -2,7 +2,13 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { decodeSnpReport, encodeSnpReport, SNP_REPORT_SIZE } from "../../../platform/snp/report.ts";
-import { parseSnpEvidenceJson, snpEvidenceJsonText, snpEvidenceJsonValue, snpReportFromJson, snpReportToJsonText } from "../../../platform/snp/json.ts";
+import {
+  parseSnpEvidenceJson,
+  snpEvidenceJsonText,
+  snpEvidenceJsonValue,
+  snpReportFromJson,
+  snpReportToJsonText,
+} from "../../../platform/snp/json.ts";
 import { vekPublicKey, verifySnpReportSignature } from "../../../platform/snp/verify.ts";
 import { ParseError } from "../../../platform/util/errors.ts";
 import { pemCertificateBlocks } from "../../../platform/util/pem.ts";
@@ -15,13 +21,56 @@ const firstPem = (f: string) => pemCertificateBlocks(fs.readFileSync(path.join(F
 
 // Every real report in the shared vectors, with the certificate that signed it.
 const REAL: { name: string; raw: () => Uint8Array; vek: () => Uint8Array | string; version: number; vmpl: number }[] = [
-  { name: "go-sev-guest attestation.bin (v2 Milan)", raw: () => read("gosev-attestation.bin"), vek: () => read("gosev-vcek.der"), version: 2, vmpl: 0 },
-  { name: "virtee report_milan (v2 Milan)", raw: () => new Uint8Array(Buffer.from(fs.readFileSync(path.join(FIX, "virtee-report_milan.hex"), "latin1").trim(), "hex")), vek: () => read("virtee-vcek_milan.der"), version: 2, vmpl: 0 },
-  { name: "trustee test-report.bin (v2)", raw: () => read("trustee-test-report.bin"), vek: () => read("trustee-test-vcek.der"), version: 2, vmpl: 0 },
-  { name: "trustee test-vlek-report.bin (v3 VLEK)", raw: () => read("trustee-test-vlek-report.bin"), vek: () => read("trustee-test-vlek.der"), version: 3, vmpl: 1 },
-  { name: "teekit sev-gcp.bin (v5)", raw: () => read("teekit-sev-gcp.bin"), vek: () => firstPem("teekit-sev-gcp-vcek.pem"), version: 5, vmpl: 0 },
-  { name: "teekit sev-gcp-x25519-bound.bin (v5 VMPL1)", raw: () => read("teekit-sev-gcp-x25519-bound.bin"), vek: () => firstPem("teekit-sev-gcp-x25519-vcek.pem"), version: 5, vmpl: 1 },
-  { name: "trustee Azure HCL report (embedded v2)", raw: () => readAzure("trustee-az-snp-vtpm/hcl-report.bin").slice(0x20, 0x20 + SNP_REPORT_SIZE), vek: () => firstPem("../azure/trustee-az-snp-vtpm/vcek.pem"), version: 2, vmpl: 0 },
+  {
+    name: "go-sev-guest attestation.bin (v2 Milan)",
+    raw: () => read("gosev-attestation.bin"),
+    vek: () => read("gosev-vcek.der"),
+    version: 2,
+    vmpl: 0,
+  },
+  {
+    name: "virtee report_milan (v2 Milan)",
+    raw: () =>
+      new Uint8Array(Buffer.from(fs.readFileSync(path.join(FIX, "virtee-report_milan.hex"), "latin1").trim(), "hex")),
+    vek: () => read("virtee-vcek_milan.der"),
+    version: 2,
+    vmpl: 0,
+  },
+  {
+    name: "trustee test-report.bin (v2)",
+    raw: () => read("trustee-test-report.bin"),
+    vek: () => read("trustee-test-vcek.der"),
+    version: 2,
+    vmpl: 0,
+  },
+  {
+    name: "trustee test-vlek-report.bin (v3 VLEK)",
+    raw: () => read("trustee-test-vlek-report.bin"),
+    vek: () => read("trustee-test-vlek.der"),
+    version: 3,
+    vmpl: 1,
+  },
+  {
+    name: "teekit sev-gcp.bin (v5)",
+    raw: () => read("teekit-sev-gcp.bin"),
+    vek: () => firstPem("teekit-sev-gcp-vcek.pem"),
+    version: 5,
+    vmpl: 0,
+  },
+  {
+    name: "teekit sev-gcp-x25519-bound.bin (v5 VMPL1)",
+    raw: () => read("teekit-sev-gcp-x25519-bound.bin"),
+    vek: () => firstPem("teekit-sev-gcp-x25519-vcek.pem"),
+    version: 5,
+    vmpl: 1,
+  },
+  {
+    name: "trustee Azure HCL report (embedded v2)",
+    raw: () => readAzure("trustee-az-snp-vtpm/hcl-report.bin").slice(0x20, 0x20 + SNP_REPORT_SIZE),
+    vek: () => firstPem("../azure/trustee-az-snp-vtpm/vcek.pem"),
+    version: 2,
+    vmpl: 0,
+  },
 ];
 
 describe("SNP report codec on real reports", () => {
@@ -125,11 +174,15 @@ describe("SNP report codec: exactness and refusal", () => {
 
   it("JSON → raw refuses inconsistent structures (fmc on Milan, cpuid on v2, short arrays)", () => {
     const good = JSON.parse(snpReportToJsonText(decodeSnpReport(read("trustee-test-vlek-report.bin"))));
-    expect(() => encodeSnpReport(snpReportFromJson({ ...good, current_tcb: { ...good.current_tcb, fmc: 1 } }))).toThrow(/fmc.*null/);
+    expect(() => encodeSnpReport(snpReportFromJson({ ...good, current_tcb: { ...good.current_tcb, fmc: 1 } }))).toThrow(
+      /fmc.*null/,
+    );
     expect(() => encodeSnpReport(snpReportFromJson({ ...good, version: 2 }))).toThrow(/cpuid_fam_id/);
     expect(() => snpReportFromJson({ ...good, measurement: good.measurement.slice(1) })).toThrow(/measurement.*48/);
     expect(() => snpReportFromJson({ ...good, vmpl: -1 })).toThrow(/vmpl/);
-    expect(() => snpReportFromJson({ ...good, report_data: [...good.report_data.slice(1), 256] })).toThrow(/report_data\[63\]/);
+    expect(() => snpReportFromJson({ ...good, report_data: [...good.report_data.slice(1), 256] })).toThrow(
+      /report_data\[63\]/,
+    );
   });
 
   it("a Turin report uses the Turin TCB layout (fmc first) and round-trips", () => {

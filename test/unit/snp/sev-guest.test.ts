@@ -3,7 +3,13 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { SNP_GET_DERIVED_KEY, SNP_GET_EXT_REPORT, SNP_GET_REPORT } from "../../../platform/snp/ioctl.ts";
-import { decodeReportResp, encodeExtReportReq, encodeGuestRequest, requestReportViaIoctl, type IoctlReportOptions } from "../../../platform/snp/sev-guest.ts";
+import {
+  decodeReportResp,
+  encodeExtReportReq,
+  encodeGuestRequest,
+  requestReportViaIoctl,
+  type IoctlReportOptions,
+} from "../../../platform/snp/sev-guest.ts";
 import { parseCertTable } from "../../../platform/snp/certs.ts";
 import { decodeSnpReport } from "../../../platform/snp/report.ts";
 import { CvmError } from "../../../platform/util/errors.ts";
@@ -18,7 +24,15 @@ afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 const userData = new Uint8Array(64).map((_, i) => i + 1);
 const sleeps: number[] = [];
 function opts(extended = true): IoctlReportOptions {
-  return { devicePath, userData, vmpl: 0, extended, minIntervalMs: 0, busyBackoffMs: 1, sleep: async (ms) => void sleeps.push(ms) };
+  return {
+    devicePath,
+    userData,
+    vmpl: 0,
+    extended,
+    minIntervalMs: 0,
+    busyBackoffMs: 1,
+    sleep: async (ms) => void sleeps.push(ms),
+  };
 }
 
 describe("sev-guest ioctl ABI", () => {
@@ -55,7 +69,9 @@ describe("SNP_GET_EXT_REPORT against the stand-in driver", () => {
     const dev = new FakeSevGuest({ pki });
     const r = await requestReportViaIoctl(dev, opts());
     expect(r.requests).toBe(1);
-    expect(dev.calls).toMatchObject([{ request: SNP_GET_EXT_REPORT, msgVersion: 1, vmpl: 0, certsLen: 0x4000, outcome: "ok" }]);
+    expect(dev.calls).toMatchObject([
+      { request: SNP_GET_EXT_REPORT, msgVersion: 1, vmpl: 0, certsLen: 0x4000, outcome: "ok" },
+    ]);
     expect(decodeSnpReport(r.report).report_data).toEqual(userData);
     expect(parseCertTable(r.certs!).map((e) => e.type)).toEqual(["VCEK", "ASK", "ARK"]);
   });
@@ -65,7 +81,10 @@ describe("SNP_GET_EXT_REPORT against the stand-in driver", () => {
     big.set(makeCertTable(pki));
     const dev = new FakeSevGuest({ pki, certTable: big, maxCertsLen: 0x8000 });
     const r = await requestReportViaIoctl(dev, opts());
-    expect(dev.calls.map((c) => [c.certsLen, c.outcome])).toEqual([[0x4000, "certs too small"], [0x5000, "ok"]]);
+    expect(dev.calls.map((c) => [c.certsLen, c.outcome])).toEqual([
+      [0x4000, "certs too small"],
+      [0x5000, "ok"],
+    ]);
     expect(r.certs!.length).toBe(0x5000);
   });
 
@@ -108,7 +127,10 @@ describe("SNP_GET_EXT_REPORT against the stand-in driver", () => {
   });
 
   it("a missing device is a platform error naming sev-guest", async () => {
-    const e = await requestReportViaIoctl(new FakeSevGuest({ pki }), { ...opts(), devicePath: path.join(dir, "nope") }).catch((x) => x);
+    const e = await requestReportViaIoctl(new FakeSevGuest({ pki }), {
+      ...opts(),
+      devicePath: path.join(dir, "nope"),
+    }).catch((x) => x);
     expect(e.kind).toBe("platform");
     expect(e.hint).toMatch(/sev-guest/);
   });

@@ -21,7 +21,13 @@ afterEach(async () => {
 });
 
 function start(o: Partial<FakeTsmOptions> & { version?: 3 | 5; certs?: boolean } = {}): FakeTsm {
-  const f = FakeTsm.start({ ...snpProvider(pki, { ...(o.version ? { version: o.version } : {}), ...(o.certs === false ? { certs: false } : {}) }), ...o });
+  const f = FakeTsm.start({
+    ...snpProvider(pki, {
+      ...(o.version ? { version: o.version } : {}),
+      ...(o.certs === false ? { certs: false } : {}),
+    }),
+    ...o,
+  });
   fakes.push(f);
   return f;
 }
@@ -48,7 +54,11 @@ describe("snp source via configfs-tsm (stand-in kernel)", () => {
       const claims = verifySnpEvidence(wire(ev.primary), digest, anchors);
       expect(claims.report_data).toBe(Buffer.from([...digest, ...new Array(16).fill(0)]).toString("hex"));
       expect(f.requests.at(-1)!.privlevel).toBe(0);
-      expect((wire(ev.primary) as { cert_chain: { cert_type: string }[] }).cert_chain.map((c) => c.cert_type)).toEqual(["VCEK", "ASK", "ARK"]);
+      expect((wire(ev.primary) as { cert_chain: { cert_type: string }[] }).cert_chain.map((c) => c.cert_type)).toEqual([
+        "VCEK",
+        "ASK",
+        "ARK",
+      ]);
       expect(f.liveEntries()).toEqual([]);
     });
   }
@@ -63,43 +73,69 @@ describe("snp source via configfs-tsm (stand-in kernel)", () => {
   it("a table without VCEK/VLEK becomes cert_chain null, with a warning", async () => {
     const f = start({ auxblobFor: () => makeCertTable(pki, ["ASK", "ARK"]) });
     const logs: string[] = [];
-    const ev = wire((await makeSnpSource().collect(envFor(f.root, logs), { runtimeDigest: digest, tee: "snp" })).primary);
+    const ev = wire(
+      (await makeSnpSource().collect(envFor(f.root, logs), { runtimeDigest: digest, tee: "snp" })).primary,
+    );
     expect(ev.cert_chain).toBeNull();
     expect(logs.join("")).toMatch(/no VCEK\/VLEK \(ASK, ARK\)/);
   });
 
   it("garbage auxblob is a ParseError naming the table entry", async () => {
     const f = start({ auxblobFor: () => makeCertTable(pki).map((x, i) => (i >= 16 && i < 24 ? 0xff : x)) });
-    await expect(makeSnpSource().collect(envFor(f.root), { runtimeDigest: digest, tee: "snp" })).rejects.toThrow(/SNP certificate table: field 'entry\[0\] \(VCEK\)'.*outside/);
+    await expect(makeSnpSource().collect(envFor(f.root), { runtimeDigest: digest, tee: "snp" })).rejects.toThrow(
+      /SNP certificate table: field 'entry\[0\] \(VCEK\)'.*outside/,
+    );
   });
 
   it("a report for different data, or a short outblob, is refused", async () => {
     const other = snpProvider(pki);
-    const f = start({ outblobFor: (ib, ctx) => other.outblobFor(ib.map((x) => x ^ 1), ctx) });
-    await expect(makeSnpSource().collect(envFor(f.root), { runtimeDigest: digest, tee: "snp" })).rejects.toThrow(/not the .* we asked for/);
+    const f = start({
+      outblobFor: (ib, ctx) =>
+        other.outblobFor(
+          ib.map((x) => x ^ 1),
+          ctx,
+        ),
+    });
+    await expect(makeSnpSource().collect(envFor(f.root), { runtimeDigest: digest, tee: "snp" })).rejects.toThrow(
+      /not the .* we asked for/,
+    );
     await f.stop();
     const g = start({ outblobFor: () => new Uint8Array(1000).fill(2) });
-    await expect(makeSnpSource().collect(envFor(g.root), { runtimeDigest: digest, tee: "snp" })).rejects.toThrow(/1000 bytes, expected 1184/);
+    await expect(makeSnpSource().collect(envFor(g.root), { runtimeDigest: digest, tee: "snp" })).rejects.toThrow(
+      /1000 bytes, expected 1184/,
+    );
   });
 
   it("a v2 report (older firmware) is refused with a hint, before the KBS would refuse it", async () => {
     const v2 = new Uint8Array(fs.readFileSync(path.resolve(__dirname, "../../fixtures/snp/trustee-test-report.bin")));
     const f = start({ outblobFor: () => v2 });
-    const e = await makeSnpSource().collect(envFor(f.root), { runtimeDigest: digest, tee: "snp" }).catch((x) => x);
+    const e = await makeSnpSource()
+      .collect(envFor(f.root), { runtimeDigest: digest, tee: "snp" })
+      .catch((x) => x);
     expect(e.message).toMatch(/version 2; trustee accepts 3..5/);
     expect(e.hint).toMatch(/firmware/);
   });
 
   it("a log line says so when the host's VCEK does not match the report", async () => {
     const logs: string[] = [];
-    const f = start({ auxblobFor: () => makeCertTable({ ...pki, vcekDer: new Uint8Array(fs.readFileSync(path.resolve(__dirname, "../../fixtures/snp/trustee-test-vcek.der"))) }) });
+    const f = start({
+      auxblobFor: () =>
+        makeCertTable({
+          ...pki,
+          vcekDer: new Uint8Array(fs.readFileSync(path.resolve(__dirname, "../../fixtures/snp/trustee-test-vcek.der"))),
+        }),
+    });
     await makeSnpSource().collect(envFor(f.root, logs), { runtimeDigest: digest, tee: "snp" });
     expect(logs.join("")).toMatch(/does not verify with the host-supplied VCEK/);
   });
 
   it("probe: present via configfs-tsm sev_guest; a tdx_guest provider is not SNP", async () => {
     const f = start();
-    expect(await makeSnpSource().probe(envFor(f.root))).toMatchObject({ present: true, tee: "snp", details: { interface: "configfs-tsm" } });
+    expect(await makeSnpSource().probe(envFor(f.root))).toMatchObject({
+      present: true,
+      tee: "snp",
+      details: { interface: "configfs-tsm" },
+    });
     const g = start({ provider: "tdx_guest" });
     const p = await makeSnpSource().probe(envFor(g.root));
     expect(p.present).toBe(false);
@@ -130,7 +166,10 @@ describe("snp source via /dev/sev-guest (stand-in driver)", () => {
   it("falls back to SNP_GET_REPORT when the kernel rejects the extended request", async () => {
     const root = ioctlRoot();
     const dev = new FakeSevGuest({ pki, extUnsupported: true });
-    const ev = await makeSnpSource({ ioctlDevice: async () => dev, minIntervalMs: 0 }).collect(envFor(root), { runtimeDigest: digest, tee: "snp" });
+    const ev = await makeSnpSource({ ioctlDevice: async () => dev, minIntervalMs: 0 }).collect(envFor(root), {
+      runtimeDigest: digest,
+      tee: "snp",
+    });
     expect(wire(ev.primary).cert_chain).toBeNull();
     expect(dev.calls.map((c) => c.outcome)).toEqual(["ext unsupported", "ok"]);
     fs.rmSync(root, { recursive: true });
@@ -138,7 +177,9 @@ describe("snp source via /dev/sev-guest (stand-in driver)", () => {
 
   it("without bun:ffi (node) the error says what is missing", async () => {
     const root = ioctlRoot();
-    await expect(makeSnpSource().collect(envFor(root), { runtimeDigest: digest, tee: "snp" })).rejects.toThrow(/bun runtime/);
+    await expect(makeSnpSource().collect(envFor(root), { runtimeDigest: digest, tee: "snp" })).rejects.toThrow(
+      /bun runtime/,
+    );
     fs.rmSync(root, { recursive: true });
   });
 
@@ -147,7 +188,9 @@ describe("snp source via /dev/sev-guest (stand-in driver)", () => {
     const p = await makeSnpSource().probe(envFor(root));
     expect(p).toMatchObject({ present: false });
     expect(p.hint).toMatch(/sev-guest/);
-    const e = await makeSnpSource().collect(envFor(root), { runtimeDigest: digest, tee: "snp" }).catch((x) => x);
+    const e = await makeSnpSource()
+      .collect(envFor(root), { runtimeDigest: digest, tee: "snp" })
+      .catch((x) => x);
     expect(e.kind).toBe("platform");
     fs.mkdirSync(path.join(root, "sys/devices/platform/sev-guest"), { recursive: true });
     expect(await makeSnpSource().probe(envFor(root))).toMatchObject({ present: true, details: { interface: "none" } });

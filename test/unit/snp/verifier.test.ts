@@ -8,7 +8,14 @@ import { decodeSnpReport } from "../../../platform/snp/report.ts";
 import { concat } from "../../../platform/util/bytes.ts";
 import { amdAnchors, certExtensions, verifySnpEvidence, type SnpVerifyOptions } from "../../kbs/verifiers/snp.ts";
 import { vekPublicKey } from "../../../platform/snp/verify.ts";
-import { makeCertTable, makeSignedReport, makeTestPki, testPki, unsignedReport, signReport } from "../../helpers/snp-fixtures.ts";
+import {
+  makeCertTable,
+  makeSignedReport,
+  makeTestPki,
+  testPki,
+  unsignedReport,
+  signReport,
+} from "../../helpers/snp-fixtures.ts";
 import { encodeSnpReport } from "../../../platform/snp/report.ts";
 
 const pki = testPki();
@@ -37,8 +44,16 @@ describe("test KBS snp verifier (trustee's checks)", () => {
 
   it("rejects a different digest, VMPL 1, report v2-like versions and a tampered field", () => {
     const ev = evidence(makeSignedReport(pki, { reportData }));
-    expect(() => verifySnpEvidence(ev, digest.map((x) => x ^ 1), anchors)).toThrow(/report_data .* != expected/);
-    expect(() => verifySnpEvidence(evidence(makeSignedReport(pki, { reportData, vmpl: 1 })), digest, anchors)).toThrow(/VMPL 1/);
+    expect(() =>
+      verifySnpEvidence(
+        ev,
+        digest.map((x) => x ^ 1),
+        anchors,
+      ),
+    ).toThrow(/report_data .* != expected/);
+    expect(() => verifySnpEvidence(evidence(makeSignedReport(pki, { reportData, vmpl: 1 })), digest, anchors)).toThrow(
+      /VMPL 1/,
+    );
     const tampered = JSON.parse(JSON.stringify(ev));
     tampered.attestation_report.measurement[0] ^= 1;
     expect(() => verifySnpEvidence(tampered, digest, anchors)).toThrow(/signature does not verify/);
@@ -49,33 +64,50 @@ describe("test KBS snp verifier (trustee's checks)", () => {
 
   it("rejects a v2 report (REPORT_VERSION_MIN = 3) even with a valid signature", () => {
     const raw = fs.readFileSync(path.resolve(__dirname, "../../fixtures/snp/trustee-test-report.bin"));
-    expect(() => verifySnpEvidence(evidence(new Uint8Array(raw), null), digest, { ...anchors, vcek: new Uint8Array(fs.readFileSync(path.resolve(__dirname, "../../fixtures/snp/trustee-test-vcek.der"))) })).toThrow(/version 2/);
+    expect(() =>
+      verifySnpEvidence(evidence(new Uint8Array(raw), null), digest, {
+        ...anchors,
+        vcek: new Uint8Array(fs.readFileSync(path.resolve(__dirname, "../../fixtures/snp/trustee-test-vcek.der"))),
+      }),
+    ).toThrow(/version 2/);
   });
 
   it("requires a VCEK/VLEK in a present cert_chain, and an offline VCEK when it is null", () => {
     const raw = makeSignedReport(pki, { reportData });
-    expect(() => verifySnpEvidence(evidence(raw, makeCertTable(pki, ["ASK", "ARK"])), digest, anchors)).toThrow(/must include a VCEK\/VLEK/);
+    expect(() => verifySnpEvidence(evidence(raw, makeCertTable(pki, ["ASK", "ARK"])), digest, anchors)).toThrow(
+      /must include a VCEK\/VLEK/,
+    );
     expect(() => verifySnpEvidence(evidence(raw, null), digest, anchors)).toThrow(/no offline VCEK/);
-    expect(verifySnpEvidence(evidence(raw, null), digest, { ...anchors, vcek: pki.vcekPem }).measurement).toMatch(/^a5a5/);
+    expect(verifySnpEvidence(evidence(raw, null), digest, { ...anchors, vcek: pki.vcekPem }).measurement).toMatch(
+      /^a5a5/,
+    );
   });
 
   it("a VCEK from another (untrusted) chain is refused even though the report verifies with it", () => {
     const other = makeTestPki({ chipId: pki.chipId });
     const raw = makeSignedReport(other, { reportData });
-    expect(() => verifySnpEvidence(evidence(raw, makeCertTable(other)), digest, anchors)).toThrow(/does not chain to a trusted/);
+    expect(() => verifySnpEvidence(evidence(raw, makeCertTable(other)), digest, anchors)).toThrow(
+      /does not chain to a trusted/,
+    );
   });
 
   it("the VCEK's TCB and hwID extensions must match the report", () => {
     const rep = unsignedReport(pki, { reportData });
     rep.reported_tcb = { ...rep.reported_tcb, snp: rep.reported_tcb.snp + 1 };
-    expect(() => verifySnpEvidence(evidence(signReport(encodeSnpReport(rep), pki.vcekKey)), digest, anchors)).toThrow(/snp SPL 8 != reported_tcb.snp 9/);
+    expect(() => verifySnpEvidence(evidence(signReport(encodeSnpReport(rep), pki.vcekKey)), digest, anchors)).toThrow(
+      /snp SPL 8 != reported_tcb.snp 9/,
+    );
     const rep2 = unsignedReport(pki, { reportData });
     rep2.chip_id = rep2.chip_id.map((x) => x ^ 0xff);
-    expect(() => verifySnpEvidence(evidence(signReport(encodeSnpReport(rep2), pki.vcekKey)), digest, anchors)).toThrow(/hwID/);
+    expect(() => verifySnpEvidence(evidence(signReport(encodeSnpReport(rep2), pki.vcekKey)), digest, anchors)).toThrow(
+      /hwID/,
+    );
   });
 
   it("verifies trustee's real Genoa e2e evidence against AMD's built-in chain (real VCEK extensions)", () => {
-    const ev = JSON.parse(fs.readFileSync(path.resolve(__dirname, "../../fixtures/snp/trustee-e2e-evidence.json"), "utf8"));
+    const ev = JSON.parse(
+      fs.readFileSync(path.resolve(__dirname, "../../fixtures/snp/trustee-e2e-evidence.json"), "utf8"),
+    );
     const rd = new Uint8Array(ev.attestation_report.report_data);
     const claims = verifySnpEvidence(ev, rd, { anchors: amdAnchors() });
     expect(claims.reported_tcb_snp).toBe("23");
@@ -95,7 +127,15 @@ describe("test KBS snp verifier (trustee's checks)", () => {
     const raw = makeSignedReport(turin, { version: 5, reportData });
     expect(Array.from(raw.subarray(0x180, 0x188))).toEqual([1, 2, 0, 3, 0, 0, 0, 0x44]);
     const ev = evidence(raw, makeCertTable(turin));
-    expect((ev as { attestation_report: { reported_tcb: unknown } }).attestation_report.reported_tcb).toEqual({ fmc: 1, bootloader: 2, tee: 0, snp: 3, microcode: 0x44 });
-    expect(verifySnpEvidence(ev, digest, { anchors: [{ arkPem: turin.arkPem, askPem: turin.askPem }] }).reported_tcb_snp).toBe("3");
+    expect((ev as { attestation_report: { reported_tcb: unknown } }).attestation_report.reported_tcb).toEqual({
+      fmc: 1,
+      bootloader: 2,
+      tee: 0,
+      snp: 3,
+      microcode: 0x44,
+    });
+    expect(
+      verifySnpEvidence(ev, digest, { anchors: [{ arkPem: turin.arkPem, askPem: turin.askPem }] }).reported_tcb_snp,
+    ).toBe("3");
   });
 });

@@ -21,11 +21,17 @@ describe("TDX quote parser under hostile input", () => {
           let m: Uint8Array = bytes.slice();
           const k = r.int(0, 3);
           if (k === 0) m = m.subarray(0, r.int(0, m.length));
-          else if (k === 1) for (let j = 0; j < r.int(1, 6); j++) {
+          else if (k === 1)
+            for (let j = 0; j < r.int(1, 6); j++) {
               const at = r.int(0, m.length - 1);
               m[at] = m[at]! ^ (1 << r.int(0, 7));
             }
-          else if (k === 2) new DataView(m.buffer).setUint32(r.pick([0x278, 0x27c + 0x82, 0x32, r.int(0, m.length - 4)]), r.pick([0, 0xffffffff, r.int(0, 70000)]), true);
+          else if (k === 2)
+            new DataView(m.buffer).setUint32(
+              r.pick([0x278, 0x27c + 0x82, 0x32, r.int(0, m.length - 4)]),
+              r.pick([0, 0xffffffff, r.int(0, 70000)]),
+              true,
+            );
           else m = r.bytes(r.int(0, 700));
           try {
             const q = parseTdxQuote(m);

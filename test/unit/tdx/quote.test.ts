@@ -18,7 +18,20 @@ const DIR = path.join(import.meta.dirname, "../../fixtures/tdx");
 const load = (n: string) => new Uint8Array(fs.readFileSync(path.join(DIR, n)));
 const expected = JSON.parse(fs.readFileSync(path.join(DIR, "expected.json"), "utf8")).quotes as Record<
   string,
-  { version: number; bodyType: number; total: number; signed: number; sigDataLen: number; trailing: number; teeTcbSvn: string; tdAttributes: string; xfam: string; mrTd: string; rtmrs: string[]; reportDataPrefix: string }
+  {
+    version: number;
+    bodyType: number;
+    total: number;
+    signed: number;
+    sigDataLen: number;
+    trailing: number;
+    teeTcbSvn: string;
+    tdAttributes: string;
+    xfam: string;
+    mrTd: string;
+    rtmrs: string[];
+    reportDataPrefix: string;
+  }
 >;
 
 describe("TDX quote codec on every real quote", () => {
@@ -41,7 +54,10 @@ describe("TDX quote codec on every real quote", () => {
       expect(hex(q.body.reportData)).toBe(want.reportDataPrefix);
       expect(q.body.teeTcbSvn2 !== undefined).toBe(want.bodyType === 3);
       // Round trip: re-encoding gives the exact quote (without trailing bytes).
-      const again = encodeTdxQuote(encodeSignedPart(q.header, q.bodyType, q.body), encodeSignatureData(q.signatureData));
+      const again = encodeTdxQuote(
+        encodeSignedPart(q.header, q.bodyType, q.body),
+        encodeSignatureData(q.signatureData),
+      );
       expect(hex(again)).toBe(hex(bytes.subarray(0, q.length)));
       expect(hex(encodeQeCertification(q.signatureData.qe!))).toBe(hex(q.signatureData.certData));
       // Offline signature checks hold on real quotes.
@@ -61,8 +77,17 @@ describe("TDX quote codec on every real quote", () => {
   });
 
   it("decodes TD attributes", () => {
-    expect(decodeTdAttributes(Uint8Array.from([1, 0, 0, 0x10, 0, 0, 0, 0]))).toMatchObject({ debug: true, septVeDisable: true, perfmon: false });
-    expect(decodeTdAttributes(Uint8Array.from([0, 0, 0, 0xc0, 0, 0, 0, 0x80]))).toMatchObject({ debug: false, protectionKeys: true, keyLocker: true, perfmon: true });
+    expect(decodeTdAttributes(Uint8Array.from([1, 0, 0, 0x10, 0, 0, 0, 0]))).toMatchObject({
+      debug: true,
+      septVeDisable: true,
+      perfmon: false,
+    });
+    expect(decodeTdAttributes(Uint8Array.from([0, 0, 0, 0xc0, 0, 0, 0, 0x80]))).toMatchObject({
+      debug: false,
+      protectionKeys: true,
+      keyLocker: true,
+      perfmon: true,
+    });
   });
 
   it("a flipped body byte breaks the quote signature", () => {

@@ -28,6 +28,11 @@ describe("ccelRtmrMismatches", () => {
     expect(got.map((m) => m.index)).toEqual([2]);
     expect(Buffer.from(got[0]!.replayed)).toEqual(Buffer.from(ccel.rtmrs[2]!));
     expect(Buffer.from(got[0]!.actual)).toEqual(Buffer.from(rtmrs[2]!));
-    expect(ccelRtmrMismatches(log, parseTdxQuote(makeTdxQuote({ version: 5, reportData: new Uint8Array(64), rtmrs: ccel.rtmrs })))).toEqual([]);
+    expect(
+      ccelRtmrMismatches(
+        log,
+        parseTdxQuote(makeTdxQuote({ version: 5, reportData: new Uint8Array(64), rtmrs: ccel.rtmrs })),
+      ),
+    ).toEqual([]);
   });
 });

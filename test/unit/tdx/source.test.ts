@@ -35,9 +35,17 @@ function envFor(root: string, log = silentLogger): PlatformEnv {
   };
 }
 
-function tdxGuest(opts: { version: 4 | 5; ccel?: ReturnType<typeof makeCcel>; outblobFor?: (inblob: Uint8Array) => Uint8Array; provider?: string }) {
+function tdxGuest(opts: {
+  version: 4 | 5;
+  ccel?: ReturnType<typeof makeCcel>;
+  outblobFor?: (inblob: Uint8Array) => Uint8Array;
+  provider?: string;
+}) {
   const rtmrs = opts.ccel?.rtmrs;
-  const f = FakeTsm.start({ provider: opts.provider ?? "tdx_guest", outblobFor: opts.outblobFor ?? tdxOutblobFor({ version: opts.version, ...(rtmrs ? { rtmrs } : {}) }) });
+  const f = FakeTsm.start({
+    provider: opts.provider ?? "tdx_guest",
+    outblobFor: opts.outblobFor ?? tdxOutblobFor({ version: opts.version, ...(rtmrs ? { rtmrs } : {}) }),
+  });
   running.push(f);
   if (opts.ccel) installCcel(f.root, opts.ccel);
   return f;
@@ -82,14 +90,22 @@ describe("tdx source", () => {
   });
 
   it("drops padding after the signature data from the quote it sends", async () => {
-    const f = tdxGuest({ version: 4, outblobFor: (inblob) => makeTdxQuote({ version: 4, reportData: inblob, trailing: 3000 }) });
+    const f = tdxGuest({
+      version: 4,
+      outblobFor: (inblob) => makeTdxQuote({ version: 4, reportData: inblob, trailing: 3000 }),
+    });
     const ev = await tdxSource.collect(envFor(f.root), { runtimeDigest: digest, tee: "tdx" });
     expect(parseTdxQuote(fromB64((ev.primary as { quote: string }).quote)).trailing).toBe(0);
   });
 
   it("fails closed when the host returns a quote for other REPORTDATA", async () => {
-    const f = tdxGuest({ version: 4, outblobFor: () => makeTdxQuote({ version: 4, reportData: new Uint8Array(64).fill(7) }) });
-    await expect(tdxSource.collect(envFor(f.root), { runtimeDigest: digest, tee: "tdx" })).rejects.toThrow(/REPORTDATA/);
+    const f = tdxGuest({
+      version: 4,
+      outblobFor: () => makeTdxQuote({ version: 4, reportData: new Uint8Array(64).fill(7) }),
+    });
+    await expect(tdxSource.collect(envFor(f.root), { runtimeDigest: digest, tee: "tdx" })).rejects.toThrow(
+      /REPORTDATA/,
+    );
   });
 
   it("fails closed on a quote whose signature does not verify", async () => {
@@ -106,14 +122,18 @@ describe("tdx source", () => {
 
   it("fails closed on a garbage outblob (ParseError naming the field)", async () => {
     const f = tdxGuest({ version: 4, outblobFor: () => new Uint8Array(100).fill(4) });
-    await expect(tdxSource.collect(envFor(f.root), { runtimeDigest: digest, tee: "tdx" })).rejects.toBeInstanceOf(ParseError);
+    await expect(tdxSource.collect(envFor(f.root), { runtimeDigest: digest, tee: "tdx" })).rejects.toBeInstanceOf(
+      ParseError,
+    );
   });
 
   it("fails closed on a malformed CCEL", async () => {
     const ccel = makeCcel();
     ccel.area[40] = ccel.area[40]! ^ 0xff; // inside the Spec ID event
     const f = tdxGuest({ version: 4, ccel });
-    await expect(tdxSource.collect(envFor(f.root), { runtimeDigest: digest, tee: "tdx" })).rejects.toBeInstanceOf(ParseError);
+    await expect(tdxSource.collect(envFor(f.root), { runtimeDigest: digest, tee: "tdx" })).rejects.toBeInstanceOf(
+      ParseError,
+    );
   });
 
   it("warns (and the verifier refuses) when the CCEL does not replay to the quote's RTMRs", async () => {
@@ -129,7 +149,9 @@ describe("tdx source", () => {
     const f = tdxGuest({ version: 4, provider: "sev_guest" });
     const env = envFor(f.root);
     expect(await tdxSource.probe(env)).toMatchObject({ present: false, reason: expect.stringMatching(/sev_guest/) });
-    await expect(tdxSource.collect(env, { runtimeDigest: digest, tee: "tdx" })).rejects.toThrow(/provider is 'sev_guest'/);
+    await expect(tdxSource.collect(env, { runtimeDigest: digest, tee: "tdx" })).rejects.toThrow(
+      /provider is 'sev_guest'/,
+    );
   });
 
   it("probe: no driver names tdx-guest; /dev/tdx_guest alone is taken", async () => {
@@ -141,24 +163,35 @@ describe("tdx source", () => {
     fs.mkdirSync(path.join(root, "proc"));
     fs.writeFileSync(path.join(root, "proc/cpuinfo"), "processor\t: 0\nflags\t\t: fpu tsc tdx_guest x2apic\n");
     const cpu = await tdxSource.probe(envFor(root));
-    expect(cpu).toMatchObject({ present: false, reason: expect.stringMatching(/driver is not loaded/), hint: expect.stringMatching(/modprobe tdx-guest/) });
+    expect(cpu).toMatchObject({
+      present: false,
+      reason: expect.stringMatching(/driver is not loaded/),
+      hint: expect.stringMatching(/modprobe tdx-guest/),
+    });
     fs.mkdirSync(path.join(root, "dev"));
     fs.writeFileSync(path.join(root, "dev/tdx_guest"), "");
     const dev = await tdxSource.probe(envFor(root));
     expect(dev).toMatchObject({ present: true, tee: "tdx" });
-    await expect(tdxSource.collect(envFor(root), { runtimeDigest: digest, tee: "tdx" })).rejects.toBeInstanceOf(CvmError);
+    await expect(tdxSource.collect(envFor(root), { runtimeDigest: digest, tee: "tdx" })).rejects.toBeInstanceOf(
+      CvmError,
+    );
   });
 });
 
 describe("test KBS tdx verifier", () => {
   const ccel = makeCcel();
   const good = (version: 4 | 5, rd = fitTo(digest, 64)) => ({
-    cc_eventlog: Buffer.from(concat(ccel.area.subarray(0, ccel.logLength), new Uint8Array(8).fill(0xff))).toString("base64"),
+    cc_eventlog: Buffer.from(concat(ccel.area.subarray(0, ccel.logLength), new Uint8Array(8).fill(0xff))).toString(
+      "base64",
+    ),
     quote: Buffer.from(makeTdxQuote({ version, reportData: rd, rtmrs: ccel.rtmrs })).toString("base64"),
   });
 
   it("generated quotes carry a valid ECDSA-P256 quote signature", () => {
-    for (const v of [4, 5] as const) expect(verifyQuoteSignature(parseTdxQuote(makeTdxQuote({ version: v, reportData: new Uint8Array(64) })))).toBe(true);
+    for (const v of [4, 5] as const)
+      expect(verifyQuoteSignature(parseTdxQuote(makeTdxQuote({ version: v, reportData: new Uint8Array(64) })))).toBe(
+        true,
+      );
   });
 
   it("accepts good evidence, v4 and v5", () => {
@@ -172,16 +205,26 @@ describe("test KBS tdx verifier", () => {
     forged[0x30 + 0x88] = forged[0x30 + 0x88]! ^ 1;
     expect(() => verifyTdxEvidence({ ...good(4), quote: forged.toString("base64") }, digest)).toThrow(/signature/);
     const otherLog = makeCcel({ label: "other firmware" });
-    expect(() => verifyTdxEvidence({ ...good(4), cc_eventlog: Buffer.from(otherLog.area).toString("base64") }, digest)).toThrow(/RTMR0/);
+    expect(() =>
+      verifyTdxEvidence({ ...good(4), cc_eventlog: Buffer.from(otherLog.area).toString("base64") }, digest),
+    ).toThrow(/RTMR0/);
     expect(() => verifyTdxEvidence({ ...good(4), quote: "not base64!" }, digest)).toThrow(/base64/);
     expect(() => verifyTdxEvidence({ cc_eventlog: null }, digest)).toThrow(/quote/);
     expect(() => verifyTdxEvidence([], digest)).toThrow(/object/);
   });
 
   it("replays like trustee: EV_NO_ACTION in an RTMR is extended; unknown event types are refused", () => {
-    const spec = { platformClass: 0, specErrata: 0, uintnSize: 2, algorithms: [{ id: TPM_ALG_SHA384, name: "sha384", size: 48 }], vendorInfo: new Uint8Array() };
+    const spec = {
+      platformClass: 0,
+      specErrata: 0,
+      uintnSize: 2,
+      algorithms: [{ id: TPM_ALG_SHA384, name: "sha384", size: 48 }],
+      vendorInfo: new Uint8Array(),
+    };
     const d = sha384(utf8("x"));
-    const noAction = encodeEventLog(spec, [{ index: 1, type: 3, digests: new Map([[TPM_ALG_SHA384, d]]), data: new Uint8Array(4) }]);
+    const noAction = encodeEventLog(spec, [
+      { index: 1, type: 3, digests: new Map([[TPM_ALG_SHA384, d]]), data: new Uint8Array(4) },
+    ]);
     const rtmr0 = sha384(concat(new Uint8Array(48), d));
     const ev = (log: Uint8Array, rtmrs: Uint8Array[]) => ({
       cc_eventlog: Buffer.from(log).toString("base64"),
@@ -190,22 +233,34 @@ describe("test KBS tdx verifier", () => {
     const zero = new Uint8Array(48);
     expect(() => verifyTdxEvidence(ev(noAction, [rtmr0, zero, zero, zero]), digest)).not.toThrow();
     expect(() => verifyTdxEvidence(ev(noAction, [zero, zero, zero, zero]), digest)).toThrow(/RTMR0/);
-    const odd = encodeEventLog(spec, [{ index: 1, type: 0x1234, digests: new Map([[TPM_ALG_SHA384, d]]), data: new Uint8Array() }]);
+    const odd = encodeEventLog(spec, [
+      { index: 1, type: 0x1234, digests: new Map([[TPM_ALG_SHA384, d]]), data: new Uint8Array() },
+    ]);
     expect(() => verifyTdxEvidence(ev(odd, [rtmr0, zero, zero, zero]), digest)).toThrow(/Unknown event type/);
   });
 
   it("checks MRCONFIGID against the init-data digest", () => {
     const initDigest = sha384(utf8("init data"));
-    const ev = { cc_eventlog: null, quote: Buffer.from(makeTdxQuote({ version: 4, reportData: fitTo(digest, 64), mrConfigId: initDigest })).toString("base64") };
+    const ev = {
+      cc_eventlog: null,
+      quote: Buffer.from(makeTdxQuote({ version: 4, reportData: fitTo(digest, 64), mrConfigId: initDigest })).toString(
+        "base64",
+      ),
+    };
     const initData = { body: "x", algorithm: "sha384" as const, digest: initDigest };
     expect(() => verifyTdxEvidence(ev, digest, { initData })).not.toThrow();
-    expect(() => verifyTdxEvidence(ev, digest, { initData: { ...initData, digest: sha384(utf8("other")) } })).toThrow(/MRCONFIGID/);
+    expect(() => verifyTdxEvidence(ev, digest, { initData: { ...initData, digest: sha384(utf8("other")) } })).toThrow(
+      /MRCONFIGID/,
+    );
   });
 
   it("accepts the real quote + CCEL pair from go-tdx-guest (REPORTDATA = zeros)", () => {
     const dir = path.join(import.meta.dirname, "../../fixtures/tdx");
     const area = new Uint8Array(zlib.gunzipSync(fs.readFileSync(path.join(dir, "ccel_data.dat.gz"))));
-    const ev = { cc_eventlog: Buffer.from(area).toString("base64"), quote: fs.readFileSync(path.join(dir, "cos-113-tdx-quote.dat")).toString("base64") };
+    const ev = {
+      cc_eventlog: Buffer.from(area).toString("base64"),
+      quote: fs.readFileSync(path.join(dir, "cos-113-tdx-quote.dat")).toString("base64"),
+    };
     const claims = verifyTdxEvidence(ev, new Uint8Array(48)) as Record<string, unknown>;
     expect((claims.uefi_event_logs as unknown[]).length).toBe(43);
   });

@@ -16,10 +16,12 @@ describe("JCS and runtime digest", () => {
   it("reproduces trustee's upstream JCS check vector", () => {
     const v = { b: 1, a: "test", c: { d: "e" } };
     expect(canonicalJson(v)).toBe('{"a":"test","b":1,"c":{"d":"e"}}');
-    expect(hex(runtimeDigest("sample", v))).toBe("e71ce8e70d814ba6639c3612ebee0ff1f76f650f8dbb5e47157e0f3f525cd22c4597480a186427c813ca941da78870c3");
+    expect(hex(runtimeDigest("sample", v))).toBe(
+      "e71ce8e70d814ba6639c3612ebee0ff1f76f650f8dbb5e47157e0f3f525cd22c4597480a186427c813ca941da78870c3",
+    );
   });
 
-  it("builds the primary runtime data exactly like the generated vector (incl. additional-evidence \"\")", () => {
+  it('builds the primary runtime data exactly like the generated vector (incl. additional-evidence "")', () => {
     const tpk = parseTeePubKey(rd.inputs.tee_pubkey);
     const data = primaryRuntimeData(tpk, rd.inputs.challenge_nonce, rd.inputs.additional_evidence);
     expect(canonicalJson(data)).toBe(rd.primary_runtime_data_canonical_json);
@@ -29,11 +31,15 @@ describe("JCS and runtime digest", () => {
 
   it("drops non-typed JWK members when re-serializing the tee-pubkey (the server-side hash ignores kid)", () => {
     const withKid = parseTeePubKey({ ...rd.inputs.tee_pubkey, kid: "k1", use: "enc" });
-    expect(hex(runtimeDigest("sample", primaryRuntimeData(withKid, rd.inputs.challenge_nonce, "")))).toBe(rd.primary_sha384_hex);
+    expect(hex(runtimeDigest("sample", primaryRuntimeData(withKid, rd.inputs.challenge_nonce, "")))).toBe(
+      rd.primary_sha384_hex,
+    );
   });
 
   it("sorts keys by UTF-16 code unit and escapes like ECMAScript", () => {
-    expect(canonicalJson({ "\u00e9": 1, z: [true, null, 1e21, 0.5], a: "\u2028\n" })).toBe('{"a":"\u2028\\n","z":[true,null,1e+21,0.5],"\u00e9":1}');
+    expect(canonicalJson({ "\u00e9": 1, z: [true, null, 1e21, 0.5], a: "\u2028\n" })).toBe(
+      '{"a":"\u2028\\n","z":[true,null,1e+21,0.5],"\u00e9":1}',
+    );
     expect(() => canonicalJson({ x: Number.NaN })).toThrow(/non-finite/);
   });
 
@@ -76,11 +82,19 @@ describe("JWE reproduces the generated trustee vectors byte for byte", () => {
 
   it("fails like trustee for unsupported key choices", async () => {
     const ec = parseTeePubKey(jwe["ecdh-es-a256kw-p-256"].tee_pubkey);
-    await expect(encryptJwe({ ...ec, crv: "P-384" } as never, utf8("x"))).rejects.toThrow(/curve P-384 is not supported/);
+    await expect(encryptJwe({ ...ec, crv: "P-384" } as never, utf8("x"))).rejects.toThrow(
+      /curve P-384 is not supported/,
+    );
     await expect(encryptJwe({ ...ec, alg: "ECDH-ES" } as never, utf8("x"))).rejects.toThrow(/ECDH-ES is not supported/);
-    await expect(encryptJwe({ ...ec, x: Buffer.alloc(33, 1).toString("base64url") } as never, utf8("x"))).rejects.toThrow(/32 bytes/);
-    await expect(encryptJwe({ kty: "RSA", alg: "RSA-OAEP", n: "AQAB", e: "AQAB" }, utf8("x"))).rejects.toThrow(/RSA-OAEP is not supported/);
-    await expect(encryptJwe({ kty: "AKP", alg: "ML-KEM-768+A192KW", pub: "AA" }, utf8("x"))).rejects.toThrow(/not supported/);
+    await expect(
+      encryptJwe({ ...ec, x: Buffer.alloc(33, 1).toString("base64url") } as never, utf8("x")),
+    ).rejects.toThrow(/32 bytes/);
+    await expect(encryptJwe({ kty: "RSA", alg: "RSA-OAEP", n: "AQAB", e: "AQAB" }, utf8("x"))).rejects.toThrow(
+      /RSA-OAEP is not supported/,
+    );
+    await expect(encryptJwe({ kty: "AKP", alg: "ML-KEM-768+A192KW", pub: "AA" }, utf8("x"))).rejects.toThrow(
+      /not supported/,
+    );
   });
 
   it("rejects an EC point that is not on the curve", async () => {

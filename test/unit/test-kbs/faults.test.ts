@@ -85,21 +85,31 @@ describe("fault knobs", () => {
     const viaCookie = await rawRequest(`${kbs.url}/kbs/v0/resource/r/t/k`, { headers: { cookie: hs.cookie } });
     expect(viaCookie.status).toBe(401);
     expect(JSON.parse(viaCookie.body).type).toMatch(/TokenNotFound$/);
-    expect((await rawRequest(`${kbs.url}/kbs/v0/resource/r/t/k`, { headers: { authorization: `Bearer ${hs.token}` } })).status).toBe(200);
+    expect(
+      (await rawRequest(`${kbs.url}/kbs/v0/resource/r/t/k`, { headers: { authorization: `Bearer ${hs.token}` } }))
+        .status,
+    ).toBe(200);
     // Only once: the next handshake keeps its session.
     const hs2 = await sampleHandshake(kbs.url);
-    expect((await rawRequest(`${kbs.url}/kbs/v0/resource/r/t/k`, { headers: { cookie: hs2.cookie } })).status).toBe(200);
+    expect((await rawRequest(`${kbs.url}/kbs/v0/resource/r/t/k`, { headers: { cookie: hs2.cookie } })).status).toBe(
+      200,
+    );
   });
 
   it("expireTokenAfterAttest: neither the cookie nor the bearer token works, a new handshake does", async () => {
     kbs = await startTestKbs({ resources: { "r/t/k": "v" }, faults: { expireTokenAfterAttest: 1 } });
     const hs = await sampleHandshake(kbs.url);
     const viaCookie = await rawRequest(`${kbs.url}/kbs/v0/resource/r/t/k`, { headers: { cookie: hs.cookie } });
-    const viaBearer = await rawRequest(`${kbs.url}/kbs/v0/resource/r/t/k`, { headers: { authorization: `Bearer ${hs.token}` } });
+    const viaBearer = await rawRequest(`${kbs.url}/kbs/v0/resource/r/t/k`, {
+      headers: { authorization: `Bearer ${hs.token}` },
+    });
     expect(JSON.parse(viaCookie.body).type).toMatch(/TokenNotFound$/);
     expect(JSON.parse(viaBearer.body).type).toMatch(/TokenVerifierError$/);
     const hs2 = await sampleHandshake(kbs.url);
-    expect((await rawRequest(`${kbs.url}/kbs/v0/resource/r/t/k`, { headers: { authorization: `Bearer ${hs2.token}` } })).status).toBe(200);
+    expect(
+      (await rawRequest(`${kbs.url}/kbs/v0/resource/r/t/k`, { headers: { authorization: `Bearer ${hs2.token}` } }))
+        .status,
+    ).toBe(200);
   });
 
   it("tamperJwe makes the JWE fail authentication once", async () => {
@@ -113,12 +123,17 @@ describe("fault knobs", () => {
 
   it("stripSessionCookie drops Set-Cookie from /auth once; onRequest sees each request's bytes", async () => {
     const seen: { method: string; path: string; body: string }[] = [];
-    kbs = await startTestKbs({ faults: { stripSessionCookie: 1 }, onRequest: ({ method, path, body }) => seen.push({ method, path, body }) });
+    kbs = await startTestKbs({
+      faults: { stripSessionCookie: 1 },
+      onRequest: ({ method, path, body }) => seen.push({ method, path, body }),
+    });
     const stripped = await rawRequest(`${kbs.url}/kbs/v0/auth`, { body: AUTH });
     expect(stripped.status).toBe(200);
     expect(stripped.headers["set-cookie"]).toBeUndefined();
     expect(kbs.stats.events[0]!.fault).toBe("strip-cookie");
-    expect((await rawRequest(`${kbs.url}/kbs/v0/auth`, { body: AUTH })).headers["set-cookie"]?.[0]).toMatch(/^kbs-session-id=[0-9a-f]{32}; Expires=/);
+    expect((await rawRequest(`${kbs.url}/kbs/v0/auth`, { body: AUTH })).headers["set-cookie"]?.[0]).toMatch(
+      /^kbs-session-id=[0-9a-f]{32}; Expires=/,
+    );
     expect(seen).toEqual([
       { method: "POST", path: "/kbs/v0/auth", body: AUTH },
       { method: "POST", path: "/kbs/v0/auth", body: AUTH },

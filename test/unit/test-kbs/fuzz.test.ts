@@ -44,7 +44,9 @@ describe("hostile /attest bodies", () => {
     const r = prng(seed);
     let rejected = 0;
     for (let i = 0; i < 200; i++) {
-      const a = await rawRequest(`${kbs.url}/kbs/v0/auth`, { body: JSON.stringify({ version: "0.4.0", tee: "sample", "extra-params": "" }) });
+      const a = await rawRequest(`${kbs.url}/kbs/v0/auth`, {
+        body: JSON.stringify({ version: "0.4.0", tee: "sample", "extra-params": "" }),
+      });
       const nonce = JSON.parse(a.body).nonce as string;
       const valid = {
         "init-data": null,
@@ -64,7 +66,10 @@ describe("hostile /attest bodies", () => {
         continue;
       }
       expect(res.status, `seed ${seed} case ${i}`).toBe(401);
-      expect(JSON.parse(res.body)).toEqual({ type: "https://github.com/confidential-containers/kbs/errors/AttestationError", detail: "Attestation error: RCAR handshake Attest failed" });
+      expect(JSON.parse(res.body)).toEqual({
+        type: "https://github.com/confidential-containers/kbs/errors/AttestationError",
+        detail: "Attestation error: RCAR handshake Attest failed",
+      });
       rejected++;
     }
     expect(rejected).toBeGreaterThan(120);

@@ -27,10 +27,28 @@ describe("test KBS CLI", () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kbs-cli-"));
     fs.writeFileSync(path.join(dir, "key.bin"), Buffer.from("file-secret"));
     const ready = path.join(dir, "ready");
-    const child = spawn(BUN, [path.join(REPO_ROOT, "test/kbs/main.ts"), "--port", "0", "--tls-dir", path.join(dir, "tls"), "--resource", "default/key/root=@key.bin", "--resource", "default/key/hex=cafe", "--allow-tee", "sample", "--ready-file", ready], {
-      cwd: dir,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    const child = spawn(
+      BUN,
+      [
+        path.join(REPO_ROOT, "test/kbs/main.ts"),
+        "--port",
+        "0",
+        "--tls-dir",
+        path.join(dir, "tls"),
+        "--resource",
+        "default/key/root=@key.bin",
+        "--resource",
+        "default/key/hex=cafe",
+        "--allow-tee",
+        "sample",
+        "--ready-file",
+        ready,
+      ],
+      {
+        cwd: dir,
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
     let stderr = "";
     child.stderr.on("data", (c) => (stderr += c));
     try {

@@ -2,7 +2,15 @@
 import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestKbs, type TestKbs } from "../../kbs/server.ts";
-import { cookieOf, digestFor, makeTeeKey, rawRequest, sampleEvidence, sampleHandshake, type TeeKey } from "../../kbs/raw-client.ts";
+import {
+  cookieOf,
+  digestFor,
+  makeTeeKey,
+  rawRequest,
+  sampleEvidence,
+  sampleHandshake,
+  type TeeKey,
+} from "../../kbs/raw-client.ts";
 
 const ERR = "https://github.com/confidential-containers/kbs/errors/";
 const ATTEST_DETAIL = "Attestation error: RCAR handshake Attest failed";
@@ -15,10 +23,20 @@ beforeAll(async () => {
 });
 afterAll(() => kbs.close());
 
-const auth = (body: unknown) => rawRequest(`${kbs.url}/kbs/v0/auth`, { body: typeof body === "string" ? body : JSON.stringify(body) });
-const attest = (body: unknown, cookie?: string) => rawRequest(`${kbs.url}/kbs/v0/attest`, { body: JSON.stringify(body), headers: cookie ? { cookie } : {} });
+const auth = (body: unknown) =>
+  rawRequest(`${kbs.url}/kbs/v0/auth`, { body: typeof body === "string" ? body : JSON.stringify(body) });
+const attest = (body: unknown, cookie?: string) =>
+  rawRequest(`${kbs.url}/kbs/v0/attest`, { body: JSON.stringify(body), headers: cookie ? { cookie } : {} });
 
-function attestation(nonce: string, opts: { tpk?: Record<string, string>; digestTpk?: Record<string, string>; additional?: string; digestAdditional?: string } = {}) {
+function attestation(
+  nonce: string,
+  opts: {
+    tpk?: Record<string, string>;
+    digestTpk?: Record<string, string>;
+    additional?: string;
+    digestAdditional?: string;
+  } = {},
+) {
   const tpk = opts.tpk ?? key.publicJwk;
   const digest = digestFor(opts.digestTpk ?? tpk, nonce, opts.digestAdditional ?? opts.additional ?? "");
   return {
@@ -43,9 +61,13 @@ function expectError(r: { status: number; body: string }, status: number, varian
 }
 
 describe("/auth", () => {
-  it("answers a Challenge with a 32-byte base64 nonce, extra-params \"\" and a 5-minute Expires cookie", async () => {
+  it('answers a Challenge with a 32-byte base64 nonce, extra-params "" and a 5-minute Expires cookie', async () => {
     const before = Date.now();
-    const r = await auth({ version: "0.4.0", tee: "sample", "extra-params": { "supported-hash-algorithms": ["sha384"] } });
+    const r = await auth({
+      version: "0.4.0",
+      tee: "sample",
+      "extra-params": { "supported-hash-algorithms": ["sha384"] },
+    });
     expect(r.status).toBe(200);
     expect(r.headers["content-type"]).toBe("application/json");
     const body = JSON.parse(r.body);
@@ -71,9 +93,18 @@ describe("/auth", () => {
 
   it.each([
     ["0.4", "Attestation error: RCAR handshake Auth failed: failed to parse KBS version"],
-    ["0.4.1", "Attestation error: RCAR handshake Auth failed: KBS Client Protocol Version Mismatch: expect =0.4.0 while the request is 0.4.1"],
-    ["0.4.0-rc1", "Attestation error: RCAR handshake Auth failed: KBS Client Protocol Version Mismatch: expect =0.4.0 while the request is 0.4.0-rc1"],
-    ["0.3.0", "Attestation error: RCAR handshake Auth failed: KBS Client Protocol Version Mismatch: expect =0.4.0 while the request is 0.3.0"],
+    [
+      "0.4.1",
+      "Attestation error: RCAR handshake Auth failed: KBS Client Protocol Version Mismatch: expect =0.4.0 while the request is 0.4.1",
+    ],
+    [
+      "0.4.0-rc1",
+      "Attestation error: RCAR handshake Auth failed: KBS Client Protocol Version Mismatch: expect =0.4.0 while the request is 0.4.0-rc1",
+    ],
+    [
+      "0.3.0",
+      "Attestation error: RCAR handshake Auth failed: KBS Client Protocol Version Mismatch: expect =0.4.0 while the request is 0.3.0",
+    ],
   ])("rejects version %s with trustee's detail", async (version, detail) => {
     expectError(await auth({ version, tee: "sample", "extra-params": "" }), 401, "AttestationError", detail);
   });
@@ -85,7 +116,12 @@ describe("/auth", () => {
     ["numeric version", { version: 4, tee: "sample", "extra-params": "" }],
     ["not JSON", "{version"],
   ])("rejects %s as 'deserialize Request'", async (_name, body) => {
-    expectError(await auth(body), 401, "AttestationError", "Attestation error: RCAR handshake Auth failed: deserialize Request");
+    expectError(
+      await auth(body),
+      401,
+      "AttestationError",
+      "Attestation error: RCAR handshake Auth failed: deserialize Request",
+    );
   });
 
   it("GET /kbs/v0/auth is 404 PluginNotFound", async () => {
@@ -105,7 +141,10 @@ describe("/attest", () => {
     // Same id and the same absolute Expires as /auth: /attest never extends the session.
     expect(r.headers["set-cookie"]![0]).toBe(authCookieLine);
     const token = JSON.parse(r.body).token as string;
-    const [h, p] = token.split(".").slice(0, 2).map((s) => JSON.parse(Buffer.from(s, "base64url").toString()));
+    const [h, p] = token
+      .split(".")
+      .slice(0, 2)
+      .map((s) => JSON.parse(Buffer.from(s, "base64url").toString()));
     expect(h).toMatchObject({ typ: "JWT", alg: "ES256", jwk: { kty: "EC", crv: "P-256" } });
     expect(p.exp - p.iat).toBe(300);
     const ae = p.submods.cpu0["ear.veraison.annotated-evidence"];
@@ -128,37 +167,78 @@ describe("/attest", () => {
   });
 
   const cases: [string, RegExp, (n: string) => unknown][] = [
-    ["a wrong nonce", /nonce in the handshake session is different/, () => attestation(Buffer.alloc(32, 1).toString("base64"))],
-    ["a tee-pubkey with an extra kid member that the client hashed", /does not equal the expected runtime digest/, (n) => attestation(n, { tpk: { ...key.publicJwk, kid: "k" }, digestTpk: { ...key.publicJwk, kid: "k" } })],
-    ["a digest that leaves out additional-evidence", /does not equal the expected runtime digest/, (n) => {
-      const a = attestation(n) as { "tee-evidence": { primary_evidence: unknown } };
-      const canonical = JSON.stringify({ nonce: n, "tee-pubkey": Object.fromEntries(Object.entries(key.publicJwk).sort()) });
-      a["tee-evidence"].primary_evidence = sampleEvidence(new Uint8Array(createHash("sha384").update(canonical).digest()));
-      return a;
-    }],
-    ["a digest over different additional evidence", /does not equal the expected runtime digest/, (n) => attestation(n, { additional: "", digestAdditional: '{"sampledevice":{}}' })],
-    ["no additional_evidence member", /missing field `additional_evidence`/, (n) => {
-      const a = attestation(n) as { "tee-evidence": Record<string, unknown> };
-      delete a["tee-evidence"].additional_evidence;
-      return a;
-    }],
-    ["report_data padded to 64 bytes (SNP style) for sample", /64 bytes\) does not equal/, (n) => {
-      const a = attestation(n) as { "tee-evidence": { primary_evidence: unknown } };
-      const d = Buffer.concat([digestFor(key.publicJwk, n), Buffer.alloc(16)]);
-      a["tee-evidence"].primary_evidence = sampleEvidence(d);
-      return a;
-    }],
-    ["sample evidence without svn", /svn/, (n) => {
-      const a = attestation(n) as { "tee-evidence": { primary_evidence: Record<string, unknown> } };
-      delete a["tee-evidence"].primary_evidence.svn;
-      return a;
-    }],
-    ["init-data in JSON format", /Unsupported initdata format/, (n) => ({ ...(attestation(n) as object), "init-data": { format: "json", body: "{}" } })],
-    ["no runtime-data", /missing field `runtime-data`/, (n) => {
-      const a = attestation(n) as Record<string, unknown>;
-      delete a["runtime-data"];
-      return a;
-    }],
+    [
+      "a wrong nonce",
+      /nonce in the handshake session is different/,
+      () => attestation(Buffer.alloc(32, 1).toString("base64")),
+    ],
+    [
+      "a tee-pubkey with an extra kid member that the client hashed",
+      /does not equal the expected runtime digest/,
+      (n) => attestation(n, { tpk: { ...key.publicJwk, kid: "k" }, digestTpk: { ...key.publicJwk, kid: "k" } }),
+    ],
+    [
+      "a digest that leaves out additional-evidence",
+      /does not equal the expected runtime digest/,
+      (n) => {
+        const a = attestation(n) as { "tee-evidence": { primary_evidence: unknown } };
+        const canonical = JSON.stringify({
+          nonce: n,
+          "tee-pubkey": Object.fromEntries(Object.entries(key.publicJwk).sort()),
+        });
+        a["tee-evidence"].primary_evidence = sampleEvidence(
+          new Uint8Array(createHash("sha384").update(canonical).digest()),
+        );
+        return a;
+      },
+    ],
+    [
+      "a digest over different additional evidence",
+      /does not equal the expected runtime digest/,
+      (n) => attestation(n, { additional: "", digestAdditional: '{"sampledevice":{}}' }),
+    ],
+    [
+      "no additional_evidence member",
+      /missing field `additional_evidence`/,
+      (n) => {
+        const a = attestation(n) as { "tee-evidence": Record<string, unknown> };
+        delete a["tee-evidence"].additional_evidence;
+        return a;
+      },
+    ],
+    [
+      "report_data padded to 64 bytes (SNP style) for sample",
+      /64 bytes\) does not equal/,
+      (n) => {
+        const a = attestation(n) as { "tee-evidence": { primary_evidence: unknown } };
+        const d = Buffer.concat([digestFor(key.publicJwk, n), Buffer.alloc(16)]);
+        a["tee-evidence"].primary_evidence = sampleEvidence(d);
+        return a;
+      },
+    ],
+    [
+      "sample evidence without svn",
+      /svn/,
+      (n) => {
+        const a = attestation(n) as { "tee-evidence": { primary_evidence: Record<string, unknown> } };
+        delete a["tee-evidence"].primary_evidence.svn;
+        return a;
+      },
+    ],
+    [
+      "init-data in JSON format",
+      /Unsupported initdata format/,
+      (n) => ({ ...(attestation(n) as object), "init-data": { format: "json", body: "{}" } }),
+    ],
+    [
+      "no runtime-data",
+      /missing field `runtime-data`/,
+      (n) => {
+        const a = attestation(n) as Record<string, unknown>;
+        delete a["runtime-data"];
+        return a;
+      },
+    ],
   ];
   it.each(cases)("rejects %s with 401 AttestationError", async (_name, reason, build) => {
     const { cookie, nonce } = await authed();
@@ -172,7 +252,12 @@ describe("/attest", () => {
     const { nonce } = await authed();
     expectError(await attest(attestation(nonce)), 401, "AttestationError", ATTEST_DETAIL);
     expect(kbs.stats.errors.at(-1)!.reason).toBe("cookie not found");
-    expectError(await attest(attestation(nonce), `kbs-session-id=${"0".repeat(32)}`), 401, "AttestationError", ATTEST_DETAIL);
+    expectError(
+      await attest(attestation(nonce), `kbs-session-id=${"0".repeat(32)}`),
+      401,
+      "AttestationError",
+      ATTEST_DETAIL,
+    );
     expect(kbs.stats.errors.at(-1)!.reason).toBe("session not found");
     const s = await authed();
     kbs.expireSessions();

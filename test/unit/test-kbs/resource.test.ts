@@ -20,7 +20,8 @@ beforeAll(async () => {
 });
 afterAll(() => kbs.close());
 
-const get = (p: string, headers: Record<string, string> = {}) => rawRequest(`${kbs.url}/kbs/v0/resource/${p}`, { headers });
+const get = (p: string, headers: Record<string, string> = {}) =>
+  rawRequest(`${kbs.url}/kbs/v0/resource/${p}`, { headers });
 
 function expectError(r: { status: number; body: string }, status: number, variant: string, detail: string) {
   expect(r.status).toBe(status);
@@ -28,25 +29,30 @@ function expectError(r: { status: number; body: string }, status: number, varian
 }
 
 describe("resource release", () => {
-  it.each<TeeKeyKind>(["ec-p256", "ec-p521", "rsa-oaep-256"])("%s: the JWE opens with an independent WebCrypto decryption", async (kind) => {
-    const hs = await sampleHandshake(kbs.url, { key: await makeTeeKey(kind) });
-    const r = await get("default/key/root", { cookie: hs.cookie });
-    expect(r.status).toBe(200);
-    expect(r.headers["content-type"]).toBe("application/json");
-    const jwe = JSON.parse(r.body);
-    expect(Object.keys(jwe)).toEqual(["protected", "encrypted_key", "iv", "ciphertext", "tag"]);
-    const header = Buffer.from(jwe.protected, "base64url").toString();
-    if (kind.startsWith("ec")) {
-      expect(header).toMatch(/^\{"alg":"ECDH-ES\+A256KW","enc":"A256GCM","epk":\{"crv":"P-(256|521)","kty":"EC","x":"[\w-]+","y":"[\w-]+"\}\}$/);
-      expect(Buffer.from(jwe.encrypted_key, "base64url")).toHaveLength(40);
-    } else {
-      expect(header).toBe('{"alg":"RSA-OAEP-256","enc":"A256GCM"}');
-      expect(Buffer.from(jwe.encrypted_key, "base64url")).toHaveLength(256);
-    }
-    expect(Buffer.from(jwe.iv, "base64url")).toHaveLength(12);
-    expect(Buffer.from(jwe.tag, "base64url")).toHaveLength(16);
-    expect(Buffer.from(await decryptJwe(r.body, hs.key)).equals(SECRET)).toBe(true);
-  });
+  it.each<TeeKeyKind>(["ec-p256", "ec-p521", "rsa-oaep-256"])(
+    "%s: the JWE opens with an independent WebCrypto decryption",
+    async (kind) => {
+      const hs = await sampleHandshake(kbs.url, { key: await makeTeeKey(kind) });
+      const r = await get("default/key/root", { cookie: hs.cookie });
+      expect(r.status).toBe(200);
+      expect(r.headers["content-type"]).toBe("application/json");
+      const jwe = JSON.parse(r.body);
+      expect(Object.keys(jwe)).toEqual(["protected", "encrypted_key", "iv", "ciphertext", "tag"]);
+      const header = Buffer.from(jwe.protected, "base64url").toString();
+      if (kind.startsWith("ec")) {
+        expect(header).toMatch(
+          /^\{"alg":"ECDH-ES\+A256KW","enc":"A256GCM","epk":\{"crv":"P-(256|521)","kty":"EC","x":"[\w-]+","y":"[\w-]+"\}\}$/,
+        );
+        expect(Buffer.from(jwe.encrypted_key, "base64url")).toHaveLength(40);
+      } else {
+        expect(header).toBe('{"alg":"RSA-OAEP-256","enc":"A256GCM"}');
+        expect(Buffer.from(jwe.encrypted_key, "base64url")).toHaveLength(256);
+      }
+      expect(Buffer.from(jwe.iv, "base64url")).toHaveLength(12);
+      expect(Buffer.from(jwe.tag, "base64url")).toHaveLength(16);
+      expect(Buffer.from(await decryptJwe(r.body, hs.key)).equals(SECRET)).toBe(true);
+    },
+  );
 
   it("RSA1_5: openssl pkeyutl (PKCS#1 v1.5) recovers the CEK and the JWE opens", async () => {
     const hs = await sampleHandshake(kbs.url, { key: await makeTeeKey("rsa1_5") });
@@ -56,9 +62,16 @@ describe("resource release", () => {
     expect(Buffer.from(jwe.protected, "base64url").toString()).toBe('{"alg":"RSA1_5","enc":"A256GCM"}');
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "rsa15-"));
     try {
-      fs.writeFileSync(path.join(dir, "k.pem"), (hs.key.privateKey as crypto.KeyObject).export({ format: "pem", type: "pkcs8" }));
+      fs.writeFileSync(
+        path.join(dir, "k.pem"),
+        (hs.key.privateKey as crypto.KeyObject).export({ format: "pem", type: "pkcs8" }),
+      );
       fs.writeFileSync(path.join(dir, "ek"), Buffer.from(jwe.encrypted_key, "base64url"));
-      const cek = execFileSync("openssl", ["pkeyutl", "-decrypt", "-inkey", "k.pem", "-in", "ek", "-pkeyopt", "rsa_padding_mode:pkcs1"], { cwd: dir });
+      const cek = execFileSync(
+        "openssl",
+        ["pkeyutl", "-decrypt", "-inkey", "k.pem", "-in", "ek", "-pkeyopt", "rsa_padding_mode:pkcs1"],
+        { cwd: dir },
+      );
       expect(cek).toHaveLength(32);
       const d = crypto.createDecipheriv("aes-256-gcm", cek, Buffer.from(jwe.iv, "base64url"));
       d.setAAD(Buffer.from(jwe.protected, "ascii"));
@@ -81,14 +94,19 @@ describe("resource release", () => {
     const withKid = { ...key, publicJwk: { ...key.publicJwk, kid: "x" } };
     // sampleHandshake hashes what it sends, so hash by hand: send withKid, bind to the typed key.
     const { digestFor, sampleEvidence, cookieOf } = await import("../../kbs/raw-client.ts");
-    const a = await rawRequest(`${kbs.url}/kbs/v0/auth`, { body: JSON.stringify({ version: "0.4.0", tee: "sample", "extra-params": "" }) });
+    const a = await rawRequest(`${kbs.url}/kbs/v0/auth`, {
+      body: JSON.stringify({ version: "0.4.0", tee: "sample", "extra-params": "" }),
+    });
     const nonce = JSON.parse(a.body).nonce;
     const att = {
       "init-data": null,
       "runtime-data": { nonce, "tee-pubkey": withKid.publicJwk },
       "tee-evidence": { primary_evidence: sampleEvidence(digestFor(key.publicJwk, nonce)), additional_evidence: "" },
     };
-    const r = await rawRequest(`${kbs.url}/kbs/v0/attest`, { body: JSON.stringify(att), headers: { cookie: cookieOf(a) } });
+    const r = await rawRequest(`${kbs.url}/kbs/v0/attest`, {
+      body: JSON.stringify(att),
+      headers: { cookie: cookieOf(a) },
+    });
     expect(r.status).toBe(200);
   });
 
@@ -105,15 +123,29 @@ describe("resource refusals", () => {
   });
 
   it("a session that is only authenticated (not attested) has no token", async () => {
-    const a = await rawRequest(`${kbs.url}/kbs/v0/auth`, { body: JSON.stringify({ version: "0.4.0", tee: "sample", "extra-params": "" }) });
-    expectError(await get("default/key/root", { cookie: a.headers["set-cookie"]![0]!.split(";")[0]! }), 401, "TokenNotFound", "Attestation Token not found");
+    const a = await rawRequest(`${kbs.url}/kbs/v0/auth`, {
+      body: JSON.stringify({ version: "0.4.0", tee: "sample", "extra-params": "" }),
+    });
+    expectError(
+      await get("default/key/root", { cookie: a.headers["set-cookie"]![0]!.split(";")[0]! }),
+      401,
+      "TokenNotFound",
+      "Attestation Token not found",
+    );
   });
 
   it("an expired session falls back to the bearer token and otherwise fails", async () => {
     const hs = await sampleHandshake(kbs.url);
     kbs.expireSessions();
-    expectError(await get("default/key/root", { cookie: hs.cookie }), 401, "TokenNotFound", "Attestation Token not found");
-    expect((await get("default/key/root", { cookie: hs.cookie, authorization: `Bearer ${hs.token}` })).status).toBe(200);
+    expectError(
+      await get("default/key/root", { cookie: hs.cookie }),
+      401,
+      "TokenNotFound",
+      "Attestation Token not found",
+    );
+    expect((await get("default/key/root", { cookie: hs.cookie, authorization: `Bearer ${hs.token}` })).status).toBe(
+      200,
+    );
   });
 
   it("a forged token (same claims, another key in the header) is 401 TokenVerifierError", async () => {
@@ -121,19 +153,40 @@ describe("resource refusals", () => {
     const [, payload] = hs.token.split(".");
     const sk = p256.utils.randomSecretKey();
     const pub = p256.getPublicKey(sk, false);
-    const jwk = { kty: "EC", crv: "P-256", x: Buffer.from(pub.subarray(1, 33)).toString("base64url"), y: Buffer.from(pub.subarray(33)).toString("base64url"), alg: "ES256" };
+    const jwk = {
+      kty: "EC",
+      crv: "P-256",
+      x: Buffer.from(pub.subarray(1, 33)).toString("base64url"),
+      y: Buffer.from(pub.subarray(33)).toString("base64url"),
+      alg: "ES256",
+    };
     const h = Buffer.from(JSON.stringify({ typ: "JWT", alg: "ES256", jwk })).toString("base64url");
     const forged = `${h}.${payload}.${Buffer.from(p256.sign(sha256(Buffer.from(`${h}.${payload}`)), sk, { prehash: false })).toString("base64url")}`;
-    expectError(await get("default/key/root", { authorization: `Bearer ${forged}` }), 401, "TokenVerifierError", "Token Verifier error");
+    expectError(
+      await get("default/key/root", { authorization: `Bearer ${forged}` }),
+      401,
+      "TokenVerifierError",
+      "Token Verifier error",
+    );
     // Our own header but a signature from another key:
     const [oh] = hs.token.split(".");
     const forged2 = `${oh}.${payload}.${Buffer.from(p256.sign(sha256(Buffer.from(`${oh}.${payload}`)), sk, { prehash: false })).toString("base64url")}`;
-    expectError(await get("default/key/root", { authorization: `Bearer ${forged2}` }), 401, "TokenVerifierError", "Token Verifier error");
+    expectError(
+      await get("default/key/root", { authorization: `Bearer ${forged2}` }),
+      401,
+      "TokenVerifierError",
+      "Token Verifier error",
+    );
     // A modified payload under the original signature:
     const claims = JSON.parse(Buffer.from(payload!, "base64url").toString());
     claims.exp += 3600;
     const tampered = `${oh}.${Buffer.from(JSON.stringify(claims)).toString("base64url")}.${hs.token.split(".")[2]}`;
-    expectError(await get("default/key/root", { authorization: `Bearer ${tampered}` }), 401, "TokenVerifierError", "Token Verifier error");
+    expectError(
+      await get("default/key/root", { authorization: `Bearer ${tampered}` }),
+      401,
+      "TokenVerifierError",
+      "Token Verifier error",
+    );
     expect(kbs.stats.errors.at(-1)!.reason).toMatch(/signature does not verify/);
   });
 
@@ -170,10 +223,21 @@ describe("resource refusals", () => {
 
   it("missing resource and invalid paths are 401 PluginInternalError; other plugins 404", async () => {
     const hs = await sampleHandshake(kbs.url);
-    for (const p of ["default/key/absent", "default/key", "default/key/root/extra", ".x/key/root", "default/k%20ey/root"]) {
+    for (const p of [
+      "default/key/absent",
+      "default/key",
+      "default/key/root/extra",
+      ".x/key/root",
+      "default/k%20ey/root",
+    ]) {
       expectError(await get(p, { cookie: hs.cookie }), 401, "PluginInternalError", "Plugin internal error");
     }
-    expectError(await rawRequest(`${kbs.url}/kbs/v0/nebula-ca/x`, { headers: { cookie: hs.cookie } }), 404, "PluginNotFound", "Plugin nebula-ca not found");
+    expectError(
+      await rawRequest(`${kbs.url}/kbs/v0/nebula-ca/x`, { headers: { cookie: hs.cookie } }),
+      404,
+      "PluginNotFound",
+      "Plugin nebula-ca not found",
+    );
   });
 
   it("unsupported key choices pass /attest and fail at resource time with 401 JweError", async () => {

@@ -30,6 +30,8 @@ describe("HTTPS test KBS", () => {
     ["an unrelated CA", () => pki.wrongCaPem],
     ["a CA with the same subject DN but another key", () => pki.sameNameWrongCaPem],
   ])("rejects %s", async (_n, ca) => {
-    await expect(rawRequest(`${kbs.url}/healthz`, { ca: ca() })).rejects.toThrow(/certificate|self.signed|unable to verify/i);
+    await expect(rawRequest(`${kbs.url}/healthz`, { ca: ca() })).rejects.toThrow(
+      /certificate|self.signed|unable to verify/i,
+    );
   });
 });

@@ -31,7 +31,10 @@ describe("vector replay", () => {
     const body = JSON.stringify({
       "init-data": null,
       "runtime-data": { nonce: rd.inputs.challenge_nonce, "tee-pubkey": rd.inputs.tee_pubkey },
-      "tee-evidence": { primary_evidence: sd.sample_primary_evidence, additional_evidence: sd.additional_evidence_string },
+      "tee-evidence": {
+        primary_evidence: sd.sample_primary_evidence,
+        additional_evidence: sd.additional_evidence_string,
+      },
     });
     const r = await attestBody(body);
     expect(r.status, r.body).toBe(200);

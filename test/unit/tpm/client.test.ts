@@ -12,8 +12,10 @@ import { getProperties, pcrRead } from "../../../platform/tpm/operations.ts";
 import { withAttestationKey } from "../../../platform/tpm/attestation/ak.ts";
 import { FakeTransport, commandCode, frame, sessionFrame } from "./fake-tpm.ts";
 
-const tpmWith = (t: FakeTransport, deadlineMs = 10_000, opts = {}) => new Tpm(t, new Deadline(deadlineMs), silentLogger, opts);
-const getCap = () => new ByteWriter().u16be(0x8001).u32be(22).u32be(TPM_CC.GetCapability).u32be(6).u32be(0x100).u32be(1).finish();
+const tpmWith = (t: FakeTransport, deadlineMs = 10_000, opts = {}) =>
+  new Tpm(t, new Deadline(deadlineMs), silentLogger, opts);
+const getCap = () =>
+  new ByteWriter().u16be(0x8001).u32be(22).u32be(TPM_CC.GetCapability).u32be(6).u32be(0x100).u32be(1).finish();
 const propsBody = () => new ByteWriter().u8(0).u32be(6).u32be(1).u32be(0x105).u32be(0x49424d00).finish();
 
 describe("retry policy", () => {
@@ -55,14 +57,34 @@ describe("retry policy", () => {
 
 describe("malformed frames", () => {
   const cases: [string, Uint8Array, RegExp][] = [
-    ["truncated (header says more)", frame(0, propsBody()).subarray(0, 20), /header says 27 bytes but 20 were received/],
+    [
+      "truncated (header says more)",
+      frame(0, propsBody()).subarray(0, 20),
+      /header says 27 bytes but 20 were received/,
+    ],
     ["trailing bytes", new Uint8Array([...frame(0, propsBody()), 0, 0]), /header says 27 bytes but 29/],
-    ["wrong tag", (() => { const f = frame(0, propsBody()); f[1] = 0x03; return f; })(), /0x8003 is neither/],
-    ["oversized size", new ByteWriter().u16be(0x8001).u32be(0x10000).u32be(0).finish(), /65536 exceeds the 4096-byte maximum/],
+    [
+      "wrong tag",
+      (() => {
+        const f = frame(0, propsBody());
+        f[1] = 0x03;
+        return f;
+      })(),
+      /0x8003 is neither/,
+    ],
+    [
+      "oversized size",
+      new ByteWriter().u16be(0x8001).u32be(0x10000).u32be(0).finish(),
+      /65536 exceeds the 4096-byte maximum/,
+    ],
     ["size below header", new ByteWriter().u16be(0x8001).u32be(4).u32be(0).finish(), /smaller than the 10-byte header/],
     ["empty", new Uint8Array(0), /tag/],
     ["sessions tag on a no-sessions command", frame(0, propsBody(), 0x8002), /0x8002 where 0x8001 was expected/],
-    ["list count beyond the bytes", frame(0, new ByteWriter().u8(0).u32be(6).u32be(3).u32be(0x105).u32be(1).finish()), /tpmProperties\[1\]\.property/],
+    [
+      "list count beyond the bytes",
+      frame(0, new ByteWriter().u8(0).u32be(6).u32be(3).u32be(0x105).u32be(1).finish()),
+      /tpmProperties\[1\]\.property/,
+    ],
     ["moreData not a boolean", frame(0, new ByteWriter().u8(7).u32be(6).u32be(0).finish()), /TPMI_YES_NO/],
     ["huge list count", frame(0, new ByteWriter().u8(0).u32be(6).u32be(0xffffffff).finish()), /exceeds the limit/],
   ];
@@ -102,19 +124,29 @@ describe("PCR_Read loop", () => {
 
   it("stops with a clear error when the TPM returns nothing (inactive bank) instead of looping", async () => {
     const t = new FakeTransport(() => pcrRsp(1, TPM_ALG.SHA256, []));
-    await expect(pcrRead(tpmWith(t), [{ hash: TPM_ALG.SHA256, pcrs: [0, 1] }])).rejects.toThrow(/returned nothing for sha256:0,1/);
+    await expect(pcrRead(tpmWith(t), [{ hash: TPM_ALG.SHA256, pcrs: [0, 1] }])).rejects.toThrow(
+      /returned nothing for sha256:0,1/,
+    );
     expect(t.sent).toHaveLength(1);
   });
 
   it("rejects PCRs that were not requested and digests of the wrong size", async () => {
-    await expect(pcrRead(tpmWith(new FakeTransport(() => pcrRsp(1, TPM_ALG.SHA256, [9]))), [{ hash: TPM_ALG.SHA256, pcrs: [0] }])).rejects.toThrow(/PCR 9, which was not requested/);
-    await expect(pcrRead(tpmWith(new FakeTransport(() => pcrRsp(1, TPM_ALG.SHA256, [0], 20))), [{ hash: TPM_ALG.SHA256, pcrs: [0] }])).rejects.toThrow(ParseError);
+    await expect(
+      pcrRead(tpmWith(new FakeTransport(() => pcrRsp(1, TPM_ALG.SHA256, [9]))), [{ hash: TPM_ALG.SHA256, pcrs: [0] }]),
+    ).rejects.toThrow(/PCR 9, which was not requested/);
+    await expect(
+      pcrRead(tpmWith(new FakeTransport(() => pcrRsp(1, TPM_ALG.SHA256, [0], 20))), [
+        { hash: TPM_ALG.SHA256, pcrs: [0] },
+      ]),
+    ).rejects.toThrow(ParseError);
   });
 
   it("re-reads when the update counter moves between chunks, and gives up after 3 tries", async () => {
     let counter = 0;
     const t = new FakeTransport((c) => pcrRsp(counter++, TPM_ALG.SHA256, requested(c).slice(0, 8)));
-    await expect(pcrRead(tpmWith(t), [{ hash: TPM_ALG.SHA256, pcrs: Array.from({ length: 24 }, (_, i) => i) }])).rejects.toThrow(/kept changing/);
+    await expect(
+      pcrRead(tpmWith(t), [{ hash: TPM_ALG.SHA256, pcrs: Array.from({ length: 24 }, (_, i) => i) }]),
+    ).rejects.toThrow(/kept changing/);
     expect(t.sent).toHaveLength(6);
   });
 });
@@ -122,8 +154,27 @@ describe("PCR_Read loop", () => {
 describe("transient keys", () => {
   it("the derived AK is flushed when the work with it fails", async () => {
     const createPrimaryRsp = () => {
-      const pub = new ByteWriter().u16be(0x0001).u16be(0x000b).u32be(0x00050072).u16be(0).u16be(0x0010).u16be(0x0014).u16be(0x000b).u16be(2048).u32be(0).sized16be(new Uint8Array(256).fill(0xab)).finish();
-      const params = new ByteWriter().sized16be(pub).u16be(0).u16be(0).u16be(0x8021).u32be(0x4000000b).u16be(0).sized16be(new Uint8Array(34)).finish();
+      const pub = new ByteWriter()
+        .u16be(0x0001)
+        .u16be(0x000b)
+        .u32be(0x00050072)
+        .u16be(0)
+        .u16be(0x0010)
+        .u16be(0x0014)
+        .u16be(0x000b)
+        .u16be(2048)
+        .u32be(0)
+        .sized16be(new Uint8Array(256).fill(0xab))
+        .finish();
+      const params = new ByteWriter()
+        .sized16be(pub)
+        .u16be(0)
+        .u16be(0)
+        .u16be(0x8021)
+        .u32be(0x4000000b)
+        .u16be(0)
+        .sized16be(new Uint8Array(34))
+        .finish();
       return sessionFrame(params, [0x80ffffff]);
     };
     const t = new FakeTransport((c) => {
@@ -138,7 +189,11 @@ describe("transient keys", () => {
           return frame(0x101);
       }
     });
-    await expect(withAttestationKey(tpmWith(t), 0x81010002, async () => { throw new Error("quote failed"); })).rejects.toThrow("quote failed");
+    await expect(
+      withAttestationKey(tpmWith(t), 0x81010002, async () => {
+        throw new Error("quote failed");
+      }),
+    ).rejects.toThrow("quote failed");
     const flush = t.sent.find((c) => commandCode(c) === TPM_CC.FlushContext);
     expect(flush && Buffer.from(flush.subarray(10)).toString("hex")).toBe("80ffffff");
   });

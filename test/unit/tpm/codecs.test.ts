@@ -7,14 +7,33 @@ import { TPM_ALG, TPM_CAP, TPM_RH } from "../../../platform/tpm/constants.ts";
 import { TpmError, TPM_RC } from "../../../platform/tpm/rc.ts";
 import { decodeGetCapability, encodeGetCapability } from "../../../platform/tpm/commands/capability.ts";
 import { decodePcrExtend, decodePcrRead, encodePcrExtend, encodePcrRead } from "../../../platform/tpm/commands/pcr.ts";
-import { decodeCreatePrimary, decodeFlushContext, decodeReadPublic, encodeCreatePrimary, encodeFlushContext, encodeReadPublic } from "../../../platform/tpm/commands/object.ts";
+import {
+  decodeCreatePrimary,
+  decodeFlushContext,
+  decodeReadPublic,
+  encodeCreatePrimary,
+  encodeFlushContext,
+  encodeReadPublic,
+} from "../../../platform/tpm/commands/object.ts";
 import { decodeQuote, encodeQuote } from "../../../platform/tpm/commands/quote.ts";
-import { decodeNvRead, decodeNvReadPublic, encodeNvRead, encodeNvReadPublic } from "../../../platform/tpm/commands/nv.ts";
+import {
+  decodeNvRead,
+  decodeNvReadPublic,
+  encodeNvRead,
+  encodeNvReadPublic,
+} from "../../../platform/tpm/commands/nv.ts";
 import { AK_RSA_TEMPLATE } from "../../../platform/tpm/attestation/ak.ts";
 import { decodePublic } from "../../../platform/tpm/structures.ts";
 
-interface Entry { name: string; cmd: string; rsp: string; rc: string }
-const transcript: Entry[] = JSON.parse(fs.readFileSync(new URL("../../fixtures/tpm/transcript_raw.json", import.meta.url), "utf8"));
+interface Entry {
+  name: string;
+  cmd: string;
+  rsp: string;
+  rc: string;
+}
+const transcript: Entry[] = JSON.parse(
+  fs.readFileSync(new URL("../../fixtures/tpm/transcript_raw.json", import.meta.url), "utf8"),
+);
 const find = (prefix: string, n = 0) => transcript.filter((e) => e.name.startsWith(prefix))[n]!;
 const rsp = (e: Entry) => fromHex(e.rsp);
 
@@ -44,15 +63,28 @@ describe("GetCapability", () => {
   });
 
   it("rejects an answer for another capability", () => {
-    expect(() => decodeGetCapability(rsp(find("GetCapability(TPM_CAP_PCRS")), TPM_CAP.HANDLES)).toThrow(/asked for capability 1, TPM answered 5/);
+    expect(() => decodeGetCapability(rsp(find("GetCapability(TPM_CAP_PCRS")), TPM_CAP.HANDLES)).toThrow(
+      /asked for capability 1, TPM answered 5/,
+    );
   });
 });
 
 describe("PCR_Read / PCR_Extend", () => {
   it("encodes selections bit-exactly (PCR0-7 = ff0000, PCR16 = 000001, two banks)", () => {
-    expect(hex(encodePcrRead([{ hash: TPM_ALG.SHA256, pcrs: [0, 1, 2, 3, 4, 5, 6, 7] }]))).toBe(find("PCR_Read(SHA256 bank, PCR0-7)").cmd);
-    expect(hex(encodePcrRead([{ hash: TPM_ALG.SHA1, pcrs: [0] }, { hash: TPM_ALG.SHA384, pcrs: [0] }]))).toBe(find("PCR_Read(SHA1 PCR0 + SHA384").cmd);
-    expect(hex(encodePcrRead([{ hash: TPM_ALG.SHA256, pcrs: [0, 1, 2, 3, 4, 5, 6, 7, 16] }]))).toBe(find("PCR_Read(SHA256, [0, 1").cmd);
+    expect(hex(encodePcrRead([{ hash: TPM_ALG.SHA256, pcrs: [0, 1, 2, 3, 4, 5, 6, 7] }]))).toBe(
+      find("PCR_Read(SHA256 bank, PCR0-7)").cmd,
+    );
+    expect(
+      hex(
+        encodePcrRead([
+          { hash: TPM_ALG.SHA1, pcrs: [0] },
+          { hash: TPM_ALG.SHA384, pcrs: [0] },
+        ]),
+      ),
+    ).toBe(find("PCR_Read(SHA1 PCR0 + SHA384").cmd);
+    expect(hex(encodePcrRead([{ hash: TPM_ALG.SHA256, pcrs: [0, 1, 2, 3, 4, 5, 6, 7, 16] }]))).toBe(
+      find("PCR_Read(SHA256, [0, 1").cmd,
+    );
   });
 
   it("decodes a truncated (8-digest) answer and the PCR16 value", () => {
@@ -71,7 +103,9 @@ describe("PCR_Read / PCR_Extend", () => {
   });
 
   it("refuses a digest of the wrong size for its bank", () => {
-    expect(() => encodePcrExtend(15, [{ hashAlg: TPM_ALG.SHA256, digest: new Uint8Array(20) }])).toThrow(/20-byte digest for bank sha256/);
+    expect(() => encodePcrExtend(15, [{ hashAlg: TPM_ALG.SHA256, digest: new Uint8Array(20) }])).toThrow(
+      /20-byte digest for bank sha256/,
+    );
   });
 });
 
@@ -117,7 +151,12 @@ describe("Quote", () => {
   it("encodes an explicit-scheme quote and decodes attest + signature, keeping the signed bytes", () => {
     const e = find("Quote(RSA AK");
     const nonce = fromHex("3c2ca1b5068a8a95ed9b5f5466f1c6c617c64f20d155cd96ea97384c4689d3ba");
-    const cmd = encodeQuote({ signHandle: 0x80000000, qualifyingData: nonce, scheme: { scheme: TPM_ALG.RSASSA, hashAlg: TPM_ALG.SHA256 }, selection: [{ hash: TPM_ALG.SHA256, pcrs: [0, 16] }] });
+    const cmd = encodeQuote({
+      signHandle: 0x80000000,
+      qualifyingData: nonce,
+      scheme: { scheme: TPM_ALG.RSASSA, hashAlg: TPM_ALG.SHA256 },
+      selection: [{ hash: TPM_ALG.SHA256, pcrs: [0, 16] }],
+    });
     expect(hex(cmd)).toBe(e.cmd);
     const q = decodeQuote(rsp(e));
     expect(q.attest.pcrSelect).toEqual([{ hash: TPM_ALG.SHA256, pcrs: [0, 16] }]);
@@ -140,14 +179,22 @@ describe("NV", () => {
   it("NV_ReadPublic of the EK certificate index", () => {
     const e = find("NV_ReadPublic(0x01C00002");
     expect(hex(encodeNvReadPublic(0x01c00002))).toBe(e.cmd);
-    expect(decodeNvReadPublic(rsp(e)).nvPublic).toEqual({ nvIndex: 0x01c00002, nameAlg: TPM_ALG.SHA256, attributes: 0x62072801, authPolicy: new Uint8Array(0), dataSize: 1016 });
+    expect(decodeNvReadPublic(rsp(e)).nvPublic).toEqual({
+      nvIndex: 0x01c00002,
+      nameAlg: TPM_ALG.SHA256,
+      attributes: 0x62072801,
+      authPolicy: new Uint8Array(0),
+      dataSize: 1016,
+    });
   });
 
   it("NV_Read with the index as its own auth, checking the returned size", () => {
     const e = find("NV_Read(authHandle=nvIndex");
     expect(hex(encodeNvRead(0x01c00002, 0x01c00002, 1016, 0))).toBe(e.cmd);
     const data = decodeNvRead(rsp(e), 1016);
-    expect(hex(data)).toBe(hex(fs.readFileSync(new URL("../../fixtures/tpm/ekcert_rsa_0x01c00002.der", import.meta.url))));
+    expect(hex(data)).toBe(
+      hex(fs.readFileSync(new URL("../../fixtures/tpm/ekcert_rsa_0x01c00002.der", import.meta.url))),
+    );
     expect(() => decodeNvRead(rsp(e), 1000)).toThrow(/asked for 1000 bytes, TPM returned 1016/);
   });
 

@@ -14,8 +14,29 @@ import { decodeQuoteAttest } from "../../../platform/tpm/structures.ts";
 import { FakeTransport, commandCode, frame, sessionFrame } from "./fake-tpm.ts";
 
 const sha256 = (b: Uint8Array) => new Uint8Array(createHash("sha256").update(b).digest());
-const RSA_PUB = new ByteWriter().u16be(0x0001).u16be(0x000b).u32be(0x00050072).u16be(0).u16be(0x0010).u16be(0x0014).u16be(0x000b).u16be(2048).u32be(0);
-const ECC_PUB = new ByteWriter().u16be(0x0023).u16be(0x000b).u32be(0x00030072).u16be(0).u16be(0x0010).u16be(0x0018).u16be(0x000b).u16be(0x0003).u16be(0x0010).sized16be(new Uint8Array(32).fill(1)).sized16be(new Uint8Array(32).fill(2)).finish();
+const RSA_PUB = new ByteWriter()
+  .u16be(0x0001)
+  .u16be(0x000b)
+  .u32be(0x00050072)
+  .u16be(0)
+  .u16be(0x0010)
+  .u16be(0x0014)
+  .u16be(0x000b)
+  .u16be(2048)
+  .u32be(0);
+const ECC_PUB = new ByteWriter()
+  .u16be(0x0023)
+  .u16be(0x000b)
+  .u32be(0x00030072)
+  .u16be(0)
+  .u16be(0x0010)
+  .u16be(0x0018)
+  .u16be(0x000b)
+  .u16be(0x0003)
+  .u16be(0x0010)
+  .sized16be(new Uint8Array(32).fill(1))
+  .sized16be(new Uint8Array(32).fill(2))
+  .finish();
 
 /** A valid 2048-bit modulus is not needed for framing, but SPKI conversion wants a real-looking one. */
 function rsaPublic(): Uint8Array {
@@ -40,21 +61,54 @@ function scriptedTpm(s: Script) {
   const t = new FakeTransport((cmd) => {
     switch (commandCode(cmd)) {
       case TPM_CC.GetCapability:
-        return frame(0, new ByteWriter().u8(0).u32be(5).u32be(1).u16be(0x000b).u8(3).bytes(Uint8Array.from([0xff, 0xff, 0xff])).finish());
+        return frame(
+          0,
+          new ByteWriter()
+            .u8(0)
+            .u32be(5)
+            .u32be(1)
+            .u16be(0x000b)
+            .u8(3)
+            .bytes(Uint8Array.from([0xff, 0xff, 0xff]))
+            .finish(),
+        );
       case TPM_CC.ReadPublic: {
         if (!s.persistent) return frame(0x18b);
-        return frame(0, new ByteWriter().sized16be(s.persistent).sized16be(new Uint8Array(34)).sized16be(new Uint8Array(34)).finish());
+        return frame(
+          0,
+          new ByteWriter().sized16be(s.persistent).sized16be(new Uint8Array(34)).sized16be(new Uint8Array(34)).finish(),
+        );
       }
       case TPM_CC.CreatePrimary: {
-        const params = new ByteWriter().sized16be(rsaPublic()).u16be(0).u16be(0).u16be(0x8021).u32be(0x4000000b).u16be(0).sized16be(new Uint8Array(34)).finish();
+        const params = new ByteWriter()
+          .sized16be(rsaPublic())
+          .u16be(0)
+          .u16be(0)
+          .u16be(0x8021)
+          .u32be(0x4000000b)
+          .u16be(0)
+          .sized16be(new Uint8Array(34))
+          .finish();
         return sessionFrame(params, [0x80ffffff]);
       }
       case TPM_CC.Quote: {
         // qualifyingData sits after header(10) + handle(4) + authSize(4) + auth(9)
         const qd = cmd.subarray(27 + 2, 27 + 2 + ((cmd[27]! << 8) | cmd[28]!));
         const values = s.pcrsAtQuote(quotes++);
-        const w = new ByteWriter().u32be(0xff544347).u16be(0x8018).sized16be(new Uint8Array(34)).sized16be(s.extraData ? s.extraData(qd) : qd);
-        w.u64be(1n).u32be(0).u32be(0).u8(1).u64be(0n).u32be(1).u16be(0x000b).u8(3).bytes(Uint8Array.from(s.selectionBitmap ?? [0xff, 0xff, 0xff]));
+        const w = new ByteWriter()
+          .u32be(0xff544347)
+          .u16be(0x8018)
+          .sized16be(new Uint8Array(34))
+          .sized16be(s.extraData ? s.extraData(qd) : qd);
+        w.u64be(1n)
+          .u32be(0)
+          .u32be(0)
+          .u8(1)
+          .u64be(0n)
+          .u32be(1)
+          .u16be(0x000b)
+          .u8(3)
+          .bytes(Uint8Array.from(s.selectionBitmap ?? [0xff, 0xff, 0xff]));
         w.sized16be(sha256(concat(...values)));
         const attest = w.finish();
         const sig = new ByteWriter().u16be(0x0014).u16be(0x000b).sized16be(new Uint8Array(256).fill(7)).finish();
@@ -62,9 +116,11 @@ function scriptedTpm(s: Script) {
       }
       case TPM_CC.PCR_Read: {
         const bm = cmd.subarray(17, 20);
-        const want = Array.from({ length: 24 }, (_, i) => i).filter((i) => bm[i >> 3]! & (1 << (i & 7))).slice(0, 8);
+        const want = Array.from({ length: 24 }, (_, i) => i)
+          .filter((i) => bm[i >> 3]! & (1 << (i & 7)))
+          .slice(0, 8);
         const values = s.pcrsAtRead(reads);
-        if (++readChunk === 3) (readChunk = 0), reads++;
+        if (++readChunk === 3) ((readChunk = 0), reads++);
         const bitmap = new Uint8Array(3);
         for (const p of want) bitmap[p >> 3]! |= 1 << (p & 7);
         const w = new ByteWriter().u32be(1).u32be(1).u16be(0x000b).u8(3).bytes(bitmap).u32be(want.length);
@@ -97,15 +153,27 @@ describe("collectTpmEvidence with a scripted TPM", () => {
 
   it("gives up after 3 quotes if the PCRs never settle, and still flushes the AK", async () => {
     const s = scriptedTpm({ pcrsAtQuote: (n) => pcrSet(10 + n), pcrsAtRead: (n) => pcrSet(100 + n) });
-    await expect(collectTpmEvidence(tpmOf(s.t), digest, 0x81010002)).rejects.toThrow(/PCRs kept changing between TPM2_Quote and TPM2_PCR_Read \(3 attempts\)/);
+    await expect(collectTpmEvidence(tpmOf(s.t), digest, 0x81010002)).rejects.toThrow(
+      /PCRs kept changing between TPM2_Quote and TPM2_PCR_Read \(3 attempts\)/,
+    );
     expect(s.flushed).toEqual([0x80ffffff]);
   });
 
   it("refuses a quote over other qualifying data or another PCR selection", async () => {
-    const wrongNonce = scriptedTpm({ pcrsAtQuote: () => pcrSet(1), pcrsAtRead: () => pcrSet(1), extraData: () => new Uint8Array(32) });
+    const wrongNonce = scriptedTpm({
+      pcrsAtQuote: () => pcrSet(1),
+      pcrsAtRead: () => pcrSet(1),
+      extraData: () => new Uint8Array(32),
+    });
     await expect(collectTpmEvidence(tpmOf(wrongNonce.t), digest, 0x81010002)).rejects.toThrow(/extraData differs/);
-    const wrongSel = scriptedTpm({ pcrsAtQuote: () => pcrSet(1), pcrsAtRead: () => pcrSet(1), selectionBitmap: [0xff, 0xff, 0x7f] });
-    await expect(collectTpmEvidence(tpmOf(wrongSel.t), digest, 0x81010002)).rejects.toThrow(/PCR selection other than the sha256:0-23/);
+    const wrongSel = scriptedTpm({
+      pcrsAtQuote: () => pcrSet(1),
+      pcrsAtRead: () => pcrSet(1),
+      selectionBitmap: [0xff, 0xff, 0x7f],
+    });
+    await expect(collectTpmEvidence(tpmOf(wrongSel.t), digest, 0x81010002)).rejects.toThrow(
+      /PCR selection other than the sha256:0-23/,
+    );
   });
 
   it("uses a suitable persistent AK without creating or flushing anything", async () => {

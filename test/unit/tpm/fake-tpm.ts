@@ -23,7 +23,12 @@ export function commandCode(cmd: Uint8Array): number {
 
 /** A response frame: tag, size computed, rc, then body. */
 export function frame(rc: number, body: Uint8Array = new Uint8Array(0), tag = 0x8001): Uint8Array {
-  return new ByteWriter().u16be(tag).u32be(10 + body.length).u32be(rc).bytes(body).finish();
+  return new ByteWriter()
+    .u16be(tag)
+    .u32be(10 + body.length)
+    .u32be(rc)
+    .bytes(body)
+    .finish();
 }
 
 /** A TPM_ST_SESSIONS success response: handles, parameterSize, params, one password auth response. */

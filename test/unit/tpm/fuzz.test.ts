@@ -9,24 +9,51 @@ import { TPM_CAP } from "../../../platform/tpm/constants.ts";
 import { parseResponseHeader, responseFrameSize } from "../../../platform/tpm/marshal.ts";
 import { decodeGetCapability } from "../../../platform/tpm/commands/capability.ts";
 import { decodePcrExtend, decodePcrRead } from "../../../platform/tpm/commands/pcr.ts";
-import { decodeCreatePrimary, decodeEvictControl, decodeFlushContext, decodeReadPublic } from "../../../platform/tpm/commands/object.ts";
+import {
+  decodeCreatePrimary,
+  decodeEvictControl,
+  decodeFlushContext,
+  decodeReadPublic,
+} from "../../../platform/tpm/commands/object.ts";
 import { decodeQuote } from "../../../platform/tpm/commands/quote.ts";
 import { decodeNoParams, decodeNvRead, decodeNvReadPublic } from "../../../platform/tpm/commands/nv.ts";
 import { decodePublic, decodeQuoteAttest, decodeSignature } from "../../../platform/tpm/structures.ts";
 import { prng, type Prng } from "../../helpers/prng.ts";
 
-interface Entry { name: string; rsp: string }
-const transcript: Entry[] = JSON.parse(fs.readFileSync(new URL("../../fixtures/tpm/transcript_raw.json", import.meta.url), "utf8"));
-const seedOf = (prefix: string) => fromHex(transcript.find((e) => e.name.startsWith(prefix) && !e.rsp.endsWith("0922"))!.rsp);
+interface Entry {
+  name: string;
+  rsp: string;
+}
+const transcript: Entry[] = JSON.parse(
+  fs.readFileSync(new URL("../../fixtures/tpm/transcript_raw.json", import.meta.url), "utf8"),
+);
+const seedOf = (prefix: string) =>
+  fromHex(transcript.find((e) => e.name.startsWith(prefix) && !e.rsp.endsWith("0922"))!.rsp);
 const quoteJson = JSON.parse(fs.readFileSync(new URL("../../fixtures/tpm/quote_rsa_ak.json", import.meta.url), "utf8"));
 
 const decoders: { name: string; seed: Uint8Array; decode: (b: Uint8Array) => unknown }[] = [
-  { name: "GetCapability(properties)", seed: seedOf("GetCapability(TPM_CAP_TPM_PROPERTIES"), decode: (b) => decodeGetCapability(b, TPM_CAP.TPM_PROPERTIES) },
-  { name: "GetCapability(pcrs)", seed: seedOf("GetCapability(TPM_CAP_PCRS"), decode: (b) => decodeGetCapability(b, TPM_CAP.PCRS) },
-  { name: "GetCapability(handles)", seed: seedOf("GetCapability(TPM_CAP_HANDLES=1, NV"), decode: (b) => decodeGetCapability(b, TPM_CAP.HANDLES) },
+  {
+    name: "GetCapability(properties)",
+    seed: seedOf("GetCapability(TPM_CAP_TPM_PROPERTIES"),
+    decode: (b) => decodeGetCapability(b, TPM_CAP.TPM_PROPERTIES),
+  },
+  {
+    name: "GetCapability(pcrs)",
+    seed: seedOf("GetCapability(TPM_CAP_PCRS"),
+    decode: (b) => decodeGetCapability(b, TPM_CAP.PCRS),
+  },
+  {
+    name: "GetCapability(handles)",
+    seed: seedOf("GetCapability(TPM_CAP_HANDLES=1, NV"),
+    decode: (b) => decodeGetCapability(b, TPM_CAP.HANDLES),
+  },
   { name: "PCR_Read", seed: seedOf("PCR_Read(SHA1 PCR0 + SHA384"), decode: decodePcrRead },
   { name: "PCR_Extend", seed: seedOf("PCR_Extend"), decode: decodePcrExtend },
-  { name: "CreatePrimary", seed: seedOf("CreatePrimary(TPM_RH_OWNER, restricted signing ECC"), decode: decodeCreatePrimary },
+  {
+    name: "CreatePrimary",
+    seed: seedOf("CreatePrimary(TPM_RH_OWNER, restricted signing ECC"),
+    decode: decodeCreatePrimary,
+  },
   { name: "ReadPublic", seed: seedOf("ReadPublic(RSA AK)"), decode: decodeReadPublic },
   { name: "FlushContext", seed: seedOf("FlushContext(RSA AK)"), decode: decodeFlushContext },
   { name: "EvictControl", seed: seedOf("PCR_Extend"), decode: decodeEvictControl },
@@ -67,7 +94,8 @@ function mutate(r: Prng, seed: Uint8Array, isFrame: boolean): Uint8Array {
       // overwrite a random u16/u32 with a large value (sizes and counts)
       const b = seed.slice();
       const at = r.int(isFrame ? 10 : 0, Math.max(0, b.length - 4));
-      if (at + 4 <= b.length) new DataView(b.buffer).setUint32(at, r.pick([0xffffffff, 0x0000ffff, 0x00000100, 0x7fffffff, 0x00001000]));
+      if (at + 4 <= b.length)
+        new DataView(b.buffer).setUint32(at, r.pick([0xffffffff, 0x0000ffff, 0x00000100, 0x7fffffff, 0x00001000]));
       return b;
     }
     default:
@@ -79,7 +107,7 @@ describe("unmarshallers never throw anything but CvmError", () => {
   const seed = Number(process.env.TPM_FUZZ_SEED ?? 0x7e57);
   for (const d of decoders) {
     it(`${d.name} (seed ${seed})`, () => {
-      const r = prng(seed ^ d.name.length * 7919);
+      const r = prng(seed ^ (d.name.length * 7919));
       const isFrame = !["TPMT_PUBLIC", "TPMT_SIGNATURE", "TPMS_ATTEST"].includes(d.name);
       expect(() => d.decode(d.seed)).not.toThrow(TypeError);
       let rejected = 0;
@@ -91,7 +119,10 @@ describe("unmarshallers never throw anything but CvmError", () => {
           d.decode(input);
           reachedBody++;
         } catch (e) {
-          if (!(e instanceof CvmError)) throw new Error(`${d.name}: ${(e as Error).name} on input ${Buffer.from(input).toString("hex")}: ${(e as Error).message}`);
+          if (!(e instanceof CvmError))
+            throw new Error(
+              `${d.name}: ${(e as Error).name} on input ${Buffer.from(input).toString("hex")}: ${(e as Error).message}`,
+            );
           rejected++;
           if (e instanceof ParseError && !HEADER_FIELDS.has(e.field)) reachedBody++;
         }

@@ -20,13 +20,19 @@ describe("go-attestation GCP Shielded VM (Windows) quote", () => {
     const msg = fromB64(d.Quote.Quote);
     const spki = Buffer.from(publicToSpkiDer(ak));
     if (sig.sigAlg !== TPM_ALG.RSASSA) throw new Error("unreachable");
-    expect(createVerify("sha1").update(msg).verify({ key: spki, format: "der", type: "spki" }, Buffer.from(sig.sig))).toBe(true);
+    expect(
+      createVerify("sha1").update(msg).verify({ key: spki, format: "der", type: "spki" }, Buffer.from(sig.sig)),
+    ).toBe(true);
     expect(createPublicKey(spkiPem(publicToSpkiDer(ak))).asymmetricKeyType).toBe("rsa");
     const attest = decodeQuoteAttest(msg);
     expect(attest.extraData).toHaveLength(0);
     expect(attest.pcrSelect).toEqual([{ hash: TPM_ALG.SHA1, pcrs: Array.from({ length: 24 }, (_, i) => i) }]);
-    const pcrs = (d.Log.PCRs as { Index: number; Digest: string; DigestAlg: number }[]).filter((p) => p.DigestAlg === 3).sort((a, b) => a.Index - b.Index);
-    const digest = createHash("sha1").update(concat(...pcrs.map((p) => fromB64(p.Digest)))).digest("hex");
+    const pcrs = (d.Log.PCRs as { Index: number; Digest: string; DigestAlg: number }[])
+      .filter((p) => p.DigestAlg === 3)
+      .sort((a, b) => a.Index - b.Index);
+    const digest = createHash("sha1")
+      .update(concat(...pcrs.map((p) => fromB64(p.Digest))))
+      .digest("hex");
     expect(hex(attest.pcrDigest)).toBe(digest);
     expect(digest).toBe("a610f27bc687ce906243287d832706036e79f6e1");
   });
@@ -65,14 +71,20 @@ describe("swtpm-generated RSA AK quote", () => {
     expect(a.safe).toBe(true);
     expect(a.firmwareVersion).toBe(0xebe4a9078355c55cn);
     if (sig.sigAlg !== TPM_ALG.RSASSA) throw new Error("expected RSASSA");
-    expect(createVerify("sha256").update(msg).verify({ key: Buffer.from(publicToSpkiDer(ak)), format: "der", type: "spki" }, Buffer.from(sig.sig))).toBe(true);
+    expect(
+      createVerify("sha256")
+        .update(msg)
+        .verify({ key: Buffer.from(publicToSpkiDer(ak)), format: "der", type: "spki" }, Buffer.from(sig.sig)),
+    ).toBe(true);
   });
 
   it("the ECC AK converts to a P-256 SPKI", () => {
     const d = JSON.parse(fixture("quote_ecc_ak.json").toString("utf8"));
     const key = Object.entries(d).find(([k]) => k.startsWith("ak_public"))![1] as string;
     const spki = publicToSpkiDer(decodePublic(fromHex(key)));
-    expect(createPublicKey({ key: Buffer.from(spki), format: "der", type: "spki" }).asymmetricKeyDetails?.namedCurve).toBe("prime256v1");
+    expect(
+      createPublicKey({ key: Buffer.from(spki), format: "der", type: "spki" }).asymmetricKeyDetails?.namedCurve,
+    ).toBe("prime256v1");
   });
 });
 

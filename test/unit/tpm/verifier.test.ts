@@ -27,14 +27,25 @@ interface Opts {
 function makeEvidence(o: Opts = {}) {
   const pcrs = o.pcrs ?? Array.from({ length: 24 }, (_, i) => sha256(new Uint8Array([i])));
   const sel = o.selection ?? [{ hash: 0x000b, bitmap: [0xff, 0xff, 0xff] }];
-  const w = new ByteWriter().u32be(o.magic ?? 0xff544347).u16be(0x8018).sized16be(new Uint8Array(34)).sized16be(o.extraData ?? digest48.subarray(0, 32));
+  const w = new ByteWriter()
+    .u32be(o.magic ?? 0xff544347)
+    .u16be(0x8018)
+    .sized16be(new Uint8Array(34))
+    .sized16be(o.extraData ?? digest48.subarray(0, 32));
   w.u64be(123n).u32be(1).u32be(0).u8(1).u64be(0x2019102300163636n).u32be(sel.length);
   for (const s of sel) w.u16be(s.hash).u8(s.bitmap.length).bytes(Uint8Array.from(s.bitmap));
   w.sized16be(o.pcrDigest ?? sha256(concat(...pcrs)));
   const message = w.finish();
   const raw = new Uint8Array(createSign("sha256").update(message).sign(privateKey));
-  const sig = new ByteWriter().u16be(o.sigAlg ?? 0x0014).u16be(0x000b).sized16be(raw).finish();
-  return { ak_public: b64(akDer), tpm_quote: { signature: b64(sig), message: b64(message), pcrs: pcrs.map((p) => Buffer.from(p).toString("hex")) } };
+  const sig = new ByteWriter()
+    .u16be(o.sigAlg ?? 0x0014)
+    .u16be(0x000b)
+    .sized16be(raw)
+    .finish();
+  return {
+    ak_public: b64(akDer),
+    tpm_quote: { signature: b64(sig), message: b64(message), pcrs: pcrs.map((p) => Buffer.from(p).toString("hex")) },
+  };
 }
 
 describe("verifyTpmEvidence", () => {
@@ -48,21 +59,73 @@ describe("verifyTpmEvidence", () => {
 
   it("the trusted-AK list is enforced", () => {
     expect(() => verifyTpmEvidence(makeEvidence(), digest48, { trustedAks: [b64(akDer)] })).not.toThrow();
-    expect(() => verifyTpmEvidence(makeEvidence(), digest48, { trustedAks: [other.export({ type: "spki", format: "pem" }).toString()] })).toThrow(/not in the list of trusted keys/);
+    expect(() =>
+      verifyTpmEvidence(makeEvidence(), digest48, {
+        trustedAks: [other.export({ type: "spki", format: "pem" }).toString()],
+      }),
+    ).toThrow(/not in the list of trusted keys/);
   });
 
   it.each<[string, () => unknown, RegExp]>([
-    ["signature by another key", () => ({ ...makeEvidence(), ak_public: b64(new Uint8Array(other.export({ type: "spki", format: "der" }))) }), /signature verification failed/],
-    ["tampered PCR value", () => { const e = makeEvidence(); e.tpm_quote.pcrs[3] = "00".repeat(32); return e; }, /digest of PCRs does not match/],
-    ["missing PCRs", () => { const e = makeEvidence(); e.tpm_quote.pcrs.pop(); return e; }, /expected 24 PCR values/],
-    ["selection other than sha256:0-23", () => makeEvidence({ selection: [{ hash: 0x000b, bitmap: [0xff, 0xff, 0x7f] }], pcrs: Array.from({ length: 23 }, () => new Uint8Array(32)) }), /exactly sha256:0-23/],
-    ["sha1 bank", () => makeEvidence({ selection: [{ hash: 0x0004, bitmap: [0xff, 0xff, 0xff] }] }), /exactly sha256:0-23/],
+    [
+      "signature by another key",
+      () => ({ ...makeEvidence(), ak_public: b64(new Uint8Array(other.export({ type: "spki", format: "der" }))) }),
+      /signature verification failed/,
+    ],
+    [
+      "tampered PCR value",
+      () => {
+        const e = makeEvidence();
+        e.tpm_quote.pcrs[3] = "00".repeat(32);
+        return e;
+      },
+      /digest of PCRs does not match/,
+    ],
+    [
+      "missing PCRs",
+      () => {
+        const e = makeEvidence();
+        e.tpm_quote.pcrs.pop();
+        return e;
+      },
+      /expected 24 PCR values/,
+    ],
+    [
+      "selection other than sha256:0-23",
+      () =>
+        makeEvidence({
+          selection: [{ hash: 0x000b, bitmap: [0xff, 0xff, 0x7f] }],
+          pcrs: Array.from({ length: 23 }, () => new Uint8Array(32)),
+        }),
+      /exactly sha256:0-23/,
+    ],
+    [
+      "sha1 bank",
+      () => makeEvidence({ selection: [{ hash: 0x0004, bitmap: [0xff, 0xff, 0xff] }] }),
+      /exactly sha256:0-23/,
+    ],
     ["wrong nonce", () => makeEvidence({ extraData: new Uint8Array(32) }), /nonce .* doesn't match/],
     ["full 48-byte digest instead of its first 32 bytes", () => makeEvidence({ extraData: digest48 }), /doesn't match/],
     ["wrong magic", () => makeEvidence({ magic: 0xff544348 }), /TPM_GENERATED_VALUE/],
     ["RSAPSS signature", () => makeEvidence({ sigAlg: 0x0016 }), /expected RSA-SSA/],
-    ["non-hex PCR", () => { const e = makeEvidence(); e.tpm_quote.pcrs[0] = "zz".repeat(32); return e; }, /not an even-length hex string/],
-    ["unpadded base64", () => { const e = makeEvidence(); e.tpm_quote.message = e.tpm_quote.message.replace(/=+$/, "") + "A"; return e; }, /base64/],
+    [
+      "non-hex PCR",
+      () => {
+        const e = makeEvidence();
+        e.tpm_quote.pcrs[0] = "zz".repeat(32);
+        return e;
+      },
+      /not an even-length hex string/,
+    ],
+    [
+      "unpadded base64",
+      () => {
+        const e = makeEvidence();
+        e.tpm_quote.message = e.tpm_quote.message.replace(/=+$/, "") + "A";
+        return e;
+      },
+      /base64/,
+    ],
     ["not an object", () => [1, 2], /must be a JSON object/],
     ["missing tpm_quote", () => ({ ak_public: b64(akDer) }), /tpm_quote must be a JSON object/],
   ])("rejects %s", (_n, make, msg) => {
@@ -70,11 +133,13 @@ describe("verifyTpmEvidence", () => {
   });
 
   it("checks PCR8 against the init-data digest when one was given", () => {
-    const initDigest = sha256(new TextEncoder().encode("algorithm = \"sha256\""));
+    const initDigest = sha256(new TextEncoder().encode('algorithm = "sha256"'));
     const pcrs = Array.from({ length: 24 }, () => new Uint8Array(32));
     pcrs[8] = sha256(concat(new Uint8Array(32), initDigest));
     expect(() => verifyTpmEvidence(makeEvidence({ pcrs }), digest48, { initDataDigest: initDigest })).not.toThrow();
-    expect(() => verifyTpmEvidence(makeEvidence(), digest48, { initDataDigest: initDigest })).toThrow(/PCR\[8\] doesn't match/);
+    expect(() => verifyTpmEvidence(makeEvidence(), digest48, { initDataDigest: initDigest })).toThrow(
+      /PCR\[8\] doesn't match/,
+    );
   });
 
   it("trustee's own fixture passes signature and PCR checks and fails only the 32-byte nonce (it carries a 64-byte extraData)", () => {
@@ -82,7 +147,7 @@ describe("verifyTpmEvidence", () => {
     expect(() => verifyTpmEvidence(ev, digest48)).toThrow(/nonce a04182b5.* doesn't match expected report_data/);
   });
 
-  it("is registered under tee \"tpm\" for the test KBS", () => {
+  it('is registered under tee "tpm" for the test KBS', () => {
     expect(verifier.tee).toBe("tpm");
     expect(() => verifier.verify(makeEvidence(), digest48, { tee: "tpm", initData: null, nonce: "n" })).not.toThrow();
   });

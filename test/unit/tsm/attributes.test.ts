@@ -1,5 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { explainTsmErrno, newEntryName, parseGeneration, parsePrivlevel, parseProvider } from "../../../platform/tsm/attributes.ts";
+import {
+  explainTsmErrno,
+  newEntryName,
+  parseGeneration,
+  parsePrivlevel,
+  parseProvider,
+} from "../../../platform/tsm/attributes.ts";
 import { configfsMounted } from "../../../platform/tsm/mount.ts";
 import { ParseError } from "../../../platform/util/errors.ts";
 
@@ -15,8 +21,10 @@ describe("configfs-tsm attribute parsing", () => {
   });
 
   it("refuses anything else with a ParseError naming the attribute", () => {
-    for (const bad of ["", "\n", "-1\n", "1 \n", "0x10\n", "1\n\n", "9999999999999999\n"]) expect(() => parseGeneration(t(bad))).toThrow(ParseError);
-    for (const bad of ["", "SEV\n", "sev guest\n", "a\u0000b", "x".repeat(65)]) expect(() => parseProvider(t(bad))).toThrow(ParseError);
+    for (const bad of ["", "\n", "-1\n", "1 \n", "0x10\n", "1\n\n", "9999999999999999\n"])
+      expect(() => parseGeneration(t(bad))).toThrow(ParseError);
+    for (const bad of ["", "SEV\n", "sev guest\n", "a\u0000b", "x".repeat(65)])
+      expect(() => parseProvider(t(bad))).toThrow(ParseError);
     expect(() => parsePrivlevel(t("4\n"))).toThrow(/privlevel_floor/);
   });
 
@@ -32,7 +40,9 @@ describe("configfs-tsm attribute parsing", () => {
   });
 
   it("finds a configfs mount in /proc/mounts", () => {
-    expect(configfsMounted("sysfs /sys sysfs rw 0 0\nconfigfs /sys/kernel/config configfs rw,relatime 0 0\n")).toBe(true);
+    expect(configfsMounted("sysfs /sys sysfs rw 0 0\nconfigfs /sys/kernel/config configfs rw,relatime 0 0\n")).toBe(
+      true,
+    );
     expect(configfsMounted("sysfs /sys sysfs rw 0 0\nnone /sys/kernel/config tmpfs rw 0 0\n")).toBe(false);
   });
 });

@@ -16,7 +16,8 @@ afterEach(async () => {
 function start(opts: Partial<FakeTsmOptions> = {}): FakeTsm {
   const f = FakeTsm.start({
     provider: "sev_guest",
-    outblobFor: (inblob, ctx) => Buffer.concat([Buffer.from(`gen${ctx.generation} vmpl${ctx.privlevel ?? "-"} `), inblob]),
+    outblobFor: (inblob, ctx) =>
+      Buffer.concat([Buffer.from(`gen${ctx.generation} vmpl${ctx.privlevel ?? "-"} `), inblob]),
     ...opts,
   });
   fakes.push(f);
@@ -38,7 +39,12 @@ const inblob = new Uint8Array(64).map((_, i) => i);
 describe("configfs-tsm report through the stand-in kernel", () => {
   it("writes inblob once, reads outblob + auxblob of the same generation, removes its entry", async () => {
     const f = start({ auxblobFor: (ib) => Buffer.from(`aux:${ib[1]}`) });
-    const r = await requestTsmReport(envFor(f), { inblob, privlevel: 0, wantAuxblob: true, expectProvider: "sev_guest" });
+    const r = await requestTsmReport(envFor(f), {
+      inblob,
+      privlevel: 0,
+      wantAuxblob: true,
+      expectProvider: "sev_guest",
+    });
     expect(r.provider).toBe("sev_guest");
     expect(r.generation).toBe(2); // inblob + privlevel
     expect(Buffer.from(r.outblob).toString("latin1", 0, 11)).toBe("gen2 vmpl0 ");
@@ -67,7 +73,9 @@ describe("configfs-tsm report through the stand-in kernel", () => {
 
   it("refuses a wrong provider and still removes the entry", async () => {
     const f = start({ provider: "tdx_guest" });
-    await expect(requestTsmReport(envFor(f), { inblob, expectProvider: "sev_guest" })).rejects.toThrow(/provider is 'tdx_guest', expected 'sev_guest'/);
+    await expect(requestTsmReport(envFor(f), { inblob, expectProvider: "sev_guest" })).rejects.toThrow(
+      /provider is 'tdx_guest', expected 'sev_guest'/,
+    );
     expect(f.liveEntries()).toEqual([]);
   });
 
@@ -86,14 +94,18 @@ describe("configfs-tsm report through the stand-in kernel", () => {
 
   it("recovers when only the first entry races", async () => {
     let n = 0;
-    const f = start({ afterGenerate: ({ generation, files }) => void (n++ === 0 && files.write("generation", `${generation + 5}\n`)) });
+    const f = start({
+      afterGenerate: ({ generation, files }) => void (n++ === 0 && files.write("generation", `${generation + 5}\n`)),
+    });
     const r = await requestTsmReport(envFor(f), { inblob });
     expect(r.attempts).toBe(2);
   });
 
   it("a provider that changes between reads is refused", async () => {
     const f = start({ afterGenerate: ({ files }) => files.write("provider", "tdx_guest\n") });
-    await expect(requestTsmReport(envFor(f), { inblob })).rejects.toThrow(/provider changed from 'sev_guest' to 'tdx_guest'/);
+    await expect(requestTsmReport(envFor(f), { inblob })).rejects.toThrow(
+      /provider changed from 'sev_guest' to 'tdx_guest'/,
+    );
     expect(f.liveEntries()).toEqual([]);
   });
 
@@ -107,7 +119,9 @@ describe("configfs-tsm report through the stand-in kernel", () => {
 
   it("an oversized auxblob is refused", async () => {
     const f = start({ auxblobFor: () => new Uint8Array(300 * 1024) });
-    await expect(requestTsmReport(envFor(f), { inblob, wantAuxblob: true })).rejects.toThrow(/auxblob is larger than the limit/);
+    await expect(requestTsmReport(envFor(f), { inblob, wantAuxblob: true })).rejects.toThrow(
+      /auxblob is larger than the limit/,
+    );
     expect(f.liveEntries()).toEqual([]);
   });
 

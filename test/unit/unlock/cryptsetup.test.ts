@@ -20,7 +20,13 @@ describe("running cryptsetup", () => {
   it("passes the key on stdin only, with a fixed minimal environment", async () => {
     const bin = fakeCryptsetup('od -An -tx1 | tr -d " \\n"; echo; echo "ARGS:$*"; env | sort');
     const key = new Uint8Array(Buffer.from("00ff10207f80", "hex"));
-    const r = await runCryptsetup(bin, ["open", "--key-file=-", "/dev/x", "root"], key, new Deadline(10_000), "testing");
+    const r = await runCryptsetup(
+      bin,
+      ["open", "--key-file=-", "/dev/x", "root"],
+      key,
+      new Deadline(10_000),
+      "testing",
+    );
     expect(r.code).toBe(0);
     const [stdinHex, args, ...env] = r.stdout.trim().split("\n");
     expect(stdinHex).toBe("00ff10207f80");
@@ -29,18 +35,27 @@ describe("running cryptsetup", () => {
   });
 
   it("a child that exits without reading stdin is not an error of ours", async () => {
-    const r = await runCryptsetup(fakeCryptsetup("exit 2"), [], new Uint8Array(1 << 20), new Deadline(10_000), "testing");
+    const r = await runCryptsetup(
+      fakeCryptsetup("exit 2"),
+      [],
+      new Uint8Array(1 << 20),
+      new Deadline(10_000),
+      "testing",
+    );
     expect(r.code).toBe(2);
   });
 
   it("is killed at the deadline", async () => {
     const t0 = Date.now();
-    await expect(runCryptsetup(fakeCryptsetup("sleep 30"), [], undefined, new Deadline(300), "testing")).rejects.toThrow(/deadline/);
+    await expect(
+      runCryptsetup(fakeCryptsetup("sleep 30"), [], undefined, new Deadline(300), "testing"),
+    ).rejects.toThrow(/deadline/);
     expect(Date.now() - t0).toBeLessThan(5_000);
   });
 
   it("maps cryptsetup exit codes to typed errors", () => {
-    const e = (code: number) => cryptsetupError({ code, stdout: "", stderr: "No key available with this passphrase." }, "/dev/x", "opening");
+    const e = (code: number) =>
+      cryptsetupError({ code, stdout: "", stderr: "No key available with this passphrase." }, "/dev/x", "opening");
     expect(e(2).exitCode).toBe(EXIT_CODES["wrong-key"]);
     expect(e(2).message).toMatch(/does not open \/dev\/x .*No key available/);
     expect(e(4).exitCode).toBe(EXIT_CODES.volume);
@@ -55,8 +70,15 @@ describe("volumesToUnlock", () => {
     expect(() => volumesToUnlock(cfg({}))).toThrow(/no volume to unlock/);
     expect(volumesToUnlock(cfg({}), "/img", undefined)).toMatchObject([{ name: "root", device: "/img" }]);
     const one = cfg({ volumes: [{ name: "data", uuid: "6d1e7c52-2b4f-4d3e-9a51-0c3b8f2e7a10", partlabel: "data" }] });
-    expect(volumesToUnlock(one, "/img", "x")).toMatchObject([{ name: "x", device: "/img", uuid: "6d1e7c52-2b4f-4d3e-9a51-0c3b8f2e7a10", partlabel: undefined }]);
-    const two = cfg({ volumes: [{ name: "a", device: "/a" }, { name: "b", device: "/b" }] });
+    expect(volumesToUnlock(one, "/img", "x")).toMatchObject([
+      { name: "x", device: "/img", uuid: "6d1e7c52-2b4f-4d3e-9a51-0c3b8f2e7a10", partlabel: undefined },
+    ]);
+    const two = cfg({
+      volumes: [
+        { name: "a", device: "/a" },
+        { name: "b", device: "/b" },
+      ],
+    });
     expect(volumesToUnlock(two).map((v) => v.name)).toEqual(["a", "b"]);
     expect(() => volumesToUnlock(two, "/img")).toThrow(/single volume/);
     expect(() => volumesToUnlock(one, undefined, "bad/name")).toThrow(/not a valid device-mapper name/);

@@ -2,7 +2,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { checkPins, luks2DigestFingerprint, parseKeyResource } from "../../../agent/unlock/key-document.ts";
-import { parseLuks2Header } from "../../../agent/unlock/luks2-header.ts";
+import { parseLuks2Header } from "../../../platform/luks/luks2-header.ts";
 import { CvmError } from "../../../platform/util/errors.ts";
 
 const FIX = path.join(import.meta.dirname, "../../fixtures/unlock");
@@ -28,15 +28,28 @@ describe("key resource: raw key or versioned key document", () => {
   });
 
   it("decodes a document with pins", () => {
-    const k = parseKeyResource(doc({ cvm_unlock_key: 1, key: Buffer.from("secret-key").toString("base64"), pins: { uuid: UUID.toUpperCase(), luks2_digest_sha256: FINGERPRINT } }));
+    const k = parseKeyResource(
+      doc({
+        cvm_unlock_key: 1,
+        key: Buffer.from("secret-key").toString("base64"),
+        pins: { uuid: UUID.toUpperCase(), luks2_digest_sha256: FINGERPRINT },
+      }),
+    );
     expect(k.format).toBe("document");
     expect(k.key.toString()).toBe("secret-key");
     expect(k.pins).toEqual({ uuid: UUID, luks2DigestSha256: FINGERPRINT });
     // The key owns its memory (not a slice of Buffer's shared pool), so zeroing it leaves no copy there.
     expect(k.key.byteOffset).toBe(0);
     expect(k.key.buffer.byteLength).toBe(k.key.length);
-    for (const n of [1, 31, 32, 33, 64, 8192]) expect(parseKeyResource(doc({ cvm_unlock_key: 1, key: Buffer.alloc(n, 7).toString("base64") })).key.equals(Buffer.alloc(n, 7))).toBe(true);
-    expect(() => parseKeyResource(doc({ cvm_unlock_key: 1, key: Buffer.alloc(8193).toString("base64") }))).toThrow(/1\.\.8192 bytes/);
+    for (const n of [1, 31, 32, 33, 64, 8192])
+      expect(
+        parseKeyResource(doc({ cvm_unlock_key: 1, key: Buffer.alloc(n, 7).toString("base64") })).key.equals(
+          Buffer.alloc(n, 7),
+        ),
+      ).toBe(true);
+    expect(() => parseKeyResource(doc({ cvm_unlock_key: 1, key: Buffer.alloc(8193).toString("base64") }))).toThrow(
+      /1\.\.8192 bytes/,
+    );
   });
 
   it("refuses malformed documents instead of using them as raw keys", () => {
@@ -71,7 +84,10 @@ describe("key resource: raw key or versioned key document", () => {
 
   it("the fingerprint ignores keyslot assignment but follows the volume-key digest", () => {
     const json = header.json;
-    const moved = { ...header, json: { ...json, digests: { "0": { ...json.digests["0"]!, keyslots: ["0", "1", "7"] } } } };
+    const moved = {
+      ...header,
+      json: { ...json, digests: { "0": { ...json.digests["0"]!, keyslots: ["0", "1", "7"] } } },
+    };
     expect(luks2DigestFingerprint(moved)).toBe(FINGERPRINT);
     const rekeyed = { ...header, json: { ...json, digests: { "0": { ...json.digests["0"]!, digest: "AAAA" } } } };
     expect(luks2DigestFingerprint(rekeyed)).not.toBe(FINGERPRINT);
@@ -80,7 +96,9 @@ describe("key resource: raw key or versioned key document", () => {
   it("checkPins accepts the matching volume and refuses a swapped one", () => {
     expect(() => checkPins({ uuid: UUID, luks2DigestSha256: FINGERPRINT }, header, "/dev/x")).not.toThrow();
     expect(() => checkPins({}, header, "/dev/x")).not.toThrow();
-    expect(() => checkPins({ uuid: "00000000-0000-0000-0000-000000000000" }, header, "/dev/x")).toThrow(/pinned to 00000000/);
+    expect(() => checkPins({ uuid: "00000000-0000-0000-0000-000000000000" }, header, "/dev/x")).toThrow(
+      /pinned to 00000000/,
+    );
     const e = (() => {
       try {
         checkPins({ luks2DigestSha256: "0".repeat(64) }, header, "/dev/x");

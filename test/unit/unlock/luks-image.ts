@@ -18,17 +18,41 @@ export interface LuksImage {
   uuid: string;
 }
 
-export function makeLuksImage(dir: string, name: string, uuid: string = crypto.randomUUID(), key: Buffer = crypto.randomBytes(32)): LuksImage {
+export function makeLuksImage(
+  dir: string,
+  name: string,
+  uuid: string = crypto.randomUUID(),
+  key: Buffer = crypto.randomBytes(32),
+): LuksImage {
   const file = path.join(dir, name);
   fs.writeFileSync(file, "");
   fs.truncateSync(file, 20 * 1024 * 1024);
-  execFileSync(CRYPTSETUP!, ["luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--uuid", uuid, "--key-file=-", file], {
-    input: key,
-    stdio: ["pipe", "ignore", "pipe"],
-  });
+  execFileSync(
+    CRYPTSETUP!,
+    [
+      "luksFormat",
+      "--batch-mode",
+      "--type",
+      "luks2",
+      "--pbkdf",
+      "pbkdf2",
+      "--pbkdf-force-iterations",
+      "1000",
+      "--uuid",
+      uuid,
+      "--key-file=-",
+      file,
+    ],
+    {
+      input: key,
+      stdio: ["pipe", "ignore", "pipe"],
+    },
+  );
   return { file, key, uuid };
 }
 
 export function tokenExport(file: string, id: number): unknown {
-  return JSON.parse(execFileSync(CRYPTSETUP!, ["token", "export", "--token-id", String(id), file], { encoding: "utf8" }));
+  return JSON.parse(
+    execFileSync(CRYPTSETUP!, ["token", "export", "--token-id", String(id), file], { encoding: "utf8" }),
+  );
 }

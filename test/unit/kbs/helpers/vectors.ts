@@ -9,13 +9,21 @@ export const runtimeVectors = JSON.parse(readFileSync(new URL("runtime-data-vect
 export async function ecVectorKey(name: "ecdh-es-a256kw-p-256" | "ecdh-es-a256kw-p-521"): Promise<TeeKeyPair> {
   const v = jweVectors[name];
   const jwk = v.tee_private_jwk;
-  const privateKey = await crypto.subtle.importKey("jwk", { kty: "EC", crv: jwk.crv, x: jwk.x, y: jwk.y, d: jwk.d }, { name: "ECDH", namedCurve: jwk.crv }, false, ["deriveBits"]);
+  const privateKey = await crypto.subtle.importKey(
+    "jwk",
+    { kty: "EC", crv: jwk.crv, x: jwk.x, y: jwk.y, d: jwk.d },
+    { name: "ECDH", namedCurve: jwk.crv },
+    false,
+    ["deriveBits"],
+  );
   return { type: jwk.crv === "P-256" ? "ec-p256" : "ec-p521", publicJwk: v.tee_pubkey as EcTeePubKey, privateKey };
 }
 
 export async function rsaVectorKey(name: "rsa-oaep-256" | "rsa1_5" = "rsa-oaep-256"): Promise<TeeKeyPair> {
   const v = jweVectors[name];
   const der = Buffer.from(String(v.tee_private_key_pkcs8_pem).replace(/-----[^-]+-----|\s/g, ""), "base64");
-  const privateKey = await crypto.subtle.importKey("pkcs8", der, { name: "RSA-OAEP", hash: "SHA-256" }, false, ["unwrapKey"]);
+  const privateKey = await crypto.subtle.importKey("pkcs8", der, { name: "RSA-OAEP", hash: "SHA-256" }, false, [
+    "unwrapKey",
+  ]);
   return { type: "rsa-oaep-256", publicJwk: { ...v.tee_pubkey, alg: "RSA-OAEP-256" } as RsaTeePubKey, privateKey };
 }

@@ -2,7 +2,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { findDevice, waitForDevice, type VolumeSelector } from "../../../agent/unlock/resolve.ts";
+import { findDevice, waitForDevice, type VolumeSelector } from "../../../platform/luks/resolve.ts";
 import { verifyRoot, parseMountinfo } from "../../../agent/unlock/verify-root.ts";
 import { Deadline } from "../../../platform/util/deadline.ts";
 import { silentLogger } from "../../../platform/util/log.ts";
@@ -27,7 +27,10 @@ function fakeRoot(disks: Record<string, { gpt?: Buffer; parts: Record<number, st
       const name = `${disk}${n}`;
       const pd = path.join(dd, name);
       fs.mkdirSync(pd);
-      fs.writeFileSync(path.join(pd, "uevent"), `DEVNAME=${name}\nDEVTYPE=partition\nPARTN=${n}\n${label ? `PARTNAME=${label}\n` : ""}`);
+      fs.writeFileSync(
+        path.join(pd, "uevent"),
+        `DEVNAME=${name}\nDEVTYPE=partition\nPARTN=${n}\n${label ? `PARTNAME=${label}\n` : ""}`,
+      );
       fs.writeFileSync(path.join(pd, "partition"), `${n}\n`);
       fs.writeFileSync(path.join(pd, "dev"), `254:${minor++}\n`);
       fs.symlinkSync(`../../devices/virtual/block/${disk}/${name}`, path.join(root, "sys/class/block", name));
@@ -58,7 +61,10 @@ describe("volume discovery", () => {
     const efivars = path.join(root, "sys/firmware/efi/efivars");
     fs.mkdirSync(efivars, { recursive: true });
     // ESP unique GUID of neither disk's table: no candidate at all.
-    const v = Buffer.concat([Buffer.from([6, 0, 0, 0]), Buffer.from("99999999-0000-0000-0000-000000000000\0", "utf16le")]);
+    const v = Buffer.concat([
+      Buffer.from([6, 0, 0, 0]),
+      Buffer.from("99999999-0000-0000-0000-000000000000\0", "utf16le"),
+    ]);
     fs.writeFileSync(path.join(efivars, "LoaderDevicePartUUID-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"), v);
     expect(findDevice(vol({ gpt_auto_root: true }), root)).toBeUndefined();
   });
@@ -67,7 +73,9 @@ describe("volume discovery", () => {
     const root = fakeRoot({ vda: { parts: { 2: undefined } } });
     fs.mkdirSync(path.join(root, "dev/disk/by-uuid"), { recursive: true });
     fs.symlinkSync("../../vda2", path.join(root, "dev/disk/by-uuid/6d1e7c52-2b4f-4d3e-9a51-0c3b8f2e7a10"));
-    expect(findDevice(vol({ uuid: "6D1E7C52-2B4F-4D3E-9A51-0C3B8F2E7A10" }), root)).toBe(path.join(root, "dev/disk/by-uuid/6d1e7c52-2b4f-4d3e-9a51-0c3b8f2e7a10"));
+    expect(findDevice(vol({ uuid: "6D1E7C52-2B4F-4D3E-9A51-0C3B8F2E7A10" }), root)).toBe(
+      path.join(root, "dev/disk/by-uuid/6d1e7c52-2b4f-4d3e-9a51-0c3b8f2e7a10"),
+    );
   });
 
   it("waits for a late device, and gives up within the device timeout", async () => {
@@ -77,10 +85,14 @@ describe("volume discovery", () => {
     const d = new Deadline(10_000);
     expect(await waitForDevice(vol({ device: late }), root, 5, d, silentLogger)).toBe(late);
     const t0 = Date.now();
-    await expect(waitForDevice(vol({ device: path.join(root, "never") }), root, 0.5, d, silentLogger)).rejects.toThrow(/did not appear within 0.5s/);
+    await expect(waitForDevice(vol({ device: path.join(root, "never") }), root, 0.5, d, silentLogger)).rejects.toThrow(
+      /did not appear within 0.5s/,
+    );
     expect(Date.now() - t0).toBeLessThan(1500);
     const short = new Deadline(300);
-    await expect(waitForDevice(vol({ device: path.join(root, "never") }), root, 60, short, silentLogger)).rejects.toThrow(/deadline/);
+    await expect(
+      waitForDevice(vol({ device: path.join(root, "never") }), root, 60, short, silentLogger),
+    ).rejects.toThrow(/deadline/);
     d.dispose();
   });
 });
@@ -99,30 +111,57 @@ describe("verify-root", () => {
     }
     return root;
   }
-  const line = (devno: string, mp: string, src: string) => `30 1 ${devno} / ${mp} rw,relatime shared:1 - ext4 ${src} rw\n`;
+  const line = (devno: string, mp: string, src: string) =>
+    `30 1 ${devno} / ${mp} rw,relatime shared:1 - ext4 ${src} rw\n`;
   const cryptUuid = `CRYPT-LUKS2-${UUID.replace(/-/g, "")}-root`;
 
   it("accepts /sysroot on our dm-crypt mapping", () => {
-    const root = rootWith(line("8:1", "/", "/dev/vda1") + line("253:0", "/sysroot", "/dev/mapper/root"), { devno: "253:0", name: "root", uuid: cryptUuid });
+    const root = rootWith(line("8:1", "/", "/dev/vda1") + line("253:0", "/sysroot", "/dev/mapper/root"), {
+      devno: "253:0",
+      name: "root",
+      uuid: cryptUuid,
+    });
     expect(verifyRoot(root, "/sysroot/", [{ name: "root", uuid: UUID }]).dmName).toBe("root");
   });
 
   it("refuses a plaintext root, a foreign mapping, a wrong UUID and a non-crypt dm device", () => {
     const plain = rootWith(line("254:2", "/sysroot", "/dev/vda2"));
-    expect(() => verifyRoot(plain, "/sysroot", [{ name: "root", uuid: UUID }])).toThrow(/not a device-mapper device: refusing a plaintext root/);
-    const other = rootWith(line("253:0", "/sysroot", "/dev/mapper/evil"), { devno: "253:0", name: "evil", uuid: cryptUuid.replace("-root", "-evil") });
-    expect(() => verifyRoot(other, "/sysroot", [{ name: "root", uuid: UUID }])).toThrow(/not a volume cvm-unlock opens/);
-    const swapped = rootWith(line("253:0", "/sysroot", "/dev/mapper/root"), { devno: "253:0", name: "root", uuid: `CRYPT-LUKS2-${"0".repeat(32)}-root` });
+    expect(() => verifyRoot(plain, "/sysroot", [{ name: "root", uuid: UUID }])).toThrow(
+      /not a device-mapper device: refusing a plaintext root/,
+    );
+    const other = rootWith(line("253:0", "/sysroot", "/dev/mapper/evil"), {
+      devno: "253:0",
+      name: "evil",
+      uuid: cryptUuid.replace("-root", "-evil"),
+    });
+    expect(() => verifyRoot(other, "/sysroot", [{ name: "root", uuid: UUID }])).toThrow(
+      /not a volume cvm-unlock opens/,
+    );
+    const swapped = rootWith(line("253:0", "/sysroot", "/dev/mapper/root"), {
+      devno: "253:0",
+      name: "root",
+      uuid: `CRYPT-LUKS2-${"0".repeat(32)}-root`,
+    });
     expect(() => verifyRoot(swapped, "/sysroot", [{ name: "root", uuid: UUID }])).toThrow(/expected CRYPT-LUKS2-6d1e/);
-    const linear = rootWith(line("253:0", "/sysroot", "/dev/mapper/root"), { devno: "253:0", name: "root", uuid: "LVM-abc" });
+    const linear = rootWith(line("253:0", "/sysroot", "/dev/mapper/root"), {
+      devno: "253:0",
+      name: "root",
+      uuid: "LVM-abc",
+    });
     expect(() => verifyRoot(linear, "/sysroot", [{ name: "root", uuid: UUID }])).toThrow(/not dm-crypt/);
-    expect(() => verifyRoot(rootWith(line("8:1", "/", "/dev/vda1")), "/sysroot", [])).toThrow(/nothing is mounted at \/sysroot/);
+    expect(() => verifyRoot(rootWith(line("8:1", "/", "/dev/vda1")), "/sysroot", [])).toThrow(
+      /nothing is mounted at \/sysroot/,
+    );
   });
 
   it("the visible (last) mount wins; mountinfo escapes are decoded; garbage is refused", () => {
     const m = parseMountinfo(line("253:0", "/sys\\040root", "/dev/x") + line("8:1", "/a", "/dev/y"));
     expect(m[0]!.mountPoint).toBe("/sys root");
-    const root = rootWith(line("253:0", "/sysroot", "/dev/mapper/root") + line("254:2", "/sysroot", "/dev/vda2"), { devno: "253:0", name: "root", uuid: cryptUuid });
+    const root = rootWith(line("253:0", "/sysroot", "/dev/mapper/root") + line("254:2", "/sysroot", "/dev/vda2"), {
+      devno: "253:0",
+      name: "root",
+      uuid: cryptUuid,
+    });
     expect(() => verifyRoot(root, "/sysroot", [{ name: "root", uuid: UUID }])).toThrow(/plaintext root/);
     expect(() => parseMountinfo("garbage line\n")).toThrow(/malformed mountinfo/);
   });

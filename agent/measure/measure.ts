@@ -11,7 +11,7 @@ import type { Logger } from "../../platform/util/log.ts";
 import { algName } from "../../platform/tpm/constants.ts";
 import { digestsFor } from "../../platform/tpm/operations.ts";
 import { utf8 } from "../../platform/util/bytes.ts";
-import { RECORD_VERSION, rtmrDigest, type MeasurementRecord } from "./measure-events.ts";
+import { RECORD_VERSION, rtmrDigest, type MeasurementRecord } from "./events.ts";
 import { openPcrBackend, tpmPresent, type PcrBackend } from "./pcr-backend.ts";
 
 export type RegisterMode = "required" | "if-present" | "off";
@@ -40,14 +40,16 @@ export function rtmrPath(root: string, index: number): string {
 async function extendPcr(s: MeasureSettings, env: MeasureEnv, event: string): Promise<MeasurementRecord["pcr"]> {
   if (s.tpm === "off") return undefined;
   if (!env.openBackend && !tpmPresent(env.tpmSpec, env.root)) {
-    if (s.tpm === "required") throw new CvmError("platform", `no TPM at ${env.tpmSpec}, but unlock.measure.tpm is "required"`);
+    if (s.tpm === "required")
+      throw new CvmError("platform", `no TPM at ${env.tpmSpec}, but unlock.measure.tpm is "required"`);
     env.log.warning(`no TPM at ${env.tpmSpec}: PCR ${s.pcr} not extended with ${JSON.stringify(event)}`);
     return undefined;
   }
   const backend = await (env.openBackend ?? (() => openPcrBackend(env.tpmSpec, env.root, env.deadline, env.log)))();
   try {
     const banks = await backend.activeBanks(s.pcr);
-    if (banks.length === 0) throw new CvmError("platform", `${backend.description}: PCR ${s.pcr} is not allocated in any bank`);
+    if (banks.length === 0)
+      throw new CvmError("platform", `${backend.description}: PCR ${s.pcr} is not allocated in any bank`);
     // An active bank we cannot hash is an error: left alone it could be forged to the expected value later.
     const digests = digestsFor(banks, utf8(event));
     await backend.extend(s.pcr, digests);
@@ -65,7 +67,11 @@ function extendRtmr(s: MeasureSettings, env: MeasureEnv, event: string): Measure
   if (s.rtmr_mode === "off") return undefined;
   const p = rtmrPath(env.root, s.rtmr);
   if (!fs.existsSync(p)) {
-    if (s.rtmr_mode === "required") throw new CvmError("platform", `no TDX RTMR at ${p} (needs Linux >= 6.16 tsm-mr), but unlock.measure.rtmr_mode is "required"`);
+    if (s.rtmr_mode === "required")
+      throw new CvmError(
+        "platform",
+        `no TDX RTMR at ${p} (needs Linux >= 6.16 tsm-mr), but unlock.measure.rtmr_mode is "required"`,
+      );
     env.log.debug(`no TDX RTMR ${s.rtmr} sysfs file: not extended`);
     return undefined;
   }
@@ -92,7 +98,13 @@ export function appendRecord(recordPath: string, rec: MeasurementRecord): void {
 }
 
 /** Measure one event into every configured register and record what was done. */
-export async function measureEvent(s: MeasureSettings, env: MeasureEnv, kind: string, event: string, outcome?: string): Promise<MeasurementRecord> {
+export async function measureEvent(
+  s: MeasureSettings,
+  env: MeasureEnv,
+  kind: string,
+  event: string,
+  outcome?: string,
+): Promise<MeasurementRecord> {
   const rec: MeasurementRecord = { v: RECORD_VERSION, kind, event, time: Math.floor(Date.now() / 1000) };
   if (outcome !== undefined) rec.outcome = outcome;
   let failure: unknown;

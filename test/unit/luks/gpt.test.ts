@@ -2,7 +2,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as zlib from "node:zlib";
 import { describe, expect, it } from "vitest";
-import { crc32, GPT_ROOT_X86_64, parseGptEntries, parseGptHeader } from "../../../agent/unlock/gpt.ts";
+import { crc32, GPT_ROOT_X86_64, parseGptEntries, parseGptHeader } from "../../../platform/luks/gpt.ts";
 import { guidFromBytes, guidToBytes } from "../../../platform/util/guid.ts";
 import { ParseError } from "../../../platform/util/errors.ts";
 import { prng } from "../../helpers/prng.ts";

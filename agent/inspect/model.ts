@@ -1,8 +1,27 @@
 // What `inspect` produces for any input: sections of labelled values for people, and a JSON value
 // for tools. Decoders build this; render.ts prints it.
-export type InspectType = "snp-report" | "tdx-quote" | "tdx-report" | "eventlog" | "ccel" | "ccel-table" | "snp-certs" | "hcl-report" | "evidence-json";
+export type InspectType =
+  | "snp-report"
+  | "tdx-quote"
+  | "tdx-report"
+  | "eventlog"
+  | "ccel"
+  | "ccel-table"
+  | "snp-certs"
+  | "hcl-report"
+  | "evidence-json";
 
-export const INSPECT_TYPES: readonly InspectType[] = ["snp-report", "tdx-quote", "tdx-report", "eventlog", "ccel", "ccel-table", "snp-certs", "hcl-report", "evidence-json"];
+export const INSPECT_TYPES: readonly InspectType[] = [
+  "snp-report",
+  "tdx-quote",
+  "tdx-report",
+  "eventlog",
+  "ccel",
+  "ccel-table",
+  "snp-certs",
+  "hcl-report",
+  "evidence-json",
+];
 
 export type Row = [label: string, value: string];
 
@@ -22,4 +41,3 @@ export interface Inspection {
   /** Problems a person should notice (signature does not verify, replay mismatch...). */
   warnings: string[];
 }
-

@@ -9,13 +9,15 @@
 // followed by the JSON area (hdr_size - 4096 bytes, NUL-terminated JSON text).
 // The checksum is SHA-256 over all hdr_size bytes with the csum field zeroed.
 import { sha256 } from "@noble/hashes/sha2.js";
-import { bytesEqual, hex } from "../../platform/util/bytes.ts";
-import { ParseError } from "../../platform/util/errors.ts";
-import { ByteReader } from "../../platform/util/reader.ts";
+import { bytesEqual, hex } from "../util/bytes.ts";
+import { ParseError } from "../util/errors.ts";
+import { ByteReader } from "../util/reader.ts";
 
 export const LUKS2_BINARY_HEADER_SIZE = 4096;
 /** hdr_size values cryptsetup accepts: 16 KiB .. 4 MiB, powers of two. */
-export const LUKS2_HDR_SIZES: readonly number[] = [0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000, 0x400000];
+export const LUKS2_HDR_SIZES: readonly number[] = [
+  0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000, 0x400000,
+];
 export const LUKS2_MAX_HDR_SIZE = 0x400000;
 const MAGIC_PRIMARY = [0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe];
 const MAGIC_SECONDARY = [0x53, 0x4b, 0x55, 0x4c, 0xba, 0xbe];
@@ -97,7 +99,8 @@ function cString(r: ByteReader, len: number, field: string): string {
 
 /** Parse and verify one header copy. `buf` must hold exactly hdr_size bytes starting at the magic. */
 export function parseLuks2Header(buf: Uint8Array, which: "primary" | "secondary" = "primary"): Luks2Header {
-  if (buf.length < LUKS2_BINARY_HEADER_SIZE) throw new ParseError(STRUCT, "binary header", 0, `needs ${LUKS2_BINARY_HEADER_SIZE} bytes, got ${buf.length}`);
+  if (buf.length < LUKS2_BINARY_HEADER_SIZE)
+    throw new ParseError(STRUCT, "binary header", 0, `needs ${LUKS2_BINARY_HEADER_SIZE} bytes, got ${buf.length}`);
   const r = new ByteReader(buf, STRUCT);
   checkMagic(r, which);
   const version = r.u16be("version");
@@ -116,7 +119,8 @@ export function parseLuks2Header(buf: Uint8Array, which: "primary" | "secondary"
   const hdrOffAt = r.offset;
   const hdrOffset = r.u64be("hdr_offset");
   const wantOffset = which === "primary" ? 0n : BigInt(hdrSize);
-  if (hdrOffset !== wantOffset) r.fail("hdr_offset", `is ${hdrOffset}, expected ${wantOffset} for the ${which} header`, hdrOffAt);
+  if (hdrOffset !== wantOffset)
+    r.fail("hdr_offset", `is ${hdrOffset}, expected ${wantOffset} for the ${which} header`, hdrOffAt);
   const checksum = buf.slice(CSUM_OFFSET, CSUM_OFFSET + CSUM_LEN);
   const copy = buf.slice();
   copy.fill(0, CSUM_OFFSET, CSUM_OFFSET + CSUM_LEN);
@@ -126,7 +130,8 @@ export function parseLuks2Header(buf: Uint8Array, which: "primary" | "secondary"
 
   const area = buf.subarray(LUKS2_BINARY_HEADER_SIZE);
   const nul = area.indexOf(0);
-  if (nul === -1) throw new ParseError(STRUCT, "json area", LUKS2_BINARY_HEADER_SIZE, "JSON text is not NUL-terminated");
+  if (nul === -1)
+    throw new ParseError(STRUCT, "json area", LUKS2_BINARY_HEADER_SIZE, "JSON text is not NUL-terminated");
   if (nul === 0) throw new ParseError(STRUCT, "json area", LUKS2_BINARY_HEADER_SIZE, "JSON text is empty");
   let jsonText: string;
   try {
@@ -172,7 +177,10 @@ export function parseLuks2Json(text: string, hdrSize: number): Luks2Json {
   if (!isPlainObject(config)) jsonFail("config", "missing or not an object");
   const jsonSize = config.json_size;
   if (typeof jsonSize !== "string" || jsonSize !== String(hdrSize - LUKS2_BINARY_HEADER_SIZE))
-    jsonFail("config.json_size", `is ${JSON.stringify(jsonSize)}, expected "${hdrSize - LUKS2_BINARY_HEADER_SIZE}" (hdr_size - 4096)`);
+    jsonFail(
+      "config.json_size",
+      `is ${JSON.stringify(jsonSize)}, expected "${hdrSize - LUKS2_BINARY_HEADER_SIZE}" (hdr_size - 4096)`,
+    );
   const json: Luks2Json = {
     keyslots: idMap(top, "keyslots"),
     tokens: idMap(top, "tokens"),
@@ -193,7 +201,8 @@ function tokensOf(json: Luks2Json): Map<string, Luks2Token> {
   const out = new Map<string, Luks2Token>();
   for (const [id, t] of Object.entries(json.tokens)) {
     const ks = t.keyslots;
-    if (!Array.isArray(ks) || !ks.every((x) => typeof x === "string" && ID_RE.test(x))) jsonFail(`tokens.${id}.keyslots`, "is not an array of keyslot ids");
+    if (!Array.isArray(ks) || !ks.every((x) => typeof x === "string" && ID_RE.test(x)))
+      jsonFail(`tokens.${id}.keyslots`, "is not an array of keyslot ids");
     out.set(id, { type: t.type as string, keyslots: ks as string[], raw: t });
   }
   return out;
@@ -205,8 +214,20 @@ function tokensOf(json: Luks2Json): Map<string, Luks2Token> {
  */
 export function checkHeaderPair(primary: Luks2Header, secondary: Luks2Header | undefined): void {
   if (!secondary) return;
-  if (secondary.uuid !== primary.uuid) throw new ParseError(STRUCT, "uuid", 168, `primary (${primary.uuid}) and secondary (${secondary.uuid}) headers disagree`);
+  if (secondary.uuid !== primary.uuid)
+    throw new ParseError(
+      STRUCT,
+      "uuid",
+      168,
+      `primary (${primary.uuid}) and secondary (${secondary.uuid}) headers disagree`,
+    );
   if (secondary.seqid !== primary.seqid)
-    throw new ParseError(STRUCT, "seqid", 16, `primary (${primary.seqid}) and secondary (${secondary.seqid}) headers disagree; run 'cryptsetup repair' from a trusted environment`);
-  if (secondary.jsonText !== primary.jsonText) throw new ParseError(STRUCT, "json area", LUKS2_BINARY_HEADER_SIZE, "primary and secondary JSON metadata differ");
+    throw new ParseError(
+      STRUCT,
+      "seqid",
+      16,
+      `primary (${primary.seqid}) and secondary (${secondary.seqid}) headers disagree; run 'cryptsetup repair' from a trusted environment`,
+    );
+  if (secondary.jsonText !== primary.jsonText)
+    throw new ParseError(STRUCT, "json area", LUKS2_BINARY_HEADER_SIZE, "primary and secondary JSON metadata differ");
 }

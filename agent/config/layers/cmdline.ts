@@ -4,22 +4,32 @@
 // and its layer may only set the keys listed in CMDLINE_KEYS.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { CvmError } from "../../platform/util/errors.ts";
-import type { ConfigLayer, JsonObject } from "../config/load.ts";
-import type { Config } from "../config/schema.ts";
+import { CvmError } from "../../../platform/util/errors.ts";
+import type { ConfigLayer, JsonObject } from "../load.ts";
+import type { Config } from "../schema.ts";
 import { guardLayer } from "./layer-guard.ts";
 
 const MAX_CMDLINE = 4096;
 const PREFIX = "rd.cvm_unlock.";
 
 /** rd.cvm_unlock.<key> -> what it sets. Volume keys apply to the first (or only) volume. */
-export const CMDLINE_KEYS = ["uuid", "partlabel", "gpt_auto_root", "name", "kbs", "resource", "device_timeout"] as const;
+export const CMDLINE_KEYS = [
+  "uuid",
+  "partlabel",
+  "gpt_auto_root",
+  "name",
+  "kbs",
+  "resource",
+  "device_timeout",
+] as const;
 type CmdlineKey = (typeof CMDLINE_KEYS)[number];
 
 /** Split like the kernel's next_arg(): whitespace-separated, double quotes group. */
 export function splitCmdline(text: string): string[] {
-  if (text.length > MAX_CMDLINE) throw new CvmError("config", `kernel command line is longer than ${MAX_CMDLINE} bytes`);
-  if (/[\u0000-\u0008\u000b-\u001f\u007f]/.test(text.replace(/\n$/, ""))) throw new CvmError("config", "kernel command line contains control characters");
+  if (text.length > MAX_CMDLINE)
+    throw new CvmError("config", `kernel command line is longer than ${MAX_CMDLINE} bytes`);
+  if (/[\u0000-\u0008\u000b-\u001f\u007f]/.test(text.replace(/\n$/, "")))
+    throw new CvmError("config", "kernel command line contains control characters");
   const out: string[] = [];
   let cur = "";
   let inQuote = false;
@@ -50,7 +60,10 @@ export function parseCvmParams(text: string): Map<CmdlineKey, string> {
     const eq = tok.indexOf("=");
     const key = tok.slice(PREFIX.length, eq === -1 ? undefined : eq);
     if (!(CMDLINE_KEYS as readonly string[]).includes(key))
-      throw new CvmError("config", `unknown kernel parameter ${PREFIX}${key} (known: ${CMDLINE_KEYS.map((k) => PREFIX + k).join(", ")})`);
+      throw new CvmError(
+        "config",
+        `unknown kernel parameter ${PREFIX}${key} (known: ${CMDLINE_KEYS.map((k) => PREFIX + k).join(", ")})`,
+      );
     if (eq === -1) throw new CvmError("config", `kernel parameter ${PREFIX}${key} needs a value`);
     if (params.has(key as CmdlineKey)) throw new CvmError("config", `kernel parameter ${PREFIX}${key} is given twice`);
     params.set(key as CmdlineKey, tok.slice(eq + 1));
@@ -85,7 +98,8 @@ export function cmdlineLayerData(params: Map<CmdlineKey, string>, base: Config):
         data.resource = v;
         break;
       case "device_timeout": {
-        if (!/^\d{1,4}$/.test(v)) throw new CvmError("config", `kernel parameter ${PREFIX}device_timeout=${v}: expected whole seconds`);
+        if (!/^\d{1,4}$/.test(v))
+          throw new CvmError("config", `kernel parameter ${PREFIX}device_timeout=${v}: expected whole seconds`);
         data.unlock = { device_timeout_s: Number(v) };
         break;
       }
@@ -97,7 +111,10 @@ export function cmdlineLayerData(params: Map<CmdlineKey, string>, base: Config):
     const { uuid: _u, partlabel: _p, gpt_auto_root: _g, device: _d, ...kept } = first;
     const merged: JsonObject = { ...kept, ...vol };
     for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
-    data.unlock = { ...((data.unlock as JsonObject) ?? {}), volumes: [merged, ...(base.unlock.volumes.slice(1) as unknown as JsonObject[])] };
+    data.unlock = {
+      ...((data.unlock as JsonObject) ?? {}),
+      volumes: [merged, ...(base.unlock.volumes.slice(1) as unknown as JsonObject[])],
+    };
   }
   return data;
 }
@@ -112,7 +129,10 @@ export function cmdlineLayer(root: string, base: Config, log: { warning(m: strin
     return null;
   }
   if (!base.unlock.trust_cmdline) {
-    if (text.includes(PREFIX)) log.warning(`ignoring ${PREFIX}* on the kernel command line: unlock.trust_cmdline is not set in the trusted config`);
+    if (text.includes(PREFIX))
+      log.warning(
+        `ignoring ${PREFIX}* on the kernel command line: unlock.trust_cmdline is not set in the trusted config`,
+      );
     return null;
   }
   const params = parseCvmParams(text);
@@ -127,7 +147,8 @@ export function cmdlineLayer(root: string, base: Config, log: { warning(m: strin
       vols.forEach((v, i) => {
         const was = (b.unlock.volumes[i] ?? {}) as Record<string, unknown>;
         for (const k of ["pins", "device", "resource"])
-          if (JSON.stringify(v[k]) !== JSON.stringify(was[k])) throw new CvmError("config", `${source} may not set unlock.volumes[${i}].${k}`);
+          if (JSON.stringify(v[k]) !== JSON.stringify(was[k]))
+            throw new CvmError("config", `${source} may not set unlock.volumes[${i}].${k}`);
       });
     }),
   };

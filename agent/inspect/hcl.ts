@@ -1,9 +1,9 @@
 // `inspect` for Azure HCL reports: header, runtime claims and the embedded hardware report. The
 // codec is platform/azure/hcl.ts; SNP/TDX decoding reuses the other inspectors' sections.
-import { hex } from "../util/bytes.ts";
-import { parseHclReport, reportDataBindsClaims } from "../azure/hcl.ts";
-import { decodeSnpReport } from "../snp/report.ts";
-import { parseTdReport } from "../tdx/tdreport.ts";
+import { hex } from "../../platform/util/bytes.ts";
+import { parseHclReport, reportDataBindsClaims } from "../../platform/azure/hcl.ts";
+import { decodeSnpReport } from "../../platform/snp/report.ts";
+import { parseTdReport } from "../../platform/tdx/tdreport.ts";
 import { snpReportSections } from "./snp.ts";
 import { tdReportJson, tdReportSections } from "./tdx.ts";
 import type { Inspection, Row, Section } from "./model.ts";
@@ -14,7 +14,9 @@ const REQUEST_TYPES: Record<number, string> = { 0: "invalid", 1: "key release", 
 export function inspectHclReport(bytes: Uint8Array): Inspection {
   const h = parseHclReport(bytes);
   const binds = reportDataBindsClaims(h);
-  const warnings = binds ? [] : ["REPORT_DATA[0:32] is not SHA-256 of the runtime claims: the claims are not bound to the hardware report"];
+  const warnings = binds
+    ? []
+    : ["REPORT_DATA[0:32] is not SHA-256 of the runtime claims: the claims are not bound to the hardware report"];
   const rows: Row[] = [
     ["version", String(h.version)],
     ["report size", `${h.reportSize} of ${bytes.length} bytes`],
@@ -42,6 +44,15 @@ export function inspectHclReport(bytes: Uint8Array): Inspection {
     summary: `Azure HCL report v${h.version} with ${h.tee === "snp" ? "an SEV-SNP report" : "a TDX TDREPORT"}`,
     sections: [{ title: "HCL report", rows }, { title: "runtime claims", rows: [], lines: claimsText }, ...hw],
     warnings,
-    json: { version: h.version, report_size: h.reportSize, request_type: h.requestType, tee: h.tee, hash_type: h.hashType, claims_bound: binds, runtime_claims: h.claims, hardware_report: hwJson },
+    json: {
+      version: h.version,
+      report_size: h.reportSize,
+      request_type: h.requestType,
+      tee: h.tee,
+      hash_type: h.hashType,
+      claims_bound: binds,
+      runtime_claims: h.claims,
+      hardware_report: hwJson,
+    },
   };
 }

@@ -40,7 +40,11 @@ export interface MeasurementRecord {
 }
 
 /** Replay: the register value after extending `digests` in order, from `initial` (zeros after reset). */
-export function replayExtends(hash: (b: Uint8Array) => Uint8Array, initial: Uint8Array, digests: Uint8Array[]): Uint8Array {
+export function replayExtends(
+  hash: (b: Uint8Array) => Uint8Array,
+  initial: Uint8Array,
+  digests: Uint8Array[],
+): Uint8Array {
   let v = initial;
   for (const d of digests) v = hash(concat(v, d));
   return v;
@@ -53,7 +57,13 @@ export function decodeRecords(bytes: Uint8Array): MeasurementRecord[] {
   const items = decodeCborSequenceUntrusted(bytes, "event record", MAX_RECORD_FILE);
   return items.map((it, i) => {
     const r = it as MeasurementRecord;
-    if (typeof r !== "object" || r === null || r.v !== RECORD_VERSION || typeof r.kind !== "string" || typeof r.event !== "string")
+    if (
+      typeof r !== "object" ||
+      r === null ||
+      r.v !== RECORD_VERSION ||
+      typeof r.kind !== "string" ||
+      typeof r.event !== "string"
+    )
       throw new CvmError("evidence", `event record item ${i} is not a version ${RECORD_VERSION} measurement record`);
     const problem = registerProblem(r);
     if (problem) throw new CvmError("evidence", `event record item ${i} (${r.kind}): ${problem}`);
@@ -67,11 +77,14 @@ function registerProblem(r: MeasurementRecord): string | undefined {
   if (r.pcr !== undefined) {
     if (typeof r.pcr !== "object" || r.pcr === null || !isIndex(r.pcr.index)) return "pcr.index is not a PCR number";
     const digests = Object.values(r.pcr.digests ?? {});
-    if (digests.length === 0 || !digests.every((d) => d instanceof Uint8Array && d.length >= 20 && d.length <= 64)) return "pcr.digests must map bank names to digests";
+    if (digests.length === 0 || !digests.every((d) => d instanceof Uint8Array && d.length >= 20 && d.length <= 64))
+      return "pcr.digests must map bank names to digests";
   }
   if (r.rtmr !== undefined) {
-    if (typeof r.rtmr !== "object" || r.rtmr === null || !isIndex(r.rtmr.index)) return "rtmr.index is not a register number";
-    if (!(r.rtmr.digest instanceof Uint8Array) || r.rtmr.digest.length !== 48) return "rtmr.digest must be 48 bytes (SHA-384)";
+    if (typeof r.rtmr !== "object" || r.rtmr === null || !isIndex(r.rtmr.index))
+      return "rtmr.index is not a register number";
+    if (!(r.rtmr.digest instanceof Uint8Array) || r.rtmr.digest.length !== 48)
+      return "rtmr.digest must be 48 bytes (SHA-384)";
   }
   return undefined;
 }

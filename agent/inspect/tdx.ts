@@ -1,18 +1,30 @@
 // `inspect` for TDX quotes (v4/v5) and raw TDREPORTs.
-import { hex } from "../util/bytes.ts";
-import { decodeTdAttributes, INTEL_QE_VENDOR_ID, parseTdxQuote } from "../tdx/quote.ts";
-import { pckChainPem, verifyQeBinding, verifyQuoteSignature } from "../tdx/signature.ts";
-import { trusteeQuoteClaims } from "../tdx/claims.ts";
-import { parseTdReport, type TdReport } from "../tdx/tdreport.ts";
+import { hex } from "../../platform/util/bytes.ts";
+import { decodeTdAttributes, INTEL_QE_VENDOR_ID, parseTdxQuote } from "../../platform/tdx/quote.ts";
+import { pckChainPem, verifyQeBinding, verifyQuoteSignature } from "../../platform/tdx/signature.ts";
+import { trusteeQuoteClaims } from "../../platform/tdx/claims.ts";
+import { parseTdReport, type TdReport } from "../../platform/tdx/tdreport.ts";
 import type { Inspection, Row, Section } from "./model.ts";
 
 function tdAttributesText(attr: Uint8Array): string {
   const a = decodeTdAttributes(attr);
-  const set = [a.debug && "DEBUG", a.septVeDisable && "SEPT_VE_DISABLE", a.protectionKeys && "PKS", a.keyLocker && "KL", a.perfmon && "PERFMON"].filter(Boolean);
+  const set = [
+    a.debug && "DEBUG",
+    a.septVeDisable && "SEPT_VE_DISABLE",
+    a.protectionKeys && "PKS",
+    a.keyLocker && "KL",
+    a.perfmon && "PERFMON",
+  ].filter(Boolean);
   return `${hex(attr)} (${set.length ? set.join(", ") : "none set"})${a.debug ? " — DEBUG TD: its memory is readable by the host" : ""}`;
 }
 
-function measurementRows(m: { mrTd: Uint8Array; rtmrs: Uint8Array[]; mrConfigId: Uint8Array; mrOwner: Uint8Array; mrOwnerConfig: Uint8Array }): Row[] {
+function measurementRows(m: {
+  mrTd: Uint8Array;
+  rtmrs: Uint8Array[];
+  mrConfigId: Uint8Array;
+  mrOwner: Uint8Array;
+  mrOwnerConfig: Uint8Array;
+}): Row[] {
   return [
     ["MRTD", hex(m.mrTd)],
     ...m.rtmrs.map((r, i): Row => [`RTMR${i}`, hex(r)]),
@@ -37,7 +49,10 @@ export function inspectTdxQuote(bytes: Uint8Array): Inspection {
     {
       title: "header",
       rows: [
-        ["version", `${q.header.version}${q.header.version === 5 ? ` (body type ${q.bodyType} = TD ${q.bodyType === 3 ? "1.5" : "1.0"})` : ""}`],
+        [
+          "version",
+          `${q.header.version}${q.header.version === 5 ? ` (body type ${q.bodyType} = TD ${q.bodyType === 3 ? "1.5" : "1.0"})` : ""}`,
+        ],
         ["attestation key type", `${q.header.attKeyType} (ECDSA-P256)`],
         ["TEE type", `0x${q.header.teeType.toString(16)} (TDX)`],
         ["QE vendor id", `${vendor}${vendor === INTEL_QE_VENDOR_ID ? " (Intel)" : ""}`],
@@ -46,7 +61,10 @@ export function inspectTdxQuote(bytes: Uint8Array): Inspection {
     },
     {
       title: "TD measurements",
-      rows: [...measurementRows({ ...b, rtmrs: b.rtmrs }), ...(b.mrServiceTd ? ([["MRSERVICETD", hex(b.mrServiceTd)]] as Row[]) : [])],
+      rows: [
+        ...measurementRows({ ...b, rtmrs: b.rtmrs }),
+        ...(b.mrServiceTd ? ([["MRSERVICETD", hex(b.mrServiceTd)]] as Row[]) : []),
+      ],
     },
     {
       title: "TD configuration and TCB",
@@ -82,7 +100,12 @@ export function inspectTdxQuote(bytes: Uint8Array): Inspection {
     json: {
       claims: trusteeQuoteClaims(q),
       body_type: q.bodyType,
-      signature: { valid: sigOk, qe_binding: qeOk ?? null, attestation_key: hex(q.signatureData.attestationKey), pck_chain_certs: chain.length },
+      signature: {
+        valid: sigOk,
+        qe_binding: qeOk ?? null,
+        attestation_key: hex(q.signatureData.attestationKey),
+        pck_chain_certs: chain.length,
+      },
       length: q.length,
       trailing: q.trailing,
     },
@@ -127,6 +150,11 @@ export function tdReportJson(t: TdReport): Record<string, unknown> {
 
 export function inspectTdReport(bytes: Uint8Array): Inspection {
   const t = parseTdReport(bytes);
-  return { type: "tdx-report", summary: "TDX TDREPORT (1024 bytes, MAC'ed by the CPU, not signed)", sections: tdReportSections(t), warnings: [], json: { tdreport: tdReportJson(t) } };
+  return {
+    type: "tdx-report",
+    summary: "TDX TDREPORT (1024 bytes, MAC'ed by the CPU, not signed)",
+    sections: tdReportSections(t),
+    warnings: [],
+    json: { tdreport: tdReportJson(t) },
+  };
 }
-

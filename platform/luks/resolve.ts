@@ -3,9 +3,9 @@
 // error, never a guess (a host can attach a second disk with the same label).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { Deadline } from "../../platform/util/deadline.ts";
-import { CvmError, errorMessage } from "../../platform/util/errors.ts";
-import type { Logger } from "../../platform/util/log.ts";
+import type { Deadline } from "../util/deadline.ts";
+import { CvmError, errorMessage } from "../util/errors.ts";
+import type { Logger } from "../util/log.ts";
 import { listBlockDevices, readSmall, type BlockDevice } from "./block-devices.ts";
 import { GPT_FLAG_NO_AUTO, GPT_ROOT_X86_64, parseGptEntries, parseGptHeader, type GptPartition } from "./gpt.ts";
 
@@ -38,7 +38,11 @@ export function findDevice(v: VolumeSelector, root: string): string | undefined 
   }
   if (v.partlabel) {
     const hits = listBlockDevices(root).filter((d) => d.isPartition && d.partName === v.partlabel);
-    if (hits.length > 1) throw new CvmError("volume", `partition label ${JSON.stringify(v.partlabel)} is on ${hits.length} partitions (${hits.map((h) => h.name).join(", ")}): refusing to guess`);
+    if (hits.length > 1)
+      throw new CvmError(
+        "volume",
+        `partition label ${JSON.stringify(v.partlabel)} is on ${hits.length} partitions (${hits.map((h) => h.name).join(", ")}): refusing to guess`,
+      );
     return hits[0]?.devPath;
   }
   if (v.gpt_auto_root) return findGptAutoRoot(root);
@@ -46,7 +50,9 @@ export function findDevice(v: VolumeSelector, root: string): string | undefined 
 }
 
 function readGpt(disk: BlockDevice, root: string): GptPartition[] {
-  const lbs = Number(readSmall(path.join(root, "sys/class/block", disk.name, "queue/logical_block_size"))?.trim() ?? "512");
+  const lbs = Number(
+    readSmall(path.join(root, "sys/class/block", disk.name, "queue/logical_block_size"))?.trim() ?? "512",
+  );
   const sector = [512, 4096].includes(lbs) ? lbs : 512;
   const fd = fs.openSync(disk.devPath, "r");
   try {
@@ -55,7 +61,8 @@ function readGpt(disk: BlockDevice, root: string): GptPartition[] {
     const h = parseGptHeader(hdrBuf);
     const len = h.entryCount * h.entrySize;
     const arr = Buffer.alloc(len);
-    if (fs.readSync(fd, arr, 0, len, Number(h.entriesLba) * sector) !== len) throw new Error("short read of the partition entries");
+    if (fs.readSync(fd, arr, 0, len, Number(h.entriesLba) * sector) !== len)
+      throw new Error("short read of the partition entries");
     return parseGptEntries(h, arr);
   } finally {
     fs.closeSync(fd);
@@ -85,12 +92,17 @@ function findGptAutoRoot(root: string): string | undefined {
       continue; // not a GPT disk (or unreadable): not a candidate
     }
     if (esp && !parts.some((p) => p.uniqueGuid === esp)) continue;
-    for (const p of parts) if (p.typeGuid === GPT_ROOT_X86_64 && (p.attributes & GPT_FLAG_NO_AUTO) === 0n) found.push({ disk, part: p });
+    for (const p of parts)
+      if (p.typeGuid === GPT_ROOT_X86_64 && (p.attributes & GPT_FLAG_NO_AUTO) === 0n) found.push({ disk, part: p });
   }
   if (found.length > 1)
-    throw new CvmError("volume", `${found.length} GPT root partitions found (${found.map((f) => `${f.disk.name}#${f.part.number}`).join(", ")}): refusing to guess`, {
-      hint: "boot through systemd-boot/systemd-stub (sets LoaderDevicePartUUID) or configure the volume by uuid",
-    });
+    throw new CvmError(
+      "volume",
+      `${found.length} GPT root partitions found (${found.map((f) => `${f.disk.name}#${f.part.number}`).join(", ")}): refusing to guess`,
+      {
+        hint: "boot through systemd-boot/systemd-stub (sets LoaderDevicePartUUID) or configure the volume by uuid",
+      },
+    );
   const hit = found[0];
   if (!hit) return undefined;
   const part = devices.find((d) => d.isPartition && d.parent === hit.disk.name && d.partNumber === hit.part.number);
@@ -98,7 +110,13 @@ function findGptAutoRoot(root: string): string | undefined {
 }
 
 /** Wait for the volume's device, bounded by device_timeout_s and the overall deadline. */
-export async function waitForDevice(v: VolumeSelector, root: string, timeoutS: number, deadline: Deadline, log: Logger): Promise<string> {
+export async function waitForDevice(
+  v: VolumeSelector,
+  root: string,
+  timeoutS: number,
+  deadline: Deadline,
+  log: Logger,
+): Promise<string> {
   const until = Date.now() + Math.min(timeoutS * 1000, deadline.remainingMs());
   let announced = false;
   for (;;) {
@@ -116,7 +134,7 @@ export async function waitForDevice(v: VolumeSelector, root: string, timeoutS: n
         hint: "check that the disk is attached and its driver is in the initramfs; raise unlock.device_timeout_s if it is slow",
       });
     }
-    if (!announced) log.info(`waiting for ${describeSelector(v)} (up to ${timeoutS}s)`), (announced = true);
+    if (!announced) (log.info(`waiting for ${describeSelector(v)} (up to ${timeoutS}s)`), (announced = true));
     await deadline.sleep(Math.min(POLL_MS, Math.max(1, until - Date.now())), `waiting for ${describeSelector(v)}`);
   }
 }

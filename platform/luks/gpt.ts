@@ -1,8 +1,8 @@
 // GUID Partition Table: pure codec (UEFI 2.10 §5.3). Only what root discovery needs: the header
 // at LBA 1, its CRC, the entry array and its CRC. Every size is bounded: the disk is host input.
-import { ParseError } from "../../platform/util/errors.ts";
-import { ByteReader } from "../../platform/util/reader.ts";
-import { guidFromBytes } from "../../platform/util/guid.ts";
+import { ParseError } from "../util/errors.ts";
+import { ByteReader } from "../util/reader.ts";
+import { guidFromBytes } from "../util/guid.ts";
 
 /** Discoverable Partitions Specification: root partition, x86-64 (SD_GPT_ROOT_X86_64). */
 export const GPT_ROOT_X86_64 = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709";
@@ -53,11 +53,12 @@ export function crc32(data: Uint8Array): number {
 export function parseGptHeader(sector: Uint8Array): GptHeader {
   const r = new ByteReader(sector, STRUCT);
   const sig = r.bytes(8, "signature");
-  if (Buffer.from(sig).toString("latin1") !== "EFI PART") r.fail("signature", "is not \"EFI PART\"", 0);
+  if (Buffer.from(sig).toString("latin1") !== "EFI PART") r.fail("signature", 'is not "EFI PART"', 0);
   const revision = r.u32le("revision");
   if (revision !== 0x00010000) r.fail("revision", `0x${revision.toString(16)} is not 1.0`, 8);
   const headerSize = r.u32le("header_size");
-  if (headerSize < 92 || headerSize > sector.length) r.fail("header_size", `${headerSize} is outside 92..${sector.length}`, 12);
+  if (headerSize < 92 || headerSize > sector.length)
+    r.fail("header_size", `${headerSize} is outside 92..${sector.length}`, 12);
   const crc = r.u32le("header_crc32");
   const copy = sector.slice(0, headerSize);
   copy.fill(0, 16, 20);
@@ -69,9 +70,11 @@ export function parseGptHeader(sector: Uint8Array): GptHeader {
   r.skip(16, "first/last usable lba");
   const diskGuid = guidFromBytes(r.bytes(16, "disk_guid"), "uefi");
   const entriesLba = r.u64le("partition_entry_lba");
-  if (entriesLba < 2n || entriesLba > 1n << 40n) r.fail("partition_entry_lba", `${entriesLba} is not a plausible LBA`, 72);
+  if (entriesLba < 2n || entriesLba > 1n << 40n)
+    r.fail("partition_entry_lba", `${entriesLba} is not a plausible LBA`, 72);
   const entryCount = r.u32le("number_of_partition_entries");
-  if (entryCount === 0 || entryCount > GPT_MAX_ENTRIES) r.fail("number_of_partition_entries", `${entryCount} is outside 1..${GPT_MAX_ENTRIES}`, 80);
+  if (entryCount === 0 || entryCount > GPT_MAX_ENTRIES)
+    r.fail("number_of_partition_entries", `${entryCount} is outside 1..${GPT_MAX_ENTRIES}`, 80);
   const entrySize = r.u32le("size_of_partition_entry");
   if (entrySize < 128 || entrySize > GPT_MAX_ENTRY_SIZE || entrySize % 8 !== 0)
     r.fail("size_of_partition_entry", `${entrySize} is not a multiple of 8 in 128..${GPT_MAX_ENTRY_SIZE}`, 84);
@@ -82,8 +85,14 @@ export function parseGptHeader(sector: Uint8Array): GptHeader {
 /** Parse the entry array (exactly entryCount * entrySize bytes); unused entries are skipped. */
 export function parseGptEntries(h: GptHeader, array: Uint8Array): GptPartition[] {
   if (array.length !== h.entryCount * h.entrySize)
-    throw new ParseError("GPT entries", "array", 0, `expected ${h.entryCount * h.entrySize} bytes, got ${array.length}`);
-  if (crc32(array) !== h.entriesCrc) throw new ParseError("GPT entries", "array", 0, "CRC-32 does not match the header's partition_entry_array_crc32");
+    throw new ParseError(
+      "GPT entries",
+      "array",
+      0,
+      `expected ${h.entryCount * h.entrySize} bytes, got ${array.length}`,
+    );
+  if (crc32(array) !== h.entriesCrc)
+    throw new ParseError("GPT entries", "array", 0, "CRC-32 does not match the header's partition_entry_array_crc32");
   const out: GptPartition[] = [];
   for (let i = 0; i < h.entryCount; i++) {
     const r = new ByteReader(array.subarray(i * h.entrySize, (i + 1) * h.entrySize), `GPT entry ${i + 1}`);

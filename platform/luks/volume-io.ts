@@ -1,8 +1,14 @@
 // Reading a LUKS2 header from a block device or image file: bounded reads (at most 2 x 4 MiB),
 // both copies parsed and required to agree.
 import * as fs from "node:fs";
-import { CvmError, ParseError, errorMessage } from "../../platform/util/errors.ts";
-import { LUKS2_BINARY_HEADER_SIZE, checkHeaderPair, parseLuks2Header, peekHeaderSize, type Luks2Header } from "./luks2-header.ts";
+import { CvmError, ParseError, errorMessage } from "../util/errors.ts";
+import {
+  LUKS2_BINARY_HEADER_SIZE,
+  checkHeaderPair,
+  parseLuks2Header,
+  peekHeaderSize,
+  type Luks2Header,
+} from "./luks2-header.ts";
 
 function readExactly(fd: number, len: number, pos: number, what: string, device: string): Uint8Array {
   const buf = new Uint8Array(len);
@@ -29,7 +35,8 @@ export function readLuks2Header(device: string): Luks2Header {
     try {
       size = peekHeaderSize(first);
     } catch (e) {
-      if (e instanceof ParseError && e.field === "magic") throw new CvmError("volume", `${device} is not a LUKS2 volume (${e.message})`);
+      if (e instanceof ParseError && e.field === "magic")
+        throw new CvmError("volume", `${device} is not a LUKS2 volume (${e.message})`);
       throw e;
     }
     const primaryBytes = readExactly(fd, size, 0, "primary header", device);

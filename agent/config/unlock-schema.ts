@@ -1,9 +1,10 @@
 // The `unlock` section of the configuration (owned by the unlock feature; docs/UNLOCK.md).
-import { RESOURCE_PATH, SHA256_HEX, URL_PATTERN, UUID_PATTERN } from "../config/patterns.ts";
-import { arr, bool, field, num, obj, optional, str } from "../config/validate.ts";
+import { RESOURCE_PATH, SHA256_HEX, URL_PATTERN, UUID_PATTERN } from "./patterns.ts";
+import { arr, bool, field, num, obj, optional, str } from "./validate.ts";
 
 export const DM_NAME_PATTERN = /^[A-Za-z0-9_.+-]{1,64}$/;
-const RESOURCE_OR_PREFIX = /^[A-Za-z0-9_-][A-Za-z0-9_.-]*\/[A-Za-z0-9_-][A-Za-z0-9_.-]*\/([A-Za-z0-9_-][A-Za-z0-9_.-]*|\*)$/;
+const RESOURCE_OR_PREFIX =
+  /^[A-Za-z0-9_-][A-Za-z0-9_.-]*\/[A-Za-z0-9_-][A-Za-z0-9_.-]*\/([A-Za-z0-9_-][A-Za-z0-9_.-]*|\*)$/;
 
 export const pinsSchema = obj({
   /** The LUKS UUID the key belongs to (also accepted from the KBS key document). */
@@ -38,7 +39,10 @@ export const luksTokenSchema = obj({
   /** CA bundles (PEM files in the initramfs) a token may select by the SHA-256 of the first certificate's DER. */
   allowed_ca_files: field(arr(str({ what: "path" }), { max: 16 }), [] as string[]),
   /** Resources a token may name: exact REPO/TYPE/TAG, or REPO/TYPE/* for any tag. */
-  allowed_resources: field(arr(str({ pattern: RESOURCE_OR_PREFIX, what: "REPO/TYPE/TAG or REPO/TYPE/*" }), { max: 64 }), [] as string[]),
+  allowed_resources: field(
+    arr(str({ pattern: RESOURCE_OR_PREFIX, what: "REPO/TYPE/TAG or REPO/TYPE/*" }), { max: 64 }),
+    [] as string[],
+  ),
 });
 
 export const measureSchema = obj({

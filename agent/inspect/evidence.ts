@@ -2,14 +2,14 @@
 // one ({"attestation_report","cert_chain"}), or a whole /attest body whose tee-evidence carries
 // one of them. For TDX it also replays the event log against the quote's RTMRs the way trustee
 // does — the first thing to look at when a KBS refuses TDX evidence.
-import { fromB64, hex } from "../util/bytes.ts";
-import { CvmError, ParseError } from "../util/errors.ts";
-import { parseCcelLog } from "../eventlog/index.ts";
-import { parseTdxQuote } from "../tdx/quote.ts";
-import { ccelRtmrMismatches } from "../tdx/rtmr.ts";
-import { parseSnpEvidenceJson } from "../snp/json.ts";
-import { encodeSnpReport } from "../snp/report.ts";
-import { certTypeName } from "../snp/certs.ts";
+import { fromB64, hex } from "../../platform/util/bytes.ts";
+import { CvmError, ParseError } from "../../platform/util/errors.ts";
+import { parseCcelLog } from "../../platform/eventlog/index.ts";
+import { parseTdxQuote } from "../../platform/tdx/quote.ts";
+import { ccelRtmrMismatches } from "../../platform/tdx/rtmr.ts";
+import { parseSnpEvidenceJson } from "../../platform/snp/json.ts";
+import { encodeSnpReport } from "../../platform/snp/report.ts";
+import { certTypeName } from "../../platform/snp/certs.ts";
 import { inspectCcel } from "./eventlog.ts";
 import { inspectSnpReport } from "./snp.ts";
 import { inspectTdxQuote } from "./tdx.ts";
@@ -22,7 +22,9 @@ function asObject(v: unknown): Record<string, unknown> | undefined {
 }
 
 /** The primary evidence object inside whatever JSON we were given, if it has a known shape. */
-export function findPrimaryEvidence(json: unknown): { kind: "tdx" | "snp"; value: Record<string, unknown> } | undefined {
+export function findPrimaryEvidence(
+  json: unknown,
+): { kind: "tdx" | "snp"; value: Record<string, unknown> } | undefined {
   let o = asObject(json);
   const te = asObject(o?.["tee-evidence"]);
   if (te) {
@@ -61,7 +63,10 @@ function inspectTdxEvidence(o: Record<string, unknown>): Inspection {
   const sections = [...qi.sections];
   const json: Record<string, unknown> = { quote: qi.json, cc_eventlog: null };
   if (el === null || el === undefined || el === "") {
-    sections.push({ title: "event log", rows: [["cc_eventlog", "absent (trustee only warns; RTMRs are then unchecked)"]] });
+    sections.push({
+      title: "event log",
+      rows: [["cc_eventlog", "absent (trustee only warns; RTMRs are then unchecked)"]],
+    });
   } else {
     const logBytes = b64Field(o, "cc_eventlog");
     const li = inspectCcel(logBytes);
@@ -75,28 +80,48 @@ function inspectTdxEvidence(o: Record<string, unknown>): Inspection {
       rows.push([`RTMR${i}`, bad ? `MISMATCH: log replays to ${hex(bad.replayed)}` : "replay matches the quote"]);
       if (bad) warnings.push(`cc_eventlog does not replay to the quote's RTMR${i}: trustee will refuse this evidence`);
     }
-    sections.push({ title: "event log vs quote (trustee's replay)", rows }, ...li.sections.map((s) => ({ ...s, title: `cc_eventlog: ${s.title}` })));
+    sections.push(
+      { title: "event log vs quote (trustee's replay)", rows },
+      ...li.sections.map((s) => ({ ...s, title: `cc_eventlog: ${s.title}` })),
+    );
     warnings.push(...li.warnings);
     json.cc_eventlog = { ...(li.json as object), rtmr_match: match };
   }
-  return { type: "evidence-json", summary: `trustee tdx evidence: ${qi.summary}${el ? " with cc_eventlog" : ""}`, sections, warnings, json: { tee: "tdx", ...json } };
+  return {
+    type: "evidence-json",
+    summary: `trustee tdx evidence: ${qi.summary}${el ? " with cc_eventlog" : ""}`,
+    sections,
+    warnings,
+    json: { tee: "tdx", ...json },
+  };
 }
 
 function inspectSnpEvidence(o: Record<string, unknown>): Inspection {
   const { report, certChain } = parseSnpEvidenceJson(o);
   const si = inspectSnpReport(encodeSnpReport(report));
-  const lines = certChain === null ? ["null (the KBS fetches the VCEK from AMD KDS or its cache)"] : certChain.map((c) => `${certTypeName(c.cert_type)}: ${c.data.length} bytes DER`);
+  const lines =
+    certChain === null
+      ? ["null (the KBS fetches the VCEK from AMD KDS or its cache)"]
+      : certChain.map((c) => `${certTypeName(c.cert_type)}: ${c.data.length} bytes DER`);
   return {
     type: "evidence-json",
     summary: `trustee snp evidence: ${si.summary}`,
     sections: [...si.sections, { title: "cert_chain", rows: [], lines }],
     warnings: si.warnings,
-    json: { tee: "snp", ...(si.json as object), cert_chain: certChain === null ? null : certChain.map((c) => ({ cert_type: c.cert_type, length: c.data.length })) },
+    json: {
+      tee: "snp",
+      ...(si.json as object),
+      cert_chain: certChain === null ? null : certChain.map((c) => ({ cert_type: c.cert_type, length: c.data.length })),
+    },
   };
 }
 
 export function inspectEvidenceJson(bytes: Uint8Array): Inspection {
   const found = findPrimaryEvidence(parseJsonInput(bytes));
-  if (!found) throw new CvmError("evidence", "this JSON is neither tdx evidence {cc_eventlog, quote}, snp evidence {attestation_report, cert_chain}, nor an /attest body carrying one");
+  if (!found)
+    throw new CvmError(
+      "evidence",
+      "this JSON is neither tdx evidence {cc_eventlog, quote}, snp evidence {attestation_report, cert_chain}, nor an /attest body carrying one",
+    );
   return found.kind === "tdx" ? inspectTdxEvidence(found.value) : inspectSnpEvidence(found.value);
 }

@@ -5,9 +5,9 @@ import * as path from "node:path";
 import { CvmError } from "../../platform/util/errors.ts";
 import type { Command } from "../cli/command.ts";
 import { configOptions, loadConfig } from "../cli/common.ts";
-import { DM_NAME_PATTERN } from "./config-schema.ts";
-import { openedStatePath } from "./unlock.ts";
-import { verifyRoot, type ExpectedVolume } from "./verify-root.ts";
+import { DM_NAME_PATTERN } from "../config/unlock-schema.ts";
+import { openedStatePath } from "../unlock/unlock.ts";
+import { verifyRoot, type ExpectedVolume } from "../unlock/verify-root.ts";
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -22,7 +22,13 @@ function openedVolumes(statePath: string): ExpectedVolume[] {
     const st = JSON.parse(text) as { volumes?: unknown };
     if (!Array.isArray(st.volumes)) throw new Error("no volumes");
     return st.volumes.map((v: { name?: unknown; uuid?: unknown }) => {
-      if (typeof v.name !== "string" || !DM_NAME_PATTERN.test(v.name) || typeof v.uuid !== "string" || !UUID_RE.test(v.uuid)) throw new Error("bad entry");
+      if (
+        typeof v.name !== "string" ||
+        !DM_NAME_PATTERN.test(v.name) ||
+        typeof v.uuid !== "string" ||
+        !UUID_RE.test(v.uuid)
+      )
+        throw new Error("bad entry");
       return { name: v.name, uuid: v.uuid };
     });
   } catch (e) {
@@ -42,7 +48,12 @@ export const verifyRootCommand: Command = {
     const { config } = loadConfig(args, io.log);
     const opened = openedVolumes(openedStatePath(config));
     // What we opened (exact UUIDs) takes precedence; configured volumes cover a root opened by an earlier run.
-    const expected: ExpectedVolume[] = [...opened, ...config.unlock.volumes.filter((v) => !opened.some((o) => o.name === v.name)).map((v) => ({ name: v.name, uuid: v.uuid?.toLowerCase() }))];
+    const expected: ExpectedVolume[] = [
+      ...opened,
+      ...config.unlock.volumes
+        .filter((v) => !opened.some((o) => o.name === v.name))
+        .map((v) => ({ name: v.name, uuid: v.uuid?.toLowerCase() })),
+    ];
     const r = verifyRoot(root, mountPoint, expected);
     io.stdout.write(`${mountPoint}: on dm-crypt ${r.dmName} (${r.dmUuid}), ${r.mount.fsType}: OK\n`);
     return 0;

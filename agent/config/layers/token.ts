@@ -8,12 +8,12 @@
 // switch TLS off, enable sample, or touch anything else.
 import { sha256 } from "@noble/hashes/sha2.js";
 import * as fs from "node:fs";
-import { hex } from "../../platform/util/bytes.ts";
-import { CvmError, errorMessage } from "../../platform/util/errors.ts";
-import { RESOURCE_PATH, SHA256_HEX, URL_PATTERN } from "../config/patterns.ts";
-import type { Config } from "../config/schema.ts";
-import type { ConfigLayer, JsonObject } from "../config/load.ts";
-import type { Luks2Header } from "./luks2-header.ts";
+import { hex } from "../../../platform/util/bytes.ts";
+import { CvmError, errorMessage } from "../../../platform/util/errors.ts";
+import { RESOURCE_PATH, SHA256_HEX, URL_PATTERN } from "../patterns.ts";
+import type { Config } from "../schema.ts";
+import type { ConfigLayer, JsonObject } from "../load.ts";
+import type { Luks2Header } from "../../../platform/luks/luks2-header.ts";
 import { guardLayer } from "./layer-guard.ts";
 
 export const TOKEN_TYPE = "cvm-unlock";
@@ -35,14 +35,25 @@ function bad(id: string, problem: string): never {
 export function parseCvmToken(id: string, raw: Record<string, unknown>): CvmToken {
   const known = ["type", "keyslots", "cvm_unlock_token", "kbs_endpoints", "resource", "ca_sha256"];
   for (const k of Object.keys(raw)) if (!known.includes(k)) bad(id, `unknown member ${JSON.stringify(k)}`);
-  if (raw.cvm_unlock_token !== TOKEN_VERSION) bad(id, `version ${JSON.stringify(raw.cvm_unlock_token)} is not supported (expected ${TOKEN_VERSION})`);
+  if (raw.cvm_unlock_token !== TOKEN_VERSION)
+    bad(id, `version ${JSON.stringify(raw.cvm_unlock_token)} is not supported (expected ${TOKEN_VERSION})`);
   const eps = raw.kbs_endpoints;
-  if (!Array.isArray(eps) || eps.length === 0 || eps.length > MAX_ENDPOINTS || !eps.every((e) => typeof e === "string" && URL_PATTERN.test(e)))
+  if (
+    !Array.isArray(eps) ||
+    eps.length === 0 ||
+    eps.length > MAX_ENDPOINTS ||
+    !eps.every((e) => typeof e === "string" && URL_PATTERN.test(e))
+  )
     bad(id, `kbs_endpoints must be 1..${MAX_ENDPOINTS} http(s) URLs`);
   if (typeof raw.resource !== "string" || !RESOURCE_PATH.test(raw.resource)) bad(id, "resource must be REPO/TYPE/TAG");
-  const tok: CvmToken = { endpoints: eps as string[], resource: raw.resource, keyslots: (raw.keyslots as string[]) ?? [] };
+  const tok: CvmToken = {
+    endpoints: eps as string[],
+    resource: raw.resource,
+    keyslots: (raw.keyslots as string[]) ?? [],
+  };
   if (raw.ca_sha256 !== undefined) {
-    if (typeof raw.ca_sha256 !== "string" || !SHA256_HEX.test(raw.ca_sha256)) bad(id, "ca_sha256 must be 64 hex digits");
+    if (typeof raw.ca_sha256 !== "string" || !SHA256_HEX.test(raw.ca_sha256))
+      bad(id, "ca_sha256 must be 64 hex digits");
     tok.caSha256 = raw.ca_sha256.toLowerCase();
   }
   return tok;
@@ -63,7 +74,11 @@ export function buildCvmToken(t: CvmToken): JsonObject {
 /** The single cvm-unlock token of a header (two are ambiguous: refuse). */
 export function findCvmToken(h: Luks2Header): { id: string; token: CvmToken } | undefined {
   const ours = [...h.tokens.entries()].filter(([, t]) => t.type === TOKEN_TYPE);
-  if (ours.length > 1) throw new CvmError("config", `the LUKS2 header holds ${ours.length} ${TOKEN_TYPE} tokens (${ours.map(([i]) => i).join(", ")}): refusing to choose`);
+  if (ours.length > 1)
+    throw new CvmError(
+      "config",
+      `the LUKS2 header holds ${ours.length} ${TOKEN_TYPE} tokens (${ours.map(([i]) => i).join(", ")}): refusing to choose`,
+    );
   const hit = ours[0];
   return hit ? { id: hit[0], token: parseCvmToken(hit[0], hit[1].raw) } : undefined;
 }
@@ -76,7 +91,11 @@ export function caFingerprint(pem: string): string {
 }
 
 export function resourceAllowed(resource: string, allowed: string[]): boolean {
-  return allowed.some((a) => (a.endsWith("/*") ? resource.startsWith(a.slice(0, -1)) && !resource.slice(a.length - 1).includes("/") : resource === a));
+  return allowed.some((a) =>
+    a.endsWith("/*")
+      ? resource.startsWith(a.slice(0, -1)) && !resource.slice(a.length - 1).includes("/")
+      : resource === a,
+  );
 }
 
 /** The config layer a token contributes, with its guard. */
@@ -92,7 +111,11 @@ export function tokenLayer(device: string, found: { id: string; token: CvmToken 
         throw new CvmError("config", `unlock.luks_token.allowed_ca_files: cannot read ${f}: ${errorMessage(e)}`);
       }
     });
-    if (!match) throw new CvmError("config", `${source} may not set kbs.ca_sha256 to ${found.token.caSha256}: no CA in unlock.luks_token.allowed_ca_files has that fingerprint`);
+    if (!match)
+      throw new CvmError(
+        "config",
+        `${source} may not set kbs.ca_sha256 to ${found.token.caSha256}: no CA in unlock.luks_token.allowed_ca_files has that fingerprint`,
+      );
     kbs.ca_file = match;
   }
   return {
@@ -102,11 +125,21 @@ export function tokenLayer(device: string, found: { id: string; token: CvmToken 
       const a = b.unlock.luks_token;
       const d = data as { kbs?: { endpoints?: string[]; ca_file?: string }; resource?: string };
       for (const e of d.kbs?.endpoints ?? [])
-        if (!a.allowed_endpoints.includes(e)) throw new CvmError("config", `${source} may not set kbs.endpoints to ${e}: not in unlock.luks_token.allowed_endpoints`);
+        if (!a.allowed_endpoints.includes(e))
+          throw new CvmError(
+            "config",
+            `${source} may not set kbs.endpoints to ${e}: not in unlock.luks_token.allowed_endpoints`,
+          );
       if (d.kbs?.ca_file !== undefined && !a.allowed_ca_files.includes(d.kbs.ca_file))
-        throw new CvmError("config", `${source} may not set kbs.ca_file to ${d.kbs.ca_file}: not in unlock.luks_token.allowed_ca_files`);
+        throw new CvmError(
+          "config",
+          `${source} may not set kbs.ca_file to ${d.kbs.ca_file}: not in unlock.luks_token.allowed_ca_files`,
+        );
       if (d.resource !== undefined && !resourceAllowed(d.resource, a.allowed_resources))
-        throw new CvmError("config", `${source} may not set resource to ${d.resource}: not in unlock.luks_token.allowed_resources`);
+        throw new CvmError(
+          "config",
+          `${source} may not set resource to ${d.resource}: not in unlock.luks_token.allowed_resources`,
+        );
     }),
   };
 }

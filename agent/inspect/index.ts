@@ -1,8 +1,8 @@
 // `cvm-unlock inspect`: decode an attestation artefact for people (or as JSON). Pure: bytes in,
 // Inspection out; the command does the file I/O.
-import { b64 } from "../util/bytes.ts";
-import { CvmError } from "../util/errors.ts";
-import { parseTdxQuote } from "../tdx/quote.ts";
+import { b64 } from "../../platform/util/bytes.ts";
+import { CvmError } from "../../platform/util/errors.ts";
+import { parseTdxQuote } from "../../platform/tdx/quote.ts";
 import { detectType, unwrapText } from "./detect.ts";
 import { inspectEvidenceJson } from "./evidence.ts";
 import { inspectCcel, inspectCcelTable, inspectEventLog } from "./eventlog.ts";
@@ -37,7 +37,8 @@ export interface ResolvedInput {
 /** Decide what the input is: forced by --type, detected from the bytes, or from hex/base64 text. */
 export function resolveInput(bytes: Uint8Array, forced?: string): ResolvedInput {
   if (forced !== undefined) {
-    if (!(INSPECT_TYPES as readonly string[]).includes(forced)) throw new CvmError("usage", `--type must be one of ${INSPECT_TYPES.join(", ")}`);
+    if (!(INSPECT_TYPES as readonly string[]).includes(forced))
+      throw new CvmError("usage", `--type must be one of ${INSPECT_TYPES.join(", ")}`);
     const type = forced as InspectType;
     // A forced binary type given as text: decode the text if that makes it recognisable as that type.
     const text = detectType(bytes) === undefined ? unwrapText(bytes) : undefined;

@@ -1,6 +1,15 @@
 // `inspect` for TCG event logs, CCEL log areas and the CCEL ACPI table.
-import { hex } from "../util/bytes.ts";
-import { algorithmName, describeEvent, parseCcelLog, parseCcelTable, parseEventLog, replay, startupLocality, type EventLog } from "../eventlog/index.ts";
+import { hex } from "../../platform/util/bytes.ts";
+import {
+  algorithmName,
+  describeEvent,
+  parseCcelLog,
+  parseCcelTable,
+  parseEventLog,
+  replay,
+  startupLocality,
+  type EventLog,
+} from "../../platform/eventlog/index.ts";
 import type { Inspection, Row, Section } from "./model.ts";
 
 /** Events printed in text mode; JSON always has all of them. */
@@ -8,14 +17,20 @@ const MAX_LISTED = 2000;
 
 function eventLines(log: EventLog, kind: "pcr" | "rtmr"): string[] {
   const reg = kind === "rtmr" ? "MR" : "PCR";
-  return log.events.slice(0, MAX_LISTED).map((e) => {
-    const d = [...e.digests].map(([alg, v]) => `${algorithmName(alg)}:${hex(v).slice(0, 16)}…`).join(" ");
-    const text = describeEvent(e);
-    return `#${String(e.seq).padStart(3)} ${reg}${String(e.index).padEnd(2)} ${e.typeName.padEnd(32)} ${d} (${e.data.length} B)${text ? ` ${text.slice(0, 100)}` : ""}`;
-  }).concat(log.events.length > MAX_LISTED ? [`… ${log.events.length - MAX_LISTED} more (use --json)`] : []);
+  return log.events
+    .slice(0, MAX_LISTED)
+    .map((e) => {
+      const d = [...e.digests].map(([alg, v]) => `${algorithmName(alg)}:${hex(v).slice(0, 16)}…`).join(" ");
+      const text = describeEvent(e);
+      return `#${String(e.seq).padStart(3)} ${reg}${String(e.index).padEnd(2)} ${e.typeName.padEnd(32)} ${d} (${e.data.length} B)${text ? ` ${text.slice(0, 100)}` : ""}`;
+    })
+    .concat(log.events.length > MAX_LISTED ? [`… ${log.events.length - MAX_LISTED} more (use --json)`] : []);
 }
 
-function registerRows(log: EventLog, kind: "pcr" | "rtmr"): { rows: Row[]; json: Record<string, Record<string, string>> } {
+function registerRows(
+  log: EventLog,
+  kind: "pcr" | "rtmr",
+): { rows: Row[]; json: Record<string, Record<string, string>> } {
   const values = replay(log, { kind });
   const rows: Row[] = [];
   const json: Record<string, Record<string, string>> = {};
@@ -36,9 +51,16 @@ function describe(log: EventLog, bytes: Uint8Array, kind: "pcr" | "rtmr", type: 
     ["format", log.format === "crypto-agile" ? "TCG crypto-agile (Spec ID Event03)" : "legacy SHA-1 (TPM 1.2 style)"],
     ["banks", log.algorithms.map((a) => `${a.name} (${a.size} B)`).join(", ")],
     ["events", String(log.events.length)],
-    ["log length", `${log.length} of ${bytes.length} bytes${log.end === "terminator" ? " (then 0xFF/0x00 padding)" : ""}`],
+    [
+      "log length",
+      `${log.length} of ${bytes.length} bytes${log.end === "terminator" ? " (then 0xFF/0x00 padding)" : ""}`,
+    ],
   ];
-  if (log.specId) header.push(["spec version", `${log.specId.specVersion} errata ${log.specId.specErrata}, uintnSize ${log.specId.uintnSize}`]);
+  if (log.specId)
+    header.push([
+      "spec version",
+      `${log.specId.specVersion} errata ${log.specId.specErrata}, uintnSize ${log.specId.uintnSize}`,
+    ]);
   const loc = startupLocality(log);
   if (loc !== undefined) header.push(["startup locality", String(loc)]);
   let regs: { rows: Row[]; json: Record<string, Record<string, string>> } = { rows: [], json: {} };

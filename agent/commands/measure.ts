@@ -7,9 +7,9 @@ import * as path from "node:path";
 import { CvmError } from "../../platform/util/errors.ts";
 import type { Command } from "../cli/command.ts";
 import { configOptions, runContext } from "../cli/common.ts";
-import { measureEvent } from "./measure.ts";
-import { LEAVE_INITRD_EVENT } from "./measure-events.ts";
-import { openedStatePath } from "./unlock.ts";
+import { measureEvent } from "../measure/measure.ts";
+import { LEAVE_INITRD_EVENT } from "../measure/events.ts";
+import { openedStatePath } from "../unlock/unlock.ts";
 
 function outcomeOf(statePath: string): string {
   try {
@@ -27,13 +27,22 @@ export const measureCommand: Command = {
   description: `Extends ${JSON.stringify(LEAVE_INITRD_EVENT)} into unlock.measure.pcr (every active bank) and the TDX RTMR, and appends it to the event record.`,
   options: [...configOptions],
   async run(args, io) {
-    if (args.positionals.length !== 1 || args.positionals[0] !== "leave-initrd") throw new CvmError("usage", "usage: measure leave-initrd");
+    if (args.positionals.length !== 1 || args.positionals[0] !== "leave-initrd")
+      throw new CvmError("usage", "usage: measure leave-initrd");
     const ctx = runContext(args, io.log);
     try {
       const root = path.resolve(ctx.env.paths.root);
       const outcome = outcomeOf(openedStatePath(ctx.config));
-      const rec = await measureEvent(ctx.config.unlock.measure, { root, tpmSpec: ctx.config.platform.tpm, deadline: ctx.deadline, log: io.log }, "leave-initrd", LEAVE_INITRD_EVENT, outcome);
-      const where = [rec.pcr ? `PCR ${rec.pcr.index}` : "", rec.rtmr ? `RTMR ${rec.rtmr.index}` : ""].filter(Boolean).join(" + ");
+      const rec = await measureEvent(
+        ctx.config.unlock.measure,
+        { root, tpmSpec: ctx.config.platform.tpm, deadline: ctx.deadline, log: io.log },
+        "leave-initrd",
+        LEAVE_INITRD_EVENT,
+        outcome,
+      );
+      const where = [rec.pcr ? `PCR ${rec.pcr.index}` : "", rec.rtmr ? `RTMR ${rec.rtmr.index}` : ""]
+        .filter(Boolean)
+        .join(" + ");
       io.stdout.write(`leave-initrd: ${where || "no register present (nothing extended)"} (${outcome})\n`);
       return 0;
     } finally {

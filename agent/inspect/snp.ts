@@ -1,10 +1,10 @@
 // `inspect` for SEV-SNP attestation reports and GHCB certificate tables. Decoding is the SNP
 // codecs' (platform/snp); this file only explains the fields to people (SEV-SNP ABI spec tables).
 import { createHash, X509Certificate } from "node:crypto";
-import { hex, isAllZero } from "../util/bytes.ts";
-import { decodeSnpReport, type SnpReport, type TcbVersion } from "../snp/report.ts";
-import { snpEvidenceJsonText } from "../snp/json.ts";
-import { certTypeName, parseCertTable } from "../snp/certs.ts";
+import { hex, isAllZero } from "../../platform/util/bytes.ts";
+import { decodeSnpReport, type SnpReport, type TcbVersion } from "../../platform/snp/report.ts";
+import { snpEvidenceJsonText } from "../../platform/snp/json.ts";
+import { certTypeName, parseCertTable } from "../../platform/snp/certs.ts";
 import type { Inspection, Row, Section } from "./model.ts";
 
 /** Guest policy bits (SEV-SNP ABI, GUEST_POLICY). */
@@ -25,7 +25,16 @@ export function decodeSnpPolicy(p: bigint): { abiMajor: number; abiMinor: number
 }
 
 function platformInfo(p: bigint): string {
-  const names = ["SMT enabled", "TSME enabled", "ECC", "RAPL disabled", "ciphertext hiding", "alias check complete", "", "SEV-TIO"];
+  const names = [
+    "SMT enabled",
+    "TSME enabled",
+    "ECC",
+    "RAPL disabled",
+    "ciphertext hiding",
+    "alias check complete",
+    "",
+    "SEV-TIO",
+  ];
   const set = names.filter((n, i) => n && ((p >> BigInt(i)) & 1n) === 1n);
   return `0x${p.toString(16)}${set.length ? ` (${set.join(", ")})` : ""}`;
 }
@@ -36,7 +45,8 @@ function signingKey(keyInfo: number): string {
   return `${name}${keyInfo & 2 ? ", chip key masked" : ""}${keyInfo & 1 ? ", author key enabled" : ""}`;
 }
 
-const tcbText = (t: TcbVersion) => `${t.fmc !== null ? `fmc ${t.fmc}, ` : ""}bootloader ${t.bootloader}, tee ${t.tee}, snp ${t.snp}, microcode ${t.microcode}`;
+const tcbText = (t: TcbVersion) =>
+  `${t.fmc !== null ? `fmc ${t.fmc}, ` : ""}bootloader ${t.bootloader}, tee ${t.tee}, snp ${t.snp}, microcode ${t.microcode}`;
 
 export function snpReportSections(r: SnpReport): Section[] {
   const pol = decodeSnpPolicy(r.policy);
@@ -48,8 +58,18 @@ export function snpReportSections(r: SnpReport): Section[] {
     ["signature algorithm", r.sig_algo === 1 ? "1 (ECDSA P-384 SHA-384)" : String(r.sig_algo)],
     ["signing key", signingKey(r.key_info)],
     ["platform info", platformInfo(r.plat_info)],
-    ["firmware", `current ${r.current.major}.${r.current.minor}.${r.current.build}, committed ${r.committed.major}.${r.committed.minor}.${r.committed.build}`],
-    ...(r.cpuid_fam_id !== null ? ([["CPUID", `family 0x${r.cpuid_fam_id.toString(16)} model 0x${r.cpuid_mod_id!.toString(16)} stepping 0x${r.cpuid_step!.toString(16)}`]] as Row[]) : []),
+    [
+      "firmware",
+      `current ${r.current.major}.${r.current.minor}.${r.current.build}, committed ${r.committed.major}.${r.committed.minor}.${r.committed.build}`,
+    ],
+    ...(r.cpuid_fam_id !== null
+      ? ([
+          [
+            "CPUID",
+            `family 0x${r.cpuid_fam_id.toString(16)} model 0x${r.cpuid_mod_id!.toString(16)} stepping 0x${r.cpuid_step!.toString(16)}`,
+          ],
+        ] as Row[])
+      : []),
   ];
   return [
     { title: "SEV-SNP attestation report", rows },
@@ -72,10 +92,23 @@ export function snpReportSections(r: SnpReport): Section[] {
         ["reported", tcbText(r.reported_tcb)],
         ["committed", tcbText(r.committed_tcb)],
         ["launch", tcbText(r.launch_tcb)],
-        ...(r.launch_mit_vector !== null ? ([["mitigation vectors", `launch 0x${r.launch_mit_vector.toString(16)}, current 0x${r.current_mit_vector!.toString(16)}`]] as Row[]) : []),
+        ...(r.launch_mit_vector !== null
+          ? ([
+              [
+                "mitigation vectors",
+                `launch 0x${r.launch_mit_vector.toString(16)}, current 0x${r.current_mit_vector!.toString(16)}`,
+              ],
+            ] as Row[])
+          : []),
       ],
     },
-    { title: "identity", rows: [["chip id", hex(r.chip_id)], ["report id", hex(r.report_id)]] },
+    {
+      title: "identity",
+      rows: [
+        ["chip id", hex(r.chip_id)],
+        ["report id", hex(r.report_id)],
+      ],
+    },
   ];
 }
 
@@ -112,14 +145,18 @@ export function inspectSnpCerts(bytes: Uint8Array): Inspection {
       /* CRLs, or not DER: listed without a subject */
     }
     const sha = createHash("sha256").update(e.data).digest("hex");
-    lines.push(`${certTypeName(e.type).padEnd(6)} ${e.guid} offset ${e.offset} length ${e.length}${subject ? ` — ${subject}` : ""}${notAfter ? ` (until ${notAfter})` : ""}`);
+    lines.push(
+      `${certTypeName(e.type).padEnd(6)} ${e.guid} offset ${e.offset} length ${e.length}${subject ? ` — ${subject}` : ""}${notAfter ? ` (until ${notAfter})` : ""}`,
+    );
     return { type: e.type, guid: e.guid, offset: e.offset, length: e.length, sha256: sha, subject: subject ?? null };
   });
   return {
     type: "snp-certs",
     summary: `SEV-SNP certificate table: ${entries.length} entr${entries.length === 1 ? "y" : "ies"}`,
     sections: [{ title: "entries", rows: [], lines }],
-    warnings: entries.some((e) => e.type === "VCEK" || e.type === "VLEK") ? [] : ["no VCEK or VLEK in the table (trustee requires one when a chain is sent)"],
+    warnings: entries.some((e) => e.type === "VCEK" || e.type === "VLEK")
+      ? []
+      : ["no VCEK or VLEK in the table (trustee requires one when a chain is sent)"],
     json: { entries: json },
   };
 }

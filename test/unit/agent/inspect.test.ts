@@ -2,7 +2,17 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as zlib from "node:zlib";
 import { describe, expect, it } from "vitest";
-import { detectType, inspectBytes, INSPECT_TYPES, renderJson, renderText, resolveInput, resolveType, trusteeEvidence, type InspectType } from "../../../platform/inspect/index.ts";
+import {
+  detectType,
+  inspectBytes,
+  INSPECT_TYPES,
+  renderJson,
+  renderText,
+  resolveInput,
+  resolveType,
+  trusteeEvidence,
+  type InspectType,
+} from "../../../agent/inspect/index.ts";
 import { CERT_GUIDS, encodeCertTable } from "../../../platform/snp/certs.ts";
 import { CvmError, ParseError } from "../../../platform/util/errors.ts";
 import { prng } from "../../helpers/prng.ts";
@@ -62,12 +72,16 @@ describe("inspect: detection and decoding of real artefacts", () => {
   it("TDX quote: measurements, verified signature, no warnings for a production quote", () => {
     const i = inspectBytes(load(path.join(TDX, "cos-113-tdx-quote.dat")), "tdx-quote");
     const text = renderText(i);
-    expect(text).toContain("MRTD:          dae67181d3d65e073ad8f95b7907d5e927bfe9761c9ff3e9b89734a45d8954dba41394c7717cb2735396c1d04231f94a");
+    expect(text).toContain(
+      "MRTD:          dae67181d3d65e073ad8f95b7907d5e927bfe9761c9ff3e9b89734a45d8954dba41394c7717cb2735396c1d04231f94a",
+    );
     expect(text).toMatch(/quote signature: +valid/);
     expect(text).toMatch(/trailing bytes: +3065/);
     expect(i.warnings).toEqual([]);
     const j = JSON.parse(renderJson(i));
-    expect(j.claims.quote.body.rtmr_2).toBe("4969684dc87381fc3b3134176c8d8806eaf0a901859f5f70cfae8d17714b46c10a8de219048c9fc09f11f381a6fbe7c1");
+    expect(j.claims.quote.body.rtmr_2).toBe(
+      "4969684dc87381fc3b3134176c8d8806eaf0a901859f5f70cfae8d17714b46c10a8de219048c9fc09f11f381a6fbe7c1",
+    );
     expect(j.signature).toMatchObject({ valid: true, qe_binding: true, pck_chain_certs: 3 });
   });
 
@@ -94,7 +108,9 @@ describe("inspect: detection and decoding of real artefacts", () => {
     const b = load(path.join(SNP, "trustee-test-report.bin"));
     const text = renderText(inspectBytes(b, "snp-report"));
     expect(text).toContain("0x3001f (ABI >= 0.31; SMT allowed, debug disallowed)");
-    expect(text).toContain("a1f3930413247bb38cfc171579ea3c12d5fe4901f0c792f63fd75d98f1ef827c23500644e0e692e6be917f9050d3d38c");
+    expect(text).toContain(
+      "a1f3930413247bb38cfc171579ea3c12d5fe4901f0c792f63fd75d98f1ef827c23500644e0e692e6be917f9050d3d38c",
+    );
     const want = JSON.parse(fs.readFileSync(path.join(SNP, "generated-snp-test-report.evidence.json"), "utf8"));
     expect(JSON.parse(trusteeEvidence(b, "snp-report"))).toEqual(want);
   });
@@ -119,7 +135,9 @@ describe("inspect: detection and decoding of real artefacts", () => {
     expect(i.warnings).toEqual([]);
     const j = JSON.parse(renderJson(i));
     expect(j.claims_bound).toBe(true);
-    expect(j.hardware_report.mr_td).toBe("024a32b070383331181619fa387cb4d55d1e38879f989933055ccad5bc2db795d1737b66205949d15469dc8c1ba7ab7b");
+    expect(j.hardware_report.mr_td).toBe(
+      "024a32b070383331181619fa387cb4d55d1e38879f989933055ccad5bc2db795d1737b66205949d15469dc8c1ba7ab7b",
+    );
     expect(renderText(i)).toContain("HCLAkPub");
   });
 
@@ -140,7 +158,12 @@ describe("inspect: evidence JSON and text input", () => {
   const utf8 = (o: unknown) => new TextEncoder().encode(JSON.stringify(o));
 
   it("tdx evidence inside an /attest body: quote decoded, CCEL replayed against its RTMRs", () => {
-    const body = utf8({ "tee-evidence": { primary_evidence: { cc_eventlog: ccel().toString("base64"), quote: quote().toString("base64") }, additional_evidence: "" } });
+    const body = utf8({
+      "tee-evidence": {
+        primary_evidence: { cc_eventlog: ccel().toString("base64"), quote: quote().toString("base64") },
+        additional_evidence: "",
+      },
+    });
     expect(detectType(body)).toBe("evidence-json");
     const i = inspectBytes(body, "evidence-json");
     expect(i.warnings).toEqual([]);
@@ -152,7 +175,10 @@ describe("inspect: evidence JSON and text input", () => {
 
   it("tdx evidence whose event log belongs to another TD is flagged per RTMR", () => {
     const other = Buffer.from(load(path.join(EL, "CCEL_data_ovmf")));
-    const i = inspectBytes(utf8({ cc_eventlog: other.toString("base64"), quote: quote().toString("base64") }), "evidence-json");
+    const i = inspectBytes(
+      utf8({ cc_eventlog: other.toString("base64"), quote: quote().toString("base64") }),
+      "evidence-json",
+    );
     expect(i.warnings.filter((w) => /does not replay to the quote's RTMR\d/.test(w))).toHaveLength(3);
     const none = inspectBytes(utf8({ cc_eventlog: null, quote: quote().toString("base64") }), "evidence-json");
     expect(renderText(none)).toMatch(/cc_eventlog: +absent/);
@@ -162,13 +188,17 @@ describe("inspect: evidence JSON and text input", () => {
     const ev = load(path.join(SNP, "generated-snp-test-report.evidence.json"));
     const i = inspectBytes(ev, resolveType(ev));
     expect(i.type).toBe("evidence-json");
-    expect(renderText(i)).toContain("a1f3930413247bb38cfc171579ea3c12d5fe4901f0c792f63fd75d98f1ef827c23500644e0e692e6be917f9050d3d38c");
+    expect(renderText(i)).toContain(
+      "a1f3930413247bb38cfc171579ea3c12d5fe4901f0c792f63fd75d98f1ef827c23500644e0e692e6be917f9050d3d38c",
+    );
     expect(() => inspectBytes(utf8({ hello: 1 }), "evidence-json")).toThrow(/neither tdx evidence/);
     expect(() => inspectBytes(utf8({ quote: "!!" }), "evidence-json")).toThrow(ParseError);
   });
 
   it("hex and base64 text are decoded when the raw bytes are not recognised", () => {
-    const hexText = new TextEncoder().encode(Buffer.from(load(path.join(SNP, "teekit-sev-gcp.bin"))).toString("hex") + "\n");
+    const hexText = new TextEncoder().encode(
+      Buffer.from(load(path.join(SNP, "teekit-sev-gcp.bin"))).toString("hex") + "\n",
+    );
     expect(resolveInput(hexText)).toMatchObject({ type: "snp-report", encoding: "hex" });
     const b64Text = new TextEncoder().encode(quote().toString("base64"));
     const r = resolveInput(b64Text);
@@ -194,7 +224,9 @@ describe("inspect: errors", () => {
 
   it("truncated inputs give a ParseError naming field and offset", () => {
     const q = load(path.join(TDX, "tdx_quote_5.dat")).subarray(0, 300);
-    expect(() => inspectBytes(q, "tdx-quote")).toThrow("TDX quote: field 'body.mr_owner' at offset 286 (0x11e): needs 48 byte(s), only 14 left of 300");
+    expect(() => inspectBytes(q, "tdx-quote")).toThrow(
+      "TDX quote: field 'body.mr_owner' at offset 286 (0x11e): needs 48 byte(s), only 14 left of 300",
+    );
     const snp = load(path.join(SNP, "teekit-sev-gcp.bin")).subarray(0, 600);
     expect(() => inspectBytes(snp, "snp-report")).toThrow(ParseError);
     const hcl = load(path.join(AZURE, "kinvolk/hcl-report-tdx.bin")).subarray(0, 1000);

@@ -1,6 +1,6 @@
 // Printing an Inspection: aligned "label: value" text for people, or JSON (bigints and bytes as
 // strings) for tools.
-import { hex } from "../util/bytes.ts";
+import { hex } from "../../platform/util/bytes.ts";
 import type { Inspection } from "./model.ts";
 
 export function renderText(i: Inspection): string {

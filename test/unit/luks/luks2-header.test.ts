@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { checkHeaderPair, parseLuks2Header, peekHeaderSize } from "../../../agent/unlock/luks2-header.ts";
+import { checkHeaderPair, parseLuks2Header, peekHeaderSize } from "../../../platform/luks/luks2-header.ts";
 import { CvmError, ParseError } from "../../../platform/util/errors.ts";
 import { prng } from "../../helpers/prng.ts";
 
