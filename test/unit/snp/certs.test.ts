@@ -92,7 +92,9 @@ describe("platform/util/guid", () => {
       "e3bc684fcde8b14d96e7fbcaf984b709",
     );
     for (const order of ["rfc4122", "uefi"] as const) expect(guidFromBytes(guidToBytes(g, order), order)).toBe(g);
-    expect(() => guidToBytes("not-a-guid", "rfc4122")).toThrow(TypeError);
-    expect(() => guidFromBytes(new Uint8Array(15), "uefi")).toThrow(TypeError);
+    expect(() => guidToBytes("not-a-guid", "rfc4122")).toThrow(ParseError);
+    expect(() => guidToBytes("not-a-guid", "rfc4122")).toThrow(/GUID: field 'guid' .*not a dashed GUID: "not-a-guid"/);
+    expect(() => guidFromBytes(new Uint8Array(15), "uefi")).toThrow(ParseError);
+    expect(() => guidFromBytes(new Uint8Array(15), "uefi")).toThrow(/a GUID is 16 bytes, got 15/);
   });
 });
