@@ -1,5 +1,5 @@
 // Decrypts the KBS resource: a flattened JWE (RFC 7516 §7.2.2) as trustee emits it
-// (kbs-protocol.md §3.2): enc A256GCM with AAD = ASCII of the received `protected` string,
+// (docs/spec/kbs-protocol.md §3.2): enc A256GCM with AAD = ASCII of the received `protected` string,
 // alg ECDH-ES+A256KW (Concat KDF SHA-256, AlgorithmID "ECDH-ES+A256KW", empty apu/apv) or
 // RSA-OAEP-256. The header is checked strictly against the key we sent: the KBS must not be able
 // to steer us to another algorithm or curve. The content key is unwrapped straight into a

@@ -1,5 +1,5 @@
 // Client for Azure's instance metadata service (IMDS): the VCEK for SNP CVMs and the TD quote
-// for TDX CVMs (platform-abi.md §5.7). IMDS is plain HTTP on a link-local address, so this is
+// for TDX CVMs (docs/spec/azure-hcl.md §3). IMDS is plain HTTP on a link-local address, so this is
 // node:http with explicit bounds: every request has a timeout capped by the run deadline, and
 // bodies larger than a limit are cut off before they are buffered. Responses are host input.
 import * as http from "node:http";

@@ -1,4 +1,4 @@
-// Reading the CCEL log area from ACPI sysfs (platform-abi.md §4.4) and turning it into what
+// Reading the CCEL log area from ACPI sysfs (docs/spec/tdx-abi.md §4) and turning it into what
 // guest-components sends as `cc_eventlog`: the log trimmed at its terminator, plus 8×0xFF.
 import * as path from "node:path";
 import { CCEL_END_FLAG, parseCcelLog, type EventLog } from "../eventlog/index.ts";

@@ -1,4 +1,4 @@
-// The `tdx` evidence source (kbs-protocol.md §4.3): a TD quote from configfs-tsm (provider
+// The `tdx` evidence source (docs/spec/kbs-protocol.md §4.3): a TD quote from configfs-tsm (provider
 // tdx_guest) with REPORTDATA = runtime digest ‖ zeros, and the firmware's CCEL event log.
 // Evidence: {"cc_eventlog": base64 | null, "quote": base64}, both base64 STANDARD.
 import * as path from "node:path";

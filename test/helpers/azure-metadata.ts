@@ -1,5 +1,5 @@
 // A fake Azure instance metadata service on loopback: THIM VCEK and /acc/tdquote, as the
-// real IMDS answers them (platform-abi.md §5.7), plus injectable misbehaviour for hostile-input
+// real IMDS answers them (docs/spec/azure-hcl.md §3), plus injectable misbehaviour for hostile-input
 // tests. Like IMDS it refuses requests without the `Metadata: true` header.
 import * as http from "node:http";
 import type { AddressInfo } from "node:net";
