@@ -17,7 +17,8 @@ import { MAX_CA_BYTES, readCaFile } from "../../../agent/config/ca-file.ts";
 import { kbsOptions } from "../../../agent/attest.ts";
 import type { RunContext } from "../../../agent/cli/common.ts";
 import { Timeline } from "../../../agent/timeline.ts";
-import type { CvmError } from "../../../platform/util/errors.ts";
+import { CvmError } from "../../../platform/util/errors.ts";
+import { thrownBy } from "../../helpers/thrown.ts";
 import { FileTooLargeError } from "../../../platform/util/files.ts";
 
 describe("config schema", () => {
@@ -192,16 +193,9 @@ describe("files named by configuration or flags are bounded regular files", () =
     expect(readCaFile(good, "--ca", "usage")).toBe(PEM);
     const big = path.join(tmp, "big.pem");
     fs.writeFileSync(big, PEM + " ".repeat(MAX_CA_BYTES));
-    const tooBig = (() => {
-      try {
-        readCaFile(big, "--ca", "usage");
-      } catch (e) {
-        return e as FileTooLargeError;
-      }
-    })();
-    expect(tooBig).toBeInstanceOf(FileTooLargeError);
-    expect(tooBig!.kind).toBe("usage");
-    expect(tooBig!.path).toBe(big);
+    const tooBig = thrownBy(() => readCaFile(big, "--ca", "usage"), FileTooLargeError);
+    expect(tooBig.kind).toBe("usage");
+    expect(tooBig.path).toBe(big);
     expect(() => readCaFile(path.join(tmp, "nope.pem"), "--ca", "usage")).toThrow(/cannot read --ca \(.*nope\.pem\)/);
   });
 
@@ -209,11 +203,8 @@ describe("files named by configuration or flags are bounded regular files", () =
     const ctx = (init_data_file: string) =>
       ({ config: configSchema.parse({ kbs: { endpoints: ["https://kbs"], init_data_file } }, "") }) as RunContext;
     const kindOf = (f: string) => {
-      try {
-        kbsOptions(ctx(f), new Timeline());
-      } catch (e) {
-        return [(e as CvmError).kind, (e as Error).message];
-      }
+      const e = thrownBy(() => kbsOptions(ctx(f), new Timeline()), CvmError);
+      return [e.kind, e.message];
     };
     const toml = path.join(tmp, "init.toml");
     fs.writeFileSync(toml, 'algorithm = "sha384"\n');
@@ -224,7 +215,7 @@ describe("files named by configuration or flags are bounded regular files", () =
       `kbs.init_data_file is larger than the limit of 65536 bytes; refusing ${path.join(tmp, "big.toml")}`,
     ]);
     expect(kindOf(tmp)).toEqual(["config", `kbs.init_data_file (${tmp}) is not a regular file`]);
-    expect(kindOf(path.join(tmp, "missing.toml"))![1]).toMatch(/cannot read kbs.init_data_file .*ENOENT/);
+    expect(kindOf(path.join(tmp, "missing.toml"))[1]).toMatch(/cannot read kbs.init_data_file .*ENOENT/);
   });
 });
 

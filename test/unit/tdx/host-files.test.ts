@@ -2,24 +2,16 @@
 // bounded reader in platform/util/files.ts: absent → undefined, oversized → refused by name,
 // unreadable → a platform error, never an unbounded allocation.
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { CCEL_DATA_PATH, MAX_CCEL_AREA, readCcel } from "../../../platform/tdx/ccel-file.ts";
 import { EVENT_LOG_PATH, readEventLog } from "../../../platform/tpm/eventlog-check.ts";
 import { CvmError, ParseError } from "../../../platform/util/errors.ts";
 import { readFileIfPresent } from "../../../platform/util/files.ts";
 import { makeCcel, installCcel } from "../../helpers/tdx-fixtures.ts";
+import { scratchDirs } from "../../helpers/scratch.ts";
 
-const roots: string[] = [];
-afterEach(() => {
-  for (const r of roots.splice(0)) fs.rmSync(r, { recursive: true, force: true });
-});
-function tmpRoot(): string {
-  const r = fs.mkdtempSync(path.join(os.tmpdir(), "cvm-host-files-"));
-  roots.push(r);
-  return r;
-}
+const tmpRoot = scratchDirs("cvm-host-files-");
 
 describe("bounded host-file reads", () => {
   it("readFileIfPresent: absent → undefined, exactly the cap is fine, one byte more is refused naming the file", () => {

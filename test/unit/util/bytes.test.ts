@@ -3,16 +3,9 @@
 import { describe, expect, it } from "vitest";
 import { fromB64, fromB64url, fromHex } from "../../../platform/util/bytes.ts";
 import { ParseError } from "../../../platform/util/errors.ts";
+import { thrownBy } from "../../helpers/thrown.ts";
 
-function parseErrorOf(f: () => unknown): ParseError {
-  try {
-    f();
-  } catch (e) {
-    expect(e).toBeInstanceOf(ParseError);
-    return e as ParseError;
-  }
-  throw new Error("expected a ParseError");
-}
+const parseErrorOf = (f: () => unknown) => thrownBy(f, ParseError);
 
 describe("platform/util/bytes text decoders", () => {
   it("decode canonical input", () => {

@@ -3,9 +3,8 @@
 // without a stat-then-read gap; oversize is a typed error naming the path and the limit.
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { CvmError } from "../../../platform/util/errors.ts";
 import {
   FileTooLargeError,
@@ -14,25 +13,11 @@ import {
   readFileIfPresent,
   readFileIfReadable,
 } from "../../../platform/util/files.ts";
+import { thrownBy } from "../../helpers/thrown.ts";
+import { scratchDirs } from "../../helpers/scratch.ts";
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
-});
-function tmp(): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), "cvm-files-"));
-  dirs.push(d);
-  return d;
-}
-function errorOf(f: () => unknown): CvmError {
-  try {
-    f();
-  } catch (e) {
-    expect(e).toBeInstanceOf(CvmError);
-    return e as CvmError;
-  }
-  throw new Error("expected an error");
-}
+const tmp = scratchDirs("cvm-files-");
+const errorOf = (f: () => unknown) => thrownBy(f, CvmError);
 
 describe("bounded file reads", () => {
   it("exactly the limit is read; one byte more is a FileTooLargeError naming path and limit", () => {
