@@ -1,5 +1,6 @@
 // Transport selection from the TPM spec string (PlatformEnv.tpm.spec):
 //   /dev/tpmrm0 (or any absolute device path)   swtpm:HOST:PORT   unix:/path/to/socket
+import * as fs from "node:fs";
 import * as path from "node:path";
 import { CvmError } from "../../util/errors.ts";
 import { openDevice } from "./device.ts";
@@ -20,6 +21,16 @@ export function parseTpmSpec(spec: string): TpmSpec {
   throw new CvmError("config", `unrecognised TPM spec '${spec}'`, {
     hint: "use /dev/tpmrm0, swtpm:HOST:PORT or unix:/path",
   });
+}
+
+/**
+ * Is a TPM there to talk to? False only when a device spec names a node that does not exist
+ * (no TPM, or no driver); a socket spec is an explicit tester choice and counts as there.
+ */
+export function tpmPresent(spec: string, root: string): boolean {
+  const s = parseTpmSpec(spec);
+  if (s.kind !== "device") return true;
+  return fs.existsSync(root !== "/" ? path.join(root, s.path) : s.path);
 }
 
 export interface OpenOptions {
