@@ -1,7 +1,8 @@
 // The two things measurement needs from a TPM, behind a tiny interface so measure.ts is testable
 // without one. The implementation is the shared TPM client (platform/tpm/operations.ts).
 import { openTpm, type Tpm } from "../../platform/tpm/client.ts";
-import { getPcrBanks, pcrExtend, type BankDigest } from "../../platform/tpm/operations.ts";
+import type { BankDigest } from "../../platform/tpm/commands/pcr.ts";
+import { getPcrBanks, pcrExtend } from "../../platform/tpm/operations.ts";
 import type { Deadline } from "../../platform/util/deadline.ts";
 import type { Logger } from "../../platform/util/log.ts";
 

@@ -358,4 +358,3 @@ export async function nvWrite(
   }
 }
 
-export type { BankDigest, QuoteRequest, QuoteResponse, CreatePrimaryResponse, ReadPublicResponse };

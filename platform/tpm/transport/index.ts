@@ -52,4 +52,3 @@ export async function openTransport(spec: string, opts: OpenOptions = {}): Promi
   }
 }
 
-export type { TpmTransport };

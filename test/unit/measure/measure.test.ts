@@ -7,7 +7,7 @@ import { measureEvent, rtmrPath, type MeasureSettings } from "../../../agent/mea
 import { encodeCbor } from "../../../platform/util/cbor.ts";
 import { decodeRecords, LEAVE_INITRD_EVENT, replayExtends, volumeEvent } from "../../../agent/measure/events.ts";
 import type { PcrBackend } from "../../../agent/measure/pcr-backend.ts";
-import type { BankDigest } from "../../../platform/tpm/operations.ts";
+import type { BankDigest } from "../../../platform/tpm/commands/pcr.ts";
 import { Deadline } from "../../../platform/util/deadline.ts";
 import { silentLogger } from "../../../platform/util/log.ts";
 
