@@ -90,4 +90,3 @@ export function parseCcelLog(area: Uint8Array): EventLog {
     );
   return log;
 }
-

@@ -357,4 +357,3 @@ export async function nvWrite(
     if (part.length === 0) break;
   }
 }
-

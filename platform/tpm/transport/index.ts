@@ -51,4 +51,3 @@ export async function openTransport(spec: string, opts: OpenOptions = {}): Promi
       return openSocket({ path: s.path }, timeout);
   }
 }
-
