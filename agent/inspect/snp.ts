@@ -7,12 +7,13 @@ import {
   guestPolicy,
   keyInfo,
   platformInfo,
+  type PlatformInfo,
   type SnpReport,
   type TcbVersion,
 } from "../../platform/snp/report.ts";
 import { snpEvidenceJsonText } from "../../platform/snp/json.ts";
 import { certTypeName, parseCertTable } from "../../platform/snp/certs.ts";
-import type { Inspection, Row, Section } from "./model.ts";
+import { setFlagLabels, type Inspection, type Row, type Section } from "./model.ts";
 
 /** The guest policy for people: ABI floor and the flags that matter to an owner. */
 function describeSnpPolicy(p: bigint): string {
@@ -32,17 +33,18 @@ function describeSnpPolicy(p: bigint): string {
   return `0x${p.toString(16)} (ABI >= ${g.abiMajor}.${g.abiMinor}; ${flags.join(", ")})`;
 }
 
+const PLATFORM_INFO_LABELS: Record<keyof PlatformInfo, string> = {
+  smtEnabled: "SMT enabled",
+  tsmeEnabled: "TSME enabled",
+  eccEnabled: "ECC",
+  raplDisabled: "RAPL disabled",
+  ciphertextHidingEnabled: "ciphertext hiding",
+  aliasCheckComplete: "alias check complete",
+  tioEnabled: "SEV-TIO",
+};
+
 function describePlatformInfo(p: bigint): string {
-  const i = platformInfo(p);
-  const set = [
-    i.smtEnabled && "SMT enabled",
-    i.tsmeEnabled && "TSME enabled",
-    i.eccEnabled && "ECC",
-    i.raplDisabled && "RAPL disabled",
-    i.ciphertextHidingEnabled && "ciphertext hiding",
-    i.aliasCheckComplete && "alias check complete",
-    i.tioEnabled && "SEV-TIO",
-  ].filter((x): x is string => !!x);
+  const set = setFlagLabels(platformInfo(p), PLATFORM_INFO_LABELS);
   return `0x${p.toString(16)}${set.length ? ` (${set.join(", ")})` : ""}`;
 }
 
