@@ -11,6 +11,7 @@
 // configfs, sysfs or NV as hostile (ParseError with offsets).
 // test/unit/platform/conformance.test.ts checks every registered source against this contract.
 import type { Deadline } from "./util/deadline.ts";
+import { CvmError } from "./util/errors.ts";
 import type { Logger } from "./util/log.ts";
 
 /** trustee `Tee` strings this agent can produce (kbs-protocol.md §1.8). */
@@ -84,9 +85,21 @@ export function blocksFallback(probe: Probe): probe is BrokenProbe {
 }
 
 export interface EvidenceRequest {
-  /** Runtime-data digest (SHA-384 of the JCS runtime data; the sources accept up to 64 bytes). */
+  /** Runtime-data digest (SHA-384 of the JCS runtime data); at most MAX_RUNTIME_DIGEST bytes. */
   runtimeDigest: Uint8Array;
   tee: TeeName;
+}
+
+/** The widest report_data any source binds (SNP/TDX: 64 bytes). Every source refuses more. */
+export const MAX_RUNTIME_DIGEST = 64;
+
+/** collect()'s first step in every source: a longer digest is a caller bug, never truncated silently. */
+export function checkRuntimeDigest(req: EvidenceRequest, field: string): void {
+  if (req.runtimeDigest.length > MAX_RUNTIME_DIGEST)
+    throw new CvmError(
+      "internal",
+      `runtime digest of ${req.runtimeDigest.length} bytes does not fit ${field} (${MAX_RUNTIME_DIGEST} bytes)`,
+    );
 }
 
 export interface Evidence {

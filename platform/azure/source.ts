@@ -1,7 +1,15 @@
 // Evidence source "azure-vtpm": Azure confidential VMs, where the guest reaches the SNP report or
 // TDREPORT only through the paravisor's vTPM (HCL report at NV 0x01400001) and trustee verifies
 // `az-snp-vtpm` / `az-tdx-vtpm` evidence (kbs-protocol.md §4.5–4.6).
-import type { Evidence, EvidenceRequest, EvidenceSource, PlatformEnv, Probe, TeeName } from "../types.ts";
+import {
+  checkRuntimeDigest,
+  type Evidence,
+  type EvidenceRequest,
+  type EvidenceSource,
+  type PlatformEnv,
+  type Probe,
+  type TeeName,
+} from "../types.ts";
 import { CvmError, errorMessage } from "../util/errors.ts";
 import { withTpm } from "../tpm/client.ts";
 import { hex32 } from "../tpm/constants.ts";
@@ -121,6 +129,7 @@ export function makeAzureVtpmSource(): EvidenceSource {
 }
 
 async function collect(env: PlatformEnv, req: EvidenceRequest): Promise<Evidence> {
+  checkRuntimeDigest(req, "the HCL report's user data");
   const want = hclTeeOf(req.tee);
   const timings: Record<string, number> = {};
   const md = metadataOptions(env);

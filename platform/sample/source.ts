@@ -2,8 +2,7 @@
 // auto-detection and only usable when the trusted config sets allow_sample. Needs no hardware,
 // so it is the one source that is present on every machine.
 import { b64 } from "../util/bytes.ts";
-import { CvmError } from "../util/errors.ts";
-import type { EvidenceSource } from "../types.ts";
+import { checkRuntimeDigest, type EvidenceSource } from "../types.ts";
 
 export function makeSampleSource(): EvidenceSource {
   return {
@@ -19,9 +18,7 @@ export function makeSampleSource(): EvidenceSource {
       };
     },
     async collect(_env, req) {
-      // The same bound as every hardware source (report_data is 64 bytes there).
-      if (req.runtimeDigest.length > 64)
-        throw new CvmError("internal", `runtime digest of ${req.runtimeDigest.length} bytes is over 64`);
+      checkRuntimeDigest(req, "sample report_data");
       // trustee's sample verifier base64-decodes report_data and compares it with the exact digest.
       return { tee: "sample", primary: { svn: "1", report_data: b64(req.runtimeDigest) } };
     },

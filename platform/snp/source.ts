@@ -4,7 +4,15 @@
 // SNP_GET_EXT_REPORT through bun:ffi (SNP_GET_REPORT if the kernel rejects the extended form).
 import * as path from "node:path";
 import { probeTsmProvider, requestTsmReport } from "../tsm/report.ts";
-import type { Evidence, EvidenceRequest, EvidenceSource, PlatformEnv, Probe } from "../types.ts";
+import {
+  checkRuntimeDigest,
+  MAX_RUNTIME_DIGEST,
+  type Evidence,
+  type EvidenceRequest,
+  type EvidenceSource,
+  type PlatformEnv,
+  type Probe,
+} from "../types.ts";
 import { bytesEqual, fitTo, hex } from "../util/bytes.ts";
 import { CvmError, errorMessage } from "../util/errors.ts";
 import { pathExists } from "../util/files.ts";
@@ -150,12 +158,8 @@ export function makeSnpSource(opts: SnpSourceOptions = {}): EvidenceSource {
     },
 
     async collect(env: PlatformEnv, req: EvidenceRequest): Promise<Evidence> {
-      if (req.runtimeDigest.length > 64)
-        throw new CvmError(
-          "internal",
-          `runtime digest of ${req.runtimeDigest.length} bytes does not fit SNP report_data`,
-        );
-      const userData = fitTo(req.runtimeDigest, 64); // digest ‖ zeros (trustee regularize_data)
+      checkRuntimeDigest(req, "SNP report_data");
+      const userData = fitTo(req.runtimeDigest, MAX_RUNTIME_DIGEST); // digest ‖ zeros (trustee regularize_data)
       let raw: RawEvidence;
       try {
         raw = await viaConfigfs(env, userData);

@@ -4,7 +4,14 @@
 import * as path from "node:path";
 import { probeTsmProvider, requestTsmReport } from "../tsm/report.ts";
 import { INBLOB_SIZE } from "../tsm/attributes.ts";
-import type { Evidence, EvidenceRequest, EvidenceSource, PlatformEnv, Probe } from "../types.ts";
+import {
+  checkRuntimeDigest,
+  type Evidence,
+  type EvidenceRequest,
+  type EvidenceSource,
+  type PlatformEnv,
+  type Probe,
+} from "../types.ts";
 import { b64, bytesEqual, fitTo, hex } from "../util/bytes.ts";
 import { CvmError } from "../util/errors.ts";
 import { pathExists, readFileCapped } from "../util/files.ts";
@@ -96,11 +103,7 @@ function compareRtmrs(env: PlatformEnv, quote: TdxQuote, ccel: CcelEvidence): vo
 }
 
 async function collect(env: PlatformEnv, req: EvidenceRequest): Promise<Evidence> {
-  if (req.runtimeDigest.length > INBLOB_SIZE)
-    throw new CvmError(
-      "internal",
-      `runtime digest of ${req.runtimeDigest.length} bytes does not fit TDX REPORTDATA (64)`,
-    );
+  checkRuntimeDigest(req, "TDX REPORTDATA");
   const inblob = fitTo(req.runtimeDigest, INBLOB_SIZE); // digest ‖ zeros (trustee regularize_data)
   const report = await requestTsmReport(env, { inblob, expectProvider: TDX_PROVIDER });
   const quote = parseTdxQuote(report.outblob);

@@ -1,7 +1,13 @@
 // The generic `tpm` evidence source (trustee tee "tpm"): a TPM 2.0 quote with an RSA AK. Not
 // TEE-bound — trust comes only from the KBS policy's trusted_aks list.
 import { CvmError, errorMessage } from "../util/errors.ts";
-import type { EvidenceSession, EvidenceSource, PlatformEnv, Probe } from "../types.ts";
+import {
+  checkRuntimeDigest,
+  type EvidenceSession,
+  type EvidenceSource,
+  type PlatformEnv,
+  type Probe,
+} from "../types.ts";
 import { TPM_ALG, TPM_PT, algName } from "./constants.ts";
 import { openTpm, withTpm } from "./client.ts";
 import { collectTpmEvidence } from "./attestation/evidence.ts";
@@ -95,6 +101,7 @@ async function begin(env: PlatformEnv): Promise<EvidenceSession> {
   result.catch(() => {});
   return {
     async collect(req) {
+      checkRuntimeDigest(req, "tpm evidence");
       giveDigest(req.runtimeDigest);
       const r = await result;
       env.log.debug("TPM quote collected", { ak: r.akOrigin, ...r.timings });
