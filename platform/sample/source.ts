@@ -2,7 +2,8 @@
 // auto-detection and only usable when the trusted config sets allow_sample. Needs no hardware,
 // so it is the one source that is present on every machine.
 import { b64 } from "../util/bytes.ts";
-import { checkRuntimeDigest, type EvidenceSource } from "../types.ts";
+import { checkRuntimeDigest } from "../types.ts";
+import type { EvidenceSource } from "../types.ts";
 
 export function makeSampleSource(): EvidenceSource {
   return {

@@ -4,15 +4,8 @@
 // SNP_GET_EXT_REPORT through bun:ffi (SNP_GET_REPORT if the kernel rejects the extended form).
 import * as path from "node:path";
 import { probeTsmProvider, requestTsmReport } from "../tsm/report.ts";
-import {
-  checkRuntimeDigest,
-  MAX_RUNTIME_DIGEST,
-  type Evidence,
-  type EvidenceRequest,
-  type EvidenceSource,
-  type PlatformEnv,
-  type Probe,
-} from "../types.ts";
+import { checkRuntimeDigest, MAX_RUNTIME_DIGEST } from "../types.ts";
+import type { Evidence, EvidenceRequest, EvidenceSource, PlatformEnv, Probe } from "../types.ts";
 import { bytesEqual, fitTo, hex } from "../util/bytes.ts";
 import { CvmError, errorMessage } from "../util/errors.ts";
 import { pathExists } from "../util/files.ts";

@@ -4,14 +4,8 @@
 import * as path from "node:path";
 import { probeTsmProvider, requestTsmReport } from "../tsm/report.ts";
 import { INBLOB_SIZE } from "../tsm/attributes.ts";
-import {
-  checkRuntimeDigest,
-  type Evidence,
-  type EvidenceRequest,
-  type EvidenceSource,
-  type PlatformEnv,
-  type Probe,
-} from "../types.ts";
+import { checkRuntimeDigest } from "../types.ts";
+import type { Evidence, EvidenceRequest, EvidenceSource, PlatformEnv, Probe } from "../types.ts";
 import { b64, bytesEqual, fitTo, hex } from "../util/bytes.ts";
 import { CvmError } from "../util/errors.ts";
 import { pathExists, readFileCapped } from "../util/files.ts";

@@ -1,13 +1,8 @@
 // The generic `tpm` evidence source (trustee tee "tpm"): a TPM 2.0 quote with an RSA AK. Not
 // TEE-bound — trust comes only from the KBS policy's trusted_aks list.
 import { CvmError, errorMessage } from "../util/errors.ts";
-import {
-  checkRuntimeDigest,
-  type EvidenceSession,
-  type EvidenceSource,
-  type PlatformEnv,
-  type Probe,
-} from "../types.ts";
+import { checkRuntimeDigest } from "../types.ts";
+import type { EvidenceSession, EvidenceSource, PlatformEnv, Probe } from "../types.ts";
 import { TPM_ALG, TPM_PT, algName } from "./constants.ts";
 import { openTpm, withTpm } from "./client.ts";
 import { collectTpmEvidence } from "./attestation/evidence.ts";
