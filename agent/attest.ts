@@ -5,6 +5,7 @@ import { fileText, readFileBounded } from "../platform/util/files.ts";
 import type { Attester, FetchedSecret, KbsClientOptions } from "./kbs/types.ts";
 import { readCa, type RunContext } from "./cli/common.ts";
 import { selectSource } from "./select.ts";
+import { evidenceSources } from "../platform/registry.ts";
 import type { Timeline } from "./timeline.ts";
 
 const MAX_INIT_DATA_BYTES = 64 * 1024;
@@ -50,7 +51,9 @@ export async function chooseAttester(
   ctx: RunContext,
   timeline: Timeline,
 ): Promise<Attester & { close(): Promise<void> }> {
-  const { source, tee } = await timeline.time("detect", () => selectSource(ctx.env, ctx.config.platform));
+  const { source, tee } = await timeline.time("detect", () =>
+    selectSource(ctx.env, ctx.config.platform, evidenceSources),
+  );
   ctx.log.info(`attesting as tee ${tee} (source ${source.id})`);
   let session = source.begin?.(ctx.env);
   session?.catch(() => {}); // surfaced by collect()

@@ -13,6 +13,7 @@ import {
   noteWideningFlags,
   readConfigFile,
   type ConfigLayer,
+  type ConfigLoader,
   type JsonObject,
   type LoadedConfig,
 } from "../config/load.ts";
@@ -101,8 +102,17 @@ export function loadConfig(args: ParsedArgs, log: Logger, extraLayers: ConfigLay
   return loaded;
 }
 
-export function platformEnv(config: Config, args: ParsedArgs, deadline: Deadline, log: Logger): PlatformEnv {
-  const root = path.resolve(optString(args, "platform-root") ?? "/");
+/** A loader bound to this command line (for features that add layers, e.g. unlock). */
+export function configLoader(args: ParsedArgs): ConfigLoader {
+  return (log, extraLayers = []) => loadConfig(args, log, extraLayers);
+}
+
+/** The hidden tester flag --platform-root (stand-in /sys, /dev, /proc), absolute; "/" by default. */
+export function platformRoot(args: ParsedArgs): string {
+  return path.resolve(optString(args, "platform-root") ?? "/");
+}
+
+export function platformEnv(config: Config, root: string, deadline: Deadline, log: Logger): PlatformEnv {
   return {
     paths: { root, tsmReport: path.join(root, "sys/kernel/config/tsm/report") },
     tpm: { spec: config.platform.tpm, akHandle: parseInt(config.platform.tpm_ak_handle, 16) },
@@ -115,7 +125,13 @@ export function platformEnv(config: Config, args: ParsedArgs, deadline: Deadline
 export function runContext(args: ParsedArgs, log: Logger, extraLayers: ConfigLayer[] = []): RunContext {
   const loaded = loadConfig(args, log, extraLayers);
   const deadline = new Deadline(loaded.config.deadline_s * 1000);
-  return { loaded, config: loaded.config, deadline, env: platformEnv(loaded.config, args, deadline, log), log };
+  return {
+    loaded,
+    config: loaded.config,
+    deadline,
+    env: platformEnv(loaded.config, platformRoot(args), deadline, log),
+    log,
+  };
 }
 
 /**
