@@ -133,21 +133,23 @@ export function readCa(config: Config): string | undefined {
     return config.kbs.ca_pem;
   }
   if (config.kbs.ca_file === undefined) return undefined;
+  return readCaFile(config.kbs.ca_file, "kbs.ca_file (--ca)");
+}
+
+/** A PEM CA bundle file: bounded, regular, holding at least one certificate. */
+export function readCaFile(file: string, what: string): string {
   try {
-    const st = fs.statSync(config.kbs.ca_file);
+    const st = fs.statSync(file);
     if (!st.isFile() || st.size > MAX_CA_BYTES)
-      throw new CvmError(
-        "config",
-        `CA file ${config.kbs.ca_file} is not a regular file of at most ${MAX_CA_BYTES} bytes`,
-      );
-    const pem = fs.readFileSync(config.kbs.ca_file, "utf8");
+      throw new CvmError("config", `CA file ${file} is not a regular file of at most ${MAX_CA_BYTES} bytes`);
+    const pem = fs.readFileSync(file, "utf8");
     if (!pem.includes(PEM_CERT))
-      throw new CvmError("config", `CA file ${config.kbs.ca_file} holds no PEM certificate`, {
-        hint: "kbs.ca_file (--ca) must be the PEM CA bundle that signs the KBS certificate",
+      throw new CvmError("config", `CA file ${file} holds no PEM certificate`, {
+        hint: `${what} must be the PEM CA bundle that signs the KBS certificate`,
       });
     return pem;
   } catch (e) {
     if (e instanceof CvmError) throw e;
-    throw new CvmError("config", `cannot read CA file ${config.kbs.ca_file}: ${(e as Error).message}`);
+    throw new CvmError("config", `cannot read CA file ${file}: ${(e as Error).message}`);
   }
 }

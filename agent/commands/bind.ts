@@ -1,39 +1,147 @@
-// `cvm-unlock bind DEVICE`: write (or replace) the cvm-unlock LUKS2 token that names the KBS
-// endpoints, the resource and the CA pin for this volume, via `cryptsetup token import` with the
-// JSON on stdin; then read the header back and check the token is what we wrote.
+// `cvm-unlock bind DEVICE`: enrol a fresh random key for cvm-unlock in one command (docs/PROVISIONING.md):
+//   1. check everything that can be checked without changing anything (arguments, header, that the
+//      existing key opens the volume, a free keyslot, the slots to wipe);
+//   2. hand the KBS side its value: upload the key (or key document) and the resource policy through
+//      trustee's admin API, or, without admin credentials, write the value to --key-out-fd;
+//   3. only then touch the header: add the keyslot, write the token linked to it, wipe old slots,
+//      and check that the new key opens the new slot.
+// A refused upload therefore leaves the header exactly as it was. `--token-only` keeps the old
+// behaviour: write the token and nothing else.
+import * as crypto from "node:crypto";
 import * as fs from "node:fs";
+import { isatty } from "node:tty";
 import { CvmError, errorMessage } from "../../platform/util/errors.ts";
 import { Deadline } from "../../platform/util/deadline.ts";
-import { optInt, optList, optString } from "../cli/args.ts";
-import type { Command } from "../cli/command.ts";
-import { RESOURCE_PATH, SHA256_HEX, URL_PATTERN } from "../config/patterns.ts";
-import { cryptsetupError, findCryptsetup, runCryptsetup } from "../unlock/cryptsetup.ts";
-import { luks2DigestFingerprint } from "../unlock/key-document.ts";
-import { buildCvmToken, caFingerprint, findCvmToken, type CvmToken } from "../config/layers/token.ts";
+import type { Logger } from "../../platform/util/log.ts";
 import { readLuks2Header } from "../../platform/luks/volume-io.ts";
+import { optBool, optInt, optList, optString, type ParsedArgs } from "../cli/args.ts";
+import type { Command, CommandIO } from "../cli/command.ts";
+import { readCaFile } from "../cli/common.ts";
+import { RESOURCE_PATH, SHA256_HEX, URL_PATTERN } from "../config/patterns.ts";
+import { caFingerprint, type CvmToken } from "../config/layers/token.ts";
+import { KbsTransport } from "../kbs/transport.ts";
+import { findCryptsetup } from "../unlock/cryptsetup.ts";
+import { luks2DigestFingerprint } from "../unlock/key-document.ts";
+import { KbsAdmin } from "../provision/admin-api.ts";
+import { readAdminTokenFile, signAdminTokenFromFile } from "../provision/admin-token.ts";
+import {
+  addKeyslot,
+  keyOpens,
+  keyslotIds,
+  killKeyslot,
+  MAX_KEYSLOTS,
+  writeCvmToken,
+  type Volume,
+} from "../provision/enroll.ts";
+import { readExistingKey } from "../provision/existing-key.ts";
+import { loadOsPipe } from "../provision/os-pipe.ts";
+import { readPcrValues } from "../provision/pcr-values.ts";
+import { buildResourcePolicy, parsePolicyTemplate } from "../provision/policy-template.ts";
+import { parsePinKinds, resourceValue, volumePins } from "../provision/resource-value.ts";
+
+/** 512 random bits: the keyslot passphrase the KBS releases. */
+export const NEW_KEY_BYTES = 64;
+const MAX_POLICY_FILE_BYTES = 256 * 1024;
+const BIND_DEADLINE_MS = 180_000;
+
+interface Plan {
+  device: string;
+  token: CvmToken;
+  caPem: string | undefined;
+  caFile: string | undefined;
+  adminUrl: string;
+  /** undefined = anonymous (InsecureAllowAll KBS); "fd" = no upload, write to keyOutFd */
+  credentials: { token: string | undefined } | "fd";
+  keyOutFd: number | undefined;
+  pins: ReturnType<typeof parsePinKinds>;
+  wipe: string[] | "all-but-new";
+  policy: string | undefined;
+  insecureHttp: boolean;
+}
 
 export const bindCommand: Command = {
   name: "bind",
-  usage: "bind DEVICE --kbs URL [--kbs URL...] --resource REPO/TYPE/TAG [--ca-sha256 HEX | --ca FILE] [--key-slot N]",
+  usage:
+    "bind DEVICE --kbs URL [--kbs URL...] --resource REPO/TYPE/TAG [--ca FILE | --ca-sha256 HEX]\n" +
+    "     (--admin-key FILE | --admin-token-file FILE | --admin-anonymous | --key-out-fd N)\n" +
+    "     [--unlock-key-file FILE|-] [--pin uuid|digest]... [--wipe-slot N|all-but-new]...\n" +
+    "     [--policy tpm-pcrs=LIST|init-data=HEX|snp-measurement=HEX]... [--pcr-values FILE] [--resource-policy FILE.rego]\n" +
+    "  or: bind DEVICE --token-only --kbs URL --resource REPO/TYPE/TAG [--ca FILE | --ca-sha256 HEX] [--key-slot N]",
   description:
-    "The token only selects among what the trusted config allows (unlock.luks_token.*); see docs/UNLOCK.md.\n" +
-    "An existing cvm-unlock token is replaced.",
+    "Adds a keyslot with a fresh random key, stores the key at the KBS (trustee admin API), links the\n" +
+    "cvm-unlock LUKS2 token to the new keyslot. The key never appears on argv, in the environment or in logs.\n" +
+    "The token only selects among what the trusted config allows (unlock.luks_token.*); see docs/PROVISIONING.md.",
   options: [
-    { name: "kbs", kind: "list", value: "URL", help: "KBS endpoint (repeatable, tried in order)" },
-    { name: "resource", kind: "string", value: "REPO/TYPE/TAG", help: "KBS resource holding this volume's key" },
     {
-      name: "ca-sha256",
-      kind: "string",
-      value: "HEX",
-      help: "SHA-256 of the DER of the CA certificate the KBS must chain to",
+      name: "kbs",
+      kind: "list",
+      value: "URL",
+      help: "KBS endpoint recorded in the token (repeatable, tried in order)",
     },
+    { name: "resource", kind: "string", value: "REPO/TYPE/TAG", help: "KBS resource holding this volume's key" },
     {
       name: "ca",
       kind: "string",
       value: "FILE",
-      help: "PEM CA file: its first certificate's fingerprint becomes ca_sha256",
+      help: "PEM CA of the KBS: pinned for the upload, its fingerprint in the token",
     },
-    { name: "key-slot", kind: "string", value: "N", help: "keyslot the KBS key opens (recorded in the token)" },
+    {
+      name: "ca-sha256",
+      kind: "string",
+      value: "HEX",
+      help: "token only: SHA-256 of the DER of the KBS CA certificate",
+    },
+    {
+      name: "unlock-key-file",
+      kind: "string",
+      value: "FILE",
+      help: "existing passphrase/key of the volume (- = stdin; default: ask on the terminal)",
+    },
+    {
+      name: "admin-key",
+      kind: "string",
+      value: "FILE",
+      help: "Ed25519 private key (PEM) to sign a short-lived admin JWT",
+    },
+    { name: "admin-token-file", kind: "string", value: "FILE", help: "admin JWT to send as Authorization: Bearer" },
+    {
+      name: "admin-anonymous",
+      kind: "bool",
+      help: "send admin requests without a token (KBS in InsecureAllowAll mode)",
+    },
+    { name: "admin-role", kind: "string", value: "ROLE", help: 'role claim of the signed admin JWT (default "admin")' },
+    { name: "admin-issuer", kind: "string", value: "ISS", help: "iss claim of the signed admin JWT" },
+    { name: "admin-audience", kind: "string", value: "AUD", help: "aud claim of the signed admin JWT" },
+    { name: "admin-url", kind: "string", value: "URL", help: "KBS URL for the admin API (default: the first --kbs)" },
+    {
+      name: "key-out-fd",
+      kind: "string",
+      value: "N",
+      help: "no upload: write the resource value to file descriptor N",
+    },
+    { name: "pin", kind: "list", value: "uuid|digest", help: "store a key document that pins the volume (repeatable)" },
+    {
+      name: "wipe-slot",
+      kind: "list",
+      value: "N|all-but-new",
+      help: "wipe keyslot N, or every other keyslot, after enrolling",
+    },
+    {
+      name: "policy",
+      kind: "list",
+      value: "TEMPLATE",
+      help: "resource policy: tpm-pcrs=0,4,7,12 | init-data=HEX | snp-measurement=HEX",
+    },
+    {
+      name: "pcr-values",
+      kind: "string",
+      value: "FILE",
+      help: 'reference PCRs for tpm-pcrs: JSON {"pcr07": HEX|[HEX..]} or a TCG event log',
+    },
+    { name: "resource-policy", kind: "string", value: "FILE", help: "upload this Rego resource policy verbatim" },
+    { name: "insecure-http", kind: "bool", help: "permit an http:// admin URL (testing only; logged)" },
+    { name: "token-only", kind: "bool", help: "only write the token (no key, no upload)" },
+    { name: "key-slot", kind: "string", value: "N", help: "with --token-only: keyslot recorded in the token" },
     {
       name: "cryptsetup",
       kind: "string",
@@ -45,66 +153,306 @@ export const bindCommand: Command = {
   async run(args, io) {
     if (args.positionals.length !== 1) throw new CvmError("usage", "bind needs exactly one DEVICE");
     const device = args.positionals[0]!;
-    const endpoints = optList(args, "kbs");
-    if (endpoints.length === 0) throw new CvmError("usage", "bind needs at least one --kbs URL");
-    for (const e of endpoints)
-      if (!URL_PATTERN.test(e)) throw new CvmError("usage", `--kbs ${JSON.stringify(e)} is not an http(s) URL`);
-    const resource = optString(args, "resource");
-    if (resource === undefined || !RESOURCE_PATH.test(resource))
-      throw new CvmError("usage", "bind needs --resource REPO/TYPE/TAG");
-    let caSha256 = optString(args, "ca-sha256")?.toLowerCase();
-    const caFile = optString(args, "ca");
-    if (caSha256 !== undefined && caFile !== undefined)
-      throw new CvmError("usage", "give --ca-sha256 or --ca, not both");
-    if (caSha256 !== undefined && !SHA256_HEX.test(caSha256))
-      throw new CvmError("usage", "--ca-sha256 must be 64 hex digits");
-    if (caFile !== undefined) {
-      try {
-        caSha256 = caFingerprint(fs.readFileSync(caFile, "utf8"));
-      } catch (e) {
-        throw new CvmError("usage", `--ca ${caFile}: ${errorMessage(e)}`);
-      }
-    }
-    const slot = optInt(args, "key-slot", 0, 31);
-    const token: CvmToken = {
-      endpoints,
-      resource,
-      keyslots: slot === undefined ? [] : [String(slot)],
-      ...(caSha256 !== undefined ? { caSha256 } : {}),
-    };
-
-    const existing = findCvmToken(readLuks2Header(device));
+    const { token, caPem } = tokenFromArgs(args);
+    const header = readLuks2Header(device);
+    warnIfImage(device, io.log);
     const bin = findCryptsetup(optString(args, "cryptsetup") ?? "cryptsetup");
-    const deadline = new Deadline(60_000);
+    const deadline = new Deadline(BIND_DEADLINE_MS);
     try {
-      const cmd = [
-        "token",
-        "import",
-        "--json-file",
-        "-",
-        ...(existing ? ["--token-id", existing.id, "--token-replace"] : []),
-        device,
-      ];
-      const r = await runCryptsetup(
-        bin,
-        cmd,
-        new TextEncoder().encode(JSON.stringify(buildCvmToken(token))),
-        deadline,
-        "importing the token into",
-      );
-      if (r.code !== 0) throw cryptsetupError(r, device, "importing the token into");
+      const volume: Volume = { bin, device, deadline };
+      if (optBool(args, "token-only")) {
+        const slot = optInt(args, "key-slot", 0, MAX_KEYSLOTS - 1);
+        const t = { ...token, keyslots: slot === undefined ? [] : [String(slot)] };
+        const { id, replaced } = await writeCvmToken(volume, t);
+        io.stdout.write(`${device}: cvm-unlock token ${id} ${replaced ? "replaced" : "added"} (${describeToken(t)})\n`);
+        // What a key document for this volume should pin (docs/UNLOCK.md "Key resource").
+        io.stdout.write(`pins: {"uuid":"${header.uuid}","luks2_digest_sha256":"${luks2DigestFingerprint(header)}"}\n`);
+        return 0;
+      }
+      const plan = planFromArgs(args, device, token, caPem, keyslotIds(device), io.log);
+      return await enrol(plan, volume, args, io, deadline);
     } finally {
       deadline.dispose();
     }
-    const header = readLuks2Header(device);
-    const back = findCvmToken(header);
-    if (!back || JSON.stringify(buildCvmToken(back.token)) !== JSON.stringify(buildCvmToken(token)))
-      throw new CvmError("unlock", `the token read back from ${device} differs from the one written`);
-    io.stdout.write(
-      `${device}: cvm-unlock token ${back.id} ${existing ? "replaced" : "added"} (resource ${resource}, ${endpoints.length} endpoint(s)${caSha256 ? `, CA ${caSha256.slice(0, 16)}…` : ""})\n`,
-    );
-    // What a key document for this volume should pin (docs/UNLOCK.md "Key resource").
-    io.stdout.write(`pins: {"uuid":"${header.uuid}","luks2_digest_sha256":"${luks2DigestFingerprint(header)}"}\n`);
-    return 0;
   },
 };
+
+function describeToken(t: CvmToken): string {
+  return `resource ${t.resource}, ${t.endpoints.length} endpoint(s)${t.caSha256 ? `, CA ${t.caSha256.slice(0, 16)}…` : ""}`;
+}
+
+function tokenFromArgs(args: ParsedArgs): { token: CvmToken; caPem: string | undefined } {
+  const endpoints = optList(args, "kbs");
+  if (endpoints.length === 0) throw new CvmError("usage", "bind needs at least one --kbs URL");
+  for (const e of endpoints)
+    if (!URL_PATTERN.test(e)) throw new CvmError("usage", `--kbs ${JSON.stringify(e)} is not an http(s) URL`);
+  const resource = optString(args, "resource");
+  if (resource === undefined || !RESOURCE_PATH.test(resource))
+    throw new CvmError("usage", "bind needs --resource REPO/TYPE/TAG");
+  let caSha256 = optString(args, "ca-sha256")?.toLowerCase();
+  const caFile = optString(args, "ca");
+  if (caSha256 !== undefined && caFile !== undefined) throw new CvmError("usage", "give --ca-sha256 or --ca, not both");
+  if (caSha256 !== undefined && !SHA256_HEX.test(caSha256))
+    throw new CvmError("usage", "--ca-sha256 must be 64 hex digits");
+  let caPem: string | undefined;
+  if (caFile !== undefined) {
+    try {
+      caPem = readCaFile(caFile, "--ca");
+      caSha256 = caFingerprint(caPem);
+    } catch (e) {
+      throw new CvmError("usage", `--ca ${caFile}: ${errorMessage(e)}`);
+    }
+  }
+  return { token: { endpoints, resource, keyslots: [], ...(caSha256 !== undefined ? { caSha256 } : {}) }, caPem };
+}
+
+/** Cloned images share the volume key: binding a file is usually a golden image. */
+function warnIfImage(device: string, log: Logger): void {
+  if (fs.statSync(device).isFile())
+    log.warning(
+      `${device} is an image file, not a VM's own disk: every VM cloned from it shares this volume key and KBS resource ` +
+        '(docs/PROVISIONING.md "Clones": re-key each instance)',
+    );
+}
+
+function planFromArgs(
+  args: ParsedArgs,
+  device: string,
+  token: CvmToken,
+  caPem: string | undefined,
+  slots: string[],
+  log: Logger,
+): Plan {
+  if (optString(args, "key-slot") !== undefined)
+    throw new CvmError("usage", "--key-slot only goes with --token-only (bind picks the new keyslot itself)");
+  if (optString(args, "ca-sha256") !== undefined && optString(args, "key-out-fd") === undefined)
+    throw new CvmError(
+      "usage",
+      "--ca-sha256 only goes with --token-only or --key-out-fd: give --ca FILE, which also pins the upload",
+    );
+  const adminKey = optString(args, "admin-key");
+  const adminTokenFile = optString(args, "admin-token-file");
+  const anonymous = optBool(args, "admin-anonymous");
+  const keyOutFd = optInt(args, "key-out-fd", 0, 1_000_000);
+  const given = [adminKey, adminTokenFile, anonymous || undefined, keyOutFd].filter((x) => x !== undefined).length;
+  if (given !== 1)
+    throw new CvmError(
+      "usage",
+      "bind needs exactly one of --admin-key, --admin-token-file, --admin-anonymous, --key-out-fd",
+      {
+        hint: "the admin options upload the key to the KBS; --key-out-fd N hands it to you to upload with another tool",
+      },
+    );
+  for (const o of ["admin-role", "admin-issuer", "admin-audience"])
+    if (optString(args, o) !== undefined && adminKey === undefined)
+      throw new CvmError("usage", `--${o} only goes with --admin-key (it is a claim of the token bind signs)`);
+  let credentials: Plan["credentials"];
+  if (keyOutFd !== undefined) {
+    checkSecretFd(keyOutFd);
+    credentials = "fd";
+  } else if (adminKey !== undefined) {
+    credentials = {
+      token: signAdminTokenFromFile(adminKey, {
+        role: optString(args, "admin-role") ?? "admin",
+        ...(optString(args, "admin-issuer") !== undefined ? { issuer: optString(args, "admin-issuer")! } : {}),
+        ...(optString(args, "admin-audience") !== undefined ? { audience: optString(args, "admin-audience")! } : {}),
+      }),
+    };
+  } else if (adminTokenFile !== undefined) credentials = { token: readAdminTokenFile(adminTokenFile) };
+  else credentials = { token: undefined };
+
+  const adminUrl = optString(args, "admin-url") ?? token.endpoints[0]!;
+  if (!URL_PATTERN.test(adminUrl))
+    throw new CvmError("usage", `--admin-url ${JSON.stringify(adminUrl)} is not an http(s) URL`);
+  const insecureHttp = optBool(args, "insecure-http");
+  if (insecureHttp) log.warning("--insecure-http: the admin API may be reached over plain http:// (testing only)");
+  if (credentials !== "fd" && adminUrl.startsWith("https:") && caPem === undefined)
+    log.warning(`no --ca: the KBS certificate of ${adminUrl} is checked against the system's public roots`);
+
+  const wipeArgs = optList(args, "wipe-slot");
+  let wipe: Plan["wipe"] = [];
+  if (wipeArgs.includes("all-but-new")) {
+    if (wipeArgs.length !== 1)
+      throw new CvmError("usage", "--wipe-slot all-but-new cannot be combined with slot numbers");
+    wipe = "all-but-new";
+  } else
+    for (const w of wipeArgs) {
+      if (!/^\d{1,2}$/.test(w) || !slots.includes(String(Number(w))))
+        throw new CvmError(
+          "usage",
+          `--wipe-slot ${JSON.stringify(w)}: ${device} has no such keyslot (it has ${slots.join(", ") || "none"})`,
+        );
+      if (!wipe.includes(String(Number(w)))) wipe.push(String(Number(w)));
+    }
+  if (slots.length >= MAX_KEYSLOTS)
+    throw new CvmError("volume", `${device} has no free keyslot (all ${MAX_KEYSLOTS} in use)`);
+
+  return {
+    device,
+    token,
+    caPem,
+    caFile: optString(args, "ca"),
+    adminUrl,
+    credentials,
+    keyOutFd,
+    pins: parsePinKinds(optList(args, "pin")),
+    wipe,
+    policy: policyFromArgs(args, token.resource),
+    insecureHttp,
+  };
+}
+
+function policyFromArgs(args: ParsedArgs, resource: string): string | undefined {
+  const templates = optList(args, "policy").map(parsePolicyTemplate);
+  const file = optString(args, "resource-policy");
+  if (file !== undefined && templates.length > 0)
+    throw new CvmError("usage", "give --policy templates or --resource-policy FILE, not both");
+  if (file !== undefined) {
+    try {
+      const st = fs.statSync(file);
+      if (!st.isFile() || st.size > MAX_POLICY_FILE_BYTES)
+        throw new Error(`not a regular file of at most ${MAX_POLICY_FILE_BYTES} bytes`);
+      return fs.readFileSync(file, "utf8");
+    } catch (e) {
+      throw new CvmError("usage", `--resource-policy ${file}: ${errorMessage(e)}`);
+    }
+  }
+  if (templates.length === 0) {
+    if (optString(args, "pcr-values") !== undefined)
+      throw new CvmError("usage", "--pcr-values only goes with --policy tpm-pcrs=...");
+    return undefined;
+  }
+  const pcrFile = optString(args, "pcr-values");
+  return buildResourcePolicy(resource, templates, pcrFile !== undefined ? readPcrValues(pcrFile) : undefined);
+}
+
+/** Where the key may go without an upload: an open descriptor that is neither stderr nor a terminal. */
+function checkSecretFd(fd: number): void {
+  try {
+    fs.fstatSync(fd);
+  } catch {
+    throw new CvmError("usage", `--key-out-fd ${fd} is not an open file descriptor`);
+  }
+  if (fd === 2)
+    throw new CvmError("usage", "refusing to write a key to file descriptor 2: that is stderr, where the logs go");
+  if (isatty(fd)) throw new CvmError("usage", `refusing to write a key to a terminal (--key-out-fd ${fd})`);
+}
+
+function writeAll(fd: number, data: Uint8Array): void {
+  let off = 0;
+  while (off < data.length) off += fs.writeSync(fd, data, off, data.length - off);
+}
+
+async function enrol(plan: Plan, volume: Volume, args: ParsedArgs, io: CommandIO, deadline: Deadline): Promise<number> {
+  const { device } = plan;
+  const pipe = await loadOsPipe();
+  if (!pipe)
+    throw new CvmError("internal", "bind needs the compiled binary (bun): node has no pipe(2) for the new key");
+  const existingKey = await readExistingKey(optString(args, "unlock-key-file"), device);
+  const newKey = Buffer.alloc(NEW_KEY_BYTES); // unpooled, zeroed in finally
+  let value: Buffer | undefined;
+  try {
+    if (!(await keyOpens(volume, existingKey)))
+      throw new CvmError("wrong-key", `the existing key does not open ${device}: nothing was changed`, {
+        hint: "--unlock-key-file must hold a passphrase or key of one of the volume's keyslots (no trailing newline)",
+      });
+    crypto.randomFillSync(newKey);
+    const header = readLuks2Header(device);
+    const pins = volumePins(header, plan.pins);
+    value = resourceValue(newKey, pins);
+
+    // 2. The KBS side first: a refusal here changes nothing on the volume.
+    const resource = plan.token.resource;
+    if (plan.credentials === "fd") {
+      writeAll(plan.keyOutFd!, value);
+      printManualUpload(plan, value.length, io);
+    } else await upload(plan, plan.credentials.token, value, deadline, io);
+
+    // 3. The header.
+    let slot: string;
+    try {
+      slot = await addKeyslot(volume, existingKey, newKey, pipe);
+    } catch (e) {
+      throw new CvmError(
+        e instanceof CvmError ? e.kind : "unlock",
+        `${errorMessage(e)}. The KBS resource ${resource} now holds a key that opens no keyslot of ${device}`,
+        {
+          hint: `fix the cause and run bind again (it replaces ${resource}); until then no VM can unlock ${device} through the KBS`,
+          cause: e,
+        },
+      );
+    }
+    const before = keyslotIds(device).filter((s) => s !== slot);
+    const { id } = await writeCvmToken(volume, { ...plan.token, keyslots: [slot] });
+    const wiped = plan.wipe === "all-but-new" ? before : plan.wipe;
+    for (const s of wiped) await killKeyslot(volume, s, newKey);
+    if (!(await keyOpens(volume, newKey, slot)))
+      throw new CvmError("wrong-key", `keyslot ${slot} of ${device} does not open with the new key (read back failed)`);
+
+    io.stdout.write(
+      `${device}: keyslot ${slot} added (PBKDF2-SHA256, 1000 iterations; ${NEW_KEY_BYTES}-byte random key), ` +
+        `cvm-unlock token ${id} linked to it (${describeToken(plan.token)})\n`,
+    );
+    if (wiped.length > 0) io.stdout.write(`${device}: keyslot(s) ${wiped.join(", ")} wiped\n`);
+    io.stdout.write(
+      Object.keys(pins).length > 0
+        ? `pins: ${JSON.stringify(pins)}\n`
+        : "resource: the raw key (no pins; --pin uuid --pin digest pin the volume)\n",
+    );
+    return 0;
+  } finally {
+    existingKey.fill(0);
+    newKey.fill(0);
+    value?.fill(0);
+  }
+}
+
+async function upload(plan: Plan, token: string | undefined, value: Uint8Array, deadline: Deadline, io: CommandIO) {
+  const transport = new KbsTransport({
+    ...(plan.caPem !== undefined ? { caPem: plan.caPem } : {}),
+    insecureHttp: plan.insecureHttp,
+    requestTimeoutMs: 30_000,
+    attemptsPerEndpoint: 3,
+    deadline,
+    log: io.log,
+  });
+  try {
+    const admin = new KbsAdmin(transport, plan.adminUrl, token);
+    await admin.putResource(plan.token.resource, value);
+    io.stdout.write(`${plan.adminUrl}: resource ${plan.token.resource} stored (${value.length} bytes)\n`);
+    if (plan.policy !== undefined) {
+      try {
+        await admin.setResourcePolicy(plan.policy);
+      } catch (e) {
+        throw new CvmError(
+          e instanceof CvmError ? e.kind : "internal",
+          `${errorMessage(e)}. The resource was stored but the volume was not changed`,
+          { hint: "fix the cause and run bind again (it replaces the resource)", cause: e },
+        );
+      }
+      io.stdout.write(`${plan.adminUrl}: resource policy set (it replaces the KBS-wide policy):\n${plan.policy}`);
+    }
+  } finally {
+    await transport.close();
+  }
+}
+
+/** Without admin credentials: exactly what another tool must upload, and where. */
+function printManualUpload(plan: Plan, bytes: number, io: CommandIO): void {
+  const url = plan.adminUrl.replace(/\/+$/, "");
+  const r = plan.token.resource;
+  const cert = plan.caFile !== undefined ? ` --cert-file ${plan.caFile}` : "";
+  const lines = [
+    `upload: the ${bytes} bytes written to fd ${plan.keyOutFd} are the value of KBS resource ${r}:`,
+    `  POST ${url}/kbs/v0/resource/${r}  (Content-Type: application/octet-stream, Authorization: Bearer <admin token>)`,
+    `  or: kbs-client --url ${url}${cert} config --admin-token-file ADMIN_TOKEN set-resource --path ${r} --resource-file KEYFILE`,
+  ];
+  if (plan.policy !== undefined)
+    lines.push(
+      "policy: replaces the KBS-wide resource policy:",
+      `  POST ${url}/kbs/v0/resource-policy  {"policy": "<base64url without padding of the Rego below>"}`,
+      `  or: kbs-client --url ${url}${cert} config --admin-token-file ADMIN_TOKEN set-resource-policy --policy-file POLICY.rego`,
+      plan.policy.trimEnd(),
+    );
+  io.stdout.write(`${lines.join("\n")}\n`);
+}

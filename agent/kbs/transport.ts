@@ -34,7 +34,9 @@ export interface KbsHttpRequest {
   /** Path below the endpoint, e.g. "/kbs/v0/auth". */
   path: string;
   headers?: Record<string, string>;
-  body?: string;
+  /** JSON text, or raw bytes (the admin API's resource upload) sent as `contentType`. */
+  body?: string | Uint8Array;
+  contentType?: string;
   maxBodyBytes?: number;
   /** Short name for messages and logs ("auth", "attest", "resource"). */
   what: string;
@@ -176,7 +178,7 @@ export class KbsTransport {
       accept: "application/json",
       ...req.headers,
     };
-    if (req.body !== undefined) headers["content-type"] = "application/json";
+    if (req.body !== undefined) headers["content-type"] = req.contentType ?? "application/json";
     try {
       const res = await request(url, {
         dispatcher: this.agent,

@@ -37,6 +37,8 @@ export function findCryptsetup(configured: string): string {
 /**
  * Run cryptsetup with `input` on stdin (or nothing: stdin is /dev/null; "inherit" lets it prompt on
  * the console). The environment is minimal and fixed: nothing of ours leaks into the child.
+ * `extraFds` become the child's fds 3, 4, ... (a pipe holding a second key, for luksAddKey); the
+ * child is started before this returns, so the caller may close its copies right away.
  */
 export function runCryptsetup(
   bin: string,
@@ -44,6 +46,7 @@ export function runCryptsetup(
   input: Uint8Array | "inherit" | undefined,
   deadline: Deadline,
   doing: string,
+  extraFds: number[] = [],
 ): Promise<CryptsetupResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(bin, args, {
@@ -51,6 +54,7 @@ export function runCryptsetup(
         input === "inherit" ? "inherit" : input ? "pipe" : "ignore",
         "pipe",
         input === "inherit" ? "inherit" : "pipe",
+        ...extraFds,
       ],
       env: { PATH: SBIN_DIRS.join(":"), LC_ALL: "C" },
     });
