@@ -21,7 +21,6 @@ import { RESOURCE_PATH, SHA256_HEX, URL_PATTERN } from "../config/patterns.ts";
 import { caFingerprint, type CvmToken } from "../config/layers/token.ts";
 import { KbsTransport } from "../kbs/transport.ts";
 import { findCryptsetup } from "../unlock/cryptsetup.ts";
-import { luks2DigestFingerprint } from "../unlock/key-document.ts";
 import { KbsAdmin } from "../provision/admin-api.ts";
 import { readAdminTokenFile, signAdminTokenFromFile } from "../provision/admin-token.ts";
 import {
@@ -166,7 +165,7 @@ export const bindCommand: Command = {
         const { id, replaced } = await writeCvmToken(volume, t);
         io.stdout.write(`${device}: cvm-unlock token ${id} ${replaced ? "replaced" : "added"} (${describeToken(t)})\n`);
         // What a key document for this volume should pin (docs/UNLOCK.md "Key resource").
-        io.stdout.write(`pins: {"uuid":"${header.uuid}","luks2_digest_sha256":"${luks2DigestFingerprint(header)}"}\n`);
+        io.stdout.write(`pins: ${JSON.stringify(volumePins(header, ["uuid", "digest"]))}\n`);
         return 0;
       }
       const plan = planFromArgs(args, device, token, caPem, keyslotIds(device), io.log);

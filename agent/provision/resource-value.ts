@@ -3,15 +3,16 @@
 // is assembled straight into one Buffer so the key never becomes an immutable JS string.
 import type { Luks2Header } from "../../platform/luks/luks2-header.ts";
 import { CvmError } from "../../platform/util/errors.ts";
-import { KEY_DOCUMENT_VERSION, luks2DigestFingerprint } from "../unlock/key-document.ts";
+import { luks2FingerprintV2 } from "../unlock/fingerprint.ts";
+import { KEY_DOCUMENT_VERSION } from "../unlock/key-document.ts";
 
 export type PinKind = "uuid" | "digest";
 
 /**
- * The volume-key pin `--pin digest` writes. Swap point for the hostile-host issue's
- * luks2_fingerprint_v2 (digests + data segments), which the agent must accept before bind writes it.
+ * `--pin digest`: luks2_fingerprint_v2 (volume-key digests + data segments, keyslots excluded, so
+ * the keyslot bind adds and the ones it wipes do not change it; agent/unlock/fingerprint.ts).
  */
-export const DIGEST_PIN = { name: "luks2_digest_sha256", of: luks2DigestFingerprint };
+export const DIGEST_PIN = { name: "luks2_fingerprint_v2", of: luks2FingerprintV2 };
 
 export function parsePinKinds(values: string[]): PinKind[] {
   const out: PinKind[] = [];

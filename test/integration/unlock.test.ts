@@ -7,6 +7,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { luks2DigestFingerprint } from "../../agent/unlock/key-document.ts";
+import { luks2FingerprintV2 } from "../../agent/unlock/fingerprint.ts";
 import { readLuks2Header } from "../../platform/luks/volume-io.ts";
 import { caFingerprint } from "../../agent/config/layers/token.ts";
 import { EXIT_CODES } from "../../platform/util/errors.ts";
@@ -348,6 +349,7 @@ describe.skipIf(!have)("bind: the cvm-unlock LUKS2 token", () => {
     const r = await runCli([
       "bind",
       img.file,
+      "--token-only",
       "--kbs",
       kbs.url,
       "--resource",
@@ -360,7 +362,7 @@ describe.skipIf(!have)("bind: the cvm-unlock LUKS2 token", () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.toString()).toMatch(/cvm-unlock token 0 added/);
     expect(r.stdout.toString()).toContain(
-      `pins: {"uuid":"${img.uuid}","luks2_digest_sha256":"${luks2DigestFingerprint(readLuks2Header(img.file))}"}`,
+      `pins: {"uuid":"${img.uuid}","luks2_fingerprint_v2":"${luks2FingerprintV2(readLuks2Header(img.file))}"}`,
     );
     expect(tokenExport(img.file, 0)).toEqual({
       type: "cvm-unlock",
@@ -370,18 +372,30 @@ describe.skipIf(!have)("bind: the cvm-unlock LUKS2 token", () => {
       resource: "default/key/bound",
       ca_sha256: caFingerprint(pki.caPem),
     });
-    const again = await runCli(["bind", img.file, "--kbs", kbs.url, "--resource", "default/key/bound"]);
+    const again = await runCli(["bind", img.file, "--token-only", "--kbs", kbs.url, "--resource", "default/key/bound"]);
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout.toString()).toMatch(/token 0 replaced/);
     expect(readLuks2Header(img.file).tokens.size).toBe(1);
-    const bad = await runCli(["bind", img.file, "--kbs", "ftp://x", "--resource", "default/key/bound"]);
+    const bad = await runCli(["bind", img.file, "--token-only", "--kbs", "ftp://x", "--resource", "default/key/bound"]);
     expect(bad.code).toBe(EXIT_CODES.usage);
   });
 
   it("unlock follows the token only within what the trusted config allows; config --explain shows the source", async () => {
     kbs.setResource("default/key/bound", img.key);
     expect(
-      (await runCli(["bind", img.file, "--kbs", kbs.url, "--resource", "default/key/bound", "--ca", pki.caFile])).code,
+      (
+        await runCli([
+          "bind",
+          img.file,
+          "--token-only",
+          "--kbs",
+          kbs.url,
+          "--resource",
+          "default/key/bound",
+          "--ca",
+          pki.caFile,
+        ])
+      ).code,
     ).toBe(0);
     const allowed = {
       trust: true,
@@ -429,7 +443,17 @@ describe.skipIf(!have)("bind: the cvm-unlock LUKS2 token", () => {
 
     // An endpoint the trusted config does not list: config error naming the key.
     expect(
-      (await runCli(["bind", img.file, "--kbs", "https://127.0.0.1:1", "--resource", "default/key/bound"])).code,
+      (
+        await runCli([
+          "bind",
+          img.file,
+          "--token-only",
+          "--kbs",
+          "https://127.0.0.1:1",
+          "--resource",
+          "default/key/bound",
+        ])
+      ).code,
     ).toBe(0);
     const evil = await runCli(["unlock", "--test-only", "--config", cfgFile, "--device", img.file]);
     expect(evil.code).toBe(EXIT_CODES.config);
@@ -440,7 +464,9 @@ describe.skipIf(!have)("bind: the cvm-unlock LUKS2 token", () => {
 
   it("a tampered header is refused: broken checksum, or a resealed token with extra powers", async () => {
     const t = makeLuksImage(work, "tamper.img");
-    expect((await runCli(["bind", t.file, "--kbs", kbs.url, "--resource", "default/key/bound"])).code).toBe(0);
+    expect(
+      (await runCli(["bind", t.file, "--token-only", "--kbs", kbs.url, "--resource", "default/key/bound"])).code,
+    ).toBe(0);
     const cfg = config({
       unlock: { luks_token: { trust: true, allowed_endpoints: [kbs.url], allowed_resources: ["default/key/*"] } },
     });
