@@ -321,6 +321,25 @@ describe.skipIf(!have)("bind: a refused or failed upload leaves the header byte 
     expect(kbs.stats.requests.resource).toBe(0);
   });
 
+  it("the keyslot cannot be added after the upload: the error says the KBS key opens nothing and what to do", async () => {
+    const img = makeLuksImage(work, "noadd.img");
+    const before = sha(img.file);
+    const wrapper = path.join(work, "cryptsetup-noadd");
+    fs.writeFileSync(
+      wrapper,
+      `#!/bin/sh\n[ "$1" = luksAddKey ] && { echo "simulated: keyslot area full" >&2; exit 1; }\nexec ${CRYPTSETUP} "$@"\n`,
+      { mode: 0o755 },
+    );
+    const r = await bind(img, "default/key/noadd", [...ownerArgs(), "--cryptsetup", wrapper]);
+    expect(r.code).toBe(EXIT_CODES.unlock);
+    expect(r.stderr).toMatch(
+      /simulated: keyslot area full.*The KBS resource default\/key\/noadd now holds a key that opens no keyslot/,
+    );
+    expect(r.stderr).toMatch(/run bind again \(it replaces default\/key\/noadd\)/);
+    expect(sha(img.file)).toBe(before);
+    expect(kbs.resources.has("default/key/noadd")).toBe(true);
+  });
+
   it("--key-out-fd refuses stderr before anything happens", async () => {
     await expectUntouched(
       "fd2",
