@@ -11,6 +11,8 @@ export const pinsSchema = obj({
   uuid: optional(str({ pattern: UUID_PATTERN, what: "UUID" })),
   /** SHA-256 fingerprint of the LUKS2 "digests" section (docs/UNLOCK.md). */
   luks2_digest_sha256: optional(str({ pattern: SHA256_HEX, what: "64 hex digits" })),
+  /** SHA-256 fingerprint of the digests and the data segments (docs/UNLOCK.md §4). */
+  luks2_fingerprint_v2: optional(str({ pattern: SHA256_HEX, what: "64 hex digits" })),
 });
 
 export const volumeSchema = obj({
