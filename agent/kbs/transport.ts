@@ -74,7 +74,13 @@ export function endpointUrl(endpoint: string, path: string, insecureHttp: boolea
     throw new CvmError("config", `KBS endpoint ${endpoint}: scheme must be https:// (or http:// when insecure_http)`);
   if (base.username || base.password || base.search || base.hash)
     throw new CvmError("config", `KBS endpoint ${endpoint} must not carry credentials, a query or a fragment`);
-  return new URL(base.pathname.replace(/\/+$/, "") + path, base.origin);
+  const url = new URL(base.pathname.replace(/\/+$/, "") + path, base.origin);
+  // A path that starts with "//" (or "\\") is read as a network-path reference: another host.
+  if (url.origin !== base.origin)
+    throw new CvmError("config", `KBS endpoint ${endpoint}: the request URL would go to ${url.origin}, refused`, {
+      hint: "an endpoint's path prefix must not start with // or contain a backslash",
+    });
+  return url;
 }
 
 const TLS_CODE =

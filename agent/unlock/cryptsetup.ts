@@ -16,12 +16,12 @@ export interface CryptsetupResult {
   stderr: string;
 }
 
-/** Absolute path of the cryptsetup binary (config `unlock.cryptsetup`). */
-export function findCryptsetup(configured: string): string {
+/** Absolute path of the cryptsetup (or dmsetup) binary (config `unlock.cryptsetup` / `unlock.dmsetup`). */
+export function findCryptsetup(configured: string, tool: "cryptsetup" | "dmsetup" = "cryptsetup"): string {
   if (path.isAbsolute(configured)) {
     if (!fs.existsSync(configured))
-      throw new CvmError("unlock", `cryptsetup not found at ${configured}`, {
-        hint: "fix unlock.cryptsetup in the config, or include cryptsetup in the initramfs",
+      throw new CvmError("unlock", `${tool} not found at ${configured}`, {
+        hint: `fix unlock.${tool} in the config, or include ${tool} in the initramfs`,
       });
     return configured;
   }
@@ -30,7 +30,7 @@ export function findCryptsetup(configured: string): string {
     if (fs.existsSync(p)) return p;
   }
   throw new CvmError("unlock", `${configured} not found in ${SBIN_DIRS.join(":")}`, {
-    hint: "install cryptsetup (Debian: cryptsetup-bin) or include it in the initramfs",
+    hint: `install ${tool} (Debian: ${tool === "cryptsetup" ? "cryptsetup-bin" : "dmsetup"}) or include it in the initramfs`,
   });
 }
 
