@@ -17,6 +17,8 @@ import { readLuks2Header } from "../../platform/luks/volume-io.ts";
 import { optBool, optInt, optList, optString, type ParsedArgs } from "../cli/args.ts";
 import type { Command, CommandIO } from "../cli/command.ts";
 import { readCaFile } from "../cli/common.ts";
+import { mergeLayers, readConfigFile } from "../config/load.ts";
+import { verifyHeaderPolicy } from "../unlock/header-policy.ts";
 import { RESOURCE_PATH, SHA256_HEX, URL_PATTERN } from "../config/patterns.ts";
 import { caFingerprint, type CvmToken } from "../config/layers/token.ts";
 import { KbsTransport } from "../kbs/transport.ts";
@@ -138,6 +140,12 @@ export const bindCommand: Command = {
       help: 'reference PCRs for tpm-pcrs: JSON {"pcr07": HEX|[HEX..]} or a TCG event log',
     },
     { name: "resource-policy", kind: "string", value: "FILE", help: "upload this Rego resource policy verbatim" },
+    {
+      name: "config",
+      kind: "string",
+      value: "FILE",
+      help: "the image's trusted config: the header must pass its unlock.luks_allow (default: built-in)",
+    },
     { name: "insecure-http", kind: "bool", help: "permit an http:// admin URL (testing only; logged)" },
     { name: "token-only", kind: "bool", help: "only write the token (no key, no upload)" },
     { name: "key-slot", kind: "string", value: "N", help: "with --token-only: keyslot recorded in the token" },
@@ -154,6 +162,10 @@ export const bindCommand: Command = {
     const device = args.positionals[0]!;
     const { token, caPem } = tokenFromArgs(args);
     const header = readLuks2Header(device);
+    // A header the agent would refuse at boot must not get a key: same allow-list, before anything.
+    const configFile = optString(args, "config");
+    const layers = configFile !== undefined ? [readConfigFile(configFile, true)!] : [];
+    verifyHeaderPolicy(header, mergeLayers(layers).config.unlock.luks_allow, device);
     warnIfImage(device, io.log);
     const bin = findCryptsetup(optString(args, "cryptsetup") ?? "cryptsetup");
     const deadline = new Deadline(BIND_DEADLINE_MS);

@@ -20,6 +20,7 @@ import {
   CRYPTSETUP,
   cryptsetupAvailable,
   makeLuksImage,
+  rewriteLuks2Json,
   tokenExport,
   type LuksImage,
 } from "../unit/unlock/luks-image.ts";
@@ -217,8 +218,16 @@ describe.skipIf(!have)("bind: enrol, upload, token → unlock opens it with the 
 });
 
 describe.skipIf(!have)("bind: a refused or failed upload leaves the header byte for byte", () => {
-  async function expectUntouched(name: string, extra: string[], code: number, message: RegExp, fds = 0) {
+  async function expectUntouched(
+    name: string,
+    extra: string[],
+    code: number,
+    message: RegExp,
+    fds = 0,
+    tamper?: (file: string) => void,
+  ) {
     const img = makeLuksImage(work, `${name}.img`);
+    tamper?.(img.file);
     const before = sha(img.file);
     const r = await bind(img, `default/key/${name}`, extra, fds);
     expect(r.code, r.stderr).toBe(code);
@@ -329,6 +338,13 @@ describe.skipIf(!have)("bind: a refused or failed upload leaves the header byte 
     expect(r.stderr).toMatch(/run bind again \(it replaces default\/key\/noadd\)/);
     expect(sha(img.file)).toBe(before);
     expect(kbs.resources.has("default/key/noadd")).toBe(true);
+  });
+
+  it("a header the agent's allow-list refuses (cipher_null data segment) gets no key: refused before any request", async () => {
+    await expectUntouched("nullcipher", ownerArgs(), EXIT_CODES.volume, /segments\.0\.encryption/, 0, (file) =>
+      rewriteLuks2Json(file, (j) => void (j.segments["0"].encryption = "cipher_null-ecb")),
+    );
+    expect(kbs.stats.requests.resource).toBe(0);
   });
 
   it("--key-out-fd refuses stderr before anything happens", async () => {
