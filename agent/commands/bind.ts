@@ -17,6 +17,7 @@ import { readLuks2Header } from "../../platform/luks/volume-io.ts";
 import { optBool, optInt, optList, optString, type ParsedArgs } from "../cli/args.ts";
 import type { Command, CommandIO } from "../cli/command.ts";
 import { readCaFile } from "../cli/common.ts";
+import { readOptionFile } from "../cli/option-file.ts";
 import { mergeLayers, readConfigFile } from "../config/load.ts";
 import { verifyHeaderPolicy } from "../unlock/header-policy.ts";
 import { RESOURCE_PATH, SHA256_HEX, URL_PATTERN } from "../config/patterns.ts";
@@ -318,16 +319,7 @@ function policyFromArgs(args: ParsedArgs, resource: string): string | undefined 
   const file = optString(args, "resource-policy");
   if (file !== undefined && templates.length > 0)
     throw new CvmError("usage", "give --policy templates or --resource-policy FILE, not both");
-  if (file !== undefined) {
-    try {
-      const st = fs.statSync(file);
-      if (!st.isFile() || st.size > MAX_POLICY_FILE_BYTES)
-        throw new Error(`not a regular file of at most ${MAX_POLICY_FILE_BYTES} bytes`);
-      return fs.readFileSync(file, "utf8");
-    } catch (e) {
-      throw new CvmError("usage", `--resource-policy ${file}: ${errorMessage(e)}`);
-    }
-  }
+  if (file !== undefined) return readOptionFile(file, MAX_POLICY_FILE_BYTES, "--resource-policy").toString("utf8");
   if (templates.length === 0) {
     if (optString(args, "pcr-values") !== undefined)
       throw new CvmError("usage", "--pcr-values only goes with --policy tpm-pcrs=...");

@@ -1,9 +1,9 @@
 // `cvm-unlock reference --uki NEXT.efi`: the PCR 4/7/11 values the next boot of a UKI will show,
 // united with the current ones, as a trustee RVPS `sample` message (POST /kbs/v0/reference-value)
 // or as `bind --pcr-values` JSON. Runs on the owner's machine with the image files.
-import * as fs from "node:fs";
 import { b64 } from "../../platform/util/bytes.ts";
-import { CvmError, errorMessage } from "../../platform/util/errors.ts";
+import { CvmError } from "../../platform/util/errors.ts";
+import { readOptionFile } from "../cli/option-file.ts";
 import { optList, optString } from "../cli/args.ts";
 import type { Command } from "../cli/command.ts";
 import { nextBootReferences } from "../reference/next-boot.ts";
@@ -11,15 +11,8 @@ import { nextBootReferences } from "../reference/next-boot.ts";
 const MAX_FILE_BYTES = 512 * 1024 * 1024;
 const PHASE = /^[a-z0-9-]{1,64}$/;
 
-function readFile(file: string, what: string): Uint8Array {
-  try {
-    const st = fs.statSync(file);
-    if (!st.isFile() || st.size > MAX_FILE_BYTES)
-      throw new Error(`not a regular file of at most ${MAX_FILE_BYTES} bytes`);
-    return new Uint8Array(fs.readFileSync(file));
-  } catch (e) {
-    throw new CvmError("usage", `${what} ${file}: ${errorMessage(e)}`);
-  }
+function readFile(file: string, option: string): Uint8Array {
+  return new Uint8Array(readOptionFile(file, MAX_FILE_BYTES, option));
 }
 
 export const referenceCommand: Command = {

@@ -5,9 +5,9 @@
 // compared only when the provider entry names them. Either we sign one (short-lived) from the
 // owner's private key, or the owner hands us a token file (kbs-client's --admin-token-file).
 import { ed25519 } from "@noble/curves/ed25519.js";
-import * as fs from "node:fs";
 import { b64url, bytesEqual, fromB64url, utf8 } from "../../platform/util/bytes.ts";
-import { CvmError, errorMessage } from "../../platform/util/errors.ts";
+import { CvmError } from "../../platform/util/errors.ts";
+import { readOptionFile } from "../cli/option-file.ts";
 
 /** Lifetime of a token we sign: long enough for one bind, short enough to be useless when leaked. */
 export const ADMIN_TOKEN_LIFETIME_S = 300;
@@ -25,18 +25,6 @@ export interface AdminClaimsOptions {
   audience?: string;
   nowSec?: number;
   lifetimeSec?: number;
-}
-
-function readBounded(file: string, max: number, what: string): Buffer {
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(file);
-  } catch (e) {
-    throw new CvmError("usage", `${what} ${file}: ${errorMessage(e)}`);
-  }
-  if (!st.isFile() || st.size > max)
-    throw new CvmError("usage", `${what} ${file} is not a regular file of at most ${max} bytes`);
-  return fs.readFileSync(file);
 }
 
 /** The 32-byte Ed25519 seed of an unencrypted PKCS#8 PEM ("-----BEGIN PRIVATE KEY-----"). */
@@ -78,7 +66,7 @@ export function signAdminToken(pem: string, o: AdminClaimsOptions): string {
 }
 
 export function signAdminTokenFromFile(file: string, o: AdminClaimsOptions): string {
-  const pem = readBounded(file, MAX_KEY_FILE_BYTES, "--admin-key");
+  const pem = readOptionFile(file, MAX_KEY_FILE_BYTES, "--admin-key");
   try {
     return signAdminToken(pem.toString("utf8"), o);
   } finally {
@@ -91,7 +79,7 @@ export function signAdminTokenFromFile(file: string, o: AdminClaimsOptions): str
  * and, when its payload is readable, for `exp`: an expired token would only earn a 401 later.
  */
 export function readAdminTokenFile(file: string, nowSec = Math.floor(Date.now() / 1000)): string {
-  const token = readBounded(file, MAX_TOKEN_BYTES, "--admin-token-file").toString("utf8").trim();
+  const token = readOptionFile(file, MAX_TOKEN_BYTES, "--admin-token-file").toString("utf8").trim();
   if (!JWS_COMPACT.test(token))
     throw new CvmError("usage", `--admin-token-file ${file} does not hold a JWT (header.payload.signature)`);
   let claims: { exp?: unknown; role?: unknown };

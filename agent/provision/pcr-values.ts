@@ -3,7 +3,7 @@
 // current and the next image), or the binary TCG event log of a VM running the image
 // (/sys/kernel/security/tpm0/binary_bios_measurements), replayed into the SHA-256 bank. A PCR the
 // log never extends keeps its reset value (zeros).
-import * as fs from "node:fs";
+import { readOptionFile } from "../cli/option-file.ts";
 import { parseEventLog, replay, TPM_ALG_SHA256 } from "../../platform/eventlog/index.ts";
 import { hex } from "../../platform/util/bytes.ts";
 import { CvmError, errorMessage } from "../../platform/util/errors.ts";
@@ -13,15 +13,7 @@ const MAX_FILE_BYTES = 4 * 1024 * 1024;
 const SHA256_HEX = /^[0-9a-fA-F]{64}$/;
 
 export function readPcrValues(file: string): PcrValues {
-  let bytes: Buffer;
-  try {
-    const st = fs.statSync(file);
-    if (!st.isFile() || st.size > MAX_FILE_BYTES)
-      throw new Error(`not a regular file of at most ${MAX_FILE_BYTES} bytes`);
-    bytes = fs.readFileSync(file);
-  } catch (e) {
-    throw new CvmError("usage", `--pcr-values ${file}: ${errorMessage(e)}`);
-  }
+  const bytes = readOptionFile(file, MAX_FILE_BYTES, "--pcr-values");
   return bytes[0] === 0x7b /* { */ ? fromJson(bytes, file) : fromEventLog(bytes, file);
 }
 
