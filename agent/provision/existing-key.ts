@@ -55,6 +55,8 @@ export async function readExistingKey(file: string | undefined, device: string):
 /** Read one line from the terminal with echo off (raw mode), into a Buffer we can zero. */
 function promptHidden(prompt: string): Promise<Buffer> {
   const stdin = process.stdin;
+  // Echo off before the prompt appears: whatever is typed after it must never be echoed.
+  stdin.setRawMode(true);
   process.stderr.write(prompt);
   const buf = Buffer.alloc(MAX_EXISTING_KEY_BYTES);
   let len = 0;
@@ -83,7 +85,6 @@ function promptHidden(prompt: string): Promise<Buffer> {
       }
       chunk.fill(0);
     };
-    stdin.setRawMode(true);
     stdin.resume();
     stdin.on("data", onData);
   });

@@ -3,7 +3,7 @@
 // `unlock --test-only` with the key the KBS releases. Every refusal must leave the header as it
 // was, byte for byte, and the KBS without the resource.
 import * as crypto from "node:crypto";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -12,7 +12,8 @@ import { luks2FingerprintV2 } from "../../agent/unlock/fingerprint.ts";
 import { readLuks2Header } from "../../platform/luks/volume-io.ts";
 import { b64url } from "../../platform/util/bytes.ts";
 import { EXIT_CODES } from "../../platform/util/errors.ts";
-import { ensureBinary, runCli, type RunResult } from "../helpers/binary.ts";
+import { BINARY, ensureBinary, runCli, type RunResult } from "../helpers/binary.ts";
+import { toolsAvailable } from "../helpers/tools.ts";
 import { createPki, type Pki } from "../helpers/pki.ts";
 import { startSwtpm, swtpmAvailable, type Swtpm } from "../helpers/swtpm.ts";
 import { startTestKbs, type TestKbs } from "../kbs/server.ts";
@@ -214,6 +215,28 @@ describe.skipIf(!have)("bind: enrol, upload, token → unlock opens it with the 
     expect(out).toContain(
       `kbs-client --url ${kbs.url} --cert-file ${pki.caFile} config --admin-token-file ADMIN_TOKEN set-resource --path default/key/fd`,
     );
+  });
+});
+
+describe.skipIf(!have || !toolsAvailable("script"))("bind on a terminal", () => {
+  it("asks for the existing passphrase without echo (util-linux script gives it a pty)", async () => {
+    const img = makeLuksImage(work, "tty.img", undefined, Buffer.from("typed passphrase"));
+    const out = path.join(work, "tty-key.bin");
+    const cmd = `${BINARY} bind ${img.file} --kbs ${kbs.url} --resource default/key/tty --key-out-fd 3 3>${out}`;
+    const child = spawn("script", ["-qec", cmd, "/dev/null"], { stdio: ["pipe", "pipe", "pipe"] });
+    let seen = "";
+    let typed = false;
+    child.stdout.on("data", (d: Buffer) => {
+      seen += d.toString("latin1");
+      if (!typed && seen.includes("Existing passphrase for")) {
+        typed = true; // typed right after the prompt appears: echo must already be off
+        child.stdin.write("typed passphrase\r");
+      }
+    });
+    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    expect(code, seen).toBe(0);
+    expect(seen).not.toContain("typed passphrase");
+    expect(keyOpens(img.file, fs.readFileSync(out))).toBe(true);
   });
 });
 
