@@ -16,7 +16,10 @@ import { BINARY, ensureBinary, runCli, type RunResult } from "../helpers/binary.
 import { toolsAvailable } from "../helpers/tools.ts";
 import { createPki, type Pki } from "../helpers/pki.ts";
 import { startSwtpm, swtpmAvailable, type Swtpm } from "../helpers/swtpm.ts";
+import { FakeTsm } from "../helpers/fake-tsm.ts";
+import { snpProvider, testPki } from "../helpers/snp-fixtures.ts";
 import { startTestKbs, type TestKbs } from "../kbs/server.ts";
+import { makeSnpVerifier } from "../kbs/verifiers/snp.ts";
 import {
   CRYPTSETUP,
   cryptsetupAvailable,
@@ -478,6 +481,66 @@ describe.skipIf(!have)("bind --policy: the uploaded resource policy releases onl
       });
       expect(u.code).toBe(EXIT_CODES["kbs-refused"]);
     });
+  });
+});
+
+describe.skipIf(!have)("bind --policy snp-measurement with SNP evidence (stand-in configfs-tsm)", () => {
+  let fake: FakeTsm;
+  let outer: TestKbs;
+  const snpPki = testPki();
+  beforeAll(async () => {
+    fake = FakeTsm.start(snpProvider(snpPki));
+    outer = kbs;
+    kbs = await startTestKbs({
+      tls: pki.tls,
+      admin: {
+        mode: "AuthenticatedAuthorization",
+        identityProviders: [{ issuer: "owner", audience: "kbs", publicKeyPem: owner.pubPem }],
+        acls: [{ role: "admin", allowedEndpoints: ROLE_ACL }],
+      },
+      verifiers: { snp: makeSnpVerifier({ anchors: [{ arkPem: snpPki.arkPem, askPem: snpPki.askPem }] }) },
+    });
+  });
+  afterAll(async () => {
+    await kbs?.close();
+    kbs = outer;
+    await fake?.stop();
+  });
+
+  async function bindAndUnlock(name: string, measurement: string) {
+    const img = makeLuksImage(work, `${name}.img`);
+    const r = await bind(img, `default/key/${name}`, [
+      ...ownerArgs(),
+      "--pin",
+      "uuid",
+      "--policy",
+      `snp-measurement=${measurement}`,
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    return runCli(
+      [
+        "unlock",
+        "--test-only",
+        "--config",
+        tokenConfig({ tee: "snp" }),
+        "--device",
+        img.file,
+        "--platform-root",
+        fake.root,
+      ],
+      { timeoutMs: 60_000 },
+    );
+  }
+
+  it("released to the launch measurement the policy names", async () => {
+    const u = await bindAndUnlock("snp-ok", "a5".repeat(48)); // the stand-in firmware's MEASUREMENT
+    expect(u.code, u.stderr).toBe(0);
+  });
+
+  it("denied to any other launch measurement", async () => {
+    const u = await bindAndUnlock("snp-other", "5a".repeat(48));
+    expect(u.code).toBe(EXIT_CODES["kbs-refused"]);
+    expect(u.stderr).toMatch(/policy denied/);
   });
 });
 
