@@ -9,23 +9,17 @@
 // behaviour: write the token and nothing else.
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
-import { isatty } from "node:tty";
 import { CvmError, errorMessage } from "../../platform/util/errors.ts";
 import { Deadline } from "../../platform/util/deadline.ts";
 import type { Logger } from "../../platform/util/log.ts";
 import { readLuks2Header } from "../../platform/luks/volume-io.ts";
-import { optBool, optInt, optList, optString, type ParsedArgs } from "../cli/args.ts";
+import { optBool, optInt, optString, type ParsedArgs } from "../cli/args.ts";
 import type { Command, CommandIO } from "../cli/command.ts";
-import { readCaFile } from "../cli/common.ts";
-import { readOptionFile } from "../cli/option-file.ts";
 import { mergeLayers, readConfigFile } from "../config/load.ts";
+import type { CvmToken } from "../config/layers/token.ts";
 import { verifyHeaderPolicy } from "../unlock/header-policy.ts";
-import { RESOURCE_PATH, SHA256_HEX, URL_PATTERN } from "../config/patterns.ts";
-import { caFingerprint, type CvmToken } from "../config/layers/token.ts";
-import { KbsTransport } from "../kbs/transport.ts";
 import { findCryptsetup } from "../unlock/cryptsetup.ts";
-import { KbsAdmin } from "../provision/admin-api.ts";
-import { readAdminTokenFile, signAdminTokenFromFile } from "../provision/admin-token.ts";
+import { planFromArgs, tokenFromArgs, type Plan } from "../provision/bind-plan.ts";
 import {
   addKeyslot,
   keyOpens,
@@ -36,30 +30,13 @@ import {
   type Volume,
 } from "../provision/enroll.ts";
 import { readExistingKey } from "../provision/existing-key.ts";
+import { deliverToKbs } from "../provision/kbs-side.ts";
 import { loadOsPipe } from "../provision/os-pipe.ts";
-import { readPcrValues } from "../provision/pcr-values.ts";
-import { buildResourcePolicy, parsePolicyTemplate } from "../provision/policy-template.ts";
-import { parsePinKinds, resourceValue, volumePins } from "../provision/resource-value.ts";
+import { resourceValue, volumePins } from "../provision/resource-value.ts";
 
 /** 512 random bits: the keyslot passphrase the KBS releases. */
 export const NEW_KEY_BYTES = 64;
-const MAX_POLICY_FILE_BYTES = 256 * 1024;
 const BIND_DEADLINE_MS = 180_000;
-
-interface Plan {
-  device: string;
-  token: CvmToken;
-  caPem: string | undefined;
-  caFile: string | undefined;
-  adminUrl: string;
-  /** undefined = anonymous (InsecureAllowAll KBS); "fd" = no upload, write to keyOutFd */
-  credentials: { token: string | undefined } | "fd";
-  keyOutFd: number | undefined;
-  pins: ReturnType<typeof parsePinKinds>;
-  wipe: string[] | "all-but-new";
-  policy: string | undefined;
-  insecureHttp: boolean;
-}
 
 export const bindCommand: Command = {
   name: "bind",
@@ -193,31 +170,6 @@ function describeToken(t: CvmToken): string {
   return `resource ${t.resource}, ${t.endpoints.length} endpoint(s)${t.caSha256 ? `, CA ${t.caSha256.slice(0, 16)}…` : ""}`;
 }
 
-function tokenFromArgs(args: ParsedArgs): { token: CvmToken; caPem: string | undefined } {
-  const endpoints = optList(args, "kbs");
-  if (endpoints.length === 0) throw new CvmError("usage", "bind needs at least one --kbs URL");
-  for (const e of endpoints)
-    if (!URL_PATTERN.test(e)) throw new CvmError("usage", `--kbs ${JSON.stringify(e)} is not an http(s) URL`);
-  const resource = optString(args, "resource");
-  if (resource === undefined || !RESOURCE_PATH.test(resource))
-    throw new CvmError("usage", "bind needs --resource REPO/TYPE/TAG");
-  let caSha256 = optString(args, "ca-sha256")?.toLowerCase();
-  const caFile = optString(args, "ca");
-  if (caSha256 !== undefined && caFile !== undefined) throw new CvmError("usage", "give --ca-sha256 or --ca, not both");
-  if (caSha256 !== undefined && !SHA256_HEX.test(caSha256))
-    throw new CvmError("usage", "--ca-sha256 must be 64 hex digits");
-  let caPem: string | undefined;
-  if (caFile !== undefined) {
-    try {
-      caPem = readCaFile(caFile, "--ca");
-      caSha256 = caFingerprint(caPem);
-    } catch (e) {
-      throw new CvmError("usage", `--ca ${caFile}: ${errorMessage(e)}`);
-    }
-  }
-  return { token: { endpoints, resource, keyslots: [], ...(caSha256 !== undefined ? { caSha256 } : {}) }, caPem };
-}
-
 /** Cloned images share the volume key: binding a file is usually a golden image. */
 function warnIfImage(device: string, log: Logger): void {
   if (fs.statSync(device).isFile())
@@ -225,125 +177,6 @@ function warnIfImage(device: string, log: Logger): void {
       `${device} is an image file, not a VM's own disk: every VM cloned from it shares this volume key and KBS resource ` +
         '(docs/PROVISIONING.md "Clones": re-key each instance)',
     );
-}
-
-function planFromArgs(
-  args: ParsedArgs,
-  device: string,
-  token: CvmToken,
-  caPem: string | undefined,
-  slots: string[],
-  log: Logger,
-): Plan {
-  if (optString(args, "key-slot") !== undefined)
-    throw new CvmError("usage", "--key-slot only goes with --token-only (bind picks the new keyslot itself)");
-  if (optString(args, "ca-sha256") !== undefined && optString(args, "key-out-fd") === undefined)
-    throw new CvmError(
-      "usage",
-      "--ca-sha256 only goes with --token-only or --key-out-fd: give --ca FILE, which also pins the upload",
-    );
-  const adminKey = optString(args, "admin-key");
-  const adminTokenFile = optString(args, "admin-token-file");
-  const anonymous = optBool(args, "admin-anonymous");
-  const keyOutFd = optInt(args, "key-out-fd", 0, 1_000_000);
-  const given = [adminKey, adminTokenFile, anonymous || undefined, keyOutFd].filter((x) => x !== undefined).length;
-  if (given !== 1)
-    throw new CvmError(
-      "usage",
-      "bind needs exactly one of --admin-key, --admin-token-file, --admin-anonymous, --key-out-fd",
-      {
-        hint: "the admin options upload the key to the KBS; --key-out-fd N hands it to you to upload with another tool",
-      },
-    );
-  for (const o of ["admin-role", "admin-issuer", "admin-audience"])
-    if (optString(args, o) !== undefined && adminKey === undefined)
-      throw new CvmError("usage", `--${o} only goes with --admin-key (it is a claim of the token bind signs)`);
-  let credentials: Plan["credentials"];
-  if (keyOutFd !== undefined) {
-    checkSecretFd(keyOutFd);
-    credentials = "fd";
-  } else if (adminKey !== undefined) {
-    credentials = {
-      token: signAdminTokenFromFile(adminKey, {
-        role: optString(args, "admin-role") ?? "admin",
-        ...(optString(args, "admin-issuer") !== undefined ? { issuer: optString(args, "admin-issuer")! } : {}),
-        ...(optString(args, "admin-audience") !== undefined ? { audience: optString(args, "admin-audience")! } : {}),
-      }),
-    };
-  } else if (adminTokenFile !== undefined) credentials = { token: readAdminTokenFile(adminTokenFile) };
-  else credentials = { token: undefined };
-
-  const adminUrl = optString(args, "admin-url") ?? token.endpoints[0]!;
-  if (!URL_PATTERN.test(adminUrl))
-    throw new CvmError("usage", `--admin-url ${JSON.stringify(adminUrl)} is not an http(s) URL`);
-  const insecureHttp = optBool(args, "insecure-http");
-  if (insecureHttp) log.warning("--insecure-http: the admin API may be reached over plain http:// (testing only)");
-  if (credentials !== "fd" && adminUrl.startsWith("https:") && caPem === undefined)
-    log.warning(`no --ca: the KBS certificate of ${adminUrl} is checked against the system's public roots`);
-
-  const wipeArgs = optList(args, "wipe-slot");
-  let wipe: Plan["wipe"] = [];
-  if (wipeArgs.includes("all-but-new")) {
-    if (wipeArgs.length !== 1)
-      throw new CvmError("usage", "--wipe-slot all-but-new cannot be combined with slot numbers");
-    wipe = "all-but-new";
-  } else
-    for (const w of wipeArgs) {
-      if (!/^\d{1,2}$/.test(w) || !slots.includes(String(Number(w))))
-        throw new CvmError(
-          "usage",
-          `--wipe-slot ${JSON.stringify(w)}: ${device} has no such keyslot (it has ${slots.join(", ") || "none"})`,
-        );
-      if (!wipe.includes(String(Number(w)))) wipe.push(String(Number(w)));
-    }
-  if (slots.length >= MAX_KEYSLOTS)
-    throw new CvmError("volume", `${device} has no free keyslot (all ${MAX_KEYSLOTS} in use)`);
-
-  return {
-    device,
-    token,
-    caPem,
-    caFile: optString(args, "ca"),
-    adminUrl,
-    credentials,
-    keyOutFd,
-    pins: parsePinKinds(optList(args, "pin")),
-    wipe,
-    policy: policyFromArgs(args, token.resource),
-    insecureHttp,
-  };
-}
-
-function policyFromArgs(args: ParsedArgs, resource: string): string | undefined {
-  const templates = optList(args, "policy").map(parsePolicyTemplate);
-  const file = optString(args, "resource-policy");
-  if (file !== undefined && templates.length > 0)
-    throw new CvmError("usage", "give --policy templates or --resource-policy FILE, not both");
-  if (file !== undefined) return readOptionFile(file, MAX_POLICY_FILE_BYTES, "--resource-policy").toString("utf8");
-  if (templates.length === 0) {
-    if (optString(args, "pcr-values") !== undefined)
-      throw new CvmError("usage", "--pcr-values only goes with --policy tpm-pcrs=...");
-    return undefined;
-  }
-  const pcrFile = optString(args, "pcr-values");
-  return buildResourcePolicy(resource, templates, pcrFile !== undefined ? readPcrValues(pcrFile) : undefined);
-}
-
-/** Where the key may go without an upload: an open descriptor that is neither stderr nor a terminal. */
-function checkSecretFd(fd: number): void {
-  try {
-    fs.fstatSync(fd);
-  } catch {
-    throw new CvmError("usage", `--key-out-fd ${fd} is not an open file descriptor`);
-  }
-  if (fd === 2)
-    throw new CvmError("usage", "refusing to write a key to file descriptor 2: that is stderr, where the logs go");
-  if (isatty(fd)) throw new CvmError("usage", `refusing to write a key to a terminal (--key-out-fd ${fd})`);
-}
-
-function writeAll(fd: number, data: Uint8Array): void {
-  let off = 0;
-  while (off < data.length) off += fs.writeSync(fd, data, off, data.length - off);
 }
 
 async function enrol(plan: Plan, volume: Volume, args: ParsedArgs, io: CommandIO, deadline: Deadline): Promise<number> {
@@ -366,10 +199,7 @@ async function enrol(plan: Plan, volume: Volume, args: ParsedArgs, io: CommandIO
 
     // 2. The KBS side first: a refusal here changes nothing on the volume.
     const resource = plan.token.resource;
-    if (plan.credentials === "fd") {
-      writeAll(plan.keyOutFd!, value);
-      printManualUpload(plan, value.length, io);
-    } else await upload(plan, plan.credentials.token, value, deadline, io);
+    await deliverToKbs(plan, value, deadline, io);
 
     // 3. The header.
     let slot: string;
@@ -408,54 +238,4 @@ async function enrol(plan: Plan, volume: Volume, args: ParsedArgs, io: CommandIO
     newKey.fill(0);
     value?.fill(0);
   }
-}
-
-async function upload(plan: Plan, token: string | undefined, value: Uint8Array, deadline: Deadline, io: CommandIO) {
-  const transport = new KbsTransport({
-    ...(plan.caPem !== undefined ? { caPem: plan.caPem } : {}),
-    insecureHttp: plan.insecureHttp,
-    requestTimeoutMs: 30_000,
-    attemptsPerEndpoint: 3,
-    deadline,
-    log: io.log,
-  });
-  try {
-    const admin = new KbsAdmin(transport, plan.adminUrl, token);
-    await admin.putResource(plan.token.resource, value);
-    io.stdout.write(`${plan.adminUrl}: resource ${plan.token.resource} stored (${value.length} bytes)\n`);
-    if (plan.policy !== undefined) {
-      try {
-        await admin.setResourcePolicy(plan.policy);
-      } catch (e) {
-        throw new CvmError(
-          e instanceof CvmError ? e.kind : "internal",
-          `${errorMessage(e)}. The resource was stored but the volume was not changed`,
-          { hint: "fix the cause and run bind again (it replaces the resource)", cause: e },
-        );
-      }
-      io.stdout.write(`${plan.adminUrl}: resource policy set (it replaces the KBS-wide policy):\n${plan.policy}`);
-    }
-  } finally {
-    await transport.close();
-  }
-}
-
-/** Without admin credentials: exactly what another tool must upload, and where. */
-function printManualUpload(plan: Plan, bytes: number, io: CommandIO): void {
-  const url = plan.adminUrl.replace(/\/+$/, "");
-  const r = plan.token.resource;
-  const cert = plan.caFile !== undefined ? ` --cert-file ${plan.caFile}` : "";
-  const lines = [
-    `upload: the ${bytes} bytes written to fd ${plan.keyOutFd} are the value of KBS resource ${r}:`,
-    `  POST ${url}/kbs/v0/resource/${r}  (Content-Type: application/octet-stream, Authorization: Bearer <admin token>)`,
-    `  or: kbs-client --url ${url}${cert} config --admin-token-file ADMIN_TOKEN set-resource --path ${r} --resource-file KEYFILE`,
-  ];
-  if (plan.policy !== undefined)
-    lines.push(
-      "policy: replaces the KBS-wide resource policy:",
-      `  POST ${url}/kbs/v0/resource-policy  {"policy": "<base64url without padding of the Rego below>"}`,
-      `  or: kbs-client --url ${url}${cert} config --admin-token-file ADMIN_TOKEN set-resource-policy --policy-file POLICY.rego`,
-      plan.policy.trimEnd(),
-    );
-  io.stdout.write(`${lines.join("\n")}\n`);
 }

@@ -18,7 +18,7 @@ import { createPki, type Pki } from "../helpers/pki.ts";
 import { startSwtpm, swtpmAvailable, type Swtpm } from "../helpers/swtpm.ts";
 import { FakeTsm } from "../helpers/fake-tsm.ts";
 import { snpProvider, testPki } from "../helpers/snp-fixtures.ts";
-import { startTestKbs, type TestKbs } from "../kbs/server.ts";
+import { startTestKbs, type AdminConfig, type TestKbs } from "../kbs/server.ts";
 import { makeSnpVerifier } from "../kbs/verifiers/snp.ts";
 import {
   CRYPTSETUP,
@@ -45,6 +45,12 @@ function ed25519Key(name: string): { keyFile: string; pubPem: string; privPem: s
   return { keyFile, pubPem: publicKey.export({ type: "spki", format: "pem" }) as string, privPem };
 }
 
+/** The KBS's [admin] section: the owner's key, issuer and audience, role admin on the key paths. */
+const ownerAdmin = (): AdminConfig => ({
+  mode: "AuthenticatedAuthorization",
+  identityProviders: [{ issuer: "owner", audience: "kbs", publicKeyPem: owner.pubPem }],
+  acls: [{ role: "admin", allowedEndpoints: ROLE_ACL }],
+});
 const sha = (file: string) => crypto.createHash("sha256").update(fs.readFileSync(file)).digest("hex");
 const keyOpens = (img: string, key: Buffer) =>
   spawnSync(CRYPTSETUP!, ["open", "--test-passphrase", "--key-file=-", img], { input: key }).status === 0;
@@ -59,11 +65,7 @@ beforeAll(async () => {
   stranger = { keyFile: ed25519Key("stranger").keyFile };
   kbs = await startTestKbs({
     tls: pki.tls,
-    admin: {
-      mode: "AuthenticatedAuthorization",
-      identityProviders: [{ issuer: "owner", audience: "kbs", publicKeyPem: owner.pubPem }],
-      acls: [{ role: "admin", allowedEndpoints: ROLE_ACL }],
-    },
+    admin: ownerAdmin(),
   });
 });
 afterAll(async () => {
@@ -493,11 +495,7 @@ describe.skipIf(!have)("bind --policy snp-measurement with SNP evidence (stand-i
     outer = kbs;
     kbs = await startTestKbs({
       tls: pki.tls,
-      admin: {
-        mode: "AuthenticatedAuthorization",
-        identityProviders: [{ issuer: "owner", audience: "kbs", publicKeyPem: owner.pubPem }],
-        acls: [{ role: "admin", allowedEndpoints: ROLE_ACL }],
-      },
+      admin: ownerAdmin(),
       verifiers: { snp: makeSnpVerifier({ anchors: [{ arkPem: snpPki.arkPem, askPem: snpPki.askPem }] }) },
     });
   });
