@@ -1,8 +1,9 @@
 // `cvm-unlock unlock`: for each configured volume, find its device, verify its LUKS2 identity,
-// attest and fetch the key (the same path as `fetch`), check the pins, hand the key to
-// `cryptsetup open --key-file=-`, measure the opened volume, and remember what was opened
-// (for verify-root). Order matters: no key is fetched for, or handed to, a volume whose header
-// does not match the trusted configuration.
+// header allow-list and trusted pins, attest and fetch the key (the same path as `fetch`), check
+// the key document's pins, hand the key to cryptsetup with a private copy of the verified header
+// (open-verified.ts), measure the opened volume, and remember what was opened (for verify-root).
+// Order matters: no key is fetched for, or handed to, a volume whose header does not match the
+// trusted configuration.
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { Deadline } from "../../platform/util/deadline.ts";

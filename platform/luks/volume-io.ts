@@ -14,15 +14,19 @@ import {
 import { parseLuks2Layout } from "./luks2-layout.ts";
 import { devnoOf } from "./block-devices.ts";
 
-function readExactly(fd: number, len: number, pos: number, what: string, device: string): Uint8Array {
-  const buf = new Uint8Array(len);
+/** Fill `buf` from device offset `pos` (buf may be a view into a larger buffer: no copy). */
+function readInto(fd: number, buf: Uint8Array, pos: number, what: string, device: string): Uint8Array {
   let got = 0;
-  while (got < len) {
-    const n = fs.readSync(fd, buf, got, len - got, pos + got);
+  while (got < buf.length) {
+    const n = fs.readSync(fd, buf, got, buf.length - got, pos + got);
     if (n === 0) throw new ParseError("LUKS2 header", what, pos + got, `${device} ends after ${pos + got} bytes`);
     got += n;
   }
   return buf;
+}
+
+function readExactly(fd: number, len: number, pos: number, what: string, device: string): Uint8Array {
+  return readInto(fd, new Uint8Array(len), pos, what, device);
 }
 
 /** A verified header with every metadata byte cryptsetup will read: what the agent checked is what it hands over. */
@@ -90,7 +94,7 @@ export function readLuks2Volume(device: string, root = "/"): Luks2Volume {
     const total = Number(parseLuks2Layout(primary).metadataBytes);
     const metadata = new Uint8Array(total);
     metadata.set(bytes);
-    metadata.set(readExactly(fd, total - bytes.length, bytes.length, "keyslots area", device), bytes.length);
+    readInto(fd, metadata.subarray(bytes.length), bytes.length, "keyslots area", device);
     const st = fs.fstatSync(fd);
     return {
       header: primary,
