@@ -200,9 +200,22 @@ describe.skipIf(!have)("bind: enrol, upload, token → unlock opens it with the 
     expect(bad.stderr).toMatch(/--wipe-slot "5": .* has no such keyslot \(it has 0\)/);
     expect(sha(img.file)).toBe(before);
     expect(kbs.stats.uploads).toEqual([]);
-    const ok = await bind(img, "default/key/wipe-n", [...ownerArgs(), "--wipe-slot", "0"]);
+    const ok = await bind(img, "default/key/wipe-n", [
+      ...ownerArgs(),
+      "--wipe-slot",
+      "0",
+      "--pin",
+      "uuid",
+      "--pin",
+      "digest",
+    ]);
     expect(ok.code, ok.stderr).toBe(0);
     expect(keyOpens(img.file, img.key)).toBe(false);
+    // Wiping a keyslot leaves the v2 fingerprint as pinned: unlock still accepts the volume.
+    const u = await runCli(["unlock", "--test-only", "--config", tokenConfig(SAMPLE), "--device", img.file], {
+      timeoutMs: 60_000,
+    });
+    expect(u.code, u.stderr).toBe(0);
   });
 
   it("--key-out-fd: no upload; the value goes to the caller's pipe with the exact upload instructions", async () => {
