@@ -17,6 +17,11 @@ export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOption
       hint: "set kbs.endpoints in the config file, or pass --kbs URL",
     });
   const caPem = readCa(ctx.config);
+  if (caPem === undefined && k.endpoints.some((e) => e.startsWith("https:")))
+    // Like insecure_http, a widening the trusted config chose by omission: say so on every run.
+    ctx.log.warning(
+      "kbs.ca_file is not set: the KBS certificate is checked against the system roots (public web PKI), so any public CA can vouch for the KBS host; set kbs.ca_file to the CA that signs the KBS certificate",
+    );
   let initDataToml: string | undefined;
   if (k.init_data_file !== undefined) {
     initDataToml = fileText(

@@ -1,5 +1,5 @@
 // `cvm-unlock fetch REPO/TYPE/TAG`: the full KBS exchange; the secret goes to stdout (only when
-// stdout is not a terminal) or to --out-fd N. Nothing else is ever written to those.
+// stdout is neither a terminal nor the journal) or to --out-fd N. Nothing else is ever written to those.
 import * as fs from "node:fs";
 import { isatty } from "node:tty";
 import { CvmError } from "../../platform/util/errors.ts";
@@ -17,11 +17,21 @@ function writeAll(fd: number, data: Uint8Array): void {
   while (off < data.length) off += fs.writeSync(fd, data, off, data.length - off);
 }
 
+/**
+ * systemd sets $JOURNAL_STREAM to "DEV:INO" of the stream it connected to stdout/stderr; an fd with
+ * that device and inode is the journal, where a secret would be stored and readable by admins.
+ */
+export function isJournalStream(fd: number, env = process.env.JOURNAL_STREAM): boolean {
+  if (env === undefined || !/^\d+:\d+$/.test(env)) return false;
+  const st = fs.fstatSync(fd, { bigint: true });
+  return `${st.dev}:${st.ino}` === env;
+}
+
 export const fetchCommand: Command = {
   name: "fetch",
   usage: "fetch [options] [REPO/TYPE/TAG]",
   description:
-    "The secret is written to stdout, or to the file descriptor given by --out-fd; never to a terminal or stderr.\n" +
+    "The secret is written to stdout, or to the file descriptor given by --out-fd; never to a terminal, stderr or the journal ($JOURNAL_STREAM).\n" +
     "The resource path comes from the argument, --resource, or the config's `resource`.",
   options: [
     ...configOptions,
@@ -44,6 +54,12 @@ export const fetchCommand: Command = {
         "usage",
         "refusing to write a secret to file descriptor 2: that is stderr, where the logs go",
         { hint: "use stdout (a pipe or file) or another --out-fd" },
+      );
+    if (isJournalStream(fd))
+      throw new CvmError(
+        "usage",
+        `refusing to write a secret to the journal (${outFd === undefined ? "stdout" : `--out-fd ${fd}`} is $JOURNAL_STREAM)`,
+        { hint: "under systemd, pass the secret through a pipe or --out-fd N, never StandardOutput=journal" },
       );
     if (isatty(fd))
       throw new CvmError(

@@ -45,6 +45,11 @@ export const commands: CommandEntry[] = [
     load: async () => (await import("./bind.ts")).bindCommand,
   },
   {
+    name: "reference",
+    summary: "PCR 4/7/11 reference values for the next boot of a UKI (RVPS message or bind --pcr-values)",
+    load: async () => (await import("./reference.ts")).referenceCommand,
+  },
+  {
     name: "measure",
     summary: "extend the leave-initrd marker into the PCR/RTMR (run at switch-root, always)",
     load: async () => (await import("./measure.ts")).measureCommand,

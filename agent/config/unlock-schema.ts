@@ -11,6 +11,33 @@ export const pinsSchema = obj({
   uuid: optional(str({ pattern: UUID_PATTERN, what: "UUID" })),
   /** SHA-256 fingerprint of the LUKS2 "digests" section (docs/UNLOCK.md). */
   luks2_digest_sha256: optional(str({ pattern: SHA256_HEX, what: "64 hex digits" })),
+  /** SHA-256 fingerprint of the digests and the data segments (docs/UNLOCK.md §4). */
+  luks2_fingerprint_v2: optional(str({ pattern: SHA256_HEX, what: "64 hex digits" })),
+});
+
+/** cryptsetup cipher spec (cipher-mode-iv); null ciphers and ECB are never acceptable, whatever the config says. */
+export const LUKS_CIPHER_PATTERN = /^(?!.*(null|ecb))[a-z0-9]+(-[a-z0-9:]+)+$/i;
+
+/** What a LUKS2 header may use (docs/UNLOCK.md §3): only the trusted file sets this, no host-influenced layer. */
+export const luksAllowSchema = obj({
+  /** Data segment and keyslot area ciphers. */
+  ciphers: field(
+    arr(str({ pattern: LUKS_CIPHER_PATTERN, what: "cipher spec without null/ecb (e.g. aes-xts-plain64)" }), {
+      min: 1,
+      max: 8,
+    }),
+    ["aes-xts-plain64"],
+  ),
+  /** Volume key and keyslot area key sizes in bits. */
+  key_bits: field(arr(num({ min: 128, max: 1024, integer: true }), { min: 1, max: 4 }), [256, 512]),
+  /** Hashes for the PBKDF2 digest, the keyslot KDF and the anti-forensic splitter. */
+  hashes: field(
+    arr(str({ oneOf: ["sha1", "sha256", "sha384", "sha512"] as const }), {
+      min: 1,
+      max: 6,
+    }),
+    ["sha256", "sha512"],
+  ),
 });
 
 export const volumeSchema = obj({
@@ -69,6 +96,10 @@ export const unlockSchema = obj({
   trust_cmdline: field(bool(), false),
   luks_token: field(luksTokenSchema, luksTokenSchema.parse({}, "luks_token")),
   measure: field(measureSchema, measureSchema.parse({}, "measure")),
+  /** LUKS2 header allow-list, checked before any KBS request (docs/UNLOCK.md §3). */
+  luks_allow: field(luksAllowSchema, luksAllowSchema.parse({}, "luks_allow")),
   /** cryptsetup binary (looked up in the usual sbin directories when not absolute). */
   cryptsetup: field(str({ what: "path or name" }), "cryptsetup"),
+  /** dmsetup binary, used to read back the live dm-crypt table after open (never with --showkeys). */
+  dmsetup: field(str({ what: "path or name" }), "dmsetup"),
 });

@@ -34,7 +34,9 @@ export interface KbsHttpRequest {
   /** Path below the endpoint, e.g. "/kbs/v0/auth". */
   path: string;
   headers?: Record<string, string>;
-  body?: string;
+  /** JSON text, or raw bytes (the admin API's resource upload) sent as `contentType`. */
+  body?: string | Uint8Array;
+  contentType?: string;
   maxBodyBytes?: number;
   /** Short name for messages and logs ("auth", "attest", "resource"). */
   what: string;
@@ -72,7 +74,13 @@ export function endpointUrl(endpoint: string, path: string, insecureHttp: boolea
     throw new CvmError("config", `KBS endpoint ${endpoint}: scheme must be https:// (or http:// when insecure_http)`);
   if (base.username || base.password || base.search || base.hash)
     throw new CvmError("config", `KBS endpoint ${endpoint} must not carry credentials, a query or a fragment`);
-  return new URL(base.pathname.replace(/\/+$/, "") + path, base.origin);
+  const url = new URL(base.pathname.replace(/\/+$/, "") + path, base.origin);
+  // A path that starts with "//" (or "\\") is read as a network-path reference: another host.
+  if (url.origin !== base.origin)
+    throw new CvmError("config", `KBS endpoint ${endpoint}: the request URL would go to ${url.origin}, refused`, {
+      hint: "an endpoint's path prefix must not start with // or contain a backslash",
+    });
+  return url;
 }
 
 const TLS_CODE =
@@ -176,7 +184,7 @@ export class KbsTransport {
       accept: "application/json",
       ...req.headers,
     };
-    if (req.body !== undefined) headers["content-type"] = "application/json";
+    if (req.body !== undefined) headers["content-type"] = req.contentType ?? "application/json";
     try {
       const res = await request(url, {
         dispatcher: this.agent,

@@ -16,12 +16,12 @@ export interface CryptsetupResult {
   stderr: string;
 }
 
-/** Absolute path of the cryptsetup binary (config `unlock.cryptsetup`). */
-export function findCryptsetup(configured: string): string {
+/** Absolute path of the cryptsetup (or dmsetup) binary (config `unlock.cryptsetup` / `unlock.dmsetup`). */
+export function findCryptsetup(configured: string, tool: "cryptsetup" | "dmsetup" = "cryptsetup"): string {
   if (path.isAbsolute(configured)) {
     if (!fs.existsSync(configured))
-      throw new CvmError("unlock", `cryptsetup not found at ${configured}`, {
-        hint: "fix unlock.cryptsetup in the config, or include cryptsetup in the initramfs",
+      throw new CvmError("unlock", `${tool} not found at ${configured}`, {
+        hint: `fix unlock.${tool} in the config, or include ${tool} in the initramfs`,
       });
     return configured;
   }
@@ -30,13 +30,15 @@ export function findCryptsetup(configured: string): string {
     if (fs.existsSync(p)) return p;
   }
   throw new CvmError("unlock", `${configured} not found in ${SBIN_DIRS.join(":")}`, {
-    hint: "install cryptsetup (Debian: cryptsetup-bin) or include it in the initramfs",
+    hint: `install ${tool} (Debian: ${tool === "cryptsetup" ? "cryptsetup-bin" : "dmsetup"}) or include it in the initramfs`,
   });
 }
 
 /**
  * Run cryptsetup with `input` on stdin (or nothing: stdin is /dev/null; "inherit" lets it prompt on
  * the console). The environment is minimal and fixed: nothing of ours leaks into the child.
+ * `extraFds` become the child's fds 3, 4, ... (a pipe holding a second key, for luksAddKey); the
+ * child is started before this returns, so the caller may close its copies right away.
  */
 export function runCryptsetup(
   bin: string,
@@ -44,6 +46,7 @@ export function runCryptsetup(
   input: Uint8Array | "inherit" | undefined,
   deadline: Deadline,
   doing: string,
+  extraFds: number[] = [],
 ): Promise<CryptsetupResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(bin, args, {
@@ -51,6 +54,7 @@ export function runCryptsetup(
         input === "inherit" ? "inherit" : input ? "pipe" : "ignore",
         "pipe",
         input === "inherit" ? "inherit" : "pipe",
+        ...extraFds,
       ],
       env: { PATH: SBIN_DIRS.join(":"), LC_ALL: "C" },
     });

@@ -2,17 +2,16 @@
 // document that also pins the volume the key is meant for (docs/UNLOCK.md "Key resource"):
 //
 //   {"cvm_unlock_key": 1, "key": "<standard base64>",
-//    "pins": {"uuid": "<LUKS UUID>", "luks2_digest_sha256": "<64 hex>"}}
+//    "pins": {"uuid": "<LUKS UUID>", "luks2_fingerprint_v2": "<64 hex>", "luks2_digest_sha256": "<64 hex>"}}
 //
-// luks2_digest_sha256 = SHA-256 of the RFC 8785 (JCS) text of the header's "digests" object with
-// each digest's "keyslots" member removed. It changes when the volume key changes (a different
-// LUKS container), but not when keyslots or tokens are added or removed.
-import { sha256 } from "@noble/hashes/sha2.js";
+// The fingerprints are defined in fingerprint.ts; luks2_fingerprint_v2 also covers the data
+// segment (cipher, key size, sector size, offset, size), luks2_digest_sha256 only the volume key.
 import { SHA256_HEX, UUID_PATTERN } from "../config/patterns.ts";
-import { canonicalize } from "../kbs/jcs.ts";
-import { hex } from "../../platform/util/bytes.ts";
 import { CvmError } from "../../platform/util/errors.ts";
 import type { Luks2Header } from "../../platform/luks/luks2-header.ts";
+import { luks2DigestFingerprint, luks2FingerprintV2 } from "./fingerprint.ts";
+
+export { luks2DigestFingerprint };
 
 export const KEY_DOCUMENT_VERSION = 1;
 const MAX_KEY_BYTES = 8192;
@@ -22,6 +21,7 @@ const STD_B64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?
 export interface VolumePins {
   uuid?: string;
   luks2DigestSha256?: string;
+  luks2FingerprintV2?: string;
 }
 
 /** The key bytes (a view into a buffer the caller zeroes) and the pins that came with it. */
@@ -99,37 +99,44 @@ function parsePins(v: unknown): VolumePins {
     if (k === "uuid") {
       if (typeof val !== "string" || !UUID_PATTERN.test(val)) refuse("'pins.uuid' is not a UUID");
       out.uuid = val.toLowerCase();
-    } else if (k === "luks2_digest_sha256") {
-      if (typeof val !== "string" || !SHA256_HEX.test(val)) refuse("'pins.luks2_digest_sha256' must be 64 hex digits");
-      out.luks2DigestSha256 = val.toLowerCase();
+    } else if (k === "luks2_digest_sha256" || k === "luks2_fingerprint_v2") {
+      if (typeof val !== "string" || !SHA256_HEX.test(val)) refuse(`'pins.${k}' must be 64 hex digits`);
+      if (k === "luks2_digest_sha256") out.luks2DigestSha256 = val.toLowerCase();
+      else out.luks2FingerprintV2 = val.toLowerCase();
     } else refuse(`unknown pin ${JSON.stringify(k)}`);
   }
   return out;
 }
 
-/** The volume-key digest fingerprint pinned by luks2_digest_sha256 (see the file comment). */
-export function luks2DigestFingerprint(header: Luks2Header): string {
-  const digests: Record<string, Record<string, unknown>> = {};
-  for (const [id, d] of Object.entries(header.json.digests)) {
-    const { keyslots: _ignored, ...rest } = d;
-    digests[id] = rest;
-  }
-  return hex(sha256(new TextEncoder().encode(canonicalize(digests))));
+/** Whether any pin that identifies the volume is present. */
+export function hasPins(pins: VolumePins): boolean {
+  return pins.uuid !== undefined || pins.luks2DigestSha256 !== undefined || pins.luks2FingerprintV2 !== undefined;
 }
 
-/** Refuse before any key is handed over when the volume is not the one the pins name. */
-export function checkPins(pins: VolumePins, header: Luks2Header, device: string): void {
+/**
+ * Refuse before any key is handed over when the volume is not the one the pins name. `from` says
+ * whose pins they are ("the trusted config", "the KBS key document") for the message.
+ */
+export function checkPins(pins: VolumePins, header: Luks2Header, device: string, from = "the KBS key"): void {
   if (pins.uuid !== undefined && pins.uuid !== header.uuid)
     throw new CvmError(
       "volume",
-      `${device} has LUKS UUID ${header.uuid} but the KBS key is pinned to ${pins.uuid}: refusing (swapped volume?)`,
+      `${device} has LUKS UUID ${header.uuid} but ${from} is pinned to ${pins.uuid}: refusing (swapped volume?)`,
     );
+  if (pins.luks2FingerprintV2 !== undefined) {
+    const actual = luks2FingerprintV2(header);
+    if (actual !== pins.luks2FingerprintV2)
+      throw new CvmError(
+        "volume",
+        `${device}: LUKS2 fingerprint v2 ${actual} does not match the pin ${pins.luks2FingerprintV2} from ${from}: refusing (swapped, re-keyed or rewritten data segment?)`,
+      );
+  }
   if (pins.luks2DigestSha256 !== undefined) {
     const actual = luks2DigestFingerprint(header);
     if (actual !== pins.luks2DigestSha256)
       throw new CvmError(
         "volume",
-        `${device}: LUKS2 volume-key digest fingerprint ${actual} does not match the pin ${pins.luks2DigestSha256} from the KBS: refusing (swapped or re-keyed volume?)`,
+        `${device}: LUKS2 volume-key digest fingerprint ${actual} does not match the pin ${pins.luks2DigestSha256} from ${from}: refusing (swapped or re-keyed volume?)`,
       );
   }
 }

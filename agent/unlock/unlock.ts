@@ -1,8 +1,10 @@
 // `cvm-unlock unlock`: for each configured volume, find its device, verify its LUKS2 identity,
-// attest and fetch the key (the same path as `fetch`), check the pins, hand the key to
-// `cryptsetup open --key-file=-`, measure the opened volume, and remember what was opened
-// (for verify-root). Order matters: no key is fetched for, or handed to, a volume whose header
-// does not match the trusted configuration.
+// header allow-list and trusted pins, attest and fetch the key (the same path as `fetch`), check
+// the key document's pins, hand the key to cryptsetup with a private copy of the verified header
+// (open-verified.ts), measure the opened volume, and remember what was opened (for verify-root).
+// Order matters: no key is fetched for, or handed to, a volume whose header does not match the
+// trusted configuration.
+import * as path from "node:path";
 import { Deadline } from "../../platform/util/deadline.ts";
 import { CvmError, errorMessage } from "../../platform/util/errors.ts";
 import { silentLogger, type Logger } from "../../platform/util/log.ts";
@@ -14,14 +16,16 @@ import { Timeline } from "../timeline.ts";
 import { cryptDmUuid, listDmDevices } from "../../platform/luks/block-devices.ts";
 import { cmdlineLayer } from "../config/layers/cmdline.ts";
 import { DM_NAME_PATTERN, volumeSchema } from "../config/unlock-schema.ts";
-import { cryptsetupError, findCryptsetup, runCryptsetup } from "./cryptsetup.ts";
-import { checkPins, parseKeyResource } from "./key-document.ts";
+import { cryptsetupError, findCryptsetup } from "./cryptsetup.ts";
+import { checkPins, hasPins, parseKeyResource, type VolumePins } from "./key-document.ts";
 import type { Luks2Header } from "../../platform/luks/luks2-header.ts";
+import { verifyHeaderPolicy, type VerifiedLayout } from "./header-policy.ts";
+import { openVerified, type VerifiedOpen } from "./open-verified.ts";
 import { measureEvent } from "../measure/measure.ts";
 import { volumeEvent } from "../measure/events.ts";
 import { describeSelector, waitForDevice } from "../../platform/luks/resolve.ts";
 import { findCvmToken, tokenLayer } from "../config/layers/token.ts";
-import { readLuks2Header } from "../../platform/luks/volume-io.ts";
+import { readLuks2Volume, type Luks2Volume } from "../../platform/luks/volume-io.ts";
 import { openedStatePath, writeOpenedState } from "./opened-state.ts";
 
 export type VolumeConfig = Config["unlock"]["volumes"][number];
@@ -83,6 +87,43 @@ export function volumesToUnlock(config: Config, device?: string, name?: string):
   ];
 }
 
+/** A volume whose header passed the identity, allow-list and trusted-config pin checks (before any KBS request). */
+interface CheckedVolume {
+  volume: Luks2Volume;
+  verified: VerifiedLayout;
+  root: string;
+}
+
+function configPins(vol: VolumeConfig): VolumePins {
+  return {
+    uuid: vol.pins.uuid?.toLowerCase(),
+    luks2DigestSha256: vol.pins.luks2_digest_sha256?.toLowerCase(),
+    luks2FingerprintV2: vol.pins.luks2_fingerprint_v2?.toLowerCase(),
+  };
+}
+
+function verifiedOpen(
+  ctx: RunContext,
+  vol: VolumeConfig,
+  device: string,
+  c: CheckedVolume,
+  testOnly: boolean,
+): VerifiedOpen {
+  return {
+    cryptsetup: findCryptsetup(ctx.config.unlock.cryptsetup),
+    dmsetup: ctx.config.unlock.dmsetup,
+    device,
+    name: vol.name,
+    testOnly,
+    volume: c.volume,
+    verified: c.verified,
+    stateDir: path.dirname(openedStatePath(ctx.config)),
+    root: c.root,
+    deadline: ctx.deadline,
+    log: ctx.log,
+  };
+}
+
 function checkIdentity(vol: VolumeConfig, h: Luks2Header, device: string): void {
   if (vol.uuid !== undefined && vol.uuid.toLowerCase() !== h.uuid)
     throw new CvmError(
@@ -126,37 +167,30 @@ async function openWithKey(
   ctx: RunContext,
   vol: VolumeConfig,
   device: string,
-  h: Luks2Header,
+  checked: CheckedVolume,
   timeline: Timeline,
 ): Promise<VolumeOutcome> {
+  const h = checked.volume.header;
   const resource = vol.resource ?? ctx.config.resource;
   if (resource === undefined)
     throw new CvmError("config", `volume ${vol.name}: no KBS resource`, {
       hint: "set resource (or unlock.volumes[].resource) in the config, or pass --resource",
     });
-  const bin = findCryptsetup(ctx.config.unlock.cryptsetup);
+  const open = verifiedOpen(ctx, vol, device, checked, req.testOnly);
   const { secret, endpoint } = await attestAndFetch(ctx, resource, timeline);
   let key: Buffer | undefined;
   try {
     const doc = parseKeyResource(secret);
     key = doc.key;
-    if (ctx.config.unlock.require_pins && doc.pins.uuid === undefined && doc.pins.luks2DigestSha256 === undefined)
+    if (ctx.config.unlock.require_pins && !hasPins(doc.pins))
       throw new CvmError(
         "volume",
         `the KBS resource ${resource} carries no volume pins, but unlock.require_pins is set: refusing`,
         { hint: "store a cvm-unlock key document with pins (docs/UNLOCK.md)" },
       );
-    checkPins(
-      { uuid: vol.pins.uuid?.toLowerCase(), luks2DigestSha256: vol.pins.luks2_digest_sha256?.toLowerCase() },
-      h,
-      device,
-    );
     checkPins(doc.pins, h, device);
-    const args = req.testOnly
-      ? ["open", "--test-passphrase", "--type", "luks2", "--key-file=-", device]
-      : ["open", "--type", "luks2", "--key-file=-", device, vol.name];
     const r = await timeline.time("unlock", () =>
-      runCryptsetup(bin, args, doc.key, ctx.deadline, req.testOnly ? "testing the key on" : "opening"),
+      openVerified(open, doc.key, req.testOnly ? "testing the key on" : "opening"),
     );
     if (r.code !== 0) throw cryptsetupError(r, device, req.testOnly ? "testing the key on" : "opening");
     return { name: vol.name, device, uuid: h.uuid, status: req.testOnly ? "key-verified" : "opened", endpoint };
@@ -172,18 +206,15 @@ async function openWithPassphrase(
   ctx: RunContext,
   vol: VolumeConfig,
   device: string,
-  h: Luks2Header,
+  checked: CheckedVolume,
 ): Promise<VolumeOutcome> {
-  const bin = findCryptsetup(ctx.config.unlock.cryptsetup);
-  const r = await runCryptsetup(
-    bin,
-    ["open", "--type", "luks2", device, vol.name],
+  const r = await openVerified(
+    verifiedOpen(ctx, vol, device, checked, false),
     "inherit",
-    ctx.deadline,
     "asking for a passphrase for",
   );
   if (r.code !== 0) throw cryptsetupError(r, device, "opening (passphrase)");
-  return { name: vol.name, device, uuid: h.uuid, status: "opened-by-passphrase" };
+  return { name: vol.name, device, uuid: checked.volume.header.uuid, status: "opened-by-passphrase" };
 }
 
 /** Failures after which a console passphrase may be offered. Identity failures never qualify. */
@@ -223,8 +254,16 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
         () => waitForDevice(vol, root, base.config.unlock.device_timeout_s, deadline, req.log),
         describeSelector(vol),
       );
-      const h = readLuks2Header(device);
+      const volume = readLuks2Volume(device, root);
+      const h = volume.header;
       checkIdentity(vol, h, device);
+      // Before any KBS request: the header must be inside the trusted allow-list and match the trusted pins.
+      const checked: CheckedVolume = {
+        volume,
+        verified: verifyHeaderPolicy(h, base.config.unlock.luks_allow, device),
+        root,
+      };
+      checkPins(configPins(vol), h, device, "the trusted config");
       req.log.info(`volume ${vol.name}: ${device} is LUKS2 ${h.uuid}`);
       const loaded = volumeConfig(req, base, cmdline, h, device);
       const ctx: RunContext = {
@@ -242,13 +281,13 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
       }
       let outcome: VolumeOutcome;
       try {
-        outcome = await openWithKey(req, ctx, vol, device, h, timeline);
+        outcome = await openWithKey(req, ctx, vol, device, checked, timeline);
       } catch (e) {
         if (req.testOnly || !ctx.config.unlock.passphrase_fallback || !fallbackAllowed(e)) throw e;
         req.log.warning(
           `KBS unlock of ${vol.name} failed (${errorMessage(e)}); unlock.passphrase_fallback is set: asking on the console`,
         );
-        outcome = await openWithPassphrase(ctx, vol, device, h);
+        outcome = await openWithPassphrase(ctx, vol, device, checked);
       }
       outcomes.push(outcome);
       // Record before measuring: even if the measurement fails, verify-root must know what is open.

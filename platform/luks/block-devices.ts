@@ -96,6 +96,13 @@ export function listDmDevices(root: string): DmState[] {
   return out;
 }
 
+/** "MAJ:MIN" of a Linux dev_t (st_rdev), as sysfs and device-mapper tables write it. */
+export function devnoOf(rdev: number): string {
+  const major = Math.floor(rdev / 256) & 0xfff;
+  const minor = (rdev & 0xff) | (Math.floor(rdev / 4096) & 0xfff00);
+  return `${major}:${minor}`;
+}
+
 /** The dm uuid cryptsetup gives a LUKS2 mapping. */
 export function cryptDmUuid(luksUuid: string, name: string): string {
   return `CRYPT-LUKS2-${luksUuid.replace(/-/g, "").toLowerCase()}-${name}`;

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BINARY, ensureBinary, runCli } from "../helpers/binary.ts";
 import { startTestKbs, type TestKbs } from "../kbs/server.ts";
 import { toolsAvailable } from "../helpers/tools.ts";
+import { secretSightings, STRACE_ARGS } from "../helpers/strace.ts";
 import { cryptsetupAvailable, makeLuksImage, type LuksImage } from "../unit/unlock/luks-image.ts";
 
 const have = cryptsetupAvailable() && toolsAvailable("strace");
@@ -39,24 +40,6 @@ afterAll(async () => {
   if (work) fs.rmSync(work, { recursive: true, force: true });
 });
 
-interface Hit {
-  pid: string;
-  syscall: string;
-  fd: string;
-  line: string;
-}
-
-/** strace -xx prints every string as \xNN; decode them to bytes. */
-function decodeStrings(line: string): Buffer[] {
-  return [...line.matchAll(/"((?:\\x[0-9a-f]{2})*)"/g)].map((m) => Buffer.from(m[1]!.replace(/\\x/g, ""), "hex"));
-}
-/** The fd's description strace -yy prints in <...> (hex-escaped or literal, depending on its content). */
-function decodeFd(line: string): string {
-  const m = /^\d+\s+\w+\(\d+<(.*?)>[,)]/.exec(line);
-  if (!m) return "";
-  return /^(\\x[0-9a-f]{2})+$/.test(m[1]!) ? Buffer.from(m[1]!.replace(/\\x/g, ""), "hex").toString("latin1") : m[1]!;
-}
-
 describe.skipIf(!have)("secret hygiene under strace", () => {
   it.each(["default/key/root", "default/key/doc"])(
     "the key (resource %s) is written only to cryptsetup's stdin",
@@ -72,15 +55,7 @@ describe.skipIf(!have)("secret hygiene under strace", () => {
       const trace = path.join(work, `strace-${resource.replace(/\//g, "_")}.txt`);
       const r = await runCli(
         [
-          "-f",
-          "-qq",
-          "-yy",
-          "-v",
-          "-xx",
-          "-s",
-          "1048576",
-          "-e",
-          "trace=execve,write,writev,pwrite64,pwritev,sendto,sendmsg,read,readv,recvfrom,recvmsg",
+          ...STRACE_ARGS,
           "-o",
           trace,
           BINARY,
@@ -101,23 +76,13 @@ describe.skipIf(!have)("secret hygiene under strace", () => {
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout.toString()).toMatch(/key-verified/);
 
-      const lines = fs.readFileSync(trace, "utf8").split("\n");
       const forms = [
         img.key,
         Buffer.from(img.key.toString("hex")),
         Buffer.from(img.key.toString("base64")),
         Buffer.from(img.key.toString("base64url")),
       ];
-      const hits: Hit[] = [];
-      const execs = new Map<string, string>();
-      for (const line of lines) {
-        const m = /^(\d+)\s+(\w+)\(/.exec(line);
-        if (!m) continue;
-        const strings = decodeStrings(line);
-        if (m[2] === "execve") execs.set(m[1]!, strings[0]?.toString("latin1") ?? "");
-        if (strings.some((s) => forms.some((f) => s.includes(f))))
-          hits.push({ pid: m[1]!, syscall: m[2]!, fd: decodeFd(line), line: line.slice(0, 200) });
-      }
+      const { hits, execs } = secretSightings(trace, forms);
       const cryptsetupPid = [...execs].find(([, p]) => p.endsWith("/cryptsetup"))?.[0];
       expect(cryptsetupPid, "cryptsetup was executed").toBeDefined();
       // Exactly two sightings: the agent's one write into the stdin channel, and cryptsetup reading fd 0.

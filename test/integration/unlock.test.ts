@@ -7,6 +7,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { luks2DigestFingerprint } from "../../agent/unlock/key-document.ts";
+import { luks2FingerprintV2 } from "../../agent/unlock/fingerprint.ts";
 import { readLuks2Header } from "../../platform/luks/volume-io.ts";
 import { caFingerprint } from "../../agent/config/layers/token.ts";
 import { EXIT_CODES } from "../../platform/util/errors.ts";
@@ -346,6 +347,10 @@ describe.skipIf(!have)("verify-root (binary, stand-in /proc and /sys)", () => {
   });
 });
 
+/** `bind --token-only` of the test image to default/key/bound at `endpoint`. */
+const bindToken = (file: string, endpoint: string, extra: string[] = []) =>
+  runCli(["bind", file, "--token-only", "--kbs", endpoint, "--resource", "default/key/bound", ...extra]);
+
 describe.skipIf(!have)("bind: the cvm-unlock LUKS2 token", () => {
   let img: LuksImage;
   beforeAll(() => {
@@ -353,22 +358,11 @@ describe.skipIf(!have)("bind: the cvm-unlock LUKS2 token", () => {
   });
 
   it("writes the token via cryptsetup, reads it back, replaces it on rebind", async () => {
-    const r = await runCli([
-      "bind",
-      img.file,
-      "--kbs",
-      kbs.url,
-      "--resource",
-      "default/key/bound",
-      "--ca",
-      pki.caFile,
-      "--key-slot",
-      "0",
-    ]);
+    const r = await bindToken(img.file, kbs.url, ["--ca", pki.caFile, "--key-slot", "0"]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.toString()).toMatch(/cvm-unlock token 0 added/);
     expect(r.stdout.toString()).toContain(
-      `pins: {"uuid":"${img.uuid}","luks2_digest_sha256":"${luks2DigestFingerprint(readLuks2Header(img.file))}"}`,
+      `pins: {"uuid":"${img.uuid}","luks2_fingerprint_v2":"${luks2FingerprintV2(readLuks2Header(img.file))}"}`,
     );
     expect(tokenExport(img.file, 0)).toEqual({
       type: "cvm-unlock",
@@ -378,19 +372,17 @@ describe.skipIf(!have)("bind: the cvm-unlock LUKS2 token", () => {
       resource: "default/key/bound",
       ca_sha256: caFingerprint(pki.caPem),
     });
-    const again = await runCli(["bind", img.file, "--kbs", kbs.url, "--resource", "default/key/bound"]);
+    const again = await bindToken(img.file, kbs.url);
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout.toString()).toMatch(/token 0 replaced/);
     expect(readLuks2Header(img.file).tokens.size).toBe(1);
-    const bad = await runCli(["bind", img.file, "--kbs", "ftp://x", "--resource", "default/key/bound"]);
+    const bad = await bindToken(img.file, "ftp://x");
     expect(bad.code).toBe(EXIT_CODES.usage);
   });
 
   it("unlock follows the token only within what the trusted config allows; config --explain shows the source", async () => {
     kbs.setResource("default/key/bound", img.key);
-    expect(
-      (await runCli(["bind", img.file, "--kbs", kbs.url, "--resource", "default/key/bound", "--ca", pki.caFile])).code,
-    ).toBe(0);
+    expect((await bindToken(img.file, kbs.url, ["--ca", pki.caFile])).code).toBe(0);
     const allowed = {
       trust: true,
       allowed_endpoints: [kbs.url],
@@ -436,9 +428,7 @@ describe.skipIf(!have)("bind: the cvm-unlock LUKS2 token", () => {
     expect(u.stderr).toMatch(/ignoring the cvm-unlock LUKS2 token/);
 
     // An endpoint the trusted config does not list: config error naming the key.
-    expect(
-      (await runCli(["bind", img.file, "--kbs", "https://127.0.0.1:1", "--resource", "default/key/bound"])).code,
-    ).toBe(0);
+    expect((await bindToken(img.file, "https://127.0.0.1:1")).code).toBe(0);
     const evil = await runCli(["unlock", "--test-only", "--config", cfgFile, "--device", img.file]);
     expect(evil.code).toBe(EXIT_CODES.config);
     expect(evil.stderr).toMatch(
@@ -448,7 +438,7 @@ describe.skipIf(!have)("bind: the cvm-unlock LUKS2 token", () => {
 
   it("a tampered header is refused: broken checksum, or a resealed token with extra powers", async () => {
     const t = makeLuksImage(work, "tamper.img");
-    expect((await runCli(["bind", t.file, "--kbs", kbs.url, "--resource", "default/key/bound"])).code).toBe(0);
+    expect((await bindToken(t.file, kbs.url)).code).toBe(0);
     const cfg = config({
       unlock: { luks_token: { trust: true, allowed_endpoints: [kbs.url], allowed_resources: ["default/key/*"] } },
     });

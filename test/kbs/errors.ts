@@ -11,9 +11,11 @@ export type KbsErrorVariant =
   | "AttestationError"
   | "InvalidRequestPath"
   | "JweError"
+  | "ParsePolicyError"
   | "PluginNotFound"
   | "PluginInternalError"
   | "PolicyDeny"
+  | "PolicyEngineError"
   | "SerdeError"
   | "TokenNotFound"
   | "TokenVerifierError";

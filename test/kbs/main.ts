@@ -1,6 +1,8 @@
 // Standalone test KBS for the demo and the VM boot test:
 //   bun test/kbs/main.ts --port N --host 127.0.0.1 --tls-dir DIR --resource default/key/root=@FILE|HEX
 //        [--resource ...] [--policy allow|deny] [--allow-tee sample,tpm] [--ready-file PATH]
+//        [--admin deny-all|insecure-allow-all|PUBLIC_KEY.pem [--admin-issuer ISS] [--admin-audience AUD]]
+// --admin PUBLIC_KEY.pem: AuthenticatedAuthorization with that Ed25519 key, role "admin" on ^/kbs/.+$.
 // Prints its URL on stdout, writes it to --ready-file (atomically) once listening, runs until SIGTERM.
 // --tls-dir: generates a test CA + server cert there (ca.pem is what clients pin); without it: plain HTTP.
 // Resource values are never printed.
@@ -9,7 +11,7 @@ import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { fromHex } from "../../platform/util/bytes.ts";
 import { createPki } from "../helpers/pki.ts";
-import { RESOURCE_PATH, startTestKbs, type StartOptions } from "./server.ts";
+import { RESOURCE_PATH, startTestKbs, type AdminConfig, type StartOptions } from "./server.ts";
 
 function fail(msg: string): never {
   process.stderr.write(`test-kbs: ${msg}\n`);
@@ -41,6 +43,9 @@ async function main(): Promise<void> {
       "allow-tee": { type: "string" },
       "legacy-azure-names": { type: "boolean", default: false },
       "ready-file": { type: "string" },
+      admin: { type: "string", default: "deny-all" },
+      "admin-issuer": { type: "string" },
+      "admin-audience": { type: "string" },
       verbose: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
@@ -68,7 +73,30 @@ async function main(): Promise<void> {
       fail((e as Error).message);
     }
   }
+  let admin: AdminConfig;
+  if (values.admin === "deny-all") admin = { mode: "DenyAll" };
+  else if (values.admin === "insecure-allow-all") admin = { mode: "InsecureAllowAll" };
+  else {
+    let publicKeyPem = "";
+    try {
+      publicKeyPem = fs.readFileSync(values.admin!, "utf8");
+    } catch (e) {
+      fail(`--admin ${values.admin}: ${(e as Error).message}`);
+    }
+    admin = {
+      mode: "AuthenticatedAuthorization",
+      identityProviders: [
+        {
+          publicKeyPem,
+          ...(values["admin-issuer"] ? { issuer: values["admin-issuer"] } : {}),
+          ...(values["admin-audience"] ? { audience: values["admin-audience"] } : {}),
+        },
+      ],
+      acls: [{ role: "admin", allowedEndpoints: "^/kbs/.+$" }],
+    };
+  }
   const opts: StartOptions = {
+    admin,
     host: values.host!,
     port,
     resources,

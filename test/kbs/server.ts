@@ -19,6 +19,7 @@ import {
   tokenVerifierError,
 } from "./errors.ts";
 import { malformedBody, noFaults, take, takeCount, type Endpoint, type Faults } from "./faults.ts";
+import { AdminError, AdminGate, type AdminConfig } from "./admin.ts";
 import { checkInitData, type CheckedInitData } from "./init-data.ts";
 import { encryptJwe, serializeJwe, tamperJwe } from "./jwe.ts";
 import {
@@ -32,11 +33,13 @@ import {
 } from "./messages.ts";
 import { primaryRuntimeData, runtimeDigest } from "./runtime-data.ts";
 import { sessionCookie, sessionIdFromCookie, SessionStore, type Session } from "./sessions.ts";
+import { compileRegoSubset, RegoSubsetError } from "./rego-subset.ts";
 import { TokenError, TokenIssuer, teePubkeyFromClaims, type TokenClaims } from "./token.ts";
 import { loadVerifier } from "./verifiers/index.ts";
 import type { TeeVerifier } from "./verifiers/types.ts";
 
 export type { Endpoint, Faults } from "./faults.ts";
+export type { AdminConfig } from "./admin.ts";
 
 export const KBS_PREFIX = "/kbs/v0/";
 /** trustee ResourceDesc: three segments, each starting with [A-Za-z0-9_-], dots allowed after. */
@@ -69,6 +72,8 @@ export interface StartOptions {
   resources?: Record<string, Uint8Array | string>;
   /** Default "allow" (trustee's default.rego would deny `sample`; see README). */
   policy?: ResourcePolicy;
+  /** The [admin] section: who may upload resources and policies. Default DenyAll (see README). */
+  admin?: AdminConfig;
   /** Only these TEEs may pass /attest (default: every TEE that has a verifier). */
   allowTees?: string[];
   /** Accept the v0.14/v0.15 Azure names (azsnpvtpm) instead of az-snp-vtpm. */
@@ -113,6 +118,8 @@ export interface KbsStats {
   errors: { endpoint: Endpoint | "other"; variant: string; detail: string; reason?: string }[];
   attested: number;
   released: number;
+  /** Admin writes that succeeded: resource uploads/deletes and resource-policy updates. */
+  uploads: { method: string; path: string; bytes: number }[];
 }
 
 export interface TestKbs {
@@ -124,6 +131,8 @@ export interface TestKbs {
   setResource(path: string, value: Uint8Array | string): void;
   deleteResource(path: string): void;
   setPolicy(policy: ResourcePolicy): void;
+  /** The last Rego text accepted by POST /kbs/v0/resource-policy (undefined before one). */
+  readonly policyText: string | undefined;
   /** Mutable: tests change knobs at runtime. */
   faults: Faults;
   stats: KbsStats;
@@ -146,7 +155,14 @@ interface Reply {
 }
 
 function emptyStats(): KbsStats {
-  return { requests: { auth: 0, attest: 0, resource: 0, other: 0 }, events: [], errors: [], attested: 0, released: 0 };
+  return {
+    requests: { auth: 0, attest: 0, resource: 0, other: 0 },
+    events: [],
+    errors: [],
+    attested: 0,
+    released: 0,
+    uploads: [],
+  };
 }
 
 function toBytes(v: Uint8Array | string): Uint8Array {
@@ -169,6 +185,8 @@ class KbsCore {
   readonly tees: readonly string[];
   readonly resources = new Map<string, Uint8Array>();
   policy: ResourcePolicy;
+  policyText: string | undefined;
+  readonly admin: AdminGate;
   faults: Faults;
   stats = emptyStats();
   /** Tokens a fault declared expired (their exp is real time; this stands in for waiting 6 minutes). */
@@ -179,6 +197,7 @@ class KbsCore {
     this.issuer = new TokenIssuer(opts.tokenLifetimeSec ?? 300, opts.tokenLeewaySec ?? 60);
     this.tees = knownTees(opts.legacyAzureNames ?? false);
     this.policy = opts.policy ?? "allow";
+    this.admin = new AdminGate(opts.admin ?? { mode: "DenyAll" });
     this.faults = { ...noFaults(), ...opts.faults };
     for (const [k, v] of Object.entries(opts.resources ?? {})) this.resources.set(k, toBytes(v));
   }
@@ -390,28 +409,95 @@ class KbsCore {
     return { endpoint, plugin, rest: rest.join("/") };
   }
 
+  /** trustee's admin check; `wrap` is how the calling branch reports an admin::Error. */
+  private adminCheck(uri: string, headers: http.IncomingHttpHeaders, wrap: (detail: string) => KbsError): void {
+    try {
+      this.admin.check(uri, headers.authorization);
+    } catch (e) {
+      if (e instanceof AdminError) throw wrap(e.message);
+      throw e;
+    }
+  }
+
   async route(
     method: string,
     plugin: string,
     rest: string,
     body: Uint8Array,
     headers: http.IncomingHttpHeaders,
+    uri: string,
   ): Promise<Reply> {
     if (plugin === "auth" && method === "POST") return this.auth(body);
     if (plugin === "attest" && method === "POST") return this.attest(body, headers.cookie);
     if (["attestation-policy", "resource-policy", "reference-value"].includes(plugin)) {
-      throw new KbsError(
-        "AdminAuthAccess",
-        `admin access denied for endpoint /kbs/v0/${plugin}: the test KBS has no HTTP admin API`,
-      );
+      const access = (detail: string) =>
+        new KbsError("AdminAuthAccess", `admin access denied for endpoint ${plugin}: ${detail}`);
+      this.adminCheck(uri, headers, access);
+      if (plugin === "resource-policy" && method === "POST") return this.setResourcePolicy(body);
+      throw access("not implemented by the test KBS (only POST resource-policy is)");
     }
     if (plugin !== "resource") throw pluginNotFound(plugin);
-    if (method !== "GET")
-      throw new KbsError(
-        "AdminAuthInitialization",
-        "failed to initialize [admin] configuration: the test KBS has no HTTP admin API (use setResource)",
+    if (method === "POST" || method === "DELETE") {
+      // The resource plugin's validate_auth says POST/DELETE are admin calls; admin::Error converts
+      // into AdminAuthInitialization through `?` (kbs/src/error.rs #[from]).
+      this.adminCheck(
+        uri,
+        headers,
+        (detail) => new KbsError("AdminAuthInitialization", `failed to initialize [admin] configuration: ${detail}`),
       );
+      return this.writeResource(method, rest, body);
+    }
     return this.resource(rest, headers.cookie, headers.authorization);
+  }
+
+  // ---- admin: resource and resource policy -------------------------------------------------
+  private writeResource(method: string, resourcePath: string, body: Uint8Array): Reply {
+    if (!RESOURCE_PATH.test(resourcePath)) throw pluginInternal(`invalid resource path "${resourcePath}"`);
+    if (method === "DELETE") this.resources.delete(resourcePath);
+    else this.resources.set(resourcePath, new Uint8Array(body));
+    this.stats.uploads.push({ method, path: resourcePath, bytes: body.length });
+    this.log(`admin: ${method} resource ${resourcePath} (${body.length} bytes)`);
+    return { status: 200, headers: { "content-type": "text/xml" }, body: "" };
+  }
+
+  private setResourcePolicy(body: Uint8Array): Reply {
+    const parseFail = (why: string) => new KbsError("ParsePolicyError", `Failed to parse policy: ${why}`);
+    let request: unknown;
+    try {
+      request = JSON.parse(Buffer.from(body).toString("utf8"));
+    } catch {
+      throw parseFail("Illegal SetPolicy Request Json");
+    }
+    const policy = (request as { policy?: unknown } | null)?.policy;
+    if (policy === undefined) throw parseFail("No `policy` field inside SetPolicy Request Json");
+    if (typeof policy !== "string") throw parseFail("`policy` field is not a string in SetPolicy Request Json");
+    const rego = decodeUrlSafeNoPad(policy);
+    if (rego === undefined) throw parseFail("Failed to decode policy: not base64url without padding");
+    let compiled;
+    try {
+      compiled = compileRegoSubset(rego);
+    } catch (e) {
+      if (e instanceof RegoSubsetError) throw new KbsError("PolicyEngineError", `Policy engine error: ${e.message}`);
+      throw e;
+    }
+    this.policy = (i) =>
+      compiled.evaluate(i.claims, { plugin: i.plugin, "resource-path": i.resourcePath.split("/"), query: {} });
+    this.policyText = rego;
+    this.stats.uploads.push({ method: "POST", path: "resource-policy", bytes: body.length });
+    this.log(`admin: resource policy set (${compiled.rules.length} allow rule(s))`);
+    return { status: 200, headers: {}, body: "" };
+  }
+}
+
+/** Rust base64 URL_SAFE_NO_PAD: no padding, no '+' or '/', canonical trailing bits; then UTF-8. */
+export function decodeUrlSafeNoPad(text: string): string | undefined {
+  if (!/^[A-Za-z0-9_-]*$/.test(text) || text.length % 4 === 1) return undefined;
+  const bytes = Buffer.from(text, "base64url");
+  if (bytes.toString("base64url") !== text) return undefined;
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    return undefined;
   }
 }
 
@@ -458,7 +544,8 @@ export async function startTestKbs(opts: StartOptions = {}): Promise<TestKbs> {
     opts.onRequest?.({ method, path, headers: req.headers, body: Buffer.from(body).toString("utf8") });
     if (method === "GET" && path === "/healthz") return send(res, ev, { status: 200, headers: {}, body: "" });
     if (!route) return send(res, ev, { status: 404, headers: {}, body: "" });
-    if (method !== "GET" && method !== "POST") return send(res, ev, { status: 405, headers: {}, body: "" });
+    if (method !== "GET" && method !== "POST" && method !== "DELETE")
+      return send(res, ev, { status: 405, headers: {}, body: "" });
 
     const f = core.faults;
     if (endpoint !== "other") {
@@ -482,7 +569,7 @@ export async function startTestKbs(opts: StartOptions = {}): Promise<TestKbs> {
 
     let reply: Reply;
     try {
-      reply = await core.route(method, route.plugin, route.rest, body, req.headers);
+      reply = await core.route(method, route.plugin, route.rest, body, req.headers, req.url ?? path);
     } catch (e) {
       const err =
         e instanceof KbsError
@@ -578,6 +665,9 @@ export async function startTestKbs(opts: StartOptions = {}): Promise<TestKbs> {
     setResource: (p, v) => void core.resources.set(p, toBytes(v)),
     deleteResource: (p) => void core.resources.delete(p),
     setPolicy: (p) => void (core.policy = p),
+    get policyText() {
+      return core.policyText;
+    },
     get faults() {
       return core.faults;
     },

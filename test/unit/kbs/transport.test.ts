@@ -15,6 +15,7 @@ import { failure } from "./helpers/failure.ts";
 import { createLogger, silentLogger } from "../../../platform/util/log.ts";
 import * as fs from "node:fs";
 import { createPki, type Pki } from "../../helpers/pki.ts";
+import { configSchema } from "../../../agent/config/schema.ts";
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -330,5 +331,30 @@ describe("transport helpers", () => {
     expect(parseRetryAfter("soon", now)).toBeUndefined();
     expect(parseRetryAfter(undefined, now)).toBeUndefined();
     expect(parseRetryAfter("-1", now)).toBeUndefined();
+  });
+});
+
+describe("an endpoint path that names another host (issue 10)", () => {
+  const hostile = ["https://kbs.example.com//attacker.example", "https://kbs.example.com/\\attacker.example"];
+  it("endpointUrl never builds a request URL for another origin", () => {
+    for (const e of hostile) {
+      const err = (() => {
+        try {
+          return endpointUrl(e, "/kbs/v0/auth", false).href;
+        } catch (x) {
+          return x as CvmError;
+        }
+      })();
+      expect(err, e).toBeInstanceOf(CvmError);
+      expect((err as CvmError).kind).toBe("config");
+    }
+  });
+
+  it("config validation refuses such endpoints (exit 3) wherever a KBS URL is accepted", () => {
+    for (const e of [...hostile, "https://kbs.example.com\\@attacker.example"]) {
+      expect(() => configSchema.parse({ kbs: { endpoints: [e] } }, ""), e).toThrow(/kbs.endpoints\[0\]/);
+      expect(() => configSchema.parse({ unlock: { luks_token: { allowed_endpoints: [e] } } }, ""), e).toThrow(CvmError);
+    }
+    expect(() => configSchema.parse({ kbs: { endpoints: ["https://kbs.example.com/prefix//x"] } }, "")).not.toThrow();
   });
 });

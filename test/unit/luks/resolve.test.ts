@@ -6,6 +6,7 @@ import { findDevice, waitForDevice, type VolumeSelector } from "../../../platfor
 import { verifyRoot, parseMountinfo } from "../../../agent/unlock/verify-root.ts";
 import { Deadline } from "../../../platform/util/deadline.ts";
 import { silentLogger } from "../../../platform/util/log.ts";
+import { CvmError } from "../../../platform/util/errors.ts";
 
 const GPT = fs.readFileSync(path.join(import.meta.dirname, "../../fixtures/unlock/gpt-root.bin"));
 const vol = (o: Partial<VolumeSelector>): VolumeSelector => ({ name: "root", gpt_auto_root: false, ...o });
@@ -164,5 +165,25 @@ describe("verify-root", () => {
     });
     expect(() => verifyRoot(root, "/sysroot", [{ name: "root", uuid: UUID }])).toThrow(/plaintext root/);
     expect(() => parseMountinfo("garbage line\n")).toThrow(/malformed mountinfo/);
+  });
+});
+
+describe("mountinfo from a hostile /proc (issue 10)", () => {
+  it("a line ending in the ' -' separator is a volume error, not a TypeError", () => {
+    for (const text of [
+      "36 35 98:0 /mnt1 /sysroot rw,noatime master:1 shared:2 x -\n",
+      "36 35 98:0 / /sysroot rw a b c - ext4\n",
+    ]) {
+      const e = (() => {
+        try {
+          parseMountinfo(text);
+        } catch (x) {
+          return x;
+        }
+      })();
+      expect(e).toBeInstanceOf(CvmError);
+      expect((e as CvmError).kind).toBe("volume");
+      expect((e as CvmError).message).toMatch(/malformed mountinfo line/);
+    }
   });
 });

@@ -248,7 +248,7 @@ describe("resource refusals", () => {
     }
   });
 
-  it("resource POST (admin) is refused: the test KBS has no HTTP admin API", async () => {
+  it("resource POST (admin) is refused by the default admin mode, DenyAll", async () => {
     const r = await rawRequest(`${kbs.url}/kbs/v0/resource/default/key/new`, { method: "POST", body: "x" });
     expect(r.status).toBe(401);
     expect(JSON.parse(r.body).type).toBe(ERR + "AdminAuthInitialization");

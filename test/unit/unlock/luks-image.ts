@@ -56,3 +56,39 @@ export function tokenExport(file: string, id: number): unknown {
     execFileSync(CRYPTSETUP!, ["token", "export", "--token-id", String(id), file], { encoding: "utf8" }),
   );
 }
+
+/**
+ * The attacker's header rewriter: edit the LUKS2 JSON metadata of an image in place, write the
+ * same text into both header copies and recompute both SHA-256 checksums, exactly as a host with
+ * write access to the disk can. UUID, seqid, keyslot areas and data are left alone.
+ */
+export function rewriteLuks2Json(file: string, edit: (json: any) => void): void {
+  const fd = fs.openSync(file, "r+");
+  try {
+    const first = Buffer.alloc(4096);
+    fs.readSync(fd, first, 0, 4096, 0);
+    const hdrSize = Number(first.readBigUInt64BE(8));
+    const primary = Buffer.alloc(hdrSize);
+    fs.readSync(fd, primary, 0, hdrSize, 0);
+    const area = primary.subarray(4096);
+    const json = JSON.parse(area.subarray(0, area.indexOf(0)).toString("utf8"));
+    edit(json);
+    const text = Buffer.from(JSON.stringify(json));
+    if (text.length >= area.length) throw new Error("rewritten LUKS2 JSON does not fit the JSON area");
+    for (const [offset, magic] of [
+      [0, "LUKS"],
+      [hdrSize, "SKUL"],
+    ] as const) {
+      const copy = Buffer.alloc(hdrSize);
+      fs.readSync(fd, copy, 0, hdrSize, offset);
+      if (copy.subarray(0, 4).toString("latin1") !== magic) throw new Error(`no ${magic} header at ${offset}`);
+      copy.fill(0, 4096);
+      text.copy(copy, 4096);
+      copy.fill(0, 448, 512);
+      crypto.createHash("sha256").update(copy).digest().copy(copy, 448);
+      fs.writeSync(fd, copy, 0, hdrSize, offset);
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}

@@ -1,0 +1,105 @@
+// Open a volume with exactly the header bytes the agent verified, then check what the kernel got.
+//
+// cryptsetup re-reads the device after our checks, so a host block backend could answer
+// differently the second time (time-of-check/time-of-use). We therefore hand cryptsetup a private
+// copy (`--header FILE`, tmpfs under the state directory, 0600, removed afterwards) of both binary
+// headers, the JSON areas and the keyslots area as read and verified. The copy keeps the on-disk
+// layout byte for byte, so the segment offset in it still points past the metadata on the data
+// device (a detached header with offset 0 would mean "data from sector 0"; the allow-list refuses
+// an offset inside the metadata anyway). After a real open the live dm-crypt table must equal the
+// verified layout (live-table.ts), otherwise the mapping is closed again.
+import * as crypto from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { Deadline } from "../../platform/util/deadline.ts";
+import { CvmError, errorMessage } from "../../platform/util/errors.ts";
+import type { Logger } from "../../platform/util/log.ts";
+import type { Luks2Volume } from "../../platform/luks/volume-io.ts";
+import { findCryptsetup, runCryptsetup, type CryptsetupResult } from "./cryptsetup.ts";
+import type { VerifiedLayout } from "./header-policy.ts";
+import { liveTableDifferences, parseDmCryptTable } from "./live-table.ts";
+
+export interface VerifiedOpen {
+  cryptsetup: string;
+  /** unlock.dmsetup (name or path). */
+  dmsetup: string;
+  device: string;
+  name: string;
+  testOnly: boolean;
+  volume: Luks2Volume;
+  verified: VerifiedLayout;
+  /** Where the private header copy goes (the agent's tmpfs state directory). */
+  stateDir: string;
+  /** Platform root (sysfs). */
+  root: string;
+  deadline: Deadline;
+  log: Logger;
+}
+
+/** Write the verified metadata to a fresh 0600 file nobody else can have opened; returns its path. */
+export function writeHeaderCopy(stateDir: string, metadata: Uint8Array): string {
+  fs.mkdirSync(stateDir, { recursive: true, mode: 0o755 });
+  const file = path.join(stateDir, `header-${crypto.randomBytes(8).toString("hex")}.luks2`);
+  // "wx": O_CREAT|O_EXCL, so a pre-planted file or symlink at that name is an error, not a target.
+  const fd = fs.openSync(file, "wx", 0o600);
+  try {
+    let off = 0;
+    while (off < metadata.length) off += fs.writeSync(fd, metadata, off, metadata.length - off);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return file;
+}
+
+function removeCopy(file: string, log: Logger): void {
+  try {
+    fs.rmSync(file, { force: true });
+  } catch (e) {
+    log.warning(`cannot remove the private header copy ${file}: ${errorMessage(e)}`);
+  }
+}
+
+/** cryptsetup open (or --test-passphrase) with the private header copy; `input` is the key or "inherit" (console). */
+export async function openVerified(
+  o: VerifiedOpen,
+  input: Uint8Array | "inherit",
+  doing: string,
+): Promise<CryptsetupResult> {
+  const copy = writeHeaderCopy(o.stateDir, o.volume.metadata);
+  try {
+    const key = input === "inherit" ? [] : ["--key-file=-"];
+    const args = o.testOnly
+      ? ["open", "--test-passphrase", "--type", "luks2", "--header", copy, ...key, o.device]
+      : ["open", "--type", "luks2", "--header", copy, ...key, o.device, o.name];
+    const r = await runCryptsetup(o.cryptsetup, args, input, o.deadline, doing);
+    if (r.code === 0 && !o.testOnly) await checkLiveMapping(o);
+    return r;
+  } finally {
+    removeCopy(copy, o.log);
+  }
+}
+
+/** Compare the live table with the verified layout; on any difference close the mapping and fail. */
+async function checkLiveMapping(o: VerifiedOpen): Promise<void> {
+  let problem: string;
+  try {
+    const dmsetup = findCryptsetup(o.dmsetup, "dmsetup");
+    const r = await runCryptsetup(dmsetup, ["table", o.name], undefined, o.deadline, "reading the dm table of");
+    if (r.code !== 0) problem = `dmsetup table ${o.name} failed (exit ${r.code}: ${r.stderr.slice(0, 200)})`;
+    else {
+      const table = parseDmCryptTable(r.stdout);
+      const diffs = typeof table === "string" ? [table] : liveTableDifferences(table, o.verified, o.volume, o.root);
+      if (diffs.length === 0) return;
+      problem = `the live dm-crypt table of ${o.name} differs from the verified header: ${diffs.join("; ")}`;
+    }
+  } catch (e) {
+    problem = `cannot read back the dm-crypt table of ${o.name}: ${errorMessage(e)}`;
+  }
+  const closed = await runCryptsetup(o.cryptsetup, ["close", o.name], undefined, o.deadline, "closing").then(
+    (r) => (r.code === 0 ? "closed" : `cryptsetup close failed (exit ${r.code})`),
+    (e: unknown) => `cryptsetup close failed (${errorMessage(e)})`,
+  );
+  throw new CvmError("volume", `${o.device}: ${problem}; mapping ${o.name} ${closed}: refusing`, {
+    hint: "the device changed between the header check and cryptsetup (hostile block backend?), or dmsetup is missing from the initramfs",
+  });
+}
