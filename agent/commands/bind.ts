@@ -31,7 +31,7 @@ import {
 } from "../provision/enroll.ts";
 import { readExistingKey } from "../provision/existing-key.ts";
 import { deliverToKbs } from "../provision/kbs-side.ts";
-import { loadOsPipe } from "../provision/os-pipe.ts";
+import { loadOsPipe } from "../provision/native-pipe.ts";
 import { resourceValue, volumePins } from "../provision/resource-value.ts";
 
 /** 512 random bits: the keyslot passphrase the KBS releases. */

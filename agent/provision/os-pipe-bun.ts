@@ -1,4 +1,4 @@
-// pipe2(2) through bun:ffi. Only imported by ./os-pipe.ts when running under bun.
+// pipe2(2) through bun:ffi. Only imported by ./native-pipe.ts when running under bun.
 import { dlopen, FFIType, ptr, read } from "bun:ffi";
 import type { OsPipe } from "./os-pipe.ts";
 

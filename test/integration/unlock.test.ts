@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { luks2DigestFingerprint } from "../../agent/unlock/key-document.ts";
+import { luks2DigestFingerprint } from "../../agent/unlock/fingerprint.ts";
 import { luks2FingerprintV2 } from "../../agent/unlock/fingerprint.ts";
 import { readLuks2Header } from "../../platform/luks/volume-io.ts";
 import { caFingerprint } from "../../agent/config/layers/token.ts";

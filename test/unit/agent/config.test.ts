@@ -1,6 +1,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { silentLogger } from "../../../platform/util/log.ts";
 import { describe, expect, it } from "vitest";
 import {
   mergeLayers,
@@ -201,7 +202,10 @@ describe("files named by configuration or flags are bounded regular files", () =
 
   it("kbs.init_data_file: missing, not a regular file or over 64 KiB is a config error naming the key", () => {
     const ctx = (init_data_file: string) =>
-      ({ config: configSchema.parse({ kbs: { endpoints: ["https://kbs"], init_data_file } }, "") }) as RunContext;
+      ({
+        config: configSchema.parse({ kbs: { endpoints: ["https://kbs"], init_data_file } }, ""),
+        log: silentLogger,
+      }) as RunContext;
     const kindOf = (f: string) => {
       const e = thrownBy(() => kbsOptions(ctx(f), new Timeline()), CvmError);
       return [e.kind, e.message];
