@@ -17,7 +17,7 @@ const verified = verifyHeaderPolicy(header, luksAllowSchema.parse({}, "luks_allo
 // A 20 MiB block device 252:2: 16 MiB of metadata, 4 MiB = 8192 sectors of data.
 const volume: Luks2Volume = {
   header,
-  metadata: new Uint8Array(0),
+  metadata: { size: 0, extents: [] },
   deviceBytes: 20n * 1024n * 1024n,
   identity: { block: true, devno: "252:2", dev: 0, ino: 0 },
 };
