@@ -2,8 +2,6 @@
 // the header pair only (before issue 10) vs. reading the whole metadata area, the allow-list and
 // the private header copy written to and removed from /run (after). Run as root on a tmpfs /run:
 //   node_modules/.bin/bun bench/header-check.ts [--runs N]
-import { execFileSync } from "node:child_process";
-import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -11,29 +9,12 @@ import { luksAllowSchema } from "../agent/config/unlock-schema.ts";
 import { verifyHeaderPolicy } from "../agent/unlock/header-policy.ts";
 import { writeHeaderCopy } from "../agent/unlock/open-verified.ts";
 import { readLuks2Header, readLuks2Volume } from "../platform/luks/volume-io.ts";
+import { makeLuksImage } from "../test/unit/unlock/luks-image.ts";
 
 const runs = Number(process.argv[process.argv.indexOf("--runs") + 1] || 50);
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "header-bench-"));
 const state = fs.mkdtempSync(path.join(process.env.BENCH_STATE_DIR ?? "/run", "header-bench-"));
-const img = path.join(work, "disk.img");
-fs.writeFileSync(img, "");
-fs.truncateSync(img, 32 * 1024 * 1024);
-execFileSync(
-  "cryptsetup",
-  [
-    "luksFormat",
-    "--batch-mode",
-    "--type",
-    "luks2",
-    "--pbkdf",
-    "pbkdf2",
-    "--pbkdf-force-iterations",
-    "1000",
-    "--key-file=-",
-    img,
-  ],
-  { input: crypto.randomBytes(32) },
-);
+const img = makeLuksImage(work, "disk.img").file;
 const allow = luksAllowSchema.parse({}, "luks_allow");
 
 function measure(name: string, fn: () => void): void {
