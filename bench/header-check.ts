@@ -1,7 +1,7 @@
 // What the hostile-header defences cost per volume (docs/PERFORMANCE.md "Header checks"): reading
-// the header pair only (before issue 10) vs. reading the whole metadata area, the allow-list and
-// the private header copy written to and removed from /run (after). Run as root on a tmpfs /run:
-//   node_modules/.bin/bun bench/header-check.ts [--runs N]
+// the header pair only (before issue 10) vs. reading the headers and keyslot areas, the allow-list
+// and the private header copy written to and removed from a tmpfs (after). Run as root:
+//   BENCH_STATE_DIR=/dev/shm node_modules/.bin/bun bench/header-check.ts [--runs N]
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
