@@ -11,8 +11,6 @@ import { CvmError } from "../../platform/util/errors.ts";
 import type { Luks2Header } from "../../platform/luks/luks2-header.ts";
 import { luks2DigestFingerprint, luks2FingerprintV2 } from "./fingerprint.ts";
 
-export { luks2DigestFingerprint };
-
 export const KEY_DOCUMENT_VERSION = 1;
 const MAX_KEY_BYTES = 8192;
 /** RFC 4648 standard base64 with padding, canonical length. */

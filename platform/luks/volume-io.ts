@@ -12,7 +12,7 @@ import {
   type Luks2Header,
 } from "./luks2-header.ts";
 import { parseLuks2Layout } from "./luks2-layout.ts";
-import { devnoOf } from "./block-devices.ts";
+import { devnoOf, readSmall } from "./block-devices.ts";
 
 function readExactly(fd: number, len: number, pos: number, what: string, device: string): Uint8Array {
   const buf = new Uint8Array(len);
@@ -48,7 +48,7 @@ export interface Luks2Volume {
 function deviceBytes(st: fs.Stats, root: string): bigint {
   if (!st.isBlockDevice()) return BigInt(st.size);
   const majMin = devnoOf(st.rdev);
-  const text = fs.readFileSync(path.join(root, "sys/dev/block", majMin, "size"), "utf8").trim();
+  const text = readSmall(path.join(root, "sys/dev/block", majMin, "size"))?.trim() ?? "";
   if (!/^\d{1,20}$/.test(text))
     throw new CvmError("volume", `sysfs size of block device ${majMin} is ${JSON.stringify(text)}`);
   return BigInt(text) * 512n;

@@ -1,7 +1,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { checkPins, luks2DigestFingerprint, parseKeyResource } from "../../../agent/unlock/key-document.ts";
+import { checkPins, parseKeyResource } from "../../../agent/unlock/key-document.ts";
+import { luks2DigestFingerprint } from "../../../agent/unlock/fingerprint.ts";
 import { parseLuks2Header } from "../../../platform/luks/luks2-header.ts";
 import { CvmError } from "../../../platform/util/errors.ts";
 
