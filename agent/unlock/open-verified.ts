@@ -41,10 +41,17 @@ export interface VerifiedOpen {
  * offsets (the unused rest of the keyslots area is a hole of zeros); returns its path.
  */
 export function writeHeaderCopy(stateDir: string, metadata: MetadataImage): string {
-  fs.mkdirSync(stateDir, { recursive: true, mode: 0o755 });
   const file = path.join(stateDir, `header-${crypto.randomBytes(8).toString("hex")}.luks2`);
-  // "wx": O_CREAT|O_EXCL, so a pre-planted file or symlink at that name is an error, not a target.
-  const fd = fs.openSync(file, "wx", 0o600);
+  let fd: number;
+  try {
+    fs.mkdirSync(stateDir, { recursive: true, mode: 0o755 });
+    // "wx": O_CREAT|O_EXCL, so a pre-planted file or symlink at that name is an error, not a target.
+    fd = fs.openSync(file, "wx", 0o600);
+  } catch (e) {
+    throw new CvmError("unlock", `cannot create the private header copy in ${stateDir}: ${errorMessage(e)}`, {
+      hint: "the state directory (next to unlock.measure.record_path) must be a writable tmpfs such as /run/cvm-unlock",
+    });
+  }
   try {
     fs.ftruncateSync(fd, metadata.size);
     for (const { offset, bytes } of metadata.extents) {
