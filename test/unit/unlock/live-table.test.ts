@@ -91,7 +91,7 @@ describe("live dm-crypt table after open", () => {
 });
 
 describe("the private header copy", () => {
-  it("is a 0600 file of the metadata size with the extents at their offsets; never overwrites a planted file", () => {
+  it("is a 0600 file of the metadata size with the extents at their offsets; an unusable directory is a clear error", () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "header-copy-"));
     const f = writeHeaderCopy(dir, {
       size: 65536,
