@@ -8,6 +8,7 @@
 //   <start> <length> crypt <cipher> <key> <iv_offset> <device> <offset> [<#opt_params> <opt_params>...]
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { readSmall } from "../../platform/luks/block-devices.ts";
 import type { Luks2Volume } from "../../platform/luks/volume-io.ts";
 import type { VerifiedLayout } from "./header-policy.ts";
 
@@ -73,8 +74,9 @@ export function parseDmCryptTable(text: string): DmCryptTable | string {
 /** Whether the live mapping sits on the device that was read: same block device, or (image files) its loop device. */
 function sameDevice(tableDevice: string, volume: Luks2Volume, root: string): boolean {
   if (volume.identity.block) return tableDevice === volume.identity.devno;
+  const backing = readSmall(path.join(root, "sys/dev/block", tableDevice, "loop/backing_file"))?.trim();
+  if (!backing) return false;
   try {
-    const backing = fs.readFileSync(path.join(root, "sys/dev/block", tableDevice, "loop/backing_file"), "utf8").trim();
     const st = fs.statSync(backing);
     return st.dev === volume.identity.dev && st.ino === volume.identity.ino;
   } catch {

@@ -3,7 +3,7 @@
 // cryptsetup re-reads the device after our checks, so a host block backend could answer
 // differently the second time (time-of-check/time-of-use). We therefore hand cryptsetup a private
 // copy (`--header FILE`, tmpfs under the state directory, 0600, removed afterwards) of both binary
-// headers, the JSON areas and the keyslots area as read and verified. The copy keeps the on-disk
+// headers, the JSON areas and every keyslot area as read and verified. The copy keeps the on-disk
 // layout byte for byte, so the segment offset in it still points past the metadata on the data
 // device (a detached header with offset 0 would mean "data from sector 0"; the allow-list refuses
 // an offset inside the metadata anyway). After a real open the live dm-crypt table must equal the
@@ -14,7 +14,7 @@ import * as path from "node:path";
 import type { Deadline } from "../../platform/util/deadline.ts";
 import { CvmError, errorMessage } from "../../platform/util/errors.ts";
 import type { Logger } from "../../platform/util/log.ts";
-import type { Luks2Volume } from "../../platform/luks/volume-io.ts";
+import type { Luks2Volume, MetadataImage } from "../../platform/luks/volume-io.ts";
 import { findCryptsetup, runCryptsetup, type CryptsetupResult } from "./cryptsetup.ts";
 import type { VerifiedLayout } from "./header-policy.ts";
 import { liveTableDifferences, parseDmCryptTable } from "./live-table.ts";
@@ -36,15 +36,28 @@ export interface VerifiedOpen {
   log: Logger;
 }
 
-/** Write the verified metadata to a fresh 0600 file nobody else can have opened; returns its path. */
-export function writeHeaderCopy(stateDir: string, metadata: Uint8Array): string {
-  fs.mkdirSync(stateDir, { recursive: true, mode: 0o755 });
+/**
+ * Write the verified metadata to a fresh 0600 file nobody else can have opened, at the device's
+ * offsets (the unused rest of the keyslots area is a hole of zeros); returns its path.
+ */
+export function writeHeaderCopy(stateDir: string, metadata: MetadataImage): string {
   const file = path.join(stateDir, `header-${crypto.randomBytes(8).toString("hex")}.luks2`);
-  // "wx": O_CREAT|O_EXCL, so a pre-planted file or symlink at that name is an error, not a target.
-  const fd = fs.openSync(file, "wx", 0o600);
+  let fd: number;
   try {
-    let off = 0;
-    while (off < metadata.length) off += fs.writeSync(fd, metadata, off, metadata.length - off);
+    fs.mkdirSync(stateDir, { recursive: true, mode: 0o755 });
+    // "wx": O_CREAT|O_EXCL, so a pre-planted file or symlink at that name is an error, not a target.
+    fd = fs.openSync(file, "wx", 0o600);
+  } catch (e) {
+    throw new CvmError("unlock", `cannot create the private header copy in ${stateDir}: ${errorMessage(e)}`, {
+      hint: "the state directory (next to unlock.measure.record_path) must be a writable tmpfs such as /run/cvm-unlock",
+    });
+  }
+  try {
+    fs.ftruncateSync(fd, metadata.size);
+    for (const { offset, bytes } of metadata.extents) {
+      let off = 0;
+      while (off < bytes.length) off += fs.writeSync(fd, bytes, off, bytes.length - off, offset + off);
+    }
   } finally {
     fs.closeSync(fd);
   }

@@ -205,12 +205,18 @@ export function parseLuks2Layout(h: Luks2Header): Luks2Layout {
     onlyMembers(req, "config.requirements", ["mandatory"]);
     requirements = req.mandatory === undefined ? [] : names(req.mandatory, "config.requirements.mandatory", 16);
   }
+  const keyslots = Object.entries(h.json.keyslots).map(([id, k]) => keyslot(id, k, h.hdrSize, metadataBytes));
+  // cryptsetup refuses overlapping areas too; for us an overlap would mean two reads of the same bytes.
+  const byOffset = [...keyslots].sort((a, b) => (a.area.offset < b.area.offset ? -1 : 1));
+  for (let i = 1; i < byOffset.length; i++)
+    if (byOffset[i - 1]!.area.offset + byOffset[i - 1]!.area.size > byOffset[i]!.area.offset)
+      fail(`keyslots.${byOffset[i]!.id}.area`, `overlaps the area of keyslot ${byOffset[i - 1]!.id}`);
   return {
     hdrSize: h.hdrSize,
     keyslotsSize,
     metadataBytes,
     segments: Object.entries(h.json.segments).map(([id, s]) => segment(id, s, metadataBytes)),
-    keyslots: Object.entries(h.json.keyslots).map(([id, k]) => keyslot(id, k, h.hdrSize, metadataBytes)),
+    keyslots,
     digests: Object.entries(h.json.digests).map(([id, d]) => digest(id, d)),
     configFlags: config.flags === undefined ? [] : names(config.flags, "config.flags", 16),
     requirements,

@@ -1,6 +1,6 @@
 // Reading a LUKS2 header from a block device or image file: bounded reads (at most 2 x 4 MiB,
-// plus a keyslots area of at most 128 MiB for readLuks2Volume), both copies parsed and required
-// to agree.
+// plus the keyslot areas, inside a keyslots area of at most 128 MiB, for readLuks2Volume), both
+// copies parsed and required to agree.
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { CvmError, ParseError, errorMessage } from "../util/errors.ts";
@@ -12,28 +12,33 @@ import {
   type Luks2Header,
 } from "./luks2-header.ts";
 import { parseLuks2Layout } from "./luks2-layout.ts";
-import { devnoOf } from "./block-devices.ts";
+import { devnoOf, readSmall } from "./block-devices.ts";
 
-/** Fill `buf` from device offset `pos` (buf may be a view into a larger buffer: no copy). */
-function readInto(fd: number, buf: Uint8Array, pos: number, what: string, device: string): Uint8Array {
+function readExactly(fd: number, len: number, pos: number, what: string, device: string): Uint8Array {
+  const buf = new Uint8Array(len);
   let got = 0;
-  while (got < buf.length) {
-    const n = fs.readSync(fd, buf, got, buf.length - got, pos + got);
+  while (got < len) {
+    const n = fs.readSync(fd, buf, got, len - got, pos + got);
     if (n === 0) throw new ParseError("LUKS2 header", what, pos + got, `${device} ends after ${pos + got} bytes`);
     got += n;
   }
   return buf;
 }
 
-function readExactly(fd: number, len: number, pos: number, what: string, device: string): Uint8Array {
-  return readInto(fd, new Uint8Array(len), pos, what, device);
+/**
+ * The metadata bytes cryptsetup reads, at their offsets: both headers (binary + JSON), then each
+ * keyslot's area. The rest of the keyslots area is unused by cryptsetup and stays zero in a copy.
+ */
+export interface MetadataImage {
+  /** 2 x hdr_size + keyslots_size: the length of a copy, so its layout equals the device's. */
+  size: number;
+  extents: { offset: number; bytes: Uint8Array }[];
 }
 
 /** A verified header with every metadata byte cryptsetup will read: what the agent checked is what it hands over. */
 export interface Luks2Volume {
   header: Luks2Header;
-  /** Bytes 0 .. 2 x hdr_size + keyslots_size of the device, exactly as read and verified. */
-  metadata: Uint8Array;
+  metadata: MetadataImage;
   /** Size of the device in bytes (for a block device from sysfs; for an image file its length). */
   deviceBytes: bigint;
   /** st_dev/st_ino of an image file, st_rdev of a block device: what the live mapping must sit on. */
@@ -43,7 +48,7 @@ export interface Luks2Volume {
 function deviceBytes(st: fs.Stats, root: string): bigint {
   if (!st.isBlockDevice()) return BigInt(st.size);
   const majMin = devnoOf(st.rdev);
-  const text = fs.readFileSync(path.join(root, "sys/dev/block", majMin, "size"), "utf8").trim();
+  const text = readSmall(path.join(root, "sys/dev/block", majMin, "size"))?.trim() ?? "";
   if (!/^\d{1,20}$/.test(text))
     throw new CvmError("volume", `sysfs size of block device ${majMin} is ${JSON.stringify(text)}`);
   return BigInt(text) * 512n;
@@ -84,21 +89,23 @@ function readHeaderPair(fd: number, device: string): { primary: Luks2Header; byt
 }
 
 /**
- * The verified header and the whole metadata area (both headers and the keyslots area) in one
- * read session, for opening with a private copy (`cryptsetup open --header COPY`). `root` is the
- * platform root for sysfs.
+ * The verified header and the metadata cryptsetup reads (both headers and every keyslot area) in
+ * one read session, for opening with a private copy (`cryptsetup open --header COPY`). `root` is
+ * the platform root for sysfs.
  */
 export function readLuks2Volume(device: string, root = "/"): Luks2Volume {
   return withDevice(device, (fd) => {
     const { primary, bytes } = readHeaderPair(fd, device);
-    const total = Number(parseLuks2Layout(primary).metadataBytes);
-    const metadata = new Uint8Array(total);
-    metadata.set(bytes);
-    readInto(fd, metadata.subarray(bytes.length), bytes.length, "keyslots area", device);
+    const layout = parseLuks2Layout(primary);
+    const extents = [{ offset: 0, bytes }];
+    for (const k of layout.keyslots) {
+      const offset = Number(k.area.offset);
+      extents.push({ offset, bytes: readExactly(fd, Number(k.area.size), offset, `keyslots.${k.id}.area`, device) });
+    }
     const st = fs.fstatSync(fd);
     return {
       header: primary,
-      metadata,
+      metadata: { size: Number(layout.metadataBytes), extents },
       deviceBytes: deviceBytes(st, root),
       identity: { block: st.isBlockDevice(), devno: devnoOf(st.rdev), dev: st.dev, ino: st.ino },
     };

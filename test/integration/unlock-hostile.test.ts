@@ -12,6 +12,7 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { luks2DigestFingerprint, luks2FingerprintV2 } from "../../agent/unlock/fingerprint.ts";
 import { readLuks2Header } from "../../platform/luks/volume-io.ts";
+import { parseLuks2Layout } from "../../platform/luks/luks2-layout.ts";
 import { EXIT_CODES } from "../../platform/util/errors.ts";
 import { ensureBinary, runCli, type RunResult } from "../helpers/binary.ts";
 import { createPki, type Pki } from "../helpers/pki.ts";
@@ -200,7 +201,14 @@ describe.skipIf(!have)("hostile host: the block device answers differently after
   it("cryptsetup gets the verified header bytes, not what the device says at open time", async () => {
     const device = copyOf(A, "swapping.img");
     const saved = path.join(work, "a-metadata.bin");
-    fs.writeFileSync(saved, fs.readFileSync(A.file).subarray(0, 16 * 1024 * 1024));
+    // What the copy must hold: A's headers and keyslot areas at their offsets, zeros elsewhere.
+    const layout = parseLuks2Layout(readLuks2Header(A.file));
+    const image = fs.readFileSync(A.file);
+    const expected = Buffer.alloc(Number(layout.metadataBytes));
+    image.copy(expected, 0, 0, 2 * layout.hdrSize);
+    for (const k of layout.keyslots)
+      image.copy(expected, Number(k.area.offset), Number(k.area.offset), Number(k.area.offset + k.area.size));
+    fs.writeFileSync(saved, expected);
     const log = path.join(work, "swap.log");
     // The attacker's block backend, as a cryptsetup wrapper: swap B's container in under the agent
     // just before cryptsetup reads the device, then let the real cryptsetup run.

@@ -1,7 +1,6 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { silentLogger } from "../../../platform/util/log.ts";
 import { describe, expect, it } from "vitest";
 import {
   mergeLayers,
@@ -13,7 +12,7 @@ import { configSchema } from "../../../agent/config/schema.ts";
 import { flagLayer, readCa } from "../../../agent/cli/common.ts";
 import { parseArgs } from "../../../agent/cli/args.ts";
 import { configOptions } from "../../../agent/cli/common.ts";
-import { createLogger } from "../../../platform/util/log.ts";
+import { createLogger, silentLogger } from "../../../platform/util/log.ts";
 import { MAX_CA_BYTES, readCaFile } from "../../../agent/config/ca-file.ts";
 import { kbsOptions } from "../../../agent/attest.ts";
 import type { RunContext } from "../../../agent/cli/common.ts";

@@ -78,6 +78,12 @@ describe("LUKS2 header allow-list", () => {
     ["keyslot kdf hash", (j) => (j.keyslots["0"].kdf.hash = "md5"), /keyslots\.0\.kdf\.hash/],
     ["keyslot af stripes", (j) => (j.keyslots["0"].af.stripes = 1), /keyslots\.0\.af/],
     ["keyslot area outside", (j) => (j.keyslots["0"].area.offset = "16777216"), /keyslots\.0\.area/],
+    [
+      "overlapping keyslot areas",
+      (j) =>
+        (j.keyslots["1"] = { ...structuredClone(j.keyslots["0"]), area: { ...j.keyslots["0"].area, offset: "36864" } }),
+      /keyslots\.1\.area.*overlaps/,
+    ],
     ["keyslot type reencrypt", (j) => (j.keyslots["0"].type = "reencrypt"), /keyslots\.0\.type/],
     [
       "argon2 memory bomb",

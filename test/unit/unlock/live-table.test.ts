@@ -8,6 +8,7 @@ import { describe, expect, it } from "vitest";
 import { verifyHeaderPolicy } from "../../../agent/unlock/header-policy.ts";
 import { liveTableDifferences, parseDmCryptTable, type DmCryptTable } from "../../../agent/unlock/live-table.ts";
 import { luksAllowSchema } from "../../../agent/config/unlock-schema.ts";
+import { writeHeaderCopy } from "../../../agent/unlock/open-verified.ts";
 import { parseLuks2Header } from "../../../platform/luks/luks2-header.ts";
 import type { Luks2Volume } from "../../../platform/luks/volume-io.ts";
 
@@ -17,7 +18,7 @@ const verified = verifyHeaderPolicy(header, luksAllowSchema.parse({}, "luks_allo
 // A 20 MiB block device 252:2: 16 MiB of metadata, 4 MiB = 8192 sectors of data.
 const volume: Luks2Volume = {
   header,
-  metadata: new Uint8Array(0),
+  metadata: { size: 0, extents: [] },
   deviceBytes: 20n * 1024n * 1024n,
   identity: { block: true, devno: "252:2", dev: 0, ino: 0 },
 };
@@ -86,5 +87,29 @@ describe("live dm-crypt table after open", () => {
     fs.writeFileSync(path.join(root, "sys/dev/block/7:0/loop/backing_file"), other + "\n");
     expect(liveTableDifferences(table(onLoop), verified, fileVolume, root).join()).toMatch(/backing device 7:0/);
     fs.rmSync(root, { recursive: true, force: true });
+  });
+});
+
+describe("the private header copy", () => {
+  it("is a 0600 file of the metadata size with the extents at their offsets; an unusable directory is a clear error", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "header-copy-"));
+    const f = writeHeaderCopy(dir, {
+      size: 65536,
+      extents: [
+        { offset: 0, bytes: Buffer.from("LUKS") },
+        { offset: 32768, bytes: Buffer.from("slot") },
+      ],
+    });
+    const st = fs.statSync(f);
+    expect(st.mode & 0o777).toBe(0o600);
+    expect(st.size).toBe(65536);
+    const b = fs.readFileSync(f);
+    expect(b.subarray(0, 4).toString()).toBe("LUKS");
+    expect(b.subarray(32768, 32772).toString()).toBe("slot");
+    expect(b.subarray(4, 32768).every((x) => x === 0)).toBe(true);
+    const blocked = path.join(dir, "not-a-dir");
+    fs.writeFileSync(blocked, "");
+    expect(() => writeHeaderCopy(blocked, { size: 1, extents: [] })).toThrow(/cannot create the private header copy/);
+    fs.rmSync(dir, { recursive: true, force: true });
   });
 });
