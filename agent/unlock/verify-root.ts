@@ -24,7 +24,8 @@ export function parseMountinfo(text: string): MountEntry[] {
     if (!line) continue;
     const f = line.split(" ");
     const dash = f.indexOf("-", 6);
-    if (f.length < 10 || dash === -1 || !/^\d+:\d+$/.test(f[2]!))
+    // After the "-" separator come fstype and source (and superopts): a line that ends early is malformed.
+    if (f.length < 10 || dash === -1 || dash + 2 >= f.length || !/^\d+:\d+$/.test(f[2]!))
       throw new CvmError("volume", `malformed mountinfo line: ${JSON.stringify(line.slice(0, 200))}`);
     const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
     out.push({ devno: f[2]!, mountPoint: unescape(f[4]!), fsType: f[dash + 1]!, source: unescape(f[dash + 2]!) });
