@@ -112,6 +112,7 @@ export async function fuzzTarget(t: FuzzTarget, opts: FuzzOptions): Promise<Targ
   const maxExec = opts.executions ?? Number.POSITIVE_INFINITY;
   const seeds = await t.seeds();
   const corpus = [...seeds];
+  const maxCorpusInput = 2 * Math.max(...seeds.map((b) => b.length)) + 1024;
   const seen = new Set<string>();
   const stats: TargetStats = {
     target: t.name,
@@ -169,7 +170,8 @@ export async function fuzzTarget(t: FuzzTarget, opts: FuzzOptions): Promise<Targ
     stats.executions++;
     if (outcome.kind === "accepted") {
       stats.accepted++;
-      if (i >= seeds.length) {
+      // Keep the corpus lean: a grown input (a 70 kB string member, say) slows every later mutation.
+      if (i >= seeds.length && input.length <= maxCorpusInput) {
         if (corpus.length < MAX_CORPUS) corpus.push(input);
         else corpus[r.int(seeds.length, MAX_CORPUS - 1)] = input;
       }

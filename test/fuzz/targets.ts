@@ -158,6 +158,28 @@ function mutateLuks2Json(r: Prng, seed: Uint8Array, other: Uint8Array): Uint8Arr
   return out;
 }
 
+const HCL_VAR_SIZE_AT = 0x4d0;
+const HCL_VAR_DATA_AT = 0x4d4;
+
+/**
+ * HCL report with its runtime claims (the JSON in variable_data) edited as a JSON tree, and the three
+ * size fields that frame it (report_size, hcl_data.data_size, variable_data_size) rewritten to match.
+ */
+function mutateHclClaims(r: Prng, seed: Uint8Array, other: Uint8Array): Uint8Array {
+  if (seed.length < HCL_VAR_DATA_AT) return mutateBytes(r, seed, other);
+  const v = new DataView(seed.buffer, seed.byteOffset, seed.byteLength);
+  const claims = seed.subarray(HCL_VAR_DATA_AT, HCL_VAR_DATA_AT + v.getUint32(HCL_VAR_SIZE_AT, true));
+  const edited = mutateJson(r, claims, claims);
+  const out = new Uint8Array(Math.max(seed.length, HCL_VAR_DATA_AT + edited.length));
+  out.set(seed.subarray(0, HCL_VAR_DATA_AT));
+  out.set(edited, HCL_VAR_DATA_AT);
+  const w = new DataView(out.buffer);
+  w.setUint32(8, HCL_VAR_DATA_AT + edited.length, true); // report_size
+  w.setUint32(0x4c0, 20 + edited.length, true); // hcl_data.data_size: fixed part + claims
+  w.setUint32(HCL_VAR_SIZE_AT, edited.length, true);
+  return out;
+}
+
 /** Flattened JWE with the base64url protected header edited as JSON half of the time. */
 function mutateJwe(r: Prng, seed: Uint8Array, other: Uint8Array): Uint8Array {
   let jwe: Record<string, unknown>;
@@ -437,6 +459,13 @@ export const TARGETS: FuzzTarget[] = [
       "azure/kinvolk/hcl-report-tdx.bin",
     ),
     dictionary: ['"keys"', '"kid":"HCLAkPub"', '"user-data"', '"kty":"RSA"', "{", "}", "[", "]", ","],
+    run: (b) => reportDataBindsClaims(parseHclReport(b)),
+  },
+  {
+    name: "hcl-claims",
+    about: "Azure HCL report runtime claims (JSON in the NV index), edited as JSON with sizes fixed: parseHclReport",
+    seeds: fixtures("azure/trustee-az-snp-vtpm/hcl-report.bin", "azure/kinvolk/hcl-report-tdx.bin"),
+    mutate: mutateHclClaims,
     run: (b) => reportDataBindsClaims(parseHclReport(b)),
   },
   {
