@@ -24,10 +24,13 @@ export interface FuzzOptions {
   /** Where crash inputs are written (<dir>/<target>/<hash>.bin + .txt); nothing is written without it. */
   crashDir?: string;
   slowMs?: number;
+  /** Called with each input before it runs (the CLI's hang watchdog keeps a copy). */
+  onInput?: (input: Uint8Array) => void;
 }
 
 export interface Finding {
-  kind: "crash" | "slow";
+  /** "hang": the parser did not return at all (found by the CLI's watchdog, main.ts). */
+  kind: "crash" | "slow" | "hang";
   /** Exception class and message with numbers elided: one entry per distinct failure. */
   signature: string;
   detail: string;
@@ -83,7 +86,7 @@ export function describeError(e: unknown): { signature: string; detail: string }
   };
 }
 
-function saveFinding(dir: string, t: FuzzTarget, f: Finding, seed: number): string {
+export function saveFinding(dir: string, t: FuzzTarget, f: Finding, seed: number): string {
   const targetDir = path.join(dir, t.name);
   fs.mkdirSync(targetDir, { recursive: true });
   const id = createHash("sha256").update(f.input).digest("hex").slice(0, 16);
@@ -147,6 +150,7 @@ export async function fuzzTarget(t: FuzzTarget, opts: FuzzOptions): Promise<Targ
       input = mutate(r, r.pick(corpus), r.pick(corpus));
       if (t.fix && r.next() < FIX_PROBABILITY) input = t.fix(input);
     }
+    opts.onInput?.(input);
     const t0 = performance.now();
     let outcome = await execute(t, input);
     let ms = performance.now() - t0;

@@ -1,15 +1,17 @@
 // Fuzz harness entry point (docs/FUZZING.md). Runs under bun, the product's runtime:
 //
 //   npm run fuzz -- [--seconds N] [--executions N] [--seed S] [--target NAME[,NAME...]]
-//                   [--crash-dir DIR] [--out FILE.json] [--list]
+//                   [--crash-dir DIR] [--out FILE.json] [--hang-seconds N] [--list]
 //   npm run fuzz -- --target NAME --replay FILE
 //
-// Budgets are per target. Prints one row per target (executions, exec/s, crashes, slow inputs,
-// peak RSS); exits 1 when any target crashed or had an input slower than 1 s.
+// Budgets are per target. Each target runs in a worker thread under a watchdog (watchdog.ts).
+// Prints one row per target (executions, exec/s, crashes, slow inputs, peak RSS); exits 1 when any
+// target crashed, hung, or had an input slower than 1 s.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { describeError, execute, fuzzTarget, type TargetStats } from "./engine.ts";
-import { findTarget, TARGETS } from "./targets.ts";
+import { describeError, execute, type TargetStats } from "./engine.ts";
+import { findTarget as findIn, type FuzzTarget } from "./targets.ts";
+import { fuzzInWorker } from "./watchdog.ts";
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../..");
 
@@ -35,7 +37,20 @@ function parseArgs(argv: string[]): Map<string, string> {
     }
   }
   for (const k of flags.keys())
-    if (!["seconds", "executions", "seed", "target", "crash-dir", "out", "list", "replay"].includes(k))
+    if (
+      ![
+        "seconds",
+        "executions",
+        "seed",
+        "target",
+        "crash-dir",
+        "out",
+        "list",
+        "replay",
+        "hang-seconds",
+        "targets-module",
+      ].includes(k)
+    )
       usage(`unknown option --${k}`);
   return flags;
 }
@@ -48,8 +63,7 @@ function num(flags: Map<string, string>, name: string): number | undefined {
   return n;
 }
 
-async function replay(targetName: string, file: string): Promise<number> {
-  const t = findTarget(targetName);
+async function replay(t: FuzzTarget, file: string): Promise<number> {
   await t.seeds(); // some targets load keys with their seeds
   const outcome = await execute(t, new Uint8Array(fs.readFileSync(file)));
   if (outcome.kind !== "crash") {
@@ -77,6 +91,16 @@ function row(s: TargetStats): string {
 
 async function main(): Promise<number> {
   const flags = parseArgs(process.argv.slice(2));
+  // --targets-module: the harness tests plant targets with known bugs (test/unit/fuzz).
+  const targetsModule = path.resolve(flags.get("targets-module") ?? path.join(ROOT, "test/fuzz/targets.ts"));
+  const { TARGETS } = (await import(targetsModule)) as { TARGETS: FuzzTarget[] };
+  const findTarget = (name: string) => {
+    try {
+      return findIn(name, TARGETS);
+    } catch (e) {
+      return usage((e as Error).message);
+    }
+  };
   if (flags.has("list")) {
     for (const t of TARGETS) console.log(`${t.name.padEnd(22)} ${t.about}`);
     return 0;
@@ -85,11 +109,12 @@ async function main(): Promise<number> {
   if (replayFile !== undefined) {
     const target = flags.get("target");
     if (!target) usage("--replay needs --target");
-    return replay(target, replayFile);
+    return replay(findTarget(target), replayFile);
   }
   const seed = num(flags, "seed") ?? 1;
   const executions = num(flags, "executions");
   const seconds = num(flags, "seconds") ?? (executions === undefined ? 5 : undefined);
+  const hangSeconds = num(flags, "hang-seconds") ?? 30;
   const crashDir = path.resolve(flags.get("crash-dir") ?? path.join(ROOT, ".cache", "fuzz", "crashes"));
   const targets = flags.has("target") ? flags.get("target")!.split(",").map(findTarget) : TARGETS;
 
@@ -106,13 +131,14 @@ async function main(): Promise<number> {
   const all: TargetStats[] = [];
   const started = Date.now();
   for (const t of targets) {
-    const s = await fuzzTarget(t, { seed, executions, seconds, crashDir });
+    const s = await fuzzInWorker(t, { seed, executions, seconds, crashDir }, hangSeconds, targetsModule);
     all.push(s);
     console.log(row(s));
     for (const f of s.findings)
       console.log(`  ${f.kind}: ${f.signature}\n    reproduce: npm run fuzz -- --target ${t.name} --replay ${f.file}`);
   }
   const crashes = all.reduce((n, s) => n + s.crashes, 0);
+  // A hang counts as a slow input (it is one that never finished).
   const slow = all.reduce((n, s) => n + s.slow, 0);
   const peak = Math.max(...all.map((s) => s.peakRssMb));
   const total = all.reduce((n, s) => n + s.executions, 0);

@@ -1,6 +1,7 @@
 // The fuzz harness itself: checksum fix-ups produce what the parsers verify, runs are deterministic
 // for a seed, and a planted crash / slow input is caught, saved and replayable. Without these a
 // silent harness would look exactly like robust parsers.
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -10,10 +11,11 @@ import { parseGptHeader } from "../../../platform/luks/gpt.ts";
 import { parseLuks2Header } from "../../../platform/luks/luks2-header.ts";
 import { parseResponseHeader } from "../../../platform/tpm/marshal.ts";
 import { ParseError } from "../../../platform/util/errors.ts";
+import { planted } from "./planted-targets.ts";
 import { execute, fuzzTarget } from "../../fuzz/engine.ts";
 import { fixAcpiChecksum, fixGptCrcs, fixLuks2Checksum, fixTpmResponseSize } from "../../fuzz/fixups.ts";
 import { mutateBytes, mutateJson } from "../../fuzz/mutate.ts";
-import { findTarget, REFUSED, type FuzzTarget } from "../../fuzz/targets.ts";
+import { findTarget } from "../../fuzz/targets.ts";
 import { prng } from "../../helpers/prng.ts";
 
 const fixture = (rel: string) => new Uint8Array(fs.readFileSync(path.join(import.meta.dirname, "../../fixtures", rel)));
@@ -72,34 +74,18 @@ describe("mutators", () => {
   });
 });
 
-/** A parser with a planted bug: TypeError when byte 3 is 0x42; slow when byte 0 is 0xee. */
-const planted: FuzzTarget = {
-  name: "planted",
-  about: "test target",
-  seeds: async () => [Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8])],
-  run: (b) => {
-    if (b.length < 4) throw new ParseError("planted", "length", 0, "short");
-    if (b[0] === 0xee) {
-      const until = performance.now() + 30;
-      while (performance.now() < until);
-    }
-    if (b[3] === 0x42) (undefined as unknown as { x: number }).x;
-    return b[1] === 0 ? REFUSED : b;
-  },
-};
-
 describe("engine", () => {
   it("finds, de-duplicates, saves and replays a planted crash and a slow input", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fuzz-test-"));
     try {
-      const s = await fuzzTarget(planted, { seed: 3, executions: 20_000, crashDir: dir, slowMs: 20 });
+      const s = await fuzzTarget(planted, { seed: 3, executions: 3000, crashDir: dir, slowMs: 20 });
       expect(s.crashes).toBeGreaterThan(1);
       expect(s.slow).toBeGreaterThan(0);
       const crashes = s.findings.filter((f) => f.kind === "crash");
       expect(crashes).toHaveLength(1); // one distinct failure, however often it was hit
       expect(crashes[0]!.signature).toMatch(/^TypeError/);
       const saved = new Uint8Array(fs.readFileSync(crashes[0]!.file!));
-      expect(saved[3]).toBe(0x42);
+      expect(saved[3]).toBe(0xff);
       expect(fs.readFileSync(crashes[0]!.file!.replace(/\.bin$/, ".txt"), "utf8")).toMatch(
         /reproduce: npm run fuzz -- --target planted --replay .*\.bin/,
       );
@@ -120,4 +106,38 @@ describe("engine", () => {
     expect(counts(a)).toEqual(counts(b));
     expect(counts(a)).not.toEqual(counts(c));
   });
+
+  it("CLI: a parser that never returns is stopped by the watchdog, reported and saved (bun)", () => {
+    const root = path.join(import.meta.dirname, "../../..");
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "fuzz-hang-"));
+    try {
+      const res = spawnSync(
+        path.join(root, "node_modules/.bin/bun"),
+        [
+          "test/fuzz/main.ts",
+          "--targets-module",
+          "test/unit/fuzz/planted-targets.ts",
+          "--target",
+          "planted-hang,planted",
+          "--executions",
+          "3000",
+          "--hang-seconds",
+          "2",
+          "--crash-dir",
+          dir,
+        ],
+        { cwd: root, encoding: "utf8", timeout: 60_000 },
+      );
+      expect(res.status, res.stderr).toBe(1);
+      expect(res.stdout).toMatch(/hang: no return within 2 s/);
+      expect(res.stdout).toMatch(/crash: TypeError/);
+      const hung = fs.readdirSync(path.join(dir, "planted-hang")).filter((f) => f.endsWith(".bin"));
+      expect(hung).toHaveLength(1);
+      expect(fs.readFileSync(path.join(dir, "planted-hang", hung[0]!))[2]).toBe(0xff);
+      // The run went on to the next target after the hang.
+      expect(res.stdout).toMatch(/^planted\s+3000\s/m);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
