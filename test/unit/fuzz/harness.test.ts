@@ -15,7 +15,7 @@ import { planted } from "./planted-targets.ts";
 import { execute, fuzzTarget } from "../../fuzz/engine.ts";
 import { fixAcpiChecksum, fixGptCrcs, fixLuks2Checksum, fixTpmResponseSize } from "../../fuzz/fixups.ts";
 import { mutateBytes, mutateJson } from "../../fuzz/mutate.ts";
-import { findTarget } from "../../fuzz/targets.ts";
+import { findTarget, TARGETS } from "../../fuzz/targets.ts";
 import { prng } from "../../helpers/prng.ts";
 
 const fixture = (rel: string) => new Uint8Array(fs.readFileSync(path.join(import.meta.dirname, "../../fixtures", rel)));
@@ -140,4 +140,13 @@ describe("engine", () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
+});
+
+describe("docs/FUZZING.md", () => {
+  it("the Targets table has one row per target, and only those", () => {
+    const md = fs.readFileSync(path.join(import.meta.dirname, "../../../docs/FUZZING.md"), "utf8");
+    const section = md.split("\n## Targets\n")[1]!.split("\n## ")[0]!;
+    const rows = [...section.matchAll(/^\| `([a-z0-9-]+)` \|/gm)].map((m) => m[1]);
+    expect(rows).toEqual(TARGETS.map((t) => t.name));
+  });
 });
