@@ -9,7 +9,7 @@
 // LUKS container), but not when keyslots or tokens are added or removed.
 import { sha256 } from "@noble/hashes/sha2.js";
 import { SHA256_HEX, UUID_PATTERN } from "../config/patterns.ts";
-import { canonicalize } from "../kbs/jcs.ts";
+import { canonicalize, JcsError } from "../kbs/jcs.ts";
 import { hex } from "../../platform/util/bytes.ts";
 import { CvmError } from "../../platform/util/errors.ts";
 import type { Luks2Header } from "../../platform/luks/luks2-header.ts";
@@ -125,7 +125,17 @@ export function checkPins(pins: VolumePins, header: Luks2Header, device: string)
       `${device} has LUKS UUID ${header.uuid} but the KBS key is pinned to ${pins.uuid}: refusing (swapped volume?)`,
     );
   if (pins.luks2DigestSha256 !== undefined) {
-    const actual = luks2DigestFingerprint(header);
+    let actual: string;
+    try {
+      actual = luks2DigestFingerprint(header);
+    } catch (e) {
+      // The digests come from the (host-controlled) header: one JCS cannot encode is a refusal, not a bug.
+      if (!(e instanceof JcsError)) throw e;
+      throw new CvmError(
+        "volume",
+        `${device}: the LUKS2 header's digests cannot be fingerprinted for the pin (${e.message.slice(0, 200)}): refusing`,
+      );
+    }
     if (actual !== pins.luks2DigestSha256)
       throw new CvmError(
         "volume",

@@ -3,7 +3,9 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
+import { checkPins } from "../../../agent/unlock/key-document.ts";
 import { parseMountinfo } from "../../../agent/unlock/verify-root.ts";
+import { parseLuks2Header } from "../../../platform/luks/luks2-header.ts";
 import { vekPublicKey } from "../../../platform/snp/verify.ts";
 import { CvmError } from "../../../platform/util/errors.ts";
 import { describeError, execute } from "../../fuzz/engine.ts";
@@ -46,5 +48,19 @@ describe("fuzzer regressions", () => {
     expect(err).toBeInstanceOf(CvmError);
     expect((err as CvmError).kind).toBe("evidence");
     expect((err as CvmError).message).toMatch(/VCEK\/VLEK certificate does not parse/);
+  });
+
+  it("LUKS2: digests nested deeper than JCS encodes fail the digest pin as a volume refusal, not a JcsError", () => {
+    const dir = path.join(DIR, "luks2-json");
+    const header = parseLuks2Header(new Uint8Array(fs.readFileSync(path.join(dir, fs.readdirSync(dir)[0]!))));
+    const pin = { luks2DigestSha256: "0".repeat(64) };
+    expect(() => checkPins(pin, header, "/dev/vdb")).toThrow(
+      /\/dev\/vdb: the LUKS2 header's digests cannot be fingerprinted/,
+    );
+    try {
+      checkPins(pin, header, "/dev/vdb");
+    } catch (e) {
+      expect((e as CvmError).kind).toBe("volume");
+    }
   });
 });
