@@ -23,10 +23,13 @@ export function fuzzInWorker(
   const worker = new Worker(new URL("./worker.ts", import.meta.url), { workerData: data });
   const started = performance.now();
   return new Promise((resolve, reject) => {
-    let last = -1;
+    let last = 0;
     let still = 0;
     const timer = setInterval(() => {
       const n = Atomics.load(header, 0);
+      // Until the first input runs the worker is loading modules and seeds (our code, not a parser):
+      // on a loaded machine that can take seconds, and it must not count as a hang.
+      if (n === 0) return;
       if (n !== last) {
         last = n;
         still = 0;
