@@ -1,10 +1,10 @@
-// trustee RCAR 0.4.0 client (kbs-protocol.md §1): /auth -> evidence -> /attest -> resource GET
+// trustee RCAR 0.4.0 client (docs/spec/kbs-protocol.md §1): /auth -> evidence -> /attest -> resource GET
 // with the attestation token as a Bearer header -> JWE decrypt. The session cookie is carried by
 // hand (name=value only: its Expires is server time and must not depend on the guest clock) and
 // used only for /attest; the resource request relies on the token alone, so it works behind
 // replicas that do not share sessions.
 import { CvmError } from "../../platform/util/errors.ts";
-import { RESOURCE_PATH } from "../config/schema.ts";
+import { RESOURCE_PATH } from "../config/patterns.ts";
 import { decideOnKbsError, parseErrorInformation, type ErrorDecision, type KbsPhase } from "./error-info.ts";
 import { decryptResourceJwe } from "./jwe.ts";
 import { runtimeDigest, selectHashAlgorithm, type RuntimeData } from "./runtime-data.ts";
