@@ -20,14 +20,18 @@ import type { EcTeePubKey, RsaTeePubKey, TeeKeyPair } from "../../agent/kbs/tee-
 import { parseRetryAfter } from "../../agent/kbs/transport.ts";
 import { decodeRecords } from "../../agent/measure/events.ts";
 import { checkPins, parseKeyResource } from "../../agent/unlock/key-document.ts";
+import { decodeOpenedState } from "../../agent/unlock/opened-state.ts";
 import { parseMountinfo } from "../../agent/unlock/verify-root.ts";
 import { parseHclReport, reportDataBindsClaims } from "../../platform/azure/hcl.ts";
-import { describeEvent, parseCcelLog, parseCcelTable, parseEventLog, replay } from "../../platform/eventlog/index.ts";
+import { parseCcelLog, parseCcelTable } from "../../platform/eventlog/ccel.ts";
+import { describeEvent } from "../../platform/eventlog/details.ts";
+import { parseEventLog } from "../../platform/eventlog/parse.ts";
+import { replay } from "../../platform/eventlog/replay.ts";
 import { parseGptEntries, parseGptHeader } from "../../platform/luks/gpt.ts";
 import { parseLuks2Header, type Luks2Header } from "../../platform/luks/luks2-header.ts";
 import { CERT_GUIDS, encodeCertTable, parseCertTable } from "../../platform/snp/certs.ts";
 import { parseSnpEvidenceJson } from "../../platform/snp/json.ts";
-import { decodeSnpReport } from "../../platform/snp/report.ts";
+import { decodeSnpReport, guestPolicy, keyInfo, platformInfo } from "../../platform/snp/report.ts";
 import { decodeReportResp } from "../../platform/snp/sev-guest.ts";
 import { snpSignatureCompact, vekPublicKey } from "../../platform/snp/verify.ts";
 import { trusteeEventClaims, trusteeQuoteClaims } from "../../platform/tdx/claims.ts";
@@ -360,6 +364,9 @@ export const TARGETS: FuzzTarget[] = [
     run: (b) => {
       const report = decodeSnpReport(b);
       snpSignatureCompact(b);
+      guestPolicy(report.policy);
+      keyInfo(report.key_info);
+      platformInfo(report.plat_info);
       return report;
     },
   },
@@ -529,6 +536,13 @@ export const TARGETS: FuzzTarget[] = [
     seeds: fixtures("fuzz/mountinfo.txt"),
     dictionary: [" ", " - ", "\n", "\\040", "\\", ":", "-"],
     run: (b) => parseMountinfo(text(b)),
+  },
+  {
+    name: "opened-state",
+    about: "/run/cvm-unlock/opened.json (verify-root decides on it): agent/unlock/opened-state.ts decodeOpenedState",
+    seeds: fixtures("fuzz/opened-state.json"),
+    mutate: json,
+    run: (b) => decodeOpenedState(text(b), "/run/cvm-unlock/opened.json"),
   },
   {
     name: "tsm-attributes",
