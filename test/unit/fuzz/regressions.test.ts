@@ -10,6 +10,7 @@ import { vekPublicKey } from "../../../platform/snp/verify.ts";
 import { CvmError } from "../../../platform/util/errors.ts";
 import { describeError, execute } from "../../fuzz/engine.ts";
 import { findTarget } from "../../fuzz/targets.ts";
+import { thrownBy } from "../../helpers/thrown.ts";
 
 const DIR = path.join(import.meta.dirname, "../../fixtures/fuzz/regressions");
 
@@ -39,28 +40,17 @@ describe("fuzzer regressions", () => {
     const der = fs.readFileSync(
       path.join(DIR, "vek-certificate", fs.readdirSync(path.join(DIR, "vek-certificate"))[0]!),
     );
-    let err: unknown;
-    try {
-      vekPublicKey(der);
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toBeInstanceOf(CvmError);
-    expect((err as CvmError).kind).toBe("evidence");
-    expect((err as CvmError).message).toMatch(/VCEK\/VLEK certificate does not parse/);
+    const err = thrownBy(() => vekPublicKey(der), CvmError);
+    expect(err.kind).toBe("evidence");
+    expect(err.message).toMatch(/VCEK\/VLEK certificate does not parse/);
   });
 
   it("LUKS2: digests nested deeper than JCS encodes fail the digest pin as a volume refusal, not a JcsError", () => {
     const dir = path.join(DIR, "luks2-json");
     const header = parseLuks2Header(new Uint8Array(fs.readFileSync(path.join(dir, fs.readdirSync(dir)[0]!))));
     const pin = { luks2DigestSha256: "0".repeat(64) };
-    expect(() => checkPins(pin, header, "/dev/vdb")).toThrow(
-      /\/dev\/vdb: the LUKS2 header's digests cannot be fingerprinted/,
-    );
-    try {
-      checkPins(pin, header, "/dev/vdb");
-    } catch (e) {
-      expect((e as CvmError).kind).toBe("volume");
-    }
+    const err = thrownBy(() => checkPins(pin, header, "/dev/vdb"), CvmError);
+    expect(err.kind).toBe("volume");
+    expect(err.message).toMatch(/\/dev\/vdb: the LUKS2 header's digests cannot be fingerprinted/);
   });
 });
