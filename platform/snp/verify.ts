@@ -9,13 +9,14 @@ import { SNP_REPORT_SIZE, SNP_SIGNED_SIZE } from "./report.ts";
 
 /** Uncompressed P-384 point (0x04 ‖ X ‖ Y) of a VCEK/VLEK certificate (DER or PEM). */
 export function vekPublicKey(cert: Uint8Array | string): Uint8Array {
-  let x509: X509Certificate;
+  let jwk: { kty?: string; crv?: string; x?: string; y?: string };
   try {
-    x509 = new X509Certificate(typeof cert === "string" ? cert : Buffer.from(cert));
+    // Both steps parse host bytes: the certificate, then (lazily) its SubjectPublicKeyInfo.
+    const x509 = new X509Certificate(typeof cert === "string" ? cert : Buffer.from(cert));
+    jwk = x509.publicKey.export({ format: "jwk" }) as typeof jwk;
   } catch (e) {
     throw new CvmError("evidence", `VCEK/VLEK certificate does not parse: ${(e as Error).message}`);
   }
-  const jwk = x509.publicKey.export({ format: "jwk" }) as { kty?: string; crv?: string; x?: string; y?: string };
   if (jwk.kty !== "EC" || jwk.crv !== "P-384" || !jwk.x || !jwk.y)
     throw new CvmError("evidence", `VCEK/VLEK key is not EC P-384 (${jwk.kty}/${jwk.crv})`);
   return concat(new Uint8Array([4]), fromB64url(jwk.x), fromB64url(jwk.y));
