@@ -1,13 +1,13 @@
 // The one path from configuration to a released secret, shared by `fetch` and `unlock`:
 // select the evidence source, then run the KBS exchange with it.
-import * as fs from "node:fs";
 import { CvmError } from "../platform/util/errors.ts";
 import type { Attester, FetchedSecret, KbsClientOptions } from "./kbs/types.ts";
 import { readCa, type RunContext } from "./cli/common.ts";
 import { selectSource } from "./select.ts";
+import { bindInitDataToPcr8, bindsThroughPcr8, checkLaunchBinding } from "./init-data/binding.ts";
+import { describeInitData } from "./init-data/document.ts";
 import type { Timeline } from "./timeline.ts";
-
-const MAX_INIT_DATA_BYTES = 64 * 1024;
+import type { TeeName } from "../platform/types.ts";
 
 export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOptions {
   const k = ctx.config.kbs;
@@ -16,18 +16,7 @@ export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOption
       hint: "set kbs.endpoints in the config file, or pass --kbs URL",
     });
   const caPem = readCa(ctx.config);
-  let initDataToml: string | undefined;
-  if (k.init_data_file !== undefined) {
-    const st = fs.statSync(k.init_data_file, { throwIfNoEntry: false });
-    if (!st?.isFile())
-      throw new CvmError(
-        "config",
-        `init-data file ${k.init_data_file} (kbs.init_data_file) is missing or not a regular file`,
-      );
-    if (st.size > MAX_INIT_DATA_BYTES)
-      throw new CvmError("config", `init-data file ${k.init_data_file} is larger than ${MAX_INIT_DATA_BYTES} bytes`);
-    initDataToml = fs.readFileSync(k.init_data_file, "utf8");
-  }
+  const initDataToml = ctx.initData?.body;
   return {
     endpoints: k.endpoints,
     ...(caPem !== undefined ? { caPem } : {}),
@@ -43,6 +32,14 @@ export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOption
   };
 }
 
+/** init-data through PCR 8 (vTPM evidence): extended once, before any quote. */
+export async function bindInitDataBeforeEvidence(ctx: RunContext, tee: TeeName, timeline: Timeline): Promise<void> {
+  const initData = ctx.initData;
+  if (!initData || !bindsThroughPcr8(tee)) return;
+  const how = await timeline.time("init-data", () => bindInitDataToPcr8(initData, ctx.env));
+  ctx.log.info(`init-data ${describeInitData(initData)} ${how === "bound" ? "was already" : "is now"} in PCR 8`);
+}
+
 /**
  * Detect the platform and build the attester the KBS client calls once it has the challenge.
  * Sources with begin() start their digest-independent work now, overlapping the KBS handshake.
@@ -53,6 +50,9 @@ export async function chooseAttester(
 ): Promise<Attester & { close(): Promise<void> }> {
   const { source, tee } = await timeline.time("detect", () => selectSource(ctx.env, ctx.config.platform));
   ctx.log.info(`attesting as tee ${tee} (source ${source.id})`);
+  // PCR 8 before the source opens its TPM session (the AK load below): one TPM client at a time.
+  await bindInitDataBeforeEvidence(ctx, tee, timeline);
+  const initData = ctx.initData;
   let session = source.begin?.(ctx.env);
   session?.catch(() => {}); // surfaced by collect()
   const close = async () => {
@@ -72,6 +72,7 @@ export async function chooseAttester(
       const ev = first ? await (await first).collect(req).finally(close) : await source.collect(ctx.env, req);
       for (const [step, ms] of Object.entries(ev.timings ?? {}))
         if (step !== "total") timeline.record(`evidence.${step}`, ms);
+      if (initData) checkLaunchBinding(tee, ev.primary, initData);
       return ev.primary;
     },
     close,

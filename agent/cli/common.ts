@@ -4,7 +4,10 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { CvmError } from "../../platform/util/errors.ts";
 import { Deadline } from "../../platform/util/deadline.ts";
-import type { Logger } from "../../platform/util/log.ts";
+import { silentLogger, type Logger } from "../../platform/util/log.ts";
+import type { InitDataDocument } from "../init-data/document.ts";
+import { initDataLayer } from "../init-data/layer.ts";
+import { resolveInitData } from "../init-data/load.ts";
 import type { PlatformEnv } from "../../platform/types.ts";
 import {
   DEFAULT_CONFIG_PATH,
@@ -29,6 +32,12 @@ export const configOptions: OptionSpec[] = [
     help: "PEM CA bundle that signs the KBS certificate (replaces the system roots)",
   },
   { name: "resource", kind: "string", value: "REPO/TYPE/TAG", help: "KBS resource to fetch" },
+  {
+    name: "init-data",
+    kind: "string",
+    value: "FILE",
+    help: "init-data TOML to bind into the evidence and send (instead of init_data.sources)",
+  },
   {
     name: "tee",
     kind: "string",
@@ -64,6 +73,8 @@ export function flagLayer(args: ParsedArgs): ConfigLayer {
   if (endpoints.length) kbs.endpoints = endpoints;
   const ca = optString(args, "ca");
   if (ca !== undefined) kbs.ca_file = path.resolve(ca);
+  const initData = optString(args, "init-data");
+  if (initData !== undefined) kbs.init_data_file = path.resolve(initData);
   if (optBool(args, "insecure-http")) kbs.insecure_http = true;
   const resource = optString(args, "resource");
   if (resource !== undefined) data.resource = resource;
@@ -87,6 +98,8 @@ export interface RunContext {
   deadline: Deadline;
   env: PlatformEnv;
   log: Logger;
+  /** This boot's init-data, read once: bound into the evidence and sent with it. */
+  initData?: InitDataDocument | undefined;
 }
 
 /** Extra layers (kernel cmdline, LUKS token) come from the unlock feature. */
@@ -101,7 +114,7 @@ export function loadConfig(args: ParsedArgs, log: Logger, extraLayers: ConfigLay
 }
 
 export function platformEnv(config: Config, args: ParsedArgs, deadline: Deadline, log: Logger): PlatformEnv {
-  const root = path.resolve(optString(args, "platform-root") ?? "/");
+  const root = platformRoot(args);
   return {
     paths: { root, tsmReport: path.join(root, "sys/kernel/config/tsm/report") },
     tpm: { spec: config.platform.tpm, akHandle: parseInt(config.platform.tpm_ak_handle, 16) },
@@ -111,10 +124,37 @@ export function platformEnv(config: Config, args: ParsedArgs, deadline: Deadline
   };
 }
 
-export function runContext(args: ParsedArgs, log: Logger, extraLayers: ConfigLayer[] = []): RunContext {
-  const loaded = loadConfig(args, log, extraLayers);
+/**
+ * The configuration with this boot's init-data: found through the channels the trusted config
+ * enables, and a layer right above the trusted file when init-data may configure the image.
+ */
+export async function loadConfigWithInitData(
+  args: ParsedArgs,
+  log: Logger,
+  root: string,
+): Promise<{ loaded: LoadedConfig; initData: InitDataDocument | undefined; layers: ConfigLayer[] }> {
+  const base = loadConfig(args, log);
+  const initData = await resolveInitData(base.config, root, log);
+  const layer = initData ? initDataLayer(initData, base.config, log) : null;
+  if (!layer) return { loaded: base, initData, layers: [] };
+  return { loaded: loadConfig(args, silentLogger, [layer]), initData, layers: [layer] };
+}
+
+export function platformRoot(args: ParsedArgs): string {
+  return path.resolve(optString(args, "platform-root") ?? "/");
+}
+
+/**
+ * Configuration, deadline and platform environment for one run. Commands that attest read init-data;
+ * the others (detect, measure at leave-initrd) must work whatever the host put there.
+ */
+export async function runContext(args: ParsedArgs, log: Logger, opts: { initData: boolean }): Promise<RunContext> {
+  const { loaded, initData } = opts.initData
+    ? await loadConfigWithInitData(args, log, platformRoot(args))
+    : { loaded: loadConfig(args, log), initData: undefined };
   const deadline = new Deadline(loaded.config.deadline_s * 1000);
-  return { loaded, config: loaded.config, deadline, env: platformEnv(loaded.config, args, deadline, log), log };
+  const env = platformEnv(loaded.config, args, deadline, log);
+  return { loaded, config: loaded.config, deadline, env, log, initData };
 }
 
 const MAX_CA_BYTES = 256 * 1024;

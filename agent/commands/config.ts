@@ -38,7 +38,7 @@ export const configCommand: Command = {
   name: "config",
   usage: "config --explain [options] [--device PATH]",
   description:
-    "Layers: defaults < trusted file < kernel cmdline (if trusted) < LUKS2 token (if trusted; give --device) < flags.",
+    "Layers: defaults < trusted file < init-data (if init_data.configure) < kernel cmdline (if trusted) < LUKS2 token (if trusted; give --device) < flags.",
   options: [
     ...configOptions,
     { name: "explain", kind: "bool", help: "print every value with its source" },
@@ -48,15 +48,12 @@ export const configCommand: Command = {
   async run(args, io) {
     if (!optBool(args, "explain")) throw new CvmError("usage", "config needs --explain");
     const root = path.resolve(optString(args, "platform-root") ?? "/");
-    let { loaded, cmdline } = loadUnlockConfig(args, io.log, root);
+    let { loaded, hostLayers } = await loadUnlockConfig(args, io.log, root);
     const device = optString(args, "device");
     if (device !== undefined) {
       const found = findCvmToken(readLuks2Header(device));
       if (found && loaded.config.unlock.luks_token.trust)
-        loaded = loadConfig(args, silentLogger, [
-          ...(cmdline ? [cmdline] : []),
-          tokenLayer(device, found, loaded.config),
-        ]);
+        loaded = loadConfig(args, silentLogger, [...hostLayers, tokenLayer(device, found, loaded.config)]);
       else if (found)
         io.log.warning(`${device} has a cvm-unlock token, but unlock.luks_token.trust is not set: ignored`);
     }

@@ -10,7 +10,8 @@ import { CvmError, errorMessage } from "../../platform/util/errors.ts";
 import { silentLogger, type Logger } from "../../platform/util/log.ts";
 import { attestAndFetch } from "../attest.ts";
 import type { ParsedArgs } from "../cli/args.ts";
-import { loadConfig, platformEnv, type RunContext } from "../cli/common.ts";
+import { loadConfig, loadConfigWithInitData, platformEnv, type RunContext } from "../cli/common.ts";
+import type { InitDataDocument } from "../init-data/document.ts";
 import type { ConfigLayer, LoadedConfig } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { Timeline } from "../timeline.ts";
@@ -51,16 +52,20 @@ export function openedStatePath(config: Config): string {
   return path.join(path.dirname(config.unlock.measure.record_path), "opened.json");
 }
 
-/** Trusted file + (trusted) kernel cmdline + flags. The LUKS token layer is added per volume. */
-export function loadUnlockConfig(
+/**
+ * Trusted file + init-data (when the trusted config lets it configure) + (trusted) kernel cmdline +
+ * flags. The LUKS token layer is added per volume, above `hostLayers`.
+ */
+export async function loadUnlockConfig(
   args: ParsedArgs,
   log: Logger,
   root: string,
-): { loaded: LoadedConfig; cmdline: ConfigLayer | null } {
-  const base = loadConfig(args, log);
-  const cmdline = cmdlineLayer(root, base.config, log);
+): Promise<{ loaded: LoadedConfig; hostLayers: ConfigLayer[]; initData: InitDataDocument | undefined }> {
+  const { loaded: withInitData, initData, layers } = await loadConfigWithInitData(args, log, root);
+  const cmdline = cmdlineLayer(root, withInitData.config, log);
+  const hostLayers = [...layers, ...(cmdline ? [cmdline] : [])];
   // Re-merging with more layers: the widening-flag warnings were already logged once.
-  return { loaded: cmdline ? loadConfig(args, silentLogger, [cmdline]) : base, cmdline };
+  return { loaded: cmdline ? loadConfig(args, silentLogger, hostLayers) : withInitData, hostLayers, initData };
 }
 
 export function volumesToUnlock(config: Config, device?: string, name?: string): VolumeConfig[] {
@@ -99,7 +104,7 @@ function checkIdentity(vol: VolumeConfig, h: Luks2Header, device: string): void 
 function volumeConfig(
   req: UnlockRequest,
   base: LoadedConfig,
-  cmdline: ConfigLayer | null,
+  hostLayers: ConfigLayer[],
   h: Luks2Header,
   device: string,
 ): LoadedConfig {
@@ -109,7 +114,7 @@ function volumeConfig(
     req.log.info(`ignoring the cvm-unlock LUKS2 token on ${device}: unlock.luks_token.trust is not set`);
     return base;
   }
-  return loadConfig(req.args, silentLogger, [...(cmdline ? [cmdline] : []), tokenLayer(device, tok, base.config)]);
+  return loadConfig(req.args, silentLogger, [...hostLayers, tokenLayer(device, tok, base.config)]);
 }
 
 function alreadyOpen(root: string, name: string, uuid: string): boolean {
@@ -220,7 +225,7 @@ function recordOpened(config: Config, outcomes: VolumeOutcome[]): void {
 
 export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Promise<VolumeOutcome[]> {
   const root = path.resolve((req.args.options.get("platform-root") as string | undefined) ?? "/");
-  const { loaded: base, cmdline } = loadUnlockConfig(req.args, req.log, root);
+  const { loaded: base, hostLayers, initData } = await loadUnlockConfig(req.args, req.log, root);
   const deadline = new Deadline(base.config.deadline_s * 1000);
   const outcomes: VolumeOutcome[] = [];
   try {
@@ -233,13 +238,14 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
       const h = readLuks2Header(device);
       checkIdentity(vol, h, device);
       req.log.info(`volume ${vol.name}: ${device} is LUKS2 ${h.uuid}`);
-      const loaded = volumeConfig(req, base, cmdline, h, device);
+      const loaded = volumeConfig(req, base, hostLayers, h, device);
       const ctx: RunContext = {
         loaded,
         config: loaded.config,
         deadline,
         env: platformEnv(loaded.config, req.args, deadline, req.log),
         log: req.log,
+        initData,
       };
       if (!req.testOnly && alreadyOpen(root, vol.name, h.uuid)) {
         req.log.notice(`volume ${vol.name} (${h.uuid}) is already open: nothing to do`);
