@@ -20,6 +20,7 @@ import {
   type LoadedConfig,
 } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
+import { PEM_CERT, readCaFile } from "../config/ca-file.ts";
 import { optBool, optList, optNumber, optString, type OptionSpec, type ParsedArgs } from "./args.ts";
 
 export const configOptions: OptionSpec[] = [
@@ -157,9 +158,6 @@ export async function runContext(args: ParsedArgs, log: Logger, opts: { initData
   return { loaded, config: loaded.config, deadline, env, log, initData };
 }
 
-const MAX_CA_BYTES = 256 * 1024;
-const PEM_CERT = "-----BEGIN CERTIFICATE-----";
-
 /**
  * The CA bundle from config, or undefined for the system roots. A bundle without a certificate is
  * refused: node treats an empty `ca` as "not given" and would silently fall back to the system roots.
@@ -173,21 +171,10 @@ export function readCa(config: Config): string | undefined {
     return config.kbs.ca_pem;
   }
   if (config.kbs.ca_file === undefined) return undefined;
-  try {
-    const st = fs.statSync(config.kbs.ca_file);
-    if (!st.isFile() || st.size > MAX_CA_BYTES)
-      throw new CvmError(
-        "config",
-        `CA file ${config.kbs.ca_file} is not a regular file of at most ${MAX_CA_BYTES} bytes`,
-      );
-    const pem = fs.readFileSync(config.kbs.ca_file, "utf8");
-    if (!pem.includes(PEM_CERT))
-      throw new CvmError("config", `CA file ${config.kbs.ca_file} holds no PEM certificate`, {
-        hint: "kbs.ca_file (--ca) must be the PEM CA bundle that signs the KBS certificate",
-      });
-    return pem;
-  } catch (e) {
-    if (e instanceof CvmError) throw e;
-    throw new CvmError("config", `cannot read CA file ${config.kbs.ca_file}: ${(e as Error).message}`);
-  }
+  return readCaFile(
+    config.kbs.ca_file,
+    "CA file",
+    "config",
+    "kbs.ca_file (--ca) must be the PEM CA bundle that signs the KBS certificate",
+  );
 }

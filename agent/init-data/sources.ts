@@ -9,7 +9,7 @@ import { smbiosOemStrings, MAX_SMBIOS_ENTRY_BYTES } from "../../platform/firmwar
 import { fromB64url } from "../../platform/util/bytes.ts";
 import type { Deadline } from "../../platform/util/deadline.ts";
 import { CvmError, errorMessage } from "../../platform/util/errors.ts";
-import { readFileCapped } from "../../platform/util/files.ts";
+import { readFileBounded, readFileIfPresent } from "../../platform/util/files.ts";
 import type { Logger } from "../../platform/util/log.ts";
 import { splitCmdline } from "../config/layers/cmdline.ts";
 import { fetchMetadata, type MetadataChannel } from "./metadata.ts";
@@ -73,7 +73,7 @@ function fromSmbios(env: ChannelEnv): Uint8Array | undefined {
   }
   const found: string[] = [];
   for (const n of names.sort().slice(0, MAX_SMBIOS_ENTRIES)) {
-    const raw = readFileCapped(path.join(dir, n, "raw"), MAX_SMBIOS_ENTRY_BYTES, `SMBIOS entry ${n}`);
+    const raw = readFileIfPresent(path.join(dir, n, "raw"), { what: `SMBIOS entry ${n}`, max: MAX_SMBIOS_ENTRY_BYTES });
     if (!raw) continue;
     for (const s of smbiosOemStrings(raw)) if (s.startsWith(SMBIOS_PREFIX)) found.push(s.slice(SMBIOS_PREFIX.length));
   }
@@ -84,13 +84,13 @@ function fromSmbios(env: ChannelEnv): Uint8Array | undefined {
 
 function fromFwCfg(env: ChannelEnv): Uint8Array | undefined {
   const p = path.join(env.root, "sys/firmware/qemu_fw_cfg/by_name", FW_CFG_NAME, "raw");
-  const raw = readFileCapped(p, MAX_INIT_DATA_BYTES, "fw_cfg init-data");
+  const raw = readFileIfPresent(p, { what: "fw_cfg init-data", max: MAX_INIT_DATA_BYTES });
   if (!raw) return undefined;
   return raw[0] === 0x1f && raw[1] === 0x8b ? inflate(raw, "fw_cfg") : raw;
 }
 
 function fromCmdline(env: ChannelEnv): Uint8Array | undefined {
-  const text = readFileCapped(path.join(env.root, "proc/cmdline"), 4096, "kernel command line");
+  const text = readFileIfPresent(path.join(env.root, "proc/cmdline"), { what: "kernel command line", max: 4096 });
   if (!text) return undefined;
   const values = splitCmdline(new TextDecoder().decode(text))
     .filter((t) => t.startsWith(CMDLINE_PARAM + "="))
@@ -123,8 +123,12 @@ export interface InitDataRequest {
 /** The first init-data found, parsed; undefined when no enabled channel has one. */
 export async function findInitData(req: InitDataRequest, env: ChannelEnv): Promise<InitDataDocument | undefined> {
   if (req.file !== undefined) {
-    const bytes = readFileCapped(req.file, MAX_INIT_DATA_BYTES, "init-data file (kbs.init_data_file)");
-    if (!bytes) throw new CvmError("config", `init-data file ${req.file} (kbs.init_data_file) does not exist`);
+    const bytes = readFileBounded(req.file, {
+      what: "init-data file (kbs.init_data_file)",
+      max: MAX_INIT_DATA_BYTES,
+      kind: "config",
+      regularFile: true,
+    });
     return parseInitData(bytes, `file:${req.file}`);
   }
   for (const ch of req.channels) {
