@@ -6,6 +6,7 @@ import { readCa, type RunContext } from "./cli/common.ts";
 import { selectSource } from "./select.ts";
 import { bindInitDataToPcr8, bindsThroughPcr8, checkLaunchBinding } from "./init-data/binding.ts";
 import { describeInitData } from "./init-data/document.ts";
+import { evidenceSources } from "../platform/registry.ts";
 import type { Timeline } from "./timeline.ts";
 import type { TeeName } from "../platform/types.ts";
 
@@ -48,7 +49,9 @@ export async function chooseAttester(
   ctx: RunContext,
   timeline: Timeline,
 ): Promise<Attester & { close(): Promise<void> }> {
-  const { source, tee } = await timeline.time("detect", () => selectSource(ctx.env, ctx.config.platform));
+  const { source, tee } = await timeline.time("detect", () =>
+    selectSource(ctx.env, ctx.config.platform, evidenceSources),
+  );
   ctx.log.info(`attesting as tee ${tee} (source ${source.id})`);
   // PCR 8 before the source opens its TPM session (the AK load below): one TPM client at a time.
   await bindInitDataBeforeEvidence(ctx, tee, timeline);

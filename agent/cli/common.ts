@@ -16,6 +16,7 @@ import {
   noteWideningFlags,
   readConfigFile,
   type ConfigLayer,
+  type ConfigLoader,
   type JsonObject,
   type LoadedConfig,
 } from "../config/load.ts";
@@ -114,8 +115,17 @@ export function loadConfig(args: ParsedArgs, log: Logger, extraLayers: ConfigLay
   return loaded;
 }
 
-export function platformEnv(config: Config, args: ParsedArgs, deadline: Deadline, log: Logger): PlatformEnv {
-  const root = platformRoot(args);
+/** A loader bound to this command line (for features that add layers, e.g. unlock). */
+export function configLoader(args: ParsedArgs): ConfigLoader {
+  return (log, extraLayers = []) => loadConfig(args, log, extraLayers);
+}
+
+/** The hidden tester flag --platform-root (stand-in /sys, /dev, /proc), absolute; "/" by default. */
+export function platformRoot(args: ParsedArgs): string {
+  return path.resolve(optString(args, "platform-root") ?? "/");
+}
+
+export function platformEnv(config: Config, root: string, deadline: Deadline, log: Logger): PlatformEnv {
   return {
     paths: { root, tsmReport: path.join(root, "sys/kernel/config/tsm/report") },
     tpm: { spec: config.platform.tpm, akHandle: parseInt(config.platform.tpm_ak_handle, 16) },
@@ -130,19 +140,15 @@ export function platformEnv(config: Config, args: ParsedArgs, deadline: Deadline
  * enables, and a layer right above the trusted file when init-data may configure the image.
  */
 export async function loadConfigWithInitData(
-  args: ParsedArgs,
+  load: ConfigLoader,
   log: Logger,
   root: string,
 ): Promise<{ loaded: LoadedConfig; initData: InitDataDocument | undefined; layers: ConfigLayer[] }> {
-  const base = loadConfig(args, log);
+  const base = load(log);
   const initData = await resolveInitData(base.config, root, log);
   const layer = initData ? initDataLayer(initData, base.config, log) : null;
   if (!layer) return { loaded: base, initData, layers: [] };
-  return { loaded: loadConfig(args, silentLogger, [layer]), initData, layers: [layer] };
-}
-
-export function platformRoot(args: ParsedArgs): string {
-  return path.resolve(optString(args, "platform-root") ?? "/");
+  return { loaded: load(silentLogger, [layer]), initData, layers: [layer] };
 }
 
 /**
@@ -151,10 +157,10 @@ export function platformRoot(args: ParsedArgs): string {
  */
 export async function runContext(args: ParsedArgs, log: Logger, opts: { initData: boolean }): Promise<RunContext> {
   const { loaded, initData } = opts.initData
-    ? await loadConfigWithInitData(args, log, platformRoot(args))
+    ? await loadConfigWithInitData(configLoader(args), log, platformRoot(args))
     : { loaded: loadConfig(args, log), initData: undefined };
   const deadline = new Deadline(loaded.config.deadline_s * 1000);
-  const env = platformEnv(loaded.config, args, deadline, log);
+  const env = platformEnv(loaded.config, platformRoot(args), deadline, log);
   return { loaded, config: loaded.config, deadline, env, log, initData };
 }
 

@@ -14,6 +14,7 @@ import { generateTeeKey } from "../kbs/tee-key.ts";
 import { selectSource } from "../select.ts";
 import { bindInitDataBeforeEvidence } from "../attest.ts";
 import { checkLaunchBinding } from "../init-data/binding.ts";
+import { evidenceSources } from "../../platform/registry.ts";
 import { Timeline } from "../timeline.ts";
 import { reportTimeline, timingOptions } from "../cli/timings.ts";
 
@@ -40,7 +41,9 @@ export const evidenceCommand: Command = {
       if (nonce === undefined) nonce = b64(randomFillSync(new Uint8Array(32)));
       if (nonce.length === 0 || nonce.length > MAX_NONCE)
         throw new CvmError("usage", `--nonce must be 1..${MAX_NONCE} characters`);
-      const { source, tee } = await timeline.time("detect", () => selectSource(ctx.env, ctx.config.platform));
+      const { source, tee } = await timeline.time("detect", () =>
+        selectSource(ctx.env, ctx.config.platform, evidenceSources),
+      );
       const key = await generateTeeKey(ctx.config.kbs.tee_key);
       const runtime = { nonce, "tee-pubkey": key.publicJwk };
       const digest = runtimeDigest(runtime);
@@ -60,7 +63,7 @@ export const evidenceCommand: Command = {
           encodeEvidenceRecord({ tee, attestation: text, digest, created: new Date().toISOString() }),
         );
       if (optBool(args, "decode")) {
-        const details = [...(await describeEvidence(ev)), ...(await describePlatform(ctx.env, source.id))];
+        const details = [...(await describeEvidence(ev)), ...(await describePlatform(ctx.env, source))];
         io.stdout.write(
           describe(tee, source.id, nonce, digest, ev.primary) +
             (details.length ? `\n\n${details.join("\n")}` : "") +

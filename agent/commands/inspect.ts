@@ -5,14 +5,9 @@ import { optBool, optString } from "../cli/args.ts";
 import type { Command } from "../cli/command.ts";
 import { CvmError } from "../../platform/util/errors.ts";
 import { readFdBounded, readFileBounded } from "../../platform/util/files.ts";
-import {
-  INSPECT_TYPES,
-  inspectBytes,
-  renderJson,
-  renderText,
-  resolveInput,
-  trusteeEvidence,
-} from "../inspect/index.ts";
+import { inspectBytes, resolveInput, trusteeEvidence } from "../inspect/index.ts";
+import { INSPECT_TYPES } from "../inspect/model.ts";
+import { renderJson, renderText } from "../inspect/render.ts";
 
 /** Larger than any artefact we decode (a 1 MiB CCEL area is the biggest real one). */
 const MAX_INPUT = 32 * 1024 * 1024;

@@ -27,6 +27,9 @@ export interface ConfigLayer {
   guard?: (data: JsonObject, base: Config) => void;
 }
 
+/** Loads the configuration with `extraLayers` between the trusted file and the flags. */
+export type ConfigLoader = (log: Logger, extraLayers?: ConfigLayer[]) => LoadedConfig;
+
 export interface LoadedConfig {
   config: Config;
   /** JSON path (dot notation) -> source of the value. Paths not listed are defaults. */

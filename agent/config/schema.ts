@@ -5,7 +5,6 @@ import { unlockSchema } from "./unlock-schema.ts";
 import { RESOURCE_PATH, URL_PATTERN } from "./patterns.ts";
 import { INIT_DATA_CHANNELS, type InitDataChannel } from "../init-data/channels.ts";
 
-export { RESOURCE_PATH };
 export const TEE_CHOICES = ["auto", "snp", "tdx", "tpm", "az-snp-vtpm", "az-tdx-vtpm", "sample"] as const;
 const HANDLE_RE = /^0x8[01][0-9a-fA-F]{6}$/;
 

@@ -4,7 +4,7 @@
 // does — the first thing to look at when a KBS refuses TDX evidence.
 import { fromB64, hex } from "../../platform/util/bytes.ts";
 import { CvmError, ParseError } from "../../platform/util/errors.ts";
-import { parseCcelLog } from "../../platform/eventlog/index.ts";
+import { parseCcelLog } from "../../platform/eventlog/ccel.ts";
 import { parseTdxQuote } from "../../platform/tdx/quote.ts";
 import { ccelRtmrMismatches } from "../../platform/tdx/rtmr.ts";
 import { parseSnpEvidenceJson } from "../../platform/snp/json.ts";

@@ -4,7 +4,7 @@
 // used only for /attest; the resource request relies on the token alone, so it works behind
 // replicas that do not share sessions.
 import { CvmError } from "../../platform/util/errors.ts";
-import { RESOURCE_PATH } from "../config/schema.ts";
+import { RESOURCE_PATH } from "../config/patterns.ts";
 import { decideOnKbsError, parseErrorInformation, type ErrorDecision, type KbsPhase } from "./error-info.ts";
 import { decryptResourceJwe } from "./jwe.ts";
 import { runtimeDigest, selectHashAlgorithm, type RuntimeData } from "./runtime-data.ts";

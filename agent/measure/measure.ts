@@ -12,7 +12,8 @@ import { algName } from "../../platform/tpm/constants.ts";
 import { digestsFor } from "../../platform/tpm/operations.ts";
 import { utf8 } from "../../platform/util/bytes.ts";
 import { RECORD_VERSION, rtmrDigest, type MeasurementRecord } from "./events.ts";
-import { openPcrBackend, tpmPresent, type PcrBackend } from "./pcr-backend.ts";
+import { tpmPresent } from "../../platform/tpm/transport/index.ts";
+import { openPcrBackend, type PcrBackend } from "./pcr-backend.ts";
 
 export type RegisterMode = "required" | "if-present" | "off";
 

@@ -1,7 +1,8 @@
 // Reading the CCEL log area from ACPI sysfs (docs/spec/tdx-abi.md §4) and turning it into what
 // guest-components sends as `cc_eventlog`: the log trimmed at its terminator, plus 8×0xFF.
 import * as path from "node:path";
-import { CCEL_END_FLAG, parseCcelLog, type EventLog } from "../eventlog/index.ts";
+import { CCEL_END_FLAG, parseCcelLog } from "../eventlog/ccel.ts";
+import type { EventLog } from "../eventlog/parse.ts";
 import { concat } from "../util/bytes.ts";
 import { readFileIfPresent } from "../util/files.ts";
 

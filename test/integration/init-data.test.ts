@@ -12,7 +12,7 @@ import { sha256 } from "@noble/hashes/sha2.js";
 import { expectedPcr8 } from "../../agent/init-data/binding.ts";
 import { TPM_ALG } from "../../platform/tpm/constants.ts";
 import { pcrExtend, pcrReadBank } from "../../platform/tpm/operations.ts";
-import { withTpm } from "../../platform/tpm/index.ts";
+import { withTpm } from "../../platform/tpm/client.ts";
 import { fitTo, hex, utf8 } from "../../platform/util/bytes.ts";
 import { Deadline } from "../../platform/util/deadline.ts";
 import { EXIT_CODES } from "../../platform/util/errors.ts";

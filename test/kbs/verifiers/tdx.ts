@@ -14,7 +14,8 @@ import { bytesEqual, fitTo, fromB64, hex } from "../../../platform/util/bytes.ts
 import { parseTdxQuote } from "../../../platform/tdx/quote.ts";
 import { verifyQeBinding, verifyQuoteSignature } from "../../../platform/tdx/signature.ts";
 import { trusteeEventClaims, trusteeQuoteClaims } from "../../../platform/tdx/claims.ts";
-import { knownDigestSize, parseCcelLog } from "../../../platform/eventlog/index.ts";
+import { knownDigestSize } from "../../../platform/eventlog/algorithms.ts";
+import { parseCcelLog } from "../../../platform/eventlog/ccel.ts";
 import { ccelRtmrMismatches } from "../../../platform/tdx/rtmr.ts";
 import type { TeeClaims, TeeVerifier, VerifyContext } from "./types.ts";
 
