@@ -1,14 +1,14 @@
 // The one path from configuration to a released secret, shared by `fetch` and `unlock`:
 // select the evidence source, then run the KBS exchange with it.
 import { CvmError } from "../platform/util/errors.ts";
-import { fileText, readFileBounded } from "../platform/util/files.ts";
 import type { Attester, FetchedSecret, KbsClientOptions } from "./kbs/types.ts";
 import { readCa, type RunContext } from "./cli/common.ts";
 import { selectSource } from "./select.ts";
+import { bindInitDataToPcr8, bindsThroughPcr8, checkLaunchBinding } from "./init-data/binding.ts";
+import { describeInitData } from "./init-data/document.ts";
 import { evidenceSources } from "../platform/registry.ts";
 import type { Timeline } from "./timeline.ts";
-
-const MAX_INIT_DATA_BYTES = 64 * 1024;
+import type { TeeName } from "../platform/types.ts";
 
 export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOptions {
   const k = ctx.config.kbs;
@@ -22,17 +22,7 @@ export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOption
     ctx.log.warning(
       "kbs.ca_file is not set: the KBS certificate is checked against the system roots (public web PKI), so any public CA can vouch for the KBS host; set kbs.ca_file to the CA that signs the KBS certificate",
     );
-  let initDataToml: string | undefined;
-  if (k.init_data_file !== undefined) {
-    initDataToml = fileText(
-      readFileBounded(k.init_data_file, {
-        what: "kbs.init_data_file",
-        max: MAX_INIT_DATA_BYTES,
-        kind: "config",
-        regularFile: true,
-      }),
-    );
-  }
+  const initDataToml = ctx.initData?.body;
   return {
     endpoints: k.endpoints,
     ...(caPem !== undefined ? { caPem } : {}),
@@ -48,6 +38,14 @@ export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOption
   };
 }
 
+/** init-data through PCR 8 (vTPM evidence): extended once, before any quote. */
+export async function bindInitDataBeforeEvidence(ctx: RunContext, tee: TeeName, timeline: Timeline): Promise<void> {
+  const initData = ctx.initData;
+  if (!initData || !bindsThroughPcr8(tee)) return;
+  const how = await timeline.time("init-data", () => bindInitDataToPcr8(initData, ctx.env));
+  ctx.log.info(`init-data ${describeInitData(initData)} ${how === "bound" ? "was already" : "is now"} in PCR 8`);
+}
+
 /**
  * Detect the platform and build the attester the KBS client calls once it has the challenge.
  * Sources with begin() start their digest-independent work now, overlapping the KBS handshake.
@@ -60,6 +58,9 @@ export async function chooseAttester(
     selectSource(ctx.env, ctx.config.platform, evidenceSources),
   );
   ctx.log.info(`attesting as tee ${tee} (source ${source.id})`);
+  // PCR 8 before the source opens its TPM session (the AK load below): one TPM client at a time.
+  await bindInitDataBeforeEvidence(ctx, tee, timeline);
+  const initData = ctx.initData;
   let session = source.begin?.(ctx.env);
   session?.catch(() => {}); // surfaced by collect()
   const close = async () => {
@@ -79,6 +80,7 @@ export async function chooseAttester(
       const ev = first ? await (await first).collect(req).finally(close) : await source.collect(ctx.env, req);
       for (const [step, ms] of Object.entries(ev.timings ?? {}))
         if (step !== "total") timeline.record(`evidence.${step}`, ms);
+      if (initData) checkLaunchBinding(tee, ev.primary, initData);
       return ev.primary;
     },
     close,

@@ -4,7 +4,10 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { CvmError } from "../../platform/util/errors.ts";
 import { Deadline } from "../../platform/util/deadline.ts";
-import type { Logger } from "../../platform/util/log.ts";
+import { silentLogger, type Logger } from "../../platform/util/log.ts";
+import type { InitDataDocument } from "../init-data/document.ts";
+import { initDataLayer } from "../init-data/layer.ts";
+import { resolveInitData } from "../init-data/load.ts";
 import type { PlatformEnv } from "../../platform/types.ts";
 import {
   DEFAULT_CONFIG_PATH,
@@ -31,6 +34,12 @@ export const configOptions: OptionSpec[] = [
     help: "PEM CA bundle that signs the KBS certificate (replaces the system roots)",
   },
   { name: "resource", kind: "string", value: "REPO/TYPE/TAG", help: "KBS resource to fetch" },
+  {
+    name: "init-data",
+    kind: "string",
+    value: "FILE",
+    help: "init-data TOML to bind into the evidence and send (instead of init_data.sources)",
+  },
   {
     name: "tee",
     kind: "string",
@@ -66,6 +75,8 @@ export function flagLayer(args: ParsedArgs): ConfigLayer {
   if (endpoints.length) kbs.endpoints = endpoints;
   const ca = optString(args, "ca");
   if (ca !== undefined) kbs.ca_file = path.resolve(ca);
+  const initData = optString(args, "init-data");
+  if (initData !== undefined) kbs.init_data_file = path.resolve(initData);
   if (optBool(args, "insecure-http")) kbs.insecure_http = true;
   const resource = optString(args, "resource");
   if (resource !== undefined) data.resource = resource;
@@ -89,6 +100,8 @@ export interface RunContext {
   deadline: Deadline;
   env: PlatformEnv;
   log: Logger;
+  /** This boot's init-data, read once: bound into the evidence and sent with it. */
+  initData?: InitDataDocument | undefined;
 }
 
 /** Extra layers (kernel cmdline, LUKS token) come from the unlock feature. */
@@ -122,16 +135,33 @@ export function platformEnv(config: Config, root: string, deadline: Deadline, lo
   };
 }
 
-export function runContext(args: ParsedArgs, log: Logger, extraLayers: ConfigLayer[] = []): RunContext {
-  const loaded = loadConfig(args, log, extraLayers);
+/**
+ * The configuration with this boot's init-data: found through the channels the trusted config
+ * enables, and a layer right above the trusted file when init-data may configure the image.
+ */
+export async function loadConfigWithInitData(
+  load: ConfigLoader,
+  log: Logger,
+  root: string,
+): Promise<{ loaded: LoadedConfig; initData: InitDataDocument | undefined; layers: ConfigLayer[] }> {
+  const base = load(log);
+  const initData = await resolveInitData(base.config, root, log);
+  const layer = initData ? initDataLayer(initData, base.config, log) : null;
+  if (!layer) return { loaded: base, initData, layers: [] };
+  return { loaded: load(silentLogger, [layer]), initData, layers: [layer] };
+}
+
+/**
+ * Configuration, deadline and platform environment for one run. Commands that attest read init-data;
+ * the others (detect, measure at leave-initrd) must work whatever the host put there.
+ */
+export async function runContext(args: ParsedArgs, log: Logger, opts: { initData: boolean }): Promise<RunContext> {
+  const { loaded, initData } = opts.initData
+    ? await loadConfigWithInitData(configLoader(args), log, platformRoot(args))
+    : { loaded: loadConfig(args, log), initData: undefined };
   const deadline = new Deadline(loaded.config.deadline_s * 1000);
-  return {
-    loaded,
-    config: loaded.config,
-    deadline,
-    env: platformEnv(loaded.config, platformRoot(args), deadline, log),
-    log,
-  };
+  const env = platformEnv(loaded.config, platformRoot(args), deadline, log);
+  return { loaded, config: loaded.config, deadline, env, log, initData };
 }
 
 /**

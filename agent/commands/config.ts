@@ -37,7 +37,7 @@ export const configCommand: Command = {
   name: "config",
   usage: "config --explain [options] [--device PATH]",
   description:
-    "Layers: defaults < trusted file < kernel cmdline (if trusted) < LUKS2 token (if trusted; give --device) < flags.",
+    "Layers: defaults < trusted file < init-data (if init_data.configure) < kernel cmdline (if trusted) < LUKS2 token (if trusted; give --device) < flags.",
   options: [
     ...configOptions,
     { name: "explain", kind: "bool", help: "print every value with its source" },
@@ -47,12 +47,12 @@ export const configCommand: Command = {
   async run(args, io) {
     if (!optBool(args, "explain")) throw new CvmError("usage", "config needs --explain");
     const load = configLoader(args);
-    let { loaded, cmdline } = loadUnlockConfig(load, io.log, platformRoot(args));
+    let { loaded, hostLayers } = await loadUnlockConfig(load, io.log, platformRoot(args));
     const device = optString(args, "device");
     if (device !== undefined) {
       const found = findCvmToken(readLuks2Header(device));
       if (found && loaded.config.unlock.luks_token.trust)
-        loaded = load(silentLogger, [...(cmdline ? [cmdline] : []), tokenLayer(device, found, loaded.config)]);
+        loaded = load(silentLogger, [...hostLayers, tokenLayer(device, found, loaded.config)]);
       else if (found)
         io.log.warning(`${device} has a cvm-unlock token, but unlock.luks_token.trust is not set: ignored`);
     }

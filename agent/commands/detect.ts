@@ -14,7 +14,7 @@ export const detectCommand: Command = {
   description: "Exit status 0 when a source would be chosen, 4 (platform) when none is usable.",
   options: [...configOptions, { name: "json", kind: "bool", help: "print JSON" }],
   async run(args, io) {
-    const ctx = runContext(args, io.log);
+    const ctx = await runContext(args, io.log, { initData: false });
     try {
       const candidates = await probeAll(ctx.env, ctx.config.platform, evidenceSources);
       const chosen = candidates.find((c) => c.chosen);

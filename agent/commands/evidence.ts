@@ -12,6 +12,8 @@ import { encodeEvidenceRecord } from "../evidence-record.ts";
 import { reportDataFor, runtimeDigest } from "../kbs/runtime-data.ts";
 import { generateTeeKey } from "../kbs/tee-key.ts";
 import { selectSource } from "../select.ts";
+import { bindInitDataBeforeEvidence } from "../attest.ts";
+import { checkLaunchBinding } from "../init-data/binding.ts";
 import { evidenceSources } from "../../platform/registry.ts";
 import { Timeline } from "../timeline.ts";
 import { reportTimeline, timingOptions } from "../cli/timings.ts";
@@ -33,7 +35,7 @@ export const evidenceCommand: Command = {
   ],
   async run(args, io) {
     const timeline = new Timeline();
-    const ctx = runContext(args, io.log);
+    const ctx = await runContext(args, io.log, { initData: true });
     try {
       let nonce = optString(args, "nonce");
       if (nonce === undefined) nonce = b64(randomFillSync(new Uint8Array(32)));
@@ -45,9 +47,11 @@ export const evidenceCommand: Command = {
       const key = await generateTeeKey(ctx.config.kbs.tee_key);
       const runtime = { nonce, "tee-pubkey": key.publicJwk };
       const digest = runtimeDigest(runtime);
+      await bindInitDataBeforeEvidence(ctx, tee, timeline);
       const ev = await timeline.time("evidence", () => source.collect(ctx.env, { runtimeDigest: digest, tee }));
+      if (ctx.initData) checkLaunchBinding(tee, ev.primary, ctx.initData);
       const body = {
-        "init-data": null,
+        "init-data": ctx.initData ? { format: "toml", body: ctx.initData.body } : null,
         "runtime-data": runtime,
         "tee-evidence": { primary_evidence: ev.primary, additional_evidence: "" },
       };

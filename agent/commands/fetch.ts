@@ -68,7 +68,7 @@ export const fetchCommand: Command = {
         { hint: "redirect it to a pipe or file, or use --out-fd N" },
       );
 
-    const ctx = runContext(args, io.log);
+    const ctx = await runContext(args, io.log, { initData: true });
     try {
       const resource = args.positionals[0] ?? ctx.config.resource;
       if (resource === undefined)

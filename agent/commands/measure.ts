@@ -17,7 +17,7 @@ export const measureCommand: Command = {
   async run(args, io) {
     if (args.positionals.length !== 1 || args.positionals[0] !== "leave-initrd")
       throw new CvmError("usage", "usage: measure leave-initrd");
-    const ctx = runContext(args, io.log);
+    const ctx = await runContext(args, io.log, { initData: false });
     try {
       const root = ctx.env.paths.root;
       // Fail-safe read: a missing or corrupt state file only changes the recorded outcome text,

@@ -3,6 +3,7 @@
 import { arr, bool, field, num, obj, optional, str, type Infer } from "./validate.ts";
 import { unlockSchema } from "./unlock-schema.ts";
 import { RESOURCE_PATH, URL_PATTERN } from "./patterns.ts";
+import { INIT_DATA_CHANNELS, type InitDataChannel } from "../init-data/channels.ts";
 
 export const TEE_CHOICES = ["auto", "snp", "tdx", "tpm", "az-snp-vtpm", "az-tdx-vtpm", "sample"] as const;
 const HANDLE_RE = /^0x8[01][0-9a-fA-F]{6}$/;
@@ -27,7 +28,7 @@ export const kbsSchema = obj({
   resource_attempts: field(num({ min: 1, max: 10, integer: true }), 3),
   /** Ephemeral key type the KBS encrypts the resource to. */
   tee_key: field(str({ oneOf: ["ec-p256", "ec-p521", "rsa-oaep-256"] as const }), "ec-p256"),
-  /** Optional init-data TOML file sent as "init-data" (format toml). */
+  /** init-data TOML file (tester flag --init-data): used instead of init_data.sources. */
   init_data_file: optional(str({ what: "path" })),
 });
 
@@ -46,6 +47,17 @@ export const platformSchema = obj({
   azure_legacy_tee_names: field(bool(), false),
 });
 
+export const initDataSchema = obj({
+  /** Host channels to look for init-data in, in order (first found wins). Empty: none. */
+  sources: field(arr(str({ oneOf: INIT_DATA_CHANNELS }), { max: INIT_DATA_CHANNELS.length }), [] as InitDataChannel[]),
+  /** Refuse to run without init-data (generic images). */
+  required: field(bool(), false),
+  /** init-data may set the KBS, its CA, the resource and the volumes (generic images only). */
+  configure: field(bool(), false),
+  /** Instance metadata service base URL for the gcp/azure/aws channels (tests point it at loopback). */
+  metadata_url: field(str({ pattern: URL_PATTERN, what: "URL" }), "http://169.254.169.254"),
+});
+
 export const configSchema = obj({
   kbs: field(kbsSchema, kbsSchema.parse({}, "kbs")),
   /** Resource to fetch: REPO/TYPE/TAG. */
@@ -54,6 +66,7 @@ export const configSchema = obj({
   /** Overall deadline for one run (detect + attest + fetch + unlock). */
   deadline_s: field(num({ min: 1, max: 3600 }), 300),
   unlock: field(unlockSchema, unlockSchema.parse({}, "unlock")),
+  init_data: field(initDataSchema, initDataSchema.parse({}, "init_data")),
 });
 
 export type Config = Infer<typeof configSchema.shape>;

@@ -9,7 +9,8 @@ import { Deadline } from "../../platform/util/deadline.ts";
 import { CvmError, errorMessage } from "../../platform/util/errors.ts";
 import { silentLogger, type Logger } from "../../platform/util/log.ts";
 import { attestAndFetch } from "../attest.ts";
-import { platformEnv, type RunContext } from "../cli/common.ts";
+import { loadConfigWithInitData, platformEnv, type RunContext } from "../cli/common.ts";
+import type { InitDataDocument } from "../init-data/document.ts";
 import type { ConfigLayer, ConfigLoader, LoadedConfig } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { Timeline } from "../timeline.ts";
@@ -51,16 +52,20 @@ export interface VolumeOutcome {
   endpoint?: string;
 }
 
-/** Trusted file + (trusted) kernel cmdline + flags. The LUKS token layer is added per volume. */
-export function loadUnlockConfig(
+/**
+ * Trusted file + init-data (when the trusted config lets it configure) + (trusted) kernel cmdline +
+ * flags. The LUKS token layer is added per volume, above `hostLayers`.
+ */
+export async function loadUnlockConfig(
   load: ConfigLoader,
   log: Logger,
   root: string,
-): { loaded: LoadedConfig; cmdline: ConfigLayer | null } {
-  const base = load(log);
-  const cmdline = cmdlineLayer(root, base.config, log);
+): Promise<{ loaded: LoadedConfig; hostLayers: ConfigLayer[]; initData: InitDataDocument | undefined }> {
+  const { loaded: withInitData, initData, layers } = await loadConfigWithInitData(load, log, root);
+  const cmdline = cmdlineLayer(root, withInitData.config, log);
+  const hostLayers = [...layers, ...(cmdline ? [cmdline] : [])];
   // Re-merging with more layers: the widening-flag warnings were already logged once.
-  return { loaded: cmdline ? load(silentLogger, [cmdline]) : base, cmdline };
+  return { loaded: cmdline ? load(silentLogger, hostLayers) : withInitData, hostLayers, initData };
 }
 
 export function volumesToUnlock(config: Config, device?: string, name?: string): VolumeConfig[] {
@@ -136,7 +141,7 @@ function checkIdentity(vol: VolumeConfig, h: Luks2Header, device: string): void 
 function volumeConfig(
   req: UnlockRequest,
   base: LoadedConfig,
-  cmdline: ConfigLayer | null,
+  hostLayers: ConfigLayer[],
   h: Luks2Header,
   device: string,
 ): LoadedConfig {
@@ -146,7 +151,7 @@ function volumeConfig(
     req.log.info(`ignoring the cvm-unlock LUKS2 token on ${device}: unlock.luks_token.trust is not set`);
     return base;
   }
-  return req.loadConfig(silentLogger, [...(cmdline ? [cmdline] : []), tokenLayer(device, tok, base.config)]);
+  return req.loadConfig(silentLogger, [...hostLayers, tokenLayer(device, tok, base.config)]);
 }
 
 function alreadyOpen(root: string, name: string, uuid: string): boolean {
@@ -244,7 +249,7 @@ function recordOpened(config: Config, outcomes: VolumeOutcome[]): void {
 
 export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Promise<VolumeOutcome[]> {
   const root = req.root;
-  const { loaded: base, cmdline } = loadUnlockConfig(req.loadConfig, req.log, root);
+  const { loaded: base, hostLayers, initData } = await loadUnlockConfig(req.loadConfig, req.log, root);
   const deadline = new Deadline(base.config.deadline_s * 1000);
   const outcomes: VolumeOutcome[] = [];
   try {
@@ -265,13 +270,14 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
       };
       checkPins(configPins(vol), h, device, "the trusted config");
       req.log.info(`volume ${vol.name}: ${device} is LUKS2 ${h.uuid}`);
-      const loaded = volumeConfig(req, base, cmdline, h, device);
+      const loaded = volumeConfig(req, base, hostLayers, h, device);
       const ctx: RunContext = {
         loaded,
         config: loaded.config,
         deadline,
         env: platformEnv(loaded.config, root, deadline, req.log),
         log: req.log,
+        initData,
       };
       if (!req.testOnly && alreadyOpen(root, vol.name, h.uuid)) {
         req.log.notice(`volume ${vol.name} (${h.uuid}) is already open: nothing to do`);

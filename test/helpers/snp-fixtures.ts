@@ -206,6 +206,8 @@ export interface ReportOptions {
   vmpl?: number;
   measurement?: Uint8Array;
   policy?: bigint;
+  /** HOST_DATA, set by whoever launched the VM (init-data digest). */
+  hostData?: Uint8Array;
 }
 
 /** A structurally real report for this PKI's chip (Genoa CPUID for v3, Milan for v5). */
@@ -225,7 +227,7 @@ export function unsignedReport(pki: TestPki, o: ReportOptions): SnpReport {
     key_info: 0,
     report_data: o.reportData,
     measurement: o.measurement ?? new Uint8Array(48).fill(0xa5),
-    host_data: z(32),
+    host_data: o.hostData ?? z(32),
     id_key_digest: z(48),
     author_key_digest: z(48),
     report_id: new Uint8Array(32).fill(0x11),
@@ -268,13 +270,18 @@ export function makeCertTable(pki: TestPki, which: ("VCEK" | "ASK" | "ARK")[] = 
 /** FakeTsm options that make the stand-in kernel behave like the sev_guest provider. */
 export function snpProvider(
   pki: TestPki,
-  o: { version?: 3 | 5; certs?: boolean } = {},
+  o: { version?: 3 | 5; certs?: boolean; hostData?: Uint8Array } = {},
 ): Pick<FakeTsmOptions, "provider" | "outblobFor" | "auxblobFor"> {
   return {
     provider: "sev_guest",
     outblobFor: (inblob, ctx) => {
       if (inblob.length !== 64) return new Uint8Array(0); // the kernel would fail the read with EINVAL
-      return makeSignedReport(pki, { version: o.version ?? 3, reportData: inblob, vmpl: ctx.privlevel ?? 0 });
+      return makeSignedReport(pki, {
+        version: o.version ?? 3,
+        reportData: inblob,
+        vmpl: ctx.privlevel ?? 0,
+        ...(o.hostData ? { hostData: o.hostData } : {}),
+      });
     },
     ...(o.certs === false ? {} : { auxblobFor: () => makeCertTable(pki) }),
   };

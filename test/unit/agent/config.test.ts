@@ -1,6 +1,8 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { findInitData } from "../../../agent/init-data/sources.ts";
+import { Deadline } from "../../../platform/util/deadline.ts";
 import { describe, expect, it } from "vitest";
 import {
   mergeLayers,
@@ -14,9 +16,6 @@ import { parseArgs } from "../../../agent/cli/args.ts";
 import { configOptions } from "../../../agent/cli/common.ts";
 import { createLogger, silentLogger } from "../../../platform/util/log.ts";
 import { MAX_CA_BYTES, readCaFile } from "../../../agent/config/ca-file.ts";
-import { kbsOptions } from "../../../agent/attest.ts";
-import type { RunContext } from "../../../agent/cli/common.ts";
-import { Timeline } from "../../../agent/timeline.ts";
 import { CvmError } from "../../../platform/util/errors.ts";
 import { thrownBy } from "../../helpers/thrown.ts";
 import { FileTooLargeError } from "../../../platform/util/files.ts";
@@ -199,26 +198,27 @@ describe("files named by configuration or flags are bounded regular files", () =
     expect(() => readCaFile(path.join(tmp, "nope.pem"), "--ca", "usage")).toThrow(/cannot read --ca \(.*nope\.pem\)/);
   });
 
-  it("kbs.init_data_file: missing, not a regular file or over 64 KiB is a config error naming the key", () => {
-    const ctx = (init_data_file: string) =>
-      ({
-        config: configSchema.parse({ kbs: { endpoints: ["https://kbs"], init_data_file } }, ""),
-        log: silentLogger,
-      }) as RunContext;
-    const kindOf = (f: string) => {
-      const e = thrownBy(() => kbsOptions(ctx(f), new Timeline()), CvmError);
-      return [e.kind, e.message];
+  it("kbs.init_data_file: missing, not a regular file or over 64 KiB is a config error naming the key", async () => {
+    const env = { root: "/", metadataUrl: "http://127.0.0.1:9", deadline: Deadline.unlimited(), log: silentLogger };
+    const find = (file: string) => findInitData({ channels: [], file }, env);
+    const kindOf = async (f: string) => {
+      const e = await find(f).then(
+        () => undefined,
+        (x: unknown) => x,
+      );
+      expect(e).toBeInstanceOf(CvmError);
+      return [(e as CvmError).kind, (e as CvmError).message];
     };
     const toml = path.join(tmp, "init.toml");
-    fs.writeFileSync(toml, 'algorithm = "sha384"\n');
-    expect(kbsOptions(ctx(toml), new Timeline()).initDataToml).toBe('algorithm = "sha384"\n');
+    fs.writeFileSync(toml, 'version = "0.1.0"\nalgorithm = "sha384"\n');
+    expect((await find(toml))?.body).toBe('version = "0.1.0"\nalgorithm = "sha384"\n');
     fs.writeFileSync(path.join(tmp, "big.toml"), "#".repeat(64 * 1024 + 1));
-    expect(kindOf(path.join(tmp, "big.toml"))).toEqual([
+    expect(await kindOf(path.join(tmp, "big.toml"))).toEqual([
       "config",
-      `kbs.init_data_file is larger than the limit of 65536 bytes; refusing ${path.join(tmp, "big.toml")}`,
+      `init-data file (kbs.init_data_file) is larger than the limit of 65536 bytes; refusing ${path.join(tmp, "big.toml")}`,
     ]);
-    expect(kindOf(tmp)).toEqual(["config", `kbs.init_data_file (${tmp}) is not a regular file`]);
-    expect(kindOf(path.join(tmp, "missing.toml"))[1]).toMatch(/cannot read kbs.init_data_file .*ENOENT/);
+    expect(await kindOf(tmp)).toEqual(["config", `init-data file (kbs.init_data_file) (${tmp}) is not a regular file`]);
+    expect((await kindOf(path.join(tmp, "missing.toml")))[1]).toMatch(/cannot read init-data file .*ENOENT/);
   });
 });
 
