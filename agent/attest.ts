@@ -33,7 +33,7 @@ export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOption
     ...(caPem !== undefined ? { caPem } : {}),
     insecureHttp: k.insecure_http,
     requestTimeoutMs: k.request_timeout_s * 1000,
-    attemptsPerEndpoint: k.attempts_per_endpoint,
+    ...(k.attempts_per_endpoint !== undefined ? { attemptsPerEndpoint: k.attempts_per_endpoint } : {}),
     resourceAttempts: k.resource_attempts,
     teeKey: k.tee_key,
     ...(initDataToml !== undefined ? { initDataToml } : {}),
@@ -73,6 +73,9 @@ export async function chooseAttester(
       for (const [step, ms] of Object.entries(ev.timings ?? {}))
         if (step !== "total") timeline.record(`evidence.${step}`, ms);
       return ev.primary;
+    },
+    async ready() {
+      await session?.catch(() => {}); // its error surfaces in collect()
     },
     close,
   };
