@@ -264,6 +264,7 @@ export async function fetchResource(
     insecureHttp: opts.insecureHttp,
     requestTimeoutMs: opts.requestTimeoutMs,
     deadline,
+    ...(opts.lookup ? { lookup: opts.lookup } : {}),
   });
 
   const tokens = new Map<string, string>();

@@ -5,6 +5,7 @@
 // This module only classifies: connection failures, timeouts, 5xx and 429 are TransientError (the
 // client's retry policy decides), TLS verification failures are final, since retrying cannot fix a CA.
 import { Client } from "undici/index.js";
+import type { LookupFunction } from "node:net";
 import type { IncomingHttpHeaders } from "undici/types/header.js";
 import { CvmError, errorMessage } from "../../platform/util/errors.ts";
 import { TransientError } from "../../platform/util/retry.ts";
@@ -20,6 +21,8 @@ export interface TransportOptions {
   insecureHttp: boolean;
   requestTimeoutMs: number;
   deadline: Deadline;
+  /** Name resolution (default the system's; tests inject a failing resolver instead of querying DNS). */
+  lookup?: LookupFunction;
 }
 
 export interface KbsHttpRequest {
@@ -109,10 +112,12 @@ export class KbsConnection {
     this.client = new Client(this.base.origin, {
       // rejectUnauthorized stays explicit: otherwise an environment variable (Node's TLS-reject switch,
       // or a .env file) could disable verification (bun-runtime.md §1.4).
-      connect:
-        opts.caPem !== undefined
-          ? { ca: opts.caPem, rejectUnauthorized: true, timeout }
-          : { rejectUnauthorized: true, timeout },
+      connect: {
+        ...(opts.caPem !== undefined ? { ca: opts.caPem } : {}),
+        rejectUnauthorized: true,
+        timeout,
+        ...(opts.lookup ? { lookup: opts.lookup } : {}),
+      },
       headersTimeout: timeout,
       bodyTimeout: timeout,
       pipelining: 1,

@@ -1,4 +1,5 @@
 // The KBS client's contract with the rest of the agent (implementation: agent/kbs/client.ts).
+import type { LookupFunction } from "node:net";
 import type { Deadline } from "../../platform/util/deadline.ts";
 import type { Logger } from "../../platform/util/log.ts";
 import type { BackoffPolicy } from "../../platform/util/retry.ts";
@@ -18,6 +19,8 @@ export interface KbsClientOptions {
   attemptsPerEndpoint?: number;
   /** Whole handshakes when the KBS refuses in a way a fresh handshake may fix. */
   resourceAttempts: number;
+  /** Name resolution (tests inject a failing resolver). */
+  lookup?: LookupFunction;
   /** Backoff between rounds (tests shorten it; default platform/util/retry.ts DEFAULT_BACKOFF). */
   backoff?: Partial<BackoffPolicy>;
   teeKey: TeeKeyType;
