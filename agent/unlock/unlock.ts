@@ -214,8 +214,15 @@ function recordOpened(config: Config, outcomes: VolumeOutcome[]): void {
     .filter((o) => o.status !== "key-verified")
     .map(({ name, uuid, device }) => ({ name, uuid, device }));
   if (opened.length === 0) return;
-  fs.mkdirSync(path.dirname(p), { recursive: true, mode: 0o755 });
-  fs.writeFileSync(p, JSON.stringify({ volumes: opened }) + "\n", { mode: 0o644 });
+  try {
+    fs.mkdirSync(path.dirname(p), { recursive: true, mode: 0o755 });
+    fs.writeFileSync(p, JSON.stringify({ volumes: opened }) + "\n", { mode: 0o644 });
+  } catch (e) {
+    // verify-root needs this record to accept the root: without it the boot must not go on.
+    throw new CvmError("platform", `cannot record the opened volumes in ${p}: ${errorMessage(e)}`, {
+      hint: "/run must be a writable tmpfs with free space in the initramfs",
+    });
+  }
 }
 
 export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Promise<VolumeOutcome[]> {
