@@ -2,7 +2,7 @@
 // (dist/cvm-unlock fetch, sample evidence) against R test-KBS replicas with separate session stores
 // and token keys, behind HAProxy in TCP mode with round-robin, with injected 503s, 429s with
 // Retry-After and dropped connections at every phase. Writes the figure into docs/PERFORMANCE.md.
-//   npm run bench:fleet -- [--agents 32] [--replicas 2] [--no-write]
+//   npm run bench:fleet -- [--agents 8,32] [--replicas 2] [--no-write]
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -13,29 +13,32 @@ function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 && process.argv[i + 1] ? process.argv[i + 1]! : def;
 }
-const agents = Number(arg("agents", "32"));
+const fleetSizes = arg("agents", "8,32").split(",").map(Number);
 const replicas = Number(arg("replicas", "2"));
 const write = !process.argv.includes("--no-write");
 
 ensureBinary();
-const per = Math.max(1, Math.ceil(agents / (4 * replicas)));
-const faults = () => ({
-  unavailable: {
-    auth: { count: per, retryAfter: "1", status: 429 },
-    attest: { count: per },
-    resource: { count: per },
-  },
-  drop: { auth: per, attest: per, resource: per },
-});
-// Same fleet without faults first: what the machine itself costs (start-up of N binaries at once).
-const scenarios = [
-  { name: "none", faults: () => ({}) },
-  { name: "injected", faults },
-];
+const faultsFor = (agents: number) => {
+  const per = Math.max(1, Math.ceil(agents / (4 * replicas)));
+  return () => ({
+    unavailable: {
+      auth: { count: per, retryAfter: "1", status: 429 },
+      attest: { count: per },
+      resource: { count: per },
+    },
+    drop: { auth: per, attest: per, resource: per },
+  });
+};
+// Each fleet without faults first: what the machine itself costs (start-up of N binaries at once).
+const scenarios = fleetSizes.flatMap((agents) => [
+  { name: `${agents} without faults`, agents, faults: () => ({}) },
+  { name: `${agents} with faults`, agents, faults: faultsFor(agents) },
+]);
 const rows: string[] = [];
 const failures: unknown[] = [];
 let wall = "";
 for (const sc of scenarios) {
+  const { agents } = sc;
   const r = await runFleet({ agents, replicas, faults: sc.faults, deadlineS: 120 });
   const s = summarize(r);
   const fired =
@@ -52,7 +55,7 @@ const section = [
   "<!-- fleet:begin (written by bench/fleet.ts) -->",
   `Measured ${new Date().toISOString().slice(0, 10)} on ${os.cpus().length} shared cores (load average ${os
     .loadavg()[0]!
-    .toFixed(1)} at the end), all agents started at once; wall time ${wall}:`,
+    .toFixed(1)} at the end), all agents of a fleet started at once; wall time ${wall}:`,
   "",
   "| agents | replicas | faults injected (fired) | success | p50 | p95 | KBS requests per unlock | sessions lost |",
   "|---|---|---|---|---|---|---|---|",
