@@ -325,8 +325,8 @@ export async function fetchResource(
           : {}),
         roundSize: () => live().length,
         ...(opts.backoff ? { backoff: opts.backoff } : {}),
-        onRetry: ({ attempt: n, error, waitMs }) =>
-          log.info(`kbs: ${error.message}; ${waitMs > 0 ? `retry in ${waitMs} ms` : "next endpoint now"}`, {
+        onRetry: ({ attempt: n, error, waitMs, roundEnds }) =>
+          log.info(`kbs: ${error.message}; ${roundEnds ? `retry in ${waitMs} ms` : "next endpoint now"}`, {
             attempt: n,
           }),
         exhausted: (last, n) =>
@@ -347,7 +347,7 @@ export async function fetchResource(
     });
     return result.value;
   } catch (e) {
-    if (e instanceof CvmError && e.kind === "deadline" && e.hint === undefined)
+    if (e instanceof CvmError && e.kind === "deadline" && e.hint === undefined && /\bKBS\b/.test(e.message))
       throw new CvmError("deadline", e.message, { hint: `${UNREACHABLE_HINT}, or raise deadline_s`, cause: e });
     throw e;
   }

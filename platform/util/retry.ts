@@ -39,8 +39,10 @@ export interface RetryInfo {
   /** The attempt that just failed (from 1). */
   attempt: number;
   error: TransientError;
-  /** 0 when the next attempt follows at once (the next member of the same round). */
+  /** Wait before the next attempt (0 within a round, where the next member follows at once). */
   waitMs: number;
+  /** The failed attempt closed a round (the wait is a backoff). */
+  roundEnds: boolean;
 }
 
 export interface RetryOptions {
@@ -85,7 +87,7 @@ export async function retry<T>(opts: RetryOptions, attempt: (n: number) => Promi
       inRound++;
       const roundEnds = inRound >= Math.max(1, opts.roundSize?.() ?? 1);
       const waitMs = roundEnds ? Math.round(backoffMs(round, policy, retryAfterMs)) : 0;
-      opts.onRetry?.({ attempt: n, error: e, waitMs });
+      opts.onRetry?.({ attempt: n, error: e, waitMs, roundEnds });
       if (!roundEnds) continue;
       const before = opts.deadline.remainingMs();
       await opts.deadline.sleep(waitMs, `${opts.doing} (${n} attempts, last: ${e.message})`);

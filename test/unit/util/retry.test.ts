@@ -87,13 +87,13 @@ describe("retry", () => {
         if (++n <= 6) throw new TransientError(`e${n}`);
       },
     );
-    expect(seen.map((i) => [i.attempt, i.waitMs])).toEqual([
-      [1, 0],
-      [2, 0],
-      [3, 10],
-      [4, 0],
-      [5, 0],
-      [6, 10],
+    expect(seen.map((i) => [i.attempt, i.waitMs, i.roundEnds])).toEqual([
+      [1, 0, false],
+      [2, 0, false],
+      [3, 10, true],
+      [4, 0, false],
+      [5, 0, false],
+      [6, 10, true],
     ]);
   });
 
