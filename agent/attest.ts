@@ -1,10 +1,11 @@
 // The one path from configuration to a released secret, shared by `fetch` and `unlock`:
 // select the evidence source, then run the KBS exchange with it.
-import * as fs from "node:fs";
 import { CvmError } from "../platform/util/errors.ts";
+import { fileText, readFileBounded } from "../platform/util/files.ts";
 import type { Attester, FetchedSecret, KbsClientOptions } from "./kbs/types.ts";
 import { readCa, type RunContext } from "./cli/common.ts";
 import { selectSource } from "./select.ts";
+import { evidenceSources } from "../platform/registry.ts";
 import type { Timeline } from "./timeline.ts";
 
 const MAX_INIT_DATA_BYTES = 64 * 1024;
@@ -18,15 +19,14 @@ export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOption
   const caPem = readCa(ctx.config);
   let initDataToml: string | undefined;
   if (k.init_data_file !== undefined) {
-    const st = fs.statSync(k.init_data_file, { throwIfNoEntry: false });
-    if (!st?.isFile())
-      throw new CvmError(
-        "config",
-        `init-data file ${k.init_data_file} (kbs.init_data_file) is missing or not a regular file`,
-      );
-    if (st.size > MAX_INIT_DATA_BYTES)
-      throw new CvmError("config", `init-data file ${k.init_data_file} is larger than ${MAX_INIT_DATA_BYTES} bytes`);
-    initDataToml = fs.readFileSync(k.init_data_file, "utf8");
+    initDataToml = fileText(
+      readFileBounded(k.init_data_file, {
+        what: "kbs.init_data_file",
+        max: MAX_INIT_DATA_BYTES,
+        kind: "config",
+        regularFile: true,
+      }),
+    );
   }
   return {
     endpoints: k.endpoints,
@@ -51,7 +51,9 @@ export async function chooseAttester(
   ctx: RunContext,
   timeline: Timeline,
 ): Promise<Attester & { close(): Promise<void> }> {
-  const { source, tee } = await timeline.time("detect", () => selectSource(ctx.env, ctx.config.platform));
+  const { source, tee } = await timeline.time("detect", () =>
+    selectSource(ctx.env, ctx.config.platform, evidenceSources),
+  );
   ctx.log.info(`attesting as tee ${tee} (source ${source.id})`);
   let session = source.begin?.(ctx.env);
   session?.catch(() => {}); // surfaced by collect()

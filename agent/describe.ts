@@ -1,28 +1,13 @@
-// Platform details for people (`detect`, `evidence --decode`): the TPM (EK certificates, event log
-// replayed against the PCRs) for TPM-based sources, and decoded SNP/TDX evidence. Never secrets.
-import type { Evidence, PlatformEnv, SourceId } from "../platform/types.ts";
+// Platform details for people (`detect`, `evidence --decode`): what the chosen source describes
+// (the TPM's EK certificates and event-log replay for TPM-based sources), and decoded SNP/TDX
+// evidence. Never secrets.
+import type { Evidence, EvidenceSource, PlatformEnv } from "../platform/types.ts";
 import { errorMessage } from "../platform/util/errors.ts";
 import { utf8 } from "../platform/util/bytes.ts";
 
-const TPM_SOURCES: SourceId[] = ["tpm", "azure-vtpm"];
-
-/** Lines describing the TPM behind a TPM-based source, or [] for other sources. */
-export async function describePlatform(env: PlatformEnv, source: SourceId): Promise<string[]> {
-  if (!TPM_SOURCES.includes(source)) return [];
-  const { withTpm, describeTpm, formatTpmDescription } = await import("../platform/tpm/index.ts");
-  try {
-    const root = env.paths.root;
-    const d = await withTpm(
-      env.tpm.spec,
-      env.deadline,
-      env.log,
-      (tpm) => describeTpm(tpm, { eventLogRoot: root }),
-      root !== "/" ? { root } : {},
-    );
-    return formatTpmDescription(d);
-  } catch (e) {
-    return [`TPM details unavailable: ${errorMessage(e)}`];
-  }
+/** What the source says about its platform (EvidenceSource.describe), or [] when it has nothing to add. */
+export async function describePlatform(env: PlatformEnv, source: EvidenceSource): Promise<string[]> {
+  return source.describe ? source.describe(env) : [];
 }
 
 /** Decoded SNP/TDX evidence (measurement, TCB, report_data, RTMR replay), or [] for other TEEs. */

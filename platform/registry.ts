@@ -4,12 +4,18 @@
 // 2. SNP and TDX, whose evidence is rooted in the CPU vendor;
 // 3. a plain TPM (not TEE-bound);
 // 4. `sample`, never auto-selected.
-// Auto-detection stops at a source whose probe fails (agent/select.ts): no silent downgrade.
+// Auto-detection stops at a broken source (platform/types.ts ProbeStatus): no silent downgrade.
 import type { EvidenceSource } from "./types.ts";
-import { sampleSource } from "./sample/index.ts";
-import { snpSource } from "./snp/source.ts";
-import { tdxSource } from "./tdx/source.ts";
-import { azureVtpmSource } from "./azure/source.ts";
-import { tpmSource } from "./tpm/source.ts";
+import { makeSampleSource } from "./sample/source.ts";
+import { makeSnpSource } from "./snp/source.ts";
+import { makeTdxSource } from "./tdx/source.ts";
+import { makeAzureVtpmSource } from "./azure/source.ts";
+import { makeTpmSource } from "./tpm/source.ts";
 
-export const sources: EvidenceSource[] = [azureVtpmSource, snpSource, tdxSource, tpmSource, sampleSource];
+export const evidenceSources: readonly EvidenceSource[] = Object.freeze([
+  makeAzureVtpmSource(),
+  makeSnpSource(),
+  makeTdxSource(),
+  makeTpmSource(),
+  makeSampleSource(),
+]);

@@ -13,10 +13,12 @@ import {
   noteWideningFlags,
   readConfigFile,
   type ConfigLayer,
+  type ConfigLoader,
   type JsonObject,
   type LoadedConfig,
 } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
+import { PEM_CERT, readCaFile } from "../config/ca-file.ts";
 import { optBool, optList, optNumber, optString, type OptionSpec, type ParsedArgs } from "./args.ts";
 
 export const configOptions: OptionSpec[] = [
@@ -100,8 +102,17 @@ export function loadConfig(args: ParsedArgs, log: Logger, extraLayers: ConfigLay
   return loaded;
 }
 
-export function platformEnv(config: Config, args: ParsedArgs, deadline: Deadline, log: Logger): PlatformEnv {
-  const root = path.resolve(optString(args, "platform-root") ?? "/");
+/** A loader bound to this command line (for features that add layers, e.g. unlock). */
+export function configLoader(args: ParsedArgs): ConfigLoader {
+  return (log, extraLayers = []) => loadConfig(args, log, extraLayers);
+}
+
+/** The hidden tester flag --platform-root (stand-in /sys, /dev, /proc), absolute; "/" by default. */
+export function platformRoot(args: ParsedArgs): string {
+  return path.resolve(optString(args, "platform-root") ?? "/");
+}
+
+export function platformEnv(config: Config, root: string, deadline: Deadline, log: Logger): PlatformEnv {
   return {
     paths: { root, tsmReport: path.join(root, "sys/kernel/config/tsm/report") },
     tpm: { spec: config.platform.tpm, akHandle: parseInt(config.platform.tpm_ak_handle, 16) },
@@ -114,11 +125,14 @@ export function platformEnv(config: Config, args: ParsedArgs, deadline: Deadline
 export function runContext(args: ParsedArgs, log: Logger, extraLayers: ConfigLayer[] = []): RunContext {
   const loaded = loadConfig(args, log, extraLayers);
   const deadline = new Deadline(loaded.config.deadline_s * 1000);
-  return { loaded, config: loaded.config, deadline, env: platformEnv(loaded.config, args, deadline, log), log };
+  return {
+    loaded,
+    config: loaded.config,
+    deadline,
+    env: platformEnv(loaded.config, platformRoot(args), deadline, log),
+    log,
+  };
 }
-
-const MAX_CA_BYTES = 256 * 1024;
-const PEM_CERT = "-----BEGIN CERTIFICATE-----";
 
 /**
  * The CA bundle from config, or undefined for the system roots. A bundle without a certificate is
@@ -133,21 +147,10 @@ export function readCa(config: Config): string | undefined {
     return config.kbs.ca_pem;
   }
   if (config.kbs.ca_file === undefined) return undefined;
-  try {
-    const st = fs.statSync(config.kbs.ca_file);
-    if (!st.isFile() || st.size > MAX_CA_BYTES)
-      throw new CvmError(
-        "config",
-        `CA file ${config.kbs.ca_file} is not a regular file of at most ${MAX_CA_BYTES} bytes`,
-      );
-    const pem = fs.readFileSync(config.kbs.ca_file, "utf8");
-    if (!pem.includes(PEM_CERT))
-      throw new CvmError("config", `CA file ${config.kbs.ca_file} holds no PEM certificate`, {
-        hint: "kbs.ca_file (--ca) must be the PEM CA bundle that signs the KBS certificate",
-      });
-    return pem;
-  } catch (e) {
-    if (e instanceof CvmError) throw e;
-    throw new CvmError("config", `cannot read CA file ${config.kbs.ca_file}: ${(e as Error).message}`);
-  }
+  return readCaFile(
+    config.kbs.ca_file,
+    "CA file",
+    "config",
+    "kbs.ca_file (--ca) must be the PEM CA bundle that signs the KBS certificate",
+  );
 }

@@ -1,12 +1,11 @@
 // `cvm-unlock config --explain`: the merged configuration and the source of every value
 // (built-in default, trusted file, kernel cmdline, LUKS2 token, flag). Holds no secrets: the
 // configuration never contains key material.
-import * as path from "node:path";
 import { CvmError } from "../../platform/util/errors.ts";
 import { silentLogger } from "../../platform/util/log.ts";
 import { optBool, optString } from "../cli/args.ts";
 import type { Command } from "../cli/command.ts";
-import { configOptions, loadConfig } from "../cli/common.ts";
+import { configLoader, configOptions, platformRoot } from "../cli/common.ts";
 import { loadUnlockConfig } from "../unlock/unlock.ts";
 import { findCvmToken, tokenLayer } from "../config/layers/token.ts";
 import { readLuks2Header } from "../../platform/luks/volume-io.ts";
@@ -47,16 +46,13 @@ export const configCommand: Command = {
   ],
   async run(args, io) {
     if (!optBool(args, "explain")) throw new CvmError("usage", "config needs --explain");
-    const root = path.resolve(optString(args, "platform-root") ?? "/");
-    let { loaded, cmdline } = loadUnlockConfig(args, io.log, root);
+    const load = configLoader(args);
+    let { loaded, cmdline } = loadUnlockConfig(load, io.log, platformRoot(args));
     const device = optString(args, "device");
     if (device !== undefined) {
       const found = findCvmToken(readLuks2Header(device));
       if (found && loaded.config.unlock.luks_token.trust)
-        loaded = loadConfig(args, silentLogger, [
-          ...(cmdline ? [cmdline] : []),
-          tokenLayer(device, found, loaded.config),
-        ]);
+        loaded = load(silentLogger, [...(cmdline ? [cmdline] : []), tokenLayer(device, found, loaded.config)]);
       else if (found)
         io.log.warning(`${device} has a cvm-unlock token, but unlock.luks_token.trust is not set: ignored`);
     }

@@ -4,6 +4,9 @@ import type { Command } from "../cli/command.ts";
 import { configOptions, runContext } from "../cli/common.ts";
 import { describePlatform } from "../describe.ts";
 import { probeAll } from "../select.ts";
+import { evidenceSources } from "../../platform/registry.ts";
+
+const MARK = { present: "+", absent: "-", broken: "!" } as const;
 
 export const detectCommand: Command = {
   name: "detect",
@@ -13,16 +16,17 @@ export const detectCommand: Command = {
   async run(args, io) {
     const ctx = runContext(args, io.log);
     try {
-      const candidates = await probeAll(ctx.env, ctx.config.platform);
+      const candidates = await probeAll(ctx.env, ctx.config.platform, evidenceSources);
       const chosen = candidates.find((c) => c.chosen);
-      const platform = chosen ? await describePlatform(ctx.env, chosen.source.id) : [];
+      const platform = chosen ? await describePlatform(ctx.env, chosen.source) : [];
       if (optBool(args, "json")) {
         const out = {
           chosen: chosen ? { source: chosen.source.id, tee: chosen.probe.tee } : null,
           platform,
           candidates: candidates.map((c) => ({
             source: c.source.id,
-            present: c.probe.present,
+            status: c.probe.status,
+            present: c.probe.status === "present",
             tee: c.probe.tee ?? null,
             chosen: c.chosen,
             why: c.why,
@@ -34,10 +38,9 @@ export const detectCommand: Command = {
         io.stdout.write(JSON.stringify(out, null, 2) + "\n");
       } else {
         for (const c of candidates) {
-          const mark = c.chosen ? "*" : c.probe.present ? "+" : "-";
-          io.stdout.write(
-            `${mark} ${c.source.id.padEnd(11)} ${c.probe.present ? `tee=${c.probe.tee}` : "absent"}: ${c.probe.reason}\n`,
-          );
+          const mark = c.chosen ? "*" : MARK[c.probe.status];
+          const what = c.probe.status === "present" ? `tee=${c.probe.tee}` : c.probe.status;
+          io.stdout.write(`${mark} ${c.source.id.padEnd(11)} ${what}: ${c.probe.reason}\n`);
           io.stdout.write(`  ${" ".repeat(11)} ${c.chosen ? "chosen" : "passed over"}: ${c.why}\n`);
           if (c.probe.hint) io.stdout.write(`  ${" ".repeat(11)} hint: ${c.probe.hint}\n`);
           for (const [k, v] of Object.entries(c.probe.details ?? {}))

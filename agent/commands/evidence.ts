@@ -12,6 +12,7 @@ import { encodeEvidenceRecord } from "../evidence-record.ts";
 import { reportDataFor, runtimeDigest } from "../kbs/runtime-data.ts";
 import { generateTeeKey } from "../kbs/tee-key.ts";
 import { selectSource } from "../select.ts";
+import { evidenceSources } from "../../platform/registry.ts";
 import { Timeline } from "../timeline.ts";
 import { reportTimeline, timingOptions } from "../cli/timings.ts";
 
@@ -38,7 +39,9 @@ export const evidenceCommand: Command = {
       if (nonce === undefined) nonce = b64(randomFillSync(new Uint8Array(32)));
       if (nonce.length === 0 || nonce.length > MAX_NONCE)
         throw new CvmError("usage", `--nonce must be 1..${MAX_NONCE} characters`);
-      const { source, tee } = await timeline.time("detect", () => selectSource(ctx.env, ctx.config.platform));
+      const { source, tee } = await timeline.time("detect", () =>
+        selectSource(ctx.env, ctx.config.platform, evidenceSources),
+      );
       const key = await generateTeeKey(ctx.config.kbs.tee_key);
       const runtime = { nonce, "tee-pubkey": key.publicJwk };
       const digest = runtimeDigest(runtime);
@@ -56,7 +59,7 @@ export const evidenceCommand: Command = {
           encodeEvidenceRecord({ tee, attestation: text, digest, created: new Date().toISOString() }),
         );
       if (optBool(args, "decode")) {
-        const details = [...(await describeEvidence(ev)), ...(await describePlatform(ctx.env, source.id))];
+        const details = [...(await describeEvidence(ev)), ...(await describePlatform(ctx.env, source))];
         io.stdout.write(
           describe(tee, source.id, nonce, digest, ev.primary) +
             (details.length ? `\n\n${details.join("\n")}` : "") +

@@ -9,7 +9,7 @@ import type { Command } from "../cli/command.ts";
 import { configOptions, runContext } from "../cli/common.ts";
 import { reportTimeline, timingOptions } from "../cli/timings.ts";
 import { Timeline } from "../timeline.ts";
-import { RESOURCE_PATH } from "../config/schema.ts";
+import { RESOURCE_PATH } from "../config/patterns.ts";
 
 /** Write all of `data` to fd with blocking writes (handles short writes to pipes). */
 function writeAll(fd: number, data: Uint8Array): void {

@@ -2,24 +2,12 @@
 // case (also when unlock failed or was skipped), from an ExecStop= of a unit that initrd-cleanup
 // stops before initrd-switch-root. After it, the PCR/RTMR no longer match what the KBS policy
 // requires, so code in the switched-to root cannot obtain the key again.
-import * as fs from "node:fs";
-import * as path from "node:path";
 import { CvmError } from "../../platform/util/errors.ts";
 import type { Command } from "../cli/command.ts";
 import { configOptions, runContext } from "../cli/common.ts";
 import { measureEvent } from "../measure/measure.ts";
 import { LEAVE_INITRD_EVENT } from "../measure/events.ts";
-import { openedStatePath } from "../unlock/unlock.ts";
-
-function outcomeOf(statePath: string): string {
-  try {
-    const st = JSON.parse(fs.readFileSync(statePath, "utf8")) as { volumes?: { name?: unknown }[] };
-    const names = (st.volumes ?? []).map((v) => String(v.name)).join(",");
-    return names ? `opened:${names}` : "none-opened";
-  } catch {
-    return "none-opened";
-  }
-}
+import { openedStatePath, readOpenedOutcome } from "../unlock/opened-state.ts";
 
 export const measureCommand: Command = {
   name: "measure",
@@ -31,8 +19,11 @@ export const measureCommand: Command = {
       throw new CvmError("usage", "usage: measure leave-initrd");
     const ctx = runContext(args, io.log);
     try {
-      const root = path.resolve(ctx.env.paths.root);
-      const outcome = outcomeOf(openedStatePath(ctx.config));
+      const root = ctx.env.paths.root;
+      // Fail-safe read: a missing or corrupt state file only changes the recorded outcome text,
+      // never whether the marker is extended.
+      const { outcome, problem } = readOpenedOutcome(openedStatePath(ctx.config));
+      if (problem) io.log.warning(`${problem}; extending the leave-initrd marker anyway (outcome ${outcome})`);
       const rec = await measureEvent(
         ctx.config.unlock.measure,
         { root, tpmSpec: ctx.config.platform.tpm, deadline: ctx.deadline, log: io.log },

@@ -4,7 +4,7 @@
 import { CvmError } from "../../platform/util/errors.ts";
 import { optBool, optString } from "../cli/args.ts";
 import type { Command } from "../cli/command.ts";
-import { configOptions } from "../cli/common.ts";
+import { configLoader, configOptions, platformRoot } from "../cli/common.ts";
 import { Timeline } from "../timeline.ts";
 import { unlockVolumes } from "../unlock/unlock.ts";
 import { reportTimeline, timingOptions } from "../cli/timings.ts";
@@ -42,7 +42,8 @@ export const unlockCommand: Command = {
     const timeline = new Timeline();
     const outcomes = await unlockVolumes(
       {
-        args,
+        root: platformRoot(args),
+        loadConfig: configLoader(args),
         log: io.log,
         testOnly: optBool(args, "test-only"),
         measure: optBool(args, "measure"),

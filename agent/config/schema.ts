@@ -4,7 +4,6 @@ import { arr, bool, field, num, obj, optional, str, type Infer } from "./validat
 import { unlockSchema } from "./unlock-schema.ts";
 import { RESOURCE_PATH, URL_PATTERN } from "./patterns.ts";
 
-export { RESOURCE_PATH };
 export const TEE_CHOICES = ["auto", "snp", "tdx", "tpm", "az-snp-vtpm", "az-tdx-vtpm", "sample"] as const;
 const HANDLE_RE = /^0x8[01][0-9a-fA-F]{6}$/;
 

@@ -2,7 +2,7 @@
 // the chosen decoder then validates everything. `--type` overrides this.
 import { CERT_GUIDS } from "../../platform/snp/certs.ts";
 import { guidFromBytes } from "../../platform/util/guid.ts";
-import { isTerminator, parseEventLog } from "../../platform/eventlog/index.ts";
+import { isTerminator, parseEventLog } from "../../platform/eventlog/parse.ts";
 import type { InspectType } from "./model.ts";
 import { findPrimaryEvidence, parseJsonInput } from "./evidence.ts";
 

@@ -1,15 +1,10 @@
 // `inspect` for TCG event logs, CCEL log areas and the CCEL ACPI table.
 import { hex } from "../../platform/util/bytes.ts";
-import {
-  algorithmName,
-  describeEvent,
-  parseCcelLog,
-  parseCcelTable,
-  parseEventLog,
-  replay,
-  startupLocality,
-  type EventLog,
-} from "../../platform/eventlog/index.ts";
+import { algorithmName } from "../../platform/eventlog/algorithms.ts";
+import { describeEvent } from "../../platform/eventlog/details.ts";
+import { parseCcelLog, parseCcelTable } from "../../platform/eventlog/ccel.ts";
+import { parseEventLog, type EventLog } from "../../platform/eventlog/parse.ts";
+import { replay, startupLocality } from "../../platform/eventlog/replay.ts";
 import type { Inspection, Row, Section } from "./model.ts";
 
 /** Events printed in text mode; JSON always has all of them. */

@@ -4,7 +4,7 @@
 // does — the first thing to look at when a KBS refuses TDX evidence.
 import { fromB64, hex } from "../../platform/util/bytes.ts";
 import { CvmError, ParseError } from "../../platform/util/errors.ts";
-import { parseCcelLog } from "../../platform/eventlog/index.ts";
+import { parseCcelLog } from "../../platform/eventlog/ccel.ts";
 import { parseTdxQuote } from "../../platform/tdx/quote.ts";
 import { ccelRtmrMismatches } from "../../platform/tdx/rtmr.ts";
 import { parseSnpEvidenceJson } from "../../platform/snp/json.ts";
@@ -48,11 +48,7 @@ export function parseJsonInput(bytes: Uint8Array): unknown {
 function b64Field(o: Record<string, unknown>, name: string): Uint8Array {
   const v = o[name];
   if (typeof v !== "string") throw new ParseError(STRUCT, name, 0, "must be a base64 string");
-  try {
-    return fromB64(v, name);
-  } catch (e) {
-    throw new ParseError(STRUCT, name, 0, (e as Error).message);
-  }
+  return fromB64(v, name, { structure: STRUCT });
 }
 
 function inspectTdxEvidence(o: Record<string, unknown>): Inspection {

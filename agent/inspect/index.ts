@@ -11,9 +11,6 @@ import { INSPECT_TYPES, type InspectType, type Inspection } from "./model.ts";
 import { inspectSnpCerts, inspectSnpReport, snpTrusteeEvidence } from "./snp.ts";
 import { inspectTdReport, inspectTdxQuote } from "./tdx.ts";
 
-export { detectType, INSPECT_TYPES, type InspectType, type Inspection };
-export { renderJson, renderText } from "./render.ts";
-
 const DECODERS: Record<InspectType, (b: Uint8Array) => Inspection> = {
   "snp-report": inspectSnpReport,
   "tdx-quote": inspectTdxQuote,

@@ -41,3 +41,8 @@ export interface Inspection {
   /** Problems a person should notice (signature does not verify, replay mismatch...). */
   warnings: string[];
 }
+
+/** The labels of the flags that are set, in the labels' order (decoded bit fields for people). */
+export function setFlagLabels<T extends object>(flags: T, labels: Partial<Record<keyof T, string>>): string[] {
+  return (Object.keys(labels) as (keyof T)[]).filter((k) => flags[k] === true).map((k) => labels[k]!);
+}

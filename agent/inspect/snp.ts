@@ -2,62 +2,70 @@
 // codecs' (platform/snp); this file only explains the fields to people (SEV-SNP ABI spec tables).
 import { createHash, X509Certificate } from "node:crypto";
 import { hex, isAllZero } from "../../platform/util/bytes.ts";
-import { decodeSnpReport, type SnpReport, type TcbVersion } from "../../platform/snp/report.ts";
+import {
+  decodeSnpReport,
+  guestPolicy,
+  keyInfo,
+  platformInfo,
+  type PlatformInfo,
+  type SnpReport,
+  type TcbVersion,
+} from "../../platform/snp/report.ts";
 import { snpEvidenceJsonText } from "../../platform/snp/json.ts";
 import { certTypeName, parseCertTable } from "../../platform/snp/certs.ts";
-import type { Inspection, Row, Section } from "./model.ts";
+import { setFlagLabels, type Inspection, type Row, type Section } from "./model.ts";
 
-/** Guest policy bits (SEV-SNP ABI, GUEST_POLICY). */
-export function decodeSnpPolicy(p: bigint): { abiMajor: number; abiMinor: number; flags: string[] } {
-  const bit = (n: number) => ((p >> BigInt(n)) & 1n) === 1n;
-  const flags: string[] = [];
-  flags.push(bit(16) ? "SMT allowed" : "SMT not allowed");
-  if (!bit(17)) flags.push("reserved bit 17 clear (must be 1)");
-  if (bit(18)) flags.push("migration agent allowed");
-  flags.push(bit(19) ? "DEBUG allowed" : "debug disallowed");
-  if (bit(20)) flags.push("single socket only");
-  if (bit(21)) flags.push("CXL allowed");
-  if (bit(22)) flags.push("AES-256-XTS required");
-  if (bit(23)) flags.push("RAPL disabled required");
-  if (bit(24)) flags.push("ciphertext hiding required");
-  if (bit(25)) flags.push("page swap disabled");
-  return { abiMajor: Number((p >> 8n) & 0xffn), abiMinor: Number(p & 0xffn), flags };
+/** The guest policy for people: ABI floor and the flags that matter to an owner. */
+function describeSnpPolicy(p: bigint): string {
+  const g = guestPolicy(p);
+  const flags = [
+    g.smtAllowed ? "SMT allowed" : "SMT not allowed",
+    g.reservedBit17 ? "" : "reserved bit 17 clear (must be 1)",
+    g.migrateMa ? "migration agent allowed" : "",
+    g.debugAllowed ? "DEBUG allowed" : "debug disallowed",
+    g.singleSocket ? "single socket only" : "",
+    g.cxlAllowed ? "CXL allowed" : "",
+    g.memAes256Xts ? "AES-256-XTS required" : "",
+    g.raplDisabled ? "RAPL disabled required" : "",
+    g.ciphertextHiding ? "ciphertext hiding required" : "",
+    g.pageSwapDisabled ? "page swap disabled" : "",
+  ].filter(Boolean);
+  return `0x${p.toString(16)} (ABI >= ${g.abiMajor}.${g.abiMinor}; ${flags.join(", ")})`;
 }
 
-function platformInfo(p: bigint): string {
-  const names = [
-    "SMT enabled",
-    "TSME enabled",
-    "ECC",
-    "RAPL disabled",
-    "ciphertext hiding",
-    "alias check complete",
-    "",
-    "SEV-TIO",
-  ];
-  const set = names.filter((n, i) => n && ((p >> BigInt(i)) & 1n) === 1n);
+const PLATFORM_INFO_LABELS: Record<keyof PlatformInfo, string> = {
+  smtEnabled: "SMT enabled",
+  tsmeEnabled: "TSME enabled",
+  eccEnabled: "ECC",
+  raplDisabled: "RAPL disabled",
+  ciphertextHidingEnabled: "ciphertext hiding",
+  aliasCheckComplete: "alias check complete",
+  tioEnabled: "SEV-TIO",
+};
+
+function describePlatformInfo(p: bigint): string {
+  const set = setFlagLabels(platformInfo(p), PLATFORM_INFO_LABELS);
   return `0x${p.toString(16)}${set.length ? ` (${set.join(", ")})` : ""}`;
 }
 
-function signingKey(keyInfo: number): string {
-  const k = (keyInfo >> 2) & 7;
-  const name = k === 0 ? "VCEK" : k === 1 ? "VLEK" : k === 7 ? "none" : `reserved (${k})`;
-  return `${name}${keyInfo & 2 ? ", chip key masked" : ""}${keyInfo & 1 ? ", author key enabled" : ""}`;
+function describeKeyInfo(k: number): string {
+  const i = keyInfo(k);
+  const name = i.signingKey === "reserved" ? `reserved (${i.signingKeyField})` : i.signingKey;
+  return `${name}${i.maskChipKey ? ", chip key masked" : ""}${i.authorKeyEnabled ? ", author key enabled" : ""}`;
 }
 
 const tcbText = (t: TcbVersion) =>
   `${t.fmc !== null ? `fmc ${t.fmc}, ` : ""}bootloader ${t.bootloader}, tee ${t.tee}, snp ${t.snp}, microcode ${t.microcode}`;
 
 export function snpReportSections(r: SnpReport): Section[] {
-  const pol = decodeSnpPolicy(r.policy);
   const rows: Row[] = [
     ["version", String(r.version)],
     ["guest SVN", String(r.guest_svn)],
-    ["policy", `0x${r.policy.toString(16)} (ABI >= ${pol.abiMajor}.${pol.abiMinor}; ${pol.flags.join(", ")})`],
+    ["policy", describeSnpPolicy(r.policy)],
     ["VMPL", String(r.vmpl)],
     ["signature algorithm", r.sig_algo === 1 ? "1 (ECDSA P-384 SHA-384)" : String(r.sig_algo)],
-    ["signing key", signingKey(r.key_info)],
-    ["platform info", platformInfo(r.plat_info)],
+    ["signing key", describeKeyInfo(r.key_info)],
+    ["platform info", describePlatformInfo(r.plat_info)],
     [
       "firmware",
       `current ${r.current.major}.${r.current.minor}.${r.current.build}, committed ${r.committed.major}.${r.committed.minor}.${r.committed.build}`,
@@ -115,7 +123,7 @@ export function snpReportSections(r: SnpReport): Section[] {
 export function inspectSnpReport(bytes: Uint8Array): Inspection {
   const r = decodeSnpReport(bytes);
   const warnings: string[] = [];
-  if (((r.policy >> 19n) & 1n) === 1n) warnings.push("guest policy allows DEBUG");
+  if (guestPolicy(r.policy).debugAllowed) warnings.push("guest policy allows DEBUG");
   if (r.version < 3) warnings.push(`report version ${r.version}: trustee accepts only versions 3..5`);
   return {
     type: "snp-report",

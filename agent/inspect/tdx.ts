@@ -1,20 +1,22 @@
 // `inspect` for TDX quotes (v4/v5) and raw TDREPORTs.
 import { hex } from "../../platform/util/bytes.ts";
-import { decodeTdAttributes, INTEL_QE_VENDOR_ID, parseTdxQuote } from "../../platform/tdx/quote.ts";
+import { decodeTdAttributes, INTEL_QE_VENDOR_ID, parseTdxQuote, type TdAttributes } from "../../platform/tdx/quote.ts";
 import { pckChainPem, verifyQeBinding, verifyQuoteSignature } from "../../platform/tdx/signature.ts";
 import { trusteeQuoteClaims } from "../../platform/tdx/claims.ts";
 import { parseTdReport, type TdReport } from "../../platform/tdx/tdreport.ts";
-import type { Inspection, Row, Section } from "./model.ts";
+import { setFlagLabels, type Inspection, type Row, type Section } from "./model.ts";
+
+const TD_ATTRIBUTE_LABELS: Partial<Record<keyof TdAttributes, string>> = {
+  debug: "DEBUG",
+  septVeDisable: "SEPT_VE_DISABLE",
+  protectionKeys: "PKS",
+  keyLocker: "KL",
+  perfmon: "PERFMON",
+};
 
 function tdAttributesText(attr: Uint8Array): string {
   const a = decodeTdAttributes(attr);
-  const set = [
-    a.debug && "DEBUG",
-    a.septVeDisable && "SEPT_VE_DISABLE",
-    a.protectionKeys && "PKS",
-    a.keyLocker && "KL",
-    a.perfmon && "PERFMON",
-  ].filter(Boolean);
+  const set = setFlagLabels(a, TD_ATTRIBUTE_LABELS);
   return `${hex(attr)} (${set.length ? set.join(", ") : "none set"})${a.debug ? " — DEBUG TD: its memory is readable by the host" : ""}`;
 }
 

@@ -1,4 +1,4 @@
-// trustee RCAR 0.4.0 client (kbs-protocol.md §1): /auth -> evidence -> /attest -> resource GET
+// trustee RCAR 0.4.0 client (docs/spec/kbs-protocol.md §1): /auth -> evidence -> /attest -> resource GET
 // with the attestation token as a Bearer header -> JWE decrypt. One handshake runs over one
 // kept-alive connection (a TCP load balancer keeps it on one replica). The session cookie is
 // carried by hand (name=value only: its Expires is server time and must not depend on the guest
@@ -6,7 +6,7 @@
 // The whole exchange is retried by the run's one policy (platform/util/retry.ts): rounds over all
 // endpoints until the deadline; refusals that will not change stop it early.
 import { CvmError } from "../../platform/util/errors.ts";
-import { RESOURCE_PATH } from "../config/schema.ts";
+import { RESOURCE_PATH } from "../config/patterns.ts";
 import { decideOnKbsError, parseErrorInformation, type ErrorDecision, type KbsPhase } from "./error-info.ts";
 import { decryptResourceJwe } from "./jwe.ts";
 import { runtimeDigest, selectHashAlgorithm, type RuntimeData } from "./runtime-data.ts";

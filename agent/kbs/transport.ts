@@ -1,4 +1,4 @@
-// HTTP(S) to the KBS through real undici 7 (bun-runtime.md §1: the bare "undici" specifier is
+// HTTP(S) to the KBS through real undici 7 (docs/spec/bun-runtime.md §1: the bare "undici" specifier is
 // Bun's shim, which silently ignores the CA). One connection per handshake (KbsConnection), so a
 // TCP load balancer keeps auth, attest and resource on one replica. Every request is bounded: time
 // (request_timeout_s, capped by the run deadline) and body size. Redirects are never followed.
@@ -111,7 +111,7 @@ export class KbsConnection {
     // A Client is exactly one connection (pipelining 1): reconnects happen only after a drop.
     this.client = new Client(this.base.origin, {
       // rejectUnauthorized stays explicit: otherwise an environment variable (Node's TLS-reject switch,
-      // or a .env file) could disable verification (bun-runtime.md §1.4).
+      // or a .env file) could disable verification (docs/spec/bun-runtime.md §1.4).
       connect: {
         ...(opts.caPem !== undefined ? { ca: opts.caPem } : {}),
         rejectUnauthorized: true,

@@ -12,7 +12,8 @@ import { algName } from "../../platform/tpm/constants.ts";
 import { digestsFor } from "../../platform/tpm/operations.ts";
 import { utf8 } from "../../platform/util/bytes.ts";
 import { RECORD_VERSION, rtmrDigest, type MeasurementRecord } from "./events.ts";
-import { openPcrBackend, tpmPresent, type PcrBackend } from "./pcr-backend.ts";
+import { tpmPresent } from "../../platform/tpm/transport/index.ts";
+import { openPcrBackend, type PcrBackend } from "./pcr-backend.ts";
 
 export type RegisterMode = "required" | "if-present" | "off";
 
@@ -76,7 +77,7 @@ function extendRtmr(s: MeasureSettings, env: MeasureEnv, event: string): Measure
     return undefined;
   }
   const digest = rtmrDigest(event);
-  // The kernel wants exactly one 48-byte write at offset 0 (platform-abi.md §3.4).
+  // The kernel wants exactly one 48-byte write at offset 0 (docs/spec/tdx-abi.md §5).
   const fd = fs.openSync(p, "r+");
   try {
     const n = fs.writeSync(fd, digest, 0, digest.length, 0);

@@ -1,14 +1,10 @@
 // The two things measurement needs from a TPM, behind a tiny interface so measure.ts is testable
 // without one. The implementation is the shared TPM client (platform/tpm/operations.ts).
-import * as fs from "node:fs";
-import * as path from "node:path";
 import { openTpm, type Tpm } from "../../platform/tpm/client.ts";
-import { getPcrBanks, pcrExtend, type BankDigest } from "../../platform/tpm/operations.ts";
-import { parseTpmSpec } from "../../platform/tpm/transport/index.ts";
+import type { BankDigest } from "../../platform/tpm/commands/pcr.ts";
+import { getPcrBanks, pcrExtend } from "../../platform/tpm/operations.ts";
 import type { Deadline } from "../../platform/util/deadline.ts";
 import type { Logger } from "../../platform/util/log.ts";
-
-export type { BankDigest };
 
 export interface PcrBackend {
   readonly description: string;
@@ -32,13 +28,6 @@ class SharedClientBackend implements PcrBackend {
   close(): void {
     this.tpm.close();
   }
-}
-
-/** Is there a TPM to talk to? Only a missing device node counts as "absent"; sockets are tried. */
-export function tpmPresent(spec: string, root: string): boolean {
-  const s = parseTpmSpec(spec);
-  if (s.kind !== "device") return true;
-  return fs.existsSync(root !== "/" ? path.join(root, s.path) : s.path);
 }
 
 export async function openPcrBackend(spec: string, root: string, deadline: Deadline, log: Logger): Promise<PcrBackend> {

@@ -3,15 +3,12 @@
 // `cryptsetup open --key-file=-`, measure the opened volume, and remember what was opened
 // (for verify-root). Order matters: no key is fetched for, or handed to, a volume whose header
 // does not match the trusted configuration.
-import * as fs from "node:fs";
-import * as path from "node:path";
 import { Deadline } from "../../platform/util/deadline.ts";
 import { CvmError, errorMessage } from "../../platform/util/errors.ts";
 import { silentLogger, type Logger } from "../../platform/util/log.ts";
 import { attestAndFetch } from "../attest.ts";
-import type { ParsedArgs } from "../cli/args.ts";
-import { loadConfig, platformEnv, type RunContext } from "../cli/common.ts";
-import type { ConfigLayer, LoadedConfig } from "../config/load.ts";
+import { platformEnv, type RunContext } from "../cli/common.ts";
+import type { ConfigLayer, ConfigLoader, LoadedConfig } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { Timeline } from "../timeline.ts";
 import { cryptDmUuid, listDmDevices } from "../../platform/luks/block-devices.ts";
@@ -25,11 +22,15 @@ import { volumeEvent } from "../measure/events.ts";
 import { describeSelector, waitForDevice } from "../../platform/luks/resolve.ts";
 import { findCvmToken, tokenLayer } from "../config/layers/token.ts";
 import { readLuks2Header } from "../../platform/luks/volume-io.ts";
+import { openedStatePath, writeOpenedState } from "./opened-state.ts";
 
 export type VolumeConfig = Config["unlock"]["volumes"][number];
 
 export interface UnlockRequest {
-  args: ParsedArgs;
+  /** Platform root for /sys, /dev, /proc ("/" in production; a stand-in tree for testers). */
+  root: string;
+  /** Loads the configuration with extra host-influenced layers (cmdline, LUKS token) below the flags. */
+  loadConfig: ConfigLoader;
   log: Logger;
   testOnly: boolean;
   /** Measure even with --test-only (tests of the measurement path). */
@@ -46,21 +47,16 @@ export interface VolumeOutcome {
   endpoint?: string;
 }
 
-/** State file next to the event record: what cvm-unlock opened (no secrets). */
-export function openedStatePath(config: Config): string {
-  return path.join(path.dirname(config.unlock.measure.record_path), "opened.json");
-}
-
 /** Trusted file + (trusted) kernel cmdline + flags. The LUKS token layer is added per volume. */
 export function loadUnlockConfig(
-  args: ParsedArgs,
+  load: ConfigLoader,
   log: Logger,
   root: string,
 ): { loaded: LoadedConfig; cmdline: ConfigLayer | null } {
-  const base = loadConfig(args, log);
+  const base = load(log);
   const cmdline = cmdlineLayer(root, base.config, log);
   // Re-merging with more layers: the widening-flag warnings were already logged once.
-  return { loaded: cmdline ? loadConfig(args, silentLogger, [cmdline]) : base, cmdline };
+  return { loaded: cmdline ? load(silentLogger, [cmdline]) : base, cmdline };
 }
 
 export function volumesToUnlock(config: Config, device?: string, name?: string): VolumeConfig[] {
@@ -109,7 +105,7 @@ function volumeConfig(
     req.log.info(`ignoring the cvm-unlock LUKS2 token on ${device}: unlock.luks_token.trust is not set`);
     return base;
   }
-  return loadConfig(req.args, silentLogger, [...(cmdline ? [cmdline] : []), tokenLayer(device, tok, base.config)]);
+  return req.loadConfig(silentLogger, [...(cmdline ? [cmdline] : []), tokenLayer(device, tok, base.config)]);
 }
 
 function alreadyOpen(root: string, name: string, uuid: string): boolean {
@@ -209,25 +205,24 @@ function fallbackAllowed(e: unknown): boolean {
 }
 
 function recordOpened(config: Config, outcomes: VolumeOutcome[]): void {
-  const p = openedStatePath(config);
   const opened = outcomes
     .filter((o) => o.status !== "key-verified")
     .map(({ name, uuid, device }) => ({ name, uuid, device }));
   if (opened.length === 0) return;
+  const file = openedStatePath(config);
   try {
-    fs.mkdirSync(path.dirname(p), { recursive: true, mode: 0o755 });
-    fs.writeFileSync(p, JSON.stringify({ volumes: opened }) + "\n", { mode: 0o644 });
+    writeOpenedState(file, opened);
   } catch (e) {
     // verify-root needs this record to accept the root: without it the boot must not go on.
-    throw new CvmError("platform", `cannot record the opened volumes in ${p}: ${errorMessage(e)}`, {
+    throw new CvmError("platform", `cannot record the opened volumes in ${file}: ${errorMessage(e)}`, {
       hint: "/run must be a writable tmpfs with free space in the initramfs",
     });
   }
 }
 
 export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Promise<VolumeOutcome[]> {
-  const root = path.resolve((req.args.options.get("platform-root") as string | undefined) ?? "/");
-  const { loaded: base, cmdline } = loadUnlockConfig(req.args, req.log, root);
+  const root = req.root;
+  const { loaded: base, cmdline } = loadUnlockConfig(req.loadConfig, req.log, root);
   const deadline = new Deadline(base.config.deadline_s * 1000);
   const outcomes: VolumeOutcome[] = [];
   try {
@@ -245,7 +240,7 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
         loaded,
         config: loaded.config,
         deadline,
-        env: platformEnv(loaded.config, req.args, deadline, req.log),
+        env: platformEnv(loaded.config, root, deadline, req.log),
         log: req.log,
       };
       if (!req.testOnly && alreadyOpen(root, vol.name, h.uuid)) {

@@ -9,6 +9,7 @@ import { CvmError } from "../util/errors.ts";
 import type { Tpm } from "../tpm/client.ts";
 import { TPMA_NV, TPM_ALG, TPM_RH, hex32 } from "../tpm/constants.ts";
 import { nvDefine, nvRead, nvReadPublicIfPresent, nvUndefine, nvWrite, pcrReadBank, quote } from "../tpm/operations.ts";
+import type { NvPublic } from "../tpm/structures.ts";
 import {
   AZURE_AK_HANDLE,
   HCL_REPORT_NV_INDEX,
@@ -25,7 +26,11 @@ const REPORT_DATA_ATTRIBUTES = TPMA_NV.OWNERWRITE | TPMA_NV.OWNERREAD | TPMA_NV.
 /** The raw HCL NV blob, or undefined when this TPM has no HCL report index (not an Azure CVM). */
 export async function readHclReportBlob(tpm: Tpm): Promise<Uint8Array | undefined> {
   const pub = await nvReadPublicIfPresent(tpm, HCL_REPORT_NV_INDEX);
-  if (!pub) return undefined;
+  return pub ? readHclReportNv(tpm, pub) : undefined;
+}
+
+/** The HCL NV blob once its index is known to exist: its size and WRITTEN bit are host data too. */
+export async function readHclReportNv(tpm: Tpm, pub: NvPublic): Promise<Uint8Array> {
   if (pub.dataSize > MAX_HCL_NV_SIZE)
     throw new CvmError(
       "evidence",

@@ -1,5 +1,5 @@
-// SEV-SNP ATTESTATION_REPORT codec (platform-abi.md §2): the 1184-byte firmware structure ↔ a typed
-// value that mirrors trustee's JSON form (virtee `sev` serde struct, kbs-protocol.md §4.2). Pure.
+// SEV-SNP ATTESTATION_REPORT codec (docs/spec/snp-abi.md §2): the 1184-byte firmware structure ↔ a typed
+// value that mirrors trustee's JSON form (virtee `sev` serde struct, docs/spec/kbs-protocol.md §4.2). Pure.
 //
 // Round-trip rule: trustee re-encodes the JSON to bytes and checks the signature over 0..0x2A0, with
 // reserved bytes written as zero. A report whose signed range has non-zero reserved bytes (or TCB
@@ -65,6 +65,86 @@ export interface SnpReport {
   signature: { r: Uint8Array; s: Uint8Array };
 }
 
+const bit = (v: bigint, n: number) => ((v >> BigInt(n)) & 1n) === 1n;
+
+/** GUEST_POLICY (SEV-SNP ABI, "GUEST_POLICY Structure"): what the guest owner allowed at launch. */
+export interface GuestPolicy {
+  abiMajor: number; // 15:8, minimum firmware ABI
+  abiMinor: number; // 7:0
+  smtAllowed: boolean; // 16
+  reservedBit17: boolean; // 17, must be 1
+  migrateMa: boolean; // 18, a migration agent may be associated
+  debugAllowed: boolean; // 19
+  singleSocket: boolean; // 20
+  cxlAllowed: boolean; // 21
+  memAes256Xts: boolean; // 22
+  raplDisabled: boolean; // 23
+  ciphertextHiding: boolean; // 24
+  pageSwapDisabled: boolean; // 25
+}
+
+export function guestPolicy(policy: bigint): GuestPolicy {
+  return {
+    abiMajor: Number((policy >> 8n) & 0xffn),
+    abiMinor: Number(policy & 0xffn),
+    smtAllowed: bit(policy, 16),
+    reservedBit17: bit(policy, 17),
+    migrateMa: bit(policy, 18),
+    debugAllowed: bit(policy, 19),
+    singleSocket: bit(policy, 20),
+    cxlAllowed: bit(policy, 21),
+    memAes256Xts: bit(policy, 22),
+    raplDisabled: bit(policy, 23),
+    ciphertextHiding: bit(policy, 24),
+    pageSwapDisabled: bit(policy, 25),
+  };
+}
+
+/** KEY_INFO bits 4:2 (SIGNING_KEY): 0 VCEK, 1 VLEK, 7 none (no signature); others reserved. */
+export type SnpSigningKey = "VCEK" | "VLEK" | "none" | "reserved";
+
+export interface KeyInfo {
+  signingKey: SnpSigningKey;
+  /** The raw 3-bit SIGNING_KEY field, for messages about reserved values. */
+  signingKeyField: number;
+  maskChipKey: boolean; // bit 1: chip_id is zeroed
+  authorKeyEnabled: boolean; // bit 0: author_key_digest is present
+}
+
+export function keyInfo(keyInfo: number): KeyInfo {
+  const field = (keyInfo >>> 2) & 7;
+  const signingKey: SnpSigningKey = field === 0 ? "VCEK" : field === 1 ? "VLEK" : field === 7 ? "none" : "reserved";
+  return {
+    signingKey,
+    signingKeyField: field,
+    maskChipKey: (keyInfo & 2) !== 0,
+    authorKeyEnabled: (keyInfo & 1) !== 0,
+  };
+}
+
+/** PLATFORM_INFO: what the host platform had enabled when the report was made. */
+export interface PlatformInfo {
+  smtEnabled: boolean; // 0
+  tsmeEnabled: boolean; // 1
+  eccEnabled: boolean; // 2
+  raplDisabled: boolean; // 3
+  ciphertextHidingEnabled: boolean; // 4
+  aliasCheckComplete: boolean; // 5
+  tioEnabled: boolean; // 7
+}
+
+export function platformInfo(platInfo: bigint): PlatformInfo {
+  return {
+    smtEnabled: bit(platInfo, 0),
+    tsmeEnabled: bit(platInfo, 1),
+    eccEnabled: bit(platInfo, 2),
+    raplDisabled: bit(platInfo, 3),
+    ciphertextHidingEnabled: bit(platInfo, 4),
+    aliasCheckComplete: bit(platInfo, 5),
+    tioEnabled: bit(platInfo, 7),
+  };
+}
+
 /** Which report layout a version number uses (virtee: 2 → V2, 3 and 4 → V3, 5 → V5). */
 export type ReportLayout = "v2" | "v3" | "v5";
 export function reportLayout(version: number): ReportLayout | undefined {
@@ -77,7 +157,7 @@ export function reportLayout(version: number): ReportLayout | undefined {
 export type CpuGeneration = "milan" | "genoa" | "turin";
 export type TcbLayout = "legacy" | "turin";
 
-/** CPU generation from CPUID family/model (go-sev-guest / virtee ranges, kbs-protocol.md §4.2). */
+/** CPU generation from CPUID family/model (go-sev-guest / virtee ranges, docs/spec/snp-abi.md §2.4). */
 export function generationFromCpuid(fam: number, mod: number): CpuGeneration | undefined {
   if (fam === 0x19 && mod <= 0x0f) return "milan";
   if (fam === 0x19 && ((mod >= 0x10 && mod <= 0x1f) || (mod >= 0xa0 && mod <= 0xaf))) return "genoa";

@@ -1,9 +1,10 @@
-// The `snp` evidence source (kbs-protocol.md §4.2). report_data = SHA-384 runtime digest ‖ 16 zero
+// The `snp` evidence source (docs/spec/kbs-protocol.md §4.2). report_data = SHA-384 runtime digest ‖ 16 zero
 // bytes, VMPL 0. Preferred path: configfs-tsm (provider sev_guest, privlevel 0; outblob = report,
 // auxblob = certificate table). Fallback when configfs-tsm is unavailable: /dev/sev-guest
 // SNP_GET_EXT_REPORT through bun:ffi (SNP_GET_REPORT if the kernel rejects the extended form).
 import * as path from "node:path";
-import { probeTsmProvider, requestTsmReport } from "../tsm/index.ts";
+import { probeTsmProvider, requestTsmReport } from "../tsm/report.ts";
+import { checkRuntimeDigest, MAX_RUNTIME_DIGEST } from "../types.ts";
 import type { Evidence, EvidenceRequest, EvidenceSource, PlatformEnv, Probe } from "../types.ts";
 import { bytesEqual, fitTo, hex } from "../util/bytes.ts";
 import { CvmError, errorMessage } from "../util/errors.ts";
@@ -106,16 +107,12 @@ function checkReport(rep: SnpReport, userData: Uint8Array): void {
     );
   if (rep.vmpl !== 0)
     throw new CvmError("evidence", `the SNP report is for VMPL ${rep.vmpl}, not 0 (trustee requires VMPL 0)`);
-  // trustee rejects v2 (REPORT_VERSION_MIN = 3): say so here instead of letting the KBS refuse.
-  if (rep.version < 3)
-    throw new CvmError("evidence", `the firmware produced an SNP report version ${rep.version}; trustee accepts 3..5`, {
-      hint: "update the host's SEV firmware",
-    });
 }
 
 export function makeSnpSource(opts: SnpSourceOptions = {}): EvidenceSource {
   return {
     id: "snp",
+    tees: ["snp"],
     insecure: false,
 
     async probe(env: PlatformEnv): Promise<Probe> {
@@ -123,7 +120,7 @@ export function makeSnpSource(opts: SnpSourceOptions = {}): EvidenceSource {
       if (tsm.available && tsm.provider === SEV_PROVIDER)
         return {
           source: "snp",
-          present: true,
+          status: "present",
           tee: "snp",
           reason: `configfs-tsm provider ${SEV_PROVIDER}`,
           details: { interface: "configfs-tsm", tsm_provider: SEV_PROVIDER },
@@ -131,36 +128,31 @@ export function makeSnpSource(opts: SnpSourceOptions = {}): EvidenceSource {
       if (pathExists(devicePath(env)))
         return {
           source: "snp",
-          present: true,
+          status: "present",
           tee: "snp",
           reason: `${devicePath(env)} present (configfs-tsm: ${tsm.reason})`,
           details: { interface: "sev-guest-ioctl" },
         };
       if (pathExists(sysfsPath(env)))
-        // An SNP guest without its driver: take it, so collect() explains instead of a weaker source winning.
+        // The kernel registers this platform device in every SNP guest, with or without the driver.
         return {
           source: "snp",
-          present: true,
-          tee: "snp",
+          status: "broken",
           reason: "SEV-SNP guest platform device present, but no /dev/sev-guest and no configfs-tsm sev_guest provider",
           hint: DRIVER_HINT,
           details: { interface: "none" },
         };
       return {
         source: "snp",
-        present: false,
+        status: "absent",
         reason: `no /dev/sev-guest, no sev-guest platform device, no configfs-tsm ${SEV_PROVIDER} provider (${tsm.reason})`,
         hint: `on an SEV-SNP guest: ${DRIVER_HINT}`,
       };
     },
 
     async collect(env: PlatformEnv, req: EvidenceRequest): Promise<Evidence> {
-      if (req.runtimeDigest.length > 64)
-        throw new CvmError(
-          "internal",
-          `runtime digest of ${req.runtimeDigest.length} bytes does not fit SNP report_data`,
-        );
-      const userData = fitTo(req.runtimeDigest, 64); // digest ‖ zeros (trustee regularize_data)
+      checkRuntimeDigest(req, "SNP report_data");
+      const userData = fitTo(req.runtimeDigest, MAX_RUNTIME_DIGEST); // digest ‖ zeros (trustee regularize_data)
       let raw: RawEvidence;
       try {
         raw = await viaConfigfs(env, userData);
@@ -212,5 +204,3 @@ export function makeSnpSource(opts: SnpSourceOptions = {}): EvidenceSource {
     },
   };
 }
-
-export const snpSource: EvidenceSource = makeSnpSource();

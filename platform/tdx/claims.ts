@@ -2,7 +2,8 @@
 // parse_tdx_claims_expected.json): every field hex of its raw little-endian bytes. Used by the test
 // KBS verifier and by `inspect --trustee`, so people see what a trustee policy will see.
 import { b64, fitTo, hex } from "../util/bytes.ts";
-import { algorithmName, hashFunction, type EventLog } from "../eventlog/index.ts";
+import { algorithmName, hashFunction } from "../eventlog/algorithms.ts";
+import type { EventLog } from "../eventlog/parse.ts";
 import { ByteWriter } from "../util/reader.ts";
 import { decodeTdAttributes, type TdxQuote } from "./quote.ts";
 

@@ -1,12 +1,14 @@
-// The `tdx` evidence source (kbs-protocol.md §4.3): a TD quote from configfs-tsm (provider
+// The `tdx` evidence source (docs/spec/kbs-protocol.md §4.3): a TD quote from configfs-tsm (provider
 // tdx_guest) with REPORTDATA = runtime digest ‖ zeros, and the firmware's CCEL event log.
 // Evidence: {"cc_eventlog": base64 | null, "quote": base64}, both base64 STANDARD.
 import * as path from "node:path";
-import { probeTsmProvider, requestTsmReport, INBLOB_SIZE } from "../tsm/index.ts";
-import type { EvidenceSource, PlatformEnv, Probe } from "../types.ts";
+import { probeTsmProvider, requestTsmReport } from "../tsm/report.ts";
+import { INBLOB_SIZE } from "../tsm/attributes.ts";
+import { checkRuntimeDigest } from "../types.ts";
+import type { Evidence, EvidenceRequest, EvidenceSource, PlatformEnv, Probe } from "../types.ts";
 import { b64, bytesEqual, fitTo, hex } from "../util/bytes.ts";
 import { CvmError } from "../util/errors.ts";
-import { pathExists, readFileCapped } from "../util/files.ts";
+import { pathExists, readFileIfPresent } from "../util/files.ts";
 import { parseTdxQuote, type TdxQuote } from "./quote.ts";
 import { ccelRtmrMismatches } from "./rtmr.ts";
 import { verifyQuoteSignature } from "./signature.ts";
@@ -20,7 +22,8 @@ const DRIVER_HINT =
 function cpuSaysTdxGuest(root: string): boolean {
   try {
     const text = new TextDecoder().decode(
-      readFileCapped(path.join(root, "proc/cpuinfo"), 4 * 1024 * 1024, "/proc/cpuinfo") ?? new Uint8Array(),
+      readFileIfPresent(path.join(root, "proc/cpuinfo"), { what: "/proc/cpuinfo", max: 4 * 1024 * 1024 }) ??
+        new Uint8Array(),
     );
     return /^flags\s*:.*\btdx_guest\b/m.test(text);
   } catch {
@@ -34,7 +37,7 @@ async function probe(env: PlatformEnv): Promise<Probe> {
   if (tsm.available && tsm.provider === TDX_PROVIDER)
     return {
       source: "tdx",
-      present: true,
+      status: "present",
       tee: "tdx",
       reason: `configfs-tsm provider ${TDX_PROVIDER}`,
       details: { tsm_provider: TDX_PROVIDER },
@@ -42,31 +45,31 @@ async function probe(env: PlatformEnv): Promise<Probe> {
   if (tsm.available && tsm.provider !== undefined)
     return {
       source: "tdx",
-      present: false,
+      status: "absent",
       reason: `configfs-tsm provider is ${tsm.provider}, not ${TDX_PROVIDER}`,
       details: { tsm_provider: tsm.provider },
     };
+  // From here on quotes are impossible (they come only from configfs-tsm). A TD detected by its
+  // driver's device node or by the CPU flag is therefore broken, never absent: otherwise a host
+  // could unload the driver and have the guest attest with a weaker source.
   if (pathExists(devNode))
-    // A TD with the driver but no configfs-tsm: we are on TDX, so take it and let collect() say
-    // precisely what is missing rather than silently attesting with something weaker.
     return {
       source: "tdx",
-      present: true,
-      tee: "tdx",
+      status: "broken",
       reason: `/dev/tdx_guest present, but configfs-tsm is not (${tsm.reason})`,
       hint: DRIVER_HINT,
     };
   if (cpuSaysTdxGuest(env.paths.root))
     return {
       source: "tdx",
-      present: false,
+      status: "broken",
       reason: "this is a TDX guest (cpu flag tdx_guest) but the tdx-guest driver is not loaded",
       hint: DRIVER_HINT,
     };
   return {
     source: "tdx",
-    present: false,
-    reason: `no configfs-tsm ${TDX_PROVIDER} provider and no /dev/tdx_guest (${tsm.reason})`,
+    status: "absent",
+    reason: `no configfs-tsm ${TDX_PROVIDER} provider, no /dev/tdx_guest, no tdx_guest cpu flag (${tsm.reason})`,
     hint: `on a TDX guest: ${DRIVER_HINT}`,
   };
 }
@@ -94,42 +97,38 @@ function compareRtmrs(env: PlatformEnv, quote: TdxQuote, ccel: CcelEvidence): vo
   }
 }
 
-export const tdxSource: EvidenceSource = {
-  id: "tdx",
-  insecure: false,
-  probe,
-  async collect(env, req) {
-    if (req.runtimeDigest.length > INBLOB_SIZE)
-      throw new CvmError(
-        "internal",
-        `runtime digest of ${req.runtimeDigest.length} bytes does not fit TDX REPORTDATA (64)`,
-      );
-    const inblob = fitTo(req.runtimeDigest, INBLOB_SIZE); // digest ‖ zeros (trustee regularize_data)
-    const report = await requestTsmReport(env, { inblob, expectProvider: TDX_PROVIDER });
-    const quote = parseTdxQuote(report.outblob);
-    checkReportData(quote, inblob);
-    // A genuine quote always verifies against its own attestation key; a broken one would only be
-    // refused later by the KBS with a vaguer message.
-    if (!verifyQuoteSignature(quote))
-      throw new CvmError(
-        "evidence",
-        "the TDX quote from configfs-tsm has a signature that does not verify with its own attestation key; refusing it",
-      );
-    const quoteBytes = report.outblob.subarray(0, quote.length); // drop buffer padding after sig data
-    const t0 = Date.now();
-    const ccel = readCcel(env.paths.root);
-    const ccelMs = Date.now() - t0;
-    if (ccel) compareRtmrs(env, quote, ccel);
-    else env.log.info("no CCEL event log published by the firmware; sending cc_eventlog null");
-    env.log.debug("TDX quote collected", {
-      version: quote.header.version,
-      bytes: quoteBytes.length,
-      ccel_events: ccel?.log.events.length,
-    });
-    return {
-      tee: "tdx",
-      primary: { cc_eventlog: ccel ? b64(ccel.wire) : null, quote: b64(quoteBytes) },
-      timings: { quote: report.ms, ccel: ccelMs },
-    };
-  },
-};
+async function collect(env: PlatformEnv, req: EvidenceRequest): Promise<Evidence> {
+  checkRuntimeDigest(req, "TDX REPORTDATA");
+  const inblob = fitTo(req.runtimeDigest, INBLOB_SIZE); // digest ‖ zeros (trustee regularize_data)
+  const report = await requestTsmReport(env, { inblob, expectProvider: TDX_PROVIDER });
+  const quote = parseTdxQuote(report.outblob);
+  checkReportData(quote, inblob);
+  // A genuine quote always verifies against its own attestation key; a broken one would only be
+  // refused later by the KBS with a vaguer message.
+  if (!verifyQuoteSignature(quote))
+    throw new CvmError(
+      "evidence",
+      "the TDX quote from configfs-tsm has a signature that does not verify with its own attestation key; refusing it",
+    );
+  const quoteBytes = report.outblob.subarray(0, quote.length); // drop buffer padding after sig data
+  const t0 = Date.now();
+  const ccel = readCcel(env.paths.root);
+  const ccelMs = Date.now() - t0;
+  if (ccel) compareRtmrs(env, quote, ccel);
+  else env.log.info("no CCEL event log published by the firmware; sending cc_eventlog null");
+  env.log.debug("TDX quote collected", {
+    version: quote.header.version,
+    bytes: quoteBytes.length,
+    ccel_events: ccel?.log.events.length,
+  });
+  return {
+    tee: "tdx",
+    primary: { cc_eventlog: ccel ? b64(ccel.wire) : null, quote: b64(quoteBytes) },
+    timings: { quote: report.ms, ccel: ccelMs },
+  };
+}
+
+/** The tdx source has no options (quotes come only from configfs-tsm); the factory keeps the one shape. */
+export function makeTdxSource(): EvidenceSource {
+  return { id: "tdx", tees: ["tdx"], insecure: false, probe, collect };
+}

@@ -1,7 +1,8 @@
 // describeTpm(): what a person wants to know about the TPM (for `detect`). Never secrets.
 import { errorMessage } from "../util/errors.ts";
 import { TPM_HR, TPM_PT, algName, hex32 } from "./constants.ts";
-import type { Tpm } from "./client.ts";
+import { withTpm, type Tpm } from "./client.ts";
+import type { PlatformEnv } from "../types.ts";
 import { readEkCertificates, type EkCertSummary } from "./ekcert.ts";
 import { getHandles, getPcrBanks, getProperties } from "./operations.ts";
 import { compareEventLog, formatEventLogComparison, readEventLog, type EventLogComparison } from "./eventlog-check.ts";
@@ -107,4 +108,21 @@ export function formatTpmDescription(d: TpmDescription): string[] {
   }
   if (d.eventLog) lines.push(...formatEventLogComparison(d.eventLog));
   return lines;
+}
+
+/** EvidenceSource.describe of the TPM-based sources (tpm, azure-vtpm). Never throws. */
+export async function describeTpmPlatform(env: PlatformEnv): Promise<string[]> {
+  const root = env.paths.root;
+  try {
+    const d = await withTpm(
+      env.tpm.spec,
+      env.deadline,
+      env.log,
+      (tpm) => describeTpm(tpm, { eventLogRoot: root }),
+      root !== "/" ? { root } : {},
+    );
+    return formatTpmDescription(d);
+  } catch (e) {
+    return [`TPM details unavailable: ${errorMessage(e)}`];
+  }
 }

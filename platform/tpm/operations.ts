@@ -357,5 +357,3 @@ export async function nvWrite(
     if (part.length === 0) break;
   }
 }
-
-export type { BankDigest, QuoteRequest, QuoteResponse, CreatePrimaryResponse, ReadPublicResponse };

@@ -8,7 +8,8 @@ import * as path from "node:path";
 import { p256 } from "@noble/curves/nist.js";
 import { sha256, sha384 } from "@noble/hashes/sha2.js";
 import { concat, fromHex, utf8 } from "../../platform/util/bytes.ts";
-import { encodeEventLog, TPM_ALG_SHA384 } from "../../platform/eventlog/index.ts";
+import { encodeEventLog } from "../../platform/eventlog/encode.ts";
+import { TPM_ALG_SHA384 } from "../../platform/eventlog/algorithms.ts";
 import {
   ATT_KEY_TYPE_ECDSA_P256,
   CERT_TYPE_QE_REPORT,

@@ -7,7 +7,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { REPORT_DATA_NV_INDEX } from "../../platform/azure/constants.ts";
-import { azureVtpmSource } from "../../platform/azure/source.ts";
+import { makeAzureVtpmSource } from "../../platform/azure/source.ts";
 import { withTpm } from "../../platform/tpm/client.ts";
 import { TPMA_NV, TPM_ALG } from "../../platform/tpm/constants.ts";
 import { nvDefine, nvReadPublicIfPresent, nvUndefine, nvWrite, pcrExtend } from "../../platform/tpm/operations.ts";
@@ -27,6 +27,7 @@ import { makeAzTdxVtpmVerifier } from "../kbs/verifiers/az-tdx-vtpm.ts";
 import type { TeeVerifier } from "../kbs/verifiers/types.ts";
 
 const RESOURCE = "default/key/root";
+const azureVtpmSource = makeAzureVtpmSource();
 const SECRET = crypto.randomBytes(32);
 
 let tls: Pki;
@@ -149,7 +150,7 @@ describe("az-snp-vtpm", () => {
   it("source in-process: probe says az-snp-vtpm; collect writes the digest, waits for the refreshed report, and the verifier accepts", async () => {
     const e = env(s);
     const probe = await azureVtpmSource.probe(e);
-    expect(probe).toMatchObject({ present: true, tee: "az-snp-vtpm" });
+    expect(probe).toMatchObject({ status: "present", tee: "az-snp-vtpm" });
     const digest = crypto.randomBytes(48);
     const ev = await azureVtpmSource.collect(e, { runtimeDigest: digest, tee: "az-snp-vtpm" });
     expect(s.vtpm.writesSeen.at(-1)).toBe(digest.toString("hex"));

@@ -219,6 +219,29 @@ describe.skipIf(!swtpmAvailable())("detect and evidence against swtpm", () => {
     expect(out).toMatch(/EK.*certificate at 0x01c0000[2a]: subject/i);
   });
 
+  it("a TD without its driver is broken: detect and evidence refuse to fall back to the working TPM", async () => {
+    const td = fs.mkdtempSync(path.join(work, "td-"));
+    fs.mkdirSync(path.join(td, "proc"));
+    fs.writeFileSync(path.join(td, "proc/cpuinfo"), "processor\t: 0\nflags\t\t: fpu tsc tdx_guest x2apic\n");
+    const r = await runCli(["detect", "--tpm", tpm.spec, "--platform-root", td, "--json"]);
+    expect(r.code, r.stderr).toBe(EXIT_CODES.platform);
+    const out = JSON.parse(r.stdout.toString()) as {
+      chosen: unknown;
+      candidates: { source: string; status: string; present: boolean; why: string; hint: string | null }[];
+    };
+    const by = Object.fromEntries(out.candidates.map((c) => [c.source, c]));
+    expect(out.chosen).toBeNull();
+    expect(by.tdx).toMatchObject({ status: "broken", present: false, hint: expect.stringMatching(/tdx-guest/) });
+    expect(by.tpm).toMatchObject({ status: "present", present: true, why: expect.stringMatching(/tdx is broken/) });
+    const ev = await runCli(["evidence", "--tpm", tpm.spec, "--platform-root", td, "--nonce", "AAAA"]);
+    expect(ev.code).toBe(EXIT_CODES.platform);
+    expect(ev.stderr.toString()).toMatch(/tdx: this is a TDX guest \(cpu flag tdx_guest\) but the tdx-guest driver/);
+    // The operator can still choose the TPM explicitly (a trusted-config decision, not a host's).
+    const forced = await runCli(["detect", "--tpm", tpm.spec, "--platform-root", td, "--tee", "tpm"]);
+    expect(forced.code, forced.stderr).toBe(0);
+    expect(forced.stdout.toString()).toMatch(/^! tdx +broken: /m);
+  });
+
   it("evidence prints trustee's /attest body bound to the nonce, and --out keeps a CBOR record", async () => {
     const rec = path.join(work, "evidence.cbor");
     const nonce = crypto.randomBytes(32).toString("base64");

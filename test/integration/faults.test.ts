@@ -2,6 +2,7 @@
 // expiry at each phase, cryptsetup missing / failing / killed, and a full disk for the /run state.
 // Every failure must be closed: the documented exit code, nothing on stdout, no secret on stderr.
 // docs/RELIABILITY.md cites these tests by name.
+import { execFileSync } from "node:child_process";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -160,19 +161,32 @@ describe.skipIf(!cryptsetupAvailable())("cryptsetup and the /run state", () => {
     expectClosed(r, 143, image!.key);
   });
 
-  it("disk full for the /run state (opened.json on /dev/full): failed closed, exit 4 naming the file", async () => {
-    await start(image!.key);
-    const run = path.join(work, "run");
-    fs.rmSync(run, { recursive: true, force: true });
-    fs.mkdirSync(run);
-    fs.symlinkSync("/dev/full", path.join(run, "opened.json"));
-    fs.symlinkSync("/dev/full", path.join(run, "measurements.cbor"));
-    const cs = fakeCryptsetup("cs-opens", "cat >/dev/null; exit 0"); // "opens" the volume
-    const r = await runCli(
-      ["unlock", "--config", unlockConfig({ cryptsetup: cs }), "--device", image!.file, "--resource", RESOURCE],
-      { timeoutMs: 30_000 },
-    );
-    expectClosed(r, EXIT_CODES.platform, image!.key);
-    expect(r.stderr).toMatch(/cannot record the opened volumes in .*opened\.json: ENOSPC/);
-  });
+  it.skipIf(process.getuid?.() !== 0)(
+    "disk full for the /run state (a full tmpfs): failed closed, exit 4 naming the file",
+    async () => {
+      await start(image!.key);
+      const run = path.join(work, "run-full");
+      fs.mkdirSync(run, { recursive: true });
+      execFileSync("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", run]);
+      try {
+        try {
+          fs.writeFileSync(path.join(run, "fill"), Buffer.alloc(256 * 1024));
+        } catch {
+          // ENOSPC: the tmpfs is full now, as intended
+        }
+        const cs = fakeCryptsetup("cs-opens", "cat >/dev/null; exit 0"); // "opens" the volume
+        const cfg = unlockConfig({
+          cryptsetup: cs,
+          measure: { tpm: "off", rtmr_mode: "off", record_path: path.join(run, "measurements.cbor") },
+        });
+        const r = await runCli(["unlock", "--config", cfg, "--device", image!.file, "--resource", RESOURCE], {
+          timeoutMs: 30_000,
+        });
+        expectClosed(r, EXIT_CODES.platform, image!.key);
+        expect(r.stderr).toMatch(/cannot record the opened volumes in .*opened\.json: ENOSPC/);
+      } finally {
+        execFileSync("umount", [run]);
+      }
+    },
+  );
 });

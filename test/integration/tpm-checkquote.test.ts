@@ -8,7 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Deadline } from "../../platform/util/deadline.ts";
 import { silentLogger } from "../../platform/util/log.ts";
 import { fromB64, fromHex, hex } from "../../platform/util/bytes.ts";
-import { collectTpmEvidence, spkiPem, withTpm, type TpmEvidence } from "../../platform/tpm/index.ts";
+import { collectTpmEvidence, type TpmEvidence } from "../../platform/tpm/attestation/evidence.ts";
+import { spkiPem } from "../../platform/tpm/attestation/keys.ts";
+import { withTpm } from "../../platform/tpm/client.ts";
 import { startSwtpm, type Swtpm } from "../helpers/swtpm.ts";
 
 let sw: Swtpm;

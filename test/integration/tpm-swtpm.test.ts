@@ -4,20 +4,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Deadline } from "../../platform/util/deadline.ts";
 import { silentLogger } from "../../platform/util/log.ts";
 import { fromB64, hex } from "../../platform/util/bytes.ts";
+import { AK_RSA_TEMPLATE } from "../../platform/tpm/attestation/ak.ts";
+import { TPMA_NV, TPM_ALG, TPM_HR, TPM_PT, TPM_RH } from "../../platform/tpm/constants.ts";
+import { TPM_RC, TpmError } from "../../platform/tpm/rc.ts";
+import { collectTpmEvidence } from "../../platform/tpm/attestation/evidence.ts";
 import {
-  AK_RSA_TEMPLATE,
-  TPMA_NV,
-  TPM_ALG,
-  TPM_HR,
-  TPM_RC,
-  TPM_RH,
-  TpmError,
-  collectTpmEvidence,
   createPrimary,
-  decodeQuoteAttest,
-  describeTpm,
   flushContext,
-  formatTpmDescription,
   getActiveBanks,
   getHandles,
   getPcrBanks,
@@ -30,22 +23,22 @@ import {
   nvReadPublicIfPresent,
   nvUndefine,
   nvWrite,
-  openTpm,
   pcrExtend,
   pcrRead,
   pcrReadBank,
-  publicToSpkiDer,
   quote,
-  readEkCertificates,
   readPublic,
   readPublicIfPresent,
-  tpmSource,
   withPrimary,
-  type Tpm,
-} from "../../platform/tpm/index.ts";
-import { TPM_PT } from "../../platform/tpm/constants.ts";
+} from "../../platform/tpm/operations.ts";
+import { decodeQuoteAttest } from "../../platform/tpm/structures.ts";
+import { describeTpm, formatTpmDescription } from "../../platform/tpm/describe.ts";
+import { openTpm, type Tpm } from "../../platform/tpm/client.ts";
+import { publicToSpkiDer } from "../../platform/tpm/attestation/keys.ts";
+import { readEkCertificates } from "../../platform/tpm/ekcert.ts";
+import { makeTpmSource } from "../../platform/tpm/source.ts";
 import { startSwtpm, type Swtpm } from "../helpers/swtpm.ts";
-import { encodeEventLog } from "../../platform/eventlog/index.ts";
+import { encodeEventLog } from "../../platform/eventlog/encode.ts";
 import type { PlatformEnv } from "../../platform/types.ts";
 
 let sw: Swtpm;
@@ -328,6 +321,7 @@ describe("describe and evidence", () => {
 });
 
 describe("tpm EvidenceSource", () => {
+  const tpmSource = makeTpmSource();
   const env = (spec: string, akHandle = 0x81010002): PlatformEnv => ({
     paths: { root: "/", tsmReport: "/sys/kernel/config/tsm/report" },
     tpm: { spec, akHandle },
@@ -336,21 +330,21 @@ describe("tpm EvidenceSource", () => {
     log: silentLogger,
   });
 
-  it("probe: present with details; missing device path gives the driver hint", async () => {
+  it("probe: present with details; a missing device is absent (driver hint); a named TPM that refuses is broken", async () => {
     tpm.close(); // swtpm serves one client at a time
     try {
       const p = await tpmSource.probe(env(sw.spec));
       expect(p).toMatchObject({
-        present: true,
+        status: "present",
         tee: "tpm",
         details: { manufacturer: "IBM", banks: "sha1,sha256,sha384" },
       });
       const missing = await tpmSource.probe(env("/nonexistent/tpmrm0"));
-      expect(missing.present).toBe(false);
+      expect(missing.status).toBe("absent");
       expect(missing.reason).toMatch(/no TPM device at \/nonexistent\/tpmrm0/);
       expect(missing.hint).toMatch(/tpm_crb/);
       const refused = await tpmSource.probe(env(`swtpm:127.0.0.1:${sw.port + 2}`));
-      expect(refused.present).toBe(false);
+      expect(refused).toMatchObject({ status: "broken", reason: expect.stringMatching(/cannot connect/) });
     } finally {
       tpm = await openTpm(sw.spec, deadline, silentLogger);
     }

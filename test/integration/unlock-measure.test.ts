@@ -98,4 +98,31 @@ describe.skipIf(!have)("measurement into swtpm PCR 15", () => {
     expect(f.code).toBe(4);
     expect(f.stderr).toMatch(/no TPM at \/dev\/tpmrm-absent/);
   });
+
+  it("a tampered opened.json does not stop the leave-initrd marker: extended, outcome unknown, warning names it", async () => {
+    const run = path.join(work, "run-tampered");
+    fs.mkdirSync(run, { recursive: true });
+    fs.writeFileSync(path.join(run, "opened.json"), JSON.stringify({ version: 1, volumes: [{ name: "root" }] }));
+    const cfg = path.join(work, "config-tampered.json");
+    fs.writeFileSync(
+      cfg,
+      JSON.stringify({
+        platform: { tpm: tpm.spec },
+        unlock: { measure: { tpm: "required", record_path: path.join(run, "measurements.cbor") } },
+      }),
+    );
+    const before = Buffer.from(pcr15("sha256"), "hex");
+    const l = await runCli(["measure", "leave-initrd", "--config", cfg, "--log-format", "text"]);
+    expect(l.code, l.stderr).toBe(0);
+    expect(l.stdout.toString()).toMatch(/^leave-initrd: PCR 15 \(unknown\)/);
+    expect(l.stderr).toMatch(/'volumes\[0\]\.uuid' is not a lower-case LUKS UUID; extending the leave-initrd marker/);
+    const event = createHash("sha256").update("cvm-unlock:leave-initrd").digest();
+    expect(pcr15("sha256")).toBe(
+      createHash("sha256")
+        .update(Buffer.concat([before, event]))
+        .digest("hex"),
+    );
+    const recs = decodeRecords(fs.readFileSync(path.join(run, "measurements.cbor")));
+    expect(recs.map((r) => [r.kind, r.outcome])).toEqual([["leave-initrd", "unknown"]]);
+  });
 });

@@ -281,6 +281,7 @@ describe.skipIf(!have)("unlock (real open path) when the dm name already exists"
     expect(r.stdout.toString()).toMatch(/^root: already-open/);
     expect(kbs.stats.requests.auth).toBe(0);
     expect(JSON.parse(fs.readFileSync(path.join(run, "opened.json"), "utf8"))).toEqual({
+      version: 1,
       volumes: [{ name: "root", uuid: A.uuid, device: A.file }],
     });
     const other = dmRoot("root", `CRYPT-LUKS2-${B.uuid.replace(/-/g, "")}-root`);
@@ -307,7 +308,7 @@ describe.skipIf(!have)("verify-root (binary, stand-in /proc and /sys)", () => {
     fs.mkdirSync(run, { recursive: true });
     fs.writeFileSync(
       path.join(run, "opened.json"),
-      JSON.stringify({ volumes: [{ name: "root", uuid: A.uuid, device: A.file }] }),
+      JSON.stringify({ version: 1, volumes: [{ name: "root", uuid: A.uuid, device: A.file }] }),
     );
     const cfg = config({ unlock: { measure: { record_path: path.join(run, "measurements.cbor") } } });
     const root = fs.mkdtempSync(path.join(work, "vroot-"));
@@ -335,6 +336,13 @@ describe.skipIf(!have)("verify-root (binary, stand-in /proc and /sys)", () => {
     const plain = await verify();
     expect(plain.code).toBe(EXIT_CODES.volume);
     expect(plain.stderr).toMatch(/refusing a plaintext root/);
+    // A state file the host tampered with is a refusal, not "nothing was opened" (which would
+    // let the configured volumes alone decide).
+    fs.writeFileSync(path.join(run, "opened.json"), JSON.stringify({ version: 1, volumes: [{ name: "root" }] }));
+    mount("253:0");
+    const tampered = await verify();
+    expect(tampered.code).toBe(EXIT_CODES.volume);
+    expect(tampered.stderr).toMatch(/opened\.json: 'volumes\[0\]\.uuid' is not a lower-case LUKS UUID/);
   });
 });
 

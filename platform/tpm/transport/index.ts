@@ -1,5 +1,6 @@
 // Transport selection from the TPM spec string (PlatformEnv.tpm.spec):
 //   /dev/tpmrm0 (or any absolute device path)   swtpm:HOST:PORT   unix:/path/to/socket
+import * as fs from "node:fs";
 import * as path from "node:path";
 import { CvmError } from "../../util/errors.ts";
 import { openDevice } from "./device.ts";
@@ -22,6 +23,16 @@ export function parseTpmSpec(spec: string): TpmSpec {
   });
 }
 
+/**
+ * Is a TPM there to talk to? False only when a device spec names a node that does not exist
+ * (no TPM, or no driver); a socket spec is an explicit tester choice and counts as there.
+ */
+export function tpmPresent(spec: string, root: string): boolean {
+  const s = parseTpmSpec(spec);
+  if (s.kind !== "device") return true;
+  return fs.existsSync(root !== "/" ? path.join(root, s.path) : s.path);
+}
+
 export interface OpenOptions {
   /** Platform root for device paths (tests use a stand-in tree); "/" in production. */
   root?: string;
@@ -40,5 +51,3 @@ export async function openTransport(spec: string, opts: OpenOptions = {}): Promi
       return openSocket({ path: s.path }, timeout);
   }
 }
-
-export type { TpmTransport };

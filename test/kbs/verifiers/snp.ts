@@ -1,4 +1,4 @@
-// trustee-style `snp` verifier for the test KBS (kbs-protocol.md §4.2). Checks what trustee's
+// trustee-style `snp` verifier for the test KBS (docs/spec/kbs-protocol.md §4.2). Checks what trustee's
 // deps/verifier/src/snp does, offline:
 //   - evidence shape {"attestation_report": sev serde struct, "cert_chain": null | [...]}, strictly;
 //   - report version 3..=5 (REPORT_VERSION_MIN = 3), VMPL 0, sig_algo 1 (ECDSA P-384/SHA-384);
@@ -16,7 +16,14 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { certTypeName } from "../../../platform/snp/certs.ts";
 import { parseSnpEvidenceJson, type CertChainEntry } from "../../../platform/snp/json.ts";
-import { encodeSnpReport, type SnpReport, type TcbVersion } from "../../../platform/snp/report.ts";
+import {
+  encodeSnpReport,
+  guestPolicy,
+  keyInfo,
+  platformInfo,
+  type SnpReport,
+  type TcbVersion,
+} from "../../../platform/snp/report.ts";
 import { vekPublicKey, verifySnpReportSignature } from "../../../platform/snp/verify.ts";
 import { bytesEqual, fitTo, hex } from "../../../platform/util/bytes.ts";
 import { testPki } from "../../helpers/snp-fixtures.ts";
@@ -158,25 +165,25 @@ function pickVek(chain: CertChainEntry[] | null, opts: SnpVerifyOptions): { der:
 }
 
 export function claimsOf(r: SnpReport): TeeClaims {
-  const p = r.policy;
-  const bit = (v: bigint, n: number) => ((v >> BigInt(n)) & 1n) === 1n;
+  const policy = guestPolicy(r.policy);
+  const platform = platformInfo(r.plat_info);
   return {
     measurement: hex(r.measurement),
     report_data: hex(r.report_data),
     init_data: hex(r.host_data),
     chip_id: hex(r.chip_id),
-    policy_abi_major: String((p >> 8n) & 0xffn),
-    policy_abi_minor: String(p & 0xffn),
-    policy_smt_allowed: bit(p, 16),
-    policy_migrate_ma: bit(p, 18),
-    policy_debug_allowed: bit(p, 19),
-    policy_single_socket: bit(p, 20),
+    policy_abi_major: String(policy.abiMajor),
+    policy_abi_minor: String(policy.abiMinor),
+    policy_smt_allowed: policy.smtAllowed,
+    policy_migrate_ma: policy.migrateMa,
+    policy_debug_allowed: policy.debugAllowed,
+    policy_single_socket: policy.singleSocket,
     reported_tcb_bootloader: String(r.reported_tcb.bootloader),
     reported_tcb_tee: String(r.reported_tcb.tee),
     reported_tcb_snp: String(r.reported_tcb.snp),
     reported_tcb_microcode: String(r.reported_tcb.microcode),
-    platform_smt_enabled: bit(r.plat_info, 0),
-    platform_tsme_enabled: bit(r.plat_info, 1),
+    platform_smt_enabled: platform.smtEnabled,
+    platform_tsme_enabled: platform.tsmeEnabled,
   };
 }
 
@@ -190,9 +197,11 @@ export function verifySnpEvidence(evidence: unknown, expectedDigest: Uint8Array,
   if (report.vmpl !== 0) throw new Error(`snp evidence: VMPL ${report.vmpl}, expected 0`);
   if (report.sig_algo !== 1) throw new Error(`snp evidence: sig_algo ${report.sig_algo} is not ECDSA P-384/SHA-384`);
   const vek = pickVek(certChain, opts);
-  const signingKey = (report.key_info >> 2) & 7;
-  if ((vek.kind === "VCEK" && signingKey !== 0) || (vek.kind === "VLEK" && signingKey !== 1))
-    throw new Error(`snp evidence: report says SIGNING_KEY ${signingKey} but the certificate is a ${vek.kind}`);
+  const { signingKey, signingKeyField } = keyInfo(report.key_info);
+  if (signingKey !== vek.kind)
+    throw new Error(
+      `snp evidence: report says SIGNING_KEY ${signingKeyField} (${signingKey}) but the certificate is a ${vek.kind}`,
+    );
   const x509 = new X509Certificate(Buffer.from(vek.der));
   chainTo(x509, opts.anchors);
   if (vek.kind === "VCEK") checkVcekTcb(vek.der, report);

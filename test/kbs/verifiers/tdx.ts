@@ -1,4 +1,4 @@
-// trustee-style `tdx` verifier for the test KBS (kbs-protocol.md §4.3). Checks what trustee checks
+// trustee-style `tdx` verifier for the test KBS (docs/spec/kbs-protocol.md §4.3). Checks what trustee checks
 // that can be checked offline:
 //   - evidence shape {"cc_eventlog": base64|null, "quote": base64} (base64 STANDARD, strict);
 //   - quote v4/v5, TEE type TDX, ECDSA-P256 attestation key; v3/SGX quotes are refused;
@@ -14,7 +14,8 @@ import { bytesEqual, fitTo, fromB64, hex } from "../../../platform/util/bytes.ts
 import { parseTdxQuote } from "../../../platform/tdx/quote.ts";
 import { verifyQeBinding, verifyQuoteSignature } from "../../../platform/tdx/signature.ts";
 import { trusteeEventClaims, trusteeQuoteClaims } from "../../../platform/tdx/claims.ts";
-import { knownDigestSize, parseCcelLog } from "../../../platform/eventlog/index.ts";
+import { knownDigestSize } from "../../../platform/eventlog/algorithms.ts";
+import { parseCcelLog } from "../../../platform/eventlog/ccel.ts";
 import { ccelRtmrMismatches } from "../../../platform/tdx/rtmr.ts";
 import type { TeeClaims, TeeVerifier, VerifyContext } from "./types.ts";
 

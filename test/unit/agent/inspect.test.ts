@@ -2,17 +2,10 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as zlib from "node:zlib";
 import { describe, expect, it } from "vitest";
-import {
-  detectType,
-  inspectBytes,
-  INSPECT_TYPES,
-  renderJson,
-  renderText,
-  resolveInput,
-  resolveType,
-  trusteeEvidence,
-  type InspectType,
-} from "../../../agent/inspect/index.ts";
+import { inspectBytes, resolveInput, resolveType, trusteeEvidence } from "../../../agent/inspect/index.ts";
+import { detectType } from "../../../agent/inspect/detect.ts";
+import { INSPECT_TYPES, type InspectType } from "../../../agent/inspect/model.ts";
+import { renderJson, renderText } from "../../../agent/inspect/render.ts";
 import { CERT_GUIDS, encodeCertTable } from "../../../platform/snp/certs.ts";
 import { CvmError, ParseError } from "../../../platform/util/errors.ts";
 import { prng } from "../../helpers/prng.ts";

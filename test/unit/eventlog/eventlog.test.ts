@@ -3,21 +3,13 @@ import * as path from "node:path";
 import * as zlib from "node:zlib";
 import { describe, expect, it } from "vitest";
 import { sha256 } from "@noble/hashes/sha2.js";
-import {
-  algorithmId,
-  compareRegisters,
-  describeEvent,
-  encodeEventLog,
-  parseCcelLog,
-  parseCcelTable,
-  parseEventLog,
-  replay,
-  startupLocality,
-  trimCcel,
-  TPM_ALG_SHA1,
-  TPM_ALG_SHA256,
-  TPM_ALG_SHA384,
-} from "../../../platform/eventlog/index.ts";
+import { algorithmId, TPM_ALG_SHA1, TPM_ALG_SHA256, TPM_ALG_SHA384 } from "../../../platform/eventlog/algorithms.ts";
+import { compareRegisters } from "../../../platform/eventlog/compare.ts";
+import { describeEvent } from "../../../platform/eventlog/details.ts";
+import { encodeEventLog } from "../../../platform/eventlog/encode.ts";
+import { parseCcelLog, parseCcelTable, trimCcel } from "../../../platform/eventlog/ccel.ts";
+import { parseEventLog } from "../../../platform/eventlog/parse.ts";
+import { replay, startupLocality } from "../../../platform/eventlog/replay.ts";
 import { parseTdxQuote } from "../../../platform/tdx/quote.ts";
 import { trusteeEventClaims } from "../../../platform/tdx/claims.ts";
 import { ParseError } from "../../../platform/util/errors.ts";

@@ -2,7 +2,9 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { parseCcelLog, parseCcelTable, parseEventLog, replay } from "../../../platform/eventlog/index.ts";
+import { parseCcelLog, parseCcelTable } from "../../../platform/eventlog/ccel.ts";
+import { parseEventLog } from "../../../platform/eventlog/parse.ts";
+import { replay } from "../../../platform/eventlog/replay.ts";
 import { CvmError } from "../../../platform/util/errors.ts";
 import { prng } from "../../helpers/prng.ts";
 

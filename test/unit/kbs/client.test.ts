@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { fetchResource } from "../../../agent/kbs/client.ts";
 import type { Attester, KbsClientOptions, TeeKeyType } from "../../../agent/kbs/types.ts";
 import { Timeline } from "../../../agent/timeline.ts";
-import { sampleSource } from "../../../platform/sample/index.ts";
+import { makeSampleSource } from "../../../platform/sample/source.ts";
 import { Deadline } from "../../../platform/util/deadline.ts";
 import { failure } from "./helpers/failure.ts";
 import { createLogger } from "../../../platform/util/log.ts";
@@ -21,7 +21,7 @@ const sampleAttester = (): Attester & { digests: Uint8Array[] } => {
     digests,
     async collect(runtimeDigest) {
       digests.push(runtimeDigest);
-      return (await sampleSource.collect({} as never, { runtimeDigest, tee: "sample" })).primary;
+      return (await makeSampleSource().collect({} as never, { runtimeDigest, tee: "sample" })).primary;
     },
   };
 };

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { fetchResource } from "../../../agent/kbs/client.ts";
 import type { Attester, KbsClientOptions } from "../../../agent/kbs/types.ts";
 import { Timeline } from "../../../agent/timeline.ts";
-import { sampleSource } from "../../../platform/sample/index.ts";
+import { makeSampleSource } from "../../../platform/sample/source.ts";
 import { Deadline } from "../../../platform/util/deadline.ts";
 import { createLogger } from "../../../platform/util/log.ts";
 import { startTestKbs, type Endpoint, type StartOptions, type TestKbs } from "../../kbs/server.ts";
@@ -19,7 +19,8 @@ const PHASES: Endpoint[] = ["auth", "attest", "resource"];
 
 const attester: Attester = {
   tee: "sample",
-  collect: async (runtimeDigest) => (await sampleSource.collect({} as never, { runtimeDigest, tee: "sample" })).primary,
+  collect: async (runtimeDigest) =>
+    (await makeSampleSource().collect({} as never, { runtimeDigest, tee: "sample" })).primary,
 };
 
 let started: { close(): Promise<void> | void }[] = [];

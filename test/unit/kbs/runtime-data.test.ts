@@ -11,14 +11,14 @@ import {
   type RuntimeData,
 } from "../../../agent/kbs/runtime-data.ts";
 import { EC_COORD_BYTES, generateTeeKey } from "../../../agent/kbs/tee-key.ts";
-import { sampleSource } from "../../../platform/sample/index.ts";
+import { makeSampleSource } from "../../../platform/sample/source.ts";
 import { CvmError } from "../../../platform/util/errors.ts";
 import { runtimeVectors as rv } from "./helpers/vectors.ts";
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 const runtime: RuntimeData = { nonce: rv.inputs.challenge_nonce, "tee-pubkey": rv.inputs.tee_pubkey };
 
-describe("runtime data (kbs-protocol.md §2)", () => {
+describe("runtime data (docs/spec/kbs-protocol.md §2)", () => {
   it("upstream vector: trustee parse_runtimedata_json_binding", () => {
     const u = rv.upstream_check_vector;
     expect(canonicalize(u.input)).toBe(u.canonical);
@@ -75,7 +75,7 @@ describe("runtime data (kbs-protocol.md §2)", () => {
   });
 
   it("the sample source turns the digest into the vector's sample evidence", async () => {
-    const ev = await sampleSource.collect({} as never, { runtimeDigest: runtimeDigest(runtime), tee: "sample" });
+    const ev = await makeSampleSource().collect({} as never, { runtimeDigest: runtimeDigest(runtime), tee: "sample" });
     expect(ev.primary).toEqual(rv.sample_evidence);
   });
 

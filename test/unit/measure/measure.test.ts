@@ -6,7 +6,8 @@ import { describe, expect, it } from "vitest";
 import { measureEvent, rtmrPath, type MeasureSettings } from "../../../agent/measure/measure.ts";
 import { encodeCbor } from "../../../platform/util/cbor.ts";
 import { decodeRecords, LEAVE_INITRD_EVENT, replayExtends, volumeEvent } from "../../../agent/measure/events.ts";
-import type { BankDigest, PcrBackend } from "../../../agent/measure/pcr-backend.ts";
+import type { PcrBackend } from "../../../agent/measure/pcr-backend.ts";
+import type { BankDigest } from "../../../platform/tpm/commands/pcr.ts";
 import { Deadline } from "../../../platform/util/deadline.ts";
 import { silentLogger } from "../../../platform/util/log.ts";
 

@@ -1,7 +1,14 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { decodeSnpReport, encodeSnpReport, SNP_REPORT_SIZE } from "../../../platform/snp/report.ts";
+import {
+  decodeSnpReport,
+  encodeSnpReport,
+  guestPolicy,
+  keyInfo,
+  platformInfo,
+  SNP_REPORT_SIZE,
+} from "../../../platform/snp/report.ts";
 import {
   parseSnpEvidenceJson,
   snpEvidenceJsonText,
@@ -195,5 +202,73 @@ describe("SNP report codec: exactness and refusal", () => {
     expect(Array.from(raw.subarray(0x180, 0x188))).toEqual([1, 2, 3, 4, 0, 0, 0, 5]);
     expect(decodeSnpReport(raw).reported_tcb).toEqual(t);
     expect(JSON.parse(snpReportToJsonText(decodeSnpReport(raw))).reported_tcb).toEqual(t);
+  });
+});
+
+describe("SNP bit-field decoders (guestPolicy, keyInfo, platformInfo)", () => {
+  const POLICY_BITS: [number, keyof ReturnType<typeof guestPolicy>][] = [
+    [16, "smtAllowed"],
+    [17, "reservedBit17"],
+    [18, "migrateMa"],
+    [19, "debugAllowed"],
+    [20, "singleSocket"],
+    [21, "cxlAllowed"],
+    [22, "memAes256Xts"],
+    [23, "raplDisabled"],
+    [24, "ciphertextHiding"],
+    [25, "pageSwapDisabled"],
+  ];
+  it("each GUEST_POLICY bit sets exactly its flag; the ABI version sits in bits 15:0", () => {
+    const none = guestPolicy(0n);
+    for (const [n, flag] of POLICY_BITS) {
+      const g = guestPolicy(1n << BigInt(n));
+      for (const [, other] of POLICY_BITS) expect(g[other], `bit ${n}: ${other}`).toBe(other === flag);
+      expect(none[flag]).toBe(false);
+    }
+    expect(guestPolicy(0x3_1f05n)).toMatchObject({
+      abiMajor: 0x1f,
+      abiMinor: 5,
+      smtAllowed: true,
+      reservedBit17: true,
+    });
+    // bits above 25 (and above 2^53) do not leak into any flag
+    expect(guestPolicy(0xffff_ffff_fc00_0000n)).toEqual(guestPolicy(0n));
+  });
+
+  it("KEY_INFO: signing key from bits 4:2, chip-key mask bit 1, author key bit 0", () => {
+    expect(keyInfo(0)).toEqual({ signingKey: "VCEK", signingKeyField: 0, maskChipKey: false, authorKeyEnabled: false });
+    expect(keyInfo(0b00111)).toEqual({
+      signingKey: "VLEK",
+      signingKeyField: 1,
+      maskChipKey: true,
+      authorKeyEnabled: true,
+    });
+    expect(keyInfo(7 << 2).signingKey).toBe("none");
+    for (const f of [2, 3, 4, 5, 6])
+      expect(keyInfo(f << 2)).toMatchObject({ signingKey: "reserved", signingKeyField: f });
+    expect(keyInfo(0xffff_ffe0).signingKey).toBe("VCEK"); // higher bits are not part of the field
+  });
+
+  it("PLATFORM_INFO bits 0..5 and 7; bit 6 is reserved", () => {
+    expect(Object.values(platformInfo(0n)).every((v) => v === false)).toBe(true);
+    expect(platformInfo(0b1011_1111n)).toEqual({
+      smtEnabled: true,
+      tsmeEnabled: true,
+      eccEnabled: true,
+      raplDisabled: true,
+      ciphertextHidingEnabled: true,
+      aliasCheckComplete: true,
+      tioEnabled: true,
+    });
+    expect(Object.values(platformInfo(1n << 6n)).every((v) => v === false)).toBe(true);
+  });
+
+  it("real reports: GCP (policy 0x30000, VCEK, SMT+ECC+alias check) and go-sev-guest's sample (debug allowed)", () => {
+    const gcp = decodeSnpReport(read("teekit-sev-gcp.bin"));
+    expect(guestPolicy(gcp.policy)).toMatchObject({ smtAllowed: true, reservedBit17: true, debugAllowed: false });
+    expect(keyInfo(gcp.key_info).signingKey).toBe("VCEK");
+    expect(platformInfo(gcp.plat_info)).toMatchObject({ smtEnabled: true, eccEnabled: true, aliasCheckComplete: true });
+    expect(platformInfo(gcp.plat_info).tsmeEnabled).toBe(false);
+    expect(guestPolicy(decodeSnpReport(read("gosev-attestation.bin")).policy).debugAllowed).toBe(true);
   });
 });

@@ -132,13 +132,13 @@ describe("snp source via configfs-tsm (stand-in kernel)", () => {
   it("probe: present via configfs-tsm sev_guest; a tdx_guest provider is not SNP", async () => {
     const f = start();
     expect(await makeSnpSource().probe(envFor(f.root))).toMatchObject({
-      present: true,
+      status: "present",
       tee: "snp",
       details: { interface: "configfs-tsm" },
     });
     const g = start({ provider: "tdx_guest" });
     const p = await makeSnpSource().probe(envFor(g.root));
-    expect(p.present).toBe(false);
+    expect(p.status).toBe("absent");
     expect(p.hint).toMatch(/sev-guest/);
   });
 });
@@ -155,7 +155,10 @@ describe("snp source via /dev/sev-guest (stand-in driver)", () => {
     const root = ioctlRoot();
     const dev = new FakeSevGuest({ pki, version: 5 });
     const src = makeSnpSource({ ioctlDevice: async () => dev, minIntervalMs: 0 });
-    expect(await src.probe(envFor(root))).toMatchObject({ present: true, details: { interface: "sev-guest-ioctl" } });
+    expect(await src.probe(envFor(root))).toMatchObject({
+      status: "present",
+      details: { interface: "sev-guest-ioctl" },
+    });
     const ev = await src.collect(envFor(root), { runtimeDigest: digest, tee: "snp" });
     expect(ev.timings?.["sev-guest-ioctl"]).toBeGreaterThanOrEqual(0);
     expect(verifySnpEvidence(wire(ev.primary), digest, anchors).reported_tcb_snp).toBe("8");
@@ -183,17 +186,21 @@ describe("snp source via /dev/sev-guest (stand-in driver)", () => {
     fs.rmSync(root, { recursive: true });
   });
 
-  it("nothing at all: not present, hint names sev-guest; collect is a platform error", async () => {
+  it("nothing at all is absent; the SNP platform device without a report interface is broken", async () => {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), "snp-none-"));
     const p = await makeSnpSource().probe(envFor(root));
-    expect(p).toMatchObject({ present: false });
+    expect(p).toMatchObject({ status: "absent" });
     expect(p.hint).toMatch(/sev-guest/);
     const e = await makeSnpSource()
       .collect(envFor(root), { runtimeDigest: digest, tee: "snp" })
       .catch((x) => x);
     expect(e.kind).toBe("platform");
     fs.mkdirSync(path.join(root, "sys/devices/platform/sev-guest"), { recursive: true });
-    expect(await makeSnpSource().probe(envFor(root))).toMatchObject({ present: true, details: { interface: "none" } });
+    expect(await makeSnpSource().probe(envFor(root))).toMatchObject({
+      status: "broken",
+      hint: expect.stringMatching(/modprobe sev-guest/),
+      details: { interface: "none" },
+    });
     fs.rmSync(root, { recursive: true });
   });
 });

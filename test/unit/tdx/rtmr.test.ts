@@ -4,7 +4,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as zlib from "node:zlib";
 import { describe, expect, it } from "vitest";
-import { parseCcelLog } from "../../../platform/eventlog/index.ts";
+import { parseCcelLog } from "../../../platform/eventlog/ccel.ts";
 import { parseTdxQuote } from "../../../platform/tdx/quote.ts";
 import { ccelRtmrMismatches } from "../../../platform/tdx/rtmr.ts";
 import { makeCcel, makeTdxQuote } from "../../helpers/tdx-fixtures.ts";

@@ -5,7 +5,7 @@ import * as path from "node:path";
 import * as zlib from "node:zlib";
 import { afterEach, describe, expect, it } from "vitest";
 import { sha384 } from "@noble/hashes/sha2.js";
-import { tdxSource } from "../../../platform/tdx/source.ts";
+import { makeTdxSource } from "../../../platform/tdx/source.ts";
 import { parseTdxQuote } from "../../../platform/tdx/quote.ts";
 import { verifyQuoteSignature } from "../../../platform/tdx/signature.ts";
 import type { PlatformEnv } from "../../../platform/types.ts";
@@ -16,8 +16,10 @@ import { concat, fitTo, fromB64, hex, utf8 } from "../../../platform/util/bytes.
 import { FakeTsm } from "../../helpers/fake-tsm.ts";
 import { installCcel, makeCcel, makeTdxQuote, tdxOutblobFor } from "../../helpers/tdx-fixtures.ts";
 import { verifyTdxEvidence } from "../../kbs/verifiers/tdx.ts";
-import { encodeEventLog, TPM_ALG_SHA384 } from "../../../platform/eventlog/index.ts";
+import { encodeEventLog } from "../../../platform/eventlog/encode.ts";
+import { TPM_ALG_SHA384 } from "../../../platform/eventlog/algorithms.ts";
 
+const tdxSource = makeTdxSource();
 const running: FakeTsm[] = [];
 const dirs: string[] = [];
 afterEach(async () => {
@@ -60,7 +62,7 @@ describe("tdx source", () => {
       const f = tdxGuest({ version, ccel });
       const env = envFor(f.root);
       const probe = await tdxSource.probe(env);
-      expect(probe).toMatchObject({ present: true, tee: "tdx" });
+      expect(probe).toMatchObject({ status: "present", tee: "tdx" });
       const ev = await tdxSource.collect(env, { runtimeDigest: digest, tee: "tdx" });
       expect(ev.tee).toBe("tdx");
       const primary = ev.primary as { cc_eventlog: string; quote: string };
@@ -148,30 +150,31 @@ describe("tdx source", () => {
   it("refuses a configfs-tsm entry whose provider is not tdx_guest", async () => {
     const f = tdxGuest({ version: 4, provider: "sev_guest" });
     const env = envFor(f.root);
-    expect(await tdxSource.probe(env)).toMatchObject({ present: false, reason: expect.stringMatching(/sev_guest/) });
+    expect(await tdxSource.probe(env)).toMatchObject({ status: "absent", reason: expect.stringMatching(/sev_guest/) });
     await expect(tdxSource.collect(env, { runtimeDigest: digest, tee: "tdx" })).rejects.toThrow(
       /provider is 'sev_guest'/,
     );
   });
 
-  it("probe: no driver names tdx-guest; /dev/tdx_guest alone is taken", async () => {
+  it("probe: nothing is absent; a TD detected by cpu flag or /dev/tdx_guest without configfs-tsm is broken", async () => {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), "tdx-probe-"));
     dirs.push(root);
     const none = await tdxSource.probe(envFor(root));
-    expect(none.present).toBe(false);
+    expect(none.status).toBe("absent");
     expect(none.hint).toMatch(/tdx-guest/);
     fs.mkdirSync(path.join(root, "proc"));
     fs.writeFileSync(path.join(root, "proc/cpuinfo"), "processor\t: 0\nflags\t\t: fpu tsc tdx_guest x2apic\n");
     const cpu = await tdxSource.probe(envFor(root));
     expect(cpu).toMatchObject({
-      present: false,
+      status: "broken",
       reason: expect.stringMatching(/driver is not loaded/),
       hint: expect.stringMatching(/modprobe tdx-guest/),
     });
     fs.mkdirSync(path.join(root, "dev"));
     fs.writeFileSync(path.join(root, "dev/tdx_guest"), "");
     const dev = await tdxSource.probe(envFor(root));
-    expect(dev).toMatchObject({ present: true, tee: "tdx" });
+    expect(dev).toMatchObject({ status: "broken", reason: expect.stringMatching(/configfs-tsm is not/) });
+    expect(dev.tee).toBeUndefined();
     await expect(tdxSource.collect(envFor(root), { runtimeDigest: digest, tee: "tdx" })).rejects.toBeInstanceOf(
       CvmError,
     );

@@ -3,7 +3,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { requestTsmReport } from "../../../platform/tsm/index.ts";
+import { requestTsmReport } from "../../../platform/tsm/report.ts";
 import { Deadline } from "../../../platform/util/deadline.ts";
 import { CvmError } from "../../../platform/util/errors.ts";
 import { silentLogger } from "../../../platform/util/log.ts";

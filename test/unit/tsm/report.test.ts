@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { probeTsmProvider, requestTsmReport } from "../../../platform/tsm/index.ts";
+import { probeTsmProvider, requestTsmReport } from "../../../platform/tsm/report.ts";
 import type { PlatformEnv } from "../../../platform/types.ts";
 import { Deadline } from "../../../platform/util/deadline.ts";
 import { CvmError } from "../../../platform/util/errors.ts";
