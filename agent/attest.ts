@@ -28,7 +28,7 @@ export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOption
     ...(caPem !== undefined ? { caPem } : {}),
     insecureHttp: k.insecure_http,
     requestTimeoutMs: k.request_timeout_s * 1000,
-    attemptsPerEndpoint: k.attempts_per_endpoint,
+    ...(k.attempts_per_endpoint !== undefined ? { attemptsPerEndpoint: k.attempts_per_endpoint } : {}),
     resourceAttempts: k.resource_attempts,
     teeKey: k.tee_key,
     ...(initDataToml !== undefined ? { initDataToml } : {}),
@@ -82,6 +82,9 @@ export async function chooseAttester(
         if (step !== "total") timeline.record(`evidence.${step}`, ms);
       if (initData) checkLaunchBinding(tee, ev.primary, initData);
       return ev.primary;
+    },
+    async ready() {
+      await session?.catch(() => {}); // its error surfaces in collect()
     },
     close,
   };

@@ -22,8 +22,9 @@ export const kbsSchema = obj({
   insecure_http: field(bool(), false),
   /** Per-request timeout. */
   request_timeout_s: field(num({ min: 0.1, max: 600 }), 15),
-  /** Attempts per endpoint for one phase on connection errors / 5xx / 429. */
-  attempts_per_endpoint: field(num({ min: 1, max: 20, integer: true }), 3),
+  /** Optional count limit on attempts per endpoint (connection errors / timeouts / 5xx / 429).
+   * Unset (the default): retry until deadline_s. */
+  attempts_per_endpoint: optional(num({ min: 1, max: 1000, integer: true })),
   /** Whole-handshake attempts when the resource request is refused (trustee answers 401 for nearly everything). */
   resource_attempts: field(num({ min: 1, max: 10, integer: true }), 3),
   /** Ephemeral key type the KBS encrypts the resource to. */

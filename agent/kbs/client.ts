@@ -1,15 +1,18 @@
 // trustee RCAR 0.4.0 client (docs/spec/kbs-protocol.md §1): /auth -> evidence -> /attest -> resource GET
-// with the attestation token as a Bearer header -> JWE decrypt. The session cookie is carried by
-// hand (name=value only: its Expires is server time and must not depend on the guest clock) and
-// used only for /attest; the resource request relies on the token alone, so it works behind
-// replicas that do not share sessions.
+// with the attestation token as a Bearer header -> JWE decrypt. One handshake runs over one
+// kept-alive connection (a TCP load balancer keeps it on one replica). The session cookie is
+// carried by hand (name=value only: its Expires is server time and must not depend on the guest
+// clock) and used only for /attest; the resource request relies on the token alone.
+// The whole exchange is retried by the run's one policy (platform/util/retry.ts): rounds over all
+// endpoints until the deadline; refusals that will not change stop it early.
 import { CvmError } from "../../platform/util/errors.ts";
 import { RESOURCE_PATH } from "../config/patterns.ts";
 import { decideOnKbsError, parseErrorInformation, type ErrorDecision, type KbsPhase } from "./error-info.ts";
 import { decryptResourceJwe } from "./jwe.ts";
 import { runtimeDigest, selectHashAlgorithm, type RuntimeData } from "./runtime-data.ts";
 import { generateTeeKey, type TeeKeyPair } from "./tee-key.ts";
-import { endpointUrl, KbsTransport, tryEndpoints, type KbsHttpResponse } from "./transport.ts";
+import { retry, TransientError } from "../../platform/util/retry.ts";
+import { endpointUrl, KbsTransport, type KbsConnection, type KbsHttpResponse } from "./transport.ts";
 import type { Attester, FetchedSecret, KbsClientOptions } from "./types.ts";
 
 export const KBS_PROTOCOL_VERSION = "0.4.0";
@@ -104,37 +107,57 @@ export function parseToken(body: Uint8Array, endpoint: string): string {
   return token;
 }
 
-type Attempt = { secret: Buffer } | { refused: ErrorDecision };
+type Attempt = { secret: Buffer } | { refused: ErrorDecision; tokenWasReused: boolean };
 
-/** One KBS conversation: a fresh handshake, then the resource. */
-class RcarSession {
+/** One handshake on one connection: auth → evidence → attest → resource (or resource with a token we hold). */
+class RcarFlow {
+  /** The attestation token once /attest gave one (kept by the caller for a later attempt). */
+  token: string | undefined;
+  private reusedToken = false;
+
   constructor(
     private readonly opts: KbsClientOptions,
-    private readonly transport: KbsTransport,
+    private readonly conn: KbsConnection,
     private readonly attester: Attester,
     private readonly key: TeeKeyPair,
-    private readonly endpoint: string,
     private readonly resourcePath: string,
-  ) {}
+    token: string | undefined,
+  ) {
+    this.token = token;
+    this.reusedToken = token !== undefined;
+  }
 
   private refused(phase: KbsPhase, res: KbsHttpResponse): Attempt {
     return {
-      refused: decideOnKbsError(phase, res.status, parseErrorInformation(res.body), this.endpoint, this.resourcePath),
+      refused: decideOnKbsError(
+        phase,
+        res.status,
+        parseErrorInformation(res.body),
+        this.conn.endpoint,
+        this.resourcePath,
+      ),
+      tokenWasReused: phase === "resource" && this.reusedToken,
     };
   }
 
   async run(): Promise<Attempt> {
-    const { opts, transport, endpoint, attester } = this;
-    const { log, timeline } = opts;
+    if (this.token === undefined) {
+      const refused = await this.handshake();
+      if (refused) return refused;
+    }
+    return this.fetch(this.token!);
+  }
 
+  /** auth → evidence → attest; sets this.token, or returns the refusal. */
+  private async handshake(): Promise<Attempt | undefined> {
+    const { opts, conn, attester } = this;
+    const { log, timeline } = opts;
+    const endpoint = conn.endpoint;
+
+    await attester.ready?.();
     log.info("kbs: requesting challenge", { endpoint, tee: attester.tee });
     const auth = await timeline.time("auth", () =>
-      transport.request(endpoint, {
-        method: "POST",
-        path: "/kbs/v0/auth",
-        body: authRequestBody(attester.tee),
-        what: "auth",
-      }),
+      conn.request({ method: "POST", path: "/kbs/v0/auth", body: authRequestBody(attester.tee), what: "auth" }),
     );
     if (auth.status !== 200) return this.refused("auth", auth);
     const challenge = parseChallenge(auth.body, endpoint);
@@ -157,7 +180,7 @@ class RcarSession {
 
     log.info("kbs: sending evidence", { endpoint, bytes: Buffer.byteLength(attestBody) });
     const attest = await timeline.time("attest", () =>
-      transport.request(endpoint, {
+      conn.request({
         method: "POST",
         path: "/kbs/v0/attest",
         body: attestBody,
@@ -166,33 +189,58 @@ class RcarSession {
       }),
     );
     if (attest.status !== 200) return this.refused("attest", attest);
-    const token = parseToken(attest.body, endpoint);
-    log.info("kbs: attestation accepted", { endpoint, token_chars: token.length });
+    this.token = parseToken(attest.body, endpoint);
+    log.info("kbs: attestation accepted", { endpoint, token_chars: this.token.length });
+    return undefined;
+  }
 
-    const res = await timeline.time("resource", () =>
-      transport.request(endpoint, {
+  private async fetch(token: string): Promise<Attempt> {
+    const { opts, conn, resourcePath } = this;
+    const endpoint = conn.endpoint;
+    const res = await opts.timeline.time("resource", () =>
+      conn.request({
         method: "GET",
-        path: `/kbs/v0/resource/${this.resourcePath}`,
+        path: `/kbs/v0/resource/${resourcePath}`,
         headers: { authorization: `Bearer ${token}` },
         what: "resource",
       }),
     );
     if (res.status !== 200) return this.refused("resource", res);
     const jwe = parseJson(res.body, endpoint, "resource");
-    log.debug("kbs: resource received, decrypting", { jwe_bytes: res.body.length });
-    const secret = await timeline.time("decrypt", () => decryptResourceJwe(jwe, this.key));
+    opts.log.debug("kbs: resource received, decrypting", { jwe_bytes: res.body.length });
+    const secret = await opts.timeline.time("decrypt", () => decryptResourceJwe(jwe, this.key));
     if (secret.length === 0)
-      throw new CvmError("resource-missing", `KBS ${endpoint} released resource ${this.resourcePath} but it is empty`, {
+      throw new CvmError("resource-missing", `KBS ${endpoint} released resource ${resourcePath} but it is empty`, {
         hint: "upload the real secret to the KBS",
       });
     return { secret };
   }
 }
 
+/** Failures that say this endpoint is unusable (not the KBS's verdict on us): try the others. */
+function endpointUnusable(e: unknown): e is CvmError {
+  return e instanceof CvmError && (e.kind === "tls" || e.kind === "kbs-protocol");
+}
+
+function allUnusable(failures: CvmError[]): CvmError {
+  if (failures.length === 1) return failures[0]!;
+  const tls = failures.find((f) => f.kind === "tls");
+  return new CvmError(
+    tls ? "tls" : "kbs-protocol",
+    `all ${failures.length} KBS endpoints are unusable: ${failures.map((f) => f.message).join("; ")}`,
+    { hint: (tls ?? failures[0]!).hint },
+  );
+}
+
+const UNREACHABLE_HINT =
+  "check that the KBS is running and reachable from the guest (address, port, firewall, guest network)";
+
 /**
- * Attest to the KBS and fetch one resource (REPO/TYPE/TAG). Endpoints are tried in order while
- * unreachable; a refusal is final except where a fresh handshake may help (expired session or
- * token, trustee's 401 for a missing resource), bounded by opts.resourceAttempts.
+ * Attest to the KBS and fetch one resource (REPO/TYPE/TAG). Attempts go round the endpoints
+ * until the deadline (or opts.attemptsPerEndpoint per endpoint, when set), with backoff between
+ * rounds. An endpoint that fails TLS or the protocol is set aside. A refusal is final except
+ * where a fresh handshake may help (trustee's /attest and token errors, its 401 for a missing
+ * resource), bounded by opts.resourceAttempts handshakes.
  */
 export async function fetchResource(
   opts: KbsClientOptions,
@@ -203,37 +251,104 @@ export async function fetchResource(
     throw new CvmError("config", `resource path '${resourcePath}' is not REPO/TYPE/TAG as trustee accepts it`, {
       hint: "three segments of [A-Za-z0-9_-] followed by [A-Za-z0-9_.-]*, e.g. default/luks/root",
     });
+  if (opts.endpoints.length === 0)
+    throw new CvmError("config", "no KBS endpoint configured", { hint: "set kbs.endpoints (or --kbs URL)" });
   for (const endpoint of opts.endpoints) endpointUrl(endpoint, "/", opts.insecureHttp); // refuse bad config before any I/O
 
+  const { log, deadline } = opts;
   const keygenStart = performance.now();
   const key = await generateTeeKey(opts.teeKey);
-  opts.log.debug("kbs: ephemeral TEE key generated", {
-    type: opts.teeKey,
-    ms: Math.round(performance.now() - keygenStart),
-  });
+  log.debug("kbs: ephemeral TEE key generated", { type: opts.teeKey, ms: Math.round(performance.now() - keygenStart) });
   const transport = new KbsTransport({
     caPem: opts.caPem,
     insecureHttp: opts.insecureHttp,
     requestTimeoutMs: opts.requestTimeoutMs,
-    attemptsPerEndpoint: opts.attemptsPerEndpoint,
-    deadline: opts.deadline,
-    log: opts.log,
+    deadline,
+    ...(opts.lookup ? { lookup: opts.lookup } : {}),
   });
-  const handshakes = Math.max(1, opts.resourceAttempts);
-  try {
-    return await tryEndpoints(opts.endpoints, opts.log, async (endpoint) => {
-      for (let attempt = 1; ; attempt++) {
-        const outcome = await new RcarSession(opts, transport, attester, key, endpoint, resourcePath).run();
-        if ("secret" in outcome) {
-          opts.log.info("kbs: resource released", { endpoint, resource: resourcePath });
-          return { secret: outcome.secret, endpoint };
-        }
-        const { rehandshake, error } = outcome.refused;
-        if (!rehandshake || attempt >= handshakes) throw error;
-        opts.log.warning(`kbs: ${error.message}; new handshake ${attempt + 1}/${handshakes}`, { endpoint });
+
+  const tokens = new Map<string, string>();
+  const unusable = new Map<string, CvmError>();
+  const live = () => opts.endpoints.filter((e) => !unusable.has(e));
+  let turn = 0;
+
+  /** One flow on its own connection; a refusal a fresh handshake may fix is returned, not thrown. */
+  const flowAt = async (endpoint: string): Promise<{ secret: Buffer } | { again: CvmError; counted: boolean }> => {
+    const conn = transport.connect(endpoint);
+    const flow = new RcarFlow(opts, conn, attester, key, resourcePath, tokens.get(endpoint));
+    tokens.delete(endpoint);
+    try {
+      const outcome = await flow.run();
+      if ("secret" in outcome) return outcome;
+      const { rehandshake, error } = outcome.refused;
+      if (!rehandshake) throw error;
+      // A token kept from an earlier attempt may have expired or reach a replica that does not
+      // trust it: that costs a handshake, not one of the bounded refusals.
+      return { again: error, counted: !outcome.tokenWasReused };
+    } catch (e) {
+      // The resource request failed after /attest: the token serves the next attempt here.
+      if (e instanceof TransientError && flow.token !== undefined) tokens.set(endpoint, flow.token);
+      throw e;
+    } finally {
+      await conn.close();
+    }
+  };
+
+  /** One attempt = one endpoint, up to opts.resourceAttempts handshakes where trustee's answers warrant them. */
+  const attempt = async (): Promise<FetchedSecret> => {
+    const endpoints = live();
+    const endpoint = endpoints[turn++ % endpoints.length]!;
+    try {
+      for (let handshake = 1; ;) {
+        const outcome = await flowAt(endpoint);
+        if ("secret" in outcome) return { secret: outcome.secret, endpoint };
+        if (!outcome.counted) continue;
+        if (handshake >= Math.max(1, opts.resourceAttempts)) throw outcome.again;
+        handshake++;
+        log.warning(`kbs: ${outcome.again.message}; new handshake ${handshake}/${opts.resourceAttempts}`, { endpoint });
       }
+    } catch (e) {
+      if (!endpointUnusable(e)) throw e;
+      unusable.set(endpoint, e);
+      if (live().length === 0) throw allUnusable([...unusable.values()]);
+      throw new TransientError(`${e.message}; using the other endpoints`);
+    }
+  };
+
+  try {
+    const result = await retry(
+      {
+        deadline,
+        doing: "contacting the KBS",
+        ...(opts.attemptsPerEndpoint !== undefined
+          ? { maxAttempts: opts.attemptsPerEndpoint * opts.endpoints.length }
+          : {}),
+        roundSize: () => live().length,
+        ...(opts.backoff ? { backoff: opts.backoff } : {}),
+        onRetry: ({ attempt: n, error, waitMs, roundEnds }) =>
+          log.info(`kbs: ${error.message}; ${roundEnds ? `retry in ${waitMs} ms` : "next endpoint now"}`, {
+            attempt: n,
+          }),
+        exhausted: (last, n) =>
+          new CvmError(
+            "network",
+            `KBS not reachable: ${n} attempts over ${opts.endpoints.length} endpoint(s) failed (kbs.attempts_per_endpoint = ${opts.attemptsPerEndpoint}); last: ${last.message}`,
+            { hint: UNREACHABLE_HINT },
+          ),
+      },
+      attempt,
+    );
+    log.info("kbs: resource released", {
+      endpoint: result.value.endpoint,
+      resource: resourcePath,
+      attempts: result.attempts,
+      endpoints: opts.endpoints.length,
+      waited_ms: result.waitedMs,
     });
-  } finally {
-    await transport.close();
+    return result.value;
+  } catch (e) {
+    if (e instanceof CvmError && e.kind === "deadline" && e.hint === undefined && /\bKBS\b/.test(e.message))
+      throw new CvmError("deadline", e.message, { hint: `${UNREACHABLE_HINT}, or raise deadline_s`, cause: e });
+    throw e;
   }
 }

@@ -116,18 +116,21 @@ export function decideOnKbsError(
         };
       return protocol(`KBS ${at} plugin failed${said}`, "see the KBS server log");
     case "AttestationError":
-      if (SESSION_PROBLEM.test(info.detail))
-        return {
-          rehandshake: true,
-          error: new CvmError("kbs-refused", `KBS ${at} lost our session${said}`, {
-            hint: "the session expired (trustee default 5 min) or the KBS replicas do not share sessions",
-          }),
-        };
       if (/version mismatch/i.test(info.detail))
         return protocol(
           `KBS ${at} speaks another protocol version${said}`,
           "this client speaks KBS protocol 0.4.0 (trustee v0.14 and later)",
         );
+      // trustee's /attest detail never says why ("RCAR handshake Attest failed"): a session lost
+      // behind a load balancer or expired looks exactly like rejected evidence, so both get a
+      // bounded number of fresh handshakes (new nonce, new evidence).
+      if (phase === "attest" || SESSION_PROBLEM.test(info.detail))
+        return {
+          rehandshake: true,
+          error: new CvmError("kbs-refused", `KBS ${at} refused attestation or lost our session${said}`, {
+            hint: "the evidence did not verify or the attestation policy rejected it (the KBS/AS log has the cause); if the KBS runs as replicas, they must keep one client on one replica or share sessions",
+          }),
+        };
       return refuse(
         `KBS ${at} refused attestation${said}`,
         "the evidence did not verify or the attestation policy rejected it; the KBS/AS log has the cause",

@@ -1,13 +1,15 @@
 // HTTP(S) to the KBS through real undici 7 (docs/spec/bun-runtime.md §1: the bare "undici" specifier is
-// Bun's shim, which silently ignores the CA). Every request is bounded: per-request timeout
-// capped by the run deadline, response body size, attempts per endpoint. Redirects are never
-// followed. Only connection failures, 5xx and 429 are retried (exponential backoff, full jitter,
-// Retry-After honoured); TLS verification failures are not, since retrying cannot fix a CA.
-import { Agent, request } from "undici/index.js";
+// Bun's shim, which silently ignores the CA). One connection per handshake (KbsConnection), so a
+// TCP load balancer keeps auth, attest and resource on one replica. Every request is bounded: time
+// (request_timeout_s, capped by the run deadline) and body size. Redirects are never followed.
+// This module only classifies: connection failures, timeouts, 5xx and 429 are TransientError (the
+// client's retry policy decides), TLS verification failures are final, since retrying cannot fix a CA.
+import { Client } from "undici/index.js";
+import type { LookupFunction } from "node:net";
 import type { IncomingHttpHeaders } from "undici/types/header.js";
 import { CvmError, errorMessage } from "../../platform/util/errors.ts";
+import { TransientError } from "../../platform/util/retry.ts";
 import type { Deadline } from "../../platform/util/deadline.ts";
-import type { Logger } from "../../platform/util/log.ts";
 import { buildInfo } from "../version.ts";
 
 /** Challenge, token, JWE: all small. 1 MiB leaves room for big JWE resources without letting a host exhaust RAM. */
@@ -18,15 +20,9 @@ export interface TransportOptions {
   caPem?: string;
   insecureHttp: boolean;
   requestTimeoutMs: number;
-  attemptsPerEndpoint: number;
   deadline: Deadline;
-  log: Logger;
-  /** Backoff tuning (tests shorten it). */
-  backoffBaseMs?: number;
-  backoffCapMs?: number;
-  /** Longest Retry-After we are willing to wait. */
-  maxRetryAfterMs?: number;
-  random?: () => number;
+  /** Name resolution (default the system's; tests inject a failing resolver instead of querying DNS). */
+  lookup?: LookupFunction;
 }
 
 export interface KbsHttpRequest {
@@ -46,16 +42,6 @@ export interface KbsHttpResponse {
   status: number;
   headers: IncomingHttpHeaders;
   body: Uint8Array;
-}
-
-/** One attempt failed in a way another attempt may fix. */
-class Retriable extends Error {
-  constructor(
-    message: string,
-    readonly retryAfterMs?: number,
-  ) {
-    super(message);
-  }
 }
 
 /** Resolve `path` under the endpoint base URL (which may carry a path prefix). */
@@ -106,73 +92,55 @@ export function parseRetryAfter(value: string | string[] | undefined, now = Date
   return Number.isNaN(when) ? undefined : Math.max(0, when - now);
 }
 
+/** What every connection of a run shares: trust anchors, timeouts, the deadline. */
 export class KbsTransport {
-  private readonly agent: Agent;
+  constructor(private readonly opts: TransportOptions) {}
+
+  /**
+   * One flow (auth → attest → resource of one handshake) to one endpoint over ONE kept-alive
+   * connection, so a TCP/L4 load balancer keeps the whole handshake on one replica.
+   */
+  connect(endpoint: string): KbsConnection {
+    return new KbsConnection(endpoint, this.opts);
+  }
+}
+
+export class KbsConnection {
+  private readonly client: Client;
+  private readonly base: URL;
   private readonly userAgent = `cvm-unlock/${buildInfo().version}`;
 
-  constructor(private readonly opts: TransportOptions) {
+  constructor(
+    readonly endpoint: string,
+    private readonly opts: TransportOptions,
+  ) {
+    this.base = endpointUrl(endpoint, "", opts.insecureHttp);
     const timeout = opts.requestTimeoutMs;
-    this.agent = new Agent({
+    // A Client is exactly one connection (pipelining 1): reconnects happen only after a drop.
+    this.client = new Client(this.base.origin, {
       // rejectUnauthorized stays explicit: otherwise an environment variable (Node's TLS-reject switch,
       // or a .env file) could disable verification (docs/spec/bun-runtime.md §1.4).
-      connect:
-        opts.caPem !== undefined
-          ? { ca: opts.caPem, rejectUnauthorized: true, timeout }
-          : { rejectUnauthorized: true, timeout },
+      connect: {
+        ...(opts.caPem !== undefined ? { ca: opts.caPem } : {}),
+        rejectUnauthorized: true,
+        timeout,
+        ...(opts.lookup ? { lookup: opts.lookup } : {}),
+      },
       headersTimeout: timeout,
       bodyTimeout: timeout,
+      pipelining: 1,
     });
   }
 
   async close(): Promise<void> {
-    await this.agent.close().catch(() => {});
+    await this.client.destroy().catch(() => {});
   }
 
-  /** Send one logical request to one endpoint, retrying transient failures a bounded number of times. */
-  async request(endpoint: string, req: KbsHttpRequest): Promise<KbsHttpResponse> {
-    const url = endpointUrl(endpoint, req.path, this.opts.insecureHttp);
-    const attempts = Math.max(1, this.opts.attemptsPerEndpoint);
-    let last = "";
-    for (let attempt = 1; attempt <= attempts; attempt++) {
-      this.opts.deadline.check(`contacting KBS ${endpoint} (${req.what})`);
-      try {
-        return await this.once(url, endpoint, req);
-      } catch (e) {
-        if (!(e instanceof Retriable)) throw e;
-        last = e.message;
-        if (attempt === attempts) break;
-        const wait = this.waitBeforeRetry(attempt, e.retryAfterMs, endpoint, req.what);
-        this.opts.log.info(
-          `kbs ${req.what}: ${e.message}; retry ${attempt + 1}/${attempts} in ${Math.round(wait)} ms`,
-          { endpoint },
-        );
-        await this.opts.deadline.sleep(wait, `waiting to retry KBS ${endpoint} (${req.what})`);
-      }
-    }
-    throw new CvmError("network", `KBS ${endpoint} (${req.what}) failed ${attempts} time(s); last: ${last}`, {
-      hint: "check that the KBS is running and reachable from the guest (address, port, firewall, guest network)",
-    });
-  }
-
-  private waitBeforeRetry(attempt: number, retryAfterMs: number | undefined, endpoint: string, what: string): number {
-    const base = this.opts.backoffBaseMs ?? 250;
-    const cap = this.opts.backoffCapMs ?? 5000;
-    const jitter = (this.opts.random ?? Math.random)() * Math.min(cap, base * 2 ** (attempt - 1));
-    if (retryAfterMs === undefined) return jitter;
-    const maxRetryAfter = this.opts.maxRetryAfterMs ?? 30_000;
-    if (retryAfterMs > maxRetryAfter || retryAfterMs >= this.opts.deadline.remainingMs())
-      throw new CvmError(
-        "network",
-        `KBS ${endpoint} (${what}) asked to retry after ${Math.ceil(retryAfterMs / 1000)} s, longer than allowed (${Math.floor(Math.min(maxRetryAfter, this.opts.deadline.remainingMs()) / 1000)} s)`,
-        {
-          hint: "the KBS is overloaded or in maintenance; try another endpoint or a longer deadline_s",
-        },
-      );
-    return Math.max(retryAfterMs, jitter);
-  }
-
-  private async once(url: URL, endpoint: string, req: KbsHttpRequest): Promise<KbsHttpResponse> {
-    const deadline = this.opts.deadline;
+  /** One request, no retries: a TransientError when another attempt may help, a CvmError when not. */
+  async request(req: KbsHttpRequest): Promise<KbsHttpResponse> {
+    const { deadline } = this.opts;
+    const endpoint = this.endpoint;
+    deadline.check(`contacting KBS ${endpoint} (${req.what})`);
     const controller = new AbortController();
     let timedOut = false;
     const timeoutMs = deadline.cap(this.opts.requestTimeoutMs);
@@ -186,9 +154,9 @@ export class KbsTransport {
     };
     if (req.body !== undefined) headers["content-type"] = req.contentType ?? "application/json";
     try {
-      const res = await request(url, {
-        dispatcher: this.agent,
+      const res = await this.client.request({
         method: req.method,
+        path: this.base.pathname.replace(/\/+$/, "") + req.path,
         headers,
         body: req.body,
         signal: controller.signal,
@@ -206,26 +174,30 @@ export class KbsTransport {
       }
       if (status >= 500 || status === 429) {
         discard(res.body);
-        throw new Retriable(`HTTP ${status}`, parseRetryAfter(res.headers["retry-after"]));
+        throw new TransientError(
+          `KBS ${endpoint} (${req.what}): HTTP ${status}`,
+          parseRetryAfter(res.headers["retry-after"]),
+        );
       }
       const body = await readBounded(res, req.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES, endpoint, req.what);
       return { status, headers: res.headers, body };
     } catch (e) {
-      throw this.classify(e, endpoint, req.what, timedOut, timeoutMs);
+      throw this.classify(e, req.what, timedOut, timeoutMs);
     } finally {
       clearTimeout(timer);
       deadline.signal.removeEventListener("abort", onDeadline);
     }
   }
 
-  private classify(e: unknown, endpoint: string, what: string, timedOut: boolean, timeoutMs: number): Error {
-    if (e instanceof CvmError || e instanceof Retriable) return e;
+  private classify(e: unknown, what: string, timedOut: boolean, timeoutMs: number): Error {
+    const endpoint = this.endpoint;
+    if (e instanceof CvmError || e instanceof TransientError) return e;
     if (this.opts.deadline.signal.aborted || this.opts.deadline.expired())
       return new CvmError(
         "deadline",
         `deadline of ${this.opts.deadline.totalMs / 1000}s exceeded while talking to KBS ${endpoint} (${what})`,
       );
-    if (timedOut) return new Retriable(`no complete answer within ${timeoutMs} ms`);
+    if (timedOut) return new TransientError(`KBS ${endpoint} (${what}): no complete answer within ${timeoutMs} ms`);
     const codes = errorCodes(e);
     const tls = codes.find((c) => TLS_CODE.test(c));
     if (tls)
@@ -236,7 +208,7 @@ export class KbsTransport {
             : "no kbs.ca_file is configured, so the system roots were used; set kbs.ca_file to the CA that signed the KBS certificate",
         cause: e,
       });
-    return new Retriable(`${codes[0] ?? "connection error"}: ${errorMessage(e)}`);
+    return new TransientError(`KBS ${endpoint} (${what}): ${codes[0] ?? "connection error"}: ${errorMessage(e)}`);
   }
 }
 
@@ -274,37 +246,4 @@ async function readBounded(
     chunks.push(chunk);
   }
   return Buffer.concat(chunks, total);
-}
-
-/**
- * Run `fn` against each endpoint in order until one succeeds. Only unreachable (network) and
- * TLS failures move on to the next endpoint; an answer from a KBS (refusal, protocol error) is final.
- */
-export async function tryEndpoints<T>(
-  endpoints: string[],
-  log: Logger,
-  fn: (endpoint: string) => Promise<T>,
-): Promise<T> {
-  if (endpoints.length === 0)
-    throw new CvmError("config", "no KBS endpoint configured", { hint: "set kbs.endpoints (or --kbs URL)" });
-  const failures: CvmError[] = [];
-  for (const endpoint of endpoints) {
-    try {
-      return await fn(endpoint);
-    } catch (e) {
-      if (!(e instanceof CvmError) || (e.kind !== "network" && e.kind !== "tls")) throw e;
-      failures.push(e);
-      if (endpoint !== endpoints[endpoints.length - 1])
-        log.warning(`KBS ${endpoint} unusable, trying the next endpoint: ${e.message}`);
-    }
-  }
-  if (failures.length === 1) throw failures[0]!;
-  const tls = failures.find((f) => f.kind === "tls");
-  throw new CvmError(
-    tls ? "tls" : "network",
-    `all ${failures.length} KBS endpoints failed: ${failures.map((f) => f.message).join("; ")}`,
-    {
-      hint: (tls ?? failures[0]!).hint,
-    },
-  );
 }

@@ -1,6 +1,8 @@
 // The KBS client's contract with the rest of the agent (implementation: agent/kbs/client.ts).
+import type { LookupFunction } from "node:net";
 import type { Deadline } from "../../platform/util/deadline.ts";
 import type { Logger } from "../../platform/util/log.ts";
+import type { BackoffPolicy } from "../../platform/util/retry.ts";
 import type { TeeName } from "../../platform/types.ts";
 import type { Timeline } from "../timeline.ts";
 
@@ -13,8 +15,14 @@ export interface KbsClientOptions {
   caPem?: string;
   insecureHttp: boolean;
   requestTimeoutMs: number;
-  attemptsPerEndpoint: number;
+  /** Attempts per endpoint (transient failures); undefined = retry until the deadline. */
+  attemptsPerEndpoint?: number;
+  /** Whole handshakes when the KBS refuses in a way a fresh handshake may fix. */
   resourceAttempts: number;
+  /** Name resolution (tests inject a failing resolver). */
+  lookup?: LookupFunction;
+  /** Backoff between rounds (tests shorten it; default platform/util/retry.ts DEFAULT_BACKOFF). */
+  backoff?: Partial<BackoffPolicy>;
   teeKey: TeeKeyType;
   /** init-data TOML body, sent as {"format":"toml","body":...}. */
   initDataToml?: string;
@@ -28,6 +36,9 @@ export interface Attester {
   tee: TeeName;
   /** Returns trustee primary_evidence JSON bound to the runtime digest. */
   collect(runtimeDigest: Uint8Array): Promise<unknown>;
+  /** Resolves when collect() can answer without a long wait (e.g. the TPM AK is loaded). The client
+   * waits for it before /auth, so the connection is not idle (and closed) between /auth and /attest. */
+  ready?(): Promise<void>;
 }
 
 /** The decrypted resource. The caller owns the buffer and zeroes it when done. */

@@ -6,17 +6,36 @@
 import { b64url, utf8 } from "../../platform/util/bytes.ts";
 import { CvmError } from "../../platform/util/errors.ts";
 import { parseErrorInformation } from "../kbs/error-info.ts";
-import type { KbsHttpResponse, KbsTransport } from "../kbs/transport.ts";
+import { retry } from "../../platform/util/retry.ts";
+import type { Deadline } from "../../platform/util/deadline.ts";
+import type { KbsConnection, KbsHttpRequest, KbsHttpResponse } from "../kbs/transport.ts";
+
+/** A 503 or a dropped connection is retried a few times; a refusal never is. */
+const ADMIN_ATTEMPTS = 3;
 
 /** Resource policies are a few KiB; trustee's whole request limit is 2 MiB. */
 export const MAX_POLICY_BYTES = 256 * 1024;
 
 export class KbsAdmin {
   constructor(
-    private readonly transport: KbsTransport,
-    readonly endpoint: string,
+    private readonly connection: KbsConnection,
     private readonly token: string | undefined,
+    private readonly deadline: Deadline,
   ) {}
+
+  get endpoint(): string {
+    return this.connection.endpoint;
+  }
+
+  private async send(req: KbsHttpRequest): Promise<KbsHttpResponse> {
+    const doing = `${req.what} at ${this.endpoint}`;
+    const exhausted = (e: Error, n: number) =>
+      new CvmError("network", `${doing} failed after ${n} attempts: ${e.message}`, {
+        hint: "check that the KBS admin endpoint is up and reachable",
+      });
+    const opts = { deadline: this.deadline, doing, maxAttempts: ADMIN_ATTEMPTS, exhausted };
+    return (await retry(opts, () => this.connection.request(req))).value;
+  }
 
   private headers(): Record<string, string> {
     return this.token !== undefined ? { authorization: `Bearer ${this.token}` } : {};
@@ -24,7 +43,7 @@ export class KbsAdmin {
 
   /** Store `value` as the resource (replaces what was there: trustee keeps one value per path). */
   async putResource(path: string, value: Uint8Array): Promise<void> {
-    const res = await this.transport.request(this.endpoint, {
+    const res = await this.send({
       method: "POST",
       path: `/kbs/v0/resource/${path}`,
       headers: this.headers(),
@@ -40,7 +59,7 @@ export class KbsAdmin {
     const bytes = utf8(rego);
     if (bytes.length > MAX_POLICY_BYTES)
       throw new CvmError("usage", `the resource policy is ${bytes.length} bytes, over ${MAX_POLICY_BYTES}`);
-    const res = await this.transport.request(this.endpoint, {
+    const res = await this.send({
       method: "POST",
       path: "/kbs/v0/resource-policy",
       headers: this.headers(),

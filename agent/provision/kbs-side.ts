@@ -26,12 +26,11 @@ async function upload(plan: Plan, token: string | undefined, value: Uint8Array, 
     ...(plan.caPem !== undefined ? { caPem: plan.caPem } : {}),
     insecureHttp: plan.insecureHttp,
     requestTimeoutMs: 30_000,
-    attemptsPerEndpoint: 3,
     deadline,
-    log: io.log,
   });
+  const connection = transport.connect(plan.adminUrl);
   try {
-    const admin = new KbsAdmin(transport, plan.adminUrl, token);
+    const admin = new KbsAdmin(connection, token, deadline);
     await admin.putResource(plan.token.resource, value);
     io.stdout.write(`${plan.adminUrl}: resource ${plan.token.resource} stored (${value.length} bytes)\n`);
     if (plan.policy !== undefined) {
@@ -47,7 +46,7 @@ async function upload(plan: Plan, token: string | undefined, value: Uint8Array, 
       io.stdout.write(`${plan.adminUrl}: resource policy set (it replaces the KBS-wide policy):\n${plan.policy}`);
     }
   } finally {
-    await transport.close();
+    await connection.close();
   }
 }
 

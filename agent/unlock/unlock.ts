@@ -244,7 +244,16 @@ function recordOpened(config: Config, outcomes: VolumeOutcome[]): void {
   const opened = outcomes
     .filter((o) => o.status !== "key-verified")
     .map(({ name, uuid, device }) => ({ name, uuid, device }));
-  if (opened.length > 0) writeOpenedState(openedStatePath(config), opened);
+  if (opened.length === 0) return;
+  const file = openedStatePath(config);
+  try {
+    writeOpenedState(file, opened);
+  } catch (e) {
+    // verify-root needs this record to accept the root: without it the boot must not go on.
+    throw new CvmError("platform", `cannot record the opened volumes in ${file}: ${errorMessage(e)}`, {
+      hint: "/run must be a writable tmpfs with free space in the initramfs",
+    });
+  }
 }
 
 export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Promise<VolumeOutcome[]> {

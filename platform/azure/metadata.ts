@@ -8,6 +8,7 @@ import type { Deadline } from "../util/deadline.ts";
 import { CvmError, ParseError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { certificatesFromPem } from "../util/pem.ts";
+import { retry, TransientError } from "../util/retry.ts";
 
 export interface MetadataOptions {
   /** http://169.254.169.254 in production; a loopback fake in tests. */
@@ -61,16 +62,25 @@ function stringField(body: unknown, field: string, what: string): string {
   return v;
 }
 
-class RetryableError extends CvmError {}
-
-/** One JSON request with bounded retries on connection errors, timeouts, 429 and 5xx. */
+/** One JSON request with bounded retries (the run's policy) on connection errors, timeouts, 429 and 5xx. */
 async function requestJson(o: MetadataOptions, method: "GET" | "POST", path: string, body?: string): Promise<unknown> {
   const url = metadataUrl(o.baseUrl, path);
-  const attempts = o.attempts ?? DEFAULT_ATTEMPTS;
-  let backoff = 200;
-  for (let attempt = 1; ; attempt++) {
-    o.deadline.check(`asking the Azure metadata service for ${path}`);
-    try {
+  const { value } = await retry(
+    {
+      deadline: o.deadline,
+      doing: `asking the Azure metadata service for ${path}`,
+      maxAttempts: o.attempts ?? DEFAULT_ATTEMPTS,
+      backoff: { baseMs: 400 },
+      onRetry: ({ attempt, error, waitMs }) =>
+        o.log.debug("Azure metadata request failed; retrying", {
+          path,
+          attempt,
+          error: error.message,
+          wait_ms: waitMs,
+        }),
+      exhausted: (last) => new CvmError("platform", last.message, { hint: HINT }),
+    },
+    async () => {
       const text = await requestOnce(
         url,
         method,
@@ -79,18 +89,13 @@ async function requestJson(o: MetadataOptions, method: "GET" | "POST", path: str
         o.maxResponseBytes ?? DEFAULT_MAX_RESPONSE,
       );
       try {
-        return JSON.parse(text);
+        return JSON.parse(text) as unknown;
       } catch (e) {
         throw new ParseError(`metadata ${path} response`, "body", 0, `not JSON: ${(e as Error).message}`);
       }
-    } catch (e) {
-      if (!(e instanceof RetryableError) || attempt >= attempts)
-        throw e instanceof RetryableError ? new CvmError("platform", e.message, { hint: HINT }) : e;
-      o.log.debug("Azure metadata request failed; retrying", { path, attempt, error: e.message });
-      await o.deadline.sleep(backoff, `waiting to retry ${path} at the Azure metadata service`);
-      backoff *= 2;
-    }
-  }
+    },
+  );
+  return value;
 }
 
 function metadataUrl(base: string, path: string): URL {
@@ -135,10 +140,10 @@ function requestOnce(
     // IMDS must never be reached through a proxy: no agent, no proxy environment.
     const req = http.request(url, { method, headers, agent: false });
     const timer = setTimeout(
-      () => finish(new RetryableError("platform", `${what}: no complete answer within ${timeoutMs} ms`)),
+      () => finish(new TransientError(`${what}: no complete answer within ${timeoutMs} ms`)),
       timeoutMs,
     );
-    req.on("error", (e) => finish(new RetryableError("platform", `${what}: ${e.message}`)));
+    req.on("error", (e) => finish(new TransientError(`${what}: ${e.message}`)));
     req.on("response", (res) => {
       const status = res.statusCode ?? 0;
       const declared = Number(res.headers["content-length"] ?? "0");
@@ -159,10 +164,10 @@ function requestOnce(
           return finish(new ParseError(`${what} response`, "body", maxBytes, `more than ${maxBytes} bytes`));
         chunks.push(d);
       });
-      res.on("error", (e) => finish(new RetryableError("platform", `${what}: ${e.message}`)));
+      res.on("error", (e) => finish(new TransientError(`${what}: ${e.message}`)));
       res.on("end", () => {
         const text = Buffer.concat(chunks).toString("utf8");
-        if (status === 429 || status >= 500) return finish(new RetryableError("platform", `${what}: HTTP ${status}`));
+        if (status === 429 || status >= 500) return finish(new TransientError(`${what}: HTTP ${status}`));
         if (status !== 200)
           return finish(
             new CvmError("platform", `${what}: HTTP ${status}: ${text.slice(0, 200).replace(/[^\x20-\x7e]/g, "?")}`, {

@@ -1,10 +1,11 @@
 // The TPM client: one transport, one deadline, bounded retries. Every command goes through
 // execute(): send the bytes, resend only on TPM_RC_RETRY/TESTING/YIELDED with backoff (as
-// tpm2-tss ESAPI does), then hand the response to a pure decoder.
+// tpm2-tss ESAPI does; the run's one retry policy), then hand the response to a pure decoder.
 import type { Deadline } from "../util/deadline.ts";
 import type { Logger } from "../util/log.ts";
 import { hex32 } from "./constants.ts";
 import { parseResponseHeader } from "./marshal.ts";
+import { retry, TransientError } from "../util/retry.ts";
 import { TpmError, decodeRc, isRetryable } from "./rc.ts";
 import { openTransport, type OpenOptions } from "./transport/index.ts";
 import type { TpmTransport } from "./transport/types.ts";
@@ -14,7 +15,7 @@ export interface TpmClientOptions {
   commandTimeoutMs?: number;
   /** How many times a RETRY/TESTING/YIELDED answer is resent before giving up. */
   maxRetries?: number;
-  /** First backoff; doubles up to 1 s. */
+  /** Ceiling of the first backoff; doubles up to 1 s (full jitter, platform/util/retry.ts). */
   backoffMs?: number;
 }
 
@@ -42,27 +43,29 @@ export class Tpm {
 
   /** Send `command` and decode the response; TpmError on a TPM error code, ParseError on bad bytes. */
   async execute<T>(name: string, command: Uint8Array, decode: (rsp: Uint8Array) => T): Promise<T> {
-    let backoff = this.backoffMs;
-    for (let attempt = 0; ; attempt++) {
-      this.deadline.check(`sending TPM2_${name} to ${this.description}`);
-      const rsp = await this.transport.transmit(command, this.deadline.cap(this.commandTimeoutMs));
-      const { rc } = parseResponseHeader(rsp, `TPM2_${name} response`);
-      if (rc !== 0 && isRetryable(rc)) {
-        if (attempt >= this.maxRetries) {
-          throw new TpmError(name, rc, `(still ${decodeRc(rc).name.slice(7)} after ${attempt + 1} attempts)`);
+    let lastRc = 0;
+    const { value } = await retry(
+      {
+        deadline: this.deadline,
+        doing: `sending TPM2_${name} to ${this.description} (TPM answered TPM_RC_RETRY/TESTING/YIELDED)`,
+        maxAttempts: this.maxRetries + 1,
+        backoff: { baseMs: this.backoffMs, capMs: 1_000 },
+        onRetry: ({ attempt, error, waitMs }) =>
+          this.log.debug("TPM asked to retry", { command: name, rc: error.message, attempt, backoff_ms: waitMs }),
+        exhausted: (_last, n) =>
+          new TpmError(name, lastRc, `(still ${decodeRc(lastRc).name.slice(7)} after ${n} attempts)`),
+      },
+      async () => {
+        const rsp = await this.transport.transmit(command, this.deadline.cap(this.commandTimeoutMs));
+        const { rc } = parseResponseHeader(rsp, `TPM2_${name} response`);
+        if (rc !== 0 && isRetryable(rc)) {
+          lastRc = rc;
+          throw new TransientError(hex32(rc));
         }
-        this.log.debug("TPM asked to retry", {
-          command: name,
-          rc: hex32(rc),
-          attempt: attempt + 1,
-          backoff_ms: backoff,
-        });
-        await this.deadline.sleep(backoff, `waiting to resend TPM2_${name} (TPM answered ${decodeRc(rc).name})`);
-        backoff = Math.min(backoff * 2, 1_000);
-        continue;
-      }
-      return decode(rsp);
-    }
+        return decode(rsp);
+      },
+    );
+    return value;
   }
 
   close(): void {

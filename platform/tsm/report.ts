@@ -27,6 +27,7 @@ import {
 } from "./attributes.ts";
 import { readAttribute, readOptionalAttribute, tsmIoError, writeAttribute } from "./io.ts";
 import { pathExists } from "../util/files.ts";
+import { retry, TransientError } from "../util/retry.ts";
 import { ensureConfigfs, isStandInRoot } from "./mount.ts";
 
 export interface TsmRequest {
@@ -58,8 +59,6 @@ export const MAX_GENERATION_ATTEMPTS = 3;
 /** Stand-in only: how long the fake kernel may take to populate an entry or answer a write. */
 export const STAND_IN_WAIT_MS = 5000;
 const STAND_IN_POLL_MS = 5;
-
-class GenerationRace extends Error {}
 
 // ---- in-process serialisation -------------------------------------------------------------------
 let queue: Promise<unknown> = Promise.resolve();
@@ -187,7 +186,7 @@ async function oneAttempt(
 
   const checkGeneration = (after: string) => {
     const now = readGeneration(entry, limits);
-    if (now !== expected) throw new GenerationRace(`generation is ${now} after ${after}, expected ${expected}`);
+    if (now !== expected) throw new TransientError(`generation is ${now} after ${after}, expected ${expected}`);
   };
   checkGeneration("writing the request");
   let auxblob: Uint8Array | undefined;
@@ -222,25 +221,27 @@ export function requestTsmReport(env: PlatformEnv, req: TsmRequest): Promise<Tsm
         hint: "needs Linux >= 6.7 with CONFIG_TSM_REPORTS and configfs mounted on /sys/kernel/config",
       });
     const quirks = isStandInRoot(env) ? standInQuirks(env) : kernelQuirks;
-    let lastRace = "";
-    for (let attempt = 1; attempt <= MAX_GENERATION_ATTEMPTS; attempt++) {
-      env.deadline.check("requesting a configfs-tsm report");
-      try {
-        const r = await withEntry(env, quirks, (entry) => oneAttempt(entry, req, limits, quirks));
-        return { ...r, attempts: attempt, ms: Date.now() - started };
-      } catch (e) {
-        if (!(e instanceof GenerationRace)) throw e;
-        lastRace = e.message;
-        env.log.warning("configfs-tsm report changed under us (another writer?); retrying with a fresh entry", {
-          attempt,
-          detail: e.message,
-        });
-      }
-    }
-    throw new CvmError(
-      "evidence",
-      `configfs-tsm report kept changing under us after ${MAX_GENERATION_ATTEMPTS} attempts (${lastRace}); another process is writing to our entry`,
+    // Another writer bumping the generation is a race: a fresh entry (after a short jittered wait) fixes it.
+    const r = await retry(
+      {
+        deadline: env.deadline,
+        doing: "requesting a configfs-tsm report",
+        maxAttempts: MAX_GENERATION_ATTEMPTS,
+        backoff: { baseMs: 20, capMs: 200 },
+        onRetry: ({ attempt, error }) =>
+          env.log.warning("configfs-tsm report changed under us (another writer?); retrying with a fresh entry", {
+            attempt,
+            detail: error.message,
+          }),
+        exhausted: (last, n) =>
+          new CvmError(
+            "evidence",
+            `configfs-tsm report kept changing under us after ${n} attempts (${last.message}); another process is writing to our entry`,
+          ),
+      },
+      () => withEntry(env, quirks, (entry) => oneAttempt(entry, req, limits, quirks)),
     );
+    return { ...r.value, attempts: r.attempts, ms: Date.now() - started };
   });
 }
 

@@ -139,8 +139,8 @@ describe("VM boot with the cvm-unlock dracut module", () => {
     await kbs.refuseConnections();
     let reopenedAt = 0;
     const { result, text } = await boot("c-late-kbs", m.initrdAgent, async (vm) => {
-      // two refused attempts seen by the agent, then the KBS comes up
-      const sawRetries = await vm.waitFor(/kbs \S+: [^\n]*; retry 3\/\d+/, 240_000);
+      // three refused attempts seen by the agent (default settings: no count limit), then the KBS comes up
+      const sawRetries = await vm.waitFor(/kbs: [^\n]*; retry in \d+ ms[^\n]*attempt=3/, 240_000);
       await kbs.acceptConnections();
       reopenedAt = Date.now();
       expect(sawRetries, `the agent never retried; console: ${RUNS}/c-late-kbs/console.log`).toBe(true);

@@ -226,7 +226,6 @@ write_guest_config() {
   "kbs": {
     "endpoints": ["$KBS_GUEST_URL"],
     "ca_file": "/etc/cvm-unlock/kbs-ca.pem",
-    "attempts_per_endpoint": 10,
     "request_timeout_s": 10
   },
   "resource": "default/key/root",

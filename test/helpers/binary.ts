@@ -1,7 +1,7 @@
 // The product under test is dist/cvm-unlock. ensureBinary() builds it (npm run build) only when it is
 // missing or older than a source file; runCli() spawns it asynchronously (so an in-process test KBS
 // keeps serving) with a clean environment and collects stdout as bytes.
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 
@@ -81,6 +81,8 @@ export interface RunOptions {
   extraFds?: number;
   /** Binary to run (default dist/cvm-unlock). */
   binary?: string;
+  /** Sees the child right after spawn (tests that send it signals). */
+  onSpawn?: (child: ChildProcess) => void;
 }
 
 export interface RunResult {
@@ -100,6 +102,7 @@ export function runCli(args: string[], opts: RunOptions = {}): Promise<RunResult
     env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C", ...opts.env },
     stdio: ["pipe", "pipe", "pipe", ...Array.from({ length: extra }, () => "pipe" as const)],
   });
+  opts.onSpawn?.(child);
   const start = performance.now();
   // Under bun, extra pipes can deliver their data after the child's 'close': wait for each stream's end.
   const ended: Promise<void>[] = [];

@@ -28,6 +28,8 @@ export interface PkiOptions {
   /** subjectAltName entries; default IP:127.0.0.1, DNS:localhost. */
   altNames?: string[];
   days?: number;
+  /** Validity of the server certificate only; -1 makes one that expired yesterday. */
+  serverDays?: number;
 }
 
 function openssl(args: string[], cwd: string): void {
@@ -86,7 +88,7 @@ export function createPki(opts: PkiOptions = {}): Pki {
       "-set_serial",
       `0x${Date.now().toString(16)}`,
       "-days",
-      String(days),
+      String(opts.serverDays ?? days),
       "-extfile",
       "server.ext",
       "-out",

@@ -7,13 +7,16 @@ export type MalformedMode =
   | "truncated" // the real JSON body cut in half (Content-Length matches the short body)
   | "garbage" // a body that is not JSON at all
   | "wrong-shape" // valid JSON without the expected members
-  | "short-body"; // Content-Length of the full body, half sent, then the connection is destroyed
+  | "short-body" // Content-Length of the full body, half sent, then the connection is destroyed
+  | "oversized" // a 2 MiB JSON body (the client's limit is 1 MiB)
+  | "slow" // the real body, one byte every 250 ms (slowloris: each byte within any idle timeout)
+  | "redirect"; // HTTP 302 to the same path (a misconfigured proxy)
 
 export interface Faults {
   /** Delay before handling, per endpoint (ms). */
   delayMs: Partial<Record<Endpoint, number>>;
-  /** Answer 503 with `Retry-After: retryAfter` this many times. */
-  unavailable: Partial<Record<Endpoint, { count: number; retryAfter?: string }>>;
+  /** Answer 503 (or `status`, e.g. 429) with `Retry-After: retryAfter` this many times. */
+  unavailable: Partial<Record<Endpoint, { count: number; retryAfter?: string; status?: number }>>;
   /** Destroy the socket without an answer this many times. */
   drop: Partial<Record<Endpoint, number>>;
   /** Replace the real answer with a broken body this many times. */
@@ -65,5 +68,10 @@ export function malformedBody(real: string, mode: MalformedMode): string {
       return "<html>502 upstream</html>";
     case "wrong-shape":
       return JSON.stringify({ unexpected: true });
+    case "oversized":
+      return JSON.stringify({ pad: "x".repeat(2 * 1024 * 1024) });
+    case "slow":
+    case "redirect":
+      return real;
   }
 }

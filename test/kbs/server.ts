@@ -531,6 +531,19 @@ export async function startTestKbs(opts: StartOptions = {}): Promise<TestKbs> {
     res.end(r.body);
   };
 
+  /** Slowloris: the real answer one byte every 250 ms, until the client gives up or it is all sent. */
+  const drip = (res: http.ServerResponse, ev: KbsEvent, r: Reply) => {
+    ev.status = r.status;
+    const bytes = Buffer.from(r.body);
+    res.writeHead(r.status, { ...r.headers, "content-length": bytes.length });
+    let i = 0;
+    const timer = setInterval(() => {
+      if (res.destroyed || i >= bytes.length) return void (clearInterval(timer), res.end());
+      res.write(bytes.subarray(i, ++i));
+    }, 250);
+    res.on("close", () => clearInterval(timer));
+  };
+
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const method = req.method ?? "GET";
     const path = new URL(req.url ?? "/", "http://kbs").pathname;
@@ -558,9 +571,9 @@ export async function startTestKbs(opts: StartOptions = {}): Promise<TestKbs> {
       }
       const unavailable = f.unavailable[endpoint];
       if (take(unavailable)) {
-        ev.fault = "503";
+        ev.fault = String(unavailable!.status ?? 503);
         return send(res, ev, {
-          status: 503,
+          status: unavailable!.status ?? 503,
           headers: unavailable!.retryAfter !== undefined ? { "retry-after": unavailable!.retryAfter } : {},
           body: "service unavailable",
         });
@@ -601,6 +614,8 @@ export async function startTestKbs(opts: StartOptions = {}): Promise<TestKbs> {
         res.write(short, () => req.socket.destroy());
         return;
       }
+      if (broken!.mode === "slow") return drip(res, ev, reply);
+      if (broken!.mode === "redirect") return send(res, ev, { status: 302, headers: { location: path }, body: "" });
       reply = { ...reply, body: short };
     }
     send(res, ev, reply);

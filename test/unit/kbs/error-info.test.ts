@@ -79,10 +79,17 @@ describe("decisions", () => {
     expect([other.rehandshake, other.error.kind]).toEqual([false, "kbs-protocol"]);
   });
 
-  it("attestation failure -> kbs-refused; protocol version mismatch -> kbs-protocol", () => {
+  it("attestation failure -> kbs-refused after new handshakes (trustee's detail cannot tell it from a lost session); version mismatch -> kbs-protocol", () => {
     const dec = decide("attest", 401, "AttestationError", "Attestation error: RCAR handshake Attest failed");
-    expect([dec.rehandshake, dec.error.kind]).toEqual([false, "kbs-refused"]);
-    expect(dec.error.message).toMatch(/refused attestation/);
+    expect([dec.rehandshake, dec.error.kind]).toEqual([true, "kbs-refused"]);
+    expect(dec.error.message).toMatch(/refused attestation or lost our session/);
+    const auth = decide(
+      "auth",
+      401,
+      "AttestationError",
+      "Attestation error: RCAR handshake Auth failed: deserialize Request",
+    );
+    expect([auth.rehandshake, auth.error.kind]).toEqual([false, "kbs-refused"]);
     const v = decide(
       "auth",
       401,

@@ -1,4 +1,5 @@
 // Fault knobs behave as documented, so client tests that rely on them test something real.
+import * as http from "node:http";
 import * as net from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { startTestKbs, type TestKbs } from "../../kbs/server.ts";
@@ -55,6 +56,42 @@ describe("fault knobs", () => {
     const r = await rawRequest(`${kbs.url}/kbs/v0/auth`, { body: AUTH });
     expect(r.status).toBe(200);
     check(r.body);
+  });
+
+  it("unavailable with status 429; oversized, redirect and slow bodies", async () => {
+    kbs = await startTestKbs({
+      faults: {
+        unavailable: { auth: { count: 1, retryAfter: "3", status: 429 } },
+        malformed: { attest: { count: 1, mode: "oversized" } },
+      },
+    });
+    const u = await rawRequest(`${kbs.url}/kbs/v0/auth`, { body: AUTH });
+    expect([u.status, u.headers["retry-after"]]).toEqual([429, "3"]);
+    kbs.faults.malformed.auth = { count: 1, mode: "redirect" };
+    const r = await rawRequest(`${kbs.url}/kbs/v0/auth`, { body: AUTH });
+    expect([r.status, r.headers.location]).toEqual([302, "/kbs/v0/auth"]);
+    const big = await rawRequest(`${kbs.url}/kbs/v0/attest`, { body: "{}" });
+    expect(big.body.length).toBeGreaterThan(2 * 1024 * 1024);
+    kbs.faults.malformed.auth = { count: 1, mode: "slow" };
+    // slowloris: after 600 ms only a few bytes of the (70-byte) answer have arrived
+    const got = await new Promise<number>((resolve, reject) => {
+      const req = http.request(`${kbs!.url}/kbs/v0/auth`, { method: "POST" }, (res) => {
+        let n = 0;
+        res.on("data", (c: Buffer) => (n += c.length));
+        res.on("error", () => {});
+        setTimeout(() => (req.destroy(), resolve(n)), 600);
+      });
+      req.on("error", reject);
+      req.end(AUTH);
+    });
+    expect(got).toBeGreaterThanOrEqual(1);
+    expect(got).toBeLessThanOrEqual(4);
+    expect(kbs.stats.events.map((e) => e.fault)).toEqual([
+      "429",
+      "malformed:redirect",
+      "malformed:oversized",
+      "malformed:slow",
+    ]);
   });
 
   it("short-body closes the connection before Content-Length bytes arrived", async () => {
