@@ -30,7 +30,7 @@ export class KbsAdmin {
   private async send(req: KbsHttpRequest): Promise<KbsHttpResponse> {
     const doing = `${req.what} at ${this.endpoint}`;
     const exhausted = (e: Error, n: number) =>
-      new CvmError("network", `${doing} failed after ${n} attempts: ${e.message}`, {
+      new CvmError("network", `${doing} failed ${n} time(s); last: ${e.message}`, {
         hint: "check that the KBS admin endpoint is up and reachable",
       });
     const opts = { deadline: this.deadline, doing, maxAttempts: ADMIN_ATTEMPTS, exhausted };

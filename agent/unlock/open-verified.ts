@@ -58,9 +58,15 @@ export function writeHeaderCopy(stateDir: string, metadata: MetadataImage): stri
       let off = 0;
       while (off < bytes.length) off += fs.writeSync(fd, bytes, off, bytes.length - off, offset + off);
     }
-  } finally {
+  } catch (e) {
+    // A full /run (ENOSPC) is the platform's problem, not ours: fail closed, leave no partial copy.
     fs.closeSync(fd);
+    fs.rmSync(file, { force: true });
+    throw new CvmError("platform", `cannot write the private header copy in ${file}: ${errorMessage(e)}`, {
+      hint: "the state directory must be a tmpfs with room for the LUKS2 metadata (a few hundred KiB)",
+    });
   }
+  fs.closeSync(fd);
   return file;
 }
 
