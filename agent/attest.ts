@@ -4,6 +4,7 @@ import * as fs from "node:fs";
 import { CvmError } from "../platform/util/errors.ts";
 import type { Attester, FetchedSecret, KbsClientOptions } from "./kbs/types.ts";
 import { readCa, type RunContext } from "./cli/common.ts";
+import { refuseShellCmdline } from "./cmdline-guard.ts";
 import { selectSource } from "./select.ts";
 import type { Timeline } from "./timeline.ts";
 
@@ -79,6 +80,8 @@ export async function chooseAttester(
 }
 
 export async function attestAndFetch(ctx: RunContext, resource: string, timeline: Timeline): Promise<FetchedSecret> {
+  // From a shell the host opened with the command line, a key must not be had (exit 16)
+  refuseShellCmdline(ctx.env.paths.root);
   const opts = kbsOptions(ctx, timeline); // config errors before touching the platform
   const attester = await chooseAttester(ctx, timeline);
   try {
