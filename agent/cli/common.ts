@@ -2,7 +2,9 @@
 // a config layer (the highest-precedence source; see agent/config/load.ts).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { CvmError } from "../../platform/util/errors.ts";
+import { X509Certificate } from "node:crypto";
+import { CvmError, errorMessage } from "../../platform/util/errors.ts";
+import { pemCertificateBlocks } from "../../platform/util/pem.ts";
 import { Deadline } from "../../platform/util/deadline.ts";
 import type { Logger } from "../../platform/util/log.ts";
 import type { PlatformEnv } from "../../platform/types.ts";
@@ -118,21 +120,35 @@ export function runContext(args: ParsedArgs, log: Logger, extraLayers: ConfigLay
 }
 
 const MAX_CA_BYTES = 256 * 1024;
-const PEM_CERT = "-----BEGIN CERTIFICATE-----";
+const MAX_CA_CERTS = 64;
 
 /**
- * The CA bundle from config, or undefined for the system roots. A bundle without a certificate is
- * refused: node treats an empty `ca` as "not given" and would silently fall back to the system roots.
+ * Every CERTIFICATE block of a CA bundle must parse as X.509, and there must be one: node treats an
+ * empty `ca` as "not given" and would silently fall back to the system roots, and a bundle that
+ * is not what the owner meant (`/etc/passwd`, a key) must fail at build time (`config --check`).
  */
+export function checkCaBundle(pem: string, what: string): string {
+  const blocks = pemCertificateBlocks(pem);
+  if (blocks.length === 0)
+    throw new CvmError("config", `${what} holds no PEM certificate`, {
+      hint: "it must be the PEM CA bundle (-----BEGIN CERTIFICATE-----) that signs the KBS certificate",
+    });
+  if (blocks.length > MAX_CA_CERTS) throw new CvmError("config", `${what} holds more than ${MAX_CA_CERTS} certificates`);
+  blocks.forEach((b, i) => {
+    try {
+      new X509Certificate(b);
+    } catch (e) {
+      throw new CvmError("config", `${what}: certificate ${i + 1} of ${blocks.length} does not parse (${errorMessage(e)})`);
+    }
+  });
+  return pem;
+}
+
+/** The CA bundle from config, or undefined for the system roots. */
 export function readCa(config: Config): string | undefined {
-  if (config.kbs.ca_pem !== undefined) {
-    if (!config.kbs.ca_pem.includes(PEM_CERT))
-      throw new CvmError("config", "kbs.ca_pem holds no PEM certificate", {
-        hint: "paste the CA certificate(s) that sign the KBS certificate, or use kbs.ca_file",
-      });
-    return config.kbs.ca_pem;
-  }
+  if (config.kbs.ca_pem !== undefined) return checkCaBundle(config.kbs.ca_pem, "kbs.ca_pem");
   if (config.kbs.ca_file === undefined) return undefined;
+  let pem: string;
   try {
     const st = fs.statSync(config.kbs.ca_file);
     if (!st.isFile() || st.size > MAX_CA_BYTES)
@@ -140,14 +156,10 @@ export function readCa(config: Config): string | undefined {
         "config",
         `CA file ${config.kbs.ca_file} is not a regular file of at most ${MAX_CA_BYTES} bytes`,
       );
-    const pem = fs.readFileSync(config.kbs.ca_file, "utf8");
-    if (!pem.includes(PEM_CERT))
-      throw new CvmError("config", `CA file ${config.kbs.ca_file} holds no PEM certificate`, {
-        hint: "kbs.ca_file (--ca) must be the PEM CA bundle that signs the KBS certificate",
-      });
-    return pem;
+    pem = fs.readFileSync(config.kbs.ca_file, "utf8");
   } catch (e) {
     if (e instanceof CvmError) throw e;
     throw new CvmError("config", `cannot read CA file ${config.kbs.ca_file}: ${(e as Error).message}`);
   }
+  return checkCaBundle(pem, `CA file ${config.kbs.ca_file}`);
 }
