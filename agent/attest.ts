@@ -2,6 +2,7 @@
 // select the evidence source, then run the KBS exchange with it.
 import * as fs from "node:fs";
 import { CvmError } from "../platform/util/errors.ts";
+import type { Config } from "./config/schema.ts";
 import type { Attester, FetchedSecret, KbsClientOptions } from "./kbs/types.ts";
 import { readCa, type RunContext } from "./cli/common.ts";
 import { refuseShellCmdline } from "./cmdline-guard.ts";
@@ -10,13 +11,19 @@ import type { Timeline } from "./timeline.ts";
 
 const MAX_INIT_DATA_BYTES = 64 * 1024;
 
-export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOptions {
-  const k = ctx.config.kbs;
-  if (k.endpoints.length === 0)
+/** The KBS inputs the configuration names: endpoints, CA bundle, init-data. */
+export function kbsInputs(config: Config): { caPem?: string; initDataToml?: string } {
+  if (config.kbs.endpoints.length === 0)
     throw new CvmError("config", "no KBS endpoint configured", {
       hint: "set kbs.endpoints in the config file, or pass --kbs URL",
     });
-  const caPem = readCa(ctx.config);
+  return kbsFiles(config);
+}
+
+/** The CA bundle and init-data files, read and checked (also by `config --check`). */
+export function kbsFiles(config: Config): { caPem?: string; initDataToml?: string } {
+  const k = config.kbs;
+  const caPem = readCa(config);
   let initDataToml: string | undefined;
   if (k.init_data_file !== undefined) {
     const st = fs.statSync(k.init_data_file, { throwIfNoEntry: false });
@@ -29,15 +36,19 @@ export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOption
       throw new CvmError("config", `init-data file ${k.init_data_file} is larger than ${MAX_INIT_DATA_BYTES} bytes`);
     initDataToml = fs.readFileSync(k.init_data_file, "utf8");
   }
+  return { ...(caPem !== undefined ? { caPem } : {}), ...(initDataToml !== undefined ? { initDataToml } : {}) };
+}
+
+export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOptions {
+  const k = ctx.config.kbs;
   return {
     endpoints: k.endpoints,
-    ...(caPem !== undefined ? { caPem } : {}),
+    ...kbsInputs(ctx.config),
     insecureHttp: k.insecure_http,
     requestTimeoutMs: k.request_timeout_s * 1000,
     attemptsPerEndpoint: k.attempts_per_endpoint,
     resourceAttempts: k.resource_attempts,
     teeKey: k.tee_key,
-    ...(initDataToml !== undefined ? { initDataToml } : {}),
     deadline: ctx.deadline,
     log: ctx.log,
     timeline,

@@ -133,12 +133,16 @@ export function checkCaBundle(pem: string, what: string): string {
     throw new CvmError("config", `${what} holds no PEM certificate`, {
       hint: "it must be the PEM CA bundle (-----BEGIN CERTIFICATE-----) that signs the KBS certificate",
     });
-  if (blocks.length > MAX_CA_CERTS) throw new CvmError("config", `${what} holds more than ${MAX_CA_CERTS} certificates`);
+  if (blocks.length > MAX_CA_CERTS)
+    throw new CvmError("config", `${what} holds more than ${MAX_CA_CERTS} certificates`);
   blocks.forEach((b, i) => {
     try {
       new X509Certificate(b);
     } catch (e) {
-      throw new CvmError("config", `${what}: certificate ${i + 1} of ${blocks.length} does not parse (${errorMessage(e)})`);
+      throw new CvmError(
+        "config",
+        `${what}: certificate ${i + 1} of ${blocks.length} does not parse (${errorMessage(e)})`,
+      );
     }
   });
   return pem;

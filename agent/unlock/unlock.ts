@@ -87,6 +87,16 @@ export function volumesToUnlock(config: Config, device?: string, name?: string):
   ];
 }
 
+/** The KBS resource holding this volume's key (also checked by `config --check`). */
+export function volumeResource(vol: VolumeConfig, config: Config): string {
+  const resource = vol.resource ?? config.resource;
+  if (resource === undefined)
+    throw new CvmError("config", `volume ${vol.name}: no KBS resource`, {
+      hint: "set resource (or unlock.volumes[].resource) in the config, or pass --resource",
+    });
+  return resource;
+}
+
 function checkIdentity(vol: VolumeConfig, h: Luks2Header, device: string): void {
   if (vol.uuid !== undefined && vol.uuid.toLowerCase() !== h.uuid)
     throw new CvmError(
@@ -133,11 +143,7 @@ async function openWithKey(
   h: Luks2Header,
   timeline: Timeline,
 ): Promise<VolumeOutcome> {
-  const resource = vol.resource ?? ctx.config.resource;
-  if (resource === undefined)
-    throw new CvmError("config", `volume ${vol.name}: no KBS resource`, {
-      hint: "set resource (or unlock.volumes[].resource) in the config, or pass --resource",
-    });
+  const resource = volumeResource(vol, ctx.config);
   const bin = findCryptsetup(ctx.config.unlock.cryptsetup);
   const { secret, endpoint } = await attestAndFetch(ctx, resource, timeline);
   let key: Buffer | undefined;
