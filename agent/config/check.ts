@@ -45,12 +45,12 @@ export function checkUnlockConfig(config: Config): string[] {
     fromCmdline && CMDLINE,
     u.luks_token.trust && u.luks_token.allowed_endpoints.length > 0 && TOKEN,
   ];
+  for (const e of [...config.kbs.endpoints, ...u.luks_token.allowed_endpoints])
+    endpointUrl(e, "/", config.kbs.insecure_http);
   if (config.kbs.endpoints.length === 0 && endpointsLater.some(Boolean)) {
     later("kbs.endpoints", ...endpointsLater);
     kbsFiles(config);
   } else kbsInputs(config);
-  for (const e of [...config.kbs.endpoints, ...u.luks_token.allowed_endpoints])
-    endpointUrl(e, "/", config.kbs.insecure_http);
   // a token may select any of these as kbs.ca_file: each must be what readCa accepts
   for (const f of u.luks_token.allowed_ca_files)
     readCa({ ...config, kbs: { ...config.kbs, ca_pem: undefined, ca_file: f } });
