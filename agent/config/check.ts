@@ -8,7 +8,7 @@ import { readCa } from "../cli/common.ts";
 import { endpointUrl } from "../kbs/transport.ts";
 import { checkTeeAllowed } from "../select.ts";
 import { volumeResource, volumesToUnlock } from "../unlock/unlock.ts";
-import { requireSelector } from "../../platform/luks/resolve.ts";
+import { hasSelector, requireSelector } from "../../platform/luks/resolve.ts";
 import type { Config } from "./schema.ts";
 
 const CMDLINE = "the kernel command line (unlock.trust_cmdline)";
@@ -26,8 +26,7 @@ export function checkUnlockConfig(config: Config): string[] {
   else
     volumesToUnlock(config).forEach((v, i) => {
       // rd.cvm_unlock.{uuid,partlabel,gpt_auto_root} replace the selector of the first volume
-      if (i === 0 && fromCmdline && !v.device && !v.uuid && !v.partlabel && !v.gpt_auto_root)
-        later(`unlock.volumes[0] selector`, CMDLINE);
+      if (i === 0 && fromCmdline && !hasSelector(v)) later(`unlock.volumes[0] selector`, CMDLINE);
       else requireSelector(v);
     });
   const resourceLater = [

@@ -29,9 +29,13 @@ export function describeSelector(v: VolumeSelector): string {
   return "no selector";
 }
 
+export function hasSelector(v: VolumeSelector): boolean {
+  return !!(v.device || v.uuid || v.partlabel || v.gpt_auto_root);
+}
+
 /** A volume without a selector can never be found (also checked by `config --check`). */
 export function requireSelector(v: VolumeSelector): void {
-  if (!v.device && !v.uuid && !v.partlabel && !v.gpt_auto_root)
+  if (!hasSelector(v))
     throw new CvmError("config", `volume ${v.name}: set one of device, uuid, partlabel or gpt_auto_root`);
 }
 
