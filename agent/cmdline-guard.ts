@@ -24,6 +24,8 @@ const DEFAULT_UNITS: Record<string, string[]> = {
   "systemd.unit": ["default.target", "multi-user.target", "graphical.target"],
   "rd.systemd.unit": ["initrd.target"],
 };
+/** init= naming the unlocked root's own init: the root is the verified volume, so that program is the owner's. */
+const ROOT_INITS = ["/sbin/init", "/usr/sbin/init", "/lib/systemd/systemd", "/usr/lib/systemd/systemd"];
 /** SysV runlevel words systemd still maps to rescue.target / emergency.target. */
 const RUNLEVEL_SHELLS = ["single", "s", "S", "1", "-s", "rescue", "emergency", "-b"];
 
@@ -38,7 +40,9 @@ export function shellDoor(tok: string, inInitrd: boolean): ShellDoor | undefined
     case "rdbreak":
       return door("dracut stops in a shell inside the initramfs");
     case "init":
-      return door("the kernel runs the host's program as PID 1 of the unlocked root");
+      return ROOT_INITS.includes(value ?? "")
+        ? undefined
+        : door("a program the host chose runs as PID 1 of the unlocked root");
     case "rdinit":
       return inInitrd && value !== "/init"
         ? door("the kernel runs the host's program as the initramfs init")
