@@ -1,5 +1,5 @@
 // Builds dist/cvm-unlock: one bun-compiled binary (see docs/ARCHITECTURE.md).
-// Flags per ../shared/docs/bun-runtime.md: never autoload .env/bunfig.toml from the working
+// Flags per docs/spec/bun-runtime.md §6: never autoload .env/bunfig.toml from the working
 // directory (they can switch TLS checks off or preload code), minify + bytecode (halves startup),
 // x64 baseline target. Never strip the result: strip destroys the embedded program.
 import { execFileSync, spawnSync } from "node:child_process";

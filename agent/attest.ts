@@ -1,7 +1,7 @@
 // The one path from configuration to a released secret, shared by `fetch` and `unlock`:
 // select the evidence source, then run the KBS exchange with it.
-import * as fs from "node:fs";
 import { CvmError } from "../platform/util/errors.ts";
+import { fileText, readFileBounded } from "../platform/util/files.ts";
 import type { Config } from "./config/schema.ts";
 import type { Attester, FetchedSecret, KbsClientOptions } from "./kbs/types.ts";
 import { readCa, type RunContext } from "./cli/common.ts";
@@ -26,15 +26,14 @@ export function kbsFiles(config: Config): { caPem?: string; initDataToml?: strin
   const caPem = readCa(config);
   let initDataToml: string | undefined;
   if (k.init_data_file !== undefined) {
-    const st = fs.statSync(k.init_data_file, { throwIfNoEntry: false });
-    if (!st?.isFile())
-      throw new CvmError(
-        "config",
-        `init-data file ${k.init_data_file} (kbs.init_data_file) is missing or not a regular file`,
-      );
-    if (st.size > MAX_INIT_DATA_BYTES)
-      throw new CvmError("config", `init-data file ${k.init_data_file} is larger than ${MAX_INIT_DATA_BYTES} bytes`);
-    initDataToml = fs.readFileSync(k.init_data_file, "utf8");
+    initDataToml = fileText(
+      readFileBounded(k.init_data_file, {
+        what: "kbs.init_data_file",
+        max: MAX_INIT_DATA_BYTES,
+        kind: "config",
+        regularFile: true,
+      }),
+    );
   }
   return { ...(caPem !== undefined ? { caPem } : {}), ...(initDataToml !== undefined ? { initDataToml } : {}) };
 }

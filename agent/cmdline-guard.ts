@@ -7,7 +7,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { CvmError, errorMessage } from "../platform/util/errors.ts";
-import { readFileCapped } from "../platform/util/files.ts";
+import { fileText, readFileIfPresent } from "../platform/util/files.ts";
 import { splitCmdline } from "./config/layers/cmdline.ts";
 
 export interface ShellDoor {
@@ -93,9 +93,9 @@ export function refuseShellCmdline(root: string): void {
   const file = path.join(root, "proc/cmdline");
   let doors: ShellDoor[];
   try {
-    const bytes = readFileCapped(file, MAX_CMDLINE_READ, "kernel command line");
+    const bytes = readFileIfPresent(file, { what: "kernel command line", max: MAX_CMDLINE_READ });
     if (bytes === undefined) return; // no /proc (a test tree, a container without procfs): nothing to check
-    doors = shellDoors(Buffer.from(bytes).toString("utf8"), fs.existsSync(path.join(root, "etc/initrd-release")));
+    doors = shellDoors(fileText(bytes), fs.existsSync(path.join(root, "etc/initrd-release")));
   } catch (e) {
     throw new CvmError("unsafe-cmdline", `cannot check the kernel command line ${file}: ${errorMessage(e)}`);
   }

@@ -6,7 +6,7 @@
 import type { Deadline } from "./util/deadline.ts";
 import type { Logger } from "./util/log.ts";
 
-/** trustee `Tee` strings this agent can produce (kbs-protocol.md §1.8). */
+/** trustee `Tee` strings this agent can produce (docs/spec/kbs-protocol.md §1.8). */
 export type TeeName = "sample" | "snp" | "tdx" | "tpm" | "az-snp-vtpm" | "az-tdx-vtpm" | "azsnpvtpm" | "aztdxvtpm";
 
 export type SourceId = "snp" | "tdx" | "azure-vtpm" | "tpm" | "sample";

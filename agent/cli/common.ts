@@ -2,9 +2,7 @@
 // a config layer (the highest-precedence source; see agent/config/load.ts).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { X509Certificate } from "node:crypto";
-import { CvmError, errorMessage } from "../../platform/util/errors.ts";
-import { pemCertificateBlocks } from "../../platform/util/pem.ts";
+import { CvmError } from "../../platform/util/errors.ts";
 import { Deadline } from "../../platform/util/deadline.ts";
 import type { Logger } from "../../platform/util/log.ts";
 import type { PlatformEnv } from "../../platform/types.ts";
@@ -19,6 +17,7 @@ import {
   type LoadedConfig,
 } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
+import { checkCaBundle, readCaFile } from "../config/ca-file.ts";
 import { optBool, optList, optNumber, optString, type OptionSpec, type ParsedArgs } from "./args.ts";
 
 export const configOptions: OptionSpec[] = [
@@ -119,51 +118,14 @@ export function runContext(args: ParsedArgs, log: Logger, extraLayers: ConfigLay
   return { loaded, config: loaded.config, deadline, env: platformEnv(loaded.config, args, deadline, log), log };
 }
 
-const MAX_CA_BYTES = 256 * 1024;
-const MAX_CA_CERTS = 64;
-
-/**
- * Every CERTIFICATE block of a CA bundle must parse as X.509, and there must be one: node treats an
- * empty `ca` as "not given" and would silently fall back to the system roots, and a bundle that
- * is not what the owner meant (`/etc/passwd`, a key) must fail at build time (`config --check`).
- */
-export function checkCaBundle(pem: string, what: string): string {
-  const blocks = pemCertificateBlocks(pem);
-  if (blocks.length === 0)
-    throw new CvmError("config", `${what} holds no PEM certificate`, {
-      hint: "it must be the PEM CA bundle (-----BEGIN CERTIFICATE-----) that signs the KBS certificate",
-    });
-  if (blocks.length > MAX_CA_CERTS)
-    throw new CvmError("config", `${what} holds more than ${MAX_CA_CERTS} certificates`);
-  blocks.forEach((b, i) => {
-    try {
-      new X509Certificate(b);
-    } catch (e) {
-      throw new CvmError(
-        "config",
-        `${what}: certificate ${i + 1} of ${blocks.length} does not parse (${errorMessage(e)})`,
-      );
-    }
-  });
-  return pem;
-}
-
 /** The CA bundle from config, or undefined for the system roots. */
 export function readCa(config: Config): string | undefined {
   if (config.kbs.ca_pem !== undefined) return checkCaBundle(config.kbs.ca_pem, "kbs.ca_pem");
   if (config.kbs.ca_file === undefined) return undefined;
-  let pem: string;
-  try {
-    const st = fs.statSync(config.kbs.ca_file);
-    if (!st.isFile() || st.size > MAX_CA_BYTES)
-      throw new CvmError(
-        "config",
-        `CA file ${config.kbs.ca_file} is not a regular file of at most ${MAX_CA_BYTES} bytes`,
-      );
-    pem = fs.readFileSync(config.kbs.ca_file, "utf8");
-  } catch (e) {
-    if (e instanceof CvmError) throw e;
-    throw new CvmError("config", `cannot read CA file ${config.kbs.ca_file}: ${(e as Error).message}`);
-  }
-  return checkCaBundle(pem, `CA file ${config.kbs.ca_file}`);
+  return readCaFile(
+    config.kbs.ca_file,
+    "CA file",
+    "config",
+    "kbs.ca_file (--ca) must be the PEM CA bundle that signs the KBS certificate",
+  );
 }

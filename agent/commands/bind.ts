@@ -1,14 +1,14 @@
 // `cvm-unlock bind DEVICE`: write (or replace) the cvm-unlock LUKS2 token that names the KBS
 // endpoints, the resource and the CA pin for this volume, via `cryptsetup token import` with the
 // JSON on stdin; then read the header back and check the token is what we wrote.
-import * as fs from "node:fs";
-import { CvmError, errorMessage } from "../../platform/util/errors.ts";
+import { CvmError } from "../../platform/util/errors.ts";
 import { Deadline } from "../../platform/util/deadline.ts";
 import { optInt, optList, optString } from "../cli/args.ts";
 import type { Command } from "../cli/command.ts";
 import { RESOURCE_PATH, SHA256_HEX, URL_PATTERN } from "../config/patterns.ts";
 import { cryptsetupError, findCryptsetup, runCryptsetup } from "../unlock/cryptsetup.ts";
 import { luks2DigestFingerprint } from "../unlock/key-document.ts";
+import { readCaFile } from "../config/ca-file.ts";
 import { buildCvmToken, caFingerprint, findCvmToken, type CvmToken } from "../config/layers/token.ts";
 import { readLuks2Header } from "../../platform/luks/volume-io.ts";
 
@@ -58,13 +58,7 @@ export const bindCommand: Command = {
       throw new CvmError("usage", "give --ca-sha256 or --ca, not both");
     if (caSha256 !== undefined && !SHA256_HEX.test(caSha256))
       throw new CvmError("usage", "--ca-sha256 must be 64 hex digits");
-    if (caFile !== undefined) {
-      try {
-        caSha256 = caFingerprint(fs.readFileSync(caFile, "utf8"));
-      } catch (e) {
-        throw new CvmError("usage", `--ca ${caFile}: ${errorMessage(e)}`);
-      }
-    }
+    if (caFile !== undefined) caSha256 = caFingerprint(readCaFile(caFile, "--ca", "usage"));
     const slot = optInt(args, "key-slot", 0, 31);
     const token: CvmToken = {
       endpoints,

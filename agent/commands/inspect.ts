@@ -1,10 +1,10 @@
 // `cvm-unlock inspect FILE`: decode an SNP report, TDX quote/TDREPORT, TCG event log, CCEL (log
 // area or ACPI table), SNP certificate table, Azure HCL report or trustee evidence JSON, for people or as JSON.
 // Reads only the named file (or stdin for "-"), bounded; never touches devices or the network.
-import * as fs from "node:fs";
 import { optBool, optString } from "../cli/args.ts";
 import type { Command } from "../cli/command.ts";
 import { CvmError } from "../../platform/util/errors.ts";
+import { readFdBounded, readFileBounded } from "../../platform/util/files.ts";
 import {
   INSPECT_TYPES,
   inspectBytes,
@@ -18,33 +18,9 @@ import {
 const MAX_INPUT = 32 * 1024 * 1024;
 
 function readInput(file: string): Uint8Array {
-  const fd = file === "-" ? 0 : openOrExplain(file);
-  try {
-    const chunks: Buffer[] = [];
-    let total = 0;
-    const buf = Buffer.alloc(1024 * 1024);
-    for (;;) {
-      const n = fs.readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) break;
-      total += n;
-      if (total > MAX_INPUT)
-        throw new CvmError("usage", `${file} is larger than ${MAX_INPUT} bytes; that is not an attestation artefact`);
-      chunks.push(Buffer.from(buf.subarray(0, n)));
-    }
-    return new Uint8Array(Buffer.concat(chunks, total));
-  } finally {
-    if (fd !== 0) fs.closeSync(fd);
-  }
-}
-
-function openOrExplain(file: string): number {
-  try {
-    if (fs.statSync(file).isDirectory()) throw new CvmError("usage", `${file} is a directory`);
-    return fs.openSync(file, "r");
-  } catch (e) {
-    if (e instanceof CvmError) throw e;
-    throw new CvmError("usage", `cannot read ${file}: ${(e as Error).message}`);
-  }
+  const limit = { what: "the input", max: MAX_INPUT, kind: "usage" } as const;
+  // stdin may be a pipe; a named file may be a FIFO or process substitution (<(...)), so no regular-file check.
+  return file === "-" ? readFdBounded(0, "standard input", limit) : readFileBounded(file, limit);
 }
 
 export const inspectCommand: Command = {

@@ -5,8 +5,8 @@
 //      that says which keys it may set (agent/unlock adds these)
 //   4. command-line flags (tester's explicit choice; widening flags are logged as such)
 // Every leaf keeps the name of the source that set it, for `config --explain`.
-import * as fs from "node:fs";
 import { CvmError, errorMessage } from "../../platform/util/errors.ts";
+import { fileText, readFileBounded, readFileIfPresent } from "../../platform/util/files.ts";
 import type { Logger } from "../../platform/util/log.ts";
 import { configSchema, type Config } from "./schema.ts";
 
@@ -34,18 +34,10 @@ export interface LoadedConfig {
 }
 
 export function readConfigFile(path: string, mustExist: boolean): ConfigLayer | null {
-  let text: string;
-  try {
-    const st = fs.statSync(path);
-    if (!st.isFile()) throw new CvmError("config", `config file ${path} is not a regular file`);
-    if (st.size > MAX_CONFIG_BYTES)
-      throw new CvmError("config", `config file ${path} is larger than ${MAX_CONFIG_BYTES} bytes`);
-    text = fs.readFileSync(path, "utf8");
-  } catch (e) {
-    if (e instanceof CvmError) throw e;
-    if ((e as NodeJS.ErrnoException).code === "ENOENT" && !mustExist) return null;
-    throw new CvmError("config", `cannot read config file ${path}: ${errorMessage(e)}`);
-  }
+  const limit = { what: "config file", max: MAX_CONFIG_BYTES, kind: "config", regularFile: true } as const;
+  const bytes = mustExist ? readFileBounded(path, limit) : readFileIfPresent(path, limit);
+  if (bytes === undefined) return null;
+  const text = fileText(bytes);
   let data: unknown;
   try {
     data = JSON.parse(text);

@@ -48,11 +48,7 @@ export function parseJsonInput(bytes: Uint8Array): unknown {
 function b64Field(o: Record<string, unknown>, name: string): Uint8Array {
   const v = o[name];
   if (typeof v !== "string") throw new ParseError(STRUCT, name, 0, "must be a base64 string");
-  try {
-    return fromB64(v, name);
-  } catch (e) {
-    throw new ParseError(STRUCT, name, 0, (e as Error).message);
-  }
+  return fromB64(v, name, { structure: STRUCT });
 }
 
 function inspectTdxEvidence(o: Record<string, unknown>): Inspection {

@@ -1,4 +1,4 @@
-// trustee RCAR 0.4.0 client (kbs-protocol.md §1): /auth -> evidence -> /attest -> resource GET
+// trustee RCAR 0.4.0 client (docs/spec/kbs-protocol.md §1): /auth -> evidence -> /attest -> resource GET
 // with the attestation token as a Bearer header -> JWE decrypt. The session cookie is carried by
 // hand (name=value only: its Expires is server time and must not depend on the guest clock) and
 // used only for /attest; the resource request relies on the token alone, so it works behind

@@ -1,4 +1,4 @@
-// trustee's ErrorInformation body ({"type":".../errors/<Variant>","detail":"..."}, kbs-protocol.md
+// trustee's ErrorInformation body ({"type":".../errors/<Variant>","detail":"..."}, docs/spec/kbs-protocol.md
 // §1.5) and what the client does about it. trustee answers 401 for nearly everything (missing
 // resource, policy deny, expired session), so the decision comes from the variant and detail,
 // not from the status code.

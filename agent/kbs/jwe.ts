@@ -1,12 +1,12 @@
 // Decrypts the KBS resource: a flattened JWE (RFC 7516 §7.2.2) as trustee emits it
-// (kbs-protocol.md §3.2): enc A256GCM with AAD = ASCII of the received `protected` string,
+// (docs/spec/kbs-protocol.md §3.2): enc A256GCM with AAD = ASCII of the received `protected` string,
 // alg ECDH-ES+A256KW (Concat KDF SHA-256, AlgorithmID "ECDH-ES+A256KW", empty apu/apv) or
 // RSA-OAEP-256. The header is checked strictly against the key we sent: the KBS must not be able
 // to steer us to another algorithm or curve. The content key is unwrapped straight into a
 // non-extractable CryptoKey; the only secret buffers we hold (Z, the KEK) are zeroed here.
 import { sha256 } from "@noble/hashes/sha2.js";
 import { fromB64url, utf8 } from "../../platform/util/bytes.ts";
-import { CvmError, errorMessage } from "../../platform/util/errors.ts";
+import { CvmError, errorMessage, type ParseSite } from "../../platform/util/errors.ts";
 import { EC_COORD_BYTES, type EcCurve, type TeeKeyPair } from "./tee-key.ts";
 
 const ECDH_ALG = "ECDH-ES+A256KW";
@@ -41,10 +41,14 @@ function bs(u: Uint8Array): Uint8Array<ArrayBuffer> {
   return u as Uint8Array<ArrayBuffer>;
 }
 
+const JWE: ParseSite = {
+  structure: "resource JWE",
+  kind: "decrypt",
+  hint: "the KBS response is not a JWE for this agent's key; check that the KBS is trustee (protocol 0.4.0) and the network path is not rewriting it",
+};
+
 function fail(problem: string): never {
-  throw new CvmError("decrypt", `resource JWE: ${problem}`, {
-    hint: "the KBS response is not a JWE for this agent's key; check that the KBS is trustee (protocol 0.4.0) and the network path is not rewriting it",
-  });
+  throw new CvmError("decrypt", `${JWE.structure}: ${problem}`, { hint: JWE.hint! });
 }
 
 function member(obj: Record<string, unknown>, name: string): string {
@@ -54,11 +58,7 @@ function member(obj: Record<string, unknown>, name: string): string {
 }
 
 function b64urlMember(value: string, name: string): Uint8Array {
-  try {
-    return fromB64url(value, name);
-  } catch {
-    return fail(`member '${name}' is not unpadded base64url`);
-  }
+  return fromB64url(value, name, JWE);
 }
 
 /** Structural check of the flattened JWE JSON (no crypto). */

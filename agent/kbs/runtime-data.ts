@@ -1,5 +1,5 @@
 // Runtime data: what binds the KBS challenge and our ephemeral key into the hardware evidence
-// (kbs-protocol.md §2). The primary TEE's digest is HASH(JCS({"additional-evidence","nonce",
+// (docs/spec/kbs-protocol.md §2). The primary TEE's digest is HASH(JCS({"additional-evidence","nonce",
 // "tee-pubkey"})), with "additional-evidence":"" even when there are no devices; trustee
 // recomputes exactly this on the server and compares it with the report/quote.
 import { sha384, sha512 } from "@noble/hashes/sha2.js";
@@ -66,7 +66,7 @@ export function runtimeDigest(
 }
 
 /**
- * How each TEE carries the digest (kbs-protocol.md §2.2, trustee's regularize_data):
+ * How each TEE carries the digest (docs/spec/kbs-protocol.md §2.2, trustee's regularize_data):
  * snp/tdx: digest right-padded with zeros to the 64-byte REPORTDATA; tpm: qualifyingData is the
  * first 32 bytes (truncated); Azure vTPM: the raw digest (NV user-data and quote nonce);
  * sample: the raw digest (the sample source base64-encodes it).

@@ -1,4 +1,4 @@
-// The ephemeral TEE key pair the KBS encrypts the resource to (kbs-protocol.md §3.1).
+// The ephemeral TEE key pair the KBS encrypts the resource to (docs/spec/kbs-protocol.md §3.1).
 // The private key is a non-extractable WebCrypto key, so its bytes never exist in JS memory.
 // The public JWK carries only the members trustee's typed TeePubKey keeps: any extra member
 // (ext, key_ops, use, kid) is dropped when the server re-serializes it, and the runtime-data

@@ -1,4 +1,4 @@
-// HTTP(S) to the KBS through real undici 7 (bun-runtime.md §1: the bare "undici" specifier is
+// HTTP(S) to the KBS through real undici 7 (docs/spec/bun-runtime.md §1: the bare "undici" specifier is
 // Bun's shim, which silently ignores the CA). Every request is bounded: per-request timeout
 // capped by the run deadline, response body size, attempts per endpoint. Redirects are never
 // followed. Only connection failures, 5xx and 429 are retried (exponential backoff, full jitter,
@@ -106,7 +106,7 @@ export class KbsTransport {
     const timeout = opts.requestTimeoutMs;
     this.agent = new Agent({
       // rejectUnauthorized stays explicit: otherwise an environment variable (Node's TLS-reject switch,
-      // or a .env file) could disable verification (bun-runtime.md §1.4).
+      // or a .env file) could disable verification (docs/spec/bun-runtime.md §1.4).
       connect:
         opts.caPem !== undefined
           ? { ca: opts.caPem, rejectUnauthorized: true, timeout }

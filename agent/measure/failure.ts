@@ -10,7 +10,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { Deadline } from "../../platform/util/deadline.ts";
 import { errorMessage } from "../../platform/util/errors.ts";
-import { readFileCapped } from "../../platform/util/files.ts";
+import { fileText, readFileIfPresent } from "../../platform/util/files.ts";
 import { silentLogger, type Logger } from "../../platform/util/log.ts";
 import type { ParsedArgs } from "../cli/args.ts";
 import { loadConfig } from "../cli/common.ts";
@@ -126,9 +126,9 @@ export async function recordFailure(
 export function readFailureReport(p: string, log: Logger): FailureReport | undefined {
   let r: Partial<FailureReport>;
   try {
-    const bytes = readFileCapped(p, MAX_REPORT_BYTES, "failure report");
+    const bytes = readFileIfPresent(p, { what: "failure report", max: MAX_REPORT_BYTES, regularFile: true });
     if (bytes === undefined) return undefined;
-    r = JSON.parse(Buffer.from(bytes).toString("utf8")) as Partial<FailureReport>;
+    r = JSON.parse(fileText(bytes)) as Partial<FailureReport>;
   } catch (e) {
     log.warning(`ignoring the failure report ${p}: ${errorMessage(e)}`);
     return undefined;

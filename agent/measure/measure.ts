@@ -76,7 +76,7 @@ function extendRtmr(s: MeasureSettings, env: MeasureEnv, event: string): Measure
     return undefined;
   }
   const digest = rtmrDigest(event);
-  // The kernel wants exactly one 48-byte write at offset 0 (platform-abi.md §3.4).
+  // The kernel wants exactly one 48-byte write at offset 0 (docs/spec/tdx-abi.md §5).
   const fd = fs.openSync(p, "r+");
   try {
     const n = fs.writeSync(fd, digest, 0, digest.length, 0);

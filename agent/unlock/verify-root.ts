@@ -2,9 +2,9 @@
 // that cvm-unlock opened (a configured name with the matching LUKS UUID). A plaintext root, or a
 // mapping with an unknown name/UUID, is refused: otherwise a host could boot its own root inside
 // our attested VM.
-import * as fs from "node:fs";
 import * as path from "node:path";
 import { CvmError } from "../../platform/util/errors.ts";
+import { fileText, readFileBounded } from "../../platform/util/files.ts";
 import { cryptDmUuid, readSmall } from "../../platform/luks/block-devices.ts";
 
 const MAX_MOUNTINFO = 1024 * 1024;
@@ -89,9 +89,5 @@ export function verifyRoot(root: string, mountPoint: string, expected: ExpectedV
 
 function readMountinfo(root: string): string {
   const p = path.join(root, "proc/self/mountinfo");
-  try {
-    return fs.readFileSync(p, "utf8");
-  } catch (e) {
-    throw new CvmError("volume", `cannot read ${p}: ${(e as Error).message}`);
-  }
+  return fileText(readFileBounded(p, { what: "the mount table", max: MAX_MOUNTINFO, kind: "volume" }));
 }

@@ -1,4 +1,4 @@
-// trustee's az-snp-vtpm / az-tdx-vtpm evidence, version 2 (kbs-protocol.md §4.5–4.6):
+// trustee's az-snp-vtpm / az-tdx-vtpm evidence, version 2 (docs/spec/kbs-protocol.md §4.5–4.6):
 //   {"version":2,"tpm_quote":{"signature":hex,"message":hex,"pcrs":[hex x24]},
 //    "hcl_report":b64url-padded, "vcek":b64url-padded | "td_quote":b64url-padded}
 // `signature` is the raw RSASSA signature (no TPMT_SIGNATURE header), unlike the `tpm` TEE.

@@ -1,4 +1,4 @@
-// Pure codec for Azure's HCL report, the NV blob at 0x01400001 (platform-abi.md §5.7):
+// Pure codec for Azure's HCL report, the NV blob at 0x01400001 (docs/spec/azure-hcl.md §2):
 //   0x000 header (HCLA, version, report_size, request_type, status, reserved)
 //   0x020 hardware report: SNP ATTESTATION_REPORT (0x4A0) or TDX TDREPORT (0x400, rest zero)
 //   0x4C0 HclData: data_size, version, report_type, report_data_hash_type, variable_data_size

@@ -1,5 +1,5 @@
 // Client for Azure's instance metadata service (IMDS): the VCEK for SNP CVMs and the TD quote
-// for TDX CVMs (platform-abi.md §5.7). IMDS is plain HTTP on a link-local address, so this is
+// for TDX CVMs (docs/spec/azure-hcl.md §3). IMDS is plain HTTP on a link-local address, so this is
 // node:http with explicit bounds: every request has a timeout capped by the run deadline, and
 // bodies larger than a limit are cut off before they are buffered. Responses are host input.
 import * as http from "node:http";
@@ -46,13 +46,10 @@ export async function fetchVcek(o: MetadataOptions): Promise<VcekResult> {
 export async function fetchTdQuote(o: MetadataOptions, tdReport: Uint8Array): Promise<Uint8Array> {
   const body = await requestJson(o, "POST", "/acc/tdquote", JSON.stringify({ report: b64url(tdReport) }));
   const quote = stringField(body, "quote", "tdquote response");
-  try {
-    const bytes = fromB64url(quote.replace(/=+$/, ""), "quote"); // IMDS may pad; the decoder wants it bare
-    if (bytes.length > 0) return bytes;
-  } catch {
-    // reported below
-  }
-  throw new ParseError("tdquote response", "quote", 0, "not base64url");
+  // IMDS may pad; the decoder wants it bare. stringField refused "", so only padding can be empty.
+  const bytes = fromB64url(quote.replace(/=+$/, ""), "quote", { structure: "tdquote response" });
+  if (bytes.length === 0) throw new ParseError("tdquote response", "quote", 0, "only padding, no quote");
+  return bytes;
 }
 
 function stringField(body: unknown, field: string, what: string): string {

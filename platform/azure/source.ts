@@ -1,6 +1,6 @@
 // Evidence source "azure-vtpm": Azure confidential VMs, where the guest reaches the SNP report or
 // TDREPORT only through the paravisor's vTPM (HCL report at NV 0x01400001) and trustee verifies
-// `az-snp-vtpm` / `az-tdx-vtpm` evidence (kbs-protocol.md §4.5–4.6).
+// `az-snp-vtpm` / `az-tdx-vtpm` evidence (docs/spec/kbs-protocol.md §4.5–4.6).
 import type { EvidenceSource, PlatformEnv, Probe, TeeName } from "../types.ts";
 import { CvmError, errorMessage } from "../util/errors.ts";
 import { withTpm } from "../tpm/client.ts";

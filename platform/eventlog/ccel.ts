@@ -1,5 +1,5 @@
 // CCEL: the ACPI table that locates the Confidential Computing Event Log, and the trimming
-// guest-components applies before sending the log area as `cc_eventlog` (platform-abi.md §4.4).
+// guest-components applies before sending the log area as `cc_eventlog` (docs/spec/tdx-abi.md §4).
 import { ByteReader } from "../util/reader.ts";
 import { ParseError } from "../util/errors.ts";
 import { isTerminator, parseEventLog, type EventLog } from "./parse.ts";

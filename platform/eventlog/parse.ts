@@ -1,4 +1,4 @@
-// TCG PC Client crypto-agile event log parser (PFP spec §10; platform-abi.md §6), also used for
+// TCG PC Client crypto-agile event log parser (PFP spec §10; docs/spec/eventlog.md §2–§4), also used for
 // CCEL, which is the same format with "PCRIndex" meaning the CC measurement-register index.
 // Pure: bytes in, structure out. The log comes from firmware/host memory, so every count and
 // size is bounded and every failure names the field and offset.

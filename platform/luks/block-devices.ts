@@ -3,8 +3,10 @@
 // labels, disk contents), so callers re-verify identity from the LUKS2 header itself.
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { fileText, readFileIfReadable } from "../util/files.ts";
 
 const MAX_DEVICES = 4096;
+/** sysfs attributes are at most one page. */
 const MAX_SMALL_FILE = 4096;
 
 export interface BlockDevice {
@@ -21,22 +23,13 @@ export interface BlockDevice {
   devno?: string;
 }
 
+/**
+ * A sysfs attribute's text, or undefined when absent or unreadable (the caller then falls back).
+ * One larger than a page is not what the kernel wrote: refused, not truncated.
+ */
 export function readSmall(p: string): string | undefined {
-  let fd: number;
-  try {
-    fd = fs.openSync(p, "r");
-  } catch {
-    return undefined;
-  }
-  try {
-    const buf = Buffer.alloc(MAX_SMALL_FILE);
-    const n = fs.readSync(fd, buf, 0, MAX_SMALL_FILE, null);
-    return buf.subarray(0, n).toString("utf8");
-  } catch {
-    return undefined;
-  } finally {
-    fs.closeSync(fd);
-  }
+  const b = readFileIfReadable(p, { what: "sysfs attribute", max: MAX_SMALL_FILE });
+  return b && fileText(b);
 }
 
 function parseUevent(text: string): Map<string, string> {

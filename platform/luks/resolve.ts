@@ -6,6 +6,7 @@ import * as path from "node:path";
 import type { Deadline } from "../util/deadline.ts";
 import { CvmError, errorMessage } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
+import { readFileIfReadable } from "../util/files.ts";
 import { listBlockDevices, readSmall, type BlockDevice } from "./block-devices.ts";
 import { GPT_FLAG_NO_AUTO, GPT_ROOT_X86_64, parseGptEntries, parseGptHeader, type GptPartition } from "./gpt.ts";
 
@@ -18,6 +19,8 @@ export interface VolumeSelector {
 }
 
 /** systemd-boot / systemd-stub: the ESP's partition UUID, naming the disk to search. */
+/** LoaderDevicePartUUID is 4 attribute bytes + a 36-character UTF-16 string; a page is plenty. */
+const MAX_EFI_VARIABLE = 4096;
 const LOADER_PART_UUID_VAR = "sys/firmware/efi/efivars/LoaderDevicePartUUID-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
 const POLL_MS = 250;
 
@@ -80,14 +83,14 @@ function readGpt(disk: BlockDevice, root: string): GptPartition[] {
 }
 
 function loaderPartUuid(root: string): string | undefined {
-  try {
-    const raw = fs.readFileSync(path.join(root, LOADER_PART_UUID_VAR));
-    // efivarfs: 4 attribute bytes, then a UTF-16LE string.
-    const s = raw.subarray(4).toString("utf16le").replace(/\0+$/, "").trim().toLowerCase();
-    return /^[0-9a-f-]{36}$/.test(s) ? s : undefined;
-  } catch {
-    return undefined;
-  }
+  const raw = readFileIfReadable(path.join(root, LOADER_PART_UUID_VAR), {
+    what: "EFI variable LoaderDevicePartUUID",
+    max: MAX_EFI_VARIABLE,
+  });
+  if (raw === undefined) return undefined;
+  // efivarfs: 4 attribute bytes, then a UTF-16LE string.
+  const s = Buffer.from(raw.subarray(4)).toString("utf16le").replace(/\0+$/, "").trim().toLowerCase();
+  return /^[0-9a-f-]{36}$/.test(s) ? s : undefined;
 }
 
 function findGptAutoRoot(root: string): string | undefined {

@@ -1,4 +1,4 @@
-// The insecure `sample` TEE (kbs-protocol.md §4.1): development only. It is never chosen by
+// The insecure `sample` TEE (docs/spec/kbs-protocol.md §4.1): development only. It is never chosen by
 // auto-detection and only usable when the trusted config sets allow_sample.
 import { b64 } from "../util/bytes.ts";
 import type { EvidenceSource } from "../types.ts";

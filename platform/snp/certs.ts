@@ -1,4 +1,4 @@
-// The GHCB certificate table the host hands to an SNP guest (platform-abi.md §1.4): 24-byte entries
+// The GHCB certificate table the host hands to an SNP guest (docs/spec/snp-abi.md §1.4): 24-byte entries
 // {GUID, offset, length} ending with an all-zero entry; offsets are from the start of the buffer.
 // Host-controlled: every offset/length is bounds-checked and a bad entry is named. Pure.
 import { isAllZero } from "../util/bytes.ts";

@@ -1,7 +1,7 @@
 // The ioctl seam. JS cannot call ioctl(2) or take a buffer's address; bun:ffi can. Everything above
 // this interface is plain TypeScript that tests drive with a stand-in kernel, and the bun:ffi
 // implementation (./ffi-bun.ts) is only ever reached through ./native-ioctl.ts's guarded dynamic import, so node
-// and vitest never load bun:ffi (bun-runtime.md §2).
+// and vitest never load bun:ffi (docs/spec/bun-runtime.md §2).
 
 export interface IoctlResult {
   /** ioctl's return value (-1 on failure). */
@@ -25,7 +25,7 @@ export function ioc(dir: number, type: string, nr: number, size: number): bigint
 }
 const IOC_READ_WRITE = 3;
 
-/** struct snp_guest_request_ioctl is 0x20 bytes (platform-abi.md §1.1). */
+/** struct snp_guest_request_ioctl is 0x20 bytes (docs/spec/snp-abi.md §1.1). */
 export const SNP_GUEST_REQUEST_SIZE = 0x20;
 export const SNP_GET_REPORT = ioc(IOC_READ_WRITE, "S", 0, SNP_GUEST_REQUEST_SIZE); // 0xC0205300
 export const SNP_GET_DERIVED_KEY = ioc(IOC_READ_WRITE, "S", 1, SNP_GUEST_REQUEST_SIZE); // 0xC0205301

@@ -1,4 +1,4 @@
-// trustee's JSON form of SNP evidence (kbs-protocol.md §4.2): the virtee `sev` serde struct, named
+// trustee's JSON form of SNP evidence (docs/spec/kbs-protocol.md §4.2): the virtee `sev` serde struct, named
 // fields in struct order, byte arrays as arrays of integers, u64 as JSON numbers. Pure.
 //
 // u64 fields (policy, plat_info, mit vectors) may exceed 2^53 on a hostile or future report; JS
@@ -61,7 +61,7 @@ function reportNode(r: SnpReport): Node {
 }
 
 function evidenceNode(r: SnpReport, certs: CertChainEntry[] | null): Node {
-  // The sev crate yields None for an empty table: send null, never [] (kbs-protocol.md §4.2).
+  // The sev crate yields None for an empty table: send null, never [] (docs/spec/kbs-protocol.md §4.2).
   const chain = certs && certs.length > 0 ? certs.map((c) => ({ cert_type: c.cert_type as Node, data: c.data })) : null;
   return { attestation_report: reportNode(r), cert_chain: chain };
 }

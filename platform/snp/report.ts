@@ -1,5 +1,5 @@
-// SEV-SNP ATTESTATION_REPORT codec (platform-abi.md §2): the 1184-byte firmware structure ↔ a typed
-// value that mirrors trustee's JSON form (virtee `sev` serde struct, kbs-protocol.md §4.2). Pure.
+// SEV-SNP ATTESTATION_REPORT codec (docs/spec/snp-abi.md §2): the 1184-byte firmware structure ↔ a typed
+// value that mirrors trustee's JSON form (virtee `sev` serde struct, docs/spec/kbs-protocol.md §4.2). Pure.
 //
 // Round-trip rule: trustee re-encodes the JSON to bytes and checks the signature over 0..0x2A0, with
 // reserved bytes written as zero. A report whose signed range has non-zero reserved bytes (or TCB
@@ -77,7 +77,7 @@ export function reportLayout(version: number): ReportLayout | undefined {
 export type CpuGeneration = "milan" | "genoa" | "turin";
 export type TcbLayout = "legacy" | "turin";
 
-/** CPU generation from CPUID family/model (go-sev-guest / virtee ranges, kbs-protocol.md §4.2). */
+/** CPU generation from CPUID family/model (go-sev-guest / virtee ranges, docs/spec/snp-abi.md §2.4). */
 export function generationFromCpuid(fam: number, mod: number): CpuGeneration | undefined {
   if (fam === 0x19 && mod <= 0x0f) return "milan";
   if (fam === 0x19 && ((mod >= 0x10 && mod <= 0x1f) || (mod >= 0xa0 && mod <= 0xaf))) return "genoa";

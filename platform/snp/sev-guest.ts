@@ -1,4 +1,4 @@
-// /dev/sev-guest: SNP_GET_EXT_REPORT / SNP_GET_REPORT (platform-abi.md §1). Struct codecs are pure;
+// /dev/sev-guest: SNP_GET_EXT_REPORT / SNP_GET_REPORT (docs/spec/snp-abi.md §1). Struct codecs are pure;
 // `requestReportViaIoctl` drives an injected IoctlDevice.
 //
 // Care with the device: a failed guest request can make the driver wipe the VMPCK, after which

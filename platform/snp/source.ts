@@ -1,4 +1,4 @@
-// The `snp` evidence source (kbs-protocol.md §4.2). report_data = SHA-384 runtime digest ‖ 16 zero
+// The `snp` evidence source (docs/spec/kbs-protocol.md §4.2). report_data = SHA-384 runtime digest ‖ 16 zero
 // bytes, VMPL 0. Preferred path: configfs-tsm (provider sev_guest, privlevel 0; outblob = report,
 // auxblob = certificate table). Fallback when configfs-tsm is unavailable: /dev/sev-guest
 // SNP_GET_EXT_REPORT through bun:ffi (SNP_GET_REPORT if the kernel rejects the extended form).

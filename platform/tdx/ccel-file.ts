@@ -1,9 +1,9 @@
-// Reading the CCEL log area from ACPI sysfs (platform-abi.md §4.4) and turning it into what
+// Reading the CCEL log area from ACPI sysfs (docs/spec/tdx-abi.md §4) and turning it into what
 // guest-components sends as `cc_eventlog`: the log trimmed at its terminator, plus 8×0xFF.
 import * as path from "node:path";
 import { CCEL_END_FLAG, parseCcelLog, type EventLog } from "../eventlog/index.ts";
 import { concat } from "../util/bytes.ts";
-import { readFileCapped } from "../util/files.ts";
+import { readFileIfPresent } from "../util/files.ts";
 
 export const CCEL_DATA_PATH = "sys/firmware/acpi/tables/data/CCEL";
 /** Real log areas are 64 KiB..1 MiB (LAML); anything far bigger is not a CCEL. */
@@ -18,7 +18,7 @@ export interface CcelEvidence {
 
 /** Read and trim this guest's CCEL; undefined when the firmware published none. Malformed → ParseError. */
 export function readCcel(root: string): CcelEvidence | undefined {
-  const area = readFileCapped(path.join(root, CCEL_DATA_PATH), MAX_CCEL_AREA, "the CCEL log area");
+  const area = readFileIfPresent(path.join(root, CCEL_DATA_PATH), { what: "the CCEL log area", max: MAX_CCEL_AREA });
   if (area === undefined || area.length === 0) return undefined;
   const log = parseCcelLog(area);
   return { wire: ccelWire(area.subarray(0, log.length)), log, areaSize: area.length };

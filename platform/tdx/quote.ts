@@ -1,4 +1,4 @@
-// Intel TDX quote v4 / v5 codec (platform-abi.md §4; DCAP sgx_quote_4.h / sgx_quote_5.h).
+// Intel TDX quote v4 / v5 codec (docs/spec/tdx-abi.md §2; DCAP sgx_quote_4.h / sgx_quote_5.h).
 // Pure: bytes <-> structure. All integers little-endian. Quotes come from the host (QGS), so the
 // parser bounds everything by sig_data_len and ignores bytes after the signature data (real
 // blobs carry zero padding or junk there).

@@ -1,4 +1,4 @@
-// Offline checks of a TDX quote's own signatures (platform-abi.md §4.3). They prove the quote is
+// Offline checks of a TDX quote's own signatures (docs/spec/tdx-abi.md §3). They prove the quote is
 // internally consistent, NOT that it comes from genuine Intel hardware: that needs the PCK chain
 // checked against Intel's root and PCS collateral (TCB info, QE identity), which trustee does.
 import { p256 } from "@noble/curves/nist.js";

@@ -1,4 +1,4 @@
-// The `tdx` evidence source (kbs-protocol.md §4.3): a TD quote from configfs-tsm (provider
+// The `tdx` evidence source (docs/spec/kbs-protocol.md §4.3): a TD quote from configfs-tsm (provider
 // tdx_guest) with REPORTDATA = runtime digest ‖ zeros, and the firmware's CCEL event log.
 // Evidence: {"cc_eventlog": base64 | null, "quote": base64}, both base64 STANDARD.
 import * as path from "node:path";
@@ -6,7 +6,7 @@ import { probeTsmProvider, requestTsmReport, INBLOB_SIZE } from "../tsm/index.ts
 import type { EvidenceSource, PlatformEnv, Probe } from "../types.ts";
 import { b64, bytesEqual, fitTo, hex } from "../util/bytes.ts";
 import { CvmError } from "../util/errors.ts";
-import { pathExists, readFileCapped } from "../util/files.ts";
+import { pathExists, readFileIfPresent } from "../util/files.ts";
 import { parseTdxQuote, type TdxQuote } from "./quote.ts";
 import { ccelRtmrMismatches } from "./rtmr.ts";
 import { verifyQuoteSignature } from "./signature.ts";
@@ -20,7 +20,8 @@ const DRIVER_HINT =
 function cpuSaysTdxGuest(root: string): boolean {
   try {
     const text = new TextDecoder().decode(
-      readFileCapped(path.join(root, "proc/cpuinfo"), 4 * 1024 * 1024, "/proc/cpuinfo") ?? new Uint8Array(),
+      readFileIfPresent(path.join(root, "proc/cpuinfo"), { what: "/proc/cpuinfo", max: 4 * 1024 * 1024 }) ??
+        new Uint8Array(),
     );
     return /^flags\s*:.*\btdx_guest\b/m.test(text);
   } catch {

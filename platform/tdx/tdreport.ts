@@ -1,4 +1,4 @@
-// TDREPORT_STRUCT (1024 bytes; platform-abi.md §3.3): what TDG.MR.REPORT returns and what Azure's
+// TDREPORT_STRUCT (1024 bytes; docs/spec/tdx-abi.md §1): what TDG.MR.REPORT returns and what Azure's
 // HCL report embeds for TDX. MAC'ed by the CPU, not signed: only meaningful locally or to a QE.
 import { ByteReader } from "../util/reader.ts";
 

@@ -119,7 +119,7 @@ export const TPMA_OBJECT = {
   sign: 1 << 18,
 } as const;
 
-/** TPMA_NV bits (platform-abi.md §5.3). */
+/** TPMA_NV bits (docs/spec/tpm.md §3). */
 export const TPMA_NV = {
   PPWRITE: 1 << 0,
   OWNERWRITE: 1 << 1,

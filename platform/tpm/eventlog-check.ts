@@ -4,7 +4,7 @@
 import * as path from "node:path";
 import { hex } from "../util/bytes.ts";
 import { errorMessage } from "../util/errors.ts";
-import { readFileCapped } from "../util/files.ts";
+import { readFileIfPresent } from "../util/files.ts";
 import { compareRegisters, parseEventLog, replay, type RegisterValues } from "../eventlog/index.ts";
 import { algName } from "./constants.ts";
 import type { Tpm } from "./client.ts";
@@ -30,7 +30,7 @@ export interface EventLogComparison {
 /** The securityfs event log under `root`, or undefined when there is none. */
 export function readEventLog(root = "/"): { path: string; bytes: Uint8Array } | undefined {
   const p = path.join(root, EVENT_LOG_PATH);
-  const bytes = readFileCapped(p, MAX_LOG_BYTES, "the TCG event log");
+  const bytes = readFileIfPresent(p, { what: "the TCG event log", max: MAX_LOG_BYTES });
   return bytes && { path: p, bytes };
 }
 

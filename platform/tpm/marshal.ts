@@ -1,4 +1,4 @@
-// TPM 2.0 command framing (platform-abi.md §5.2): building a command and checking a response
+// TPM 2.0 command framing (docs/spec/tpm.md §2): building a command and checking a response
 // envelope. Pure: bytes in, bytes/structures out. Response bytes are host-controlled, so every
 // length is checked and every failure is a ParseError naming field and offset, or a TpmError.
 import { ByteReader, ByteWriter } from "../util/reader.ts";

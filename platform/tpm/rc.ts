@@ -1,4 +1,4 @@
-// TPM response codes → readable errors (TPM 2.0 Part 2 §6.6; platform-abi.md §5.4).
+// TPM response codes → readable errors (TPM 2.0 Part 2 §6.6; docs/spec/tpm.md §4).
 // The upper 16 bits carry the TSS/kernel layer (the kernel resource manager adds 0x000B0000 to the
 // responses it synthesises); they are masked for decoding and kept for the message.
 import { CvmError } from "../util/errors.ts";

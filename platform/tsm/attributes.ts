@@ -1,4 +1,4 @@
-// Pure helpers for configfs-tsm report attributes (platform-abi.md §3): names, limits and the
+// Pure helpers for configfs-tsm report attributes (docs/spec/configfs-tsm.md §1): names, limits and the
 // parsing of the small text attributes. No I/O here, so every rule is unit-testable.
 import { randomBytes } from "node:crypto";
 import { hex } from "../util/bytes.ts";

@@ -1,9 +1,9 @@
 // Device-style I/O on configfs-tsm attribute files. configfs binary attributes generate the whole
 // blob on the first read() and commit writes on close(), so: one open, one write, close; or one
-// open, read until EOF (bounded), close. Never Bun.write/writeFileSync (bun-runtime.md).
+// open, read until EOF (bounded), close. Never Bun.write/writeFileSync (docs/spec/bun-runtime.md §3).
 import * as fs from "node:fs";
 import { CvmError } from "../util/errors.ts";
-import { pathExists, readToEnd } from "../util/files.ts";
+import { readFileBounded, readFileIfPresent } from "../util/files.ts";
 import { explainTsmErrno } from "./attributes.ts";
 
 function errnoCode(e: unknown): string | undefined {
@@ -16,27 +16,14 @@ export function tsmIoError(e: unknown, doing: string): CvmError {
   return new CvmError(kind, explainTsmErrno(code, doing), { cause: e });
 }
 
-/** Read an attribute to EOF with a hard size cap (platform/util/files.ts). */
+/** Read an attribute to EOF with a hard size cap; errno failures explained for configfs-tsm. */
 export function readAttribute(p: string, max: number, what: string): Uint8Array {
-  let fd: number;
-  try {
-    fd = fs.openSync(p, "r");
-  } catch (e) {
-    throw tsmIoError(e, `opening ${what}`);
-  }
-  try {
-    return readToEnd(fd, max, what);
-  } catch (e) {
-    throw e instanceof CvmError ? e : tsmIoError(e, `reading ${what}`);
-  } finally {
-    fs.closeSync(fd);
-  }
+  return readFileBounded(p, { what, max, explain: tsmIoError });
 }
 
 /** Like readAttribute, but a missing file (attribute not offered by this provider) gives undefined. */
 export function readOptionalAttribute(p: string, max: number, what: string): Uint8Array | undefined {
-  if (!pathExists(p)) return undefined;
-  return readAttribute(p, max, what);
+  return readFileIfPresent(p, { what, max, explain: tsmIoError });
 }
 
 /** One open, one write, one close (the kernel commits the value on close). */

@@ -2,11 +2,13 @@
 // without that unit may not have it. We mount it ourselves only when running as root against the
 // real "/" root; a stand-in root (tests) is never mounted on.
 import { spawn } from "node:child_process";
-import * as fs from "node:fs";
 import * as path from "node:path";
 import type { PlatformEnv } from "../types.ts";
 import { CvmError } from "../util/errors.ts";
-import { pathExists } from "../util/files.ts";
+import { fileText, pathExists, readFileIfReadable } from "../util/files.ts";
+
+/** A mount table this size is not an initramfs; refusing beats holding it. */
+const MAX_MOUNT_TABLE = 4 * 1024 * 1024;
 
 const MOUNT_TIMEOUT_MS = 5000;
 
@@ -61,13 +63,8 @@ export async function ensureConfigfs(env: PlatformEnv): Promise<boolean> {
   if (isStandInRoot(env)) return false;
   const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
   if (!isRoot || !pathExists("/sys/kernel/config")) return false;
-  let mounts = "";
-  try {
-    mounts = fs.readFileSync("/proc/mounts", "utf8");
-  } catch {
-    return false;
-  }
-  if (configfsMounted(mounts)) return false;
+  const mounts = readFileIfReadable("/proc/mounts", { what: "/proc/mounts", max: MAX_MOUNT_TABLE });
+  if (mounts === undefined || configfsMounted(fileText(mounts))) return false;
   env.log.info("mounting configfs on /sys/kernel/config for configfs-tsm");
   await runMount(env);
   return pathExists(env.paths.tsmReport);

@@ -1,4 +1,4 @@
-// One configfs-tsm report request (platform-abi.md §3.2, the go-configfs-tsm client protocol):
+// One configfs-tsm report request (docs/spec/configfs-tsm.md §2, the go-configfs-tsm client protocol):
 //   mkdir a private entry → read provider + generation → write inblob (+privlevel) → read auxblob
 //   and outblob, re-checking generation after each read → re-read provider → rmdir the entry.
 // Requests are serialised in-process; a generation mismatch (another writer) is retried a bounded

@@ -1,11 +1,23 @@
-// Byte helpers shared by codecs and the agent. Pure, no I/O.
+// Byte helpers shared by codecs and the agent. Pure, no I/O. Text decoders throw ParseError naming
+// the field and the offset of the first bad character, so callers need no try/catch to say where.
+import { ParseError, type ParseSite } from "./errors.ts";
+
+const TEXT: ParseSite = { structure: "input" };
+
+/** ParseError at the first character outside `alphabet` (or at the end when the length is wrong). */
+function badText(s: string, alphabet: RegExp, field: string, site: ParseSite, problem: string): never {
+  let at = 0;
+  while (at < s.length && alphabet.test(s[at]!)) at++;
+  throw new ParseError(site, field, at, problem);
+}
 
 export function hex(b: Uint8Array): string {
   return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex");
 }
 
-export function fromHex(s: string, what = "hex string"): Uint8Array {
-  if (s.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(s)) throw new TypeError(`${what}: not an even-length hex string`);
+export function fromHex(s: string, field = "hex string", site = TEXT): Uint8Array {
+  if (s.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(s))
+    badText(s, /[0-9a-fA-F]/, field, site, "not an even-length hex string");
   return new Uint8Array(Buffer.from(s, "hex"));
 }
 
@@ -28,14 +40,14 @@ const STD_B64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?
 const URL_B64_NOPAD = /^[A-Za-z0-9_-]*$/;
 
 /** Strict standard base64 (padded), as Rust's base64 STANDARD engine accepts. */
-export function fromB64(s: string, what = "base64"): Uint8Array {
-  if (!STD_B64.test(s)) throw new TypeError(`${what}: not canonical padded base64`);
+export function fromB64(s: string, field = "base64", site = TEXT): Uint8Array {
+  if (!STD_B64.test(s)) badText(s, /[A-Za-z0-9+/]/, field, site, "not canonical padded base64");
   return new Uint8Array(Buffer.from(s, "base64"));
 }
 
 /** Strict base64url without padding (JOSE). */
-export function fromB64url(s: string, what = "base64url"): Uint8Array {
-  if (!URL_B64_NOPAD.test(s) || s.length % 4 === 1) throw new TypeError(`${what}: not unpadded base64url`);
+export function fromB64url(s: string, field = "base64url", site = TEXT): Uint8Array {
+  if (!URL_B64_NOPAD.test(s) || s.length % 4 === 1) badText(s, /[A-Za-z0-9_-]/, field, site, "not unpadded base64url");
   return new Uint8Array(Buffer.from(s, "base64url"));
 }
 

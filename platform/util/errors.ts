@@ -52,15 +52,30 @@ export class CvmError extends Error {
   }
 }
 
+/**
+ * Where parsed input comes from. The kind is "evidence" (host input) unless the structure is, say,
+ * a KBS response (`decrypt`); the hint tells the operator what to check.
+ */
+export interface ParseSite {
+  structure: string;
+  kind?: ErrorKind;
+  hint?: string;
+}
+
 /** Malformed bytes from a host-controlled source: names the structure, field and offset. */
 export class ParseError extends CvmError {
   readonly structure: string;
   readonly field: string;
   readonly offset: number;
-  constructor(structure: string, field: string, offset: number, problem: string) {
-    super("evidence", `${structure}: field '${field}' at offset ${offset} (0x${offset.toString(16)}): ${problem}`);
+  constructor(structure: string | ParseSite, field: string, offset: number, problem: string) {
+    const site = typeof structure === "string" ? { structure } : structure;
+    super(
+      site.kind ?? "evidence",
+      `${site.structure}: field '${field}' at offset ${offset} (0x${offset.toString(16)}): ${problem}`,
+      site.hint !== undefined ? { hint: site.hint } : {},
+    );
     this.name = "ParseError";
-    this.structure = structure;
+    this.structure = site.structure;
     this.field = field;
     this.offset = offset;
   }

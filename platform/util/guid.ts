@@ -2,6 +2,7 @@
 // - "uefi": UEFI/Microsoft mixed-endian, the first three groups little-endian (GPT, EFI variables);
 // - "rfc4122": bytes in string order (the SEV-SNP GHCB certificate table, as virtee/trustee read it).
 import { hex } from "./bytes.ts";
+import { ParseError } from "./errors.ts";
 
 export type GuidByteOrder = "uefi" | "rfc4122";
 
@@ -15,13 +16,14 @@ function reorder(b: Uint8Array, order: GuidByteOrder): Uint8Array {
 
 /** Lowercase dashed form of a 16-byte GUID. */
 export function guidFromBytes(b: Uint8Array, order: GuidByteOrder): string {
-  if (b.length !== 16) throw new TypeError(`a GUID is 16 bytes, got ${b.length}`);
+  if (b.length !== 16) throw new ParseError("GUID", "guid", 0, `a GUID is 16 bytes, got ${b.length}`);
   const h = hex(reorder(b, order));
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
 }
 
-/** 16 bytes of a dashed GUID string; TypeError when it is not one. */
+/** 16 bytes of a dashed GUID string; ParseError when it is not one. */
 export function guidToBytes(s: string, order: GuidByteOrder): Uint8Array {
-  if (!GUID_TEXT.test(s)) throw new TypeError(`not a GUID: ${s}`);
+  if (!GUID_TEXT.test(s))
+    throw new ParseError("GUID", "guid", 0, `not a dashed GUID: ${JSON.stringify(s.slice(0, 64))}`);
   return reorder(new Uint8Array(Buffer.from(s.replace(/-/g, ""), "hex")), order);
 }

@@ -1,4 +1,4 @@
-// Builds HCL reports in Azure's real layout (platform-abi.md §5.7) for the paravisor stand-in:
+// Builds HCL reports in Azure's real layout (docs/spec/azure-hcl.md §2) for the paravisor stand-in:
 // header, a hardware report whose REPORT_DATA[0:32] = SHA-256(runtime claims) (SNP report signed
 // by the test VCEK, or a TDREPORT), HclData, and the runtime claims JSON carrying the vTPM AK
 // as HCLAkPub and the guest's user-data — zero-padded to the NV index size.

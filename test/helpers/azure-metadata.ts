@@ -1,5 +1,5 @@
 // A fake Azure instance metadata service on loopback: THIM VCEK and /acc/tdquote, as the
-// real IMDS answers them (platform-abi.md §5.7), plus injectable misbehaviour for hostile-input
+// real IMDS answers them (docs/spec/azure-hcl.md §3), plus injectable misbehaviour for hostile-input
 // tests. Like IMDS it refuses requests without the `Metadata: true` header.
 import * as http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -11,7 +11,9 @@ export type MetadataFault =
   | "oversized" // 200 with a multi-MiB body
   | "slow" // accept the request, never answer
   | "status-500" // always 500
-  | "flaky-500"; // one 500, then normal
+  | "flaky-500" // one 500, then normal
+  | "quote-not-base64" // /acc/tdquote answers a quote string with a character outside base64url
+  | "quote-only-padding"; // /acc/tdquote answers "==" (padding, no bytes)
 
 export interface FakeMetadataOptions {
   /** PEM of the VCEK (THIM vcekCert). */
@@ -70,6 +72,8 @@ export async function startFakeMetadata(o: FakeMetadataOptions): Promise<FakeMet
         );
       }
       if (req.method === "POST" && path === "/acc/tdquote") {
+        if (fault === "quote-not-base64") return send(200, JSON.stringify({ quote: "AAAA*AAA" }));
+        if (fault === "quote-only-padding") return send(200, JSON.stringify({ quote: "==" }));
         if (!o.tdQuote) return send(404, "{}");
         let report: Uint8Array;
         try {

@@ -1,4 +1,4 @@
-// A stand-in kernel for configfs-tsm (platform-abi.md §3): a temp tree shaped like
+// A stand-in kernel for configfs-tsm (docs/spec/configfs-tsm.md §1): a temp tree shaped like
 // <root>/sys/kernel/config/tsm/report/ plus a watcher that plays the kernel for entries the agent
 // creates with mkdir:
 //   - populates a new entry with `provider`, `generation` ("0\n") and the provider's other

@@ -1,6 +1,6 @@
 // A real TPM for tests: Debian's swtpm (libtpms) in socket mode on free loopback ports, with EK
 // and platform certificates made by swtpm_setup + swtpm_localca in a private temp dir
-// (platform-abi.md §7). Only one client may use the data port at a time: close your Tpm before
+// (docs/spec/tpm.md §7). Only one client may use the data port at a time: close your Tpm before
 // another process (e.g. dist/cvm-unlock) connects.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";

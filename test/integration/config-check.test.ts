@@ -59,7 +59,7 @@ describe("config --check / --files (binary)", () => {
       [{}, /no volume to unlock/],
       [{ ...GOOD, platform: { tee: "sample" } }, /tee 'sample' is insecure/],
       [{ ...GOOD, kbs: { ...GOOD.kbs, endpoints: ["http://kbs.example"] } }, /plain http:\/\//],
-      [{ ...GOOD, kbs: { ...GOOD.kbs, ca_file: "/etc/passwd" } }, /\/etc\/passwd holds no PEM certificate/],
+      [{ ...GOOD, kbs: { ...GOOD.kbs, ca_file: "/etc/passwd" } }, /\/etc\/passwd\) holds no PEM certificate/],
     ] as const) {
       const cfg = write("bad.json", raw);
       expect((await runCli(["config", "--explain", "--config", cfg])).code).toBe(0);

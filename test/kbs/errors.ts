@@ -1,4 +1,4 @@
-// trustee's error responses (kbs-protocol.md §1.5): body {"type": PREFIX/<Variant>, "detail": <Display>},
+// trustee's error responses (docs/spec/kbs-protocol.md §1.5): body {"type": PREFIX/<Variant>, "detail": <Display>},
 // 404 only for InvalidRequestPath / PluginNotFound, 401 for everything else. The wire detail is
 // trustee's Display text; `reason` says what really went wrong and is only kept server-side
 // (stats.errors), exactly as trustee only logs it.

@@ -1,4 +1,4 @@
-// init-data as trustee's AS handles it (kbs-protocol.md §2.3): format must be "toml", the TOML's
+// init-data as trustee's AS handles it (docs/spec/kbs-protocol.md §2.3): format must be "toml", the TOML's
 // top-level `algorithm` must be sha256|sha384|sha512|sm3, digest = algorithm(body bytes as sent).
 // Only the two top-level keys trustee needs are read; sm3 is not implemented here (rejected clearly).
 import { sha256, sha384, sha512 } from "@noble/hashes/sha2.js";

@@ -1,4 +1,4 @@
-// The resource response exactly as trustee builds it (kbs-protocol.md §3.2): flattened JWE, member
+// The resource response exactly as trustee builds it (docs/spec/kbs-protocol.md §3.2): flattened JWE, member
 // order protected/encrypted_key/iv/ciphertext/tag, no `aad` member, A256GCM with AAD = the ASCII
 // `protected` string, key management chosen by the tee-pubkey:
 //   EC P-256/P-521 + ECDH-ES+A256KW (Concat KDF, SHA-256, empty apu/apv), RSA-OAEP-256, RSA1_5.

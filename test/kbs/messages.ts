@@ -1,4 +1,4 @@
-// The RCAR JSON messages, parsed the way trustee's serde types accept them (kbs-protocol.md §1.2,
+// The RCAR JSON messages, parsed the way trustee's serde types accept them (docs/spec/kbs-protocol.md §1.2,
 // §1.3, §3.1): required members must be present with the right JSON type, unknown members are
 // ignored, and the tee-pubkey is re-serialized from its typed members only.
 

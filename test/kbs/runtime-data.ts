@@ -1,4 +1,4 @@
-// The runtime data trustee binds into the primary evidence (kbs-protocol.md §2.1):
+// The runtime data trustee binds into the primary evidence (docs/spec/kbs-protocol.md §2.1):
 // JCS({"tee-pubkey", "nonce", "additional-evidence"}) hashed with SHA-384 (SHA-512 for `se`).
 import { sha384, sha512 } from "@noble/hashes/sha2.js";
 import { utf8 } from "../../platform/util/bytes.ts";

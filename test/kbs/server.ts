@@ -1,4 +1,4 @@
-// A trustee-faithful KBS test double (protocol 0.4.0, kbs-protocol.md §1–§5) on node:http(s), so it runs
+// A trustee-faithful KBS test double (protocol 0.4.0, docs/spec/kbs-protocol.md §1–§5) on node:http(s), so it runs
 // under node/vitest and under bun. It checks what trustee checks and nothing is accepted for
 // convenience: sessions, nonce, runtime-data binding, verifier, token signature and expiry, resource
 // policy, JWE to the attested key. Faults are injectable for client tests (./faults.ts).

@@ -1,4 +1,4 @@
-// RCAR sessions (kbs-protocol.md §1.2, §1.6): id = 32 lowercase hex, absolute expiry `timeoutMs` after
+// RCAR sessions (docs/spec/kbs-protocol.md §1.2, §1.6): id = 32 lowercase hex, absolute expiry `timeoutMs` after
 // /auth, never extended; Attested sessions keep the token. Expired sessions are dropped on read.
 import * as crypto from "node:crypto";
 

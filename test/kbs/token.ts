@@ -1,4 +1,4 @@
-// The attestation token: an ES256 JWT shaped like trustee's EAR token (kbs-protocol.md §5.1), signed
+// The attestation token: an ES256 JWT shaped like trustee's EAR token (docs/spec/kbs-protocol.md §5.1), signed
 // with a key generated at start-up. Verification is stricter than trustee with insecure_header_jwk:
 // the header jwk must be this KBS's own key (like trustee with a trusted JWK set), so a token signed
 // by anyone else is rejected. `exp` is checked with jsonwebtoken's default 60 s leeway.

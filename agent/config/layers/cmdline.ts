@@ -2,14 +2,16 @@
 // unless it is measured (UKI), so it is read only when the trusted config sets
 // unlock.trust_cmdline, parsed strictly (unknown rd.cvm_unlock.* keys and duplicates are errors),
 // and its layer may only set the keys listed in CMDLINE_KEYS.
-import * as fs from "node:fs";
 import * as path from "node:path";
 import { CvmError } from "../../../platform/util/errors.ts";
+import { fileText, readFileIfReadable } from "../../../platform/util/files.ts";
 import type { ConfigLayer, JsonObject } from "../load.ts";
 import type { Config } from "../schema.ts";
 import { guardLayer } from "./layer-guard.ts";
 
 const MAX_CMDLINE = 4096;
+/** What we read of /proc/cmdline: bootconfig can add up to 32 KiB, and a long untrusted one is no error. */
+const MAX_CMDLINE_FILE = 64 * 1024;
 const PREFIX = "rd.cvm_unlock.";
 
 /** rd.cvm_unlock.<key> -> what it sets. Volume keys apply to the first (or only) volume. */
@@ -122,12 +124,9 @@ export function cmdlineLayerData(params: Map<CmdlineKey, string>, base: Config):
 /** The cmdline layer, or null when the cmdline is not trusted or carries nothing for us. */
 export function cmdlineLayer(root: string, base: Config, log: { warning(m: string): void }): ConfigLayer | null {
   const file = path.join(root, "proc/cmdline");
-  let text: string;
-  try {
-    text = fs.readFileSync(file, "utf8");
-  } catch {
-    return null;
-  }
+  const bytes = readFileIfReadable(file, { what: "kernel command line", max: MAX_CMDLINE_FILE, kind: "config" });
+  if (bytes === undefined) return null;
+  const text = fileText(bytes);
   if (!base.unlock.trust_cmdline) {
     if (text.includes(PREFIX))
       log.warning(

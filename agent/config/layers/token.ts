@@ -7,9 +7,9 @@
 // resource it names must be allowed by the trusted config (unlock.luks_token.*). It can never
 // switch TLS off, enable sample, or touch anything else.
 import { sha256 } from "@noble/hashes/sha2.js";
-import * as fs from "node:fs";
 import { hex } from "../../../platform/util/bytes.ts";
-import { CvmError, errorMessage } from "../../../platform/util/errors.ts";
+import { CvmError } from "../../../platform/util/errors.ts";
+import { readCaFile } from "../ca-file.ts";
 import { RESOURCE_PATH, SHA256_HEX, URL_PATTERN } from "../patterns.ts";
 import type { Config } from "../schema.ts";
 import type { ConfigLayer, JsonObject } from "../load.ts";
@@ -104,13 +104,9 @@ export function tokenLayer(device: string, found: { id: string; token: CvmToken 
   const allow = base.unlock.luks_token;
   const kbs: JsonObject = { endpoints: found.token.endpoints };
   if (found.token.caSha256 !== undefined) {
-    const match = allow.allowed_ca_files.find((f) => {
-      try {
-        return caFingerprint(fs.readFileSync(f, "utf8")) === found.token.caSha256;
-      } catch (e) {
-        throw new CvmError("config", `unlock.luks_token.allowed_ca_files: cannot read ${f}: ${errorMessage(e)}`);
-      }
-    });
+    const match = allow.allowed_ca_files.find(
+      (f) => caFingerprint(readCaFile(f, "unlock.luks_token.allowed_ca_files entry")) === found.token.caSha256,
+    );
     if (!match)
       throw new CvmError(
         "config",

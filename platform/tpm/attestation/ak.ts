@@ -1,4 +1,4 @@
-// The attestation key for generic `tpm` evidence (trustee kbs-protocol.md §4.4): RSA-2048,
+// The attestation key for generic `tpm` evidence (trustee; docs/spec/kbs-protocol.md §4.4): RSA-2048,
 // RSASSA-SHA256. Preferred: a persistent key at PlatformEnv.tpm.akHandle (trustee's attester uses
 // 0x81010002). Otherwise a primary key derived from the fixed template below under the
 // endorsement hierarchy: deterministic (same seed + same template ⇒ same key every boot), so the
@@ -20,7 +20,7 @@ export const AK_ATTRIBUTES =
 /**
  * RSA-2048 restricted signing key, RSASSA-SHA256, nameAlg SHA-256, empty authPolicy, exponent
  * 65537, empty unique — 24 bytes `0001 000b 00050072 0000 0010 0014 000b 0800 00000000 0000`
- * (the same as go-tpm-tools' AKTemplateRSA; platform-abi.md §5.5). Changing it changes the AK.
+ * (the same as go-tpm-tools' AKTemplateRSA; docs/spec/tpm.md §5). Changing it changes the AK.
  */
 export const AK_RSA_TEMPLATE: Uint8Array = encodePublic({
   type: TPM_ALG.RSA,

@@ -1,4 +1,4 @@
-// trustee `tpm` evidence (kbs-protocol.md §4.4): quote over SHA-256 PCR0-23 with qualifyingData =
+// trustee `tpm` evidence (docs/spec/kbs-protocol.md §4.4): quote over SHA-256 PCR0-23 with qualifyingData =
 // first 32 bytes of the runtime digest, PCRs read AFTER the quote, then
 //   {"ak_public": b64(DER SPKI), "tpm_quote": {"signature": b64(TPMT_SIGNATURE),
 //    "message": b64(TPMS_ATTEST), "pcrs": [24 × lowercase hex]}}

@@ -1,5 +1,5 @@
 // /dev/tpmrm0 (or /dev/tpm0): one write(2) per command, then read(2) the response
-// (platform-abi.md §5.1, bun-runtime.md §3). Opened "r+" (O_RDWR, never O_NONBLOCK, never
+// (docs/spec/tpm.md §1, docs/spec/bun-runtime.md §3). Opened "r+" (O_RDWR, never O_NONBLOCK, never
 // Bun.write/writeFile). Without O_NONBLOCK the kernel runs the command inside write(2), which the
 // driver bounds only by its own TPM timeouts (minutes). So the write and read are the asynchronous
 // fs.write/fs.read (still one syscall each, on libuv's thread pool) raced against the per-command

@@ -1,5 +1,5 @@
 // swtpm's data port (TCP) or a unix stream socket speaking the same raw framing: write a TPM
-// command, read a response whose length comes from its own header (platform-abi.md §7.2).
+// command, read a response whose length comes from its own header (docs/spec/tpm.md §7).
 // Every connect and read is bounded by a timeout; oversized or garbled frames are rejected
 // before their body is buffered.
 import * as net from "node:net";

@@ -1,4 +1,4 @@
-// Shared checks of trustee's az-snp-vtpm / az-tdx-vtpm verifiers (kbs-protocol.md §4.5–4.6,
+// Shared checks of trustee's az-snp-vtpm / az-tdx-vtpm verifiers (docs/spec/kbs-protocol.md §4.5–4.6,
 // trustee deps/verifier/src/az_{snp,tdx}_vtpm): the vTPM quote is signed by the HCL report's
 // HCLAkPub, its extraData is exactly the 48-byte runtime digest, the PCRs hash to its pcrDigest,
 // (v2) the HCL user-data starts with hex(digest), and PCR8 carries init-data when given.

@@ -1,4 +1,4 @@
-// trustee's insecure `sample` verifier (kbs-protocol.md §4.1): report_data is base64 STANDARD of the
+// trustee's insecure `sample` verifier (docs/spec/kbs-protocol.md §4.1): report_data is base64 STANDARD of the
 // raw digest and must equal it with exactly the same length; `svn` is a required string.
 // The `sampledevice` additional device is verified the same way (./sampledevice.ts).
 import { b64, bytesEqual, fromB64 } from "../../../platform/util/bytes.ts";

@@ -1,4 +1,4 @@
-// trustee-style `snp` verifier for the test KBS (kbs-protocol.md §4.2). Checks what trustee's
+// trustee-style `snp` verifier for the test KBS (docs/spec/kbs-protocol.md §4.2). Checks what trustee's
 // deps/verifier/src/snp does, offline:
 //   - evidence shape {"attestation_report": sev serde struct, "cert_chain": null | [...]}, strictly;
 //   - report version 3..=5 (REPORT_VERSION_MIN = 3), VMPL 0, sig_algo 1 (ECDSA P-384/SHA-384);

@@ -1,4 +1,4 @@
-// trustee-style `tdx` verifier for the test KBS (kbs-protocol.md §4.3). Checks what trustee checks
+// trustee-style `tdx` verifier for the test KBS (docs/spec/kbs-protocol.md §4.3). Checks what trustee checks
 // that can be checked offline:
 //   - evidence shape {"cc_eventlog": base64|null, "quote": base64} (base64 STANDARD, strict);
 //   - quote v4/v5, TEE type TDX, ECDSA-P256 attestation key; v3/SGX quotes are refused;

@@ -1,4 +1,4 @@
-// trustee's `tpm` verifier (kbs-protocol.md §4.4; T:deps/verifier/src/tpm/mod.rs @78962cd):
+// trustee's `tpm` verifier (docs/spec/kbs-protocol.md §4.4; T:deps/verifier/src/tpm/mod.rs @78962cd):
 //  - evidence {ak_public: b64 DER SPKI (RSA), tpm_quote: {signature: b64 TPMT_SIGNATURE, message: b64 TPMS_ATTEST, pcrs: [hex]}}
 //  - optional trusted-AK list (trustee compares SHA-256 of the DER SPKI)
 //  - TPMT_SIGNATURE must be RSASSA; RSA PKCS#1 v1.5 SHA-256 over `message` with ak_public

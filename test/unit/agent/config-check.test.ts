@@ -53,12 +53,12 @@ describe("config --check refuses what unlock refuses", () => {
     [
       "a missing init_data_file",
       { ...GOOD, kbs: { ...GOOD.kbs, init_data_file: path.join(tmp, "nope.toml") } },
-      /kbs\.init_data_file\) is missing/,
+      /cannot read kbs\.init_data_file/,
     ],
     [
       "an allowed_ca_files entry that is not a CA bundle",
       { ...GOOD, unlock: { ...GOOD.unlock, luks_token: { trust: true, allowed_ca_files: [initData] } } },
-      /init-data\.toml holds no PEM certificate/,
+      /init-data\.toml\) holds no PEM certificate/,
     ],
     [
       "an http:// allowed_endpoints entry",

@@ -13,6 +13,13 @@ import { flagLayer, readCa } from "../../../agent/cli/common.ts";
 import { parseArgs } from "../../../agent/cli/args.ts";
 import { configOptions } from "../../../agent/cli/common.ts";
 import { createLogger } from "../../../platform/util/log.ts";
+import { MAX_CA_BYTES, readCaFile } from "../../../agent/config/ca-file.ts";
+import { kbsOptions } from "../../../agent/attest.ts";
+import type { RunContext } from "../../../agent/cli/common.ts";
+import { Timeline } from "../../../agent/timeline.ts";
+import { CvmError } from "../../../platform/util/errors.ts";
+import { thrownBy } from "../../helpers/thrown.ts";
+import { FileTooLargeError } from "../../../platform/util/files.ts";
 
 describe("config schema", () => {
   it("defaults are closed: no sample, no plain http, auto tee", () => {
@@ -157,11 +164,13 @@ describe("KBS CA handling fails closed", () => {
     expect(() => readCa(cfg({ ca_pem: "" }))).toThrow(/kbs\.ca_pem holds no PEM certificate/);
     const empty = path.join(tmp, "empty-ca.pem");
     fs.writeFileSync(empty, "");
-    expect(() => readCa(cfg({ ca_file: empty }))).toThrow(/CA file .*empty-ca\.pem holds no PEM certificate/);
+    expect(() => readCa(cfg({ ca_file: empty }))).toThrow(/CA file \(.*empty-ca\.pem\) holds no PEM certificate/);
     expect(() => readCa(cfg({ ca_file: tmp }))).toThrow(/not a regular file/);
     const big = path.join(tmp, "big-ca.pem");
     fs.writeFileSync(big, PEM + "x".repeat(256 * 1024));
-    expect(() => readCa(cfg({ ca_file: big }))).toThrow(/at most 262144 bytes/);
+    expect(() => readCa(cfg({ ca_file: big }))).toThrow(
+      /CA file is larger than the limit of 262144 bytes; refusing .*big-ca\.pem/,
+    );
     expect(() => readCa(cfg({ ca_file: path.join(tmp, "missing-ca.pem") }))).toThrow(/cannot read CA file/);
     const good = path.join(tmp, "ca.pem");
     fs.writeFileSync(good, REAL_CA);
@@ -175,16 +184,55 @@ describe("KBS CA handling fails closed", () => {
     expect(() => readCa(cfg({ ca_pem: PEM }))).toThrow(/kbs\.ca_pem: certificate 1 of 1 does not parse/);
     const mixed = path.join(tmp, "mixed-ca.pem");
     fs.writeFileSync(mixed, REAL_CA + PEM);
-    expect(() => readCa(cfg({ ca_file: mixed }))).toThrow(/mixed-ca\.pem: certificate 3 of 3 does not parse/);
+    expect(() => readCa(cfg({ ca_file: mixed }))).toThrow(/mixed-ca\.pem\): certificate 3 of 3 does not parse/);
     const passwd = path.join(tmp, "passwd");
     fs.writeFileSync(passwd, "root:x:0:0:root:/root:/bin/bash\n");
-    expect(() => readCa(cfg({ ca_file: passwd }))).toThrow(/passwd holds no PEM certificate/);
+    expect(() => readCa(cfg({ ca_file: passwd }))).toThrow(/passwd\) holds no PEM certificate/);
   });
 
-  it("a config file larger than 1 MiB is refused before it is read", () => {
+  it("a config file larger than 1 MiB is refused (reading stops one byte past the limit)", () => {
     const big = path.join(tmp, "big.json");
     fs.writeFileSync(big, `{"resource":"${"a".repeat(1024 * 1024)}"}`);
-    expect(() => readConfigFile(big, true)).toThrow(/larger than 1048576 bytes/);
+    expect(() => readConfigFile(big, true)).toThrow(/config file is larger than the limit of 1048576 bytes/);
+  });
+});
+
+describe("files named by configuration or flags are bounded regular files", () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "cvmfiles-"));
+  const PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+  it("readCaFile: the caller's error kind (bind --ca is a usage error) and a named path", () => {
+    const good = path.join(tmp, "ca.pem");
+    const real = fs.readFileSync(path.join(import.meta.dirname, "../../fixtures/snp/milan-ask-ark.pem"), "utf8");
+    fs.writeFileSync(good, real);
+    expect(readCaFile(good, "--ca", "usage")).toBe(real);
+    fs.writeFileSync(good, PEM);
+    expect(thrownBy(() => readCaFile(good, "--ca", "usage"), CvmError).kind).toBe("usage");
+    const big = path.join(tmp, "big.pem");
+    fs.writeFileSync(big, PEM + " ".repeat(MAX_CA_BYTES));
+    const tooBig = thrownBy(() => readCaFile(big, "--ca", "usage"), FileTooLargeError);
+    expect(tooBig.kind).toBe("usage");
+    expect(tooBig.path).toBe(big);
+    expect(() => readCaFile(path.join(tmp, "nope.pem"), "--ca", "usage")).toThrow(/cannot read --ca \(.*nope\.pem\)/);
+  });
+
+  it("kbs.init_data_file: missing, not a regular file or over 64 KiB is a config error naming the key", () => {
+    const ctx = (init_data_file: string) =>
+      ({ config: configSchema.parse({ kbs: { endpoints: ["https://kbs"], init_data_file } }, "") }) as RunContext;
+    const kindOf = (f: string) => {
+      const e = thrownBy(() => kbsOptions(ctx(f), new Timeline()), CvmError);
+      return [e.kind, e.message];
+    };
+    const toml = path.join(tmp, "init.toml");
+    fs.writeFileSync(toml, 'algorithm = "sha384"\n');
+    expect(kbsOptions(ctx(toml), new Timeline()).initDataToml).toBe('algorithm = "sha384"\n');
+    fs.writeFileSync(path.join(tmp, "big.toml"), "#".repeat(64 * 1024 + 1));
+    expect(kindOf(path.join(tmp, "big.toml"))).toEqual([
+      "config",
+      `kbs.init_data_file is larger than the limit of 65536 bytes; refusing ${path.join(tmp, "big.toml")}`,
+    ]);
+    expect(kindOf(tmp)).toEqual(["config", `kbs.init_data_file (${tmp}) is not a regular file`]);
+    expect(kindOf(path.join(tmp, "missing.toml"))[1]).toMatch(/cannot read kbs.init_data_file .*ENOENT/);
   });
 });
 

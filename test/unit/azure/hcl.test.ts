@@ -12,7 +12,7 @@ import { buildHclReport } from "../../helpers/azure-hcl.ts";
 import { parseTdReport } from "../../../platform/tdx/tdreport.ts";
 import { fixture } from "./fixtures.ts";
 
-// Expected values: /work/shared/vectors/platform/VECTORS.md "Azure HCL reports" (VERIFIED there).
+// Expected values: the upstream vectors named in test/fixtures/azure/PROVENANCE.md.
 const REPORTS = [
   {
     file: "kinvolk/hcl-report-snp.bin",

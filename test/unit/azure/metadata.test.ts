@@ -74,6 +74,17 @@ describe("Azure metadata client", () => {
     expect((err as Error).message).toMatch(msg);
   });
 
+  it.each([
+    ["quote-not-base64", /tdquote response: field 'quote' at offset 4 \(0x4\): not unpadded base64url/],
+    ["quote-only-padding", /tdquote response: field 'quote' .*only padding/],
+  ] as const)("rejects a %s TD quote with a ParseError naming the field", async (fault, msg) => {
+    md.setFault(fault);
+    const err = await fetchTdQuote(opts(), new Uint8Array(1024)).catch((e) => e);
+    expect(err).toBeInstanceOf(ParseError);
+    expect((err as ParseError).field).toBe("quote");
+    expect((err as Error).message).toMatch(msg);
+  });
+
   it("bounds a service that never answers by the per-request timeout", async () => {
     md.setFault("slow");
     const t0 = Date.now();

@@ -18,7 +18,7 @@ import { runtimeVectors as rv } from "./helpers/vectors.ts";
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 const runtime: RuntimeData = { nonce: rv.inputs.challenge_nonce, "tee-pubkey": rv.inputs.tee_pubkey };
 
-describe("runtime data (kbs-protocol.md §2)", () => {
+describe("runtime data (docs/spec/kbs-protocol.md §2)", () => {
   it("upstream vector: trustee parse_runtimedata_json_binding", () => {
     const u = rv.upstream_check_vector;
     expect(canonicalize(u.input)).toBe(u.canonical);

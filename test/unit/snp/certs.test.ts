@@ -2,20 +2,13 @@ import { describe, expect, it } from "vitest";
 import { CERT_GUIDS, encodeCertTable, parseCertTable } from "../../../platform/snp/certs.ts";
 import { guidFromBytes, guidToBytes } from "../../../platform/util/guid.ts";
 import { ParseError } from "../../../platform/util/errors.ts";
+import { thrownBy } from "../../helpers/thrown.ts";
 
 const a = new Uint8Array(100).fill(0xaa);
 const b = new Uint8Array(50).fill(0xbb);
 const OTHER = "ecae0c0f-9502-43b1-afa2-0ae2e0d565b6";
 
-function errorOf(f: () => unknown): ParseError {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof ParseError) return e;
-    throw e;
-  }
-  throw new Error("expected a ParseError");
-}
+const errorOf = (f: () => unknown) => thrownBy(f, ParseError);
 
 describe("SNP certificate table", () => {
   it("parses GUIDs in RFC-4122 byte order to VCEK/VLEK/ASK/ARK/CRL/OTHER", () => {
@@ -92,7 +85,9 @@ describe("platform/util/guid", () => {
       "e3bc684fcde8b14d96e7fbcaf984b709",
     );
     for (const order of ["rfc4122", "uefi"] as const) expect(guidFromBytes(guidToBytes(g, order), order)).toBe(g);
-    expect(() => guidToBytes("not-a-guid", "rfc4122")).toThrow(TypeError);
-    expect(() => guidFromBytes(new Uint8Array(15), "uefi")).toThrow(TypeError);
+    expect(() => guidToBytes("not-a-guid", "rfc4122")).toThrow(ParseError);
+    expect(() => guidToBytes("not-a-guid", "rfc4122")).toThrow(/GUID: field 'guid' .*not a dashed GUID: "not-a-guid"/);
+    expect(() => guidFromBytes(new Uint8Array(15), "uefi")).toThrow(ParseError);
+    expect(() => guidFromBytes(new Uint8Array(15), "uefi")).toThrow(/a GUID is 16 bytes, got 15/);
   });
 });

@@ -2,35 +2,27 @@
 // bounded reader in platform/util/files.ts: absent → undefined, oversized → refused by name,
 // unreadable → a platform error, never an unbounded allocation.
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { CCEL_DATA_PATH, MAX_CCEL_AREA, readCcel } from "../../../platform/tdx/ccel-file.ts";
 import { EVENT_LOG_PATH, readEventLog } from "../../../platform/tpm/eventlog-check.ts";
 import { CvmError, ParseError } from "../../../platform/util/errors.ts";
-import { readFileCapped } from "../../../platform/util/files.ts";
+import { readFileIfPresent } from "../../../platform/util/files.ts";
 import { makeCcel, installCcel } from "../../helpers/tdx-fixtures.ts";
+import { scratchDirs } from "../../helpers/scratch.ts";
 
-const roots: string[] = [];
-afterEach(() => {
-  for (const r of roots.splice(0)) fs.rmSync(r, { recursive: true, force: true });
-});
-function tmpRoot(): string {
-  const r = fs.mkdtempSync(path.join(os.tmpdir(), "cvm-host-files-"));
-  roots.push(r);
-  return r;
-}
+const tmpRoot = scratchDirs("cvm-host-files-");
 
 describe("bounded host-file reads", () => {
-  it("readFileCapped: absent → undefined, exactly the cap is fine, one byte more is refused naming the file", () => {
+  it("readFileIfPresent: absent → undefined, exactly the cap is fine, one byte more is refused naming the file", () => {
     const root = tmpRoot();
     const p = path.join(root, "blob");
-    expect(readFileCapped(p, 16, "the blob")).toBeUndefined();
+    expect(readFileIfPresent(p, { what: "the blob", max: 16 })).toBeUndefined();
     fs.writeFileSync(p, new Uint8Array(100_000).fill(7));
-    expect(readFileCapped(p, 100_000, "the blob")!.length).toBe(100_000);
+    expect(readFileIfPresent(p, { what: "the blob", max: 100_000 })!.length).toBe(100_000);
     const err = (() => {
       try {
-        readFileCapped(p, 99_999, "the blob");
+        readFileIfPresent(p, { what: "the blob", max: 99_999 });
       } catch (e) {
         return e;
       }
@@ -40,9 +32,9 @@ describe("bounded host-file reads", () => {
     expect((err as Error).message).toMatch(/the blob is larger than the limit of 99999 bytes/);
   });
 
-  it("readFileCapped: a directory where a file should be is a platform error, not a crash", () => {
+  it("readFileIfPresent: a directory where a file should be is a platform error, not a crash", () => {
     const root = tmpRoot();
-    expect(() => readFileCapped(root, 16, "the blob")).toThrow(CvmError);
+    expect(() => readFileIfPresent(root, { what: "the blob", max: 16 })).toThrow(CvmError);
   });
 
   it("readCcel: none published → undefined; a real-shaped area is trimmed at its terminator", () => {
