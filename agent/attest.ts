@@ -1,37 +1,63 @@
 // The one path from configuration to a released secret, shared by `fetch` and `unlock`:
 // select the evidence source, then run the KBS exchange with it.
 import { CvmError } from "../platform/util/errors.ts";
+import { readFileBounded } from "../platform/util/files.ts";
+import type { Config } from "./config/schema.ts";
 import type { Attester, FetchedSecret, KbsClientOptions } from "./kbs/types.ts";
 import { readCa, type RunContext } from "./cli/common.ts";
+import { refuseShellCmdline } from "./cmdline-guard.ts";
 import { selectSource } from "./select.ts";
 import { bindInitDataToPcr8, bindsThroughPcr8, checkLaunchBinding } from "./init-data/binding.ts";
-import { describeInitData } from "./init-data/document.ts";
+import { describeInitData, MAX_INIT_DATA_BYTES, parseInitData } from "./init-data/document.ts";
 import { evidenceSources } from "../platform/registry.ts";
 import type { Timeline } from "./timeline.ts";
 import type { TeeName } from "../platform/types.ts";
 
-export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOptions {
-  const k = ctx.config.kbs;
-  if (k.endpoints.length === 0)
+/** The KBS inputs the configuration names: endpoints, CA bundle, init-data file. */
+export function kbsInputs(config: Config): { caPem?: string } {
+  if (config.kbs.endpoints.length === 0)
     throw new CvmError("config", "no KBS endpoint configured", {
       hint: "set kbs.endpoints in the config file, or pass --kbs URL",
     });
-  const caPem = readCa(ctx.config);
+  return kbsFiles(config);
+}
+
+/** The CA bundle and the init-data file the configuration names, read and checked (also by `config --check`). */
+export function kbsFiles(config: Config): { caPem?: string } {
+  const caPem = readCa(config);
+  const file = config.kbs.init_data_file;
+  if (file !== undefined)
+    parseInitData(
+      readFileBounded(file, {
+        what: "kbs.init_data_file",
+        max: MAX_INIT_DATA_BYTES,
+        kind: "config",
+        regularFile: true,
+      }),
+      `file:${file}`,
+    );
+  return caPem !== undefined ? { caPem } : {};
+}
+
+export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOptions {
+  const k = ctx.config.kbs;
+  const { caPem } = kbsInputs(ctx.config);
   if (caPem === undefined && k.endpoints.some((e) => e.startsWith("https:")))
     // Like insecure_http, a widening the trusted config chose by omission: say so on every run.
     ctx.log.warning(
       "kbs.ca_file is not set: the KBS certificate is checked against the system roots (public web PKI), so any public CA can vouch for the KBS host; set kbs.ca_file to the CA that signs the KBS certificate",
     );
+  // This run's init-data, read once (agent/init-data/load.ts): the same bytes were bound.
   const initDataToml = ctx.initData?.body;
   return {
     endpoints: k.endpoints,
     ...(caPem !== undefined ? { caPem } : {}),
+    ...(initDataToml !== undefined ? { initDataToml } : {}),
     insecureHttp: k.insecure_http,
     requestTimeoutMs: k.request_timeout_s * 1000,
     ...(k.attempts_per_endpoint !== undefined ? { attemptsPerEndpoint: k.attempts_per_endpoint } : {}),
     resourceAttempts: k.resource_attempts,
     teeKey: k.tee_key,
-    ...(initDataToml !== undefined ? { initDataToml } : {}),
     deadline: ctx.deadline,
     log: ctx.log,
     timeline,
@@ -91,6 +117,8 @@ export async function chooseAttester(
 }
 
 export async function attestAndFetch(ctx: RunContext, resource: string, timeline: Timeline): Promise<FetchedSecret> {
+  // From a shell the host opened with the command line, a key must not be had (exit 16)
+  refuseShellCmdline(ctx.env.paths.root);
   const opts = kbsOptions(ctx, timeline); // config errors before touching the platform
   const attester = await chooseAttester(ctx, timeline);
   try {

@@ -2,7 +2,7 @@
 import { CvmError, errorMessage } from "../platform/util/errors.ts";
 import { runExitCleanups } from "../platform/util/exit-cleanup.ts";
 import { createLogger, defaultLogFormat, type LogFormat } from "../platform/util/log.ts";
-import { formatOptions, parseArgs, type OptionSpec } from "./cli/args.ts";
+import { formatOptions, parseArgs, type OptionSpec, type ParsedArgs } from "./cli/args.ts";
 import type { Command } from "./cli/command.ts";
 import { commands, type CommandEntry } from "./commands/index.ts";
 
@@ -65,8 +65,9 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const cmd = await entry.load();
+  let args: ParsedArgs | undefined;
   try {
-    const args = parseArgs(rest, [...cmd.options, ...globalOptions]);
+    args = parseArgs(rest, [...cmd.options, ...globalOptions]);
     const fmt = args.options.get("log-format");
     if (fmt !== undefined && !["kmsg", "text", "json"].includes(fmt as string))
       throw new CvmError("usage", `--log-format must be kmsg, text or json`);
@@ -80,14 +81,26 @@ async function main(argv: string[]): Promise<number> {
     }
     return await cmd.run(args, { log, stdout: process.stdout });
   } catch (e) {
+    const code = e instanceof CvmError ? e.exitCode : 1;
     if (e instanceof CvmError) {
       log.error(e.message, e.hint ? { hint: e.hint } : undefined);
       if (e.kind === "usage") process.stderr.write(`Try 'cvm-unlock ${cmd.name} --help'.\n`);
-      return e.exitCode;
+    } else {
+      log.error(`internal error: ${errorMessage(e)}`);
+      if (e instanceof Error && e.stack) log.debug(e.stack);
     }
-    log.error(`internal error: ${errorMessage(e)}`);
-    if (e instanceof Error && e.stack) log.debug(e.stack);
-    return 1;
+    // Before the unit fails and its OnFailure= policy runs (no args: the unit's command line is
+    // broken, and the backstop unit marks the failure).
+    if (args && cmd.marksFailure?.(args)) {
+      const { recordFailure } = await import("./measure/failure.ts");
+      await recordFailure(args, log, {
+        command: cmd.name,
+        exitCode: code,
+        kind: e instanceof CvmError ? e.kind : "internal",
+        reason: errorMessage(e),
+      });
+    }
+    return code;
   }
 }
 

@@ -71,16 +71,21 @@ function isLegacyAlias(actual: TeeName, wanted: string): boolean {
   return (actual === "azsnpvtpm" && wanted === "az-snp-vtpm") || (actual === "aztdxvtpm" && wanted === "az-tdx-vtpm");
 }
 
+/** Forcing the insecure sample TEE needs allow_sample (also checked by `config --check`). */
+export function checkTeeAllowed(cfg: PlatformConfig): void {
+  if (cfg.tee === "sample" && !cfg.allow_sample)
+    throw new CvmError("config", "tee 'sample' is insecure and not allowed", {
+      hint: "set platform.allow_sample in the trusted config, or pass --allow-sample when testing",
+    });
+}
+
 /** The source to attest with, or a platform/config error that says what to do. */
 export async function selectSource(
   env: PlatformEnv,
   cfg: PlatformConfig,
   sources: readonly EvidenceSource[],
 ): Promise<{ source: EvidenceSource; tee: TeeName; candidates: Candidate[] }> {
-  if (cfg.tee === "sample" && !cfg.allow_sample)
-    throw new CvmError("config", "tee 'sample' is insecure and not allowed", {
-      hint: "set platform.allow_sample in the trusted config, or pass --allow-sample when testing",
-    });
+  checkTeeAllowed(cfg);
   const candidates = await probeAll(env, cfg, sources);
   const pick = candidates.find((c) => c.chosen);
   if (pick && pick.probe.status === "present") return { source: pick.source, tee: pick.probe.tee, candidates };

@@ -15,4 +15,9 @@ export interface Command {
   description?: string;
   options: OptionSpec[];
   run(args: ParsedArgs, io: CommandIO): Promise<number>;
+  /**
+   * Commands of the initrd boot whose failure triggers the failure policy: main.ts extends the
+   * failure marker and writes the failure report when this returns true (agent/measure/failure.ts).
+   */
+  marksFailure?(args: ParsedArgs): boolean;
 }

@@ -21,7 +21,7 @@ import {
   type LoadedConfig,
 } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
-import { PEM_CERT, readCaFile } from "../config/ca-file.ts";
+import { checkCaBundle, readCaFile } from "../config/ca-file.ts";
 import { optBool, optList, optNumber, optString, type OptionSpec, type ParsedArgs } from "./args.ts";
 
 export const configOptions: OptionSpec[] = [
@@ -164,18 +164,9 @@ export async function runContext(args: ParsedArgs, log: Logger, opts: { initData
   return { loaded, config: loaded.config, deadline, env, log, initData };
 }
 
-/**
- * The CA bundle from config, or undefined for the system roots. A bundle without a certificate is
- * refused: node treats an empty `ca` as "not given" and would silently fall back to the system roots.
- */
+/** The CA bundle from config, or undefined for the system roots. */
 export function readCa(config: Config): string | undefined {
-  if (config.kbs.ca_pem !== undefined) {
-    if (!config.kbs.ca_pem.includes(PEM_CERT))
-      throw new CvmError("config", "kbs.ca_pem holds no PEM certificate", {
-        hint: "paste the CA certificate(s) that sign the KBS certificate, or use kbs.ca_file",
-      });
-    return config.kbs.ca_pem;
-  }
+  if (config.kbs.ca_pem !== undefined) return checkCaBundle(config.kbs.ca_pem, "kbs.ca_pem");
   if (config.kbs.ca_file === undefined) return undefined;
   return readCaFile(
     config.kbs.ca_file,

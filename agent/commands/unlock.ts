@@ -37,6 +37,8 @@ export const unlockCommand: Command = {
     { name: "measure", kind: "bool", help: "with --test-only: still extend the PCR/RTMR and write the event record" },
     ...timingOptions,
   ],
+  // --test-only is a check, not the boot: no failure marker unless --measure asks for the boot's measurements
+  marksFailure: (args) => !optBool(args, "test-only") || optBool(args, "measure"),
   async run(args, io) {
     if (args.positionals.length) throw new CvmError("usage", "unlock takes no positional arguments (use --device)");
     const timeline = new Timeline();

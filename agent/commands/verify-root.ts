@@ -11,6 +11,7 @@ export const verifyRootCommand: Command = {
   usage: "verify-root [options] [MOUNTPOINT]",
   description: "MOUNTPOINT defaults to /sysroot. Exit 0 when it is on our dm-crypt mapping, 15 (volume) otherwise.",
   options: [...configOptions],
+  marksFailure: () => true,
   async run(args, io) {
     if (args.positionals.length > 1) throw new CvmError("usage", "verify-root takes at most one MOUNTPOINT");
     const mountPoint = args.positionals[0] ?? "/sysroot";

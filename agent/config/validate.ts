@@ -62,8 +62,9 @@ export function num(opts: { min?: number; max?: number; integer?: boolean } = {}
   };
 }
 
-export function arr<T>(item: Schema<T>, opts: { min?: number; max?: number } = {}): Schema<T[]> {
+export function arr<T>(item: Schema<T>, opts: { min?: number; max?: number } = {}): Schema<T[]> & { item: Schema<T> } {
   return {
+    item,
     describe: `array of ${item.describe}`,
     parse(v, path) {
       if (!Array.isArray(v)) fail(path, `expected array, got ${typeName(v)}`);

@@ -1,6 +1,7 @@
 // What cvm-unlock measures, as pure functions (docs/UNLOCK.md "Measurements"):
 //   volume opened   event text  "cryptsetup:<dm name>:<LUKS UUID>"   (systemd's tpm2-measure-pcr string)
 //   leaving initrd  event text  "cvm-unlock:leave-initrd"
+//   failed          event text  "cvm-unlock:failed:<exit code>" (or ":unknown" when the code is lost)
 // For each PCR bank the extended digest is H_bank(UTF-8 event text); for a TDX RTMR it is
 // SHA-384(event text), 48 bytes. systemd HMACs its string with the volume key; we never hold the
 // volume key (cryptsetup derives it), so our volume event is a plain hash of the identity.
@@ -13,6 +14,19 @@ import { CvmError } from "../../platform/util/errors.ts";
 
 export const LEAVE_INITRD_EVENT = "cvm-unlock:leave-initrd";
 export const RECORD_VERSION = 1;
+const FAILED_PREFIX = "cvm-unlock:failed:";
+
+/**
+ * The failure marker: extended before the failure policy (poweroff/emergency) runs, so that nothing
+ * later in this boot can attest as a fresh initramfs. `undefined` when the exit code is not known
+ * (the backstop unit found no report from the agent).
+ */
+export function failureEvent(exitCode: number | undefined): string {
+  if (exitCode === undefined) return `${FAILED_PREFIX}unknown`;
+  if (!Number.isInteger(exitCode) || exitCode < 1 || exitCode > 255)
+    throw new CvmError("internal", `failure marker: exit code ${exitCode} is not 1..255`);
+  return `${FAILED_PREFIX}${exitCode}`;
+}
 
 export function volumeEvent(dmName: string, luksUuid: string): string {
   // systemd escapes ':' in the name; our dm names cannot contain one (config pattern), so no escaping.
@@ -27,7 +41,7 @@ export function rtmrDigest(event: string): Uint8Array {
 /** One entry of the event record. Byte strings stay bytes (CBOR major type 2). */
 export interface MeasurementRecord {
   v: number;
-  /** "volume" | "leave-initrd" */
+  /** "volume" | "leave-initrd" | "failure" */
   kind: string;
   event: string;
   /** Wall-clock seconds (informational only; not part of any digest). */
@@ -35,7 +49,7 @@ export interface MeasurementRecord {
   pcr?: { index: number; digests: Record<string, Uint8Array> };
   rtmr?: { index: number; digest: Uint8Array };
   /** volume: how it was opened (opened, already-open, key-verified, opened-by-passphrase);
-   * leave-initrd: "opened:<dm names>" or "none-opened" (docs/UNLOCK.md §6). */
+   * leave-initrd: "opened:<dm names>" or "none-opened" (docs/UNLOCK.md §6); failure: the error kind. */
   outcome?: string;
 }
 

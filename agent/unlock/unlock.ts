@@ -129,6 +129,16 @@ function verifiedOpen(
   };
 }
 
+/** The KBS resource holding this volume's key (also checked by `config --check`). */
+export function volumeResource(vol: VolumeConfig, config: Config): string {
+  const resource = vol.resource ?? config.resource;
+  if (resource === undefined)
+    throw new CvmError("config", `volume ${vol.name}: no KBS resource`, {
+      hint: "set resource (or unlock.volumes[].resource) in the config, or pass --resource",
+    });
+  return resource;
+}
+
 function checkIdentity(vol: VolumeConfig, h: Luks2Header, device: string): void {
   if (vol.uuid !== undefined && vol.uuid.toLowerCase() !== h.uuid)
     throw new CvmError(
@@ -176,11 +186,7 @@ async function openWithKey(
   timeline: Timeline,
 ): Promise<VolumeOutcome> {
   const h = checked.volume.header;
-  const resource = vol.resource ?? ctx.config.resource;
-  if (resource === undefined)
-    throw new CvmError("config", `volume ${vol.name}: no KBS resource`, {
-      hint: "set resource (or unlock.volumes[].resource) in the config, or pass --resource",
-    });
+  const resource = volumeResource(vol, ctx.config);
   const open = verifiedOpen(ctx, vol, device, checked, req.testOnly);
   const { secret, endpoint } = await attestAndFetch(ctx, resource, timeline);
   let key: Buffer | undefined;

@@ -9,7 +9,11 @@
 #                                                                     [/etc/cvm-unlock/config.json]
 #   cvm_unlock_ca_file     where to read the CA bundle that the config's kbs.ca_file names, when
 #                          it is staged elsewhere on the build host   [the kbs.ca_file path]
-#   cvm_unlock_on_failure  emergency | poweroff: what a failed unlock does  [emergency]
+#   cvm_unlock_files_root  where the other files the config names (kbs.init_data_file,
+#                          unlock.luks_token.allowed_ca_files) are staged: each is read from
+#                          this directory + its path in the config   [/]
+#   cvm_unlock_on_failure  poweroff | emergency: what a failed unlock does; emergency only for
+#                          lab images (the console belongs to the host)  [poweroff]
 #   cvm_unlock_root        mapper device written as root= into etc/cmdline.d, so the kernel
 #                          cmdline can stay static; empty = leave root= to the cmdline or to
 #                          gpt-auto                                   [/dev/mapper/root]
@@ -52,20 +56,62 @@ installkernel() {
         hv_vmbus hv_netvsc hv_storvsc nvme gve
 }
 
-# The CA bundle named by "ca_file" in the agent config (first match; the config is JSON that
-# the image owner wrote, so a plain key/value scan is enough here; the agent validates it).
-cvm_unlock_ca_file() {
-    sed -n 's/.*"ca_file"[[:space:]]*:[[:space:]]*"\([^"]*\)".*/\1/p' "$1" | head -n 1
+# ---- failure path (docs/UNLOCK.md "Failure path", docs/PACKAGING.md "Failure policy") ----
+
+# The failure policy: poweroff unless the image owner chose emergency (lab images only).
+cvm_unlock_failure_policy() {
+    local policy=${cvm_unlock_on_failure:-poweroff}
+    case $policy in
+        poweroff | emergency) echo "$policy" ;;
+        *) cvm_unlock_fatal "cvm_unlock_on_failure must be poweroff or emergency, not '$policy'" ;;
+    esac
 }
+
+# The backstop unit the failure targets pull in: failure marker + one console line.
+cvm_unlock_install_failure_unit() {
+    local policy
+    policy=$(cvm_unlock_failure_policy) || exit 1
+    mkdir -p "$initdir$systemdsystemunitdir"
+    sed -e "s|@ACTION@|$policy|" "$moddir/cvm-unlock-failure.service.in" \
+        > "$initdir$systemdsystemunitdir/cvm-unlock-failure.service"
+    chmod 0644 "$initdir$systemdsystemunitdir/cvm-unlock-failure.service"
+}
+
+# ---- files the configuration names, and the build-time config check ----
+
+# Install every file the agent config names (`cvm-unlock config --files`: kbs.ca_file,
+# kbs.init_data_file, unlock.luks_token.allowed_ca_files) at the path the config gives; a
+# missing one fails the build, which would otherwise only fail at boot.
+cvm_unlock_install_config_files() {
+    local bin=$1 conf=$2 list key dest src
+    list=$("$bin" config --files --config "$conf" 2>&1) || cvm_unlock_fatal "$bin rejects $conf: $list"
+    while IFS=$'\t' read -r key dest; do
+        [[ -n $key ]] || continue
+        if [[ $key == kbs.ca_file && -n ${cvm_unlock_ca_file:-} ]]; then
+            src=$cvm_unlock_ca_file
+        else
+            src=${cvm_unlock_files_root:-}$dest
+        fi
+        [[ -f $src ]] || cvm_unlock_fatal "$src ($key in $conf) does not exist"
+        inst_simple "$src" "$dest" || cvm_unlock_fatal "cannot install $src as $dest"
+    done <<< "$list"
+}
+
+# What `unlock` will require of the config (volumes, resource, endpoints, tee, CA bundles),
+# checked against the files as installed in the initramfs.
+cvm_unlock_check_config() {
+    local bin=$1 conf=$2 out
+    out=$("$bin" config --check --config "$conf" --files-root "$initdir" 2>&1) ||
+        cvm_unlock_fatal "$bin config --check rejects $conf: $out"
+    dinfo "cvm-unlock: $out"
+}
+
+# ---- units and cmdline ----
 
 # The units with the failure policy and timeout filled in.
 cvm_unlock_install_units() {
     local on_failure
-    case ${cvm_unlock_on_failure:-emergency} in
-        emergency) on_failure=emergency.target ;;
-        poweroff) on_failure=poweroff.target ;;
-        *) cvm_unlock_fatal "cvm_unlock_on_failure must be emergency or poweroff, not '$cvm_unlock_on_failure'" ;;
-    esac
+    on_failure=$(cvm_unlock_failure_policy).target || exit 1
     local timeout=${cvm_unlock_timeout_s:-360}
     [[ $timeout =~ ^[0-9]+$ ]] || cvm_unlock_fatal "cvm_unlock_timeout_s must be whole seconds, not '$timeout'"
     mkdir -p "$initdir$systemdsystemunitdir"
@@ -79,12 +125,12 @@ cvm_unlock_install_units() {
 
 # Static kernel command line fragment: mode A needs rd.luks=0 (nothing else may open or ask
 # for the volume), the root is the device the agent opens, and a failure policy of poweroff
-# also covers dracut's own emergency path.
+# also covers dracut's own emergency path (rd.shell=0: no shell; rd.emergency=poweroff).
 cvm_unlock_cmdline_conf() {
     local line="rd.luks=0"
     local root=${cvm_unlock_root-/dev/mapper/root}
     [[ -n $root ]] && line+=" root=$root"
-    [[ ${cvm_unlock_on_failure:-emergency} == poweroff ]] && line+=" rd.shell=0 rd.emergency=poweroff"
+    [[ $(cvm_unlock_failure_policy) == poweroff ]] && line+=" rd.shell=0 rd.emergency=poweroff"
     mkdir -p "$initdir/etc/cmdline.d"
     echo "$line" > "$initdir/etc/cmdline.d/90cvm-unlock.conf"
 }
@@ -99,19 +145,13 @@ install() {
     [[ ${do_strip:-yes} == yes ]] &&
         cvm_unlock_fatal "dracut would strip $bin and destroy it; set do_strip=\"no\" (90-cvm-unlock.conf) or pass --nostrip"
     [[ -f $conf ]] || cvm_unlock_fatal "no agent configuration at $conf"
-    # a config the agent rejects would only show up at boot
-    local out
-    out=$("$bin" config --explain --config "$conf" 2>&1 >/dev/null) || cvm_unlock_fatal "$bin rejects $conf: $out"
+    cvm_unlock_failure_policy > /dev/null || exit 1
 
     inst_binary "$bin" /usr/bin/cvm-unlock || cvm_unlock_fatal "cannot install $bin"
     inst_simple "$conf" "$CVM_UNLOCK_CONF_DIR/config.json" || cvm_unlock_fatal "cannot install $conf"
-    local ca src
-    ca=$(cvm_unlock_ca_file "$conf")
-    if [[ -n $ca ]]; then
-        src=${cvm_unlock_ca_file:-$ca}
-        [[ -f $src ]] || cvm_unlock_fatal "CA bundle $src (kbs.ca_file in $conf) does not exist"
-        inst_simple "$src" "$ca" || cvm_unlock_fatal "cannot install $src"
-    fi
+    cvm_unlock_install_config_files "$bin" "$conf"
+    # a config the agent rejects would only show up at boot (exit 3 = the failure policy)
+    cvm_unlock_check_config "$bin" "$conf"
 
     # systemd's crypt module installs systemd-cryptsetup, not the CLI the agent runs
     inst_multiple cryptsetup grep rm
@@ -121,9 +161,10 @@ install() {
     inst_simple "$moddir/90-cvm-unlock-dhcp.network" "$systemdnetwork/90-cvm-unlock-dhcp.network"
     inst_simple "$moddir/cvm-unlock-leave-initrd.service" "$systemdsystemunitdir/cvm-unlock-leave-initrd.service"
     cvm_unlock_install_units
+    cvm_unlock_install_failure_unit
     inst_simple "$moddir/systemd-cryptsetup-after-cvm-unlock.conf" \
         "$systemdsystemunitdir/systemd-cryptsetup@.service.d/90-after-cvm-unlock.conf"
     cvm_unlock_cmdline_conf
     $SYSTEMCTL -q --root "$initdir" enable cvm-unlock.service cvm-unlock-verify-root.service \
-        cvm-unlock-leave-initrd.service
+        cvm-unlock-leave-initrd.service cvm-unlock-failure.service
 }

@@ -32,8 +32,19 @@ export function describeSelector(v: VolumeSelector): string {
   return "no selector";
 }
 
+export function hasSelector(v: VolumeSelector): boolean {
+  return !!(v.device || v.uuid || v.partlabel || v.gpt_auto_root);
+}
+
+/** A volume without a selector can never be found (also checked by `config --check`). */
+export function requireSelector(v: VolumeSelector): void {
+  if (!hasSelector(v))
+    throw new CvmError("config", `volume ${v.name}: set one of device, uuid, partlabel or gpt_auto_root`);
+}
+
 /** One attempt; undefined = not there (yet). Throws on ambiguity or a configuration error. */
 export function findDevice(v: VolumeSelector, root: string): string | undefined {
+  requireSelector(v);
   if (v.device) return fs.existsSync(v.device) ? v.device : undefined;
   if (v.uuid) {
     const link = path.join(root, "dev/disk/by-uuid", v.uuid.toLowerCase());
@@ -48,8 +59,7 @@ export function findDevice(v: VolumeSelector, root: string): string | undefined 
       );
     return hits[0]?.devPath;
   }
-  if (v.gpt_auto_root) return findGptAutoRoot(root);
-  throw new CvmError("config", `volume ${v.name}: set one of device, uuid, partlabel or gpt_auto_root`);
+  return findGptAutoRoot(root);
 }
 
 function readGpt(disk: BlockDevice, root: string): GptPartition[] {

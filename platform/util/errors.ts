@@ -16,6 +16,7 @@ export type ErrorKind =
   | "unlock" // cryptsetup failed for a reason other than the key
   | "wrong-key" // cryptsetup says the key does not open the volume
   | "volume" // volume identity mismatch, missing device, refused root
+  | "unsafe-cmdline" // the kernel command line opens a shell to the host (rd.break, init=, ...)
   | "internal";
 
 export const EXIT_CODES: Record<ErrorKind, number> = {
@@ -34,6 +35,7 @@ export const EXIT_CODES: Record<ErrorKind, number> = {
   unlock: 13,
   "wrong-key": 14,
   volume: 15,
+  "unsafe-cmdline": 16,
 };
 
 export class CvmError extends Error {

@@ -4,7 +4,8 @@
 // into it. Built once by test/e2e/setup.sh (cached); four boots share the images.
 //   (a) KBS releases the key -> switch-root into the decrypted root; PCR 15 = expected value
 //   (c) KBS refuses connections at first, then comes up -> boot succeeds within the deadline
-//   (b) KBS policy denies -> the guest powers off without reaching the root (fail closed)
+//   (b) KBS policy denies -> with the module's default failure policy the guest measures the
+//       failure marker, says why in one console line and powers off: no root, no shell
 //   floor: same image with the key baked in (no attestation): the boot-time reference
 //   (d) no console log contains the key in any encoding, nor private key material
 // Boot timings are written to .cache/e2e/boot-timings.json (docs/PERFORMANCE.md "## Boot").
@@ -151,7 +152,7 @@ describe("VM boot with the cvm-unlock dracut module", () => {
     expect(kbs.stats.events.every((e) => e.at >= reopenedAt)).toBe(true);
   });
 
-  test("(b) the KBS policy refuses: the guest never reaches the root and powers off", async () => {
+  test("(b) the KBS policy refuses: default policy measures the failure, says why and powers off, no shell", async () => {
     kbs.resetStats();
     kbs.setPolicy("deny");
     try {
@@ -163,6 +164,18 @@ describe("VM boot with the cvm-unlock dracut module", () => {
       expect(text).toMatch(/Failed to start cvm-unlock\.servic/); // the status line is ellipsized
       expect(text).toMatch(/cvm-unlock\[\d+\]: .*(refused|denied|401)/i);
       expect(text).toMatch(/Power(ing)? (off|down)|reboot: Power down/);
+      // setup.sh leaves cvm_unlock_on_failure unset: this is the module's default. One line from
+      // cvm-unlock-failure.service says why, after the agent extended cvm-unlock:failed:8.
+      const why = text.match(/cvm-unlock: unlock failed with exit \d+ [^\n]*/g) ?? [];
+      expect(why, `console: ${RUNS}/b-deny/console.log`).toHaveLength(1);
+      expect(why[0]).toMatch(
+        /^cvm-unlock: unlock failed with exit 8 \(kbs-refused\): .+; failure marker measured into PCR 15; powering off/,
+      );
+      expect(text).toMatch(/extended PCR 15 \([^)]*sha256[^)]*\) with "cvm-unlock:failed:8"/);
+      // nothing offers the host a shell or a login on the console
+      expect(text).not.toMatch(
+        /login:|Give root password|emergency mode|Press Enter for maintenance|dracut:\/#|sh-\d+\.\d+#/i,
+      );
       expect(kbs.stats.attested).toBeGreaterThanOrEqual(1);
       expect(kbs.stats.released).toBe(0);
     } finally {
@@ -224,6 +237,35 @@ describe("VM boot with the cvm-unlock dracut module", () => {
     );
     expect(r.status).not.toBe(0);
     expect(r.stderr + r.stdout).toMatch(/would strip .*cvm-unlock.*do_strip="no"/);
+    expect(fs.existsSync(out)).toBe(false);
+  });
+
+  test("the module refuses to build when a file the config names is missing", () => {
+    const conf = path.join(RUNS, "missing-file.conf.d");
+    fs.rmSync(conf, { recursive: true, force: true });
+    fs.mkdirSync(conf, { recursive: true });
+    const guest = JSON.parse(fs.readFileSync(path.join(m.cache, "guest-config.json"), "utf8"));
+    guest.kbs.init_data_file = "/etc/cvm-unlock/init-data.toml"; // not staged anywhere
+    fs.writeFileSync(path.join(conf, "guest-config.json"), JSON.stringify(guest));
+    fs.writeFileSync(
+      path.join(conf, "99-e2e.conf"),
+      fs.readFileSync(path.join(m.cache, "dracut-agent.conf.d", "99-e2e.conf"), "utf8") +
+        `cvm_unlock_config="${path.join(conf, "guest-config.json")}"\ncvm_unlock_files_root="${conf}"\n`,
+    );
+    const out = path.join(RUNS, "missing-file.img");
+    const r = spawnSync(
+      "dracut",
+      ["--force", "--conf", "/dev/null", "--confdir", conf, "--no-hostonly", "--nostrip", "--kver", m.kver].concat([
+        "-m",
+        "base cvm-unlock",
+        out,
+      ]),
+      { env: { ...process.env, dracutbasedir: path.join(m.cache, "dracut") }, encoding: "utf8", timeout: 300_000 },
+    );
+    expect(r.status).not.toBe(0);
+    expect(r.stderr + r.stdout).toMatch(
+      /init-data\.toml \(kbs\.init_data_file in .*guest-config\.json\) does not exist/,
+    );
     expect(fs.existsSync(out)).toBe(false);
   });
 

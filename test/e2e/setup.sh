@@ -267,11 +267,11 @@ step_initrd() {
     install -m 0644 "$CACHE/tls/ca.pem" "$CACHE/kbs-ca.pem"
     write_guest_config "$CACHE/guest-config.json.new"
     mv "$CACHE/guest-config.json.new" "$CACHE/guest-config.json"
-    # staged files, installed where the config (kbs.ca_file) says they are in the guest
+    # staged files, installed where the config (kbs.ca_file) says they are in the guest; the
+    # failure policy is the module's default (poweroff), which test (b) checks
     local common="cvm_unlock_binary=\"$BIN\"
 cvm_unlock_config=\"$CACHE/guest-config.json\"
-cvm_unlock_ca_file=\"$CACHE/kbs-ca.pem\"
-cvm_unlock_on_failure=\"poweroff\""
+cvm_unlock_ca_file=\"$CACHE/kbs-ca.pem\""
     local inputs=("$BIN" "$MODULE_SRC" "$HERE/dracut" "$CACHE/guest-config.json" "$CACHE/kbs-ca.pem" \
         "$(cat "$CACHE/kver")" "$(dpkg-query -W -f='${Version}' dracut-core)" \
         "$(declare -f step_initrd build_initrd dracut_tree write_guest_config)" "$BASE_MODS")

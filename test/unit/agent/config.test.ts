@@ -146,6 +146,8 @@ describe("config layers", () => {
 describe("KBS CA handling fails closed", () => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "cvmca-"));
   const PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  // two real certificates (AMD ASK + ARK, test/fixtures/snp/PROVENANCE.md)
+  const REAL_CA = fs.readFileSync(path.join(import.meta.dirname, "../../fixtures/snp/milan-ask-ark.pem"), "utf8");
   const file = { source: "file:/etc/cvm-unlock/config.json", data: { kbs: { ca_pem: PEM } } };
 
   it("ca_pem and ca_file together are refused, naming both sources (a tester's --ca never silently loses)", () => {
@@ -170,9 +172,21 @@ describe("KBS CA handling fails closed", () => {
     );
     expect(() => readCa(cfg({ ca_file: path.join(tmp, "missing-ca.pem") }))).toThrow(/cannot read CA file/);
     const good = path.join(tmp, "ca.pem");
-    fs.writeFileSync(good, PEM);
-    expect(readCa(cfg({ ca_file: good }))).toBe(PEM);
+    fs.writeFileSync(good, REAL_CA);
+    expect(readCa(cfg({ ca_file: good }))).toBe(REAL_CA);
+    expect(readCa(cfg({ ca_pem: REAL_CA }))).toBe(REAL_CA);
     expect(readCa(cfg({}))).toBeUndefined();
+  });
+
+  it("every certificate of the bundle must parse: a block that is not X.509 is refused, naming which", () => {
+    const cfg = (kbs: Record<string, unknown>) => configSchema.parse({ kbs }, "");
+    expect(() => readCa(cfg({ ca_pem: PEM }))).toThrow(/kbs\.ca_pem: certificate 1 of 1 does not parse/);
+    const mixed = path.join(tmp, "mixed-ca.pem");
+    fs.writeFileSync(mixed, REAL_CA + PEM);
+    expect(() => readCa(cfg({ ca_file: mixed }))).toThrow(/mixed-ca\.pem\): certificate 3 of 3 does not parse/);
+    const passwd = path.join(tmp, "passwd");
+    fs.writeFileSync(passwd, "root:x:0:0:root:/root:/bin/bash\n");
+    expect(() => readCa(cfg({ ca_file: passwd }))).toThrow(/passwd\) holds no PEM certificate/);
   });
 
   it("a config file larger than 1 MiB is refused (reading stops one byte past the limit)", () => {
@@ -188,8 +202,11 @@ describe("files named by configuration or flags are bounded regular files", () =
 
   it("readCaFile: the caller's error kind (bind --ca is a usage error) and a named path", () => {
     const good = path.join(tmp, "ca.pem");
+    const real = fs.readFileSync(path.join(import.meta.dirname, "../../fixtures/snp/milan-ask-ark.pem"), "utf8");
+    fs.writeFileSync(good, real);
+    expect(readCaFile(good, "--ca", "usage")).toBe(real);
     fs.writeFileSync(good, PEM);
-    expect(readCaFile(good, "--ca", "usage")).toBe(PEM);
+    expect(thrownBy(() => readCaFile(good, "--ca", "usage"), CvmError).kind).toBe("usage");
     const big = path.join(tmp, "big.pem");
     fs.writeFileSync(big, PEM + " ".repeat(MAX_CA_BYTES));
     const tooBig = thrownBy(() => readCaFile(big, "--ca", "usage"), FileTooLargeError);

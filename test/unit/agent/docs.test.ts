@@ -6,6 +6,7 @@ import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { commands } from "../../../agent/commands/index.ts";
 import { configSchema } from "../../../agent/config/schema.ts";
+import { EXIT_CODES } from "../../../platform/util/errors.ts";
 
 const ROOT = path.join(import.meta.dirname, "../../..");
 const DOCS = path.join(ROOT, "docs");
@@ -38,6 +39,12 @@ describe("docs match the code", () => {
       for (const o of cmd.options.filter((o) => !o.hidden))
         expect(md, `${entry.name} --${o.name}`).toContain(`--${o.name}`);
     }
+  });
+
+  it("CLI.md's exit code table has every error kind with its code", () => {
+    const md = read("CLI.md");
+    for (const [kind, code] of Object.entries(EXIT_CODES))
+      expect(md, `exit ${code} ${kind}`).toMatch(new RegExp(`^\\| ${code} \\| ${kind} \\|`, "m"));
   });
 
   it("CONFIG.md lists every kbs/platform/top-level key with its default; UNLOCK.md every unlock key", () => {

@@ -125,16 +125,16 @@ describe("LUKS2 token layer", () => {
     expect(() => parseCvmToken("0", { ...t, resource: "../etc" })).toThrow(/resource/);
   });
 
-  /** A CA file in the initramfs and the header's token pinning it by fingerprint. */
-  function tokenPinningCa(der: string) {
-    const caPem = `-----BEGIN CERTIFICATE-----\n${Buffer.from(der).toString("base64")}\n-----END CERTIFICATE-----\n`;
+  /** A CA file in the initramfs and the header's token pinning it by fingerprint (real certificates: CA files must parse). */
+  function tokenPinningCa(fixture: string) {
+    const caPem = fs.readFileSync(path.join(import.meta.dirname, "../../fixtures/snp", fixture), "utf8");
     const caFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "tok-")), "ca.pem");
     fs.writeFileSync(caFile, caPem);
     return { caPem, caFile, tok: { id: "0", token: { ...found.token, caSha256: caFingerprint(caPem) } } };
   }
 
   it("may only select endpoints, CAs and resources the trusted config allows", () => {
-    const { caFile, tok } = tokenPinningCa("fake-der-bytes");
+    const { caFile, tok } = tokenPinningCa("milan-ask-ark.pem");
     const allow = (o: JsonObject) => file({ unlock: { luks_token: { trust: true, ...o } } });
     const good = allow({
       allowed_endpoints: ["https://kbs.example:8080"],
@@ -172,7 +172,7 @@ describe("LUKS2 token layer", () => {
   });
 
   it("can never switch TLS off, and its CA pin never silently loses to a trusted inline ca_pem", () => {
-    const { caPem, caFile, tok } = tokenPinningCa("other-fake-der");
+    const { caPem, caFile, tok } = tokenPinningCa("trustee-genoa_ask_ark_asvk.pem");
     const luks_token = {
       trust: true,
       allowed_endpoints: ["https://kbs.example:8080"],
