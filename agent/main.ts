@@ -2,20 +2,10 @@
 import { CvmError, errorMessage } from "../platform/util/errors.ts";
 import { runExitCleanups } from "../platform/util/exit-cleanup.ts";
 import { createLogger, defaultLogFormat, LOG_FORMATS, type LogFormat } from "../platform/util/log.ts";
-import { formatOptions, parseArgs, type OptionSpec } from "./cli/args.ts";
+import { formatOptions, parseArgs } from "./cli/args.ts";
+import { globalOptions } from "./cli/global-options.ts";
 import type { Command } from "./cli/command.ts";
 import { commands, type CommandEntry } from "./commands/index.ts";
-
-const globalOptions: OptionSpec[] = [
-  {
-    name: "log-format",
-    kind: "string",
-    value: LOG_FORMATS.join("|"),
-    help: "log format on stderr (default: journal when stderr is the journal, kmsg on /dev/kmsg, text otherwise)",
-  },
-  { name: "verbose", kind: "bool", help: "debug logging" },
-  { name: "help", kind: "bool", help: "show help" },
-];
 
 function usage(): string {
   const w = Math.max(...commands.map((c) => c.name.length));

@@ -206,8 +206,8 @@ step_disk() {
 }
 
 # --------------------------------------------------------------------------------- initrd
-# A private dracut tree (symlinks to the system's, plus our module and drop-in) so the test
-# never installs into /usr/lib/dracut and ignores the host's /etc/dracut.conf.d.
+# A private dracut tree (symlinks to the system's, plus our module) so the test never installs
+# into /usr/lib/dracut; builds pass their own --confdir, so the host's /etc/dracut.conf.d is ignored.
 dracut_tree() {
     local t=$CACHE/dracut
     rm -rf "$t"
@@ -215,8 +215,6 @@ dracut_tree() {
     rm -rf "$t/modules.d/90cvm-unlock" "$t/modules.d/95cvm-unlock-e2e-floor"
     cp -r "$MODULE_SRC/90cvm-unlock" "$t/modules.d/90cvm-unlock"
     cp -r "$HERE/dracut/95cvm-unlock-e2e-floor" "$t/modules.d/95cvm-unlock-e2e-floor"
-    mkdir -p "$t/dracut.conf.d"
-    cp "$MODULE_SRC/dracut.conf.d/90-cvm-unlock.conf" "$t/dracut.conf.d/"
     echo "$t"
 }
 
@@ -248,7 +246,8 @@ build_initrd() {
     tree=$(dracut_tree)
     local conf=$CACHE/dracut-$name.conf.d
     rm -rf "$conf"; mkdir -p "$conf"
-    printf '%s\n' "$extra" > "$conf/99-e2e.conf"
+    # dracut's defaults otherwise (do_strip=yes: the module must survive the strip pass)
+    printf 'compress="zstd"\n%s\n' "$extra" > "$conf/99-e2e.conf"
     rm -f "$CACHE/initrd-$name.img"
     # generic (not hostonly): like a distro's or kernel-uki-virt's static initramfs
     dracutbasedir=$tree dracut --quiet --force --conf /dev/null --confdir "$conf" \
