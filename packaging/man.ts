@@ -81,6 +81,8 @@ export function markdownToMan(md: string, page: ManPage): string {
   const out: string[] = [
     "'\\\" t", // tells man(1) to run tbl
     `.TH ${page.name.toUpperCase()} ${page.section} ${page.date} "cvm-unlock ${page.version}" "cvm-unlock"`,
+    ".nh", // no hyphenation: option and key names must stay whole to be copied or searched
+    ".ad l",
     ".SH NAME",
     `${escapeText(page.name)} \\- ${escapeText(page.summary)}`,
     ".SH DESCRIPTION", // what precedes the document's first ## section

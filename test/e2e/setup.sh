@@ -340,7 +340,7 @@ step_sizes() {
     local k t0 empty; k=$(cat "$CACHE/kver"); empty=$(mktemp -d)
     t0=$SECONDS
     dracut --quiet --force --conf /dev/null --confdir "$empty" --no-hostonly --no-hostonly-cmdline \
-        --kver "$k" --zstd --nostrip -m "$BASE_MODS systemd-networkd dm crypt" "$CACHE/initrd-size-without.img"
+        --kver "$k" --zstd -m "$BASE_MODS systemd-networkd dm crypt" "$CACHE/initrd-size-without.img"
     rmdir "$empty"
     echo "size-without $(stat -c %s "$CACHE/initrd-size-without.img") $((SECONDS - t0))" >> "$CACHE/initrd-sizes.txt"
     build_initrd size-with "$BASE_MODS cvm-unlock" "cvm_unlock_binary=\"$BIN\"
