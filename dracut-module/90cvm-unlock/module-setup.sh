@@ -65,9 +65,11 @@ cvm_unlock_ca_file() {
 # result runs as bare bun). The agent therefore goes in without execute bits, which that pass
 # skips (`find -executable`), and cvm-unlock-exec.service sets them at boot before any unit runs
 # it: the same image with do_strip yes or no, without changing the host's setting.
+# Its libraries are resolved right away (DRACUT_RESOLVE_DEPS): dracut's deferred pass
+# (DRACUT_RESOLVE_LAZY) only looks at executable files, and would miss libpthread and libdl.
 cvm_unlock_install_agent_unstripped() {
     local bin=$1
-    inst_binary "$bin" /usr/bin/cvm-unlock || cvm_unlock_fatal "cannot install $bin"
+    DRACUT_RESOLVE_DEPS=1 inst_binary "$bin" /usr/bin/cvm-unlock || cvm_unlock_fatal "cannot install $bin"
     chmod 0644 "$initdir/usr/bin/cvm-unlock"
     inst_multiple chmod
     inst_simple "$moddir/cvm-unlock-exec.service" "$systemdsystemunitdir/cvm-unlock-exec.service"
