@@ -1,21 +1,11 @@
 // cvm-unlock entry point: global options, command dispatch, error -> exit code mapping.
 import { CvmError, errorMessage } from "../platform/util/errors.ts";
 import { runExitCleanups } from "../platform/util/exit-cleanup.ts";
-import { createLogger, defaultLogFormat, type LogFormat } from "../platform/util/log.ts";
-import { formatOptions, parseArgs, type OptionSpec, type ParsedArgs } from "./cli/args.ts";
+import { createLogger, defaultLogFormat, LOG_FORMATS, type LogFormat } from "../platform/util/log.ts";
+import { formatOptions, parseArgs, type ParsedArgs } from "./cli/args.ts";
+import { globalOptions } from "./cli/global-options.ts";
 import type { Command } from "./cli/command.ts";
 import { commands, type CommandEntry } from "./commands/index.ts";
-
-const globalOptions: OptionSpec[] = [
-  {
-    name: "log-format",
-    kind: "string",
-    value: "kmsg|text|json",
-    help: "log format on stderr (default: text on a TTY, kmsg otherwise)",
-  },
-  { name: "verbose", kind: "bool", help: "debug logging" },
-  { name: "help", kind: "bool", help: "show help" },
-];
 
 function usage(): string {
   const w = Math.max(...commands.map((c) => c.name.length));
@@ -69,8 +59,8 @@ async function main(argv: string[]): Promise<number> {
   try {
     args = parseArgs(rest, [...cmd.options, ...globalOptions]);
     const fmt = args.options.get("log-format");
-    if (fmt !== undefined && !["kmsg", "text", "json"].includes(fmt as string))
-      throw new CvmError("usage", `--log-format must be kmsg, text or json`);
+    if (fmt !== undefined && !LOG_FORMATS.includes(fmt as LogFormat))
+      throw new CvmError("usage", `--log-format must be one of ${LOG_FORMATS.join(", ")}`);
     log = createLogger({
       format: (fmt as LogFormat | undefined) ?? stderrFormat,
       verbose: args.options.get("verbose") === true,

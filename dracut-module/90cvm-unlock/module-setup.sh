@@ -29,7 +29,9 @@ cvm_unlock_fatal() {
     exit 1
 }
 
-# called by dracut: only on request (add_dracutmodules+=" cvm-unlock ")
+# called by dracut: only on request (`dracut --add cvm-unlock`, or add_dracutmodules+=" cvm-unlock "
+# in the image build's own drop-in), never by default: a host that merely has the package
+# installed builds its initramfs as before
 check() {
     require_binaries "${cvm_unlock_binary:-/usr/bin/cvm-unlock}" cryptsetup || return 1
     return 255
@@ -106,6 +108,24 @@ cvm_unlock_check_config() {
     dinfo "cvm-unlock: $out"
 }
 
+# ---- the agent binary ----
+
+# dracut's strip pass (do_strip=yes, its default) runs strip(1) over every executable regular file
+# in the image, and strip removes the program embedded in a `bun build --compile` executable (the
+# result runs as bare bun). The agent therefore goes in without execute bits, which that pass
+# skips (`find -executable`), and cvm-unlock-exec.service sets them at boot before any unit runs
+# it: the same image with do_strip yes or no, without changing the host's setting.
+# Its libraries are resolved right away (DRACUT_RESOLVE_DEPS): dracut's deferred pass
+# (DRACUT_RESOLVE_LAZY) only looks at executable files, and would miss libpthread and libdl.
+cvm_unlock_install_agent_unstripped() {
+    local bin=$1
+    DRACUT_RESOLVE_DEPS=1 inst_binary "$bin" /usr/bin/cvm-unlock || cvm_unlock_fatal "cannot install $bin"
+    chmod 0644 "$initdir/usr/bin/cvm-unlock"
+    inst_multiple chmod
+    inst_simple "$moddir/cvm-unlock-exec.service" "$systemdsystemunitdir/cvm-unlock-exec.service"
+    $SYSTEMCTL -q --root "$initdir" enable cvm-unlock-exec.service
+}
+
 # ---- units and cmdline ----
 
 # The units with the failure policy and timeout filled in.
@@ -140,14 +160,10 @@ install() {
     local bin=${cvm_unlock_binary:-/usr/bin/cvm-unlock}
     local conf=${cvm_unlock_config:-$CVM_UNLOCK_CONF_DIR/config.json}
 
-    # strip(1) removes the program embedded in a `bun build --compile` executable; the result
-    # would run as bare bun. Refuse rather than ship a broken initramfs.
-    [[ ${do_strip:-yes} == yes ]] &&
-        cvm_unlock_fatal "dracut would strip $bin and destroy it; set do_strip=\"no\" (90-cvm-unlock.conf) or pass --nostrip"
     [[ -f $conf ]] || cvm_unlock_fatal "no agent configuration at $conf"
     cvm_unlock_failure_policy > /dev/null || exit 1
 
-    inst_binary "$bin" /usr/bin/cvm-unlock || cvm_unlock_fatal "cannot install $bin"
+    cvm_unlock_install_agent_unstripped "$bin"
     inst_simple "$conf" "$CVM_UNLOCK_CONF_DIR/config.json" || cvm_unlock_fatal "cannot install $conf"
     cvm_unlock_install_config_files "$bin" "$conf"
     # a config the agent rejects would only show up at boot (exit 3 = the failure policy)

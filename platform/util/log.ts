@@ -1,12 +1,15 @@
 // Logging to stderr. Never pass secret bytes or strings derived from them to a logger:
 // the serial console of a CVM belongs to the host.
 //
-// Formats: "kmsg" prefixes each line with a syslog priority (<3> error ... <7> debug) so that
-// systemd-journald (StandardError=journal+console) and the kernel log classify it; "text" is
-// for a person at a terminal; "json" is one object per line for tooling.
+// Formats: "journal" prefixes each line with a syslog priority (<3> error ... <7> debug), which
+// systemd-journald strips and records as PRIORITY= (it names the program itself); "kmsg" adds
+// the program name as well, for /dev/kmsg, where nothing else would; "text" is plain, for a
+// person or a file; "json" is one object per line for tooling.
+import * as fs from "node:fs";
 
 export type Level = "error" | "warning" | "notice" | "info" | "debug";
-export type LogFormat = "kmsg" | "text" | "json";
+export type LogFormat = "journal" | "kmsg" | "text" | "json";
+export const LOG_FORMATS: readonly LogFormat[] = ["journal", "kmsg", "text", "json"];
 
 const PRIORITY: Record<Level, number> = { error: 3, warning: 4, notice: 5, info: 6, debug: 7 };
 
@@ -41,6 +44,9 @@ export function createLogger(opts: LoggerOptions): Logger {
       case "json":
         write(JSON.stringify({ level, msg: clean, ...fields }) + "\n");
         return;
+      case "journal":
+        write(`<${PRIORITY[level]}>${clean}${kv ? " " + kv : ""}\n`);
+        return;
       case "kmsg":
         write(`<${PRIORITY[level]}>cvm-unlock: ${clean}${kv ? " " + kv : ""}\n`);
         return;
@@ -63,6 +69,39 @@ export function createLogger(opts: LoggerOptions): Logger {
 /** A logger that drops everything (library callers, tests). */
 export const silentLogger: Logger = createLogger({ format: "text", verbose: false, write: () => {} });
 
-export function defaultLogFormat(stream: { isTTY?: boolean } = process.stderr): LogFormat {
-  return stream.isTTY ? "text" : "kmsg";
+/** What fd 2 is, as far as choosing a log format goes. */
+export interface StderrTarget {
+  /** st_dev:st_ino of fd 2, in systemd's JOURNAL_STREAM notation ("dev:ino", decimal). */
+  devIno?: string;
+  /** fd 2 is the kernel log device /dev/kmsg (character device 1:11). */
+  isKmsg?: boolean;
+  isTTY?: boolean;
+}
+
+const KMSG_RDEV = (1n << 8n) | 11n; // makedev(1, 11), Linux's old-style encoding for small numbers
+
+export function stderrTarget(): StderrTarget {
+  try {
+    const st = fs.fstatSync(2, { bigint: true });
+    return {
+      devIno: `${st.dev}:${st.ino}`,
+      isKmsg: st.isCharacterDevice() && st.rdev === KMSG_RDEV,
+      isTTY: process.stderr.isTTY,
+    };
+  } catch {
+    return { isTTY: process.stderr.isTTY };
+  }
+}
+
+/**
+ * systemd sets JOURNAL_STREAM to the dev:ino of the journal stream it connected, and a child
+ * inherits it even when its stderr goes elsewhere: only a match means fd 2 is the journal.
+ */
+export function defaultLogFormat(
+  target: StderrTarget = stderrTarget(),
+  journalStream: string | undefined = process.env.JOURNAL_STREAM,
+): LogFormat {
+  if (journalStream !== undefined && target.devIno !== undefined && journalStream === target.devIno) return "journal";
+  if (target.isKmsg) return "kmsg";
+  return "text";
 }

@@ -206,8 +206,8 @@ step_disk() {
 }
 
 # --------------------------------------------------------------------------------- initrd
-# A private dracut tree (symlinks to the system's, plus our module and drop-in) so the test
-# never installs into /usr/lib/dracut and ignores the host's /etc/dracut.conf.d.
+# A private dracut tree (symlinks to the system's, plus our module) so the test never installs
+# into /usr/lib/dracut; builds pass their own --confdir, so the host's /etc/dracut.conf.d is ignored.
 dracut_tree() {
     local t=$CACHE/dracut
     rm -rf "$t"
@@ -215,8 +215,6 @@ dracut_tree() {
     rm -rf "$t/modules.d/90cvm-unlock" "$t/modules.d/95cvm-unlock-e2e-floor"
     cp -r "$MODULE_SRC/90cvm-unlock" "$t/modules.d/90cvm-unlock"
     cp -r "$HERE/dracut/95cvm-unlock-e2e-floor" "$t/modules.d/95cvm-unlock-e2e-floor"
-    mkdir -p "$t/dracut.conf.d"
-    cp "$MODULE_SRC/dracut.conf.d/90-cvm-unlock.conf" "$t/dracut.conf.d/"
     echo "$t"
 }
 
@@ -247,7 +245,8 @@ build_initrd() {
     tree=$(dracut_tree)
     local conf=$CACHE/dracut-$name.conf.d
     rm -rf "$conf"; mkdir -p "$conf"
-    printf '%s\n' "$extra" > "$conf/99-e2e.conf"
+    # dracut's defaults otherwise (do_strip=yes: the module must survive the strip pass)
+    printf 'compress="zstd"\n%s\n' "$extra" > "$conf/99-e2e.conf"
     rm -f "$CACHE/initrd-$name.img"
     # generic (not hostonly): like a distro's or kernel-uki-virt's static initramfs
     dracutbasedir=$tree dracut --quiet --force --conf /dev/null --confdir "$conf" \
@@ -340,7 +339,7 @@ step_sizes() {
     local k t0 empty; k=$(cat "$CACHE/kver"); empty=$(mktemp -d)
     t0=$SECONDS
     dracut --quiet --force --conf /dev/null --confdir "$empty" --no-hostonly --no-hostonly-cmdline \
-        --kver "$k" --zstd --nostrip -m "$BASE_MODS systemd-networkd dm crypt" "$CACHE/initrd-size-without.img"
+        --kver "$k" --zstd -m "$BASE_MODS systemd-networkd dm crypt" "$CACHE/initrd-size-without.img"
     rmdir "$empty"
     echo "size-without $(stat -c %s "$CACHE/initrd-size-without.img") $((SECONDS - t0))" >> "$CACHE/initrd-sizes.txt"
     build_initrd size-with "$BASE_MODS cvm-unlock" "cvm_unlock_binary=\"$BIN\"

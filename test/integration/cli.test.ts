@@ -1,6 +1,6 @@
 // The compiled binary as a command-line program: help, usage errors, exit codes, config errors,
 // the bun CWD-autoload trap, `detect` and `evidence` against a real emulated TPM.
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -60,19 +60,33 @@ describe("command line", () => {
     expect((await runCli([])).code).toBe(EXIT_CODES.usage);
   });
 
-  it("logs use syslog priority prefixes when stderr is not a TTY, or JSON on request", async () => {
-    const kmsg = await runCli(["fetch", "a/b/c", "--kbs", "https://127.0.0.1:9", "--tee", "sample"]);
+  it("logs: journald priorities when stderr is the journal, plain on a pipe, kmsg or JSON on request", async () => {
+    const failing = ["fetch", "a/b/c", "--kbs", "https://127.0.0.1:9", "--tee", "sample"];
+    const plain = await runCli(failing);
+    expect(plain.stderr).toMatch(/^error: /m);
+    expect(plain.stderr).not.toMatch(/^<\d>/m);
+    // systemd names the journal stream it connected to fd 2 in JOURNAL_STREAM (dev:ino); a file
+    // stands in for that stream here, so its dev:ino is known before the spawn
+    const logFile = path.join(work, "journal-stream");
+    const stderrOf = (env: Record<string, string>) => {
+      const fd = fs.openSync(logFile, "w");
+      try {
+        spawnSync(BINARY, failing, { env: { PATH: process.env.PATH!, ...env }, stdio: ["ignore", "ignore", fd] });
+      } finally {
+        fs.closeSync(fd);
+      }
+      return fs.readFileSync(logFile, "utf8");
+    };
+    const st = () => fs.statSync(logFile, { bigint: true });
+    fs.writeFileSync(logFile, "");
+    const journal = stderrOf({ JOURNAL_STREAM: `${st().dev}:${st().ino}` });
+    expect(journal).toMatch(/^<3>(?!cvm-unlock: )\S/m);
+    // inherited from a parent whose journal stream is not our stderr: plain
+    const inherited = stderrOf({ JOURNAL_STREAM: `${st().dev}:${st().ino + 1n}` });
+    expect(inherited).toMatch(/^error: /m);
+    const kmsg = await runCli([...failing, "--log-format", "kmsg"]);
     expect(kmsg.stderr).toMatch(/^<3>cvm-unlock: /m);
-    const json = await runCli([
-      "fetch",
-      "a/b/c",
-      "--kbs",
-      "https://127.0.0.1:9",
-      "--tee",
-      "sample",
-      "--log-format",
-      "json",
-    ]);
+    const json = await runCli([...failing, "--log-format", "json"]);
     const line = JSON.parse(json.stderr.trim().split("\n").at(-1)!);
     expect(line).toMatchObject({ level: "error" });
   });
