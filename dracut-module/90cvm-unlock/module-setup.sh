@@ -5,7 +5,13 @@
 #
 # Settings (dracut.conf.d, sourced by dracut before this file; defaults in brackets):
 #   cvm_unlock_binary      the agent                                  [/usr/bin/cvm-unlock]
-#   cvm_unlock_config      agent configuration, baked in as /etc/cvm-unlock/config.json
+#   cvm_unlock_mode        image: the image owner's configuration is baked in (below)
+#                          generic: nothing per-VM at all (a distribution's UKI): the built-in
+#                          defaults below, and the per-VM configuration comes as init-data from
+#                          the VMM, bound into the evidence (docs/PACKAGING.md)   [image]
+#   cvm_unlock_init_data_sources
+#                          generic: init-data channels, in order   [smbios fw_cfg cmdline]
+#   cvm_unlock_config      image: agent configuration, baked in as /etc/cvm-unlock/config.json
 #                                                                     [/etc/cvm-unlock/config.json]
 #   cvm_unlock_ca_file     where to read the CA bundle that the config's kbs.ca_file names, when
 #                          it is staged elsewhere on the build host   [the kbs.ca_file path]
@@ -54,7 +60,7 @@ installkernel() {
     # skipped (sev-guest needs 5.19, tdx-guest and tsm 6.7).
     hostonly='' instmods dm_crypt configfs tsm sev-guest tdx-guest \
         tpm_crb tpm_tis tpm_tis_core \
-        virtio_pci virtio_blk virtio_scsi virtio_net virtio_rng \
+        virtio_pci virtio_blk virtio_scsi virtio_net virtio_rng dmi-sysfs qemu_fw_cfg \
         hv_vmbus hv_netvsc hv_storvsc nvme gve
 }
 
@@ -106,6 +112,38 @@ cvm_unlock_check_config() {
     out=$("$bin" config --check --config "$conf" --files-root "$initdir" 2>&1) ||
         cvm_unlock_fatal "$bin config --check rejects $conf: $out"
     dinfo "cvm-unlock: $out"
+}
+
+# ---- generic mode: no per-VM data in the initramfs ----
+
+# The trusted configuration of a generic image: no KBS, CA or volume of anyone's, only where to
+# find init-data, that it is required, and that it may configure the run; the root is found by
+# its GPT type unless init-data names volumes. What init-data says is trustworthy only through
+# the KBS policy's check of its digest (docs/SECURITY.md "init-data").
+cvm_unlock_generic_config() {
+    local sources="" s
+    for s in ${cvm_unlock_init_data_sources:-smbios fw_cfg cmdline}; do
+        [[ $s =~ ^[a-z_]+$ ]] || cvm_unlock_fatal "cvm_unlock_init_data_sources: '$s' is not a channel name"
+        sources+="${sources:+, }\"$s\""
+    done
+    printf '{\n  "init_data": { "sources": [%s], "required": true, "configure": true },\n' "$sources"
+    printf '  "unlock": { "volumes": [ { "name": "root", "gpt_auto_root": true } ] }\n}\n'
+}
+
+# Install the generic configuration (checked by the agent: it must accept its own defaults) and
+# load the firmware interfaces init-data comes through (dmi-sysfs is a module on some kernels).
+cvm_unlock_install_generic() {
+    local bin=$1 conf out
+    conf=$(mktemp) || cvm_unlock_fatal "mktemp failed"
+    cvm_unlock_generic_config > "$conf"
+    out=$("$bin" config --files --config "$conf" 2>&1 >/dev/null) || {
+        rm -f "$conf"
+        cvm_unlock_fatal "$bin rejects the generic configuration: $out"
+    }
+    inst_simple "$conf" "$CVM_UNLOCK_CONF_DIR/config.json" || cvm_unlock_fatal "cannot install the generic configuration"
+    rm -f "$conf"
+    mkdir -p "$initdir/etc/modules-load.d"
+    printf 'dmi-sysfs\nqemu_fw_cfg\n' > "$initdir/etc/modules-load.d/90-cvm-unlock.conf"
 }
 
 # ---- the agent binary ----
@@ -160,14 +198,22 @@ install() {
     local bin=${cvm_unlock_binary:-/usr/bin/cvm-unlock}
     local conf=${cvm_unlock_config:-$CVM_UNLOCK_CONF_DIR/config.json}
 
-    [[ -f $conf ]] || cvm_unlock_fatal "no agent configuration at $conf"
     cvm_unlock_failure_policy > /dev/null || exit 1
+    case ${cvm_unlock_mode:-image} in
+        image) [[ -f $conf ]] || cvm_unlock_fatal "no agent configuration at $conf (or set cvm_unlock_mode=generic)" ;;
+        generic) ;;
+        *) cvm_unlock_fatal "cvm_unlock_mode must be image or generic, not '$cvm_unlock_mode'" ;;
+    esac
 
     cvm_unlock_install_agent_unstripped "$bin"
-    inst_simple "$conf" "$CVM_UNLOCK_CONF_DIR/config.json" || cvm_unlock_fatal "cannot install $conf"
-    cvm_unlock_install_config_files "$bin" "$conf"
-    # a config the agent rejects would only show up at boot (exit 3 = the failure policy)
-    cvm_unlock_check_config "$bin" "$conf"
+    if [[ ${cvm_unlock_mode:-image} == generic ]]; then
+        cvm_unlock_install_generic "$bin"
+    else
+        inst_simple "$conf" "$CVM_UNLOCK_CONF_DIR/config.json" || cvm_unlock_fatal "cannot install $conf"
+        cvm_unlock_install_config_files "$bin" "$conf"
+        # a config the agent rejects would only show up at boot (exit 3 = the failure policy)
+        cvm_unlock_check_config "$bin" "$conf"
+    fi
 
     # systemd's crypt module installs systemd-cryptsetup, not the CLI the agent runs
     inst_multiple cryptsetup grep rm

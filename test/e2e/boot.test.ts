@@ -14,7 +14,7 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { startTestKbs, type TestKbs } from "../kbs/server.ts";
+import { startTestKbs, type PolicyInput, type TestKbs } from "../kbs/server.ts";
 import { tpmVerifierTrusting } from "../kbs/verifiers/tpm.ts";
 import {
   agentPhases,
@@ -54,6 +54,7 @@ async function boot(
   name: string,
   initrd: string | { uefi: true },
   during?: (vm: Vm) => Promise<void>,
+  qemuArgs: string[] = [],
 ): Promise<{ vm: Vm; result: BootResult; text: string }> {
   const workDir = path.join(RUNS, name);
   fs.rmSync(workDir, { recursive: true, force: true });
@@ -61,7 +62,7 @@ async function boot(
     typeof initrd === "string"
       ? { kernel: m.kernel, initrd, disk: m.disk, cmdline: CMDLINE }
       : { uefi: true, disk: m.diskUki };
-  const vm = new Vm({ ...how, swtpmTemplate: m.swtpmTemplate, workDir, timeoutMs: BOOT_TIMEOUT_MS });
+  const vm = new Vm({ ...how, swtpmTemplate: m.swtpmTemplate, workDir, timeoutMs: BOOT_TIMEOUT_MS, qemuArgs });
   active = vm;
   try {
     await vm.start();
@@ -177,6 +178,79 @@ describe("VM boot with the cvm-unlock dracut module", () => {
         /login:|Give root password|emergency mode|Press Enter for maintenance|dracut:\/#|sh-\d+\.\d+#/i,
       );
       expect(kbs.stats.attested).toBeGreaterThanOrEqual(1);
+      expect(kbs.stats.released).toBe(0);
+    } finally {
+      kbs.setPolicy("allow");
+    }
+  });
+
+  // The generic initramfs (cvm_unlock_mode=generic) holds no KBS, CA or volume: the VMM passes
+  // init-data as an SMBIOS type 11 string; the agent extends PCR 8 with its digest before quoting,
+  // the KBS verifies PCR 8 against the init-data it was sent, and the owner's policy releases the
+  // key only to the init-data the owner wrote. A host that changes one byte is refused.
+  const TRIPLE = "'".repeat(3);
+  const initData = () => {
+    const ca = fs.readFileSync(path.join(m.tlsDir, "ca.pem"), "utf8").trim();
+    return [
+      'version = "0.1.0"',
+      'algorithm = "sha256"',
+      "[data]",
+      `"aa.toml" = ${TRIPLE}`,
+      "[token_configs.kbs]",
+      `url = "https://10.0.2.2:${m.kbsPort}"`,
+      `cert = """`,
+      ca,
+      `"""`,
+      TRIPLE,
+      `"cvm-unlock.toml" = ${TRIPLE}`,
+      `resource = "${RESOURCE}"`,
+      "[platform]",
+      'tee = "tpm"',
+      TRIPLE,
+      "",
+    ].join("\n");
+  };
+  const smbios = (toml: string) => [
+    "-smbios",
+    `type=11,value=io.cvm-unlock.init-data:${Buffer.from(toml).toString("base64url")}`,
+  ];
+  const onlyInitData = (toml: string) => {
+    const want = hex(sha256(toml));
+    return (input: PolicyInput) => {
+      const cpu0 = (input.claims.submods as Record<string, Record<string, unknown>>).cpu0!;
+      const annotated = Object.entries(cpu0).find(([k]) => k.includes("annotated-evidence"))?.[1] as
+        Record<string, unknown> | undefined;
+      return annotated?.init_data === want;
+    };
+  };
+
+  test("generic: a distribution's initramfs boots the LUKS2 root with init-data from SMBIOS type 11", async () => {
+    const toml = initData();
+    kbs.resetStats();
+    kbs.setPolicy(onlyInitData(toml));
+    try {
+      const { result, text } = await boot("generic-init-data", m.initrdGeneric, undefined, smbios(toml));
+      expect(result.timedOut, `console: ${RUNS}/generic-init-data/console.log`).toBe(false);
+      expect(rootMarker(text)?.content, `console: ${RUNS}/generic-init-data/console.log`).toBe("encrypted-root-ok");
+      expect(text).toMatch(new RegExp(`init-data from smbios: sha256:${hex(sha256(toml))}`));
+      expect(text).toMatch(/init-data sha256:[0-9a-f]{64} is now in PCR 8/);
+      expect(kbs.stats.released).toBe(1);
+    } finally {
+      kbs.setPolicy("allow");
+    }
+  });
+
+  test("generic: init-data changed by one byte is refused by the owner's policy and the guest powers off", async () => {
+    const toml = initData();
+    const tampered = toml.replace('tee = "tpm"', 'tee = "tpm" ');
+    kbs.resetStats();
+    kbs.setPolicy(onlyInitData(toml));
+    try {
+      const { result, text } = await boot("generic-tampered", m.initrdGeneric, undefined, smbios(tampered));
+      expect(result.timedOut, `no poweroff; console: ${RUNS}/generic-tampered/console.log`).toBe(false);
+      expect(result.code).toBe(0);
+      expect(rootMarker(text)).toBeUndefined();
+      expect(text).toMatch(/cvm-unlock: unlock failed with exit 8 \(kbs-refused\)/);
       expect(kbs.stats.released).toBe(0);
     } finally {
       kbs.setPolicy("allow");

@@ -288,6 +288,17 @@ cvm_unlock_e2e_keyfile=\"$CACHE/disk.key\"
 cvm_unlock_e2e_luks_uuid=\"$LUKS_UUID\""
         stamp initrd-floor "${inputs[@]}" "$CACHE/disk.key"
     fi
+    # generic: what a distribution ships (kernel-uki-virt): no config, no CA, no volume baked in;
+    # everything per-VM arrives as init-data through SMBIOS type 11 (test "generic")
+    local generic=("$BIN" "$MODULE_SRC" "$HERE/dracut" "$(cat "$CACHE/kver")" \
+        "$(dpkg-query -W -f='${Version}' dracut-core)" "$(declare -f step_initrd build_initrd dracut_tree)" "$BASE_MODS")
+    if cached initrd-generic "${generic[@]}" && [ -s "$CACHE/initrd-generic.img" ]; then
+        log "initrd-generic cached"
+    else
+        build_initrd generic "$BASE_MODS cvm-unlock" "cvm_unlock_binary=\"$BIN\"
+cvm_unlock_mode=\"generic\""
+        stamp initrd-generic "${generic[@]}"
+    fi
 }
 
 # ------------------------------------------------------------------------------ uki (opt-in)
@@ -362,6 +373,7 @@ CVM_E2E_DISK_KEY=$CACHE/disk.key
 CVM_E2E_LUKS_UUID=$LUKS_UUID
 CVM_E2E_INITRD_AGENT=$CACHE/initrd-agent.img
 CVM_E2E_INITRD_FLOOR=$CACHE/initrd-floor.img
+CVM_E2E_INITRD_GENERIC=$CACHE/initrd-generic.img
 CVM_E2E_SWTPM_TEMPLATE=$CACHE/swtpm-template
 CVM_E2E_AK_PEM=$CACHE/ak.pem
 CVM_E2E_TLS_DIR=$CACHE/tls

@@ -13,6 +13,8 @@ export interface E2eManifest {
   luksUuid: string;
   initrdAgent: string;
   initrdFloor: string;
+  /** Built with cvm_unlock_mode=generic: nothing per-VM, init-data from the VMM. */
+  initrdGeneric: string;
   swtpmTemplate: string;
   akPem: string;
   tlsDir: string;
@@ -57,6 +59,7 @@ export function readManifest(): E2eManifest {
     luksUuid: get("CVM_E2E_LUKS_UUID"),
     initrdAgent: get("CVM_E2E_INITRD_AGENT"),
     initrdFloor: get("CVM_E2E_INITRD_FLOOR"),
+    initrdGeneric: get("CVM_E2E_INITRD_GENERIC"),
     swtpmTemplate: get("CVM_E2E_SWTPM_TEMPLATE"),
     akPem: get("CVM_E2E_AK_PEM"),
     tlsDir: get("CVM_E2E_TLS_DIR"),

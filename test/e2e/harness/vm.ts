@@ -19,6 +19,8 @@ export interface BootOptions {
   /** Hard limit for the whole boot; QEMU is killed after it. */
   timeoutMs: number;
   memoryMb?: number;
+  /** More QEMU arguments (e.g. `-smbios type=11,value=...`: what the VMM passes to the guest). */
+  qemuArgs?: string[];
 }
 
 export interface BootResult {
@@ -144,6 +146,7 @@ export class Vm {
       "rng-random,id=rng0,filename=/dev/urandom",
       "-device",
       "virtio-rng-pci,rng=rng0",
+      ...(this.opts.qemuArgs ?? []),
     ];
     const t0 = Date.now();
     const qemu = track(
