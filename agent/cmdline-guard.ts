@@ -74,6 +74,33 @@ export function shellDoor(tok: string, inInitrd: boolean): ShellDoor | undefined
     case "systemd.setenv":
     case "rd.systemd.setenv":
       return value?.startsWith("SYSTEMD_SULOGIN_FORCE") ? door("sulogin opens a shell without a password") : undefined;
+    case "systemd.confirm_spawn":
+    case "rd.systemd.confirm_spawn":
+      return value === undefined || !OFF.includes(value.toLowerCase())
+        ? door("systemd asks on the console before each unit: the host can skip the root check")
+        : undefined;
+    case "systemd.crash_shell":
+    case "rd.systemd.crash_shell":
+      return value === undefined || !OFF.includes(value.toLowerCase())
+        ? door("systemd opens a root shell when PID 1 crashes")
+        : undefined;
+    // Arguments after "--" reach systemd as PID 1 (inside the initrd too).
+    case "__unit":
+      return door("systemd boots into a unit the host chose");
+    case "__crash_shell":
+    case "__confirm_spawn":
+      return door("systemd's crash shell or console confirmation, chosen by the host");
+    case "rd.cmdline":
+      return value === "ask" ? door("dracut reads more kernel parameters from the console") : undefined;
+    // Mounts the host chooses inside the unlocked root: its /usr would run as the root's init.
+    case "mount.usr":
+    case "mount.usrfstype":
+    case "mount.usrflags":
+    case "systemd.mount_extra":
+    case "rd.systemd.mount_extra":
+    case "systemd.swap_extra":
+    case "rd.systemd.swap_extra":
+      return door("a file system or swap the host chose is mounted into the unlocked root");
   }
   if (eq === -1 && RUNLEVEL_SHELLS.includes(tok)) return door("systemd boots into rescue or emergency mode");
   return undefined;

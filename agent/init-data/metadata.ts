@@ -25,6 +25,16 @@ interface Answer {
 function request(url: string, method: "GET" | "PUT", headers: Record<string, string>, env: MetadataEnv) {
   const timeout = Math.min(TIMEOUT_MS, env.deadline.remainingMs());
   return new Promise<Answer | undefined>((resolve) => {
+    // The whole exchange, not only each idle gap: a server that trickles bytes must not stall the boot.
+    const whole = setTimeout(() => {
+      env.log.warning(`init-data: ${url} did not answer within ${timeout} ms; ignoring it`);
+      req.destroy();
+      resolve(undefined);
+    }, timeout);
+    const done = (a: Answer | undefined) => {
+      clearTimeout(whole);
+      resolve(a);
+    };
     const req = http.request(url, { method, headers, timeout }, (res) => {
       const parts: Buffer[] = [];
       let size = 0;
@@ -33,14 +43,14 @@ function request(url: string, method: "GET" | "PUT", headers: Record<string, str
         if (size > MAX_BODY) {
           env.log.warning(`init-data: ${url} answered more than ${MAX_BODY} bytes; ignoring it`);
           req.destroy();
-          resolve(undefined);
+          done(undefined);
         } else parts.push(c);
       });
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts).toString("utf8") }));
-      res.on("error", () => resolve(undefined));
+      res.on("end", () => done({ status: res.statusCode ?? 0, body: Buffer.concat(parts).toString("utf8") }));
+      res.on("error", () => done(undefined));
     });
     req.on("timeout", () => req.destroy());
-    req.on("error", () => resolve(undefined));
+    req.on("error", () => done(undefined));
     req.end();
   });
 }

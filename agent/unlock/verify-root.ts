@@ -44,38 +44,54 @@ export interface RootCheck {
   dmUuid: string;
 }
 
-/** Check the mount at `mountPoint`; `root` is the platform root for /proc and /sys. */
-export function verifyRoot(root: string, mountPoint: string, expected: ExpectedVolume[]): RootCheck {
-  const text = readMountinfo(root);
-  const target = path.posix.normalize(mountPoint).replace(/(.)\/$/, "$1");
-  // The last entry for a mount point is the visible one (later mounts stack on top).
-  const mount = parseMountinfo(text)
-    .filter((m) => m.mountPoint === target)
-    .pop();
-  if (!mount) throw new CvmError("volume", `nothing is mounted at ${target}`);
+/** Kernel file systems with no backing store the host could write (a tmpfs under the root is fine). */
+const PSEUDO_FS = new Set([
+  "tmpfs",
+  "ramfs",
+  "proc",
+  "sysfs",
+  "devtmpfs",
+  "devpts",
+  "securityfs",
+  "cgroup",
+  "cgroup2",
+  "efivarfs",
+  "configfs",
+  "debugfs",
+  "tracefs",
+  "mqueue",
+  "hugetlbfs",
+  "bpf",
+  "pstore",
+  "autofs",
+  "binfmt_misc",
+]);
+
+/** The dm-crypt volume (one cvm-unlock opens) that `mount` is on, or a volume error naming `what`. */
+function onOurVolume(root: string, what: string, mount: MountEntry, expected: ExpectedVolume[]): RootCheck {
   const dmDir = path.join(root, "sys/dev/block", mount.devno, "dm");
   const dmName = readSmall(path.join(dmDir, "name"))?.trim();
   const dmUuid = readSmall(path.join(dmDir, "uuid"))?.trim() ?? "";
   if (dmName === undefined)
     throw new CvmError(
       "volume",
-      `${target} is on ${mount.source} (${mount.devno}), which is not a device-mapper device: refusing a plaintext root`,
+      `${what} is on ${mount.source} (${mount.devno}), which is not a device-mapper device: refusing a plaintext root`,
     );
   if (!dmUuid.startsWith("CRYPT-"))
     throw new CvmError(
       "volume",
-      `${target} is on dm device ${dmName} (uuid ${JSON.stringify(dmUuid)}), which is not dm-crypt: refusing`,
+      `${what} is on dm device ${dmName} (uuid ${JSON.stringify(dmUuid)}), which is not dm-crypt: refusing`,
     );
   const ok = expected.find((v) => v.name === dmName);
   if (!ok)
     throw new CvmError(
       "volume",
-      `${target} is on dm-crypt ${dmName}, which is not a volume cvm-unlock opens (${expected.map((v) => v.name).join(", ") || "none configured"}): refusing`,
+      `${what} is on dm-crypt ${dmName}, which is not a volume cvm-unlock opens (${expected.map((v) => v.name).join(", ") || "none configured"}): refusing`,
     );
   if (ok.uuid !== undefined && dmUuid !== cryptDmUuid(ok.uuid, ok.name))
     throw new CvmError(
       "volume",
-      `${target} is on dm-crypt ${dmName} with dm uuid ${dmUuid}, expected ${cryptDmUuid(ok.uuid, ok.name)}: refusing`,
+      `${what} is on dm-crypt ${dmName} with dm uuid ${dmUuid}, expected ${cryptDmUuid(ok.uuid, ok.name)}: refusing`,
     );
   if (
     ok.uuid === undefined &&
@@ -83,9 +99,28 @@ export function verifyRoot(root: string, mountPoint: string, expected: ExpectedV
   )
     throw new CvmError(
       "volume",
-      `${target} is on dm-crypt ${dmName} with dm uuid ${dmUuid}, which is not a LUKS2 mapping of that name: refusing`,
+      `${what} is on dm-crypt ${dmName} with dm uuid ${dmUuid}, which is not a LUKS2 mapping of that name: refusing`,
     );
   return { mount, dmName, dmUuid };
+}
+
+/**
+ * Check the mount at `mountPoint`, and everything mounted below it (a host-chosen /usr on the
+ * root would run as its init); `root` is the platform root for /proc and /sys.
+ */
+export function verifyRoot(root: string, mountPoint: string, expected: ExpectedVolume[]): RootCheck {
+  const mounts = parseMountinfo(readMountinfo(root));
+  const target = path.posix.normalize(mountPoint).replace(/(.)\/$/, "$1");
+  // The last entry for a mount point is the visible one (later mounts stack on top).
+  const mount = mounts.filter((m) => m.mountPoint === target).pop();
+  if (!mount) throw new CvmError("volume", `nothing is mounted at ${target}`);
+  const check = onOurVolume(root, target, mount, expected);
+  const below = target === "/" ? "/" : `${target}/`;
+  for (const m of mounts.filter((x) => x.mountPoint.startsWith(below) && x.mountPoint !== target)) {
+    if (PSEUDO_FS.has(m.fsType) && m.devno.startsWith("0:")) continue;
+    onOurVolume(root, `${m.mountPoint} (${m.fsType}, mounted below the root)`, m, expected);
+  }
+  return check;
 }
 
 function readMountinfo(root: string): string {

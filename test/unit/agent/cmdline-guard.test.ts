@@ -9,6 +9,22 @@ import { CvmError, EXIT_CODES } from "../../../platform/util/errors.ts";
 
 describe("shell doors on the kernel command line", () => {
   it.each([
+    // found by playing the host after the first version (review): PID 1 options after "--",
+    // console prompts, and mounts into the unlocked root
+    "--unit=emergency.target",
+    "--crash-shell",
+    "--confirm-spawn",
+    "rd.cmdline=ask",
+    "systemd.confirm_spawn=1",
+    "systemd.confirm-spawn",
+    "systemd.crash_shell=yes",
+    "systemd.crash-shell",
+    "mount.usr=/dev/vdb",
+    "mount.usrfstype=ext4",
+    "mount.usrflags=rw",
+    "systemd.mount-extra=/dev/vdb:/usr:ext4",
+    "rd.systemd.mount-extra=/dev/vdb:/sysroot/usr:ext4",
+    "systemd.swap-extra=/dev/vdc",
     "rd.break",
     "rd.break=pre-mount",
     "rd.break=cmdline",
@@ -56,6 +72,9 @@ describe("shell doors on the kernel command line", () => {
   });
 
   it.each([
+    "rd.cmdline=0",
+    "systemd.confirm_spawn=0",
+    "systemd.crash_shell=no",
     "rd.shell=0",
     "rd.shell=no",
     "rd.shell=false",

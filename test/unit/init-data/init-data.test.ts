@@ -283,6 +283,13 @@ describe("init-data from cloud metadata (a loopback stand-in for 169.254.169.254
       if (req.url === "/latest/api/token" && req.method === "PUT") return void res.end("tok123");
       if (req.url === "/latest/user-data" && req.headers["x-aws-ec2-metadata-token"] === "tok123")
         return void res.end(encoded);
+      if (req.url === "/slow/computeMetadata/v1/instance/attributes/cvm-unlock-init-data") {
+        // one byte every 300 ms: never idle long enough for a socket timeout
+        res.writeHead(200);
+        const t = setInterval(() => res.write("A"), 300);
+        res.on("close", () => clearInterval(t));
+        return;
+      }
       if (req.url === "/big/computeMetadata/v1/instance/attributes/cvm-unlock-init-data")
         return void res.end(Buffer.alloc(200 * 1024, 0x41));
       res.statusCode = 404;
@@ -307,6 +314,12 @@ describe("init-data from cloud metadata (a loopback stand-in for 169.254.169.254
   it("nothing there (404, or nobody listening) means no init-data, not an error", async () => {
     expect(await find("gcp", `${url}/missing`)).toBeUndefined();
     expect(await find("aws", "http://127.0.0.1:9")).toBeUndefined();
+  });
+
+  it("a server that trickles its answer is given up on after the 2 s bound, not kept until the deadline", async () => {
+    const t0 = Date.now();
+    expect(await find("gcp", `${url}/slow`)).toBeUndefined();
+    expect(Date.now() - t0).toBeLessThan(15_000);
   });
 
   it("an oversized answer is dropped", async () => {

@@ -155,6 +155,27 @@ describe("verify-root", () => {
     );
   });
 
+  it("refuses a host-chosen file system mounted below the root (mount.usr=, mount-extra=); tmpfs there is fine", () => {
+    const ours = { devno: "253:0", name: "root", uuid: cryptUuid };
+    const usr = rootWith(
+      line("253:0", "/sysroot", "/dev/mapper/root") + line("254:16", "/sysroot/usr", "/dev/vdb"),
+      ours,
+    );
+    expect(() => verifyRoot(usr, "/sysroot", [{ name: "root", uuid: UUID }])).toThrow(
+      /\/sysroot\/usr \(ext4, mounted below the root\) is on \/dev\/vdb .* not a device-mapper device/,
+    );
+    const virtiofs = rootWith(
+      line("253:0", "/sysroot", "/dev/mapper/root") + "31 30 0:45 / /sysroot/srv rw shared:2 - virtiofs hostshare rw\n",
+      ours,
+    );
+    expect(() => verifyRoot(virtiofs, "/sysroot", [{ name: "root", uuid: UUID }])).toThrow(/mounted below the root/);
+    const tmp = rootWith(
+      line("253:0", "/sysroot", "/dev/mapper/root") + "31 30 0:40 / /sysroot/run rw shared:2 - tmpfs tmpfs rw\n",
+      ours,
+    );
+    expect(verifyRoot(tmp, "/sysroot", [{ name: "root", uuid: UUID }]).dmName).toBe("root");
+  });
+
   it("the visible (last) mount wins; mountinfo escapes are decoded; garbage is refused", () => {
     const m = parseMountinfo(line("253:0", "/sys\\040root", "/dev/x") + line("8:1", "/a", "/dev/y"));
     expect(m[0]!.mountPoint).toBe("/sys root");
