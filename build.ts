@@ -28,8 +28,12 @@ function gitCommit(): string {
 
 const outfile = process.argv[2] ?? path.join(root, "dist", "cvm-unlock");
 fs.mkdirSync(path.dirname(outfile), { recursive: true });
-// Build to a temporary name and rename, so that a concurrent test never runs a half-written binary.
-const tmp = `${outfile}.tmp-${process.pid}`;
+// Build in a temporary directory and rename, so that a concurrent test never runs a half-written binary.
+// The file keeps its final name there: bun embeds it (/$bunfs/root/NAME), and a PID in it would make
+// every build differ.
+const tmpDir = `${outfile}.tmp-${process.pid}`;
+fs.mkdirSync(tmpDir);
+const tmp = path.join(tmpDir, path.basename(outfile));
 const bun = process.execPath.includes("bun") ? process.execPath : path.join(root, "node_modules", ".bin", "bun");
 const args = [
   "build",
@@ -48,11 +52,12 @@ const args = [
 ];
 const r = spawnSync(bun, args, { cwd: root, stdio: "inherit" });
 if (r.status !== 0) {
-  fs.rmSync(tmp, { force: true });
+  fs.rmSync(tmpDir, { recursive: true, force: true });
   console.error(`build failed (bun exit ${r.status})`);
   process.exit(1);
 }
 fs.renameSync(tmp, outfile);
+fs.rmdirSync(tmpDir);
 const size = fs.statSync(outfile).size;
 console.log(
   `built ${path.relative(process.cwd(), outfile)}: ${size} bytes (${(size / 1048576).toFixed(1)} MiB), version ${pkg.version} (${gitCommit()})`,
