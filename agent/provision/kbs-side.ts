@@ -44,7 +44,12 @@ async function upload(plan: Plan, token: string | undefined, value: Uint8Array, 
         );
       }
       io.stdout.write(`${plan.adminUrl}: resource policy set (it replaces the KBS-wide policy):\n${plan.policy}`);
-    }
+    } else
+      // trustee has one resource policy for every resource: whatever it says now decides this release.
+      io.log.warning(
+        `resource policy unchanged: the KBS's current (KBS-wide) policy decides whether ${plan.token.resource} is released; ` +
+          "check it before wiping the other keyslots (--policy or --resource-policy sets it)",
+      );
   } finally {
     await connection.close();
   }
