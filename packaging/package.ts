@@ -77,16 +77,33 @@ function bundledPackages(): { name: string; version: string; license: string }[]
     }));
 }
 
+/** A package's own licence text, as its authors ship it (MIT and BSD ask for it with every copy). */
+function licenceText(name: string): string | undefined {
+  const dir = path.join(ROOT, "node_modules", name);
+  const file = ["LICENSE", "LICENSE.md", "LICENSE.txt", "LICENCE", "license"].find((f) =>
+    fs.existsSync(path.join(dir, f)),
+  );
+  return file === undefined ? undefined : fs.readFileSync(path.join(dir, file), "utf8").trimEnd();
+}
+
 function thirdPartyNotice(): string {
   const bun = JSON.parse(fs.readFileSync(path.join(ROOT, "node_modules/bun/package.json"), "utf8")) as {
     version: string;
     license: string;
   };
+  const packages = bundledPackages();
+  const texts = packages.flatMap((p) => {
+    const text = licenceText(p.name);
+    return text === undefined ? [] : ["", `---- ${p.name} ${p.version} ----`, "", text];
+  });
   return [
     "/usr/bin/cvm-unlock is a `bun build --compile` executable: it contains the bun runtime",
     `(bun ${bun.version}, ${bun.license}; bun itself includes JavaScriptCore and other libraries under`,
     "their own licences, listed in bun's documentation under Project, Licensing) and these npm packages:",
-    ...bundledPackages().map((p) => `  ${p.name} ${p.version} (${p.license})`),
+    ...packages.map((p) => `  ${p.name} ${p.version} (${p.license})`),
+    "",
+    "Their licence texts follow.",
+    ...texts,
   ].join("\n");
 }
 

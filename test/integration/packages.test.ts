@@ -65,6 +65,12 @@ describe("package contents and dependencies", () => {
     expect(fs.readFileSync(path.join(debRoot, "usr/share/doc/cvm-unlock/copyright"), "utf8")).toMatch(
       /^License: Apache-2.0$/m,
     );
+    // MIT and BSD ask for their notices with every copy of the bundled code
+    const notice = fs.readFileSync(path.join(debRoot, "usr/share/doc/cvm-unlock/THIRD-PARTY"), "utf8");
+    for (const p of ["undici", "cbor-x", "smol-toml", "@noble/curves", "@noble/hashes"])
+      expect(notice).toMatch(new RegExp(`^---- ${p} \\S+ ----$`, "m"));
+    expect(notice).toMatch(/Permission is hereby granted/);
+    expect(notice).toMatch(/Redistribution and use in source and binary forms/);
   });
 
   it("the .deb depends on glibc and cryptsetup only; dracut is suggested, never required", () => {
