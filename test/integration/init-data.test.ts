@@ -23,7 +23,7 @@ import { createPki, type Pki } from "../helpers/pki.ts";
 import { snpProvider, testPki } from "../helpers/snp-fixtures.ts";
 import { startSwtpm, type Swtpm } from "../helpers/swtpm.ts";
 import { makeTdxQuote } from "../helpers/tdx-fixtures.ts";
-import { startTestKbs, type PolicyInput, type TestKbs } from "../kbs/server.ts";
+import { onlyInitData, startTestKbs, type TestKbs } from "../kbs/server.ts";
 import { makeSnpVerifier } from "../kbs/verifiers/snp.ts";
 
 const RESOURCE = "default/key/root";
@@ -67,21 +67,11 @@ function writeInitData(text: string): string {
   return f;
 }
 
-/** The resource policy an owner writes: release only to the init-data it authored. */
-function onlyInitData(digest: Uint8Array) {
-  return (input: PolicyInput) => {
-    const cpu0 = (input.claims.submods as Record<string, Record<string, unknown>>).cpu0!;
-    const annotated = Object.entries(cpu0).find(([k]) => k.includes("annotated-evidence"))?.[1] as
-      Record<string, unknown> | undefined;
-    return annotated?.init_data === hex(digest);
-  };
-}
-
 async function startKbs(extra: Parameters<typeof startTestKbs>[0] = {}): Promise<TestKbs> {
   kbs = await startTestKbs({
     tls: pki.tls,
     resources: { [RESOURCE]: SECRET },
-    policy: onlyInitData(DIGEST),
+    policy: onlyInitData(hex(DIGEST)),
     ...extra,
   });
   return kbs;
@@ -206,7 +196,7 @@ describe("init-data with tdx evidence (MRCONFIGID through the stand-in configfs-
       provider: "tdx_guest",
       outblobFor: (inblob) => makeTdxQuote({ version: 4, reportData: inblob, mrConfigId: fitTo(tdxDigest, 48) }),
     });
-    await startKbs({ policy: onlyInitData(tdxDigest) });
+    await startKbs({ policy: onlyInitData(hex(tdxDigest)) });
     const r = await fetch("tdx", writeInitData(TDX_INIT_DATA), ["--platform-root", tsm.root]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.equals(SECRET)).toBe(true);
@@ -217,7 +207,7 @@ describe("init-data with tdx evidence (MRCONFIGID through the stand-in configfs-
       provider: "tdx_guest",
       outblobFor: (inblob) => makeTdxQuote({ version: 4, reportData: inblob }),
     });
-    await startKbs({ policy: onlyInitData(tdxDigest) });
+    await startKbs({ policy: onlyInitData(hex(tdxDigest)) });
     const r = await fetch("tdx", writeInitData(TDX_INIT_DATA), ["--platform-root", tsm.root]);
     expect(r.code).toBe(EXIT_CODES.evidence);
     expect(r.stderr).toMatch(/MRCONFIGID/);

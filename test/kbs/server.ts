@@ -34,7 +34,7 @@ import {
 import { primaryRuntimeData, runtimeDigest } from "./runtime-data.ts";
 import { sessionCookie, sessionIdFromCookie, SessionStore, type Session } from "./sessions.ts";
 import { compileRegoSubset, RegoSubsetError } from "./rego-subset.ts";
-import { TokenError, TokenIssuer, teePubkeyFromClaims, type TokenClaims } from "./token.ts";
+import { ANNOTATED_EVIDENCE, TokenError, TokenIssuer, teePubkeyFromClaims, type TokenClaims } from "./token.ts";
 import { loadVerifier } from "./verifiers/index.ts";
 import type { TeeVerifier } from "./verifiers/types.ts";
 
@@ -56,6 +56,15 @@ export interface PolicyInput {
   resourcePath: string;
 }
 export type ResourcePolicy = "allow" | "deny" | ((input: PolicyInput) => boolean | Promise<boolean>);
+
+/** An owner's policy for a generic image: release only to the init-data whose digest (hex) it wrote. */
+export function onlyInitData(digestHex: string): ResourcePolicy {
+  return (input) => {
+    const cpu0 = (input.claims.submods as Record<string, Record<string, unknown>> | undefined)?.cpu0;
+    const annotated = cpu0?.[ANNOTATED_EVIDENCE] as Record<string, unknown> | undefined;
+    return annotated?.init_data === digestHex;
+  };
+}
 
 export interface TlsMaterial {
   keyPem: string;
