@@ -4,10 +4,12 @@
 #   busybox root whose init prints CVM-E2E markers, a swtpm state with an RSA AK persisted at
 #   0x81010002 (what trustee's `tpm` attester uses), TLS material for the test KBS, and two
 #   dracut initramfs images with our module: "agent" (cvm-unlock unlock) and "floor" (the same
-#   image, but the key is baked in and cryptsetup opens the root without attestation).
+#   image, but the key is baked in and cryptsetup opens the root without attestation), and a
+#   minimal Debian 12 tree ("debroot") for tests that need a real userspace or tools the build
+#   host must not have.
 #
-# Usage: test/e2e/setup.sh [step...]   steps: deps kernel tls tpm disk initrd uki sizes (default:
-#        all but uki and sizes). Writes $CACHE/manifest.env for the tests. Idempotent; passes from nothing.
+# Usage: test/e2e/setup.sh [step...]   steps: deps kernel tls tpm disk initrd debroot uki sizes
+#        (default: all but uki and sizes). Writes $CACHE/manifest.env for the tests. Idempotent; passes from nothing.
 # Environment: CVM_E2E_CACHE (default /var/cache/cvm-unlock-e2e), CVM_E2E_BIN (default
 #              dist/cvm-unlock), KVER (default: newest /boot/vmlinuz-*).
 set -euo pipefail
@@ -23,7 +25,7 @@ KBS_GUEST_URL=https://10.0.2.2:47443             # host 127.0.0.1:47443 through 
 AK_HANDLE=0x81010002
 PACKAGES=(qemu-system-x86 swtpm swtpm-tools tpm2-tools cryptsetup cryptsetup-bin
     linux-image-amd64 dracut dracut-core dracut-network busybox-static e2fsprogs gdisk
-    zstd cpio kmod systemd openssl binutils ovmf systemd-boot-efi mtools dosfstools)
+    zstd cpio kmod systemd openssl binutils ovmf systemd-boot-efi mtools dosfstools mmdebstrap)
 
 log() { echo "e2e-setup $(date +%T) $*" >&2; }
 die() { echo "e2e-setup: ERROR: $*" >&2; exit 1; }
@@ -301,6 +303,76 @@ cvm_unlock_mode=\"generic\""
     fi
 }
 
+# -------------------------------------------------------------------------------- debroot
+# A minimal Debian 12 tree, built once with mmdebstrap and cached. Two uses:
+# - the root file system of VM tests that need a real systemd userspace (sshd, NetworkManager);
+# - the build root for initramfs images that need tools which must never be installed on the
+#   build or CI host: NetworkManager would take over the host's interfaces, and lvm2 would scan
+#   and activate the host's disks. `build_initrd_in_debroot` runs dracut inside it.
+# Its openssh-server package generated host keys at install time: tests use them as the
+# "unattested keys an image ships with" that cvm-unlock must keep sshd from offering.
+DEBROOT_SUITE=bookworm
+DEBROOT_PACKAGES="systemd,systemd-sysv,udev,dbus,kmod,iproute2,procps,openssh-server,network-manager,\
+dracut-core,dracut-network,cryptsetup-bin,lvm2,e2fsprogs,zstd,cpio"
+step_debroot() {
+    local d=$CACHE/debroot ver="v1 $DEBROOT_SUITE $DEBROOT_PACKAGES"
+    cached debroot "$ver" && [ -x "$d/usr/bin/dracut" ] && { log "debroot cached"; return; }
+    command -v mmdebstrap > /dev/null || die "mmdebstrap missing (step deps installs it)"
+    rm -rf "$d" "$d.tmp"
+    local t0=$SECONDS
+    # --variant=apt: Essential + apt + the packages named, no Recommends
+    mmdebstrap --quiet --variant=apt --mode=root --include="$DEBROOT_PACKAGES" \
+        --customize-hook='echo cvm-e2e > "$1/etc/hostname"' \
+        --customize-hook='rm -f "$1"/etc/machine-id; : > "$1"/etc/machine-id' \
+        "$DEBROOT_SUITE" "$d.tmp" >&2
+    mv "$d.tmp" "$d"
+    stamp debroot "$ver"
+    log "debroot $d ($(du -sh "$d" | cut -f1)) in $((SECONDS - t0)) s"
+}
+
+# in_debroot CMD...: run CMD chrooted in the Debian tree with /dev, /proc, /sys, a private /tmp
+# and the host's kernel modules (read-only), in a private mount namespace: nothing stays mounted
+# on the host afterwards, even when CMD fails.
+in_debroot() {
+    local d=$CACHE/debroot
+    [ -x "$d/usr/bin/dracut" ] || step_debroot
+    mkdir -p "$d/usr/lib/modules"
+    unshare --mount --propagation private -- /bin/bash -euc '
+        d=$1; shift
+        mount --rbind /dev "$d/dev"
+        mount -t proc proc "$d/proc"
+        mount --rbind /sys "$d/sys"
+        mount -t tmpfs tmpfs "$d/tmp"
+        mount --bind /usr/lib/modules "$d/usr/lib/modules"
+        mount -o remount,bind,ro "$d/usr/lib/modules"
+        exec chroot "$d" "$@"' _ "$d" "$@"
+}
+
+# build_initrd_in_debroot NAME MODULES EXTRA_CONF [FILE...]: like build_initrd, but dracut and
+# every tool it copies come from the Debian tree, not the build host. The FILEs (the agent,
+# configs, keys) are staged under /build/files/<basename> in the tree: EXTRA_CONF names them
+# there. Writes $CACHE/initrd-NAME.img.
+build_initrd_in_debroot() {
+    local name=$1 mods=$2 extra=$3 t0=$SECONDS k f
+    shift 3
+    k=$(cat "$CACHE/kver")
+    local b=$CACHE/debroot/build
+    rm -rf "$b"; mkdir -p "$b/files" "$b/conf.d"
+    for f in "$@"; do cp -a "$f" "$b/files/"; done
+    printf 'compress="zstd"\n%s\n' "$extra" > "$b/conf.d/99-e2e.conf"
+    cp -r "$MODULE_SRC/90cvm-unlock" "$b/90cvm-unlock"
+    # the same private dracut tree as dracut_tree, made inside the Debian tree
+    in_debroot /bin/bash -euc '
+        cp -as /usr/lib/dracut /build/dracut
+        rm -rf /build/dracut/modules.d/90cvm-unlock
+        mv /build/90cvm-unlock /build/dracut/modules.d/90cvm-unlock
+        dracutbasedir=/build/dracut dracut --quiet --force --conf /dev/null --confdir /build/conf.d \
+            --no-hostonly --no-hostonly-cmdline --kver "$1" -m "$2" /build/initrd.img' _ "$k" "$mods"
+    mv "$b/initrd.img" "$CACHE/initrd-$name.img"
+    rm -rf "$b"
+    log "initrd-$name (in debroot): $(stat -c %s "$CACHE/initrd-$name.img") bytes in $((SECONDS - t0)) s"
+}
+
 # ------------------------------------------------------------------------------ uki (opt-in)
 # UEFI variant: OVMF -> UKI (systemd-stub sets LoaderDevicePartUUID) with a static cmdline that
 # has no root=, an initramfs built with cvm_unlock_root="" so systemd-gpt-auto-generator finds
@@ -379,12 +451,13 @@ CVM_E2E_AK_PEM=$CACHE/ak.pem
 CVM_E2E_TLS_DIR=$CACHE/tls
 CVM_E2E_KBS_PORT=${KBS_GUEST_URL##*:}
 CVM_E2E_DISK_UKI=$CACHE/disk-uki.img
+CVM_E2E_DEBROOT=$CACHE/debroot
 EOF
     mv "$CACHE/manifest.env.tmp" "$CACHE/manifest.env"
 }
 
 main() {
-    [ $# -eq 0 ] && set -- deps kernel tls tpm disk initrd
+    [ $# -eq 0 ] && set -- deps kernel tls tpm disk initrd debroot
     local s
     for s in "$@"; do "step_$s"; done
     write_manifest

@@ -21,6 +21,9 @@ export interface E2eManifest {
   kbsPort: number;
   /** UEFI disk (ESP with a UKI + the LUKS2 root), built by `setup.sh uki`. */
   diskUki: string;
+  /** Minimal Debian 12 tree (`setup.sh debroot`): a real userspace, and the build root for
+   * initramfs images whose tools must not be on the build host (NetworkManager, lvm2). */
+  debroot: string;
 }
 
 export const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../../..");
@@ -65,5 +68,6 @@ export function readManifest(): E2eManifest {
     tlsDir: get("CVM_E2E_TLS_DIR"),
     kbsPort: Number(get("CVM_E2E_KBS_PORT")),
     diskUki: get("CVM_E2E_DISK_UKI"),
+    debroot: get("CVM_E2E_DEBROOT"),
   };
 }
