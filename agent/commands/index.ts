@@ -46,7 +46,7 @@ export const commands: CommandEntry[] = [
   },
   {
     name: "reference",
-    summary: "PCR 4/7/11 reference values for the next boot of a UKI (RVPS message or bind --pcr-values)",
+    summary: "PCR 4/7/11/12 reference values for the next boot of a UKI (RVPS message or bind --pcr-values)",
     load: async () => (await import("./reference.ts")).referenceCommand,
   },
   {
