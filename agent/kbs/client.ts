@@ -291,8 +291,7 @@ export async function fetchResources(
   attester: Attester,
   requests: ResourceRequest[],
 ): Promise<FetchedResources> {
-  if (requests.length === 0 || requests.every((r) => r.optional))
-    throw new CvmError("internal", "fetchResources needs at least one required resource");
+  if (requests.length === 0) throw new CvmError("internal", "fetchResources needs at least one resource");
   for (const { path: resourcePath } of requests)
     if (!RESOURCE_PATH.test(resourcePath))
       throw new CvmError("config", `resource path '${resourcePath}' is not REPO/TYPE/TAG as trustee accepts it`, {
