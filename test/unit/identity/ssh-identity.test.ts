@@ -31,7 +31,7 @@ const refused: Released = { refused: new CvmError("resource-missing", "KBS says 
 let base: string;
 let dir: string;
 let lines: string[];
-const log = () => createLogger({ format: "text", write: (l) => lines.push(l) });
+const log = () => createLogger({ format: "text", verbose: false, write: (l) => lines.push(l) });
 beforeEach(() => {
   lines = [];
   if (!haveShm) return;
@@ -50,7 +50,9 @@ describe("SSH identity requests and event", () => {
       { path: "default/ssh/key", optional: false },
       { path: "default/ssh/cert", optional: false },
     ]);
-    expect(sshIdentityRequests({ resource: "a/b/c", policy: "optional" })).toEqual([{ path: "a/b/c", optional: true }]);
+    expect(sshIdentityRequests({ resource: "a/b/c", certificate_resource: undefined, policy: "optional" })).toEqual([
+      { path: "a/b/c", optional: true },
+    ]);
   });
   it("measures the fingerprint, or none", () => {
     expect(sshIdentityEvent({ fingerprint: FINGERPRINT })).toBe(`cvm-unlock:ssh-host-key:${FINGERPRINT}`);
