@@ -38,6 +38,8 @@ export interface HostCertificate {
   validBefore: bigint;
   /** SHA256 fingerprint of the signing CA key, as ssh-keygen -l prints it. */
   caFingerprint: string;
+  /** The CA public key as users put it after @cert-authority: "ssh-ed25519 <base64>". */
+  caKeyLine: string;
   /** The canonical file text sshd reads: "<type> <base64>\n" (no comment). */
   line: string;
 }
@@ -106,6 +108,7 @@ export function parseHostCertificate(text: Uint8Array, hostKey: Uint8Array): Hos
     validAfter,
     validBefore,
     caFingerprint: sshFingerprint(caBlob),
+    caKeyLine: `${ED25519} ${Buffer.from(caBlob).toString("base64")}`,
     line: `${ED25519_CERT} ${Buffer.from(blob).toString("base64")}\n`,
   };
 }

@@ -51,6 +51,7 @@ beforeAll(async () => {
       "default/ssh/truncated": fixture("host_ed25519").subarray(0, 200),
     },
     onRequest: (r) => seen.push(r),
+    admin: { mode: "InsecureAllowAll" },
   });
   tpm = await startSwtpm({ ekCerts: false, pcrBanks: "sha256" });
 });
@@ -164,5 +165,85 @@ describe.skipIf(!have)("attested SSH host identity (binary, test KBS, swtpm)", (
     expect(fs.existsSync(path.join(c.dir, "ssh", "ssh_host_ed25519_key"))).toBe(false);
     const recs = decodeRecords(fs.readFileSync(c.record));
     expect(recs.map((x) => x.event)).toEqual(["cvm-unlock:ssh-host-key:none", `cryptsetup:root:${img.uuid}`]);
+  });
+});
+
+describe.skipIf(!have)("cvm-unlock ssh-identity: the owner makes and stores the identity", () => {
+  const make = (extra: string[]) =>
+    runCli(
+      ["ssh-identity", "--kbs", kbs.url, "--insecure-http", "--admin-anonymous", "--log-format", "text", ...extra],
+      { timeoutMs: 60_000 },
+    );
+
+  it("generates a key in memory, has the CA sign it, uploads both; the VM installs exactly that key", async () => {
+    const r = await make([
+      "--resource",
+      "default/ssh/made",
+      "--certificate-resource",
+      "default/ssh/made-cert",
+      "--ca-key",
+      path.join(FIX, "ca_ed25519"),
+      "--principal",
+      "vm.example",
+      "--validity",
+      "+52w",
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const stored = Buffer.from(kbs.resources.get("default/ssh/made")!);
+    const cert = Buffer.from(kbs.resources.get("default/ssh/made-cert")!);
+    const out = r.stdout.toString();
+    // Nothing of the private key in the output or the logs.
+    for (const l of stored.toString().split("\n").slice(1, -2)) {
+      expect(out).not.toContain(l);
+      expect(r.stderr).not.toContain(l);
+    }
+    // OpenSSH reads the stored key; the printed known_hosts line and fingerprint are its public half.
+    const keyFile = path.join(work, "made_key");
+    fs.writeFileSync(keyFile, stored, { mode: 0o600 });
+    const pub = execFileSync("ssh-keygen", ["-y", "-f", keyFile], { encoding: "utf8" }).trim();
+    expect(out).toContain(`  vm.example ${pub.split(" ").slice(0, 2).join(" ")}\n`);
+    const fp = execFileSync("ssh-keygen", ["-lf", keyFile], { encoding: "utf8" }).split(" ")[1]!;
+    expect(out).toContain(`host key: ${fp} (ED25519)`);
+    const caPub = fixture("ca_ed25519.pub").toString().split(" ").slice(0, 2).join(" ");
+    expect(out).toContain(`@cert-authority vm.example ${caPub}\n`);
+    fs.writeFileSync(`${keyFile}-cert.pub`, cert);
+    expect(execFileSync("ssh-keygen", ["-Lf", `${keyFile}-cert.pub`], { encoding: "utf8" })).toMatch(
+      /host certificate[\s\S]*Principals: \n\s+vm.example/,
+    );
+    expect(out).toContain(
+      '"identity": {"ssh": {"resource":"default/ssh/made","certificate_resource":"default/ssh/made-cert","policy":"required"}}',
+    );
+
+    // Round trip: the VM receives exactly that identity.
+    const c = config("made", { resource: "default/ssh/made", certificate_resource: "default/ssh/made-cert" });
+    const u = await unlock(c.file);
+    expect(u.code, u.stderr).toBe(0);
+    expect(u.stderr).toContain(`SSH host key ${fp} installed`);
+    expect(fs.readFileSync(path.join(c.dir, "ssh", "ssh_host_ed25519_key")).equals(stored)).toBe(true);
+  });
+
+  it("refuses a CA the VM could not verify (ecdsa) before uploading anything", async () => {
+    const before = kbs.resources.size;
+    const caDir = fs.mkdtempSync(path.join(work, "ecdsa-ca-"));
+    execFileSync("ssh-keygen", ["-q", "-t", "ecdsa", "-N", "", "-f", path.join(caDir, "ca")]);
+    const r = await make([
+      "--resource",
+      "default/ssh/x",
+      "--certificate-resource",
+      "default/ssh/x-cert",
+      "--ca-key",
+      path.join(caDir, "ca"),
+    ]);
+    expect(r.code).toBe(EXIT_CODES.usage);
+    expect(r.stderr).toMatch(/the VM would refuse this certificate.*ecdsa/);
+    expect(kbs.resources.size).toBe(before);
+  });
+
+  it("usage errors: no credentials, a certificate resource without a CA key", async () => {
+    const none = await runCli(["ssh-identity", "--kbs", kbs.url, "--resource", "default/ssh/y"]);
+    expect(none.code).toBe(EXIT_CODES.usage);
+    const noCa = await make(["--resource", "default/ssh/y", "--certificate-resource", "default/ssh/y-cert"]);
+    expect(noCa.code).toBe(EXIT_CODES.usage);
+    expect(noCa.stderr).toMatch(/--certificate-resource and --ca-key go together/);
   });
 });
