@@ -18,8 +18,7 @@ import {
   sshFingerprint,
 } from "../identity/openssh-key.ts";
 import { parseHostCertificate, type HostCertificate } from "../identity/ssh-certificate.ts";
-import { KbsTransport } from "../kbs/transport.ts";
-import { KbsAdmin } from "../provision/admin-api.ts";
+import { withKbsAdmin, type AdminTarget } from "../provision/kbs-side.ts";
 import { ADMIN_OPTIONS, adminTokenFromArgs } from "../provision/bind-plan.ts";
 import { signHostCertificate } from "../provision/ssh-host-cert.ts";
 
@@ -86,11 +85,7 @@ interface CertPlan {
   keyId: string;
 }
 
-interface SshIdentityPlan {
-  url: string;
-  caPem: string | undefined;
-  token: string | undefined;
-  insecureHttp: boolean;
+interface SshIdentityPlan extends AdminTarget {
   resource: string;
   comment: string;
   cert: CertPlan | undefined;
@@ -173,15 +168,7 @@ async function upload(
   deadline: Deadline,
   io: CommandIO,
 ): Promise<void> {
-  const transport = new KbsTransport({
-    ...(plan.caPem !== undefined ? { caPem: plan.caPem } : {}),
-    insecureHttp: plan.insecureHttp,
-    requestTimeoutMs: 30_000,
-    deadline,
-  });
-  const connection = transport.connect(plan.url);
-  try {
-    const admin = new KbsAdmin(connection, plan.token, deadline);
+  await withKbsAdmin(plan, deadline, async (admin) => {
     // The certificate first: a refused key upload then leaves no key without its certificate.
     if (cert && plan.cert) {
       await admin.putResource(plan.cert.resource, Buffer.from(cert.line));
@@ -189,9 +176,7 @@ async function upload(
     }
     await admin.putResource(plan.resource, privateKey);
     io.stdout.write(`${plan.url}: resource ${plan.resource} stored (ed25519 host private key)\n`);
-  } finally {
-    await connection.close();
-  }
+  });
   io.log.warning(
     `resource policy unchanged: the KBS's current (KBS-wide) policy decides whether ${plan.resource} is released; ` +
       "it must release it only to your attested VMs (cvm-unlock bind --policy sets it)",

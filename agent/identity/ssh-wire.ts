@@ -1,47 +1,25 @@
 // The SSH wire encoding (RFC 4251 §5) the OpenSSH key and certificate formats are built from:
 // uint32/uint64 big-endian and `string` = uint32 length + bytes. Every string read is bounded by
 // the caller, so a hostile length can never make us allocate or scan past the input.
-import { ParseError, type ParseSite } from "../../platform/util/errors.ts";
+import type { ParseSite } from "../../platform/util/errors.ts";
+import { ByteReader } from "../../platform/util/reader.ts";
 
-export class SshReader {
-  private pos = 0;
-  private readonly view: DataView;
-  constructor(
-    private readonly buf: Uint8Array,
-    private readonly site: ParseSite,
-  ) {
-    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+/** SSH wire reads on top of the bounds-checked ByteReader (big-endian integers, bounded strings). */
+export class SshReader extends ByteReader {
+  constructor(buf: Uint8Array, site: ParseSite) {
+    super(buf, site);
   }
 
-  get offset(): number {
-    return this.pos;
-  }
-  get remaining(): number {
-    return this.buf.length - this.pos;
-  }
-
-  fail(field: string, problem: string, at = this.pos): never {
-    throw new ParseError(this.site, field, at, problem);
-  }
-
-  bytes(n: number, field: string): Uint8Array {
-    if (n > this.remaining) this.fail(field, `needs ${n} byte(s), only ${this.remaining} left of ${this.buf.length}`);
-    const out = this.buf.subarray(this.pos, this.pos + n);
-    this.pos += n;
-    return out;
-  }
   u32(field: string): number {
-    const b = this.bytes(4, field);
-    return this.view.getUint32(b.byteOffset - this.buf.byteOffset, false);
+    return this.u32be(field);
   }
   u64(field: string): bigint {
-    const b = this.bytes(8, field);
-    return this.view.getBigUint64(b.byteOffset - this.buf.byteOffset, false);
+    return this.u64be(field);
   }
 
   /** A `string` of at most `max` bytes (a view into the input, not a copy). */
   string(field: string, max: number): Uint8Array {
-    const at = this.pos;
+    const at = this.offset;
     const n = this.u32(`${field}.length`);
     if (n > max) this.fail(field, `length ${n} exceeds the limit of ${max}`, at);
     return this.bytes(n, field);
@@ -49,7 +27,7 @@ export class SshReader {
 
   /** A `string` that must be printable ASCII (algorithm and cipher names, comments). */
   text(field: string, max = 64): string {
-    const at = this.pos;
+    const at = this.offset;
     const b = this.string(field, max);
     for (const c of b) if (c < 0x20 || c > 0x7e) this.fail(field, "is not printable ASCII", at);
     return String.fromCharCode(...b);
@@ -57,13 +35,9 @@ export class SshReader {
 
   /** A name that must equal `expected`. */
   expect(field: string, expected: string): void {
-    const at = this.pos;
+    const at = this.offset;
     const got = this.text(field);
     if (got !== expected) this.fail(field, `is ${JSON.stringify(got)}, expected ${JSON.stringify(expected)}`, at);
-  }
-
-  end(field: string): void {
-    if (this.remaining !== 0) this.fail(field, `${this.remaining} unexpected trailing byte(s)`);
   }
 }
 

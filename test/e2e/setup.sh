@@ -178,11 +178,27 @@ EOF
     chmod 0755 "$1"
 }
 
+# luks_root_disk TREE LABEL MIB DISK: TREE as an ext4 file system (built without mounting), LUKS2
+# encrypted offline with disk.key (no device-mapper needed on the host) in a MIB-MiB partition of
+# type x86-64 root (gpt-auto discoverable) of the GPT disk image DISK.
+luks_root_disk() {
+    local tree=$1 label=$2 mib=$3 disk=$4 p=$CACHE/rootpart.img
+    rm -f "$p"; truncate -s "${mib}M" "$p"
+    mke2fs -q -t ext4 -L "$label" -d "$tree" "$p" "$((mib - 16))M"
+    cryptsetup reencrypt --encrypt --type luks2 --reduce-device-size 16M --uuid "$LUKS_UUID" \
+        --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$CACHE/disk.key" --batch-mode "$p"
+    rm -f "$disk.tmp"; truncate -s "$((mib + 2))M" "$disk.tmp"
+    sgdisk -n 1:2048:+"${mib}M" -t 1:$ROOT_GUID -c 1:root "$disk.tmp" >/dev/null
+    dd if="$p" of="$disk.tmp" bs=1M seek=1 conv=notrunc,sparse status=none
+    mv "$disk.tmp" "$disk"
+    rm -f "$p"
+}
+
 step_disk() {
     local key=$CACHE/disk.key disk=$CACHE/disk.img
     local bb; bb=$(command -v busybox)
     local ver="v2 $LUKS_UUID $ROOT_GUID $(sha256sum < "$bb")"
-    [ -s "$key" ] && cached disk "$ver" "$key" "$(declare -f step_disk write_marker_init)" && [ -s "$disk" ] && { log "disk cached"; return; }
+    [ -s "$key" ] && cached disk "$ver" "$key" "$(declare -f step_disk write_marker_init luks_root_disk)" && [ -s "$disk" ] && { log "disk cached"; return; }
     [ -s "$key" ] || { head -c 32 /dev/urandom > "$key.tmp" && chmod 0400 "$key.tmp" && mv "$key.tmp" "$key"; }
     local r=$CACHE/rootdir
     rm -rf "$r"; mkdir -p "$r"/{bin,sbin,etc,proc,sys,dev,run,tmp}
@@ -193,17 +209,9 @@ step_disk() {
     echo "encrypted-root-ok" > "$r/etc/e2e-content"
     printf 'NAME="cvm-unlock e2e root"\nID=cvmunlocke2e\nVERSION_ID=1\n' > "$r/etc/os-release"
     : > "$r/etc/fstab"
-    local p=$CACHE/rootpart.img
-    rm -f "$p"; truncate -s 48M "$p"
-    mke2fs -q -t ext4 -L e2eroot -d "$r" "$p" 32M
-    cryptsetup reencrypt --encrypt --type luks2 --reduce-device-size 16M --uuid "$LUKS_UUID" \
-        --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$key" --batch-mode "$p"
-    rm -f "$disk.tmp"; truncate -s 50M "$disk.tmp"
-    sgdisk -n 1:2048:+48M -t 1:$ROOT_GUID -c 1:root "$disk.tmp" >/dev/null
-    dd if="$p" of="$disk.tmp" bs=1M seek=1 conv=notrunc status=none
-    mv "$disk.tmp" "$disk"
-    rm -rf "$p" "$r"
-    stamp disk "$ver" "$key" "$(declare -f step_disk write_marker_init)"
+    luks_root_disk "$r" e2eroot 48 "$disk"
+    rm -rf "$r"
+    stamp disk "$ver" "$key" "$(declare -f step_disk write_marker_init luks_root_disk)"
     log "disk $disk (LUKS2 $LUKS_UUID)"
 }
 
@@ -395,11 +403,12 @@ step_sshroot() {
     [ -x "$CACHE/debroot/usr/bin/dracut" ] || step_debroot
     [ -s "$CACHE/guest-config.json" ] || step_initrd
     local disk=$CACHE/disk-ssh.img key=$CACHE/disk.key
-    local inputs=("v1" "$LUKS_UUID" "$ROOT_GUID" "$key" "$CACHE/debroot.stamp" "$SSH_KIT" "$(declare -f step_sshroot)")
+    local inputs=("v1" "$LUKS_UUID" "$ROOT_GUID" "$key" "$CACHE/debroot.stamp" "$SSH_KIT" \
+        "$(declare -f step_sshroot luks_root_disk)")
     if cached disk-ssh "${inputs[@]}" && [ -s "$disk" ]; then
         log "disk-ssh cached"
     else
-        local t0=$SECONDS r=$CACHE/sshroot.tmp p=$CACHE/sshpart.img
+        local t0=$SECONDS r=$CACHE/sshroot.tmp
         rm -rf "$r"; cp -a "$CACHE/debroot" "$r"; rm -rf "$r/build"
         "$SSH_KIT/install-into-image" "$r"
         cp -a "$CACHE/debroot"/etc/ssh/ssh_host_* "$r/etc/ssh/"
@@ -416,15 +425,8 @@ step_sshroot() {
         [ -e "$r/etc/systemd/system/multi-user.target.wants/ssh.service" ] \
             || die "openssh-server is not enabled in the Debian tree"
         printf '/dev/mapper/root / ext4 rw 0 0\n' > "$r/etc/fstab"
-        rm -f "$p"; truncate -s 784M "$p"
-        mke2fs -q -t ext4 -L e2essh -d "$r" "$p" 768M
-        cryptsetup reencrypt --encrypt --type luks2 --reduce-device-size 16M --uuid "$LUKS_UUID" \
-            --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$key" --batch-mode "$p"
-        rm -f "$disk.tmp"; truncate -s 786M "$disk.tmp"
-        sgdisk -n 1:2048:+784M -t 1:$ROOT_GUID -c 1:root "$disk.tmp" >/dev/null
-        dd if="$p" of="$disk.tmp" bs=1M seek=1 conv=notrunc,sparse status=none
-        mv "$disk.tmp" "$disk"
-        rm -rf "$p" "$r"
+        luks_root_disk "$r" e2essh 784 "$disk"
+        rm -rf "$r"
         stamp disk-ssh "${inputs[@]}"
         log "disk-ssh $disk (Debian root with the SSH image kit, LUKS2 $LUKS_UUID) in $((SECONDS - t0)) s"
     fi

@@ -14,8 +14,8 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { startTestKbs, type TestKbs } from "../kbs/server.ts";
-import { tpmVerifierTrusting } from "../kbs/verifiers/tpm.ts";
+import type { TestKbs } from "../kbs/server.ts";
+import { startE2eKbs } from "./harness/kbs.ts";
 import { findSecret, rootMarker } from "./harness/console.ts";
 import { readManifest, REPO, runSetup, type E2eManifest } from "./harness/manifest.ts";
 import { Vm, type BootResult } from "./harness/vm.ts";
@@ -92,22 +92,16 @@ function keyscan(port: number, args: string[]): string[] {
 
 describe("VM boot: attested SSH host identity", () => {
   beforeAll(() => {
-    runSetup(1_500_000);
+    // What these boots need (npm run e2e has run every step already).
+    runSetup(1_500_000, ["deps", "kernel", "tls", "tpm", "disk", "debroot", "sshroot"]);
     m = readManifest();
     fs.mkdirSync(RUNS, { recursive: true });
     work = fs.mkdtempSync(path.join(RUNS, "ssh-owner-"));
   }, 1_600_000);
 
   beforeAll(async () => {
-    const tls = (f: string) => fs.readFileSync(path.join(m.tlsDir, f), "utf8");
-    kbs = await startTestKbs({
-      host: "127.0.0.1",
-      port: m.kbsPort,
-      tls: { keyPem: tls("server.key"), certPem: tls("server.pem"), caPem: tls("ca.pem") },
+    kbs = await startE2eKbs(m, {
       resources: { "default/key/root": new Uint8Array(fs.readFileSync(m.diskKeyFile)) },
-      allowTees: ["tpm"],
-      verifiers: { tpm: tpmVerifierTrusting([fs.readFileSync(m.akPem, "utf8")]) },
-      policy: "allow",
       admin: { mode: "InsecureAllowAll" },
     });
     // The owner's side: a throwaway SSH CA, then `cvm-unlock ssh-identity` (the product binary).
