@@ -422,7 +422,7 @@ step_sshroot() {
             "$r/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
         ln -sf /lib/systemd/system/systemd-networkd.socket \
             "$r/etc/systemd/system/sockets.target.wants/systemd-networkd.socket"
-        [ -e "$r/etc/systemd/system/multi-user.target.wants/ssh.service" ] \
+        [ -L "$r/etc/systemd/system/multi-user.target.wants/ssh.service" ] \
             || die "openssh-server is not enabled in the Debian tree"
         printf '/dev/mapper/root / ext4 rw 0 0\n' > "$r/etc/fstab"
         luks_root_disk "$r" e2essh 784 "$disk"
