@@ -3,7 +3,7 @@
 import { CvmError } from "../platform/util/errors.ts";
 import { readFileBounded } from "../platform/util/files.ts";
 import type { Config } from "./config/schema.ts";
-import type { Attester, FetchedSecret, KbsClientOptions } from "./kbs/types.ts";
+import type { Attester, FetchedResources, FetchedSecret, KbsClientOptions, ResourceRequest } from "./kbs/types.ts";
 import { readCa, type RunContext } from "./cli/common.ts";
 import { refuseShellCmdline } from "./cmdline-guard.ts";
 import { selectSource } from "./select.ts";
@@ -117,6 +117,16 @@ export async function chooseAttester(
 }
 
 export async function attestAndFetch(ctx: RunContext, resource: string, timeline: Timeline): Promise<FetchedSecret> {
+  const { released, endpoint } = await attestAndFetchAll(ctx, [{ path: resource }], timeline);
+  return { secret: (released[0] as { secret: Buffer }).secret, endpoint };
+}
+
+/** One attestation, several resources with its token (e.g. a disk key and the SSH host identity). */
+export async function attestAndFetchAll(
+  ctx: RunContext,
+  requests: ResourceRequest[],
+  timeline: Timeline,
+): Promise<FetchedResources> {
   // From a shell the host opened with the command line, a key must not be had (exit 16)
   refuseShellCmdline(ctx.env.paths.root);
   const opts = kbsOptions(ctx, timeline); // config errors before touching the platform
@@ -124,8 +134,8 @@ export async function attestAndFetch(ctx: RunContext, resource: string, timeline
   try {
     // Loaded only now (undici is most of the start-up cost): its evaluation overlaps the work the
     // evidence source began in the background, e.g. the TPM creating the AK.
-    const { fetchResource } = await import("./kbs/client.ts");
-    return await fetchResource(opts, attester, resource);
+    const { fetchResources } = await import("./kbs/client.ts");
+    return await fetchResources(opts, attester, requests);
   } finally {
     await attester.close();
   }

@@ -19,7 +19,7 @@ import { mergeLayers, readConfigFile } from "../config/load.ts";
 import type { CvmToken } from "../config/layers/token.ts";
 import { verifyHeaderPolicy } from "../unlock/header-policy.ts";
 import { findCryptsetup } from "../unlock/cryptsetup.ts";
-import { planFromArgs, tokenFromArgs, type Plan } from "../provision/bind-plan.ts";
+import { ADMIN_OPTIONS, planFromArgs, tokenFromArgs, type Plan } from "../provision/bind-plan.ts";
 import {
   addKeyslot,
   keyOpens,
@@ -76,21 +76,7 @@ export const bindCommand: Command = {
       value: "FILE",
       help: "existing passphrase/key of the volume (- = stdin; default: ask on the terminal)",
     },
-    {
-      name: "admin-key",
-      kind: "string",
-      value: "FILE",
-      help: "Ed25519 private key (PEM) to sign a short-lived admin JWT",
-    },
-    { name: "admin-token-file", kind: "string", value: "FILE", help: "admin JWT to send as Authorization: Bearer" },
-    {
-      name: "admin-anonymous",
-      kind: "bool",
-      help: "send admin requests without a token (KBS in InsecureAllowAll mode)",
-    },
-    { name: "admin-role", kind: "string", value: "ROLE", help: 'role claim of the signed admin JWT (default "admin")' },
-    { name: "admin-issuer", kind: "string", value: "ISS", help: "iss claim of the signed admin JWT" },
-    { name: "admin-audience", kind: "string", value: "AUD", help: "aud claim of the signed admin JWT" },
+    ...ADMIN_OPTIONS,
     { name: "admin-url", kind: "string", value: "URL", help: "KBS URL for the admin API (default: the first --kbs)" },
     {
       name: "key-out-fd",

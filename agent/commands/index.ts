@@ -45,6 +45,11 @@ export const commands: CommandEntry[] = [
     load: async () => (await import("./bind.ts")).bindCommand,
   },
   {
+    name: "ssh-identity",
+    summary: "make an ed25519 SSH host key (and CA certificate) released only to attested VMs; store it at the KBS",
+    load: async () => (await import("./ssh-identity.ts")).sshIdentityCommand,
+  },
+  {
     name: "reference",
     summary: "PCR 4/7/11/12 reference values for the next boot of a UKI (RVPS message or bind --pcr-values)",
     load: async () => (await import("./reference.ts")).referenceCommand,

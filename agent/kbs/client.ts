@@ -13,7 +13,14 @@ import { runtimeDigest, selectHashAlgorithm, type RuntimeData } from "./runtime-
 import { generateTeeKey, type TeeKeyPair } from "./tee-key.ts";
 import { retry, TransientError } from "../../platform/util/retry.ts";
 import { endpointUrl, KbsTransport, type KbsConnection, type KbsHttpResponse } from "./transport.ts";
-import type { Attester, FetchedSecret, KbsClientOptions } from "./types.ts";
+import type {
+  Attester,
+  FetchedResources,
+  FetchedSecret,
+  KbsClientOptions,
+  Released,
+  ResourceRequest,
+} from "./types.ts";
 
 export const KBS_PROTOCOL_VERSION = "0.4.0";
 export const SESSION_COOKIE = "kbs-session-id";
@@ -107,7 +114,8 @@ export function parseToken(body: Uint8Array, endpoint: string): string {
   return token;
 }
 
-type Attempt = { secret: Buffer } | { refused: ErrorDecision; tokenWasReused: boolean };
+type Refusal = { refused: ErrorDecision; tokenWasReused: boolean };
+type Attempt = { released: Released[] } | Refusal;
 
 /** One handshake on one connection: auth → evidence → attest → resource (or resource with a token we hold). */
 class RcarFlow {
@@ -120,22 +128,16 @@ class RcarFlow {
     private readonly conn: KbsConnection,
     private readonly attester: Attester,
     private readonly key: TeeKeyPair,
-    private readonly resourcePath: string,
+    private readonly requests: ResourceRequest[],
     token: string | undefined,
   ) {
     this.token = token;
     this.reusedToken = token !== undefined;
   }
 
-  private refused(phase: KbsPhase, res: KbsHttpResponse): Attempt {
+  private refused(phase: KbsPhase, res: KbsHttpResponse, resourcePath = this.requests[0]!.path): Refusal {
     return {
-      refused: decideOnKbsError(
-        phase,
-        res.status,
-        parseErrorInformation(res.body),
-        this.conn.endpoint,
-        this.resourcePath,
-      ),
+      refused: decideOnKbsError(phase, res.status, parseErrorInformation(res.body), this.conn.endpoint, resourcePath),
       tokenWasReused: phase === "resource" && this.reusedToken,
     };
   }
@@ -145,7 +147,7 @@ class RcarFlow {
       const refused = await this.handshake();
       if (refused) return refused;
     }
-    return this.fetch(this.token!);
+    return this.fetchAll(this.token!);
   }
 
   /** auth → evidence → attest; sets this.token, or returns the refusal. */
@@ -194,8 +196,35 @@ class RcarFlow {
     return undefined;
   }
 
-  private async fetch(token: string): Promise<Attempt> {
-    const { opts, conn, resourcePath } = this;
+  /**
+   * Every requested resource with the one token, in order. A required resource's refusal ends the
+   * attempt (earlier secrets are zeroed); an optional one's is recorded in its slot and the rest go on.
+   */
+  private async fetchAll(token: string): Promise<Attempt> {
+    const released: Released[] = [];
+    try {
+      for (const req of this.requests) {
+        // An optional resource's failure (not a transient one: that retries the attempt) is its answer.
+        const one = await this.fetchOne(token, req.path).catch((e: unknown): Refusal => {
+          if (!req.optional || !(e instanceof CvmError)) throw e;
+          return { refused: { rehandshake: false, error: e }, tokenWasReused: false };
+        });
+        if ("secret" in one) released.push(one);
+        else if (req.optional) released.push({ refused: one.refused.error });
+        else {
+          zeroReleased(released);
+          return one;
+        }
+      }
+      return { released };
+    } catch (e) {
+      zeroReleased(released);
+      throw e;
+    }
+  }
+
+  private async fetchOne(token: string, resourcePath: string): Promise<{ secret: Buffer } | Refusal> {
+    const { opts, conn } = this;
     const endpoint = conn.endpoint;
     const res = await opts.timeline.time("resource", () =>
       conn.request({
@@ -205,9 +234,9 @@ class RcarFlow {
         what: "resource",
       }),
     );
-    if (res.status !== 200) return this.refused("resource", res);
+    if (res.status !== 200) return this.refused("resource", res, resourcePath);
     const jwe = parseJson(res.body, endpoint, "resource");
-    opts.log.debug("kbs: resource received, decrypting", { jwe_bytes: res.body.length });
+    opts.log.debug("kbs: resource received, decrypting", { resource: resourcePath, jwe_bytes: res.body.length });
     const secret = await opts.timeline.time("decrypt", () => decryptResourceJwe(jwe, this.key));
     if (secret.length === 0)
       throw new CvmError("resource-missing", `KBS ${endpoint} released resource ${resourcePath} but it is empty`, {
@@ -215,6 +244,10 @@ class RcarFlow {
       });
     return { secret };
   }
+}
+
+function zeroReleased(released: Released[]): void {
+  for (const r of released) if ("secret" in r) r.secret.fill(0);
 }
 
 /** Failures that say this endpoint is unusable (not the KBS's verdict on us): try the others. */
@@ -235,22 +268,35 @@ function allUnusable(failures: CvmError[]): CvmError {
 const UNREACHABLE_HINT =
   "check that the KBS is running and reachable from the guest (address, port, firewall, guest network)";
 
-/**
- * Attest to the KBS and fetch one resource (REPO/TYPE/TAG). Attempts go round the endpoints
- * until the deadline (or opts.attemptsPerEndpoint per endpoint, when set), with backoff between
- * rounds. An endpoint that fails TLS or the protocol is set aside. A refusal is final except
- * where a fresh handshake may help (trustee's /attest and token errors, its 401 for a missing
- * resource), bounded by opts.resourceAttempts handshakes.
- */
+/** Attest to the KBS and fetch one resource (REPO/TYPE/TAG): fetchResources with one required request. */
 export async function fetchResource(
   opts: KbsClientOptions,
   attester: Attester,
   resourcePath: string,
 ): Promise<FetchedSecret> {
-  if (!RESOURCE_PATH.test(resourcePath))
-    throw new CvmError("config", `resource path '${resourcePath}' is not REPO/TYPE/TAG as trustee accepts it`, {
-      hint: "three segments of [A-Za-z0-9_-] followed by [A-Za-z0-9_.-]*, e.g. default/luks/root",
-    });
+  const { released, endpoint } = await fetchResources(opts, attester, [{ path: resourcePath }]);
+  return { secret: (released[0] as { secret: Buffer }).secret, endpoint };
+}
+
+/**
+ * Attest to the KBS once and fetch several resources (REPO/TYPE/TAG) with the same token, on one
+ * connection; an optional one may be refused without failing the others. Attempts go round the endpoints
+ * until the deadline (or opts.attemptsPerEndpoint per endpoint, when set), with backoff between
+ * rounds. An endpoint that fails TLS or the protocol is set aside. A refusal is final except
+ * where a fresh handshake may help (trustee's /attest and token errors, its 401 for a missing
+ * resource), bounded by opts.resourceAttempts handshakes.
+ */
+export async function fetchResources(
+  opts: KbsClientOptions,
+  attester: Attester,
+  requests: ResourceRequest[],
+): Promise<FetchedResources> {
+  if (requests.length === 0) throw new CvmError("internal", "fetchResources needs at least one resource");
+  for (const { path: resourcePath } of requests)
+    if (!RESOURCE_PATH.test(resourcePath))
+      throw new CvmError("config", `resource path '${resourcePath}' is not REPO/TYPE/TAG as trustee accepts it`, {
+        hint: "three segments of [A-Za-z0-9_-] followed by [A-Za-z0-9_.-]*, e.g. default/luks/root",
+      });
   if (opts.endpoints.length === 0)
     throw new CvmError("config", "no KBS endpoint configured", { hint: "set kbs.endpoints (or --kbs URL)" });
   for (const endpoint of opts.endpoints) endpointUrl(endpoint, "/", opts.insecureHttp); // refuse bad config before any I/O
@@ -273,13 +319,15 @@ export async function fetchResource(
   let turn = 0;
 
   /** One flow on its own connection; a refusal a fresh handshake may fix is returned, not thrown. */
-  const flowAt = async (endpoint: string): Promise<{ secret: Buffer } | { again: CvmError; counted: boolean }> => {
+  const flowAt = async (
+    endpoint: string,
+  ): Promise<{ released: Released[] } | { again: CvmError; counted: boolean }> => {
     const conn = transport.connect(endpoint);
-    const flow = new RcarFlow(opts, conn, attester, key, resourcePath, tokens.get(endpoint));
+    const flow = new RcarFlow(opts, conn, attester, key, requests, tokens.get(endpoint));
     tokens.delete(endpoint);
     try {
       const outcome = await flow.run();
-      if ("secret" in outcome) return outcome;
+      if ("released" in outcome) return outcome;
       const { rehandshake, error } = outcome.refused;
       if (!rehandshake) throw error;
       // A token kept from an earlier attempt may have expired or reach a replica that does not
@@ -295,13 +343,13 @@ export async function fetchResource(
   };
 
   /** One attempt = one endpoint, up to opts.resourceAttempts handshakes where trustee's answers warrant them. */
-  const attempt = async (): Promise<FetchedSecret> => {
+  const attempt = async (): Promise<FetchedResources> => {
     const endpoints = live();
     const endpoint = endpoints[turn++ % endpoints.length]!;
     try {
       for (let handshake = 1; ;) {
         const outcome = await flowAt(endpoint);
-        if ("secret" in outcome) return { secret: outcome.secret, endpoint };
+        if ("released" in outcome) return { released: outcome.released, endpoint };
         if (!outcome.counted) continue;
         if (handshake >= Math.max(1, opts.resourceAttempts)) throw outcome.again;
         handshake++;
@@ -338,9 +386,9 @@ export async function fetchResource(
       },
       attempt,
     );
-    log.info("kbs: resource released", {
+    log.info(requests.length === 1 ? "kbs: resource released" : "kbs: resources released", {
       endpoint: result.value.endpoint,
-      resource: resourcePath,
+      resource: requests.map((r) => r.path).join(" "),
       attempts: result.attempts,
       endpoints: opts.endpoints.length,
       waited_ms: result.waitedMs,

@@ -8,7 +8,9 @@ import * as path from "node:path";
 import { Deadline } from "../../platform/util/deadline.ts";
 import { CvmError, errorMessage } from "../../platform/util/errors.ts";
 import { silentLogger, type Logger } from "../../platform/util/log.ts";
-import { attestAndFetch } from "../attest.ts";
+import { attestAndFetchAll } from "../attest.ts";
+import { sshIdentitySession } from "../identity/ssh-session.ts";
+import type { SessionExtras } from "./session-extras.ts";
 import { loadConfigWithInitData, platformEnv, type RunContext } from "../cli/common.ts";
 import type { InitDataDocument } from "../init-data/document.ts";
 import type { ConfigLayer, ConfigLoader, LoadedConfig } from "../config/load.ts";
@@ -184,13 +186,20 @@ async function openWithKey(
   device: string,
   checked: CheckedVolume,
   timeline: Timeline,
+  extras: SessionExtras | undefined,
 ): Promise<VolumeOutcome> {
   const h = checked.volume.header;
   const resource = volumeResource(vol, ctx.config);
   const open = verifiedOpen(ctx, vol, device, checked, req.testOnly);
-  const { secret, endpoint } = await attestAndFetch(ctx, resource, timeline);
+  const { released, endpoint } = await attestAndFetchAll(
+    ctx,
+    [{ path: resource }, ...(extras?.requests ?? [])],
+    timeline,
+  );
+  const secret = (released[0] as { secret: Buffer }).secret;
   let key: Buffer | undefined;
   try {
+    if (extras) await extras.receive(released.slice(1));
     const doc = parseKeyResource(secret);
     key = doc.key;
     if (ctx.config.unlock.require_pins && !hasPins(doc.pins))
@@ -208,7 +217,7 @@ async function openWithKey(
   } finally {
     // Only now: cryptsetup has exited (or was never started), so nothing still reads these bytes.
     key?.fill(0);
-    secret.fill(0);
+    for (const r of released) if ("secret" in r) r.secret.fill(0);
   }
 }
 
@@ -267,6 +276,10 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
   const { loaded: base, hostLayers, initData } = await loadUnlockConfig(req.loadConfig, req.log, root);
   const deadline = new Deadline(base.config.deadline_s * 1000);
   const outcomes: VolumeOutcome[] = [];
+  // The SSH host identity rides in the first volume key's session; --test-only checks it without
+  // installing it (unless --measure: tests of the boot path).
+  const extras = sshIdentitySession(base.config, { root, deadline, log: req.log }, !req.testOnly || req.measure);
+  let baseCtx: RunContext | undefined;
   try {
     for (const vol of volumesToUnlock(base.config, req.device, req.name)) {
       const device = await timeline.time(
@@ -294,6 +307,7 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
         log: req.log,
         initData,
       };
+      baseCtx ??= ctx;
       if (!req.testOnly && alreadyOpen(root, vol.name, h.uuid)) {
         req.log.notice(`volume ${vol.name} (${h.uuid}) is already open: nothing to do`);
         outcomes.push({ name: vol.name, device, uuid: h.uuid, status: "already-open" });
@@ -302,7 +316,7 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
       }
       let outcome: VolumeOutcome;
       try {
-        outcome = await openWithKey(req, ctx, vol, device, checked, timeline);
+        outcome = await openWithKey(req, ctx, vol, device, checked, timeline, extras?.received ? undefined : extras);
       } catch (e) {
         if (req.testOnly || !ctx.config.unlock.passphrase_fallback || !fallbackAllowed(e)) throw e;
         req.log.warning(
@@ -326,6 +340,7 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
         );
       }
     }
+    if (extras && !extras.received && baseCtx) await extras.fetchAlone(baseCtx, timeline);
     return outcomes;
   } finally {
     deadline.dispose();

@@ -6,9 +6,9 @@
 #   dracut initramfs images with our module: "agent" (cvm-unlock unlock) and "floor" (the same
 #   image, but the key is baked in and cryptsetup opens the root without attestation), and a
 #   minimal Debian 12 tree ("debroot") for tests that need a real userspace or tools the build
-#   host must not have.
+#   host must not have, and from it the LUKS2 Debian root of the SSH identity test ("sshroot").
 #
-# Usage: test/e2e/setup.sh [step...]   steps: deps kernel tls tpm disk initrd debroot uki sizes
+# Usage: test/e2e/setup.sh [step...]   steps: deps kernel tls tpm disk initrd debroot sshroot uki sizes
 #        (default: all but uki and sizes). Writes $CACHE/manifest.env for the tests. Idempotent; passes from nothing.
 # Environment: CVM_E2E_CACHE (default /var/cache/cvm-unlock-e2e), CVM_E2E_BIN (default
 #              dist/cvm-unlock), KVER (default: newest /boot/vmlinuz-*).
@@ -178,11 +178,27 @@ EOF
     chmod 0755 "$1"
 }
 
+# luks_root_disk TREE LABEL MIB DISK: TREE as an ext4 file system (built without mounting), LUKS2
+# encrypted offline with disk.key (no device-mapper needed on the host) in a MIB-MiB partition of
+# type x86-64 root (gpt-auto discoverable) of the GPT disk image DISK.
+luks_root_disk() {
+    local tree=$1 label=$2 mib=$3 disk=$4 p=$CACHE/rootpart.img
+    rm -f "$p"; truncate -s "${mib}M" "$p"
+    mke2fs -q -t ext4 -L "$label" -d "$tree" "$p" "$((mib - 16))M"
+    cryptsetup reencrypt --encrypt --type luks2 --reduce-device-size 16M --uuid "$LUKS_UUID" \
+        --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$CACHE/disk.key" --batch-mode "$p"
+    rm -f "$disk.tmp"; truncate -s "$((mib + 2))M" "$disk.tmp"
+    sgdisk -n 1:2048:+"${mib}M" -t 1:$ROOT_GUID -c 1:root "$disk.tmp" >/dev/null
+    dd if="$p" of="$disk.tmp" bs=1M seek=1 conv=notrunc,sparse status=none
+    mv "$disk.tmp" "$disk"
+    rm -f "$p"
+}
+
 step_disk() {
     local key=$CACHE/disk.key disk=$CACHE/disk.img
     local bb; bb=$(command -v busybox)
     local ver="v2 $LUKS_UUID $ROOT_GUID $(sha256sum < "$bb")"
-    [ -s "$key" ] && cached disk "$ver" "$key" "$(declare -f step_disk write_marker_init)" && [ -s "$disk" ] && { log "disk cached"; return; }
+    [ -s "$key" ] && cached disk "$ver" "$key" "$(declare -f step_disk write_marker_init luks_root_disk)" && [ -s "$disk" ] && { log "disk cached"; return; }
     [ -s "$key" ] || { head -c 32 /dev/urandom > "$key.tmp" && chmod 0400 "$key.tmp" && mv "$key.tmp" "$key"; }
     local r=$CACHE/rootdir
     rm -rf "$r"; mkdir -p "$r"/{bin,sbin,etc,proc,sys,dev,run,tmp}
@@ -193,17 +209,9 @@ step_disk() {
     echo "encrypted-root-ok" > "$r/etc/e2e-content"
     printf 'NAME="cvm-unlock e2e root"\nID=cvmunlocke2e\nVERSION_ID=1\n' > "$r/etc/os-release"
     : > "$r/etc/fstab"
-    local p=$CACHE/rootpart.img
-    rm -f "$p"; truncate -s 48M "$p"
-    mke2fs -q -t ext4 -L e2eroot -d "$r" "$p" 32M
-    cryptsetup reencrypt --encrypt --type luks2 --reduce-device-size 16M --uuid "$LUKS_UUID" \
-        --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$key" --batch-mode "$p"
-    rm -f "$disk.tmp"; truncate -s 50M "$disk.tmp"
-    sgdisk -n 1:2048:+48M -t 1:$ROOT_GUID -c 1:root "$disk.tmp" >/dev/null
-    dd if="$p" of="$disk.tmp" bs=1M seek=1 conv=notrunc status=none
-    mv "$disk.tmp" "$disk"
-    rm -rf "$p" "$r"
-    stamp disk "$ver" "$key" "$(declare -f step_disk write_marker_init)"
+    luks_root_disk "$r" e2eroot 48 "$disk"
+    rm -rf "$r"
+    stamp disk "$ver" "$key" "$(declare -f step_disk write_marker_init luks_root_disk)"
     log "disk $disk (LUKS2 $LUKS_UUID)"
 }
 
@@ -373,6 +381,69 @@ build_initrd_in_debroot() {
     log "initrd-$name (in debroot): $(stat -c %s "$CACHE/initrd-$name.img") bytes in $((SECONDS - t0)) s"
 }
 
+# -------------------------------------------------------------------------------- sshroot
+# The attested SSH identity test (test/e2e/ssh.test.ts): a copy of the Debian tree as the LUKS2
+# root of disk-ssh.img (same LUKS UUID and key as disk.img, so one KBS resource opens either),
+# with the SSH image kit installed (image/ssh/install-into-image: sshd drop-in, pre-start check,
+# sshd-keygen@ and cloud-init drop-ins). The tree's own host keys, made when openssh-server was
+# installed, are put back on purpose: the "unattested keys an image ships with", which sshd must
+# not offer even when they are there. systemd-networkd does DHCP; NetworkManager (in the tree for
+# other tests) is masked. initrd-ssh is initrd-agent with identity.ssh in its config.
+SSH_KIT=$REPO/image/ssh
+write_ssh_guest_config() {
+    python3 - "$CACHE/guest-config.json" "$1" <<'EOF'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["identity"] = {"ssh": {"resource": "default/ssh/host", "certificate_resource": "default/ssh/host-cert"}}
+json.dump(c, open(sys.argv[2], "w"), indent=2)
+EOF
+}
+
+step_sshroot() {
+    [ -x "$CACHE/debroot/usr/bin/dracut" ] || step_debroot
+    [ -s "$CACHE/guest-config.json" ] || step_initrd
+    local disk=$CACHE/disk-ssh.img key=$CACHE/disk.key
+    local inputs=("v1" "$LUKS_UUID" "$ROOT_GUID" "$key" "$CACHE/debroot.stamp" "$SSH_KIT" \
+        "$(declare -f step_sshroot luks_root_disk)")
+    if cached disk-ssh "${inputs[@]}" && [ -s "$disk" ]; then
+        log "disk-ssh cached"
+    else
+        local t0=$SECONDS r=$CACHE/sshroot.tmp
+        rm -rf "$r"; cp -a "$CACHE/debroot" "$r"; rm -rf "$r/build"
+        "$SSH_KIT/install-into-image" "$r"
+        cp -a "$CACHE/debroot"/etc/ssh/ssh_host_* "$r/etc/ssh/"
+        rm -f "$r/etc/systemd/system/multi-user.target.wants/NetworkManager.service"
+        ln -sf /dev/null "$r/etc/systemd/system/NetworkManager.service"
+        ln -sf /dev/null "$r/etc/systemd/system/NetworkManager-wait-online.service"
+        mkdir -p "$r/etc/systemd/network" "$r/etc/systemd/system/multi-user.target.wants" \
+            "$r/etc/systemd/system/sockets.target.wants"
+        printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=ipv4\n' > "$r/etc/systemd/network/80-e2e-dhcp.network"
+        ln -sf /lib/systemd/system/systemd-networkd.service \
+            "$r/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
+        ln -sf /lib/systemd/system/systemd-networkd.socket \
+            "$r/etc/systemd/system/sockets.target.wants/systemd-networkd.socket"
+        [ -L "$r/etc/systemd/system/multi-user.target.wants/ssh.service" ] \
+            || die "openssh-server is not enabled in the Debian tree"
+        printf '/dev/mapper/root / ext4 rw 0 0\n' > "$r/etc/fstab"
+        luks_root_disk "$r" e2essh 784 "$disk"
+        rm -rf "$r"
+        stamp disk-ssh "${inputs[@]}"
+        log "disk-ssh $disk (Debian root with the SSH image kit, LUKS2 $LUKS_UUID) in $((SECONDS - t0)) s"
+    fi
+    write_ssh_guest_config "$CACHE/guest-config-ssh.json.new"
+    mv "$CACHE/guest-config-ssh.json.new" "$CACHE/guest-config-ssh.json"
+    local initrd=("$BIN" "$MODULE_SRC" "$CACHE/guest-config-ssh.json" "$CACHE/kbs-ca.pem" "$(cat "$CACHE/kver")" \
+        "$(dpkg-query -W -f='${Version}' dracut-core)" "$(declare -f step_sshroot build_initrd dracut_tree)" "$BASE_MODS")
+    if cached initrd-ssh "${initrd[@]}" && [ -s "$CACHE/initrd-ssh.img" ]; then
+        log "initrd-ssh cached"
+    else
+        build_initrd ssh "$BASE_MODS cvm-unlock" "cvm_unlock_binary=\"$BIN\"
+cvm_unlock_config=\"$CACHE/guest-config-ssh.json\"
+cvm_unlock_ca_file=\"$CACHE/kbs-ca.pem\""
+        stamp initrd-ssh "${initrd[@]}"
+    fi
+}
+
 # ------------------------------------------------------------------------------ uki (opt-in)
 # UEFI variant: OVMF -> UKI (systemd-stub sets LoaderDevicePartUUID) with a static cmdline that
 # has no root=, an initramfs built with cvm_unlock_root="" so systemd-gpt-auto-generator finds
@@ -452,12 +523,14 @@ CVM_E2E_TLS_DIR=$CACHE/tls
 CVM_E2E_KBS_PORT=${KBS_GUEST_URL##*:}
 CVM_E2E_DISK_UKI=$CACHE/disk-uki.img
 CVM_E2E_DEBROOT=$CACHE/debroot
+CVM_E2E_DISK_SSH=$CACHE/disk-ssh.img
+CVM_E2E_INITRD_SSH=$CACHE/initrd-ssh.img
 EOF
     mv "$CACHE/manifest.env.tmp" "$CACHE/manifest.env"
 }
 
 main() {
-    [ $# -eq 0 ] && set -- deps kernel tls tpm disk initrd debroot
+    [ $# -eq 0 ] && set -- deps kernel tls tpm disk initrd debroot sshroot
     local s
     for s in "$@"; do "step_$s"; done
     write_manifest

@@ -21,6 +21,8 @@ import { parseRetryAfter } from "../../agent/kbs/transport.ts";
 import { decodeRecords } from "../../agent/measure/events.ts";
 import { checkPins, parseKeyResource } from "../../agent/unlock/key-document.ts";
 import { decodeOpenedState } from "../../agent/unlock/opened-state.ts";
+import { encodeOpensshPrivateKey, parseOpensshPrivateKey } from "../../agent/identity/openssh-key.ts";
+import { parseHostCertificate } from "../../agent/identity/ssh-certificate.ts";
 import { parseMountinfo } from "../../agent/unlock/verify-root.ts";
 import { parseHclReport, reportDataBindsClaims } from "../../platform/azure/hcl.ts";
 import { parseCcelLog, parseCcelTable } from "../../platform/eventlog/ccel.ts";
@@ -47,7 +49,7 @@ import { summariseCertificate } from "../../platform/tpm/ekcert.ts";
 import { parseResponseHeader } from "../../platform/tpm/marshal.ts";
 import { decodePublic, decodeQuoteAttest, decodeSignature } from "../../platform/tpm/structures.ts";
 import { parseGeneration, parsePrivlevel, parseProvider } from "../../platform/tsm/attributes.ts";
-import { fromHex } from "../../platform/util/bytes.ts";
+import { bytesEqual, fromHex } from "../../platform/util/bytes.ts";
 import { decodeCborUntrusted } from "../../platform/util/cbor.ts";
 import { CvmError } from "../../platform/util/errors.ts";
 import { certificatesFromPem, derSequenceSize } from "../../platform/util/pem.ts";
@@ -113,6 +115,34 @@ function jsonBody(b: Uint8Array): unknown {
   } catch {
     throw new CvmError("kbs-protocol", "body is not UTF-8 JSON");
   }
+}
+
+// ---- SSH identity seeds ----------------------------------------------------------------------------
+
+/** The openssh-key-v1 binary inside a fixture's PEM armour. */
+function opensshBinary(rel: string): Uint8Array {
+  const lines = text(fixture(rel)).trim().split("\n");
+  return new Uint8Array(Buffer.from(lines.slice(1, -1).join(""), "base64"));
+}
+function armorOpenssh(b: Uint8Array): Uint8Array {
+  const b64 = Buffer.from(b)
+    .toString("base64")
+    .replace(/(.{70})/g, "$1\n")
+    .replace(/\n$/, "");
+  return bytes(`-----BEGIN OPENSSH PRIVATE KEY-----\n${b64}\n-----END OPENSSH PRIVATE KEY-----\n`);
+}
+function certBlob(rel: string): Uint8Array {
+  return new Uint8Array(Buffer.from(text(fixture(rel)).split(" ")[1]!, "base64"));
+}
+/** The key a certificate blob names (so the key check passes and the rest of the parser runs), or zeros. */
+function certKey(blob: Uint8Array): Uint8Array {
+  // type (4 + 32) and nonce (4 + 32) precede the key's length (4): true for the fixtures' layout.
+  const at = 4 + 32 + 4 + 32 + 4;
+  return blob.length >= at + 32 ? blob.subarray(at, at + 32) : new Uint8Array(32);
+}
+/** The fixture certificate checked against a parsed key (exercises the key comparison with fuzzed keys). */
+function parseHostCertificateFor(key: Uint8Array): Uint8Array | undefined {
+  return refusalAllowed(() => parseHostCertificate(fixture("ssh/host_ed25519-cert.pub"), key)) ? key : undefined;
 }
 
 // ---- seeds built from fixtures ----------------------------------------------------------------------
@@ -623,6 +653,35 @@ export const TARGETS: FuzzTarget[] = [
       const k = parseKeyResource(Buffer.from(b));
       invariant(k.key.length >= 1 && k.key.length <= 8192, "key length");
       checkPins(k.pins, fixtureLuksHeader(), "/dev/fuzz");
+    },
+  },
+  {
+    name: "openssh-key",
+    about:
+      "released SSH host private key (openssh-key-v1 inside its PEM armour): agent/identity/openssh-key.ts parseOpensshPrivateKey",
+    // The binary inside the armour is what a mutation should reach: armour it in run().
+    seeds: async () => ["ssh/host_ed25519", "ssh/encrypted_ed25519", "ssh/ecdsa_host"].map(opensshBinary),
+    run: (b) => {
+      const k = parseOpensshPrivateKey(armorOpenssh(b));
+      invariant(k.publicKey.length === 32 && k.seed.length === 32, "ed25519 key sizes");
+      const again = parseOpensshPrivateKey(encodeOpensshPrivateKey(k));
+      invariant(bytesEqual(again.publicKey, k.publicKey), "re-encoded key parses to the same key");
+      const h = parseHostCertificateFor(k.publicKey);
+      invariant(h === undefined || h.length === 32, "certificate key size");
+    },
+  },
+  {
+    name: "ssh-certificate",
+    about:
+      "released SSH host certificate (ssh-ed25519-cert-v01 blob): agent/identity/ssh-certificate.ts parseHostCertificate",
+    seeds: async () =>
+      ["ssh/host_ed25519-cert.pub", "ssh/host_ed25519-usercert.pub", "ssh/host_ed25519-ecdsacert.pub"].map(certBlob),
+    run: (b) => {
+      const c = parseHostCertificate(
+        bytes(`ssh-ed25519-cert-v01@openssh.com ${Buffer.from(b).toString("base64")}\n`),
+        certKey(b),
+      );
+      invariant(c.validAfter < c.validBefore, "validity window");
     },
   },
   {

@@ -24,6 +24,10 @@ export interface E2eManifest {
   /** Minimal Debian 12 tree (`setup.sh debroot`): a real userspace, and the build root for
    * initramfs images whose tools must not be on the build host (NetworkManager, lvm2). */
   debroot: string;
+  /** GPT disk whose LUKS2 root is the Debian tree with the SSH image kit (`setup.sh sshroot`). */
+  diskSsh: string;
+  /** initrd-agent with identity.ssh in its config. */
+  initrdSsh: string;
 }
 
 export const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../../..");
@@ -69,5 +73,7 @@ export function readManifest(): E2eManifest {
     kbsPort: Number(get("CVM_E2E_KBS_PORT")),
     diskUki: get("CVM_E2E_DISK_UKI"),
     debroot: get("CVM_E2E_DEBROOT"),
+    diskSsh: get("CVM_E2E_DISK_SSH"),
+    initrdSsh: get("CVM_E2E_INITRD_SSH"),
   };
 }

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import { afterEach, describe, expect, it } from "vitest";
-import { fetchResource } from "../../../agent/kbs/client.ts";
+import { fetchResource, fetchResources } from "../../../agent/kbs/client.ts";
 import type { Attester, KbsClientOptions, TeeKeyType } from "../../../agent/kbs/types.ts";
 import { Timeline } from "../../../agent/timeline.ts";
 import { makeSampleSource } from "../../../platform/sample/source.ts";
@@ -202,5 +202,49 @@ describe("fetchResource against the trustee-faithful test KBS", () => {
     const e = await failure(fetchResource(clientOpts([k.url]).opts, sampleAttester(), RESOURCE));
     expect(e.kind).toBe("kbs-protocol");
     expect(e.message).toMatch(/no kbs-session-id cookie/);
+  });
+});
+
+describe("fetchResources: several resources in one attested session", () => {
+  const SSH = "default/ssh/host-key";
+
+  it("one handshake, one token, each resource in order", async () => {
+    const k = await startKbs({ resources: { [RESOURCE]: SECRET, [SSH]: Buffer.from("host key") } });
+    const got = await fetchResources(clientOpts([k.url]).opts, sampleAttester(), [
+      { path: RESOURCE },
+      { path: SSH, optional: true },
+    ]);
+    expect(got.released.map((r) => ("secret" in r ? r.secret.toString() : r.refused.kind))).toEqual([
+      SECRET.toString(),
+      "host key",
+    ]);
+    expect(k.count("/kbs/v0/auth")).toBe(1);
+    expect(k.count("/kbs/v0/attest")).toBe(1);
+    const bearer = k.seen.filter((r) => r.path.startsWith("/kbs/v0/resource/")).map((r) => r.headers.authorization);
+    expect(bearer).toHaveLength(2);
+    expect(bearer[0]).toBe(bearer[1]);
+  });
+
+  it("an optional resource the KBS refuses is reported in its slot; the required one is still released", async () => {
+    const k = await startKbs();
+    const got = await fetchResources(clientOpts([k.url]).opts, sampleAttester(), [
+      { path: RESOURCE },
+      { path: SSH, optional: true },
+    ]);
+    expect("secret" in got.released[0]!).toBe(true);
+    const second = got.released[1]!;
+    expect("refused" in second && second.refused.message).toContain(SSH);
+    expect(k.count("/kbs/v0/auth")).toBe(1); // no new handshake for an optional refusal
+  });
+
+  it("a required resource the KBS refuses fails the whole session", async () => {
+    const k = await startKbs();
+    const e = await failure(
+      fetchResources(clientOpts([k.url], { resourceAttempts: 1 }).opts, sampleAttester(), [
+        { path: RESOURCE },
+        { path: SSH },
+      ]),
+    );
+    expect(e.message).toContain(SSH);
   });
 });
