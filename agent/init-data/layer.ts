@@ -21,6 +21,7 @@ export const INIT_DATA_SETTABLE = [
   "unlock.volumes",
   "unlock.device_timeout_s",
   "unlock.require_pins",
+  "verity.resource",
 ];
 
 function plainJson(v: unknown): JsonObject {

@@ -2,10 +2,9 @@
 // key material). `unlock` writes it, `verify-root` reads it strictly (it decides whether the boot
 // may continue), `measure leave-initrd` reads it fail-safe (see readOpenedOutcome).
 // Format: {"version": 1, "volumes": [{"name", "uuid", "device"}]} (docs/UNLOCK.md).
-import * as fs from "node:fs";
 import * as path from "node:path";
 import { CvmError, errorMessage } from "../../platform/util/errors.ts";
-import { readFileIfPresent } from "../../platform/util/files.ts";
+import { readFileIfPresent, writeFileAtomic } from "../../platform/util/files.ts";
 import { DM_NAME_PATTERN } from "../config/unlock-schema.ts";
 import type { Config } from "../config/schema.ts";
 
@@ -92,8 +91,5 @@ export function readOpenedOutcome(file: string): { outcome: string; problem?: st
 
 /** Replace the file atomically (write + rename), so a reader never sees half of it. */
 export function writeOpenedState(file: string, volumes: OpenedVolume[]): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, encodeOpenedState(volumes), { mode: 0o644 });
-  fs.renameSync(tmp, file);
+  writeFileAtomic(file, encodeOpenedState(volumes));
 }
