@@ -13,6 +13,7 @@ import { CvmError, errorMessage } from "../../platform/util/errors.ts";
 import { fileText, readFileBounded, readFileIfPresent } from "../../platform/util/files.ts";
 import type { AttestedSession } from "../attest.ts";
 import type { RunContext } from "../cli/common.ts";
+import type { Config } from "../config/schema.ts";
 import { splitCmdline } from "../config/layers/cmdline.ts";
 import { verityEvent } from "../measure/events.ts";
 import { measureEvent } from "../measure/measure.ts";
@@ -34,6 +35,8 @@ import { parseDmVerityTable, verityTableProblem } from "./table.ts";
 const CMDLINE_VERITY = /^(roothash|usrhash|systemd\.verity_(root|usr)_[a-z_]+)=/;
 const GPT_AUTO_MASK = "etc/systemd/system-generators/systemd-gpt-auto-generator";
 const MAX_SIGNER_PEM = 64 * 1024;
+
+type VerityConfig = NonNullable<Config["verity"]>;
 
 export interface VerityOutcome {
   name: string;
@@ -221,13 +224,18 @@ async function openOne(
 }
 
 /** The configured signer certificates, read before any KBS contact (a config error is not a KBS failure). */
-function loadSigners(ctx: RunContext): ReturnType<typeof signerCertificates> | undefined {
-  const file = ctx.config.verity?.signer_cert;
+function loadSigners(verity: VerityConfig): ReturnType<typeof signerCertificates> | undefined {
+  const file = verity.signer_cert;
   if (file === undefined) return undefined;
   const pem = fileText(
     readFileBounded(file, { what: "verity.signer_cert", max: MAX_SIGNER_PEM, kind: "config", regularFile: true }),
   );
   return signerCertificates(pem, `verity.signer_cert ${file}`);
+}
+
+/** `config --check`: what openVerityVolumes reads from the configuration before the boot needs it. */
+export function checkVerityConfig(verity: VerityConfig): void {
+  loadSigners(verity);
 }
 
 /**
@@ -245,7 +253,7 @@ export async function openVerityVolumes(
   const root = ctx.env.paths.root;
   refuseVerityCmdline(root);
   requireGptAutoMasked(root);
-  const signers = loadSigners(ctx);
+  const signers = loadSigners(cfg);
   const tools: Tools = {
     veritysetup: findCryptsetup(cfg.veritysetup, "veritysetup"),
     dmsetup: opts.testOnly ? "" : findCryptsetup(ctx.config.unlock.dmsetup, "dmsetup"),
