@@ -30,6 +30,13 @@ import {
 import { checkRootHashSignature, signerCertificates } from "./signature.ts";
 import { writeVerityState, verityStatePath, type OpenedVerity } from "./state.ts";
 import { parseDmVerityTable, verityTableProblem } from "./table.ts";
+import {
+  blockDigest,
+  effectiveParams,
+  parseVeritySuperblock,
+  rootBlockLocation,
+  VERITY_SB_SIZE,
+} from "./superblock.ts";
 
 /** Kernel parameters that make systemd set up verity from the (host-writable) command line. */
 const CMDLINE_VERITY = /^(roothash|usrhash|systemd\.verity_(root|usr)_[a-z_]+)=/;
@@ -164,6 +171,40 @@ async function checkLive(
   );
 }
 
+/** Exactly `size` bytes at `offset` of a device (or image file). */
+function readAt(file: string, offset: number, size: number): Uint8Array {
+  const fd = fs.openSync(file, "r");
+  try {
+    const b = Buffer.alloc(size);
+    const n = fs.readSync(fd, b, 0, size, offset);
+    if (n !== size) throw new CvmError("volume", `${file}: short read (${n} of ${size} bytes at offset ${offset})`);
+    return b;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * The released root hash must be the hash of the top block of the hash tree on the hash device
+ * (superblock.ts): veritysetup itself would create a mapping for a wrong hash and let reads fail later.
+ */
+export function checkRootBlock(v: VerityVolume, devices: { data: string; hash: string }): void {
+  const hashOffset = v.options.hashOffset ?? 0;
+  const sb = v.options.superblock ? parseVeritySuperblock(readAt(devices.hash, hashOffset, VERITY_SB_SIZE)) : undefined;
+  const p = effectiveParams(v, sb);
+  if (typeof p === "string") throw new CvmError("volume", `verity volume ${v.name}: ${devices.hash}: ${p}: refusing`);
+  const loc = rootBlockLocation(p, hashOffset, v.options.superblock);
+  const block = readAt(loc.device === "hash" ? devices.hash : devices.data, loc.offset, loc.size);
+  if (blockDigest(p, block) !== v.roothash)
+    throw new CvmError(
+      "volume",
+      `verity volume ${v.name}: the root hash the KBS released is not the hash of the hash tree on ${devices.hash}: refusing`,
+      {
+        hint: "the disk holds another image than the one whose hash the KBS serves, or its hash partition was replaced",
+      },
+    );
+}
+
 function mappingExists(root: string, name: string): boolean {
   return fs.existsSync(path.join(root, "dev/mapper", name));
 }
@@ -175,6 +216,7 @@ async function openOne(
   devices: { data: string; hash: string },
   testOnly: boolean,
 ): Promise<VerityOutcome["status"]> {
+  checkRootBlock(v, devices);
   if (testOnly) {
     // user space check of every block against the released hash: no device-mapper needed
     const r = await runCryptsetup(

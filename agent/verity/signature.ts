@@ -4,7 +4,7 @@
 // the kernel and what `--root-hash-signature` signs. node:crypto verifies; pkcs7.ts parses.
 import { createHash, verify, X509Certificate } from "node:crypto";
 import { bytesEqual } from "../../platform/util/bytes.ts";
-import { CvmError } from "../../platform/util/errors.ts";
+import { CvmError, errorMessage } from "../../platform/util/errors.ts";
 import { certificatesFromPem } from "../../platform/util/pem.ts";
 import { certificateIssuerSerial, parseDetachedSignature, sidNames, type Pkcs7Signer } from "./pkcs7.ts";
 
@@ -13,7 +13,13 @@ const HINT =
 
 /** The configured signer certificate(s) (PEM, at most 8: a rotation may list the old and the new). */
 export function signerCertificates(pem: string, what: string): X509Certificate[] {
-  return certificatesFromPem(pem, what).map((der) => new X509Certificate(Buffer.from(der)));
+  try {
+    return certificatesFromPem(pem, what).map((der) => new X509Certificate(Buffer.from(der)));
+  } catch (e) {
+    throw new CvmError("config", `${what} is not a PEM certificate bundle: ${errorMessage(e)}`, {
+      hint: "verity.signer_cert names the certificate(s) of the key that signs the root hashes",
+    });
+  }
 }
 
 function keyFamily(cert: X509Certificate): string | undefined {

@@ -21,6 +21,10 @@ export interface E2eManifest {
   kbsPort: number;
   /** UEFI disk (ESP with a UKI + the LUKS2 root), built by `setup.sh uki`. */
   diskUki: string;
+  /** `setup.sh verity`: disk-v1.img, disk-v2.img, v1.json, v2.json (signed resources), var.key. */
+  verityDir: string;
+  /** Built with a `verity` config (KBS-released root hash, signer certificate, LUKS2 /var). */
+  initrdVerity: string;
 }
 
 export const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../../..");
@@ -65,5 +69,7 @@ export function readManifest(): E2eManifest {
     tlsDir: get("CVM_E2E_TLS_DIR"),
     kbsPort: Number(get("CVM_E2E_KBS_PORT")),
     diskUki: get("CVM_E2E_DISK_UKI"),
+    verityDir: get("CVM_E2E_VERITY_DIR"),
+    initrdVerity: get("CVM_E2E_INITRD_VERITY"),
   };
 }
