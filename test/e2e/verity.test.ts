@@ -198,4 +198,3 @@ describe("VM boot: dm-verity root whose hash only the KBS holds", () => {
     for (const c of consoles) expect(findSecret(c.bytes, varKey), `${c.name}: /var key in console`).toEqual([]);
   });
 });
-});
