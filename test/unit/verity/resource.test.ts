@@ -1,5 +1,7 @@
 // The verity resource the KBS releases (agent/verity/resource.ts), the live-table check
 // (table.ts) and the verity state file (state.ts): strict, bounded, errors naming the field.
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import {
   derivedPartUuid,
@@ -9,6 +11,7 @@ import {
 } from "../../../agent/verity/resource.ts";
 import { veritysetupOptions } from "../../../agent/verity/open.ts";
 import { decodeVerityState, encodeVerityState } from "../../../agent/verity/state.ts";
+import { effectiveParams, parseVeritySuperblock, rootBlockLocation } from "../../../agent/verity/superblock.ts";
 import { parseDmVerityTable, tableCarriesHash, verityTableProblem } from "../../../agent/verity/table.ts";
 import { CvmError } from "../../../platform/util/errors.ts";
 import { thrownBy } from "../../helpers/thrown.ts";
@@ -163,5 +166,44 @@ describe("verity state file", () => {
       `{"version":1,"volumes":[{"name":"root","roothash":"${HASH}","x":1}]}`,
     ])
       expect(thrownBy(() => decodeVerityState(bad, "f"), CvmError).kind).toBe("volume");
+  });
+});
+
+describe("dm-verity superblock (veritysetup format output)", () => {
+  const sb = new Uint8Array(fs.readFileSync(path.join(import.meta.dirname, "../../fixtures/verity/superblock.bin")));
+
+  it("parses what cryptsetup 2.6 wrote and places the top hash block after it", () => {
+    const p = parseVeritySuperblock(sb);
+    expect(p).toEqual({
+      hashType: 1,
+      algorithm: "sha256",
+      dataBlockSize: 4096,
+      hashBlockSize: 4096,
+      dataBlocks: 256n,
+      salt: "00112233",
+    });
+    // 256 data blocks, 128 digests per hash block: two levels, the top one first, after the superblock's block
+    expect(rootBlockLocation(p, 0, true)).toEqual({ device: "hash", offset: 4096, size: 4096 });
+    expect(rootBlockLocation(p, 1 << 20, true)).toEqual({ device: "hash", offset: (1 << 20) + 4096, size: 4096 });
+    expect(rootBlockLocation({ ...p, dataBlocks: 1n }, 0, true)).toEqual({ device: "data", offset: 0, size: 4096 });
+    expect(rootBlockLocation(p, 8192, false)).toEqual({ device: "hash", offset: 8192, size: 4096 });
+  });
+
+  it("refuses a foreign signature, version, algorithm name, block size, salt size; states must agree with the resource", () => {
+    const bad = (off: number, v: number) => {
+      const b = new Uint8Array(sb);
+      b[off] = v;
+      return thrownBy(() => parseVeritySuperblock(b), CvmError).message;
+    };
+    expect(bad(0, 0x56)).toMatch(/signature/);
+    expect(bad(8, 2)).toMatch(/version 2 is not 1/);
+    expect(bad(32, 0x2f)).toMatch(/algorithm/);
+    expect(bad(65, 0x11)).toMatch(/data_block_size/);
+    expect(bad(81, 0x02)).toMatch(/salt_size/);
+    expect(thrownBy(() => parseVeritySuperblock(sb.subarray(0, 100)), CvmError).kind).toBe("volume");
+    const [v] = parseVerityResource(doc({ options: ["salt=ff", "data-block-size=4096"] })) as [VerityVolume];
+    expect(effectiveParams(v, parseVeritySuperblock(sb))).toBe("the salt is not the resource's");
+    const [w] = parseVerityResource(doc({ hash_alg: "sha512", roothash: "ab".repeat(64) })) as [VerityVolume];
+    expect(effectiveParams(w, parseVeritySuperblock(sb))).toMatch(/uses sha256, the resource says sha512/);
   });
 });
