@@ -342,3 +342,41 @@ describe.skipIf(!have)("verify-root with a verity root (stand-in /proc, /sys and
     expect(unrecorded.stderr).toMatch(/which cvm-unlock did not open with a root hash from the KBS/);
   });
 });
+
+describe.skipIf(!have)("bind --verity: upload the resource through trustee's admin API", () => {
+  it("uploads a valid resource (the guest then gets exactly it); refuses a resource the guest would refuse, before any request", async () => {
+    const admin = await startTestKbs({ tls: pki.tls, admin: { mode: "InsecureAllowAll" } });
+    try {
+      const file = path.join(work, "verity.json");
+      const bind = (f: string) =>
+        runCli([
+          "bind",
+          "--verity",
+          f,
+          "--kbs",
+          admin.url,
+          "--resource",
+          "default/verity/next",
+          "--ca",
+          pki.caFile,
+          "--admin-anonymous",
+        ]);
+      const r = await bind(file);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout.toString()).toMatch(/resource default\/verity\/next stored/);
+      expect(r.stdout.toString()).toMatch(/verity root: root hash [0-9a-f]{64} \(signed\) at default\/verity\/next/);
+      expect(Buffer.from(admin.resources.get("default/verity/next")!).toString()).toBe(fs.readFileSync(file, "utf8"));
+      const weak = structuredClone(signed);
+      weak.volumes[0]!.options = ["check-at-most-once"];
+      const weakFile = path.join(work, "weak.json");
+      fs.writeFileSync(weakFile, JSON.stringify(weak));
+      admin.resetStats();
+      const refused = await bind(weakFile);
+      expect(refused.code).toBe(EXIT_CODES.volume);
+      expect(refused.stderr).toMatch(/check-at-most-once lets corrupted or stale blocks through/);
+      expect(Buffer.from(admin.resources.get("default/verity/next")!).toString()).toBe(fs.readFileSync(file, "utf8"));
+    } finally {
+      await admin.close();
+    }
+  });
+});
