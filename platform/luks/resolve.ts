@@ -85,10 +85,13 @@ function loaderPartUuid(root: string): string | undefined {
   return /^[0-9a-f-]{36}$/.test(s) ? s : undefined;
 }
 
-function findGptAutoRoot(root: string): string | undefined {
-  const devices = listBlockDevices(root);
-  const esp = loaderPartUuid(root);
-  const found: { disk: BlockDevice; part: GptPartition }[] = [];
+/** The GPT partitions of every disk (not partitions, dm or loop devices) that `keepDisk` accepts. */
+function gptPartitions(
+  root: string,
+  devices: BlockDevice[],
+  keepDisk: (parts: GptPartition[]) => boolean = () => true,
+): { disk: BlockDevice; part: GptPartition }[] {
+  const out: { disk: BlockDevice; part: GptPartition }[] = [];
   for (const disk of devices.filter((d) => !d.isPartition && !d.name.startsWith("dm-") && !d.name.startsWith("loop"))) {
     let parts: GptPartition[];
     try {
@@ -96,10 +99,17 @@ function findGptAutoRoot(root: string): string | undefined {
     } catch {
       continue; // not a GPT disk (or unreadable): not a candidate
     }
-    if (esp && !parts.some((p) => p.uniqueGuid === esp)) continue;
-    for (const p of parts)
-      if (p.typeGuid === GPT_ROOT_X86_64 && (p.attributes & GPT_FLAG_NO_AUTO) === 0n) found.push({ disk, part: p });
+    if (keepDisk(parts)) for (const part of parts) out.push({ disk, part });
   }
+  return out;
+}
+
+function findGptAutoRoot(root: string): string | undefined {
+  const devices = listBlockDevices(root);
+  const esp = loaderPartUuid(root);
+  const found = gptPartitions(root, devices, (parts) => !esp || parts.some((p) => p.uniqueGuid === esp)).filter(
+    ({ part: p }) => p.typeGuid === GPT_ROOT_X86_64 && (p.attributes & GPT_FLAG_NO_AUTO) === 0n,
+  );
   if (found.length > 1)
     throw new CvmError(
       "volume",
@@ -162,16 +172,7 @@ export async function waitUntilFound(
  */
 export function findGptPartition(root: string, partUuid: string, typeGuid?: string): string | undefined {
   const devices = listBlockDevices(root);
-  const found: { disk: BlockDevice; part: GptPartition }[] = [];
-  for (const disk of devices.filter((d) => !d.isPartition && !d.name.startsWith("dm-") && !d.name.startsWith("loop"))) {
-    let parts: GptPartition[];
-    try {
-      parts = readGpt(disk, root);
-    } catch {
-      continue; // not a GPT disk (or unreadable): not a candidate
-    }
-    for (const p of parts) if (p.uniqueGuid === partUuid.toLowerCase()) found.push({ disk, part: p });
-  }
+  const found = gptPartitions(root, devices).filter(({ part }) => part.uniqueGuid === partUuid.toLowerCase());
   if (found.length > 1)
     throw new CvmError(
       "volume",

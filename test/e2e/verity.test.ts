@@ -12,9 +12,9 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { startTestKbs, type TestKbs } from "../kbs/server.ts";
-import { tpmVerifierTrusting } from "../kbs/verifiers/tpm.ts";
+import type { TestKbs } from "../kbs/server.ts";
 import { findSecret, pcr15, rootMarker } from "./harness/console.ts";
+import { startGuestKbs } from "./harness/kbs.ts";
 import { readManifest, REPO, runSetup, type E2eManifest } from "./harness/manifest.ts";
 import { Vm, type BootResult } from "./harness/vm.ts";
 
@@ -87,16 +87,7 @@ describe("VM boot: dm-verity root whose hash only the KBS holds", () => {
   }, 1_600_000);
 
   beforeAll(async () => {
-    const tls = (f: string) => fs.readFileSync(path.join(m.tlsDir, f), "utf8");
-    kbs = await startTestKbs({
-      host: "127.0.0.1",
-      port: m.kbsPort,
-      tls: { keyPem: tls("server.key"), certPem: tls("server.pem"), caPem: tls("ca.pem") },
-      resources: { [VAR_RESOURCE]: varKey },
-      allowTees: ["tpm"],
-      verifiers: { tpm: tpmVerifierTrusting([fs.readFileSync(m.akPem, "utf8")]) },
-      policy: "allow",
-    });
+    kbs = await startGuestKbs(m, { [VAR_RESOURCE]: varKey });
   });
 
   afterAll(async () => {
