@@ -209,6 +209,23 @@ function mappingExists(root: string, name: string): boolean {
   return fs.existsSync(path.join(root, "dev/mapper", name));
 }
 
+/** `veritysetup ACTION ...`; a failure names the volume and what it means. */
+async function veritysetup(
+  ctx: RunContext,
+  tools: Tools,
+  v: VerityVolume,
+  args: string[],
+  hint: string,
+): Promise<void> {
+  const r = await runCryptsetup(tools.veritysetup, args, undefined, ctx.deadline, `veritysetup ${args[0]}`);
+  if (r.code !== 0)
+    throw new CvmError(
+      "volume",
+      `verity volume ${v.name}: veritysetup ${args[0]} failed (exit ${r.code}): ${r.stderr.slice(-300)}`,
+      { hint },
+    );
+}
+
 async function openOne(
   ctx: RunContext,
   tools: Tools,
@@ -217,50 +234,31 @@ async function openOne(
   testOnly: boolean,
 ): Promise<VerityOutcome["status"]> {
   checkRootBlock(v, devices);
+  const options = veritysetupOptions(v);
   if (testOnly) {
     // user space check of every block against the released hash: no device-mapper needed
-    const r = await runCryptsetup(
-      tools.veritysetup,
-      [
-        "verify",
-        devices.data,
-        devices.hash,
-        v.roothash,
-        ...veritysetupOptions(v).filter((a) => !a.endsWith("-on-corruption")),
-      ],
-      undefined,
-      ctx.deadline,
-      "verifying",
-    );
-    if (r.code !== 0)
-      throw new CvmError(
-        "volume",
-        `verity volume ${v.name}: veritysetup verify failed (exit ${r.code}): ${r.stderr.slice(-300)}`,
-        {
-          hint: "the data or hash partition does not match the root hash the KBS released",
-        },
-      );
+    const args = [
+      "verify",
+      devices.data,
+      devices.hash,
+      v.roothash,
+      ...options.filter((a) => !a.endsWith("-on-corruption")),
+    ];
+    await veritysetup(ctx, tools, v, args, "the data or hash partition does not match the root hash the KBS released");
     return "verified";
   }
   if (mappingExists(ctx.env.paths.root, v.name)) {
     await checkLive(ctx, tools, v, devices, false);
     return "already-open";
   }
-  const r = await runCryptsetup(
-    tools.veritysetup,
-    ["open", devices.data, v.name, devices.hash, v.roothash, ...veritysetupOptions(v)],
-    undefined,
-    ctx.deadline,
-    "opening",
+  const args = ["open", devices.data, v.name, devices.hash, v.roothash, ...options];
+  await veritysetup(
+    ctx,
+    tools,
+    v,
+    args,
+    "the hash partition does not match the root hash the KBS released (wrong image, or a tampered disk)",
   );
-  if (r.code !== 0)
-    throw new CvmError(
-      "volume",
-      `verity volume ${v.name}: veritysetup open failed (exit ${r.code}): ${r.stderr.slice(-300)}`,
-      {
-        hint: "the hash partition does not match the root hash the KBS released (wrong image, or a tampered disk)",
-      },
-    );
   await checkLive(ctx, tools, v, devices, true);
   return "opened";
 }

@@ -3,7 +3,7 @@
 // is nowhere in the image or on the command line, only in the KBS resource default/verity/root.
 // The host attacks each defence: five boots share the images.
 //   verity-ok:        the signed hash of image v1 -> read-only verity root + LUKS2 /var from the same session
-//   verity-wrong:     a validly signed hash of another image, partitions named by label -> veritysetup refuses, poweroff
+//   verity-wrong:     a validly signed hash of another image, partitions named by label -> refused, poweroff
 //   verity-tampered:  one block of the root flipped on the host after provisioning -> panic-on-corruption, no root
 //   verity-unsigned:  the right hash without the owner's signature -> refused before any device is touched
 //   verity-new-image: the KBS serves image v2's hash -> the same initramfs boots v2 (no rebuild)
@@ -122,15 +122,15 @@ describe("VM boot: dm-verity root whose hash only the KBS holds", () => {
     expect(text).toMatch(/verify-root.*\/sysroot: on dm-verity root \(CRYPT-VERITY-/);
   });
 
-  test("verity-wrong: a validly signed hash of another image is refused by veritysetup and the guest powers off", async () => {
+  test("verity-wrong: a validly signed hash of another image is refused before veritysetup and the guest powers off", async () => {
     // the signer signed v2's hash; the host attached disk v1 (partitions named by label, so the
-    // lookup finds them and veritysetup itself must refuse the hash)
+    // lookup finds them and the root block check must refuse the hash: veritysetup would map it)
     const wrong = resource("v2");
     wrong.volumes[0] = { ...wrong.volumes[0]!, data: "PARTLABEL=root-data", hash: "PARTLABEL=root-hash" };
     serve(wrong);
     kbs.resetStats();
     const { result, text } = await boot("verity-wrong", path.join(m.verityDir, "disk-v1.img"));
-    expectRefusedPoweroff("verity-wrong", result, text, /veritysetup open failed/);
+    expectRefusedPoweroff("verity-wrong", result, text, /is not the hash of the hash tree on/);
   });
 
   test("verity-tampered: a root block flipped on the host after provisioning triggers panic-on-corruption, never a root", async () => {

@@ -91,26 +91,12 @@ beforeAll(async () => {
   const data = path.join(work, "data.img");
   fs.writeFileSync(data, Buffer.alloc(4 * 1024 * 1024));
   execFileSync("mke2fs", ["-q", "-t", "ext4", "-b", "4096", data]);
-  openssl(
-    ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"].concat([
-      "-subj",
-      "/CN=verity signer",
-      "-keyout",
-      path.join(work, "signer.key"),
-      "-out",
-      path.join(work, "signer.pem"),
-    ]),
-  );
-  openssl(
-    ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"].concat([
-      "-subj",
-      "/CN=verity signer",
-      "-keyout",
-      path.join(work, "other.key"),
-      "-out",
-      path.join(work, "other.pem"),
-    ]),
-  );
+  // the owner's signer, and another key with the same subject (the host's forgery)
+  for (const who of ["signer", "other"]) {
+    const [key, pem] = [path.join(work, `${who}.key`), path.join(work, `${who}.pem`)];
+    const newKey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"];
+    openssl(["req", "-x509", ...newKey, "-subj", "/CN=verity signer", "-keyout", key, "-out", pem]);
+  }
   signerPem = path.join(work, "signer.pem");
   const out = path.join(work, "verity.json");
   const f = await runCli([
