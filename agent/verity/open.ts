@@ -22,7 +22,6 @@ import { findCryptsetup, runCryptsetup } from "../unlock/cryptsetup.ts";
 import {
   derivedPartUuid,
   GPT_ROOT_VERITY_X86_64,
-  MAX_VERITY_RESOURCE_BYTES,
   parseVerityResource,
   type DeviceRef,
   type VerityVolume,
@@ -301,11 +300,9 @@ export async function openVerityVolumes(
   const { secret } = await session.fetch(cfg.resource);
   let volumes: VerityVolume[];
   try {
-    if (secret.length > MAX_VERITY_RESOURCE_BYTES)
-      throw new CvmError("volume", `verity resource ${cfg.resource} is ${secret.length} bytes, over the limit`);
-    volumes = parseVerityResource(secret);
+    volumes = parseVerityResource(secret); // bounded: at most MAX_VERITY_RESOURCE_BYTES
   } finally {
-    secret.fill(0);
+    secret.fill(0); // not secret, but the caller owns released buffers and zeroes them
   }
   for (const v of volumes) {
     if (opts.luksNames.includes(v.name))
