@@ -45,7 +45,8 @@ export const bindCommand: Command = {
     "     (--admin-key FILE | --admin-token-file FILE | --admin-anonymous | --key-out-fd N)\n" +
     "     [--unlock-key-file FILE|-] [--pin uuid|digest]... [--wipe-slot N|all-but-new]...\n" +
     "     [--policy tpm-pcrs=LIST|init-data=HEX|snp-measurement=HEX]... [--pcr-values FILE] [--resource-policy FILE.rego]\n" +
-    "  or: bind DEVICE --token-only --kbs URL --resource REPO/TYPE/TAG [--ca FILE | --ca-sha256 HEX] [--key-slot N]",
+    "  or: bind DEVICE --token-only --kbs URL --resource REPO/TYPE/TAG [--ca FILE | --ca-sha256 HEX] [--key-slot N]\n" +
+    "  or: bind --verity FILE --kbs URL --resource REPO/TYPE/TAG [--ca FILE] (admin options) [--policy ...]",
   description:
     "Adds a keyslot with a fresh random key, stores the key at the KBS (trustee admin API), links the\n" +
     "cvm-unlock LUKS2 token to the new keyslot. The key never appears on argv, in the environment or in logs.\n" +
@@ -112,6 +113,12 @@ export const bindCommand: Command = {
     },
     { name: "insecure-http", kind: "bool", help: "permit an http:// admin URL (testing only; logged)" },
     { name: "token-only", kind: "bool", help: "only write the token (no key, no upload)" },
+    {
+      name: "verity",
+      kind: "string",
+      value: "FILE",
+      help: "no DEVICE: upload this verity resource (verity format output) as --resource (docs/VERITY.md)",
+    },
     { name: "key-slot", kind: "string", value: "N", help: "with --token-only: keyslot recorded in the token" },
     {
       name: "cryptsetup",
@@ -122,6 +129,11 @@ export const bindCommand: Command = {
     },
   ],
   async run(args, io) {
+    const verity = optString(args, "verity");
+    if (verity !== undefined) {
+      if (args.positionals.length !== 0) throw new CvmError("usage", "bind --verity FILE takes no DEVICE");
+      return (await import("../provision/verity-upload.ts")).uploadVerityResource(args, io, verity);
+    }
     if (args.positionals.length !== 1) throw new CvmError("usage", "bind needs exactly one DEVICE");
     const device = args.positionals[0]!;
     const { token, caPem } = tokenFromArgs(args);

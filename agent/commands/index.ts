@@ -65,6 +65,11 @@ export const commands: CommandEntry[] = [
     load: async () => (await import("./verify-root.ts")).verifyRootCommand,
   },
   {
+    name: "verity",
+    summary: "build a dm-verity hash tree (veritysetup format), sign its root hash, print the KBS resource",
+    load: async () => (await import("./verity.ts")).verityCommand,
+  },
+  {
     name: "version",
     summary: "print version, git commit and runtime",
     load: async () => (await import("./version.ts")).versionCommand,

@@ -22,6 +22,7 @@ export const INIT_DATA_SETTABLE = [
   "unlock.device_timeout_s",
   "unlock.require_pins",
   "identity.ssh",
+  "verity.resource",
 ];
 
 function plainJson(v: unknown): JsonObject {

@@ -13,14 +13,7 @@ import { runtimeDigest, selectHashAlgorithm, type RuntimeData } from "./runtime-
 import { generateTeeKey, type TeeKeyPair } from "./tee-key.ts";
 import { retry, TransientError } from "../../platform/util/retry.ts";
 import { endpointUrl, KbsTransport, type KbsConnection, type KbsHttpResponse } from "./transport.ts";
-import type {
-  Attester,
-  FetchedResources,
-  FetchedSecret,
-  KbsClientOptions,
-  Released,
-  ResourceRequest,
-} from "./types.ts";
+import type { Attester, FetchedSecret, KbsClientOptions } from "./types.ts";
 
 export const KBS_PROTOCOL_VERSION = "0.4.0";
 export const SESSION_COOKIE = "kbs-session-id";
@@ -114,8 +107,7 @@ export function parseToken(body: Uint8Array, endpoint: string): string {
   return token;
 }
 
-type Refusal = { refused: ErrorDecision; tokenWasReused: boolean };
-type Attempt = { released: Released[] } | Refusal;
+type Attempt = { secret: Buffer } | { refused: ErrorDecision; tokenWasReused: boolean };
 
 /** One handshake on one connection: auth → evidence → attest → resource (or resource with a token we hold). */
 class RcarFlow {
@@ -128,16 +120,22 @@ class RcarFlow {
     private readonly conn: KbsConnection,
     private readonly attester: Attester,
     private readonly key: TeeKeyPair,
-    private readonly requests: ResourceRequest[],
+    private readonly resourcePath: string,
     token: string | undefined,
   ) {
     this.token = token;
     this.reusedToken = token !== undefined;
   }
 
-  private refused(phase: KbsPhase, res: KbsHttpResponse, resourcePath = this.requests[0]!.path): Refusal {
+  private refused(phase: KbsPhase, res: KbsHttpResponse): Attempt {
     return {
-      refused: decideOnKbsError(phase, res.status, parseErrorInformation(res.body), this.conn.endpoint, resourcePath),
+      refused: decideOnKbsError(
+        phase,
+        res.status,
+        parseErrorInformation(res.body),
+        this.conn.endpoint,
+        this.resourcePath,
+      ),
       tokenWasReused: phase === "resource" && this.reusedToken,
     };
   }
@@ -147,7 +145,7 @@ class RcarFlow {
       const refused = await this.handshake();
       if (refused) return refused;
     }
-    return this.fetchAll(this.token!);
+    return this.fetch(this.token!);
   }
 
   /** auth → evidence → attest; sets this.token, or returns the refusal. */
@@ -196,35 +194,8 @@ class RcarFlow {
     return undefined;
   }
 
-  /**
-   * Every requested resource with the one token, in order. A required resource's refusal ends the
-   * attempt (earlier secrets are zeroed); an optional one's is recorded in its slot and the rest go on.
-   */
-  private async fetchAll(token: string): Promise<Attempt> {
-    const released: Released[] = [];
-    try {
-      for (const req of this.requests) {
-        // An optional resource's failure (not a transient one: that retries the attempt) is its answer.
-        const one = await this.fetchOne(token, req.path).catch((e: unknown): Refusal => {
-          if (!req.optional || !(e instanceof CvmError)) throw e;
-          return { refused: { rehandshake: false, error: e }, tokenWasReused: false };
-        });
-        if ("secret" in one) released.push(one);
-        else if (req.optional) released.push({ refused: one.refused.error });
-        else {
-          zeroReleased(released);
-          return one;
-        }
-      }
-      return { released };
-    } catch (e) {
-      zeroReleased(released);
-      throw e;
-    }
-  }
-
-  private async fetchOne(token: string, resourcePath: string): Promise<{ secret: Buffer } | Refusal> {
-    const { opts, conn } = this;
+  private async fetch(token: string): Promise<Attempt> {
+    const { opts, conn, resourcePath } = this;
     const endpoint = conn.endpoint;
     const res = await opts.timeline.time("resource", () =>
       conn.request({
@@ -234,9 +205,9 @@ class RcarFlow {
         what: "resource",
       }),
     );
-    if (res.status !== 200) return this.refused("resource", res, resourcePath);
+    if (res.status !== 200) return this.refused("resource", res);
     const jwe = parseJson(res.body, endpoint, "resource");
-    opts.log.debug("kbs: resource received, decrypting", { resource: resourcePath, jwe_bytes: res.body.length });
+    opts.log.debug("kbs: resource received, decrypting", { jwe_bytes: res.body.length });
     const secret = await opts.timeline.time("decrypt", () => decryptResourceJwe(jwe, this.key));
     if (secret.length === 0)
       throw new CvmError("resource-missing", `KBS ${endpoint} released resource ${resourcePath} but it is empty`, {
@@ -244,10 +215,6 @@ class RcarFlow {
       });
     return { secret };
   }
-}
-
-function zeroReleased(released: Released[]): void {
-  for (const r of released) if ("secret" in r) r.secret.fill(0);
 }
 
 /** Failures that say this endpoint is unusable (not the KBS's verdict on us): try the others. */
@@ -268,40 +235,46 @@ function allUnusable(failures: CvmError[]): CvmError {
 const UNREACHABLE_HINT =
   "check that the KBS is running and reachable from the guest (address, port, firewall, guest network)";
 
-/** Attest to the KBS and fetch one resource (REPO/TYPE/TAG): fetchResources with one required request. */
-export async function fetchResource(
-  opts: KbsClientOptions,
-  attester: Attester,
-  resourcePath: string,
-): Promise<FetchedSecret> {
-  const { released, endpoint } = await fetchResources(opts, attester, [{ path: resourcePath }]);
-  return { secret: (released[0] as { secret: Buffer }).secret, endpoint };
+/** One attested session: several resources under one handshake's token (the same ephemeral key). */
+export interface KbsSession {
+  /** Fetch REPO/TYPE/TAG; the first call attests, later ones reuse the token where it still works. */
+  fetch(resourcePath: string): Promise<FetchedSecret>;
+}
+
+function checkResourcePath(resourcePath: string): void {
+  if (!RESOURCE_PATH.test(resourcePath))
+    throw new CvmError("config", `resource path '${resourcePath}' is not REPO/TYPE/TAG as trustee accepts it`, {
+      hint: "three segments of [A-Za-z0-9_-] followed by [A-Za-z0-9_.-]*, e.g. default/luks/root",
+    });
 }
 
 /**
- * Attest to the KBS once and fetch several resources (REPO/TYPE/TAG) with the same token, on one
- * connection; an optional one may be refused without failing the others. Attempts go round the endpoints
+ * Attest to the KBS and fetch one resource (REPO/TYPE/TAG). Attempts go round the endpoints
  * until the deadline (or opts.attemptsPerEndpoint per endpoint, when set), with backoff between
  * rounds. An endpoint that fails TLS or the protocol is set aside. A refusal is final except
  * where a fresh handshake may help (trustee's /attest and token errors, its 401 for a missing
  * resource), bounded by opts.resourceAttempts handshakes.
  */
-export async function fetchResources(
+export async function fetchResource(
   opts: KbsClientOptions,
   attester: Attester,
-  requests: ResourceRequest[],
-): Promise<FetchedResources> {
-  if (requests.length === 0) throw new CvmError("internal", "fetchResources needs at least one resource");
-  for (const { path: resourcePath } of requests)
-    if (!RESOURCE_PATH.test(resourcePath))
-      throw new CvmError("config", `resource path '${resourcePath}' is not REPO/TYPE/TAG as trustee accepts it`, {
-        hint: "three segments of [A-Za-z0-9_-] followed by [A-Za-z0-9_.-]*, e.g. default/luks/root",
-      });
+  resourcePath: string,
+): Promise<FetchedSecret> {
+  checkResourcePath(resourcePath);
+  return (await openKbsSession(opts, attester)).fetch(resourcePath);
+}
+
+/**
+ * A session over the configured endpoints: one ephemeral key, and the token each endpoint gave,
+ * kept for the next resource. Each fetch() follows fetchResource's retry rules; a kept token that
+ * the KBS no longer accepts costs a fresh handshake (not one of the bounded refusals).
+ */
+export async function openKbsSession(opts: KbsClientOptions, attester: Attester): Promise<KbsSession> {
   if (opts.endpoints.length === 0)
     throw new CvmError("config", "no KBS endpoint configured", { hint: "set kbs.endpoints (or --kbs URL)" });
   for (const endpoint of opts.endpoints) endpointUrl(endpoint, "/", opts.insecureHttp); // refuse bad config before any I/O
 
-  const { log, deadline } = opts;
+  const { log } = opts;
   const keygenStart = performance.now();
   const key = await generateTeeKey(opts.teeKey);
   log.debug("kbs: ephemeral TEE key generated", { type: opts.teeKey, ms: Math.round(performance.now() - keygenStart) });
@@ -309,25 +282,50 @@ export async function fetchResources(
     caPem: opts.caPem,
     insecureHttp: opts.insecureHttp,
     requestTimeoutMs: opts.requestTimeoutMs,
-    deadline,
+    deadline: opts.deadline,
     ...(opts.lookup ? { lookup: opts.lookup } : {}),
   });
+  const state: SessionState = { key, transport, tokens: new Map(), unusable: new Map(), turn: 0 };
+  return {
+    fetch: async (resourcePath) => {
+      checkResourcePath(resourcePath);
+      return fetchInSession(opts, attester, state, resourcePath);
+    },
+  };
+}
 
-  const tokens = new Map<string, string>();
-  const unusable = new Map<string, CvmError>();
+interface SessionState {
+  key: TeeKeyPair;
+  transport: KbsTransport;
+  /** The attestation token per endpoint, for the next request there. */
+  tokens: Map<string, string>;
+  unusable: Map<string, CvmError>;
+  turn: number;
+}
+
+async function fetchInSession(
+  opts: KbsClientOptions,
+  attester: Attester,
+  state: SessionState,
+  resourcePath: string,
+): Promise<FetchedSecret> {
+  const { log, deadline } = opts;
+  const { key, transport, tokens, unusable } = state;
   const live = () => opts.endpoints.filter((e) => !unusable.has(e));
-  let turn = 0;
+  // A later resource goes first to the endpoint whose token we hold (no second handshake).
+  let holder: string | undefined = live().find((e) => tokens.has(e));
 
   /** One flow on its own connection; a refusal a fresh handshake may fix is returned, not thrown. */
-  const flowAt = async (
-    endpoint: string,
-  ): Promise<{ released: Released[] } | { again: CvmError; counted: boolean }> => {
+  const flowAt = async (endpoint: string): Promise<{ secret: Buffer } | { again: CvmError; counted: boolean }> => {
     const conn = transport.connect(endpoint);
-    const flow = new RcarFlow(opts, conn, attester, key, requests, tokens.get(endpoint));
+    const flow = new RcarFlow(opts, conn, attester, key, resourcePath, tokens.get(endpoint));
     tokens.delete(endpoint);
     try {
       const outcome = await flow.run();
-      if ("released" in outcome) return outcome;
+      if ("secret" in outcome) {
+        tokens.set(endpoint, flow.token!); // serves the session's next resource
+        return outcome;
+      }
       const { rehandshake, error } = outcome.refused;
       if (!rehandshake) throw error;
       // A token kept from an earlier attempt may have expired or reach a replica that does not
@@ -343,13 +341,14 @@ export async function fetchResources(
   };
 
   /** One attempt = one endpoint, up to opts.resourceAttempts handshakes where trustee's answers warrant them. */
-  const attempt = async (): Promise<FetchedResources> => {
+  const attempt = async (): Promise<FetchedSecret> => {
     const endpoints = live();
-    const endpoint = endpoints[turn++ % endpoints.length]!;
+    const endpoint = holder ?? endpoints[state.turn++ % endpoints.length]!;
+    holder = undefined;
     try {
       for (let handshake = 1; ;) {
         const outcome = await flowAt(endpoint);
-        if ("released" in outcome) return { released: outcome.released, endpoint };
+        if ("secret" in outcome) return { secret: outcome.secret, endpoint };
         if (!outcome.counted) continue;
         if (handshake >= Math.max(1, opts.resourceAttempts)) throw outcome.again;
         handshake++;
@@ -386,9 +385,9 @@ export async function fetchResources(
       },
       attempt,
     );
-    log.info(requests.length === 1 ? "kbs: resource released" : "kbs: resources released", {
+    log.info("kbs: resource released", {
       endpoint: result.value.endpoint,
-      resource: requests.map((r) => r.path).join(" "),
+      resource: resourcePath,
       attempts: result.attempts,
       endpoints: opts.endpoints.length,
       waited_ms: result.waitedMs,

@@ -49,7 +49,7 @@ export interface FetchedSecret {
   endpoint: string;
 }
 
-/** One resource of a session (fetchResources). An optional one may be refused without failing the others. */
+/** One resource fetched in a run's attested session. An optional one may be refused without failing the others. */
 export interface ResourceRequest {
   path: string;
   optional?: boolean;
@@ -57,9 +57,3 @@ export interface ResourceRequest {
 
 /** One resource's outcome: its secret (the caller zeroes it), or, for an optional one, why it was not released. */
 export type Released = { secret: Buffer } | { refused: CvmError };
-
-export interface FetchedResources {
-  /** In the order requested. */
-  released: Released[];
-  endpoint: string;
-}

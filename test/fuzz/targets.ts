@@ -24,6 +24,11 @@ import { decodeOpenedState } from "../../agent/unlock/opened-state.ts";
 import { encodeOpensshPrivateKey, parseOpensshPrivateKey } from "../../agent/identity/openssh-key.ts";
 import { parseHostCertificate } from "../../agent/identity/ssh-certificate.ts";
 import { parseMountinfo } from "../../agent/unlock/verify-root.ts";
+import { parseDetachedSignature } from "../../agent/verity/pkcs7.ts";
+import { HASH_HEX_CHARS, parseVerityResource } from "../../agent/verity/resource.ts";
+import { checkRootHashSignature, signerCertificates } from "../../agent/verity/signature.ts";
+import { parseVeritySuperblock, rootBlockLocation } from "../../agent/verity/superblock.ts";
+import { parseDmVerityTable, tableCarriesHash } from "../../agent/verity/table.ts";
 import { parseHclReport, reportDataBindsClaims } from "../../platform/azure/hcl.ts";
 import { parseCcelLog, parseCcelTable } from "../../platform/eventlog/ccel.ts";
 import { describeEvent } from "../../platform/eventlog/details.ts";
@@ -702,7 +707,61 @@ export const TARGETS: FuzzTarget[] = [
     seeds: fixtures("fuzz/measurement-records.cbor"),
     run: decodeRecords,
   },
+  {
+    name: "verity-resource",
+    about:
+      "released verity resource (root hash, partitions, options, signature): agent/verity/resource.ts parseVerityResource, then the signature check",
+    seeds: fixtures("verity/resource.json"),
+    mutate: json,
+    run: (b) => {
+      for (const v of parseVerityResource(b)) {
+        invariant(v.roothash.length === HASH_HEX_CHARS[v.hashAlg], "root hash length");
+        invariant(["eio", "panic", "restart"].includes(v.options.corruption), "corruption mode");
+        refusalAllowed(() => checkRootHashSignature(v.name, v.roothash, v.signature, verityRsaSigner()));
+      }
+    },
+  },
+  {
+    name: "pkcs7-signature",
+    about: "root hash signature (CMS SignedData DER): agent/verity/pkcs7.ts parseDetachedSignature, then verification",
+    seeds: fixtures("verity/rsa-noattr.p7s", "verity/rsa-attr.p7s", "verity/ec-noattr.p7s", "verity/rsa-certs.p7s"),
+    run: (b) => {
+      parseDetachedSignature(b);
+      checkRootHashSignature("root", text(fixture("verity/roothash.txt")), b, verityRsaSigner());
+    },
+  },
+  {
+    name: "verity-superblock",
+    about:
+      "dm-verity hash device superblock (host disk): agent/verity/superblock.ts parseVeritySuperblock, rootBlockLocation",
+    seeds: fixtures("verity/superblock.bin"),
+    run: (b) => {
+      const p = parseVeritySuperblock(b);
+      if (Object.hasOwn(HASH_HEX_CHARS, p.algorithm)) {
+        const loc = rootBlockLocation(p, 0, true);
+        invariant(loc.offset >= 0 && loc.size >= 512 && loc.size <= 65536, "root block location");
+      }
+    },
+  },
+  {
+    name: "dm-verity-table",
+    about:
+      "`dmsetup table` of a verity mapping (verify-root, open): agent/verity/table.ts parseDmVerityTable, tableCarriesHash",
+    seeds: fixtures("verity/dm-table.txt"),
+    dictionary: [" ", "\n", "verity", "panic_on_corruption", "ignore_corruption", "root_hash_sig_key_desc", "0", "1"],
+    run: (b) => {
+      const t = parseDmVerityTable(text(b));
+      if (typeof t === "string") return REFUSED;
+      return tableCarriesHash(text(b), t.digest);
+    },
+  },
 ];
+
+let rsaSigner: ReturnType<typeof signerCertificates> | undefined;
+/** The test signer (test/fixtures/verity/rsa.pem) the verity targets verify against. */
+function verityRsaSigner(): ReturnType<typeof signerCertificates> {
+  return (rsaSigner ??= signerCertificates(text(fixture("verity/rsa.pem")), "rsa.pem"));
+}
 
 /** What the product does with a header once parsed: read its cvm-unlock tokens and its digest pin. */
 function consumeLuks2(h: Luks2Header): void {

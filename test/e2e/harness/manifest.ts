@@ -28,6 +28,10 @@ export interface E2eManifest {
   diskSsh: string;
   /** initrd-agent with identity.ssh in its config. */
   initrdSsh: string;
+  /** `setup.sh verity`: disk-v1.img, disk-v2.img, v1.json, v2.json (signed resources), var.key. */
+  verityDir: string;
+  /** Built with a `verity` config (KBS-released root hash, signer certificate, LUKS2 /var). */
+  initrdVerity: string;
 }
 
 export const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../../..");
@@ -75,5 +79,7 @@ export function readManifest(): E2eManifest {
     debroot: get("CVM_E2E_DEBROOT"),
     diskSsh: get("CVM_E2E_DISK_SSH"),
     initrdSsh: get("CVM_E2E_INITRD_SSH"),
+    verityDir: get("CVM_E2E_VERITY_DIR"),
+    initrdVerity: get("CVM_E2E_INITRD_VERITY"),
   };
 }

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import { afterEach, describe, expect, it } from "vitest";
-import { fetchResource, fetchResources } from "../../../agent/kbs/client.ts";
+import { fetchResource, openKbsSession } from "../../../agent/kbs/client.ts";
 import type { Attester, KbsClientOptions, TeeKeyType } from "../../../agent/kbs/types.ts";
 import { Timeline } from "../../../agent/timeline.ts";
 import { makeSampleSource } from "../../../platform/sample/source.ts";
@@ -205,46 +205,48 @@ describe("fetchResource against the trustee-faithful test KBS", () => {
   });
 });
 
-describe("fetchResources: several resources in one attested session", () => {
-  const SSH = "default/ssh/host-key";
+describe("openKbsSession: several resources under one handshake", () => {
+  const OTHER = "default/verity/root";
+  const OTHER_VALUE = Buffer.from('{"v":1,"volumes":[]}');
 
-  it("one handshake, one token, each resource in order", async () => {
-    const k = await startKbs({ resources: { [RESOURCE]: SECRET, [SSH]: Buffer.from("host key") } });
-    const got = await fetchResources(clientOpts([k.url]).opts, sampleAttester(), [
-      { path: RESOURCE },
-      { path: SSH, optional: true },
-    ]);
-    expect(got.released.map((r) => ("secret" in r ? r.secret.toString() : r.refused.kind))).toEqual([
-      SECRET.toString(),
-      "host key",
-    ]);
+  it("one /auth and /attest, then each resource with the same token; evidence collected once", async () => {
+    const k = await startKbs({ resources: { [RESOURCE]: SECRET, [OTHER]: OTHER_VALUE } });
+    const attester = sampleAttester();
+    const session = await openKbsSession(clientOpts([k.url]).opts, attester);
+    const a = await session.fetch(OTHER);
+    const b = await session.fetch(RESOURCE);
+    expect(Buffer.compare(a.secret, OTHER_VALUE)).toBe(0);
+    expect(Buffer.compare(b.secret, SECRET)).toBe(0);
     expect(k.count("/kbs/v0/auth")).toBe(1);
     expect(k.count("/kbs/v0/attest")).toBe(1);
-    const bearer = k.seen.filter((r) => r.path.startsWith("/kbs/v0/resource/")).map((r) => r.headers.authorization);
-    expect(bearer).toHaveLength(2);
-    expect(bearer[0]).toBe(bearer[1]);
+    expect(attester.digests).toHaveLength(1);
+    const bearer = (p: string) => k.seen.find((r) => r.path === `/kbs/v0/resource/${p}`)!.headers.authorization;
+    expect(bearer(OTHER)).toMatch(/^Bearer /);
+    expect(bearer(RESOURCE)).toBe(bearer(OTHER));
   });
 
-  it("an optional resource the KBS refuses is reported in its slot; the required one is still released", async () => {
-    const k = await startKbs();
-    const got = await fetchResources(clientOpts([k.url]).opts, sampleAttester(), [
-      { path: RESOURCE },
-      { path: SSH, optional: true },
-    ]);
-    expect("secret" in got.released[0]!).toBe(true);
-    const second = got.released[1]!;
-    expect("refused" in second && second.refused.message).toContain(SSH);
-    expect(k.count("/kbs/v0/auth")).toBe(1); // no new handshake for an optional refusal
+  it("the KBS refusing the token for the second resource costs one fresh handshake, not a refusal", async () => {
+    const k = await startKbs({ resources: { [RESOURCE]: SECRET, [OTHER]: OTHER_VALUE } });
+    const attester = sampleAttester();
+    const session = await openKbsSession(clientOpts([k.url], { resourceAttempts: 1 }).opts, attester);
+    await session.fetch(OTHER);
+    // the token the session holds is now expired (as if its lifetime had passed)
+    const token = /^Bearer (.+)$/.exec(k.seen.at(-1)!.headers.authorization ?? "")![1]!;
+    k.expireToken(token);
+    const b = await session.fetch(RESOURCE);
+    expect(Buffer.compare(b.secret, SECRET)).toBe(0);
+    expect(k.count("/kbs/v0/attest")).toBe(2);
+    expect(attester.digests).toHaveLength(2);
   });
 
-  it("a required resource the KBS refuses fails the whole session", async () => {
-    const k = await startKbs();
-    const e = await failure(
-      fetchResources(clientOpts([k.url], { resourceAttempts: 1 }).opts, sampleAttester(), [
-        { path: RESOURCE },
-        { path: SSH },
-      ]),
-    );
-    expect(e.message).toContain(SSH);
+  it("a resource the policy denies fails that fetch only; a bad path is refused before any request", async () => {
+    const k = await startKbs({ resources: { [RESOURCE]: SECRET } });
+    const session = await openKbsSession(clientOpts([k.url], { resourceAttempts: 2 }).opts, sampleAttester());
+    const e = await failure(session.fetch(OTHER));
+    expect(e.kind).toBe("resource-missing");
+    expect(Buffer.compare((await session.fetch(RESOURCE)).secret, SECRET)).toBe(0);
+    const before = k.seen.length;
+    expect((await failure(session.fetch("../etc/passwd"))).kind).toBe("config");
+    expect(k.seen.length).toBe(before);
   });
 });
