@@ -9,13 +9,14 @@
 //     before the root is opened (busybox root: cheaper, and the root never gets that far).
 // cloud-init is not in the test image (its first boot is too slow under TCG); its drop-in is
 // checked in test/integration/ssh-image-kit.test.ts.
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { TestKbs } from "../kbs/server.ts";
 import { startE2eKbs } from "./harness/kbs.ts";
+import { runCli } from "../helpers/binary.ts";
 import { findSecret, rootMarker } from "./harness/console.ts";
 import { readManifest, REPO, runSetup, type E2eManifest } from "./harness/manifest.ts";
 import { Vm, type BootResult } from "./harness/vm.ts";
@@ -27,7 +28,6 @@ const BOOT_TIMEOUT_MS = 600_000;
 const RUNS = path.join(REPO, ".cache", "e2e");
 const KEY_RESOURCE = "default/ssh/host";
 const CERT_RESOURCE = "default/ssh/host-cert";
-const BIN = path.join(REPO, "dist", "cvm-unlock");
 
 let m: E2eManifest;
 let kbs: TestKbs;
@@ -78,16 +78,23 @@ async function boot(
   }
 }
 
-/** ssh-keyscan against the forwarded port; [] while sshd is not answering yet. */
-function keyscan(port: number, args: string[]): string[] {
-  const r = spawnSync("ssh-keyscan", ["-T", "5", "-p", String(port), ...args, "127.0.0.1"], {
-    encoding: "utf8",
-    timeout: 20_000,
+/** ssh-keyscan against the forwarded port ("type base64" per key); [] while sshd is not answering yet. */
+function keyscan(port: number, args: string[]): Promise<string[]> {
+  // Not spawnSync: the console of the VM is read by this process's event loop.
+  return new Promise((resolve) => {
+    execFile(
+      "ssh-keyscan",
+      ["-T", "5", "-p", String(port), ...args, "127.0.0.1"],
+      { encoding: "utf8", timeout: 20_000 },
+      (_err, stdout) =>
+        resolve(
+          String(stdout ?? "")
+            .split("\n")
+            .filter((l) => l && !l.startsWith("#"))
+            .map((l) => l.split(" ").slice(1, 3).join(" ")),
+        ),
+    );
   });
-  return r.stdout
-    .split("\n")
-    .filter((l) => l && !l.startsWith("#"))
-    .map((l) => l.split(" ").slice(1, 3).join(" "));
 }
 
 describe("VM boot: attested SSH host identity", () => {
@@ -107,8 +114,8 @@ describe("VM boot: attested SSH host identity", () => {
     // The owner's side: a throwaway SSH CA, then `cvm-unlock ssh-identity` (the product binary).
     const ca = path.join(work, "ssh-ca");
     execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "e2e-ca", "-f", ca]);
-    const stdout = execFileSync(
-      BIN,
+    // Asynchronously: the KBS answering it runs in this process.
+    const r = await runCli(
       [
         "ssh-identity",
         "--kbs",
@@ -127,8 +134,10 @@ describe("VM boot: attested SSH host identity", () => {
         "--validity",
         "+1d",
       ],
-      { encoding: "utf8" },
+      { timeoutMs: 120_000 },
     );
+    expect(r.code, r.stderr).toBe(0);
+    const stdout = r.stdout.toString();
     const fingerprint = /^host key: (SHA256:\S+) \(ED25519\)$/m.exec(stdout)![1]!;
     const knownHostsKey = /^ {2}cvm-e2e (ssh-ed25519 \S+)$/m.exec(stdout)![1]!;
     owner = { stdout, fingerprint, knownHostsKey };
@@ -166,8 +175,8 @@ describe("VM boot: attested SSH host identity", () => {
         expect(started, `sshd never started; console: ${RUNS}/ssh/console.log`).toBe(true);
         timings.sshdStartedMs = Date.now() - t0;
         for (let i = 0; i < 30 && !scanned; i++) {
-          const ed25519 = keyscan(port, ["-t", "ed25519"]);
-          if (ed25519.length) scanned = { ed25519, all: keyscan(port, []), certs: keyscan(port, ["-c"]) };
+          const ed25519 = await keyscan(port, ["-t", "ed25519"]);
+          if (ed25519.length) scanned = { ed25519, all: await keyscan(port, []), certs: await keyscan(port, ["-c"]) };
           else await new Promise((r) => setTimeout(r, 2000));
         }
         timings.keyscanMs = Date.now() - t0;
