@@ -117,6 +117,16 @@ export async function chooseAttester(
 }
 
 export async function attestAndFetch(ctx: RunContext, resource: string, timeline: Timeline): Promise<FetchedSecret> {
+  const { secrets, endpoint } = await attestAndFetchAll(ctx, [resource], timeline);
+  return { secret: secrets[0]!, endpoint };
+}
+
+/** One attestation, then every resource with its token (mode B: all volumes' keys in one session). */
+export async function attestAndFetchAll(
+  ctx: RunContext,
+  resources: readonly string[],
+  timeline: Timeline,
+): Promise<{ secrets: Buffer[]; endpoint: string }> {
   // From a shell the host opened with the command line, a key must not be had (exit 16)
   refuseShellCmdline(ctx.env.paths.root);
   const opts = kbsOptions(ctx, timeline); // config errors before touching the platform
@@ -124,8 +134,8 @@ export async function attestAndFetch(ctx: RunContext, resource: string, timeline
   try {
     // Loaded only now (undici is most of the start-up cost): its evaluation overlaps the work the
     // evidence source began in the background, e.g. the TPM creating the AK.
-    const { fetchResource } = await import("./kbs/client.ts");
-    return await fetchResource(opts, attester, resource);
+    const { fetchResources } = await import("./kbs/client.ts");
+    return await fetchResources(opts, attester, resources);
   } finally {
     await attester.close();
   }

@@ -107,9 +107,10 @@ export function parseToken(body: Uint8Array, endpoint: string): string {
   return token;
 }
 
-type Attempt = { secret: Buffer } | { refused: ErrorDecision; tokenWasReused: boolean };
+type Refused = { refused: ErrorDecision; tokenWasReused: boolean };
+type Attempt = { secrets: Buffer[] } | Refused;
 
-/** One handshake on one connection: auth → evidence → attest → resource (or resource with a token we hold). */
+/** One handshake on one connection: auth → evidence → attest → resources (or resources with a token we hold). */
 class RcarFlow {
   /** The attestation token once /attest gave one (kept by the caller for a later attempt). */
   token: string | undefined;
@@ -120,22 +121,16 @@ class RcarFlow {
     private readonly conn: KbsConnection,
     private readonly attester: Attester,
     private readonly key: TeeKeyPair,
-    private readonly resourcePath: string,
+    private readonly resourcePaths: readonly string[],
     token: string | undefined,
   ) {
     this.token = token;
     this.reusedToken = token !== undefined;
   }
 
-  private refused(phase: KbsPhase, res: KbsHttpResponse): Attempt {
+  private refused(phase: KbsPhase, res: KbsHttpResponse, resourcePath = this.resourcePaths[0]!): Refused {
     return {
-      refused: decideOnKbsError(
-        phase,
-        res.status,
-        parseErrorInformation(res.body),
-        this.conn.endpoint,
-        this.resourcePath,
-      ),
+      refused: decideOnKbsError(phase, res.status, parseErrorInformation(res.body), this.conn.endpoint, resourcePath),
       tokenWasReused: phase === "resource" && this.reusedToken,
     };
   }
@@ -145,7 +140,22 @@ class RcarFlow {
       const refused = await this.handshake();
       if (refused) return refused;
     }
-    return this.fetch(this.token!);
+    // Every resource with the one token; a failure zeroes what was already fetched.
+    const secrets: Buffer[] = [];
+    try {
+      for (const resourcePath of this.resourcePaths) {
+        const got = await this.fetch(this.token!, resourcePath);
+        if (!("secret" in got)) {
+          for (const s of secrets) s.fill(0);
+          return got;
+        }
+        secrets.push(got.secret);
+      }
+    } catch (e) {
+      for (const s of secrets) s.fill(0);
+      throw e;
+    }
+    return { secrets };
   }
 
   /** auth → evidence → attest; sets this.token, or returns the refusal. */
@@ -194,8 +204,8 @@ class RcarFlow {
     return undefined;
   }
 
-  private async fetch(token: string): Promise<Attempt> {
-    const { opts, conn, resourcePath } = this;
+  private async fetch(token: string, resourcePath: string): Promise<{ secret: Buffer } | Refused> {
+    const { opts, conn } = this;
     const endpoint = conn.endpoint;
     const res = await opts.timeline.time("resource", () =>
       conn.request({
@@ -205,7 +215,7 @@ class RcarFlow {
         what: "resource",
       }),
     );
-    if (res.status !== 200) return this.refused("resource", res);
+    if (res.status !== 200) return this.refused("resource", res, resourcePath);
     const jwe = parseJson(res.body, endpoint, "resource");
     opts.log.debug("kbs: resource received, decrypting", { jwe_bytes: res.body.length });
     const secret = await opts.timeline.time("decrypt", () => decryptResourceJwe(jwe, this.key));
@@ -247,10 +257,25 @@ export async function fetchResource(
   attester: Attester,
   resourcePath: string,
 ): Promise<FetchedSecret> {
-  if (!RESOURCE_PATH.test(resourcePath))
-    throw new CvmError("config", `resource path '${resourcePath}' is not REPO/TYPE/TAG as trustee accepts it`, {
-      hint: "three segments of [A-Za-z0-9_-] followed by [A-Za-z0-9_.-]*, e.g. default/luks/root",
-    });
+  const { secrets, endpoint } = await fetchResources(opts, attester, [resourcePath]);
+  return { secret: secrets[0]!, endpoint };
+}
+
+/**
+ * Like fetchResource, for several resources released to one attestation (one handshake, then one
+ * GET per resource with the same token): mode B's volumes. Secrets come back in request order.
+ */
+export async function fetchResources(
+  opts: KbsClientOptions,
+  attester: Attester,
+  resourcePaths: readonly string[],
+): Promise<{ secrets: Buffer[]; endpoint: string }> {
+  if (resourcePaths.length === 0) throw new CvmError("config", "no KBS resource to fetch");
+  for (const resourcePath of resourcePaths)
+    if (!RESOURCE_PATH.test(resourcePath))
+      throw new CvmError("config", `resource path '${resourcePath}' is not REPO/TYPE/TAG as trustee accepts it`, {
+        hint: "three segments of [A-Za-z0-9_-] followed by [A-Za-z0-9_.-]*, e.g. default/luks/root",
+      });
   if (opts.endpoints.length === 0)
     throw new CvmError("config", "no KBS endpoint configured", { hint: "set kbs.endpoints (or --kbs URL)" });
   for (const endpoint of opts.endpoints) endpointUrl(endpoint, "/", opts.insecureHttp); // refuse bad config before any I/O
@@ -273,13 +298,13 @@ export async function fetchResource(
   let turn = 0;
 
   /** One flow on its own connection; a refusal a fresh handshake may fix is returned, not thrown. */
-  const flowAt = async (endpoint: string): Promise<{ secret: Buffer } | { again: CvmError; counted: boolean }> => {
+  const flowAt = async (endpoint: string): Promise<{ secrets: Buffer[] } | { again: CvmError; counted: boolean }> => {
     const conn = transport.connect(endpoint);
-    const flow = new RcarFlow(opts, conn, attester, key, resourcePath, tokens.get(endpoint));
+    const flow = new RcarFlow(opts, conn, attester, key, resourcePaths, tokens.get(endpoint));
     tokens.delete(endpoint);
     try {
       const outcome = await flow.run();
-      if ("secret" in outcome) return outcome;
+      if ("secrets" in outcome) return outcome;
       const { rehandshake, error } = outcome.refused;
       if (!rehandshake) throw error;
       // A token kept from an earlier attempt may have expired or reach a replica that does not
@@ -295,13 +320,13 @@ export async function fetchResource(
   };
 
   /** One attempt = one endpoint, up to opts.resourceAttempts handshakes where trustee's answers warrant them. */
-  const attempt = async (): Promise<FetchedSecret> => {
+  const attempt = async (): Promise<{ secrets: Buffer[]; endpoint: string }> => {
     const endpoints = live();
     const endpoint = endpoints[turn++ % endpoints.length]!;
     try {
       for (let handshake = 1; ;) {
         const outcome = await flowAt(endpoint);
-        if ("secret" in outcome) return { secret: outcome.secret, endpoint };
+        if ("secrets" in outcome) return { secrets: outcome.secrets, endpoint };
         if (!outcome.counted) continue;
         if (handshake >= Math.max(1, opts.resourceAttempts)) throw outcome.again;
         handshake++;
@@ -340,7 +365,7 @@ export async function fetchResource(
     );
     log.info("kbs: resource released", {
       endpoint: result.value.endpoint,
-      resource: resourcePath,
+      resource: resourcePaths.join(","),
       attempts: result.attempts,
       endpoints: opts.endpoints.length,
       waited_ms: result.waitedMs,

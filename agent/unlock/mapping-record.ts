@@ -1,0 +1,138 @@
+// /run/cvm-unlock/verified.json (mode B): for each volume the key server serves, the dm-crypt
+// mapping its verified LUKS2 header implies (live-table.ts ExpectedMapping) and the table options
+// crypttab asked for. The key server writes it before it hands out any key; `verify-mapping`,
+// run after each systemd-cryptsetup@ unit, reads it strictly and compares the live table with it,
+// because systemd-cryptsetup reads the header from the device again (time of check ≠ time of use).
+// Never key material. Format: {"version": 1, "volumes": [{"name", "uuid", "device", "mapping":
+// {"cipher", "key_bytes", "iv_offset", "offset", "length", "sector_size", "identity": {...}},
+// "table_options": [...]}]} (numbers in sectors as decimal strings).
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { CvmError, errorMessage } from "../../platform/util/errors.ts";
+import { readFileIfPresent } from "../../platform/util/files.ts";
+import { DM_NAME_PATTERN } from "../config/unlock-schema.ts";
+import type { Config } from "../config/schema.ts";
+import type { ExpectedMapping } from "./live-table.ts";
+
+export const MAPPING_RECORD_VERSION = 1;
+const MAX_RECORD_BYTES = 64 * 1024;
+const MAX_VOLUMES = 16;
+const DEC = /^\d{1,20}$/;
+
+export interface VerifiedVolume {
+  name: string;
+  uuid: string;
+  device: string;
+  mapping: ExpectedMapping;
+  tableOptions: string[];
+}
+
+export function mappingRecordPath(config: Config): string {
+  return path.join(path.dirname(config.unlock.measure.record_path), "verified.json");
+}
+
+export function encodeMappingRecord(volumes: VerifiedVolume[]): string {
+  return (
+    JSON.stringify({
+      version: MAPPING_RECORD_VERSION,
+      volumes: volumes.map((v) => ({
+        name: v.name,
+        uuid: v.uuid,
+        device: v.device,
+        mapping: {
+          cipher: v.mapping.cipher,
+          key_bytes: v.mapping.keyBytes,
+          iv_offset: v.mapping.ivOffset.toString(),
+          offset: v.mapping.offset.toString(),
+          length: v.mapping.length.toString(),
+          sector_size: v.mapping.sectorSize,
+          identity: v.mapping.identity,
+        },
+        table_options: v.tableOptions,
+      })),
+    }) + "\n"
+  );
+}
+
+/** Strict: anything encodeMappingRecord would not write is a `volume` error naming the field. */
+export function decodeMappingRecord(text: string, where: string): VerifiedVolume[] {
+  const bad = (field: string, problem: string): never => {
+    throw new CvmError("volume", `${where}: '${field}' ${problem}`, {
+      hint: "the file is written by `cvm-unlock serve-keys` only",
+    });
+  };
+  let st: unknown;
+  try {
+    st = JSON.parse(text);
+  } catch (e) {
+    return bad("(root)", `is not JSON (${errorMessage(e)})`);
+  }
+  const object = (v: unknown, f: string): Record<string, unknown> =>
+    typeof v === "object" && v !== null && !Array.isArray(v)
+      ? (v as Record<string, unknown>)
+      : bad(f, "is not an object");
+  const only = (o: Record<string, unknown>, f: string, keys: string[]) => {
+    for (const k of Object.keys(o)) if (!keys.includes(k)) bad(`${f}.${k}`, "is not a known key");
+  };
+  const str = (v: unknown, f: string, re: RegExp): string =>
+    typeof v === "string" && re.test(v) ? v : bad(f, "is malformed");
+  const int = (v: unknown, f: string): number =>
+    Number.isSafeInteger(v) && (v as number) >= 0 ? (v as number) : bad(f, "is not a whole number");
+  const o = object(st, "(root)");
+  only(o, "(root)", ["version", "volumes"]);
+  if (o.version !== MAPPING_RECORD_VERSION)
+    bad("version", `is ${JSON.stringify(o.version)}, expected ${MAPPING_RECORD_VERSION}`);
+  if (!Array.isArray(o.volumes) || o.volumes.length > MAX_VOLUMES)
+    return bad("volumes", `is not an array of at most ${MAX_VOLUMES}`);
+  return o.volumes.map((raw: unknown, i): VerifiedVolume => {
+    const f = `volumes[${i}]`;
+    const v = object(raw, f);
+    only(v, f, ["name", "uuid", "device", "mapping", "table_options"]);
+    const m = object(v.mapping, `${f}.mapping`);
+    only(m, `${f}.mapping`, ["cipher", "key_bytes", "iv_offset", "offset", "length", "sector_size", "identity"]);
+    const id = object(m.identity, `${f}.mapping.identity`);
+    only(id, `${f}.mapping.identity`, ["block", "devno", "dev", "ino"]);
+    if (typeof id.block !== "boolean") bad(`${f}.mapping.identity.block`, "is not a boolean");
+    if (!Array.isArray(v.table_options) || v.table_options.length > 8)
+      bad(`${f}.table_options`, "is not a short array");
+    return {
+      name: str(v.name, `${f}.name`, DM_NAME_PATTERN),
+      uuid: str(v.uuid, `${f}.uuid`, /^[0-9a-f-]{36}$/),
+      device: str(v.device, `${f}.device`, /^\/.{0,4095}$/),
+      mapping: {
+        cipher: str(m.cipher, `${f}.mapping.cipher`, /^[A-Za-z0-9:_-]{1,128}$/),
+        keyBytes: int(m.key_bytes, `${f}.mapping.key_bytes`),
+        ivOffset: BigInt(str(m.iv_offset, `${f}.mapping.iv_offset`, DEC)),
+        offset: BigInt(str(m.offset, `${f}.mapping.offset`, DEC)),
+        length: BigInt(str(m.length, `${f}.mapping.length`, DEC)),
+        sectorSize: int(m.sector_size, `${f}.mapping.sector_size`),
+        identity: {
+          block: id.block as boolean,
+          devno: str(id.devno, `${f}.mapping.identity.devno`, /^\d+:\d+$/),
+          dev: int(id.dev, `${f}.mapping.identity.dev`),
+          ino: int(id.ino, `${f}.mapping.identity.ino`),
+        },
+      },
+      tableOptions: (v.table_options as unknown[]).map((x, j) => str(x, `${f}.table_options[${j}]`, /^[a-z_]{1,32}$/)),
+    };
+  });
+}
+
+/** The record; [] when absent (nothing verified in this boot). */
+export function readMappingRecord(file: string): VerifiedVolume[] {
+  let bytes: Uint8Array | undefined;
+  try {
+    bytes = readFileIfPresent(file, { what: "the verified-mappings record", max: MAX_RECORD_BYTES, kind: "volume" });
+  } catch (e) {
+    throw new CvmError("volume", `cannot read ${file}: ${errorMessage(e)}`);
+  }
+  return bytes === undefined ? [] : decodeMappingRecord(Buffer.from(bytes).toString("utf8"), file);
+}
+
+/** Replace the file atomically (write + rename). */
+export function writeMappingRecord(file: string, volumes: VerifiedVolume[]): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, encodeMappingRecord(volumes), { mode: 0o644 });
+  fs.renameSync(tmp, file);
+}
