@@ -1,7 +1,9 @@
-// Before switch-root: the filesystem mounted at /sysroot must sit directly on a dm-crypt mapping
-// that cvm-unlock opened (a configured name with the matching LUKS UUID). A plaintext root, or a
+// Before switch-root: the filesystem mounted at /sysroot must sit on a dm-crypt mapping that
+// cvm-unlock opened or served (a configured name with the matching LUKS UUID), directly or through
+// LVM logical volumes whose every underlying device is such a mapping. A plaintext root, or a
 // mapping with an unknown name/UUID, is refused: otherwise a host could boot its own root inside
 // our attested VM.
+import * as fs from "node:fs";
 import * as path from "node:path";
 import { CvmError } from "../../platform/util/errors.ts";
 import { fileText, readFileBounded } from "../../platform/util/files.ts";
@@ -67,8 +69,16 @@ const PSEUDO_FS = new Set([
   "binfmt_misc",
 ]);
 
-/** The dm-crypt volume (one cvm-unlock opens) that `mount` is on, or a volume error naming `what`. */
-function onOurVolume(root: string, what: string, mount: MountEntry, expected: ExpectedVolume[]): RootCheck {
+/** How deep LVM may stack on our crypt devices (an LV on a PV is one level; thin pools add one). */
+const MAX_DM_DEPTH = 4;
+
+/**
+ * The dm-crypt volume(s) cvm-unlock opened that `mount` is on, or a volume error naming `what`.
+ * An LVM logical volume (dm uuid "LVM-…") is accepted when every device under it
+ * (/sys/dev/block/MAJ:MIN/slaves) is, recursively, such a volume: an LV that lies partly on an
+ * unencrypted PV, or on a crypt device we did not open, is refused.
+ */
+function onOurVolume(root: string, what: string, mount: MountEntry, expected: ExpectedVolume[], depth = 0): RootCheck {
   const dmDir = path.join(root, "sys/dev/block", mount.devno, "dm");
   const dmName = readSmall(path.join(dmDir, "name"))?.trim();
   const dmUuid = readSmall(path.join(dmDir, "uuid"))?.trim() ?? "";
@@ -77,6 +87,7 @@ function onOurVolume(root: string, what: string, mount: MountEntry, expected: Ex
       "volume",
       `${what} is on ${mount.source} (${mount.devno}), which is not a device-mapper device: refusing a plaintext root`,
     );
+  if (dmUuid.startsWith("LVM-")) return onOurLogicalVolume(root, what, mount, expected, depth, dmName);
   if (!dmUuid.startsWith("CRYPT-"))
     throw new CvmError(
       "volume",
@@ -102,6 +113,43 @@ function onOurVolume(root: string, what: string, mount: MountEntry, expected: Ex
       `${what} is on dm-crypt ${dmName} with dm uuid ${dmUuid}, which is not a LUKS2 mapping of that name: refusing`,
     );
   return { mount, dmName, dmUuid };
+}
+
+function onOurLogicalVolume(
+  root: string,
+  what: string,
+  mount: MountEntry,
+  expected: ExpectedVolume[],
+  depth: number,
+  lvName: string,
+): RootCheck {
+  if (depth >= MAX_DM_DEPTH)
+    throw new CvmError("volume", `${what}: device-mapper devices stack deeper than ${MAX_DM_DEPTH} levels: refusing`);
+  const slavesDir = path.join(root, "sys/dev/block", mount.devno, "slaves");
+  let slaves: string[];
+  try {
+    slaves = fs.readdirSync(slavesDir).sort();
+  } catch {
+    slaves = [];
+  }
+  if (slaves.length === 0)
+    throw new CvmError("volume", `${what} is on LVM volume ${lvName}, which lists no underlying device: refusing`);
+  const checks = slaves.map((slave) => {
+    const devno = readSmall(path.join(root, "sys/class/block", slave, "dev"))?.trim();
+    if (devno === undefined || !/^\d+:\d+$/.test(devno))
+      throw new CvmError(
+        "volume",
+        `${what}: cannot read the device number of ${slave} under LVM volume ${lvName}: refusing`,
+      );
+    return onOurVolume(
+      root,
+      `${what} (LVM volume ${lvName} on ${slave})`,
+      { ...mount, devno, source: `/dev/${slave}` },
+      expected,
+      depth + 1,
+    );
+  });
+  return { mount, dmName: checks[0]!.dmName, dmUuid: checks[0]!.dmUuid };
 }
 
 /**
