@@ -2,30 +2,14 @@
 // whose key file is the key socket, attests once, fetches all their keys and serves each volume
 // its key to systemd-cryptsetup on the socket (passed by systemd, or bound here).
 import { CvmError } from "../../platform/util/errors.ts";
-import { optString, type OptionSpec } from "../cli/args.ts";
+import { optString } from "../cli/args.ts";
 import type { Command } from "../cli/command.ts";
-import { configLoader, configOptions, platformRoot } from "../cli/common.ts";
+import { configLoader, configOptions, crypttabOptions, platformRoot } from "../cli/common.ts";
 import { reportTimeline, timingOptions } from "../cli/timings.ts";
 import { Timeline } from "../timeline.ts";
 import { DEFAULT_CRYPTTAB, DEFAULT_KEY_SOCKET } from "../unlock/crypttab.ts";
 import { loadUnixSockets } from "../unlock/native-socket.ts";
 import { serveVolumeKeys } from "../unlock/serve.ts";
-
-/** Shared with verify-mapping: which crypttab, and which key file in it is ours. */
-export const crypttabOptions: OptionSpec[] = [
-  {
-    name: "crypttab",
-    kind: "string",
-    value: "FILE",
-    help: `the crypttab naming the volumes (default ${DEFAULT_CRYPTTAB})`,
-  },
-  {
-    name: "socket",
-    kind: "string",
-    value: "PATH",
-    help: `the key socket, as crypttab names it as key file (default ${DEFAULT_KEY_SOCKET})`,
-  },
-];
 
 export const serveKeysCommand: Command = {
   name: "serve-keys",

@@ -4,10 +4,9 @@ import { CvmError } from "../../platform/util/errors.ts";
 import { Deadline } from "../../platform/util/deadline.ts";
 import { optString } from "../cli/args.ts";
 import type { Command } from "../cli/command.ts";
-import { configOptions, loadConfig, platformRoot } from "../cli/common.ts";
+import { configOptions, crypttabOptions, loadConfig, platformRoot } from "../cli/common.ts";
 import { DEFAULT_CRYPTTAB, DEFAULT_KEY_SOCKET } from "../unlock/crypttab.ts";
 import { verifyMapping } from "../unlock/verify-mapping.ts";
-import { crypttabOptions } from "./serve-keys.ts";
 
 const TIMEOUT_MS = 60_000;
 

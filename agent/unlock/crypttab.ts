@@ -6,7 +6,8 @@
 import { CvmError } from "../../platform/util/errors.ts";
 import { fileText, readFileBounded } from "../../platform/util/files.ts";
 import { UUID_PATTERN } from "../config/patterns.ts";
-import { DM_NAME_PATTERN } from "../config/unlock-schema.ts";
+import { DM_NAME_PATTERN, volumeSchema } from "../config/unlock-schema.ts";
+import type { Config } from "../config/schema.ts";
 import type { VolumeSelector } from "../../platform/luks/resolve.ts";
 
 export const DEFAULT_CRYPTTAB = "/etc/crypttab";
@@ -137,5 +138,42 @@ export function socketVolumes(entries: CrypttabEntry[], socket: string, where: s
 /** Read the crypttab and return the volumes that use `socket`; none is a configuration error. */
 export function readSocketVolumes(file: string, socket: string): SocketVolume[] {
   const text = fileText(readFileBounded(file, { what: "the crypttab", max: MAX_CRYPTTAB, kind: "config" }));
-  return socketVolumes(parseCrypttab(text, file), socket, file);
+  const volumes = socketVolumes(parseCrypttab(text, file), socket, file);
+  if (volumes.length === 0)
+    throw new CvmError("config", `${file} has no volume whose key file is ${socket}`, {
+      hint: "mode B: add e.g. `root UUID=... /run/cvm-unlock/key.sock luks,headless=true` to the image's crypttab",
+    });
+  return volumes;
+}
+
+type VolumeConfig = Config["unlock"]["volumes"][number];
+
+/** The crypttab entry joined with unlock.volumes[] of the same name (resource, pins, uuid). */
+export function socketVolumeConfig(sv: SocketVolume, config: Config): VolumeConfig {
+  const configured = config.unlock.volumes.find((v) => v.name === sv.name);
+  const base: VolumeConfig = configured ?? volumeSchema.parse({ name: sv.name }, `crypttab ${sv.name}`);
+  const uuid = sv.selector.uuid;
+  if (uuid !== undefined && base.uuid !== undefined && base.uuid.toLowerCase() !== uuid)
+    throw new CvmError("config", `crypttab names volume ${sv.name} UUID=${uuid}, but unlock.volumes says ${base.uuid}`);
+  // The crypttab says where systemd-cryptsetup looks: we check that same device.
+  return {
+    ...base,
+    uuid: base.uuid ?? uuid,
+    partlabel: sv.selector.partlabel,
+    device: sv.selector.device,
+    gpt_auto_root: false,
+  };
+}
+
+/** Every configured volume must be one the crypttab serves through the socket (no silent leftovers). */
+export function checkConfiguredVolumes(config: Config, served: SocketVolume[], crypttab: string): void {
+  for (const v of config.unlock.volumes)
+    if (!served.some((s) => s.name === v.name))
+      throw new CvmError(
+        "config",
+        `unlock.volumes names ${v.name}, which ${crypttab} does not give the cvm-unlock key socket`,
+        {
+          hint: "mode B takes its volumes from crypttab; unlock.volumes only adds resource, uuid and pins to them",
+        },
+      );
 }

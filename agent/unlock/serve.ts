@@ -10,12 +10,10 @@ import type { Logger } from "../../platform/util/log.ts";
 import { attestAndFetchAll } from "../attest.ts";
 import { platformEnv, type RunContext } from "../cli/common.ts";
 import type { ConfigLoader } from "../config/load.ts";
-import type { Config } from "../config/schema.ts";
-import { volumeSchema } from "../config/unlock-schema.ts";
 import { volumeEvent } from "../measure/events.ts";
 import { measureEvent } from "../measure/measure.ts";
 import type { Timeline } from "../timeline.ts";
-import { readSocketVolumes, type SocketVolume } from "./crypttab.ts";
+import { checkConfiguredVolumes, readSocketVolumes, socketVolumeConfig, type SocketVolume } from "./crypttab.ts";
 import { checkPins, hasPins, parseKeyResource } from "./key-document.ts";
 import { serveKeys } from "./key-server.ts";
 import { expectedMapping } from "./live-table.ts";
@@ -43,36 +41,6 @@ export interface ServeRequest {
   pid: number;
 }
 
-/** The crypttab entry joined with unlock.volumes[] of the same name (resource, pins, uuid). */
-export function socketVolumeConfig(sv: SocketVolume, config: Config): VolumeConfig {
-  const configured = config.unlock.volumes.find((v) => v.name === sv.name);
-  const base: VolumeConfig = configured ?? volumeSchema.parse({ name: sv.name }, `crypttab ${sv.name}`);
-  const uuid = sv.selector.uuid;
-  if (uuid !== undefined && base.uuid !== undefined && base.uuid.toLowerCase() !== uuid)
-    throw new CvmError("config", `crypttab names volume ${sv.name} UUID=${uuid}, but unlock.volumes says ${base.uuid}`);
-  // The crypttab says where systemd-cryptsetup looks: we check that same device.
-  return {
-    ...base,
-    uuid: base.uuid ?? uuid,
-    partlabel: sv.selector.partlabel,
-    device: sv.selector.device,
-    gpt_auto_root: false,
-  };
-}
-
-/** Every configured volume must be one the crypttab serves through the socket (no silent leftovers). */
-function checkConfiguredVolumes(config: Config, served: SocketVolume[], crypttab: string): void {
-  for (const v of config.unlock.volumes)
-    if (!served.some((s) => s.name === v.name))
-      throw new CvmError(
-        "config",
-        `unlock.volumes names ${v.name}, which ${crypttab} does not give the cvm-unlock key socket`,
-        {
-          hint: "mode B takes its volumes from crypttab; unlock.volumes only adds resource, uuid and pins to them",
-        },
-      );
-}
-
 interface Prepared {
   sv: SocketVolume;
   vol: VolumeConfig;
@@ -98,10 +66,6 @@ export async function serveVolumeKeys(req: ServeRequest, timeline: Timeline): Pr
   const { root, log } = req;
   const { loaded: base, hostLayers, initData } = await loadUnlockConfig(req.loadConfig, log, root);
   const socketVols = readSocketVolumes(req.crypttab, req.socket);
-  if (socketVols.length === 0)
-    throw new CvmError("config", `${req.crypttab} has no volume whose key file is ${req.socket}`, {
-      hint: "mode B: add e.g. `root UUID=... /run/cvm-unlock/key.sock luks,headless=true` to the image's crypttab",
-    });
   checkConfiguredVolumes(base.config, socketVols, req.crypttab);
   // The socket first: a missing or unusable socket fails before any KBS contact.
   const listener = openListener(req);
