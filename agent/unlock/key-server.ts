@@ -1,6 +1,6 @@
 // Mode B's key hand-off: systemd-cryptsetup connects to the key socket named as key file in
 // crypttab, from a client socket bound to the abstract address "\0<random hex>/cryptsetup/<volume>"
-// (systemd ≥ 248, src/cryptsetup/cryptsetup.c make_bindname; docs/spec/boot-integration.md), and
+// (systemd ≥ 248, src/cryptsetup/cryptsetup.c make_bindname; docs/spec/boot.md §1.1), and
 // reads the key until EOF. Each volume gets its own key, once: a peer that names no volume we
 // serve, is not root, or asks a second time gets nothing (its systemd-cryptsetup then fails, and
 // with headless=true never falls back to a prompt). The caller zeroes the keys after this returns.

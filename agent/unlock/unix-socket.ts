@@ -1,5 +1,5 @@
 // The AF_UNIX seam of the mode B key server (key-server.ts). systemd-cryptsetup names the volume
-// it wants in the abstract address its client socket is bound to (docs/spec/boot-integration.md
+// it wants in the abstract address its client socket is bound to (docs/spec/boot.md §1.1
 // "mode B"), and neither node nor bun's net module exposes a unix peer's address: getpeername(2)
 // and SO_PEERCRED come from bun:ffi (unix-socket-bun.ts), loaded through native-socket.ts.
 
