@@ -6,16 +6,14 @@
 // Never key material. Format: {"version": 1, "volumes": [{"name", "uuid", "device", "mapping":
 // {"cipher", "key_bytes", "iv_offset", "offset", "length", "sector_size", "identity": {...}},
 // "table_options": [...]}]} (numbers in sectors as decimal strings).
-import * as fs from "node:fs";
 import * as path from "node:path";
 import { CvmError, errorMessage } from "../../platform/util/errors.ts";
-import { readFileIfPresent } from "../../platform/util/files.ts";
 import { DM_NAME_PATTERN } from "../config/unlock-schema.ts";
 import type { Config } from "../config/schema.ts";
 import type { ExpectedMapping } from "./live-table.ts";
+import { readStateFile, writeStateFile } from "./opened-state.ts";
 
 export const MAPPING_RECORD_VERSION = 1;
-const MAX_RECORD_BYTES = 64 * 1024;
 const MAX_VOLUMES = 16;
 const DEC = /^\d{1,20}$/;
 
@@ -120,19 +118,10 @@ export function decodeMappingRecord(text: string, where: string): VerifiedVolume
 
 /** The record; [] when absent (nothing verified in this boot). */
 export function readMappingRecord(file: string): VerifiedVolume[] {
-  let bytes: Uint8Array | undefined;
-  try {
-    bytes = readFileIfPresent(file, { what: "the verified-mappings record", max: MAX_RECORD_BYTES, kind: "volume" });
-  } catch (e) {
-    throw new CvmError("volume", `cannot read ${file}: ${errorMessage(e)}`);
-  }
-  return bytes === undefined ? [] : decodeMappingRecord(Buffer.from(bytes).toString("utf8"), file);
+  const text = readStateFile(file, "the verified-mappings record");
+  return text === undefined ? [] : decodeMappingRecord(text, file);
 }
 
-/** Replace the file atomically (write + rename). */
 export function writeMappingRecord(file: string, volumes: VerifiedVolume[]): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, encodeMappingRecord(volumes), { mode: 0o644 });
-  fs.renameSync(tmp, file);
+  writeStateFile(file, encodeMappingRecord(volumes));
 }

@@ -64,15 +64,32 @@ export function decodeOpenedState(text: string, where: string): OpenedVolume[] {
   });
 }
 
-/** The recorded volumes; [] when the file does not exist (nothing opened in this boot). Strict otherwise. */
-export function readOpenedState(file: string): OpenedVolume[] {
+/**
+ * The text of a state file the agent wrote in /run (opened.json, verified.json), or undefined when
+ * it does not exist; unreadable or oversized is a `volume` error (these files decide the boot).
+ */
+export function readStateFile(file: string, what: string): string | undefined {
   let bytes: Uint8Array | undefined;
   try {
-    bytes = readFileIfPresent(file, { what: "the opened-volumes state", max: MAX_STATE_BYTES, kind: "volume" });
+    bytes = readFileIfPresent(file, { what, max: MAX_STATE_BYTES, kind: "volume" });
   } catch (e) {
     throw new CvmError("volume", `cannot read ${file}: ${errorMessage(e)}`);
   }
-  return bytes === undefined ? [] : decodeOpenedState(Buffer.from(bytes).toString("utf8"), file);
+  return bytes === undefined ? undefined : Buffer.from(bytes).toString("utf8");
+}
+
+/** Replace a state file atomically (write + rename), so a reader never sees half of it. */
+export function writeStateFile(file: string, text: string): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, text, { mode: 0o644 });
+  fs.renameSync(tmp, file);
+}
+
+/** The recorded volumes; [] when the file does not exist (nothing opened in this boot). Strict otherwise. */
+export function readOpenedState(file: string): OpenedVolume[] {
+  const text = readStateFile(file, "the opened-volumes state");
+  return text === undefined ? [] : decodeOpenedState(text, file);
 }
 
 /**
@@ -90,10 +107,6 @@ export function readOpenedOutcome(file: string): { outcome: string; problem?: st
   }
 }
 
-/** Replace the file atomically (write + rename), so a reader never sees half of it. */
 export function writeOpenedState(file: string, volumes: OpenedVolume[]): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, encodeOpenedState(volumes), { mode: 0o644 });
-  fs.renameSync(tmp, file);
+  writeStateFile(file, encodeOpenedState(volumes));
 }

@@ -9,8 +9,8 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { startTestKbs, type TestKbs } from "../kbs/server.ts";
-import { tpmVerifierTrusting } from "../kbs/verifiers/tpm.ts";
+import type { TestKbs } from "../kbs/server.ts";
+import { startE2eKbs } from "./harness/kbs.ts";
 import { findSecret, kmsgLines, pcr15, rootMarker } from "./harness/console.ts";
 import { readManifest, REPO, runSetup, type E2eManifest } from "./harness/manifest.ts";
 import { Vm } from "./harness/vm.ts";
@@ -42,16 +42,7 @@ describe("VM boot, mode B: crypttab + the cvm-unlock key socket", () => {
   }, 3_100_000);
 
   beforeAll(async () => {
-    const tls = (f: string) => fs.readFileSync(path.join(m.tlsDir, f), "utf8");
-    kbs = await startTestKbs({
-      host: "127.0.0.1",
-      port: m.kbsPort,
-      tls: { keyPem: tls("server.key"), certPem: tls("server.pem"), caPem: tls("ca.pem") },
-      resources: { "default/key/modeb-root": keys.root, "default/key/modeb-var": keys.var },
-      allowTees: ["tpm"],
-      verifiers: { tpm: tpmVerifierTrusting([fs.readFileSync(m.akPem, "utf8")]) },
-      policy: "allow",
-    });
+    kbs = await startE2eKbs(m, { "default/key/modeb-root": keys.root, "default/key/modeb-var": keys.var });
   });
 
   afterAll(async () => {
