@@ -21,6 +21,8 @@ import { parseRetryAfter } from "../../agent/kbs/transport.ts";
 import { decodeRecords } from "../../agent/measure/events.ts";
 import { checkPins, parseKeyResource } from "../../agent/unlock/key-document.ts";
 import { decodeOpenedState } from "../../agent/unlock/opened-state.ts";
+import { decodeMappingRecord } from "../../agent/unlock/mapping-record.ts";
+import { volumeOfPeer } from "../../agent/unlock/key-server.ts";
 import { parseMountinfo } from "../../agent/unlock/verify-root.ts";
 import { parseHclReport, reportDataBindsClaims } from "../../platform/azure/hcl.ts";
 import { parseCcelLog, parseCcelTable } from "../../platform/eventlog/ccel.ts";
@@ -543,6 +545,21 @@ export const TARGETS: FuzzTarget[] = [
     seeds: fixtures("fuzz/opened-state.json"),
     mutate: json,
     run: (b) => decodeOpenedState(text(b), "/run/cvm-unlock/opened.json"),
+  },
+  {
+    name: "verified-mappings",
+    about:
+      "/run/cvm-unlock/verified.json (mode B, verify-mapping decides on it): agent/unlock/mapping-record.ts decodeMappingRecord",
+    seeds: fixtures("fuzz/verified-mappings.json"),
+    mutate: json,
+    run: (b) => decodeMappingRecord(text(b), "/run/cvm-unlock/verified.json"),
+  },
+  {
+    name: "key-socket-peer",
+    about: "the peer address of a key socket connection (mode B): agent/unlock/key-server.ts volumeOfPeer",
+    seeds: fixtures("fuzz/key-socket-peer.bin"),
+    dictionary: ["\0", "/cryptsetup/", "/", "0123456789abcdef"],
+    run: (b) => volumeOfPeer(b) ?? REFUSED,
   },
   {
     name: "tsm-attributes",
