@@ -21,6 +21,7 @@ import {
   type LoadedConfig,
 } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
+import { DEFAULT_CRYPTTAB, DEFAULT_KEY_SOCKET } from "../unlock/crypttab.ts";
 import { checkCaBundle, readCaFile } from "../config/ca-file.ts";
 import { optBool, optList, optNumber, optString, type OptionSpec, type ParsedArgs } from "./args.ts";
 
@@ -63,6 +64,22 @@ export const configOptions: OptionSpec[] = [
     value: "URL",
     help: "test only: Azure metadata service base URL",
     hidden: true,
+  },
+];
+
+/** Mode B (serve-keys, verify-mapping, config --check): which crypttab, and which key file in it is ours. */
+export const crypttabOptions: OptionSpec[] = [
+  {
+    name: "crypttab",
+    kind: "string",
+    value: "FILE",
+    help: `the crypttab naming the volumes (default ${DEFAULT_CRYPTTAB})`,
+  },
+  {
+    name: "socket",
+    kind: "string",
+    value: "PATH",
+    help: `the key socket, as crypttab names it as key file (default ${DEFAULT_KEY_SOCKET})`,
   },
 ];
 

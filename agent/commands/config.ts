@@ -4,6 +4,7 @@
 // `config --check` / `--files`: the initramfs build-time checks of the dracut module (what
 // `unlock` will require; the files to install), agent/config/check.ts and files.ts.
 import * as path from "node:path";
+import { DEFAULT_KEY_SOCKET } from "../unlock/crypttab.ts";
 import { CvmError } from "../../platform/util/errors.ts";
 import { silentLogger } from "../../platform/util/log.ts";
 import { optBool, optString } from "../cli/args.ts";
@@ -47,7 +48,11 @@ async function buildTimeCheck(args: ParsedArgs, io: CommandIO): Promise<number> 
   }
   const root = optString(args, "files-root");
   const { checkUnlockConfig } = await import("../config/check.ts");
-  const notes = checkUnlockConfig(root !== undefined ? filesUnder(config, path.resolve(root)) : config);
+  const crypttab = optString(args, "crypttab");
+  const notes = checkUnlockConfig(
+    root !== undefined ? filesUnder(config, path.resolve(root)) : config,
+    crypttab !== undefined ? { crypttab, socket: optString(args, "socket") ?? DEFAULT_KEY_SOCKET } : undefined,
+  );
   for (const n of notes) io.stdout.write(`note: ${n}\n`);
   // the dracut module reads this line: it installs veritysetup and masks gpt-auto for a verity root
   if (config.verity)
@@ -79,6 +84,18 @@ export const configCommand: Command = {
       help: "list the files the config names (KEY<TAB>PATH), to install in the initramfs",
     },
     {
+      name: "crypttab",
+      kind: "string",
+      value: "FILE",
+      help: "with --check: mode B, the volumes are the entries of FILE whose key file is the key socket",
+    },
+    {
+      name: "socket",
+      kind: "string",
+      value: "PATH",
+      help: `with --crypttab: the key socket as crypttab names it (default ${DEFAULT_KEY_SOCKET})`,
+    },
+    {
       name: "files-root",
       kind: "string",
       value: "DIR",
@@ -88,8 +105,9 @@ export const configCommand: Command = {
   async run(args, io) {
     const modes = ["explain", "check", "files"].filter((m) => optBool(args, m));
     if (modes.length !== 1) throw new CvmError("usage", "config needs exactly one of --explain, --check, --files");
-    if (optString(args, "files-root") !== undefined && !optBool(args, "check"))
-      throw new CvmError("usage", "--files-root goes with --check");
+    for (const o of ["files-root", "crypttab", "socket"])
+      if (optString(args, o) !== undefined && !optBool(args, "check"))
+        throw new CvmError("usage", `--${o} goes with --check`);
     if (!optBool(args, "explain")) return buildTimeCheck(args, io);
     const load = configLoader(args);
     let { loaded, hostLayers } = await loadUnlockConfig(load, io.log, platformRoot(args));

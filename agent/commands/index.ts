@@ -30,6 +30,16 @@ export const commands: CommandEntry[] = [
     load: async () => (await import("./unlock.ts")).unlockCommand,
   },
   {
+    name: "serve-keys",
+    summary: "mode B: check the crypttab volumes, attest once and serve each its key on the key socket",
+    load: async () => (await import("./serve-keys.ts")).serveKeysCommand,
+  },
+  {
+    name: "verify-mapping",
+    summary: "mode B: check a volume systemd-cryptsetup opened against the verified header",
+    load: async () => (await import("./verify-mapping.ts")).verifyMappingCommand,
+  },
+  {
     name: "inspect",
     summary: "decode an attestation report, quote, event log, certificate table or evidence JSON",
     load: async () => (await import("./inspect.ts")).inspectCommand,

@@ -11,19 +11,29 @@ import { volumeResource, volumesToUnlock } from "../unlock/unlock.ts";
 import { hasSelector, requireSelector } from "../../platform/luks/resolve.ts";
 import type { Config } from "./schema.ts";
 import { checkVerityConfig } from "../verity/open.ts";
+import { checkConfiguredVolumes, readSocketVolumes, socketVolumeConfig } from "../unlock/crypttab.ts";
 
 const CMDLINE = "the kernel command line (unlock.trust_cmdline)";
 const TOKEN = "the LUKS2 token (unlock.luks_token)";
 
-/** Throws the error unlock would raise; returns notes on what is left to the boot. */
-export function checkUnlockConfig(config: Config): string[] {
+/**
+ * Throws the error unlock (or, with `modeB`, serve-keys) would raise; returns notes on what is
+ * left to the boot. Mode B takes its volumes from the crypttab entries that use the key socket.
+ */
+export function checkUnlockConfig(config: Config, modeB?: { crypttab: string; socket: string }): string[] {
   const notes: string[] = [];
   const u = config.unlock;
   const fromCmdline = u.trust_cmdline;
   const later = (what: string, ...from: (string | false)[]) =>
     notes.push(`${what} is not set: it must come from ${from.filter(Boolean).join(" or ")} at boot`);
 
-  if (u.volumes.length === 0 && config.verity) {
+  if (modeB) {
+    const served = readSocketVolumes(modeB.crypttab, modeB.socket);
+    checkConfiguredVolumes(config, served, modeB.crypttab);
+    const volumes = served.map((sv) => socketVolumeConfig(sv, config));
+    config = { ...config, unlock: { ...u, volumes } };
+    volumes.forEach(requireSelector);
+  } else if (u.volumes.length === 0 && config.verity) {
     // a verity root alone (state on tmpfs) needs no LUKS2 volume
   } else if (u.volumes.length === 0 && fromCmdline) later("unlock.volumes", CMDLINE);
   else
@@ -36,7 +46,7 @@ export function checkUnlockConfig(config: Config): string[] {
     fromCmdline && CMDLINE,
     u.luks_token.trust && u.luks_token.allowed_resources.length > 0 && TOKEN,
   ];
-  for (const v of u.volumes)
+  for (const v of config.unlock.volumes)
     if (v.resource === undefined && config.resource === undefined && resourceLater.some(Boolean))
       later(`resource of volume ${v.name}`, ...resourceLater);
     else volumeResource(v, config);

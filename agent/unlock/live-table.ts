@@ -71,50 +71,84 @@ export function parseDmCryptTable(text: string): DmCryptTable | string {
   };
 }
 
+/**
+ * What the live mapping must look like: derived from the verified header and the device it was
+ * read from (expectedMapping), and plain data so that mode B can keep it in /run between the
+ * key server and the unit that checks each mapping (mapping-record.ts).
+ */
+export interface ExpectedMapping {
+  cipher: string;
+  keyBytes: number;
+  ivOffset: bigint;
+  /** 512-byte sectors. */
+  offset: bigint;
+  /** 512-byte sectors. */
+  length: bigint;
+  sectorSize: number;
+  identity: Luks2Volume["identity"];
+}
+
+export function expectedMapping(verified: VerifiedLayout, volume: Luks2Volume): ExpectedMapping {
+  const seg = verified.segment;
+  const sectorSize = BigInt(seg.sectorSize);
+  const bytes = seg.size === "dynamic" ? ((volume.deviceBytes - seg.offset) / sectorSize) * sectorSize : seg.size;
+  return {
+    cipher: seg.encryption,
+    keyBytes: verified.keyBytes,
+    ivOffset: seg.ivTweak,
+    offset: seg.offset / SECTOR,
+    length: bytes / SECTOR,
+    sectorSize: seg.sectorSize,
+    identity: { ...volume.identity },
+  };
+}
+
 /** Whether the live mapping sits on the device that was read: same block device, or (image files) its loop device. */
-function sameDevice(tableDevice: string, volume: Luks2Volume, root: string): boolean {
-  if (volume.identity.block) return tableDevice === volume.identity.devno;
+function sameDevice(tableDevice: string, identity: Luks2Volume["identity"], root: string): boolean {
+  if (identity.block) return tableDevice === identity.devno;
   const backing = readSmall(path.join(root, "sys/dev/block", tableDevice, "loop/backing_file"))?.trim();
   if (!backing) return false;
   try {
     const st = fs.statSync(backing);
-    return st.dev === volume.identity.dev && st.ino === volume.identity.ino;
+    return st.dev === identity.dev && st.ino === identity.ino;
   } catch {
     return false;
   }
 }
 
-/** Every difference between the live table and the verified layout (empty = identical). */
+/**
+ * Every difference between the live table and the expected mapping (empty = identical).
+ * `allowedOptions`: optional table parameters the trusted configuration asked for (crypttab's
+ * `discard` gives allow_discards), beyond the performance ones.
+ */
 export function liveTableDifferences(
   table: DmCryptTable,
-  verified: VerifiedLayout,
-  volume: Luks2Volume,
+  expected: ExpectedMapping,
   root: string,
+  allowedOptions: readonly string[] = [],
 ): string[] {
-  const seg = verified.segment;
   const diffs: string[] = [];
-  const want = (what: string, live: unknown, expected: unknown) => {
-    if (String(live) !== String(expected)) diffs.push(`${what} is ${live}, verified ${expected}`);
+  const want = (what: string, live: unknown, wanted: unknown) => {
+    if (String(live) !== String(wanted)) diffs.push(`${what} is ${live}, verified ${wanted}`);
   };
   want("start", table.start, 0);
-  want("cipher", table.cipher, seg.encryption);
-  want("key size (bits)", table.keyBytes * 8, verified.keyBytes * 8);
-  want("iv offset", table.ivOffset, seg.ivTweak);
-  want("data offset (sectors)", table.offset, seg.offset / SECTOR);
-  const sectorSize = BigInt(seg.sectorSize);
-  const bytes = seg.size === "dynamic" ? ((volume.deviceBytes - seg.offset) / sectorSize) * sectorSize : seg.size;
-  want("length (sectors)", table.length, bytes / SECTOR);
-  if (!sameDevice(table.device, volume, root))
+  want("cipher", table.cipher, expected.cipher);
+  want("key size (bits)", table.keyBytes * 8, expected.keyBytes * 8);
+  want("iv offset", table.ivOffset, expected.ivOffset);
+  want("data offset (sectors)", table.offset, expected.offset);
+  want("length (sectors)", table.length, expected.length);
+  if (!sameDevice(table.device, expected.identity, root))
     diffs.push(
-      `backing device ${table.device} is not the verified ${volume.identity.block ? volume.identity.devno : "image file"}`,
+      `backing device ${table.device} is not the verified ${expected.identity.block ? expected.identity.devno : "image file"}`,
     );
   const sectorOption = table.options.find((o) => o.startsWith("sector_size:"));
-  want("sector size", sectorOption ? sectorOption.slice("sector_size:".length) : "512", seg.sectorSize);
+  want("sector size", sectorOption ? sectorOption.slice("sector_size:".length) : "512", expected.sectorSize);
   for (const o of table.options)
     if (
       !o.startsWith("sector_size:") &&
       !PERFORMANCE_OPTIONS.includes(o) &&
-      !(o === "iv_large_sectors" && seg.sectorSize > 512)
+      !allowedOptions.includes(o) &&
+      !(o === "iv_large_sectors" && expected.sectorSize > 512)
     )
       diffs.push(`unexpected option ${JSON.stringify(o.slice(0, 64))}`);
   return diffs;

@@ -15,9 +15,10 @@ import type { Deadline } from "../../platform/util/deadline.ts";
 import { CvmError, errorMessage } from "../../platform/util/errors.ts";
 import type { Logger } from "../../platform/util/log.ts";
 import type { Luks2Volume, MetadataImage } from "../../platform/luks/volume-io.ts";
-import { findCryptsetup, runCryptsetup, type CryptsetupResult } from "./cryptsetup.ts";
+import { runCryptsetup, type CryptsetupResult } from "./cryptsetup.ts";
 import type { VerifiedLayout } from "./header-policy.ts";
-import { liveTableDifferences, parseDmCryptTable } from "./live-table.ts";
+import { expectedMapping } from "./live-table.ts";
+import { checkLiveMapping } from "./live-mapping.ts";
 
 export interface VerifiedOpen {
   cryptsetup: string;
@@ -91,34 +92,18 @@ export async function openVerified(
       ? ["open", "--test-passphrase", "--type", "luks2", "--header", copy, ...key, o.device]
       : ["open", "--type", "luks2", "--header", copy, ...key, o.device, o.name];
     const r = await runCryptsetup(o.cryptsetup, args, input, o.deadline, doing);
-    if (r.code === 0 && !o.testOnly) await checkLiveMapping(o);
+    if (r.code === 0 && !o.testOnly)
+      await checkLiveMapping({
+        cryptsetup: o.cryptsetup,
+        dmsetup: o.dmsetup,
+        name: o.name,
+        device: o.device,
+        expected: expectedMapping(o.verified, o.volume),
+        root: o.root,
+        deadline: o.deadline,
+      });
     return r;
   } finally {
     removeCopy(copy, o.log);
   }
-}
-
-/** Compare the live table with the verified layout; on any difference close the mapping and fail. */
-async function checkLiveMapping(o: VerifiedOpen): Promise<void> {
-  let problem: string;
-  try {
-    const dmsetup = findCryptsetup(o.dmsetup, "dmsetup");
-    const r = await runCryptsetup(dmsetup, ["table", o.name], undefined, o.deadline, "reading the dm table of");
-    if (r.code !== 0) problem = `dmsetup table ${o.name} failed (exit ${r.code}: ${r.stderr.slice(0, 200)})`;
-    else {
-      const table = parseDmCryptTable(r.stdout);
-      const diffs = typeof table === "string" ? [table] : liveTableDifferences(table, o.verified, o.volume, o.root);
-      if (diffs.length === 0) return;
-      problem = `the live dm-crypt table of ${o.name} differs from the verified header: ${diffs.join("; ")}`;
-    }
-  } catch (e) {
-    problem = `cannot read back the dm-crypt table of ${o.name}: ${errorMessage(e)}`;
-  }
-  const closed = await runCryptsetup(o.cryptsetup, ["close", o.name], undefined, o.deadline, "closing").then(
-    (r) => (r.code === 0 ? "closed" : `cryptsetup close failed (exit ${r.code})`),
-    (e: unknown) => `cryptsetup close failed (${errorMessage(e)})`,
-  );
-  throw new CvmError("volume", `${o.device}: ${problem}; mapping ${o.name} ${closed}: refusing`, {
-    hint: "the device changed between the header check and cryptsetup (hostile block backend?), or dmsetup is missing from the initramfs",
-  });
 }

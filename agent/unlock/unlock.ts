@@ -51,7 +51,7 @@ export interface VolumeOutcome {
   name: string;
   device: string;
   uuid: string;
-  status: "opened" | "already-open" | "key-verified" | "opened-by-passphrase";
+  status: "opened" | "already-open" | "key-verified" | "opened-by-passphrase" | "served";
   endpoint?: string;
 }
 
@@ -96,7 +96,7 @@ export function volumesToUnlock(config: Config, device?: string, name?: string):
 }
 
 /** A volume whose header passed the identity, allow-list and trusted-config pin checks (before any KBS request). */
-interface CheckedVolume {
+export interface CheckedVolume {
   volume: Luks2Volume;
   verified: VerifiedLayout;
   root: string;
@@ -150,9 +150,35 @@ function checkIdentity(vol: VolumeConfig, h: Luks2Header, device: string): void 
     );
 }
 
+/**
+ * Find the volume's device (bounded wait) and check its header before any KBS request: the LUKS
+ * UUID it must have, the trusted allow-list and the trusted config's pins. Shared by both modes.
+ */
+export async function checkVolume(
+  vol: VolumeConfig,
+  root: string,
+  config: Config,
+  deadline: Deadline,
+  log: Logger,
+  timeline: Timeline,
+): Promise<{ device: string; checked: CheckedVolume }> {
+  const device = await timeline.time(
+    "device",
+    () => waitForDevice(vol, root, config.unlock.device_timeout_s, deadline, log),
+    describeSelector(vol),
+  );
+  const volume = readLuks2Volume(device, root);
+  const h = volume.header;
+  checkIdentity(vol, h, device);
+  const checked: CheckedVolume = { volume, verified: verifyHeaderPolicy(h, config.unlock.luks_allow, device), root };
+  checkPins(configPins(vol), h, device, "the trusted config");
+  log.info(`volume ${vol.name}: ${device} is LUKS2 ${h.uuid}`);
+  return { device, checked };
+}
+
 /** Per-volume config: the LUKS token layer (when trusted) sits between the cmdline and the flags. */
-function volumeConfig(
-  req: UnlockRequest,
+export function volumeConfig(
+  req: Pick<UnlockRequest, "loadConfig" | "log">,
   base: LoadedConfig,
   hostLayers: ConfigLayer[],
   h: Luks2Header,
@@ -249,7 +275,10 @@ function fallbackAllowed(e: unknown): boolean {
   );
 }
 
-function recordOpened(config: Config, outcomes: VolumeOutcome[]): void {
+export function recordOpened(
+  config: Config,
+  outcomes: Pick<VolumeOutcome, "name" | "uuid" | "device" | "status">[],
+): void {
   const opened = outcomes
     .filter((o) => o.status !== "key-verified")
     .map(({ name, uuid, device }) => ({ name, uuid, device }));
@@ -307,22 +336,8 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
           })
         : [];
     for (const vol of toUnlock) {
-      const device = await timeline.time(
-        "device",
-        () => waitForDevice(vol, root, base.config.unlock.device_timeout_s, deadline, req.log),
-        describeSelector(vol),
-      );
-      const volume = readLuks2Volume(device, root);
-      const h = volume.header;
-      checkIdentity(vol, h, device);
-      // Before any KBS request: the header must be inside the trusted allow-list and match the trusted pins.
-      const checked: CheckedVolume = {
-        volume,
-        verified: verifyHeaderPolicy(h, base.config.unlock.luks_allow, device),
-        root,
-      };
-      checkPins(configPins(vol), h, device, "the trusted config");
-      req.log.info(`volume ${vol.name}: ${device} is LUKS2 ${h.uuid}`);
+      const { device, checked } = await checkVolume(vol, root, base.config, deadline, req.log, timeline);
+      const h = checked.volume.header;
       const loaded = volumeConfig(req, base, hostLayers, h, device);
       const ctx: RunContext = {
         loaded,

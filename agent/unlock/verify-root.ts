@@ -1,8 +1,10 @@
-// Before switch-root: the filesystem mounted at /sysroot must sit directly on a dm-crypt mapping
-// that cvm-unlock opened (a configured name with the matching LUKS UUID), or on a dm-verity mapping
+// Before switch-root: the filesystem mounted at /sysroot must sit on a dm-crypt mapping that
+// cvm-unlock opened or served (a configured name with the matching LUKS UUID), directly or through
+// LVM logical volumes whose every underlying device is such a mapping, or on a dm-verity mapping
 // it opened with the root hash the KBS released (recorded in verity.json, checked in the live table). A plaintext root, or a
 // mapping with an unknown name/UUID, is refused: otherwise a host could boot its own root inside
 // our attested VM.
+import * as fs from "node:fs";
 import * as path from "node:path";
 import { CvmError } from "../../platform/util/errors.ts";
 import { fileText, readFileBounded } from "../../platform/util/files.ts";
@@ -101,13 +103,22 @@ function onOurVerity(
   return { mount, dmName, dmUuid };
 }
 
-/** The dm-crypt (or dm-verity) volume cvm-unlock opened that `mount` is on, or a volume error naming `what`. */
+/** How deep LVM may stack on our crypt devices (an LV on a PV is one level; thin pools add one). */
+const MAX_DM_DEPTH = 4;
+
+/**
+ * The dm-crypt (or dm-verity) volume(s) cvm-unlock opened that `mount` is on, or a volume error naming `what`.
+ * An LVM logical volume (dm uuid "LVM-…") is accepted when every device under it
+ * (/sys/dev/block/MAJ:MIN/slaves) is, recursively, such a volume: an LV that lies partly on an
+ * unencrypted PV, or on a crypt device we did not open, is refused.
+ */
 function onOurVolume(
   root: string,
   what: string,
   mount: MountEntry,
   expected: ExpectedVolume[],
   verity: ExpectedVerity[],
+  depth = 0,
 ): RootCheck {
   const dmDir = path.join(root, "sys/dev/block", mount.devno, "dm");
   const dmName = readSmall(path.join(dmDir, "name"))?.trim();
@@ -118,6 +129,7 @@ function onOurVolume(
       `${what} is on ${mount.source} (${mount.devno}), which is not a device-mapper device: refusing a plaintext root`,
     );
   if (dmUuid.startsWith("CRYPT-VERITY-")) return onOurVerity(what, mount, dmName, dmUuid, verity);
+  if (dmUuid.startsWith("LVM-")) return onOurLogicalVolume(root, what, mount, expected, verity, depth, dmName);
   if (!dmUuid.startsWith("CRYPT-"))
     throw new CvmError(
       "volume",
@@ -143,6 +155,45 @@ function onOurVolume(
       `${what} is on dm-crypt ${dmName} with dm uuid ${dmUuid}, which is not a LUKS2 mapping of that name: refusing`,
     );
   return { mount, dmName, dmUuid };
+}
+
+function onOurLogicalVolume(
+  root: string,
+  what: string,
+  mount: MountEntry,
+  expected: ExpectedVolume[],
+  verity: ExpectedVerity[],
+  depth: number,
+  lvName: string,
+): RootCheck {
+  if (depth >= MAX_DM_DEPTH)
+    throw new CvmError("volume", `${what}: device-mapper devices stack deeper than ${MAX_DM_DEPTH} levels: refusing`);
+  const slavesDir = path.join(root, "sys/dev/block", mount.devno, "slaves");
+  let slaves: string[];
+  try {
+    slaves = fs.readdirSync(slavesDir).sort();
+  } catch {
+    slaves = [];
+  }
+  if (slaves.length === 0)
+    throw new CvmError("volume", `${what} is on LVM volume ${lvName}, which lists no underlying device: refusing`);
+  const checks = slaves.map((slave) => {
+    const devno = readSmall(path.join(root, "sys/class/block", slave, "dev"))?.trim();
+    if (devno === undefined || !/^\d+:\d+$/.test(devno))
+      throw new CvmError(
+        "volume",
+        `${what}: cannot read the device number of ${slave} under LVM volume ${lvName}: refusing`,
+      );
+    return onOurVolume(
+      root,
+      `${what} (LVM volume ${lvName} on ${slave})`,
+      { ...mount, devno, source: `/dev/${slave}` },
+      expected,
+      verity,
+      depth + 1,
+    );
+  });
+  return { mount, dmName: checks[0]!.dmName, dmUuid: checks[0]!.dmUuid };
 }
 
 /**

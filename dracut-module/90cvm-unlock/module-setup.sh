@@ -18,11 +18,18 @@
 #   cvm_unlock_files_root  where the other files the config names (kbs.init_data_file,
 #                          unlock.luks_token.allowed_ca_files) are staged: each is read from
 #                          this directory + its path in the config   [/]
+#   cvm_unlock_open        agent: the agent opens the volumes itself (mode A; rd.luks=0 switches
+#                          off the initrd's own LUKS handling)
+#                          crypttab: systemd-cryptsetup opens the volumes of the image's crypttab,
+#                          each reading its key from the cvm-unlock key socket (mode B, image
+#                          mode only; docs/UNLOCK.md "Mode A or mode B")   [agent]
+#   cvm_unlock_crypttab    crypttab: the crypttab installed as /etc/crypttab (dracut installs none
+#                          itself unless hostonly)   [cvm_unlock_files_root + /etc/crypttab]
 #   cvm_unlock_on_failure  poweroff | emergency: what a failed unlock does; emergency only for
 #                          lab images (the console belongs to the host)  [poweroff]
 #   cvm_unlock_root        mapper device written as root= into etc/cmdline.d, so the kernel
 #                          cmdline can stay static; empty = leave root= to the cmdline or to
-#                          gpt-auto                                   [/dev/mapper/root]
+#                          gpt-auto            [/dev/mapper/root in mode A, empty in mode B]
 #   cvm_unlock_timeout_s   TimeoutStartSec of the unlock unit (backstop; the agent has
 #                          its own deadline_s)                        [360]
 #   cvm_unlock_verity      yes | no | auto: a dm-verity root whose hash the KBS releases
@@ -197,31 +204,72 @@ cvm_unlock_install_agent_unstripped() {
     $SYSTEMCTL -q --root "$initdir" enable cvm-unlock-exec.service
 }
 
+# ---- mode B: crypttab + key socket (docs/UNLOCK.md "Mode B") ----
+
+# agent (mode A) or crypttab (mode B).
+cvm_unlock_open_mode() {
+    local open=${cvm_unlock_open:-agent}
+    case $open in
+        agent | crypttab) echo "$open" ;;
+        *) cvm_unlock_fatal "cvm_unlock_open must be agent or crypttab, not '$open'" ;;
+    esac
+}
+
+# The image's crypttab (checked with the config: every volume that uses the key socket must be one
+# serve-keys accepts), the key socket and service, and the check after each systemd-cryptsetup@.
+cvm_unlock_install_mode_b() {
+    local bin=$1 conf=$2 out
+    local crypttab=${cvm_unlock_crypttab:-${cvm_unlock_files_root:-}/etc/crypttab}
+    [[ ${cvm_unlock_mode:-image} == image ]] ||
+        cvm_unlock_fatal "cvm_unlock_open=crypttab needs cvm_unlock_mode=image (a generic initramfs has no per-VM crypttab)"
+    [[ -f $crypttab ]] || cvm_unlock_fatal "cvm_unlock_open=crypttab: no crypttab at $crypttab (set cvm_unlock_crypttab)"
+    inst_simple "$crypttab" /etc/crypttab || cvm_unlock_fatal "cannot install $crypttab"
+    out=$("$bin" config --check --config "$conf" --files-root "$initdir" --crypttab "$initdir/etc/crypttab" 2>&1) ||
+        cvm_unlock_fatal "$bin config --check rejects $conf with $crypttab: $out"
+    dinfo "cvm-unlock: $out"
+    inst_simple "$moddir/cvm-unlock-key.socket" "$systemdsystemunitdir/cvm-unlock-key.socket"
+    cvm_unlock_fill_unit cvm-unlock-key.service.in cvm-unlock-key.service
+    cvm_unlock_fill_unit cvm-unlock-verify-mapping@.service.in cvm-unlock-verify-mapping@.service
+    inst_simple "$moddir/systemd-cryptsetup-cvm-unlock-key.conf" \
+        "$systemdsystemunitdir/systemd-cryptsetup@.service.d/90-cvm-unlock-key.conf"
+    $SYSTEMCTL -q --root "$initdir" enable cvm-unlock-key.socket cvm-unlock-key.service
+}
+
 # ---- units and cmdline ----
+
+# A unit template with the failure policy and the timeout filled in.
+cvm_unlock_fill_unit() {
+    local src=$1 dest=$2 on_failure timeout=${cvm_unlock_timeout_s:-360}
+    on_failure=$(cvm_unlock_failure_policy).target || exit 1
+    [[ $timeout =~ ^[0-9]+$ ]] || cvm_unlock_fatal "cvm_unlock_timeout_s must be whole seconds, not '$timeout'"
+    mkdir -p "$initdir$systemdsystemunitdir"
+    sed -e "s|@ON_FAILURE@|$on_failure|" -e "s|@TIMEOUT@|$timeout|" "$moddir/$src" > "$initdir$systemdsystemunitdir/$dest"
+    chmod 0644 "$initdir$systemdsystemunitdir/$dest"
+}
 
 # The units with the failure policy and timeout filled in.
 cvm_unlock_install_units() {
-    local on_failure
-    on_failure=$(cvm_unlock_failure_policy).target || exit 1
-    local timeout=${cvm_unlock_timeout_s:-360}
-    [[ $timeout =~ ^[0-9]+$ ]] || cvm_unlock_fatal "cvm_unlock_timeout_s must be whole seconds, not '$timeout'"
-    mkdir -p "$initdir$systemdsystemunitdir"
     local u
     for u in cvm-unlock.service cvm-unlock-verify-root.service; do
-        sed -e "s|@ON_FAILURE@|$on_failure|" -e "s|@TIMEOUT@|$timeout|" \
-            "$moddir/$u.in" > "$initdir$systemdsystemunitdir/$u"
-        chmod 0644 "$initdir$systemdsystemunitdir/$u"
+        cvm_unlock_fill_unit "$u.in" "$u"
     done
 }
 
 # Static kernel command line fragment: mode A needs rd.luks=0 (nothing else may open or ask
 # for the volume), the root is the device the agent opens, and a failure policy of poweroff
 # also covers dracut's own emergency path (rd.shell=0: no shell; rd.emergency=poweroff).
+# Mode B keeps the initrd's LUKS handling (systemd-cryptsetup opens the crypttab volumes) and has
+# no default root (it is often an LV: the image build names it, or the cmdline does).
 cvm_unlock_cmdline_conf() {
-    local line="rd.luks=0"
-    local root=${cvm_unlock_root-/dev/mapper/root}
-    [[ -n $root ]] && line+=" root=$root"
-    [[ $(cvm_unlock_failure_policy) == poweroff ]] && line+=" rd.shell=0 rd.emergency=poweroff"
+    local line="" root
+    if [[ $(cvm_unlock_open_mode) == agent ]]; then
+        line="rd.luks=0"
+        root=${cvm_unlock_root-/dev/mapper/root}
+    else
+        root=${cvm_unlock_root:-}
+    fi
+    [[ -n $root ]] && line+="${line:+ }root=$root"
+    [[ $(cvm_unlock_failure_policy) == poweroff ]] && line+="${line:+ }rd.shell=0 rd.emergency=poweroff"
     mkdir -p "$initdir/etc/cmdline.d"
     echo "$line" > "$initdir/etc/cmdline.d/90cvm-unlock.conf"
 }
@@ -232,6 +280,7 @@ install() {
     local conf=${cvm_unlock_config:-$CVM_UNLOCK_CONF_DIR/config.json}
 
     cvm_unlock_failure_policy > /dev/null || exit 1
+    cvm_unlock_open_mode > /dev/null || exit 1
     case ${cvm_unlock_mode:-image} in
         image) [[ -f $conf ]] || cvm_unlock_fatal "no agent configuration at $conf (or set cvm_unlock_mode=generic)" ;;
         generic) ;;
@@ -245,8 +294,11 @@ install() {
     else
         inst_simple "$conf" "$CVM_UNLOCK_CONF_DIR/config.json" || cvm_unlock_fatal "cannot install $conf"
         cvm_unlock_install_config_files "$bin" "$conf"
-        # a config the agent rejects would only show up at boot (exit 3 = the failure policy)
-        report=$(cvm_unlock_check_config "$bin" "$conf") || exit 1
+        # a config the agent rejects would only show up at boot (exit 3 = the failure policy);
+        # mode B checks it together with the crypttab (cvm_unlock_install_mode_b)
+        if [[ $(cvm_unlock_open_mode) == agent ]]; then
+            report=$(cvm_unlock_check_config "$bin" "$conf") || exit 1
+        fi
     fi
     if cvm_unlock_wants_verity "$report"; then cvm_unlock_install_verity; fi
 
@@ -259,9 +311,14 @@ install() {
     inst_simple "$moddir/cvm-unlock-leave-initrd.service" "$systemdsystemunitdir/cvm-unlock-leave-initrd.service"
     cvm_unlock_install_units
     cvm_unlock_install_failure_unit
-    inst_simple "$moddir/systemd-cryptsetup-after-cvm-unlock.conf" \
-        "$systemdsystemunitdir/systemd-cryptsetup@.service.d/90-after-cvm-unlock.conf"
+    if [[ $(cvm_unlock_open_mode) == crypttab ]]; then
+        cvm_unlock_install_mode_b "$bin" "$conf"
+    else
+        inst_simple "$moddir/systemd-cryptsetup-after-cvm-unlock.conf" \
+            "$systemdsystemunitdir/systemd-cryptsetup@.service.d/90-after-cvm-unlock.conf"
+        $SYSTEMCTL -q --root "$initdir" enable cvm-unlock.service
+    fi
     cvm_unlock_cmdline_conf
-    $SYSTEMCTL -q --root "$initdir" enable cvm-unlock.service cvm-unlock-verify-root.service \
+    $SYSTEMCTL -q --root "$initdir" enable cvm-unlock-verify-root.service \
         cvm-unlock-leave-initrd.service cvm-unlock-failure.service
 }

@@ -8,8 +8,9 @@
 #   minimal Debian 12 tree ("debroot") for tests that need a real userspace or tools the build
 #   host must not have, and from it the LUKS2 Debian root of the SSH identity test ("sshroot").
 #
-# Usage: test/e2e/setup.sh [step...]   steps: deps kernel tls tpm disk initrd debroot sshroot verity uki sizes
-#        (default: all but uki and sizes). Writes $CACHE/manifest.env for the tests. Idempotent; passes from nothing.
+# Usage: test/e2e/setup.sh [step...]   steps: deps kernel tls tpm disk initrd debroot sshroot verity modeb uki sizes
+#        (default: all but modeb, uki and sizes; test/e2e/mode-b.test.ts runs modeb). Writes $CACHE/manifest.env
+#        for the tests. Idempotent; passes from nothing.
 # Environment: CVM_E2E_CACHE (default /var/cache/cvm-unlock-e2e), CVM_E2E_BIN (default
 #              dist/cvm-unlock), KVER (default: newest /boot/vmlinuz-*).
 set -euo pipefail
@@ -178,6 +179,18 @@ EOF
     chmod 0755 "$1"
 }
 
+# make_marker_root DIR: the busybox test root (marker init, /etc/e2e-content) in DIR.
+make_marker_root() {
+    local r=$1 a
+    rm -rf "$r"; mkdir -p "$r"/{bin,sbin,etc,proc,sys,dev,run,tmp}
+    cp "$(command -v busybox)" "$r/bin/busybox"
+    for a in $("$r/bin/busybox" --list); do [ -e "$r/bin/$a" ] || ln -s busybox "$r/bin/$a"; done
+    write_marker_init "$r/sbin/init"
+    echo "encrypted-root-ok" > "$r/etc/e2e-content"
+    printf 'NAME="cvm-unlock e2e root"\nID=cvmunlocke2e\nVERSION_ID=1\n' > "$r/etc/os-release"
+    : > "$r/etc/fstab"
+}
+
 # luks_root_disk TREE LABEL MIB DISK: TREE as an ext4 file system (built without mounting), LUKS2
 # encrypted offline with disk.key (no device-mapper needed on the host) in a MIB-MiB partition of
 # type x86-64 root (gpt-auto discoverable) of the GPT disk image DISK.
@@ -198,20 +211,13 @@ step_disk() {
     local key=$CACHE/disk.key disk=$CACHE/disk.img
     local bb; bb=$(command -v busybox)
     local ver="v2 $LUKS_UUID $ROOT_GUID $(sha256sum < "$bb")"
-    [ -s "$key" ] && cached disk "$ver" "$key" "$(declare -f step_disk write_marker_init luks_root_disk)" && [ -s "$disk" ] && { log "disk cached"; return; }
+    [ -s "$key" ] && cached disk "$ver" "$key" "$(declare -f step_disk make_marker_root write_marker_init luks_root_disk)" && [ -s "$disk" ] && { log "disk cached"; return; }
     [ -s "$key" ] || { head -c 32 /dev/urandom > "$key.tmp" && chmod 0400 "$key.tmp" && mv "$key.tmp" "$key"; }
     local r=$CACHE/rootdir
-    rm -rf "$r"; mkdir -p "$r"/{bin,sbin,etc,proc,sys,dev,run,tmp}
-    cp "$bb" "$r/bin/busybox"
-    local a
-    for a in $("$r/bin/busybox" --list); do [ -e "$r/bin/$a" ] || ln -s busybox "$r/bin/$a"; done
-    write_marker_init "$r/sbin/init"
-    echo "encrypted-root-ok" > "$r/etc/e2e-content"
-    printf 'NAME="cvm-unlock e2e root"\nID=cvmunlocke2e\nVERSION_ID=1\n' > "$r/etc/os-release"
-    : > "$r/etc/fstab"
+    make_marker_root "$r"
     luks_root_disk "$r" e2eroot 48 "$disk"
     rm -rf "$r"
-    stamp disk "$ver" "$key" "$(declare -f step_disk write_marker_init luks_root_disk)"
+    stamp disk "$ver" "$key" "$(declare -f step_disk make_marker_root write_marker_init luks_root_disk)"
     log "disk $disk (LUKS2 $LUKS_UUID)"
 }
 
@@ -569,6 +575,138 @@ cvm_unlock_config=\"$d/guest-config.json\"
 cvm_unlock_ca_file=\"$CACHE/kbs-ca.pem\"
 cvm_unlock_files_root=\"$d/files\""
         stamp initrd-verity "${inputs[@]}"
+    fi
+}
+
+# --------------------------------------------------------------------------- mode B (opt-in step)
+# Mode B (docs/UNLOCK.md "Mode B"): systemd-cryptsetup opens the volumes of the image's crypttab,
+# reading each key from the cvm-unlock key socket. One disk, two LUKS2 partitions: "root" holds an
+# LVM PV whose LV cvmvg/root is the marker root (LVM on LUKS, RHEL's layout), "var" an ext4 for
+# /var. The build host has no device-mapper and must not get lvm2: the Debian tree's lvm2 makes PV
+# and VG on a loop device, the LV goes into the VG metadata with vgcfgrestore (lvcreate wants the
+# kernel's dm targets even with -an), the file system is written at the LV's first extent, and
+# both partitions are encrypted offline like step_disk's. Step `modeb`, run by test/e2e/mode-b.test.ts.
+MODEB_ROOT_UUID=c5a1f00d-e2e0-4e2e-8e2e-0000000000b1
+MODEB_VAR_UUID=c5a1f00d-e2e0-4e2e-8e2e-0000000000b2
+MODEB_LV_MIB=24
+
+# The script modeb_lvm_pv runs in the Debian tree on /build-modeb/pv.img: PV, VG cvmvg, and the
+# linear LV cvmvg/root (extents from 0, 4 MiB each) written into the VG metadata.
+MODEB_LVM_SCRIPT='set -eu
+export LVM_SUPPRESS_FD_WARNINGS=1
+cfg="devices { obtain_device_list_from_udev=0 scan_lvs=0 } activation { udev_sync=0 udev_rules=0 }"
+dev=$(losetup --find --show /build-modeb/pv.img)
+trap "losetup -d $dev" EXIT
+lvm pvcreate --config "$cfg" -y --dataalignment 1m "$dev" >/dev/null
+lvm vgcreate --config "$cfg" -s 4m cvmvg "$dev" >/dev/null
+lvm vgcfgbackup --config "$cfg" -f /build-modeb/vg.txt cvmvg >/dev/null
+head -n -1 /build-modeb/vg.txt > /build-modeb/vg-lv.txt
+printf "%s\n" "logical_volumes {" "root {" "id = \"cvmE2E-root-lv00-0000-0000-0000-000001\"" \
+    "status = [\"READ\", \"WRITE\", \"VISIBLE\"]" "flags = []" "segment_count = 1" "segment1 {" \
+    "start_extent = 0" "extent_count = $1" "type = \"striped\"" "stripe_count = 1" \
+    "stripes = [\"pv0\", 0]" "}" "}" "}" "}" >> /build-modeb/vg-lv.txt
+lvm vgcfgrestore --config "$cfg" -f /build-modeb/vg-lv.txt cvmvg 2>/dev/null
+lvm lvs --config "$cfg" --noheadings -o lv_name cvmvg 2>/dev/null | grep -qw root
+lvm pvs --config "$cfg" --noheadings --units b --nosuffix -o pe_start "$dev" 2>/dev/null | tr -d " " > /build-modeb/pe_start'
+
+# modeb_lvm_pv PV_IMAGE FS_IMAGE: turn PV_IMAGE into an LVM PV whose LV cvmvg/root holds FS_IMAGE.
+modeb_lvm_pv() {
+    local pv=$1 fs=$2 b=$CACHE/debroot/build-modeb pe_start
+    rm -rf "$b"; mkdir -p "$b"
+    mv "$pv" "$b/pv.img"
+    in_debroot /bin/bash -c "$MODEB_LVM_SCRIPT" _ $((MODEB_LV_MIB / 4))
+    pe_start=$(cat "$b/pe_start")
+    [[ $pe_start =~ ^[0-9]+$ ]] || die "no PV data offset from lvm ($pe_start)"
+    dd if="$fs" of="$b/pv.img" bs=1M seek=$((pe_start / 1048576)) conv=notrunc status=none
+    mv "$b/pv.img" "$pv"
+    rm -rf "$b"
+}
+
+# modeb_encrypt IMAGE UUID KEY: LUKS2 in place, offline (the last 16 MiB make room for the header).
+modeb_encrypt() {
+    cryptsetup reencrypt --encrypt --type luks2 --reduce-device-size 16M --uuid "$2" \
+        --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$3" --batch-mode "$1"
+}
+
+# write_modeb_config CONFIG CRYPTTAB: the image's agent configuration and crypttab.
+write_modeb_config() {
+    cat > "$1" <<EOF
+{
+  "kbs": { "endpoints": ["$KBS_GUEST_URL"], "ca_file": "/etc/cvm-unlock/kbs-ca.pem", "request_timeout_s": 10 },
+  "platform": { "tee": "tpm", "tpm": "/dev/tpmrm0", "tpm_ak_handle": "$AK_HANDLE" },
+  "deadline_s": 240,
+  "unlock": {
+    "volumes": [
+      { "name": "root", "uuid": "$MODEB_ROOT_UUID", "resource": "default/key/modeb-root" },
+      { "name": "var", "uuid": "$MODEB_VAR_UUID", "resource": "default/key/modeb-var" }
+    ],
+    "device_timeout_s": 120,
+    "measure": { "tpm": "required", "pcr": 15 }
+  }
+}
+EOF
+    # discard and tries= as systemd documents them; x-initrd.attach keeps /var open across switch-root
+    printf '%s\n' "root UUID=$MODEB_ROOT_UUID /run/cvm-unlock/key.sock luks,headless=true,discard,tries=1" \
+        "var UUID=$MODEB_VAR_UUID /run/cvm-unlock/key.sock luks,headless=true,x-initrd.attach" > "$2"
+}
+
+# The marker root of mode B: its init first mounts /var (opened in the initrd) and shows its content.
+write_modeb_init() {
+    printf '%s\n' '#!/bin/sh' 'export PATH=/bin:/sbin' 'mount -t proc proc /proc; mount -t sysfs sysfs /sys' \
+        'mkdir -p /var && mount -t ext4 -o ro /dev/mapper/var /var' \
+        'echo "CVM-E2E-VAR: $(cat /var/e2e-var 2>&1)"' 'exec /sbin/marker-init' > "$1"
+    chmod 0755 "$1"
+}
+
+step_modeb() {
+    [ -s "$CACHE/kver" ] || step_kernel
+    [ -s "$CACHE/kbs-ca.pem" ] || step_initrd
+    local k
+    for k in root var; do
+        [ -s "$CACHE/modeb-$k.key" ] || { head -c 32 /dev/urandom > "$CACHE/modeb-$k.key.tmp" &&
+            chmod 0400 "$CACHE/modeb-$k.key.tmp" && mv "$CACHE/modeb-$k.key.tmp" "$CACHE/modeb-$k.key"; }
+    done
+    local disk=$CACHE/disk-modeb.img fns
+    fns=$(declare -f step_modeb modeb_lvm_pv modeb_encrypt write_modeb_init make_marker_root write_marker_init)
+    local dver=("v1 $MODEB_ROOT_UUID $MODEB_VAR_UUID $MODEB_LV_MIB" "$MODEB_LVM_SCRIPT" "$CACHE/modeb-root.key" \
+        "$CACHE/modeb-var.key" "$(sha256sum < "$(command -v busybox)")" "$fns" "$DEBROOT_PACKAGES")
+    if cached disk-modeb "${dver[@]}" && [ -s "$disk" ]; then log "disk-modeb cached"; else
+        local w=$CACHE/modeb-work
+        rm -rf "$w"; mkdir -p "$w"
+        make_marker_root "$w/root"
+        mv "$w/root/sbin/init" "$w/root/sbin/marker-init"
+        write_modeb_init "$w/root/sbin/init"
+        mke2fs -q -t ext4 -L e2eroot -d "$w/root" "$w/fs.img" "${MODEB_LV_MIB}M"
+        truncate -s 32M "$w/root.img"
+        modeb_lvm_pv "$w/root.img" "$w/fs.img"
+        truncate -s 48M "$w/root.img"
+        modeb_encrypt "$w/root.img" "$MODEB_ROOT_UUID" "$CACHE/modeb-root.key"
+        mkdir -p "$w/var"; echo "encrypted-var-ok" > "$w/var/e2e-var"
+        truncate -s 32M "$w/var.img"
+        mke2fs -q -t ext4 -L e2evar -d "$w/var" "$w/var.img" 16M
+        modeb_encrypt "$w/var.img" "$MODEB_VAR_UUID" "$CACHE/modeb-var.key"
+        rm -f "$disk.tmp"; truncate -s 84M "$disk.tmp"
+        sgdisk -n 1:2048:+48M -t 1:8309 -c 1:cvmroot -n 2:0:+32M -t 2:8309 -c 2:cvmvar "$disk.tmp" >/dev/null
+        dd if="$w/root.img" of="$disk.tmp" bs=1M seek=1 conv=notrunc status=none
+        dd if="$w/var.img" of="$disk.tmp" bs=1M seek=49 conv=notrunc status=none
+        mv "$disk.tmp" "$disk"
+        rm -rf "$w"
+        stamp disk-modeb "${dver[@]}"
+        log "disk-modeb $disk (LVM on LUKS2 $MODEB_ROOT_UUID, /var LUKS2 $MODEB_VAR_UUID)"
+    fi
+    write_modeb_config "$CACHE/guest-config-modeb.json.new" "$CACHE/crypttab-modeb.new"
+    mv "$CACHE/guest-config-modeb.json.new" "$CACHE/guest-config-modeb.json"
+    mv "$CACHE/crypttab-modeb.new" "$CACHE/crypttab-modeb"
+    local iver=("$BIN" "$MODULE_SRC" "$CACHE/guest-config-modeb.json" "$CACHE/crypttab-modeb" "$CACHE/kbs-ca.pem" \
+        "$(cat "$CACHE/kver")" "$(declare -f step_modeb build_initrd_in_debroot in_debroot)" "$BASE_MODS" "$DEBROOT_PACKAGES")
+    if cached initrd-modeb "${iver[@]}" && [ -s "$CACHE/initrd-modeb.img" ]; then log "initrd-modeb cached"; else
+        build_initrd_in_debroot modeb "$BASE_MODS cvm-unlock lvm" "cvm_unlock_binary=\"/build/files/cvm-unlock\"
+cvm_unlock_config=\"/build/files/guest-config-modeb.json\"
+cvm_unlock_ca_file=\"/build/files/kbs-ca.pem\"
+cvm_unlock_open=\"crypttab\"
+cvm_unlock_crypttab=\"/build/files/crypttab-modeb\"
+cvm_unlock_root=\"/dev/mapper/cvmvg-root\"" "$BIN" "$CACHE/guest-config-modeb.json" "$CACHE/crypttab-modeb" "$CACHE/kbs-ca.pem"
+        stamp initrd-modeb "${iver[@]}"
     fi
 }
 

@@ -23,6 +23,8 @@ import { checkPins, parseKeyResource } from "../../agent/unlock/key-document.ts"
 import { decodeOpenedState } from "../../agent/unlock/opened-state.ts";
 import { encodeOpensshPrivateKey, parseOpensshPrivateKey } from "../../agent/identity/openssh-key.ts";
 import { parseHostCertificate } from "../../agent/identity/ssh-certificate.ts";
+import { decodeMappingRecord } from "../../agent/unlock/mapping-record.ts";
+import { volumeOfPeer } from "../../agent/unlock/key-server.ts";
 import { parseMountinfo } from "../../agent/unlock/verify-root.ts";
 import { parseDetachedSignature } from "../../agent/verity/pkcs7.ts";
 import { HASH_HEX_CHARS, parseVerityResource } from "../../agent/verity/resource.ts";
@@ -578,6 +580,21 @@ export const TARGETS: FuzzTarget[] = [
     seeds: fixtures("fuzz/opened-state.json"),
     mutate: json,
     run: (b) => decodeOpenedState(text(b), "/run/cvm-unlock/opened.json"),
+  },
+  {
+    name: "verified-mappings",
+    about:
+      "/run/cvm-unlock/verified.json (mode B, verify-mapping decides on it): agent/unlock/mapping-record.ts decodeMappingRecord",
+    seeds: fixtures("fuzz/verified-mappings.json"),
+    mutate: json,
+    run: (b) => decodeMappingRecord(text(b), "/run/cvm-unlock/verified.json"),
+  },
+  {
+    name: "key-socket-peer",
+    about: "the peer address of a key socket connection (mode B): agent/unlock/key-server.ts volumeOfPeer",
+    seeds: fixtures("fuzz/key-socket-peer.bin"),
+    dictionary: ["\0", "/cryptsetup/", "/", "0123456789abcdef"],
+    run: (b) => volumeOfPeer(b) ?? REFUSED,
   },
   {
     name: "tsm-attributes",

@@ -246,6 +246,55 @@ describe("the dracut module on a host with the package installed", () => {
     SLOW,
   );
 
+  it(
+    "mode B (cvm_unlock_open=crypttab): the image's crypttab, the key socket and the per-volume check; no rd.luks=0",
+    () => {
+      const binary = path.join(debRoot, "usr/bin/cvm-unlock");
+      const crypttab = path.join(work, "crypttab");
+      const socket = "/run/cvm-unlock/key.sock";
+      fs.writeFileSync(
+        crypttab,
+        `root UUID=6d1e7c52-2b4f-4d3e-9a51-0c3b8f2e7a10 ${socket} luks,headless=true,discard\n` +
+          `var PARTLABEL=var ${socket} luks,headless=true,x-initrd.attach\n`,
+      );
+      const modeB = path.join(work, "config-mode-b.json");
+      fs.writeFileSync(
+        modeB,
+        JSON.stringify({ kbs: { endpoints: ["https://kbs.example:8080"] }, resource: "default/key/root" }),
+      );
+      const conf = (ct: string) =>
+        `cvm_unlock_binary="${binary}"\ncvm_unlock_config="${modeB}"\ncvm_unlock_open="crypttab"\ncvm_unlock_crypttab="${ct}"\n`;
+      const r = build("mode-b", ["-m", "base cvm-unlock"], conf(crypttab));
+      expect(r.status, r.log).toBe(0);
+      expect(fs.readFileSync(path.join(r.root, "etc/crypttab"), "utf8")).toBe(fs.readFileSync(crypttab, "utf8"));
+      const units = path.join(r.root, "etc/systemd/system");
+      const lib = path.join(r.root, "usr/lib/systemd/system");
+      // enabled: links (absolute, to be resolved inside the image)
+      const linked = (p: string) => fs.lstatSync(path.join(units, p), { throwIfNoEntry: false })?.isSymbolicLink();
+      expect(linked("sockets.target.wants/cvm-unlock-key.socket")).toBe(true);
+      expect(linked("initrd.target.wants/cvm-unlock-key.service")).toBe(true);
+      expect(linked("initrd-root-device.target.wants/cvm-unlock.service")).toBeUndefined();
+      expect(fs.readFileSync(path.join(lib, "cvm-unlock-verify-mapping@.service"), "utf8")).toMatch(
+        /^ExecStart=\/usr\/bin\/cvm-unlock verify-mapping %I$/m,
+      );
+      expect(fs.readFileSync(path.join(lib, "cvm-unlock-key.service"), "utf8")).toMatch(/^OnFailure=poweroff.target$/m);
+      expect(fs.readFileSync(path.join(lib, "systemd-cryptsetup@.service.d/90-cvm-unlock-key.conf"), "utf8")).toMatch(
+        /^Wants=cvm-unlock-key.socket cvm-unlock-verify-mapping@%i.service$/m,
+      );
+      expect(fs.existsSync(path.join(lib, "systemd-cryptsetup@.service.d/90-after-cvm-unlock.conf"))).toBe(false);
+      expect(fs.readFileSync(path.join(r.root, "etc/cmdline.d/90cvm-unlock.conf"), "utf8")).toBe(
+        "rd.shell=0 rd.emergency=poweroff\n",
+      );
+      // A crypttab serve-keys would refuse at boot fails the build instead.
+      const bad = path.join(work, "crypttab-bad");
+      fs.writeFileSync(bad, `root UUID=6d1e7c52-2b4f-4d3e-9a51-0c3b8f2e7a10 ${socket} luks\n`);
+      const b = build("mode-b-bad", ["-m", "base cvm-unlock"], conf(bad));
+      expect(b.status).not.toBe(0);
+      expect(b.log).toMatch(/headless=true is missing/);
+    },
+    SLOW,
+  );
+
   for (const strip of [true, false])
     it(
       `an image build that asks for it (-m, do_strip=${strip ? "yes" : "no"}) gets an agent that runs`,

@@ -163,3 +163,37 @@ describe("config --files", () => {
     expect(pathKeys.sort()).toEqual([...INSTALLED_FILE_KEYS, ...RUNTIME_PATH_KEYS].sort());
   });
 });
+
+describe("config --check --crypttab (mode B) refuses what serve-keys refuses", () => {
+  const SOCK = "/run/cvm-unlock/key.sock";
+  const crypttab = (text: string) => {
+    const f = path.join(tmp, `crypttab-${Math.random().toString(16).slice(2)}`);
+    fs.writeFileSync(f, text);
+    return { crypttab: f, socket: SOCK };
+  };
+  const noVolumes = (c: J) => (c.unlock = {});
+
+  it("takes the volumes from the crypttab entries that use the key socket", () => {
+    const ct = crypttab(`root UUID=6d1e7c52-2b4f-4d3e-9a51-0c3b8f2e7a10 ${SOCK} luks,headless=true\n`);
+    expect(checkUnlockConfig(cfg(noVolumes), ct)).toEqual([]);
+  });
+
+  it.each<[string, string, (c: J) => void, RegExp]>([
+    ["no entry uses the socket", "swap /dev/vdc /dev/urandom swap\n", noVolumes, /has no volume whose key file is/],
+    ["an entry without headless=true", `root /dev/vda2 ${SOCK} luks\n`, noVolumes, /headless=true is missing/],
+    [
+      "a configured volume crypttab does not serve",
+      `var /dev/vdb ${SOCK} luks,headless=true\n`,
+      () => {},
+      /unlock.volumes names root/,
+    ],
+    [
+      "no resource for a crypttab volume",
+      `root /dev/vda2 ${SOCK} headless=true\n`,
+      (c) => (noVolumes(c), delete c.resource),
+      /volume root: no KBS resource/,
+    ],
+  ])("refuses %s", (_, text, over, re) => {
+    expect(() => checkUnlockConfig(cfg(over), crypttab(text))).toThrow(re);
+  });
+});

@@ -6,7 +6,12 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import { verifyHeaderPolicy } from "../../../agent/unlock/header-policy.ts";
-import { liveTableDifferences, parseDmCryptTable, type DmCryptTable } from "../../../agent/unlock/live-table.ts";
+import {
+  expectedMapping,
+  liveTableDifferences,
+  parseDmCryptTable,
+  type DmCryptTable,
+} from "../../../agent/unlock/live-table.ts";
 import { luksAllowSchema } from "../../../agent/config/unlock-schema.ts";
 import { writeHeaderCopy } from "../../../agent/unlock/open-verified.ts";
 import { parseLuks2Header } from "../../../platform/luks/luks2-header.ts";
@@ -33,10 +38,10 @@ function table(text: string): DmCryptTable {
 
 describe("live dm-crypt table after open", () => {
   it("accepts the table cryptsetup makes from the verified header (keyring key or masked hex key)", () => {
-    expect(liveTableDifferences(table(GOOD), verified, volume, "/")).toEqual([]);
+    expect(liveTableDifferences(table(GOOD), expectedMapping(verified, volume), "/")).toEqual([]);
     const masked = GOOD.replace(/:64:logon:\S+/, "0".repeat(128));
     expect(table(masked).keyBytes).toBe(64);
-    expect(liveTableDifferences(table(masked), verified, volume, "/")).toEqual([]);
+    expect(liveTableDifferences(table(masked), expectedMapping(verified, volume), "/")).toEqual([]);
   });
 
   const differences: [string, string, RegExp][] = [
@@ -60,8 +65,18 @@ describe("live dm-crypt table after open", () => {
   ];
   for (const [name, text, re] of differences)
     it(`notices a different ${name}`, () => {
-      expect(liveTableDifferences(table(text), verified, volume, "/").join("; ")).toMatch(re);
+      expect(liveTableDifferences(table(text), expectedMapping(verified, volume), "/").join("; ")).toMatch(re);
     });
+
+  it("accepts allow_discards only when the trusted configuration asked for it (crypttab discard)", () => {
+    const discards = GOOD.replace(
+      "2 sector_size:4096 iv_large_sectors",
+      "3 allow_discards sector_size:4096 iv_large_sectors",
+    );
+    const want = expectedMapping(verified, volume);
+    expect(liveTableDifferences(table(discards), want, "/", ["allow_discards"])).toEqual([]);
+    expect(liveTableDifferences(table(discards), want, "/").join()).toMatch(/unexpected option "allow_discards"/);
+  });
 
   it("refuses anything that is not exactly one well-formed crypt target", () => {
     expect(parseDmCryptTable("")).toMatch(/0 targets/);
@@ -81,11 +96,13 @@ describe("live dm-crypt table after open", () => {
     fs.mkdirSync(path.join(root, "sys/dev/block/7:0/loop"), { recursive: true });
     fs.writeFileSync(path.join(root, "sys/dev/block/7:0/loop/backing_file"), img + "\n");
     const onLoop = GOOD.replace("252:2", "7:0");
-    expect(liveTableDifferences(table(onLoop), verified, fileVolume, root)).toEqual([]);
+    expect(liveTableDifferences(table(onLoop), expectedMapping(verified, fileVolume), root)).toEqual([]);
     const other = path.join(root, "other.img");
     fs.writeFileSync(other, "y");
     fs.writeFileSync(path.join(root, "sys/dev/block/7:0/loop/backing_file"), other + "\n");
-    expect(liveTableDifferences(table(onLoop), verified, fileVolume, root).join()).toMatch(/backing device 7:0/);
+    expect(liveTableDifferences(table(onLoop), expectedMapping(verified, fileVolume), root).join()).toMatch(
+      /backing device 7:0/,
+    );
     fs.rmSync(root, { recursive: true, force: true });
   });
 });
