@@ -25,6 +25,11 @@
 #                          gpt-auto                                   [/dev/mapper/root]
 #   cvm_unlock_timeout_s   TimeoutStartSec of the unlock unit (backstop; the agent has
 #                          its own deadline_s)                        [360]
+#   cvm_unlock_network     what brings the network up in the initrd: networkd (systemd-networkd),
+#                          network-manager (NetworkManager through dracut's network module,
+#                          rd.neednet=1), or auto: the handler dracut's network module itself
+#                          would pick in this build root (NetworkManager's initrd generator if
+#                          installed, else systemd-networkd)                    [auto]
 
 CVM_UNLOCK_CONF_DIR=/etc/cvm-unlock
 
@@ -43,14 +48,60 @@ check() {
     return 255
 }
 
+# ---- network (docs/PACKAGING.md "Network in the initramfs") ----
+
+# The network handler the setting asks for, checked against the build root: "networkd" or
+# "network-manager" on stdout, or a message on stderr and status 1.
+cvm_unlock_network_handler() {
+    local want=${cvm_unlock_network:-auto} nm=no networkd=no g
+    for g in /usr/libexec/nm-initrd-generator /usr/lib/nm-initrd-generator \
+        /usr/lib/NetworkManager/nm-initrd-generator; do
+        [[ -x $dracutsysrootdir$g ]] && nm=yes
+    done
+    [[ -d $(dracut_module_path network-manager) ]] || nm=no
+    [[ -x $dracutsysrootdir${systemdutildir:-/usr/lib/systemd}/systemd-networkd &&
+        -d $(dracut_module_path systemd-networkd) ]] && networkd=yes
+    case $want in
+        auto)
+            if [[ $nm == yes ]]; then echo network-manager; elif [[ $networkd == yes ]]; then echo networkd; else
+                echo "cvm_unlock_network=auto: the build root has neither NetworkManager (nm-initrd-generator" \
+                    "and dracut's network-manager module) nor systemd-networkd (and dracut's systemd-networkd module)" >&2
+                return 1
+            fi
+            ;;
+        network-manager)
+            [[ $nm == yes ]] && echo network-manager && return 0
+            echo "cvm_unlock_network=network-manager, but the build root lacks NetworkManager's nm-initrd-generator" \
+                "or dracut's network-manager module (Debian: network-manager and dracut-network)" >&2
+            return 1
+            ;;
+        networkd)
+            [[ $networkd == yes ]] && echo networkd && return 0
+            echo "cvm_unlock_network=networkd, but the build root lacks systemd-networkd or dracut's" \
+                "systemd-networkd module (Debian: dracut-network)" >&2
+            return 1
+            ;;
+        *)
+            echo "cvm_unlock_network must be auto, networkd or network-manager, not '$want'" >&2
+            return 1
+            ;;
+    esac
+}
+
 # called by dracut
 depends() {
-    # crypt: dm-crypt and the kernel crypto modules; systemd-networkd: network-online.target;
-    # systemd-resolved (when the build host has it) resolves KBS host names, otherwise
-    # cvm-unlock-resolv writes /etc/resolv.conf from what networkd learned
-    local resolved=""
-    [[ -x ${systemdutildir:-/usr/lib/systemd}/systemd-resolved ]] && resolved=systemd-resolved
-    echo systemd systemd-networkd $resolved dm crypt
+    # crypt: dm-crypt and the kernel crypto modules; the network handler: network-online.target
+    # (network-manager first, so that dracut's network module, which picks an already included
+    # handler, agrees); systemd-resolved (when the build root has it) resolves KBS host names,
+    # otherwise cvm-unlock-resolv writes /etc/resolv.conf from what the handler learned.
+    # A bad setting adds no handler here: install() stops the build with the reason.
+    local resolved="" net=""
+    [[ -x $dracutsysrootdir${systemdutildir:-/usr/lib/systemd}/systemd-resolved ]] && resolved=systemd-resolved
+    case $(cvm_unlock_network_handler 2> /dev/null) in
+        networkd) net=systemd-networkd ;;
+        network-manager) net="network-manager network" ;;
+    esac
+    echo systemd $net $resolved dm crypt
     return 0
 }
 
@@ -164,6 +215,23 @@ cvm_unlock_install_agent_unstripped() {
     $SYSTEMCTL -q --root "$initdir" enable cvm-unlock-exec.service
 }
 
+# The fallback network configuration for the chosen handler: DHCPv4 on every wired NIC, which
+# any configuration of the image owner (or ip= on the cmdline, for NetworkManager) overrides.
+cvm_unlock_install_network() {
+    local handler
+    handler=$(cvm_unlock_network_handler 2>&1) || cvm_unlock_fatal "$handler"
+    if [[ $handler == networkd ]]; then
+        inst_simple "$moddir/90-cvm-unlock-dhcp.network" "$systemdnetwork/90-cvm-unlock-dhcp.network"
+        return
+    fi
+    dracut_module_included network-manager ||
+        cvm_unlock_fatal "cvm_unlock_network=$handler, but dracut's network-manager module is not in the image (omitted?)"
+    local dest=/usr/lib/NetworkManager/system-connections/cvm-unlock-dhcp.nmconnection
+    inst_simple "$moddir/cvm-unlock-dhcp.nmconnection" "$dest" || cvm_unlock_fatal "cannot install $dest"
+    # NetworkManager ignores key files that others can read
+    chmod 0600 "$initdir$dest"
+}
+
 # ---- units and cmdline ----
 
 # The units with the failure policy and timeout filled in.
@@ -184,8 +252,10 @@ cvm_unlock_install_units() {
 # Static kernel command line fragment: mode A needs rd.luks=0 (nothing else may open or ask
 # for the volume), the root is the device the agent opens, and a failure policy of poweroff
 # also covers dracut's own emergency path (rd.shell=0: no shell; rd.emergency=poweroff).
+# dracut starts NetworkManager only with rd.neednet=1 (and a connection to bring up).
 cvm_unlock_cmdline_conf() {
     local line="rd.luks=0"
+    [[ $(cvm_unlock_network_handler 2> /dev/null) == network-manager ]] && line+=" rd.neednet=1"
     local root=${cvm_unlock_root-/dev/mapper/root}
     [[ -n $root ]] && line+=" root=$root"
     [[ $(cvm_unlock_failure_policy) == poweroff ]] && line+=" rd.shell=0 rd.emergency=poweroff"
@@ -220,7 +290,7 @@ install() {
     inst_script "$moddir/cvm-unlock-resolv.sh" /usr/lib/cvm-unlock/cvm-unlock-resolv
     [[ -e $initdir/etc/hosts ]] || printf '127.0.0.1 localhost\n::1 localhost\n' > "$initdir/etc/hosts"
 
-    inst_simple "$moddir/90-cvm-unlock-dhcp.network" "$systemdnetwork/90-cvm-unlock-dhcp.network"
+    cvm_unlock_install_network
     inst_simple "$moddir/cvm-unlock-leave-initrd.service" "$systemdsystemunitdir/cvm-unlock-leave-initrd.service"
     cvm_unlock_install_units
     cvm_unlock_install_failure_unit

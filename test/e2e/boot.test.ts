@@ -7,6 +7,7 @@
 //   (b) KBS policy denies -> with the module's default failure policy the guest measures the
 //       failure marker, says why in one console line and powers off: no root, no shell
 //   floor: same image with the key baked in (no attestation): the boot-time reference
+//   NetworkManager: the image built where NetworkManager is installed brings the network up with it
 //   (d) no console log contains the key in any encoding, nor private key material
 // Boot timings are written to .cache/e2e/boot-timings.json (docs/PERFORMANCE.md "## Boot").
 import { spawnSync } from "node:child_process";
@@ -248,6 +249,39 @@ describe("VM boot with the cvm-unlock dracut module", () => {
     }
   });
 
+  // The agent image built in the Debian tree (setup.sh initrd_nm), where NetworkManager is installed:
+  // cvm_unlock_network=auto picks it, as dracut's network module would, so the image has
+  // NetworkManager + rd.neednet=1 and no systemd-networkd (Fedora/RHEL bring their initrd network
+  // up this way). NetworkManager is in that tree only, never on the host.
+  test("NetworkManager brings the initrd network up (rd.neednet=1): the agent unlocks the root", async () => {
+    const listing = spawnSync("lsinitrd", [m.initrdNm], { encoding: "utf8", maxBuffer: 64 << 20 }).stdout;
+    expect(listing).toMatch(/ usr\/sbin\/NetworkManager$/m);
+    expect(listing).toMatch(
+      /^-rw------- .* usr\/lib\/NetworkManager\/system-connections\/cvm-unlock-dhcp\.nmconnection$/m,
+    );
+    expect(listing).not.toMatch(/systemd-networkd|90-cvm-unlock-dhcp\.network/);
+    const cmdline = spawnSync("lsinitrd", ["-f", "etc/cmdline.d/90cvm-unlock.conf", m.initrdNm], { encoding: "utf8" });
+    expect(cmdline.stdout.split(/\s+/)).toContain("rd.neednet=1");
+
+    kbs.setPolicy("allow");
+    kbs.resetStats();
+    const { result, text } = await boot("nm", m.initrdNm);
+    expect(result.timedOut, `console: ${RUNS}/nm/console.log`).toBe(false);
+    expect(rootMarker(text)?.content, `console: ${RUNS}/nm/console.log`).toBe("encrypted-root-ok");
+    expect(kbs.stats.released).toBe(1);
+    // network-online.target came from NetworkManager's wait-online unit, before the agent ran
+    const lines = kmsgLines(text);
+    const online = lines.find((l) => /Finished nm-wait-online-initrd\.service/.test(l.text));
+    const unlocked = lines.find((l) => /Finished cvm-unlock\.service/.test(l.text));
+    expect(online, `nm-wait-online-initrd.service did not finish; console: ${RUNS}/nm/console.log`).toBeDefined();
+    expect(unlocked).toBeDefined();
+    expect(online!.t).toBeLessThan(unlocked!.t);
+    expect(text).not.toMatch(/systemd-networkd/);
+    // the DNS server NetworkManager learned by DHCP (QEMU user networking: 10.0.2.3) is in the
+    // agent's resolver configuration
+    expect(text).toMatch(/cvm-unlock-resolv: [^\n]*\b10\.0\.2\.3\b/);
+  });
+
   test("floor: the same image with a baked-in key (no attestation) boots", async () => {
     const { result, text } = await boot("floor", m.initrdFloor);
     record("floor", "cvm-unlock-e2e-floor.service", result, text);
@@ -292,19 +326,16 @@ describe("VM boot with the cvm-unlock dracut module", () => {
     expect(listing).toMatch(/^-rw-r--r-- .* usr\/bin\/cvm-unlock$/m);
   });
 
-  test("the module refuses to build when a file the config names is missing", () => {
-    const conf = path.join(RUNS, "missing-file.conf.d");
+  /** A dracut run with the module (host's dracut, the agent image's settings + `extraConf`) that is expected to fail. */
+  function dracutBuild(name: string, extraConf: (dir: string) => string) {
+    const conf = path.join(RUNS, `${name}.conf.d`);
     fs.rmSync(conf, { recursive: true, force: true });
     fs.mkdirSync(conf, { recursive: true });
-    const guest = JSON.parse(fs.readFileSync(path.join(m.cache, "guest-config.json"), "utf8"));
-    guest.kbs.init_data_file = "/etc/cvm-unlock/init-data.toml"; // not staged anywhere
-    fs.writeFileSync(path.join(conf, "guest-config.json"), JSON.stringify(guest));
     fs.writeFileSync(
       path.join(conf, "99-e2e.conf"),
-      fs.readFileSync(path.join(m.cache, "dracut-agent.conf.d", "99-e2e.conf"), "utf8") +
-        `cvm_unlock_config="${path.join(conf, "guest-config.json")}"\ncvm_unlock_files_root="${conf}"\n`,
+      fs.readFileSync(path.join(m.cache, "dracut-agent.conf.d", "99-e2e.conf"), "utf8") + extraConf(conf),
     );
-    const out = path.join(RUNS, "missing-file.img");
+    const out = path.join(RUNS, `${name}.img`);
     const r = spawnSync(
       "dracut",
       ["--force", "--conf", "/dev/null", "--confdir", conf, "--no-hostonly", "--nostrip", "--kver", m.kver].concat([
@@ -314,11 +345,32 @@ describe("VM boot with the cvm-unlock dracut module", () => {
       ]),
       { env: { ...process.env, dracutbasedir: path.join(m.cache, "dracut") }, encoding: "utf8", timeout: 300_000 },
     );
+    return { status: r.status, output: r.stderr + r.stdout, built: fs.existsSync(out) };
+  }
+
+  test("the module refuses to build when a file the config names is missing", () => {
+    const r = dracutBuild("missing-file", (conf) => {
+      const guest = JSON.parse(fs.readFileSync(path.join(m.cache, "guest-config.json"), "utf8"));
+      guest.kbs.init_data_file = "/etc/cvm-unlock/init-data.toml"; // not staged anywhere
+      fs.writeFileSync(path.join(conf, "guest-config.json"), JSON.stringify(guest));
+      return `cvm_unlock_config="${path.join(conf, "guest-config.json")}"\ncvm_unlock_files_root="${conf}"\n`;
+    });
     expect(r.status).not.toBe(0);
-    expect(r.stderr + r.stdout).toMatch(
-      /init-data\.toml \(kbs\.init_data_file in .*guest-config\.json\) does not exist/,
-    );
-    expect(fs.existsSync(out)).toBe(false);
+    expect(r.output).toMatch(/init-data\.toml \(kbs\.init_data_file in .*guest-config\.json\) does not exist/);
+    expect(r.built).toBe(false);
+  });
+
+  test("the module refuses to build with NetworkManager when the build root lacks it", () => {
+    // this host never has NetworkManager (it would take over the host's interfaces)
+    expect(fs.existsSync("/usr/lib/NetworkManager/nm-initrd-generator")).toBe(false);
+    expect(fs.existsSync("/usr/libexec/nm-initrd-generator")).toBe(false);
+    const r = dracutBuild("nm-missing", () => 'cvm_unlock_network="network-manager"\n');
+    expect(r.status).not.toBe(0);
+    expect(r.output).toMatch(/cvm_unlock_network=network-manager, but the build root lacks NetworkManager/);
+    expect(r.built).toBe(false);
+    const bad = dracutBuild("network-typo", () => 'cvm_unlock_network="networkmanager"\n');
+    expect(bad.status).not.toBe(0);
+    expect(bad.output).toMatch(/cvm_unlock_network must be auto, networkd or network-manager, not 'networkmanager'/);
   });
 
   test("(d) no console log contains the disk key or private key material", () => {
