@@ -218,14 +218,15 @@ cvm_unlock_install_agent_unstripped() {
 # The fallback network configuration for the chosen handler: DHCPv4 on every wired NIC, which
 # any configuration of the image owner (or ip= on the cmdline, for NetworkManager) overrides.
 cvm_unlock_install_network() {
-    local handler
+    local handler module=network-manager
     handler=$(cvm_unlock_network_handler 2>&1) || cvm_unlock_fatal "$handler"
+    [[ $handler == networkd ]] && module=systemd-networkd
+    dracut_module_included "$module" ||
+        cvm_unlock_fatal "network handler $handler, but dracut's $module module is not in the image (omitted?)"
     if [[ $handler == networkd ]]; then
         inst_simple "$moddir/90-cvm-unlock-dhcp.network" "$systemdnetwork/90-cvm-unlock-dhcp.network"
         return
     fi
-    dracut_module_included network-manager ||
-        cvm_unlock_fatal "cvm_unlock_network=$handler, but dracut's network-manager module is not in the image (omitted?)"
     local dest=/usr/lib/NetworkManager/system-connections/cvm-unlock-dhcp.nmconnection
     inst_simple "$moddir/cvm-unlock-dhcp.nmconnection" "$dest" || cvm_unlock_fatal "cannot install $dest"
     # NetworkManager ignores key files that others can read
