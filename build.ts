@@ -1,7 +1,10 @@
 // Builds dist/cvm-unlock: one bun-compiled binary (see docs/ARCHITECTURE.md).
 // Flags per docs/spec/bun-runtime.md §6: never autoload .env/bunfig.toml from the working
 // directory (they can switch TLS checks off or preload code), minify + bytecode (halves startup),
-// x64 baseline target. Never strip the result: strip destroys the embedded program.
+// x64 baseline target (TCG and older CPUs lack AVX2). The target runtime is the npm package
+// @oven/bun-linux-x64-baseline, pinned with its integrity in package-lock.json: without
+// --compile-executable-path bun would download it at build time, outside the lock. Never strip the
+// result: strip destroys the embedded program.
 import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -35,12 +38,19 @@ const tmpDir = `${outfile}.tmp-${process.pid}`;
 fs.mkdirSync(tmpDir);
 const tmp = path.join(tmpDir, path.basename(outfile));
 const bun = process.execPath.includes("bun") ? process.execPath : path.join(root, "node_modules", ".bin", "bun");
+const runtime = path.join(root, "node_modules", "@oven", "bun-linux-x64-baseline", "bin", "bun");
+if (!fs.existsSync(runtime)) {
+  fs.rmSync(tmpDir, { recursive: true, force: true });
+  console.error(`build: ${runtime} missing: run npm ci (the target runtime is a pinned dev dependency)`);
+  process.exit(1);
+}
 const args = [
   "build",
   "--compile",
   "--no-compile-autoload-dotenv",
   "--no-compile-autoload-bunfig",
   "--target=bun-linux-x64-baseline",
+  `--compile-executable-path=${runtime}`,
   "--minify",
   "--bytecode",
   "--format=esm",

@@ -4,6 +4,7 @@ import { CvmError } from "../platform/util/errors.ts";
 import { readFileBounded } from "../platform/util/files.ts";
 import type { Config } from "./config/schema.ts";
 import type { Attester, FetchedSecret, KbsClientOptions } from "./kbs/types.ts";
+import type { KbsSession } from "./kbs/client.ts";
 import { readCa, type RunContext } from "./cli/common.ts";
 import { refuseShellCmdline } from "./cmdline-guard.ts";
 import { selectSource } from "./select.ts";
@@ -116,17 +117,56 @@ export async function chooseAttester(
   };
 }
 
+/** One attested KBS session for a run: several resources released under one handshake's token. */
+export interface AttestedSession {
+  /** Attests on the first call; later resources reuse the token (a new handshake only if it is refused). */
+  fetch(resource: string): Promise<FetchedSecret>;
+  /** Ends the evidence source's session (the TPM AK); idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * Open a session lazily: nothing touches the platform or the network until the first fetch, so a
+ * run whose checks fail first never attests. The caller closes it when the run is done.
+ */
+export function openAttestedSession(ctx: RunContext, timeline: Timeline): AttestedSession {
+  let started: Promise<{ session: KbsSession; attester: Attester & { close(): Promise<void> } }> | undefined;
+  const start = async () => {
+    // From a shell the host opened with the command line, a key must not be had (exit 16)
+    refuseShellCmdline(ctx.env.paths.root);
+    const opts = kbsOptions(ctx, timeline); // config errors before touching the platform
+    const attester = await chooseAttester(ctx, timeline);
+    try {
+      // Loaded only now (undici is most of the start-up cost): its evaluation overlaps the work the
+      // evidence source began in the background, e.g. the TPM creating the AK.
+      const { openKbsSession } = await import("./kbs/client.ts");
+      return { session: await openKbsSession(opts, attester), attester };
+    } catch (e) {
+      await attester.close();
+      throw e;
+    }
+  };
+  return {
+    async fetch(resource) {
+      started ??= start();
+      return (await started).session.fetch(resource);
+    },
+    async close() {
+      const s = started;
+      started = undefined;
+      await s?.then(
+        (x) => x.attester.close(),
+        () => {},
+      );
+    },
+  };
+}
+
 export async function attestAndFetch(ctx: RunContext, resource: string, timeline: Timeline): Promise<FetchedSecret> {
-  // From a shell the host opened with the command line, a key must not be had (exit 16)
-  refuseShellCmdline(ctx.env.paths.root);
-  const opts = kbsOptions(ctx, timeline); // config errors before touching the platform
-  const attester = await chooseAttester(ctx, timeline);
+  const session = openAttestedSession(ctx, timeline);
   try {
-    // Loaded only now (undici is most of the start-up cost): its evaluation overlaps the work the
-    // evidence source began in the background, e.g. the TPM creating the AK.
-    const { fetchResource } = await import("./kbs/client.ts");
-    return await fetchResource(opts, attester, resource);
+    return await session.fetch(resource);
   } finally {
-    await attester.close();
+    await session.close();
   }
 }

@@ -120,6 +120,19 @@ async function stage(root: string, format: Format): Promise<void> {
       f === "module-setup.sh" || f.endsWith(".sh") ? 0o755 : 0o644,
     );
 
+  // The SSH host identity image kit: inert until install-into-image puts it into an image (docs/SSH-IDENTITY.md).
+  const kitSrc = path.join(ROOT, "image", "ssh");
+  for (const f of fs.readdirSync(kitSrc)) {
+    const exec = (fs.statSync(path.join(kitSrc, f)).mode & 0o111) !== 0;
+    put(root, `usr/share/cvm-unlock/ssh/${f}`, fs.readFileSync(path.join(kitSrc, f)), exec ? 0o755 : 0o644);
+  }
+  put(
+    root,
+    "usr/lib/cvm-unlock/sshd-only-attested-host-key",
+    fs.readFileSync(path.join(kitSrc, "sshd-only-attested-host-key")),
+    0o755,
+  );
+
   const date = buildDate();
   const md = (f: string) => fs.readFileSync(path.join(ROOT, "docs", f), "utf8");
   put(

@@ -19,7 +19,7 @@ import { mergeLayers, readConfigFile } from "../config/load.ts";
 import type { CvmToken } from "../config/layers/token.ts";
 import { verifyHeaderPolicy } from "../unlock/header-policy.ts";
 import { findCryptsetup } from "../unlock/cryptsetup.ts";
-import { planFromArgs, tokenFromArgs, type Plan } from "../provision/bind-plan.ts";
+import { ADMIN_OPTIONS, planFromArgs, tokenFromArgs, type Plan } from "../provision/bind-plan.ts";
 import {
   addKeyslot,
   keyOpens,
@@ -45,7 +45,8 @@ export const bindCommand: Command = {
     "     (--admin-key FILE | --admin-token-file FILE | --admin-anonymous | --key-out-fd N)\n" +
     "     [--unlock-key-file FILE|-] [--pin uuid|digest]... [--wipe-slot N|all-but-new]...\n" +
     "     [--policy tpm-pcrs=LIST|init-data=HEX|snp-measurement=HEX]... [--pcr-values FILE] [--resource-policy FILE.rego]\n" +
-    "  or: bind DEVICE --token-only --kbs URL --resource REPO/TYPE/TAG [--ca FILE | --ca-sha256 HEX] [--key-slot N]",
+    "  or: bind DEVICE --token-only --kbs URL --resource REPO/TYPE/TAG [--ca FILE | --ca-sha256 HEX] [--key-slot N]\n" +
+    "  or: bind --verity FILE --kbs URL --resource REPO/TYPE/TAG [--ca FILE] (admin options) [--policy ...]",
   description:
     "Adds a keyslot with a fresh random key, stores the key at the KBS (trustee admin API), links the\n" +
     "cvm-unlock LUKS2 token to the new keyslot. The key never appears on argv, in the environment or in logs.\n" +
@@ -76,21 +77,7 @@ export const bindCommand: Command = {
       value: "FILE",
       help: "existing passphrase/key of the volume (- = stdin; default: ask on the terminal)",
     },
-    {
-      name: "admin-key",
-      kind: "string",
-      value: "FILE",
-      help: "Ed25519 private key (PEM) to sign a short-lived admin JWT",
-    },
-    { name: "admin-token-file", kind: "string", value: "FILE", help: "admin JWT to send as Authorization: Bearer" },
-    {
-      name: "admin-anonymous",
-      kind: "bool",
-      help: "send admin requests without a token (KBS in InsecureAllowAll mode)",
-    },
-    { name: "admin-role", kind: "string", value: "ROLE", help: 'role claim of the signed admin JWT (default "admin")' },
-    { name: "admin-issuer", kind: "string", value: "ISS", help: "iss claim of the signed admin JWT" },
-    { name: "admin-audience", kind: "string", value: "AUD", help: "aud claim of the signed admin JWT" },
+    ...ADMIN_OPTIONS,
     { name: "admin-url", kind: "string", value: "URL", help: "KBS URL for the admin API (default: the first --kbs)" },
     {
       name: "key-out-fd",
@@ -126,6 +113,12 @@ export const bindCommand: Command = {
     },
     { name: "insecure-http", kind: "bool", help: "permit an http:// admin URL (testing only; logged)" },
     { name: "token-only", kind: "bool", help: "only write the token (no key, no upload)" },
+    {
+      name: "verity",
+      kind: "string",
+      value: "FILE",
+      help: "no DEVICE: upload this verity resource (verity format output) as --resource (docs/VERITY.md)",
+    },
     { name: "key-slot", kind: "string", value: "N", help: "with --token-only: keyslot recorded in the token" },
     {
       name: "cryptsetup",
@@ -136,6 +129,11 @@ export const bindCommand: Command = {
     },
   ],
   async run(args, io) {
+    const verity = optString(args, "verity");
+    if (verity !== undefined) {
+      if (args.positionals.length !== 0) throw new CvmError("usage", "bind --verity FILE takes no DEVICE");
+      return (await import("../provision/verity-upload.ts")).uploadVerityResource(args, io, verity);
+    }
     if (args.positionals.length !== 1) throw new CvmError("usage", "bind needs exactly one DEVICE");
     const device = args.positionals[0]!;
     const { token, caPem } = tokenFromArgs(args);

@@ -49,6 +49,11 @@ async function buildTimeCheck(args: ParsedArgs, io: CommandIO): Promise<number> 
   const { checkUnlockConfig } = await import("../config/check.ts");
   const notes = checkUnlockConfig(root !== undefined ? filesUnder(config, path.resolve(root)) : config);
   for (const n of notes) io.stdout.write(`note: ${n}\n`);
+  // the dracut module reads this line: it installs veritysetup and masks gpt-auto for a verity root
+  if (config.verity)
+    io.stdout.write(
+      `verity: root hash from KBS resource ${config.verity.resource}, ${config.verity.signer_cert ? `signed by ${config.verity.signer_cert}` : "not signature-checked"}\n`,
+    );
   io.stdout.write(`config OK: unlock would accept it${notes.length ? " (with the notes above)" : ""}\n`);
   return 0;
 }

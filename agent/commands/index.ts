@@ -45,8 +45,13 @@ export const commands: CommandEntry[] = [
     load: async () => (await import("./bind.ts")).bindCommand,
   },
   {
+    name: "ssh-identity",
+    summary: "make an ed25519 SSH host key (and CA certificate) released only to attested VMs; store it at the KBS",
+    load: async () => (await import("./ssh-identity.ts")).sshIdentityCommand,
+  },
+  {
     name: "reference",
-    summary: "PCR 4/7/11 reference values for the next boot of a UKI (RVPS message or bind --pcr-values)",
+    summary: "PCR 4/7/11/12 reference values for the next boot of a UKI (RVPS message or bind --pcr-values)",
     load: async () => (await import("./reference.ts")).referenceCommand,
   },
   {
@@ -58,6 +63,11 @@ export const commands: CommandEntry[] = [
     name: "verify-root",
     summary: "check that the mounted root is the dm-crypt volume cvm-unlock opened",
     load: async () => (await import("./verify-root.ts")).verifyRootCommand,
+  },
+  {
+    name: "verity",
+    summary: "build a dm-verity hash tree (veritysetup format), sign its root hash, print the KBS resource",
+    load: async () => (await import("./verity.ts")).verityCommand,
   },
   {
     name: "version",

@@ -1,4 +1,4 @@
-// `cvm-unlock reference --uki NEXT.efi`: the PCR 4/7/11 values the next boot of a UKI will show,
+// `cvm-unlock reference --uki NEXT.efi`: the PCR 4/7/11/12 values the next boot of a UKI will show,
 // united with the current ones, as a trustee RVPS `sample` message (POST /kbs/v0/reference-value)
 // or as `bind --pcr-values` JSON. Runs on the owner's machine with the image files.
 import { b64 } from "../../platform/util/bytes.ts";
@@ -21,8 +21,9 @@ export const referenceCommand: Command = {
     "reference --uki NEXT.efi [--current-uki CURRENT.efi [--event-log FILE]] [--phase NAME]... [--format rvps|pcr-values]",
   description:
     "PCR 11 from the UKI's sections as systemd-stub measures them plus the systemd-pcrphase phases (default\n" +
-    "enter-initrd: what cvm-unlock sees); with --event-log (binary_bios_measurements of a boot of --current-uki)\n" +
-    "also PCR 4 and 7. Current and next values are united, so a rollout never locks out VMs still on the old image.",
+    "enter-initrd: what cvm-unlock sees), and PCR 12 (nothing from outside the UKI: zero); with --event-log\n" +
+    "(binary_bios_measurements of a boot of --current-uki) also PCR 4 and 7, and PCR 12 as that boot left it.\n" +
+    "Current and next values are united, so a rollout never locks out VMs still on the old image.",
   options: [
     { name: "uki", kind: "string", value: "FILE", help: "the UKI the next boot will run" },
     { name: "current-uki", kind: "string", value: "FILE", help: "the UKI running now (its values stay accepted)" },
@@ -30,7 +31,7 @@ export const referenceCommand: Command = {
       name: "event-log",
       kind: "string",
       value: "FILE",
-      help: "TCG event log of a boot of --current-uki (adds PCR 4 and 7)",
+      help: "TCG event log of a boot of --current-uki (adds PCR 4 and 7; PCR 12 as replayed)",
     },
     {
       name: "phase",

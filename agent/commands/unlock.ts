@@ -42,7 +42,7 @@ export const unlockCommand: Command = {
   async run(args, io) {
     if (args.positionals.length) throw new CvmError("usage", "unlock takes no positional arguments (use --device)");
     const timeline = new Timeline();
-    const outcomes = await unlockVolumes(
+    const { verity, volumes: outcomes } = await unlockVolumes(
       {
         root: platformRoot(args),
         loadConfig: configLoader(args),
@@ -54,6 +54,8 @@ export const unlockCommand: Command = {
       },
       timeline,
     );
+    for (const v of verity)
+      io.stdout.write(`${v.name}: verity ${v.status} (data ${v.data}, hash ${v.hash}, root hash ${v.roothash})\n`);
     for (const o of outcomes)
       io.stdout.write(
         `${o.name}: ${o.status} (${o.device}, LUKS UUID ${o.uuid}${o.endpoint ? `, key from ${o.endpoint}` : ""})\n`,

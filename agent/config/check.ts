@@ -10,6 +10,7 @@ import { checkTeeAllowed } from "../select.ts";
 import { volumeResource, volumesToUnlock } from "../unlock/unlock.ts";
 import { hasSelector, requireSelector } from "../../platform/luks/resolve.ts";
 import type { Config } from "./schema.ts";
+import { checkVerityConfig } from "../verity/open.ts";
 
 const CMDLINE = "the kernel command line (unlock.trust_cmdline)";
 const TOKEN = "the LUKS2 token (unlock.luks_token)";
@@ -22,7 +23,9 @@ export function checkUnlockConfig(config: Config): string[] {
   const later = (what: string, ...from: (string | false)[]) =>
     notes.push(`${what} is not set: it must come from ${from.filter(Boolean).join(" or ")} at boot`);
 
-  if (u.volumes.length === 0 && fromCmdline) later("unlock.volumes", CMDLINE);
+  if (u.volumes.length === 0 && config.verity) {
+    // a verity root alone (state on tmpfs) needs no LUKS2 volume
+  } else if (u.volumes.length === 0 && fromCmdline) later("unlock.volumes", CMDLINE);
   else
     volumesToUnlock(config).forEach((v, i) => {
       // rd.cvm_unlock.{uuid,partlabel,gpt_auto_root} replace the selector of the first volume
@@ -53,5 +56,6 @@ export function checkUnlockConfig(config: Config): string[] {
   // a token may select any of these as kbs.ca_file: each must be what readCa accepts
   for (const f of u.luks_token.allowed_ca_files)
     readCa({ ...config, kbs: { ...config.kbs, ca_pem: undefined, ca_file: f } });
+  if (config.verity) checkVerityConfig(config.verity);
   return notes;
 }

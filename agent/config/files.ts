@@ -7,7 +7,12 @@ import { CvmError } from "../../platform/util/errors.ts";
 import type { Config } from "./schema.ts";
 
 /** Inputs the agent reads at boot: installed into the initramfs, the build fails when one is missing. */
-export const INSTALLED_FILE_KEYS = ["kbs.ca_file", "kbs.init_data_file", "unlock.luks_token.allowed_ca_files"] as const;
+export const INSTALLED_FILE_KEYS = [
+  "kbs.ca_file",
+  "kbs.init_data_file",
+  "unlock.luks_token.allowed_ca_files",
+  "verity.signer_cert",
+] as const;
 /**
  * Path-valued keys that are not inputs: devices and outputs found or made at boot, and the tools the
  * module installs (cryptsetup; dmsetup through dracut's dm module).
@@ -18,6 +23,7 @@ export const RUNTIME_PATH_KEYS = [
   "unlock.measure.record_path",
   "unlock.cryptsetup",
   "unlock.dmsetup",
+  "verity.veritysetup",
 ] as const;
 
 export interface ConfigFile {
@@ -38,6 +44,7 @@ export function configFiles(config: Config): ConfigFile[] {
   add("kbs.ca_file", config.kbs.ca_file);
   add("kbs.init_data_file", config.kbs.init_data_file);
   for (const f of config.unlock.luks_token.allowed_ca_files) add("unlock.luks_token.allowed_ca_files", f);
+  add("verity.signer_cert", config.verity?.signer_cert);
   return out;
 }
 
@@ -48,5 +55,6 @@ export function filesUnder(config: Config, root: string): Config {
   if (c.kbs.ca_file !== undefined) c.kbs.ca_file = at(c.kbs.ca_file);
   if (c.kbs.init_data_file !== undefined) c.kbs.init_data_file = at(c.kbs.init_data_file);
   c.unlock.luks_token.allowed_ca_files = c.unlock.luks_token.allowed_ca_files.map(at);
+  if (c.verity?.signer_cert !== undefined) c.verity.signer_cert = at(c.verity.signer_cert);
   return c;
 }

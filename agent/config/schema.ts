@@ -2,6 +2,8 @@
 // Trusted source: /etc/cvm-unlock/config.json baked into the initramfs (measured with the UKI).
 import { arr, bool, field, num, obj, optional, str, type Infer } from "./validate.ts";
 import { unlockSchema } from "./unlock-schema.ts";
+import { identitySchema } from "./identity-schema.ts";
+import { veritySchema } from "./verity-schema.ts";
 import { RESOURCE_PATH, URL_PATTERN } from "./patterns.ts";
 import { INIT_DATA_CHANNELS, type InitDataChannel } from "../init-data/channels.ts";
 
@@ -68,6 +70,10 @@ export const configSchema = obj({
   deadline_s: field(num({ min: 1, max: 3600 }), 300),
   unlock: field(unlockSchema, unlockSchema.parse({}, "unlock")),
   init_data: field(initDataSchema, initDataSchema.parse({}, "init_data")),
+  /** Host identity released with the disk key (docs/SSH-IDENTITY.md). */
+  identity: field(identitySchema, identitySchema.parse({}, "identity")),
+  /** dm-verity root whose root hash the KBS releases (docs/VERITY.md). */
+  verity: optional(veritySchema),
 });
 
 export type Config = Infer<typeof configSchema.shape>;

@@ -9,7 +9,7 @@ import type { ConfigLayer, JsonObject } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { describeInitData, initDataSettings, type InitDataDocument } from "./document.ts";
 
-/** What init-data may set: where to attest, what to fetch, which volumes to open. */
+/** What init-data may set: where to attest, what to fetch (disk keys, the SSH host identity), which volumes to open. */
 export const INIT_DATA_SETTABLE = [
   "kbs.endpoints",
   "kbs.ca_pem",
@@ -21,6 +21,8 @@ export const INIT_DATA_SETTABLE = [
   "unlock.volumes",
   "unlock.device_timeout_s",
   "unlock.require_pins",
+  "identity.ssh",
+  "verity.resource",
 ];
 
 function plainJson(v: unknown): JsonObject {

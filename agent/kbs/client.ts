@@ -235,6 +235,19 @@ function allUnusable(failures: CvmError[]): CvmError {
 const UNREACHABLE_HINT =
   "check that the KBS is running and reachable from the guest (address, port, firewall, guest network)";
 
+/** One attested session: several resources under one handshake's token (the same ephemeral key). */
+export interface KbsSession {
+  /** Fetch REPO/TYPE/TAG; the first call attests, later ones reuse the token where it still works. */
+  fetch(resourcePath: string): Promise<FetchedSecret>;
+}
+
+function checkResourcePath(resourcePath: string): void {
+  if (!RESOURCE_PATH.test(resourcePath))
+    throw new CvmError("config", `resource path '${resourcePath}' is not REPO/TYPE/TAG as trustee accepts it`, {
+      hint: "three segments of [A-Za-z0-9_-] followed by [A-Za-z0-9_.-]*, e.g. default/luks/root",
+    });
+}
+
 /**
  * Attest to the KBS and fetch one resource (REPO/TYPE/TAG). Attempts go round the endpoints
  * until the deadline (or opts.attemptsPerEndpoint per endpoint, when set), with backoff between
@@ -247,15 +260,21 @@ export async function fetchResource(
   attester: Attester,
   resourcePath: string,
 ): Promise<FetchedSecret> {
-  if (!RESOURCE_PATH.test(resourcePath))
-    throw new CvmError("config", `resource path '${resourcePath}' is not REPO/TYPE/TAG as trustee accepts it`, {
-      hint: "three segments of [A-Za-z0-9_-] followed by [A-Za-z0-9_.-]*, e.g. default/luks/root",
-    });
+  checkResourcePath(resourcePath);
+  return (await openKbsSession(opts, attester)).fetch(resourcePath);
+}
+
+/**
+ * A session over the configured endpoints: one ephemeral key, and the token each endpoint gave,
+ * kept for the next resource. Each fetch() follows fetchResource's retry rules; a kept token that
+ * the KBS no longer accepts costs a fresh handshake (not one of the bounded refusals).
+ */
+export async function openKbsSession(opts: KbsClientOptions, attester: Attester): Promise<KbsSession> {
   if (opts.endpoints.length === 0)
     throw new CvmError("config", "no KBS endpoint configured", { hint: "set kbs.endpoints (or --kbs URL)" });
   for (const endpoint of opts.endpoints) endpointUrl(endpoint, "/", opts.insecureHttp); // refuse bad config before any I/O
 
-  const { log, deadline } = opts;
+  const { log } = opts;
   const keygenStart = performance.now();
   const key = await generateTeeKey(opts.teeKey);
   log.debug("kbs: ephemeral TEE key generated", { type: opts.teeKey, ms: Math.round(performance.now() - keygenStart) });
@@ -263,14 +282,38 @@ export async function fetchResource(
     caPem: opts.caPem,
     insecureHttp: opts.insecureHttp,
     requestTimeoutMs: opts.requestTimeoutMs,
-    deadline,
+    deadline: opts.deadline,
     ...(opts.lookup ? { lookup: opts.lookup } : {}),
   });
+  const state: SessionState = { key, transport, tokens: new Map(), unusable: new Map(), turn: 0 };
+  return {
+    fetch: async (resourcePath) => {
+      checkResourcePath(resourcePath);
+      return fetchInSession(opts, attester, state, resourcePath);
+    },
+  };
+}
 
-  const tokens = new Map<string, string>();
-  const unusable = new Map<string, CvmError>();
+interface SessionState {
+  key: TeeKeyPair;
+  transport: KbsTransport;
+  /** The attestation token per endpoint, for the next request there. */
+  tokens: Map<string, string>;
+  unusable: Map<string, CvmError>;
+  turn: number;
+}
+
+async function fetchInSession(
+  opts: KbsClientOptions,
+  attester: Attester,
+  state: SessionState,
+  resourcePath: string,
+): Promise<FetchedSecret> {
+  const { log, deadline } = opts;
+  const { key, transport, tokens, unusable } = state;
   const live = () => opts.endpoints.filter((e) => !unusable.has(e));
-  let turn = 0;
+  // A later resource goes first to the endpoint whose token we hold (no second handshake).
+  let holder: string | undefined = live().find((e) => tokens.has(e));
 
   /** One flow on its own connection; a refusal a fresh handshake may fix is returned, not thrown. */
   const flowAt = async (endpoint: string): Promise<{ secret: Buffer } | { again: CvmError; counted: boolean }> => {
@@ -279,7 +322,10 @@ export async function fetchResource(
     tokens.delete(endpoint);
     try {
       const outcome = await flow.run();
-      if ("secret" in outcome) return outcome;
+      if ("secret" in outcome) {
+        tokens.set(endpoint, flow.token!); // serves the session's next resource
+        return outcome;
+      }
       const { rehandshake, error } = outcome.refused;
       if (!rehandshake) throw error;
       // A token kept from an earlier attempt may have expired or reach a replica that does not
@@ -297,7 +343,8 @@ export async function fetchResource(
   /** One attempt = one endpoint, up to opts.resourceAttempts handshakes where trustee's answers warrant them. */
   const attempt = async (): Promise<FetchedSecret> => {
     const endpoints = live();
-    const endpoint = endpoints[turn++ % endpoints.length]!;
+    const endpoint = holder ?? endpoints[state.turn++ % endpoints.length]!;
+    holder = undefined;
     try {
       for (let handshake = 1; ;) {
         const outcome = await flowAt(endpoint);

@@ -1,5 +1,6 @@
 // The KBS client's contract with the rest of the agent (implementation: agent/kbs/client.ts).
 import type { LookupFunction } from "node:net";
+import type { CvmError } from "../../platform/util/errors.ts";
 import type { Deadline } from "../../platform/util/deadline.ts";
 import type { Logger } from "../../platform/util/log.ts";
 import type { BackoffPolicy } from "../../platform/util/retry.ts";
@@ -47,3 +48,12 @@ export interface FetchedSecret {
   /** Which endpoint released it. */
   endpoint: string;
 }
+
+/** One resource fetched in a run's attested session. An optional one may be refused without failing the others. */
+export interface ResourceRequest {
+  path: string;
+  optional?: boolean;
+}
+
+/** One resource's outcome: its secret (the caller zeroes it), or, for an optional one, why it was not released. */
+export type Released = { secret: Buffer } | { refused: CvmError };

@@ -1,5 +1,6 @@
 // What cvm-unlock measures, as pure functions (docs/UNLOCK.md "Measurements"):
 //   volume opened   event text  "cryptsetup:<dm name>:<LUKS UUID>"   (systemd's tpm2-measure-pcr string)
+//   verity opened   event text  "verity:<dm name>:<root hash hex>"   (the hash the KBS released)
 //   leaving initrd  event text  "cvm-unlock:leave-initrd"
 //   failed          event text  "cvm-unlock:failed:<exit code>" (or ":unknown" when the code is lost)
 // For each PCR bank the extended digest is H_bank(UTF-8 event text); for a TDX RTMR it is
@@ -32,6 +33,12 @@ export function volumeEvent(dmName: string, luksUuid: string): string {
   // systemd escapes ':' in the name; our dm names cannot contain one (config pattern), so no escaping.
   if (dmName.includes(":")) throw new CvmError("internal", `dm name ${dmName} contains ':'`);
   return `cryptsetup:${dmName}:${luksUuid.toLowerCase()}`;
+}
+
+/** A dm-verity volume opened with the root hash the KBS released: "verity:<dm name>:<lowercase hex root hash>". */
+export function verityEvent(dmName: string, rootHashHex: string): string {
+  if (dmName.includes(":")) throw new CvmError("internal", `dm name ${dmName} contains ':'`);
+  return `verity:${dmName}:${rootHashHex.toLowerCase()}`;
 }
 
 export function rtmrDigest(event: string): Uint8Array {

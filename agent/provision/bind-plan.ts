@@ -5,7 +5,7 @@ import * as fs from "node:fs";
 import { isatty } from "node:tty";
 import { CvmError, errorMessage } from "../../platform/util/errors.ts";
 import type { Logger } from "../../platform/util/log.ts";
-import { optBool, optInt, optList, optString, type ParsedArgs } from "../cli/args.ts";
+import { optBool, optInt, optList, optString, type OptionSpec, type ParsedArgs } from "../cli/args.ts";
 import { readCaFile } from "../config/ca-file.ts";
 import { readOptionFile } from "../cli/option-file.ts";
 import { RESOURCE_PATH, SHA256_HEX, URL_PATTERN } from "../config/patterns.ts";
@@ -86,23 +86,11 @@ export function planFromArgs(
         hint: "the admin options upload the key to the KBS; --key-out-fd N hands it to you to upload with another tool",
       },
     );
-  for (const o of ["admin-role", "admin-issuer", "admin-audience"])
-    if (optString(args, o) !== undefined && adminKey === undefined)
-      throw new CvmError("usage", `--${o} only goes with --admin-key (it is a claim of the token bind signs)`);
   let credentials: Plan["credentials"];
   if (keyOutFd !== undefined) {
     checkSecretFd(keyOutFd);
     credentials = "fd";
-  } else if (adminKey !== undefined) {
-    credentials = {
-      token: signAdminTokenFromFile(adminKey, {
-        role: optString(args, "admin-role") ?? "admin",
-        ...(optString(args, "admin-issuer") !== undefined ? { issuer: optString(args, "admin-issuer")! } : {}),
-        ...(optString(args, "admin-audience") !== undefined ? { audience: optString(args, "admin-audience")! } : {}),
-      }),
-    };
-  } else if (adminTokenFile !== undefined) credentials = { token: readAdminTokenFile(adminTokenFile) };
-  else credentials = { token: undefined };
+  } else credentials = { token: adminTokenFromArgs(args) };
 
   const adminUrl = optString(args, "admin-url") ?? token.endpoints[0]!;
   if (!URL_PATTERN.test(adminUrl))
@@ -143,6 +131,44 @@ export function planFromArgs(
     policy: policyFromArgs(args, token.resource),
     insecureHttp,
   };
+}
+
+/** How `bind` and `ssh-identity` authenticate to trustee's admin API. */
+export const ADMIN_OPTIONS: OptionSpec[] = [
+  {
+    name: "admin-key",
+    kind: "string",
+    value: "FILE",
+    help: "Ed25519 private key (PEM) to sign a short-lived admin JWT",
+  },
+  { name: "admin-token-file", kind: "string", value: "FILE", help: "admin JWT to send as Authorization: Bearer" },
+  {
+    name: "admin-anonymous",
+    kind: "bool",
+    help: "send admin requests without a token (KBS in InsecureAllowAll mode)",
+  },
+  { name: "admin-role", kind: "string", value: "ROLE", help: 'role claim of the signed admin JWT (default "admin")' },
+  { name: "admin-issuer", kind: "string", value: "ISS", help: "iss claim of the signed admin JWT" },
+  { name: "admin-audience", kind: "string", value: "AUD", help: "aud claim of the signed admin JWT" },
+];
+
+/**
+ * The admin token of --admin-key (signed now) or --admin-token-file; undefined for
+ * --admin-anonymous (the caller checked that exactly one credential option was given).
+ */
+export function adminTokenFromArgs(args: ParsedArgs): string | undefined {
+  const adminKey = optString(args, "admin-key");
+  for (const o of ["admin-role", "admin-issuer", "admin-audience"])
+    if (optString(args, o) !== undefined && adminKey === undefined)
+      throw new CvmError("usage", `--${o} only goes with --admin-key (it is a claim of the token cvm-unlock signs)`);
+  if (adminKey !== undefined)
+    return signAdminTokenFromFile(adminKey, {
+      role: optString(args, "admin-role") ?? "admin",
+      ...(optString(args, "admin-issuer") !== undefined ? { issuer: optString(args, "admin-issuer")! } : {}),
+      ...(optString(args, "admin-audience") !== undefined ? { audience: optString(args, "admin-audience")! } : {}),
+    });
+  const file = optString(args, "admin-token-file");
+  return file !== undefined ? readAdminTokenFile(file) : undefined;
 }
 
 function policyFromArgs(args: ParsedArgs, resource: string): string | undefined {

@@ -21,16 +21,38 @@ function writeAll(fd: number, data: Uint8Array): void {
   while (off < data.length) off += fs.writeSync(fd, data, off, data.length - off);
 }
 
-async function upload(plan: Plan, token: string | undefined, value: Uint8Array, deadline: Deadline, io: CommandIO) {
+/** Where and how to reach trustee's admin API. */
+export interface AdminTarget {
+  url: string;
+  caPem: string | undefined;
+  insecureHttp: boolean;
+  /** undefined: anonymous (a KBS in InsecureAllowAll mode). */
+  token: string | undefined;
+}
+
+/** Run `fn` with an admin client on one connection, closed afterwards. */
+export async function withKbsAdmin(
+  target: AdminTarget,
+  deadline: Deadline,
+  fn: (admin: KbsAdmin) => Promise<void>,
+): Promise<void> {
   const transport = new KbsTransport({
-    ...(plan.caPem !== undefined ? { caPem: plan.caPem } : {}),
-    insecureHttp: plan.insecureHttp,
+    ...(target.caPem !== undefined ? { caPem: target.caPem } : {}),
+    insecureHttp: target.insecureHttp,
     requestTimeoutMs: 30_000,
     deadline,
   });
-  const connection = transport.connect(plan.adminUrl);
+  const connection = transport.connect(target.url);
   try {
-    const admin = new KbsAdmin(connection, token, deadline);
+    await fn(new KbsAdmin(connection, target.token, deadline));
+  } finally {
+    await connection.close();
+  }
+}
+
+async function upload(plan: Plan, token: string | undefined, value: Uint8Array, deadline: Deadline, io: CommandIO) {
+  const target = { url: plan.adminUrl, caPem: plan.caPem, insecureHttp: plan.insecureHttp, token };
+  await withKbsAdmin(target, deadline, async (admin) => {
     await admin.putResource(plan.token.resource, value);
     io.stdout.write(`${plan.adminUrl}: resource ${plan.token.resource} stored (${value.length} bytes)\n`);
     if (plan.policy !== undefined) {
@@ -50,9 +72,7 @@ async function upload(plan: Plan, token: string | undefined, value: Uint8Array, 
         `resource policy unchanged: the KBS's current (KBS-wide) policy decides whether ${plan.token.resource} is released; ` +
           "check it before wiping the other keyslots (--policy or --resource-policy sets it)",
       );
-  } finally {
-    await connection.close();
-  }
+  });
 }
 
 /** Without admin credentials: exactly what another tool must upload, and where. */

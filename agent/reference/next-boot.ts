@@ -6,7 +6,11 @@
 // kernel PE inside its .linux section, which systemd-stub hands to LoadImage) replaced by the next
 // one's Authenticode hashes. PCR 7 (Secure Boot policy and the certificates that verified the
 // images) stays as replayed: the next UKI must be signed by the same key. PCR 11: the UKI's
-// sections as systemd-stub measures them plus the pcrphase phases (uki.ts).
+// sections as systemd-stub measures them plus the pcrphase phases (uki.ts). PCR 12: what
+// systemd-stub measured from outside the UKI (a command line the boot loader passed instead of
+// .cmdline, credentials); pinning it is what makes a tpm-pcrs policy cover the command line
+// (bind requires 8 or 12). It stays as replayed; without a log, a UKI booted with nothing from
+// outside leaves it at zero.
 import { sha256 } from "@noble/hashes/sha2.js";
 import { hex, utf8 } from "../../platform/util/bytes.ts";
 import { CvmError } from "../../platform/util/errors.ts";
@@ -17,7 +21,7 @@ import { replay } from "../../platform/eventlog/replay.ts";
 import { authenticodeSha256, parsePe, sectionData } from "./pe.ts";
 import { extend, ukiPcr11 } from "./uki.ts";
 
-export const REFERENCE_PCRS = [4, 7, 11];
+export const REFERENCE_PCRS = [4, 7, 11, 12];
 
 export interface ReferenceInput {
   nextUki: Uint8Array;
@@ -91,7 +95,11 @@ export function nextBootReferences(input: ReferenceInput): ReferenceValues {
       );
     add(4, next4.value);
     add(7, cur(7));
-  } else if (input.currentUki) add(11, hex(ukiPcr11(input.currentUki, input.phases)));
+    add(12, cur(12));
+  } else {
+    if (input.currentUki) add(11, hex(ukiPcr11(input.currentUki, input.phases)));
+    add(12, hex(new Uint8Array(32)));
+  }
   add(11, hex(ukiPcr11(input.nextUki, input.phases)));
   return out;
 }

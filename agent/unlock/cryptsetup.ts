@@ -17,11 +17,14 @@ export interface CryptsetupResult {
 }
 
 /** Absolute path of the cryptsetup (or dmsetup) binary (config `unlock.cryptsetup` / `unlock.dmsetup`). */
-export function findCryptsetup(configured: string, tool: "cryptsetup" | "dmsetup" = "cryptsetup"): string {
+export function findCryptsetup(
+  configured: string,
+  tool: "cryptsetup" | "dmsetup" | "veritysetup" = "cryptsetup",
+): string {
   if (path.isAbsolute(configured)) {
     if (!fs.existsSync(configured))
       throw new CvmError("unlock", `${tool} not found at ${configured}`, {
-        hint: `fix unlock.${tool} in the config, or include ${tool} in the initramfs`,
+        hint: `fix ${tool === "veritysetup" ? "verity" : "unlock"}.${tool} in the config, or include ${tool} in the initramfs`,
       });
     return configured;
   }
@@ -30,7 +33,7 @@ export function findCryptsetup(configured: string, tool: "cryptsetup" | "dmsetup
     if (fs.existsSync(p)) return p;
   }
   throw new CvmError("unlock", `${configured} not found in ${SBIN_DIRS.join(":")}`, {
-    hint: `install ${tool} (Debian: ${tool === "cryptsetup" ? "cryptsetup-bin" : "dmsetup"}) or include it in the initramfs`,
+    hint: `install ${tool} (Debian: ${tool === "dmsetup" ? "dmsetup" : "cryptsetup-bin"}) or include it in the initramfs`,
   });
 }
 

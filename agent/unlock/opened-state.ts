@@ -2,10 +2,10 @@
 // key material). `unlock` writes it, `verify-root` reads it strictly (it decides whether the boot
 // may continue), `measure leave-initrd` reads it fail-safe (see readOpenedOutcome).
 // Format: {"version": 1, "volumes": [{"name", "uuid", "device"}]} (docs/UNLOCK.md).
-import * as fs from "node:fs";
 import * as path from "node:path";
-import { CvmError, errorMessage } from "../../platform/util/errors.ts";
-import { readFileIfPresent } from "../../platform/util/files.ts";
+import { errorMessage } from "../../platform/util/errors.ts";
+import { writeFileAtomic } from "../../platform/util/files.ts";
+import { decodeStateVolumes, readStateFile } from "./state-file.ts";
 import { DM_NAME_PATTERN } from "../config/unlock-schema.ts";
 import type { Config } from "../config/schema.ts";
 
@@ -33,28 +33,8 @@ export function encodeOpenedState(volumes: OpenedVolume[]): string {
 
 /** Strict: every deviation from what encodeOpenedState writes is a CvmError("volume") naming the field. */
 export function decodeOpenedState(text: string, where: string): OpenedVolume[] {
-  const bad = (field: string, problem: string): never => {
-    throw new CvmError("volume", `${where}: '${field}' ${problem}`, {
-      hint: "the file is written by `cvm-unlock unlock` only; remove it and unlock again",
-    });
-  };
-  let st: unknown;
-  try {
-    st = JSON.parse(text);
-  } catch (e) {
-    return bad("(root)", `is not JSON (${errorMessage(e)})`);
-  }
-  if (typeof st !== "object" || st === null || Array.isArray(st)) return bad("(root)", "is not an object");
-  const o = st as Record<string, unknown>;
-  for (const k of Object.keys(o)) if (k !== "version" && k !== "volumes") bad(k, "is not a known key");
-  if (o.version !== OPENED_STATE_VERSION)
-    bad("version", `is ${JSON.stringify(o.version)}, expected ${OPENED_STATE_VERSION}`);
-  if (!Array.isArray(o.volumes)) return bad("volumes", "is not an array");
-  if (o.volumes.length > MAX_VOLUMES) bad("volumes", `has more than ${MAX_VOLUMES} entries`);
-  return o.volumes.map((v: unknown, i): OpenedVolume => {
-    const f = `volumes[${i}]`;
-    if (typeof v !== "object" || v === null || Array.isArray(v)) return bad(f, "is not an object");
-    const { name, uuid, device, ...rest } = v as Record<string, unknown>;
+  return decodeStateVolumes(text, where, OPENED_STATE_VERSION, MAX_VOLUMES, (v, f, bad): OpenedVolume => {
+    const { name, uuid, device, ...rest } = v;
     for (const k of Object.keys(rest)) bad(`${f}.${k}`, "is not a known key");
     if (typeof name !== "string" || !DM_NAME_PATTERN.test(name)) bad(`${f}.name`, "is not a device-mapper name");
     if (typeof uuid !== "string" || !LUKS_UUID.test(uuid)) bad(`${f}.uuid`, "is not a lower-case LUKS UUID");
@@ -66,13 +46,7 @@ export function decodeOpenedState(text: string, where: string): OpenedVolume[] {
 
 /** The recorded volumes; [] when the file does not exist (nothing opened in this boot). Strict otherwise. */
 export function readOpenedState(file: string): OpenedVolume[] {
-  let bytes: Uint8Array | undefined;
-  try {
-    bytes = readFileIfPresent(file, { what: "the opened-volumes state", max: MAX_STATE_BYTES, kind: "volume" });
-  } catch (e) {
-    throw new CvmError("volume", `cannot read ${file}: ${errorMessage(e)}`);
-  }
-  return bytes === undefined ? [] : decodeOpenedState(Buffer.from(bytes).toString("utf8"), file);
+  return readStateFile(file, "the opened-volumes state", MAX_STATE_BYTES, decodeOpenedState);
 }
 
 /**
@@ -92,8 +66,5 @@ export function readOpenedOutcome(file: string): { outcome: string; problem?: st
 
 /** Replace the file atomically (write + rename), so a reader never sees half of it. */
 export function writeOpenedState(file: string, volumes: OpenedVolume[]): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, encodeOpenedState(volumes), { mode: 0o644 });
-  fs.renameSync(tmp, file);
+  writeFileAtomic(file, encodeOpenedState(volumes));
 }

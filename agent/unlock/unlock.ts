@@ -8,7 +8,9 @@ import * as path from "node:path";
 import { Deadline } from "../../platform/util/deadline.ts";
 import { CvmError, errorMessage } from "../../platform/util/errors.ts";
 import { silentLogger, type Logger } from "../../platform/util/log.ts";
-import { attestAndFetch } from "../attest.ts";
+import { attestAndFetch, openAttestedSession, type AttestedSession } from "../attest.ts";
+import type { FetchedSecret } from "../kbs/types.ts";
+import { openVerityVolumes, type VerityOutcome } from "../verity/open.ts";
 import { loadConfigWithInitData, platformEnv, type RunContext } from "../cli/common.ts";
 import type { InitDataDocument } from "../init-data/document.ts";
 import type { ConfigLayer, ConfigLoader, LoadedConfig } from "../config/load.ts";
@@ -28,6 +30,7 @@ import { describeSelector, waitForDevice } from "../../platform/luks/resolve.ts"
 import { findCvmToken, tokenLayer } from "../config/layers/token.ts";
 import { readLuks2Volume, type Luks2Volume } from "../../platform/luks/volume-io.ts";
 import { openedStatePath, writeOpenedState } from "./opened-state.ts";
+import { sshIdentityExtra } from "../identity/ssh-session.ts";
 
 export type VolumeConfig = Config["unlock"]["volumes"][number];
 
@@ -71,7 +74,7 @@ export async function loadUnlockConfig(
 export function volumesToUnlock(config: Config, device?: string, name?: string): VolumeConfig[] {
   const vols = config.unlock.volumes;
   if (device === undefined && name === undefined) {
-    if (vols.length === 0)
+    if (vols.length === 0 && config.verity === undefined)
       throw new CvmError("config", "no volume to unlock", {
         hint: "configure unlock.volumes, or pass --device PATH [--name NAME]",
       });
@@ -178,17 +181,17 @@ function alreadyOpen(root: string, name: string, uuid: string): boolean {
 }
 
 async function openWithKey(
-  req: UnlockRequest,
+  req: UnlockRequest & { timeline: Timeline },
   ctx: RunContext,
   vol: VolumeConfig,
   device: string,
   checked: CheckedVolume,
-  timeline: Timeline,
+  fetch: (resource: string) => Promise<FetchedSecret>,
 ): Promise<VolumeOutcome> {
   const h = checked.volume.header;
   const resource = volumeResource(vol, ctx.config);
   const open = verifiedOpen(ctx, vol, device, checked, req.testOnly);
-  const { secret, endpoint } = await attestAndFetch(ctx, resource, timeline);
+  const { secret, endpoint } = await fetch(resource);
   let key: Buffer | undefined;
   try {
     const doc = parseKeyResource(secret);
@@ -200,7 +203,7 @@ async function openWithKey(
         { hint: "store a cvm-unlock key document with pins (docs/UNLOCK.md)" },
       );
     checkPins(doc.pins, h, device);
-    const r = await timeline.time("unlock", () =>
+    const r = await req.timeline.time("unlock", () =>
       openVerified(open, doc.key, req.testOnly ? "testing the key on" : "opening"),
     );
     if (r.code !== 0) throw cryptsetupError(r, device, req.testOnly ? "testing the key on" : "opening");
@@ -262,13 +265,48 @@ function recordOpened(config: Config, outcomes: VolumeOutcome[]): void {
   }
 }
 
-export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Promise<VolumeOutcome[]> {
+export interface UnlockOutcomes {
+  verity: VerityOutcome[];
+  volumes: VolumeOutcome[];
+}
+
+export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Promise<UnlockOutcomes> {
   const root = req.root;
   const { loaded: base, hostLayers, initData } = await loadUnlockConfig(req.loadConfig, req.log, root);
   const deadline = new Deadline(base.config.deadline_s * 1000);
   const outcomes: VolumeOutcome[] = [];
+  const baseCtx: RunContext = {
+    loaded: base,
+    config: base.config,
+    deadline,
+    env: platformEnv(base.config, root, deadline, req.log),
+    log: req.log,
+    initData,
+  };
+  // One attested session for the run: the verity resource and the keys of the volumes whose
+  // configuration is the base one (a LUKS2 token layer may pick another KBS: its own session).
+  const session: AttestedSession = openAttestedSession(baseCtx, timeline);
+  // The SSH host identity rides in the same session, fetched before the first volume key so that a
+  // required identity the KBS refuses stops the boot before anything is opened; --test-only checks
+  // it without installing it (unless --measure: tests of the boot path).
+  const extra = sshIdentityExtra(base.config, { root, deadline, log: req.log }, !req.testOnly || req.measure);
+  let extraDone = extra === undefined;
+  const runExtra = async () => {
+    if (extraDone) return;
+    extraDone = true;
+    await extra!.run(session);
+  };
   try {
-    for (const vol of volumesToUnlock(base.config, req.device, req.name)) {
+    const toUnlock = volumesToUnlock(base.config, req.device, req.name);
+    const verity =
+      req.device === undefined
+        ? await openVerityVolumes(baseCtx, session, timeline, {
+            testOnly: req.testOnly,
+            measure: req.measure,
+            luksNames: toUnlock.map((v) => v.name),
+          })
+        : [];
+    for (const vol of toUnlock) {
       const device = await timeline.time(
         "device",
         () => waitForDevice(vol, root, base.config.unlock.device_timeout_s, deadline, req.log),
@@ -302,7 +340,9 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
       }
       let outcome: VolumeOutcome;
       try {
-        outcome = await openWithKey(req, ctx, vol, device, checked, timeline);
+        await runExtra();
+        const fetch = loaded === base ? session.fetch : (r: string) => attestAndFetch(ctx, r, timeline);
+        outcome = await openWithKey({ ...req, timeline }, ctx, vol, device, checked, fetch);
       } catch (e) {
         if (req.testOnly || !ctx.config.unlock.passphrase_fallback || !fallbackAllowed(e)) throw e;
         req.log.warning(
@@ -326,8 +366,10 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
         );
       }
     }
-    return outcomes;
+    await runExtra(); // no volume needed a key (all open already, or a verity-only run)
+    return { verity, volumes: outcomes };
   } finally {
+    await session.close();
     deadline.dispose();
   }
 }

@@ -30,6 +30,11 @@
 #                          rd.neednet=1), or auto: the handler dracut's network module itself
 #                          would pick in this build root (NetworkManager's initrd generator if
 #                          installed, else systemd-networkd)                    [auto]
+#   cvm_unlock_verity      yes | no | auto: a dm-verity root whose hash the KBS releases
+#                          (docs/VERITY.md): veritysetup + dm-verity in the image, and
+#                          systemd-gpt-auto-generator / systemd-veritysetup-generator masked;
+#                          auto = when the baked-in config has `verity` (generic images whose
+#                          init-data may set verity.resource need yes)   [auto]
 
 CVM_UNLOCK_CONF_DIR=/etc/cvm-unlock
 
@@ -109,7 +114,7 @@ depends() {
 installkernel() {
     # Always, even in hostonly mode: the build host is rarely the CVM. Missing names are
     # skipped (sev-guest needs 5.19, tdx-guest and tsm 6.7).
-    hostonly='' instmods dm_crypt configfs tsm sev-guest tdx-guest \
+    hostonly='' instmods dm_crypt dm_verity configfs tsm sev-guest tdx-guest \
         tpm_crb tpm_tis tpm_tis_core \
         virtio_pci virtio_blk virtio_scsi virtio_net virtio_rng dmi-sysfs qemu_fw_cfg \
         hv_vmbus hv_netvsc hv_storvsc nvme gve
@@ -157,12 +162,40 @@ cvm_unlock_install_config_files() {
 }
 
 # What `unlock` will require of the config (volumes, resource, endpoints, tee, CA bundles),
-# checked against the files as installed in the initramfs.
+# checked against the files as installed in the initramfs. Prints the check's report (its
+# "verity:" line says the config has a verity root).
 cvm_unlock_check_config() {
     local bin=$1 conf=$2 out
     out=$("$bin" config --check --config "$conf" --files-root "$initdir" 2>&1) ||
         cvm_unlock_fatal "$bin config --check rejects $conf: $out"
     dinfo "cvm-unlock: $out"
+    echo "$out"
+}
+
+# ---- dm-verity root (docs/VERITY.md) ----
+
+# Whether to set the image up for a verity root: cvm_unlock_verity, or (auto) the config check's report.
+cvm_unlock_wants_verity() {
+    local report=$1
+    case ${cvm_unlock_verity:-auto} in
+        yes) return 0 ;;
+        no) return 1 ;;
+        auto) [[ $report == *$'\n'"verity: "* || $report == "verity: "* ]] ;;
+        *) cvm_unlock_fatal "cvm_unlock_verity must be yes, no or auto, not '$cvm_unlock_verity'" ;;
+    esac
+}
+
+# veritysetup for the agent, and no generator that could set up the root by itself: gpt-auto reads
+# /proc/cmdline (not etc/cmdline.d) and would mount a root partition it finds by type without
+# verity; veritysetup-generator would trust roothash= from the host-writable command line. The
+# agent refuses to run when the gpt-auto mask is missing (it checks this very link).
+cvm_unlock_install_verity() {
+    inst_multiple veritysetup || cvm_unlock_fatal "veritysetup is missing (Debian: cryptsetup-bin)"
+    mkdir -p "$initdir/etc/systemd/system-generators"
+    local g
+    for g in systemd-gpt-auto-generator systemd-veritysetup-generator; do
+        ln -sfn /dev/null "$initdir/etc/systemd/system-generators/$g"
+    done
 }
 
 # ---- generic mode: no per-VM data in the initramfs ----
@@ -277,14 +310,16 @@ install() {
     esac
 
     cvm_unlock_install_agent_unstripped "$bin"
+    local report=""
     if [[ ${cvm_unlock_mode:-image} == generic ]]; then
         cvm_unlock_install_generic "$bin"
     else
         inst_simple "$conf" "$CVM_UNLOCK_CONF_DIR/config.json" || cvm_unlock_fatal "cannot install $conf"
         cvm_unlock_install_config_files "$bin" "$conf"
         # a config the agent rejects would only show up at boot (exit 3 = the failure policy)
-        cvm_unlock_check_config "$bin" "$conf"
+        report=$(cvm_unlock_check_config "$bin" "$conf") || exit 1
     fi
+    if cvm_unlock_wants_verity "$report"; then cvm_unlock_install_verity; fi
 
     # systemd's crypt module installs systemd-cryptsetup, not the CLI the agent runs
     inst_multiple cryptsetup grep rm

@@ -50,15 +50,7 @@ export function findDevice(v: VolumeSelector, root: string): string | undefined 
     const link = path.join(root, "dev/disk/by-uuid", v.uuid.toLowerCase());
     return fs.existsSync(link) ? link : undefined;
   }
-  if (v.partlabel) {
-    const hits = listBlockDevices(root).filter((d) => d.isPartition && d.partName === v.partlabel);
-    if (hits.length > 1)
-      throw new CvmError(
-        "volume",
-        `partition label ${JSON.stringify(v.partlabel)} is on ${hits.length} partitions (${hits.map((h) => h.name).join(", ")}): refusing to guess`,
-      );
-    return hits[0]?.devPath;
-  }
+  if (v.partlabel) return findPartLabel(root, v.partlabel);
   return findGptAutoRoot(root);
 }
 
@@ -93,10 +85,13 @@ function loaderPartUuid(root: string): string | undefined {
   return /^[0-9a-f-]{36}$/.test(s) ? s : undefined;
 }
 
-function findGptAutoRoot(root: string): string | undefined {
-  const devices = listBlockDevices(root);
-  const esp = loaderPartUuid(root);
-  const found: { disk: BlockDevice; part: GptPartition }[] = [];
+/** The GPT partitions of every disk (not partitions, dm or loop devices) that `keepDisk` accepts. */
+function gptPartitions(
+  root: string,
+  devices: BlockDevice[],
+  keepDisk: (parts: GptPartition[]) => boolean = () => true,
+): { disk: BlockDevice; part: GptPartition }[] {
+  const out: { disk: BlockDevice; part: GptPartition }[] = [];
   for (const disk of devices.filter((d) => !d.isPartition && !d.name.startsWith("dm-") && !d.name.startsWith("loop"))) {
     let parts: GptPartition[];
     try {
@@ -104,10 +99,17 @@ function findGptAutoRoot(root: string): string | undefined {
     } catch {
       continue; // not a GPT disk (or unreadable): not a candidate
     }
-    if (esp && !parts.some((p) => p.uniqueGuid === esp)) continue;
-    for (const p of parts)
-      if (p.typeGuid === GPT_ROOT_X86_64 && (p.attributes & GPT_FLAG_NO_AUTO) === 0n) found.push({ disk, part: p });
+    if (keepDisk(parts)) for (const part of parts) out.push({ disk, part });
   }
+  return out;
+}
+
+function findGptAutoRoot(root: string): string | undefined {
+  const devices = listBlockDevices(root);
+  const esp = loaderPartUuid(root);
+  const found = gptPartitions(root, devices, (parts) => !esp || parts.some((p) => p.uniqueGuid === esp)).filter(
+    ({ part: p }) => p.typeGuid === GPT_ROOT_X86_64 && (p.attributes & GPT_FLAG_NO_AUTO) === 0n,
+  );
   if (found.length > 1)
     throw new CvmError(
       "volume",
@@ -130,24 +132,69 @@ export async function waitForDevice(
   deadline: Deadline,
   log: Logger,
 ): Promise<string> {
+  return waitUntilFound(() => findDevice(v, root), `volume ${v.name}: ${describeSelector(v)}`, timeoutS, deadline, log);
+}
+
+/** Poll `find` until it names a device, bounded by `timeoutS` and the overall deadline; `what` names it in messages. */
+export async function waitUntilFound(
+  find: () => string | undefined,
+  what: string,
+  timeoutS: number,
+  deadline: Deadline,
+  log: Logger,
+): Promise<string> {
   const until = Date.now() + Math.min(timeoutS * 1000, deadline.remainingMs());
   let announced = false;
   for (;;) {
     let dev: string | undefined;
     try {
-      dev = findDevice(v, root);
+      dev = find();
     } catch (e) {
       if (e instanceof CvmError) throw e;
-      throw new CvmError("volume", `looking for ${describeSelector(v)}: ${errorMessage(e)}`);
+      throw new CvmError("volume", `looking for ${what}: ${errorMessage(e)}`);
     }
     if (dev) return dev;
     if (Date.now() >= until) {
-      deadline.check(`waiting for ${describeSelector(v)}`);
-      throw new CvmError("volume", `volume ${v.name}: ${describeSelector(v)} did not appear within ${timeoutS}s`, {
+      deadline.check(`waiting for ${what}`);
+      throw new CvmError("volume", `${what} did not appear within ${timeoutS}s`, {
         hint: "check that the disk is attached and its driver is in the initramfs; raise unlock.device_timeout_s if it is slow",
       });
     }
-    if (!announced) (log.info(`waiting for ${describeSelector(v)} (up to ${timeoutS}s)`), (announced = true));
-    await deadline.sleep(Math.min(POLL_MS, Math.max(1, until - Date.now())), `waiting for ${describeSelector(v)}`);
+    if (!announced) (log.info(`waiting for ${what} (up to ${timeoutS}s)`), (announced = true));
+    await deadline.sleep(Math.min(POLL_MS, Math.max(1, until - Date.now())), `waiting for ${what}`);
   }
+}
+
+/**
+ * The partition whose GPT unique GUID is `partUuid` (read from the partition tables, not from udev),
+ * or undefined while it is absent. With `typeGuid` its partition type must match too. Two partitions
+ * with the same GUID (a host that attached a copy of the disk) are refused, never guessed between.
+ */
+export function findGptPartition(root: string, partUuid: string, typeGuid?: string): string | undefined {
+  const devices = listBlockDevices(root);
+  const found = gptPartitions(root, devices).filter(({ part }) => part.uniqueGuid === partUuid.toLowerCase());
+  if (found.length > 1)
+    throw new CvmError(
+      "volume",
+      `partition UUID ${partUuid} is on ${found.length} partitions (${found.map((f) => `${f.disk.name}#${f.part.number}`).join(", ")}): refusing to guess`,
+    );
+  const hit = found[0];
+  if (!hit) return undefined;
+  if (typeGuid !== undefined && hit.part.typeGuid !== typeGuid)
+    throw new CvmError(
+      "volume",
+      `partition ${partUuid} (${hit.disk.name}#${hit.part.number}) has type ${hit.part.typeGuid}, expected ${typeGuid}: refusing`,
+    );
+  return devices.find((d) => d.isPartition && d.parent === hit.disk.name && d.partNumber === hit.part.number)?.devPath;
+}
+
+/** The partition labelled `label`; two of them are refused. */
+export function findPartLabel(root: string, label: string): string | undefined {
+  const hits = listBlockDevices(root).filter((d) => d.isPartition && d.partName === label);
+  if (hits.length > 1)
+    throw new CvmError(
+      "volume",
+      `partition label ${JSON.stringify(label)} is on ${hits.length} partitions (${hits.map((h) => h.name).join(", ")}): refusing to guess`,
+    );
+  return hits[0]?.devPath;
 }

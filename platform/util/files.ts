@@ -4,6 +4,7 @@
 // from the open fd: no stat-then-read gap, and pseudo-files that report st_size 0 or 4096 are read
 // correctly (plain readSync loop to EOF, as configfs/sysfs need: docs/spec/bun-runtime.md §3).
 import * as fs from "node:fs";
+import * as path from "node:path";
 import { CvmError, errorMessage, type ErrorKind } from "./errors.ts";
 
 const CHUNK = 64 * 1024;
@@ -138,4 +139,12 @@ export function readFileIfReadable(p: string, o: FileLimit): Uint8Array | undefi
 /** UTF-8 text of a file read by readFileBounded / readFileIfPresent. */
 export function fileText(b: Uint8Array): string {
   return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("utf8");
+}
+
+/** Replace `file` atomically (write a sibling, then rename), so a reader never sees half of it. */
+export function writeFileAtomic(file: string, text: string, mode = 0o644): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, text, { mode });
+  fs.renameSync(tmp, file);
 }

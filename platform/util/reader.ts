@@ -1,17 +1,20 @@
 // Bounds-checked cursor over host-controlled bytes. Every read names the field, so a
 // truncated or garbled structure produces "<structure>: field 'x' at offset N: ..."
 // instead of a RangeError or, worse, a silently short slice.
-import { ParseError } from "./errors.ts";
+import { ParseError, type ParseSite } from "./errors.ts";
 
 export class ByteReader {
   readonly buf: Uint8Array;
   readonly structure: string;
+  private readonly site: ParseSite;
   private pos: number;
   private readonly view: DataView;
 
-  constructor(buf: Uint8Array, structure: string, start = 0) {
+  /** `structure` names the input in errors; a ParseSite also gives their kind and hint. */
+  constructor(buf: Uint8Array, structure: string | ParseSite, start = 0) {
     this.buf = buf;
-    this.structure = structure;
+    this.site = typeof structure === "string" ? { structure } : structure;
+    this.structure = this.site.structure;
     this.pos = start;
     this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   }
@@ -24,7 +27,7 @@ export class ByteReader {
   }
 
   fail(field: string, problem: string, at = this.pos): never {
-    throw new ParseError(this.structure, field, at, problem);
+    throw new ParseError(this.site, field, at, problem);
   }
 
   private need(n: number, field: string): void {

@@ -15,8 +15,8 @@ import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { onlyInitData, startTestKbs, type TestKbs } from "../kbs/server.ts";
-import { tpmVerifierTrusting } from "../kbs/verifiers/tpm.ts";
+import { onlyInitData, type TestKbs } from "../kbs/server.ts";
+import { startE2eKbs } from "./harness/kbs.ts";
 import {
   agentPhases,
   bootTimeline,
@@ -92,17 +92,7 @@ describe("VM boot with the cvm-unlock dracut module", () => {
   }, 1_600_000);
 
   beforeAll(async () => {
-    const tls = (f: string) => fs.readFileSync(path.join(m.tlsDir, f), "utf8");
-    kbs = await startTestKbs({
-      host: "127.0.0.1",
-      port: m.kbsPort,
-      tls: { keyPem: tls("server.key"), certPem: tls("server.pem"), caPem: tls("ca.pem") },
-      resources: { [RESOURCE]: diskKey },
-      allowTees: ["tpm"],
-      // the AK provisioned into the swtpm state is the only one trusted
-      verifiers: { tpm: tpmVerifierTrusting([fs.readFileSync(m.akPem, "utf8")]) },
-      policy: "allow",
-    });
+    kbs = await startE2eKbs(m, { resources: { [RESOURCE]: diskKey } });
   });
 
   afterAll(async () => {

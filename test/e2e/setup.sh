@@ -6,9 +6,10 @@
 #   dracut initramfs images with our module: "agent" (cvm-unlock unlock) and "floor" (the same
 #   image, but the key is baked in and cryptsetup opens the root without attestation), a
 #   minimal Debian 12 tree ("debroot") for tests that need a real userspace or tools the build
-#   host must not have, and the "nm" image built in that tree (NetworkManager brings the network up).
+#   host must not have, from it the LUKS2 Debian root of the SSH identity test ("sshroot"), and
+#   the "nm" image built in that tree (NetworkManager brings the network up).
 #
-# Usage: test/e2e/setup.sh [step...]   steps: deps kernel tls tpm disk initrd debroot initrd_nm uki sizes
+# Usage: test/e2e/setup.sh [step...]   steps: deps kernel tls tpm disk initrd debroot initrd_nm sshroot verity uki sizes
 #        (default: all but uki and sizes). Writes $CACHE/manifest.env for the tests. Idempotent; passes from nothing.
 # Environment: CVM_E2E_CACHE (default /var/cache/cvm-unlock-e2e), CVM_E2E_BIN (default
 #              dist/cvm-unlock), KVER (default: newest /boot/vmlinuz-*).
@@ -178,11 +179,27 @@ EOF
     chmod 0755 "$1"
 }
 
+# luks_root_disk TREE LABEL MIB DISK: TREE as an ext4 file system (built without mounting), LUKS2
+# encrypted offline with disk.key (no device-mapper needed on the host) in a MIB-MiB partition of
+# type x86-64 root (gpt-auto discoverable) of the GPT disk image DISK.
+luks_root_disk() {
+    local tree=$1 label=$2 mib=$3 disk=$4 p=$CACHE/rootpart.img
+    rm -f "$p"; truncate -s "${mib}M" "$p"
+    mke2fs -q -t ext4 -L "$label" -d "$tree" "$p" "$((mib - 16))M"
+    cryptsetup reencrypt --encrypt --type luks2 --reduce-device-size 16M --uuid "$LUKS_UUID" \
+        --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$CACHE/disk.key" --batch-mode "$p"
+    rm -f "$disk.tmp"; truncate -s "$((mib + 2))M" "$disk.tmp"
+    sgdisk -n 1:2048:+"${mib}M" -t 1:$ROOT_GUID -c 1:root "$disk.tmp" >/dev/null
+    dd if="$p" of="$disk.tmp" bs=1M seek=1 conv=notrunc,sparse status=none
+    mv "$disk.tmp" "$disk"
+    rm -f "$p"
+}
+
 step_disk() {
     local key=$CACHE/disk.key disk=$CACHE/disk.img
     local bb; bb=$(command -v busybox)
     local ver="v2 $LUKS_UUID $ROOT_GUID $(sha256sum < "$bb")"
-    [ -s "$key" ] && cached disk "$ver" "$key" "$(declare -f step_disk write_marker_init)" && [ -s "$disk" ] && { log "disk cached"; return; }
+    [ -s "$key" ] && cached disk "$ver" "$key" "$(declare -f step_disk write_marker_init luks_root_disk)" && [ -s "$disk" ] && { log "disk cached"; return; }
     [ -s "$key" ] || { head -c 32 /dev/urandom > "$key.tmp" && chmod 0400 "$key.tmp" && mv "$key.tmp" "$key"; }
     local r=$CACHE/rootdir
     rm -rf "$r"; mkdir -p "$r"/{bin,sbin,etc,proc,sys,dev,run,tmp}
@@ -193,17 +210,9 @@ step_disk() {
     echo "encrypted-root-ok" > "$r/etc/e2e-content"
     printf 'NAME="cvm-unlock e2e root"\nID=cvmunlocke2e\nVERSION_ID=1\n' > "$r/etc/os-release"
     : > "$r/etc/fstab"
-    local p=$CACHE/rootpart.img
-    rm -f "$p"; truncate -s 48M "$p"
-    mke2fs -q -t ext4 -L e2eroot -d "$r" "$p" 32M
-    cryptsetup reencrypt --encrypt --type luks2 --reduce-device-size 16M --uuid "$LUKS_UUID" \
-        --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$key" --batch-mode "$p"
-    rm -f "$disk.tmp"; truncate -s 50M "$disk.tmp"
-    sgdisk -n 1:2048:+48M -t 1:$ROOT_GUID -c 1:root "$disk.tmp" >/dev/null
-    dd if="$p" of="$disk.tmp" bs=1M seek=1 conv=notrunc status=none
-    mv "$disk.tmp" "$disk"
-    rm -rf "$p" "$r"
-    stamp disk "$ver" "$key" "$(declare -f step_disk write_marker_init)"
+    luks_root_disk "$r" e2eroot 48 "$disk"
+    rm -rf "$r"
+    stamp disk "$ver" "$key" "$(declare -f step_disk write_marker_init luks_root_disk)"
     log "disk $disk (LUKS2 $LUKS_UUID)"
 }
 
@@ -388,6 +397,197 @@ cvm_unlock_ca_file="/build/files/kbs-ca.pem"' "$BIN" "$CACHE/guest-config.json" 
     stamp initrd-nm "${inputs[@]}"
 }
 
+# -------------------------------------------------------------------------------- sshroot
+# The attested SSH identity test (test/e2e/ssh.test.ts): a copy of the Debian tree as the LUKS2
+# root of disk-ssh.img (same LUKS UUID and key as disk.img, so one KBS resource opens either),
+# with the SSH image kit installed (image/ssh/install-into-image: sshd drop-in, pre-start check,
+# sshd-keygen@ and cloud-init drop-ins). The tree's own host keys, made when openssh-server was
+# installed, are put back on purpose: the "unattested keys an image ships with", which sshd must
+# not offer even when they are there. systemd-networkd does DHCP; NetworkManager (in the tree for
+# other tests) is masked. initrd-ssh is initrd-agent with identity.ssh in its config.
+SSH_KIT=$REPO/image/ssh
+write_ssh_guest_config() {
+    python3 - "$CACHE/guest-config.json" "$1" <<'EOF'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["identity"] = {"ssh": {"resource": "default/ssh/host", "certificate_resource": "default/ssh/host-cert"}}
+json.dump(c, open(sys.argv[2], "w"), indent=2)
+EOF
+}
+
+step_sshroot() {
+    [ -x "$CACHE/debroot/usr/bin/dracut" ] || step_debroot
+    [ -s "$CACHE/guest-config.json" ] || step_initrd
+    local disk=$CACHE/disk-ssh.img key=$CACHE/disk.key
+    local inputs=("v1" "$LUKS_UUID" "$ROOT_GUID" "$key" "$CACHE/debroot.stamp" "$SSH_KIT" \
+        "$(declare -f step_sshroot luks_root_disk)")
+    if cached disk-ssh "${inputs[@]}" && [ -s "$disk" ]; then
+        log "disk-ssh cached"
+    else
+        local t0=$SECONDS r=$CACHE/sshroot.tmp
+        rm -rf "$r"; cp -a "$CACHE/debroot" "$r"; rm -rf "$r/build"
+        "$SSH_KIT/install-into-image" "$r"
+        cp -a "$CACHE/debroot"/etc/ssh/ssh_host_* "$r/etc/ssh/"
+        rm -f "$r/etc/systemd/system/multi-user.target.wants/NetworkManager.service"
+        ln -sf /dev/null "$r/etc/systemd/system/NetworkManager.service"
+        ln -sf /dev/null "$r/etc/systemd/system/NetworkManager-wait-online.service"
+        mkdir -p "$r/etc/systemd/network" "$r/etc/systemd/system/multi-user.target.wants" \
+            "$r/etc/systemd/system/sockets.target.wants"
+        printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=ipv4\n' > "$r/etc/systemd/network/80-e2e-dhcp.network"
+        ln -sf /lib/systemd/system/systemd-networkd.service \
+            "$r/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
+        ln -sf /lib/systemd/system/systemd-networkd.socket \
+            "$r/etc/systemd/system/sockets.target.wants/systemd-networkd.socket"
+        [ -L "$r/etc/systemd/system/multi-user.target.wants/ssh.service" ] \
+            || die "openssh-server is not enabled in the Debian tree"
+        printf '/dev/mapper/root / ext4 rw 0 0\n' > "$r/etc/fstab"
+        luks_root_disk "$r" e2essh 784 "$disk"
+        rm -rf "$r"
+        stamp disk-ssh "${inputs[@]}"
+        log "disk-ssh $disk (Debian root with the SSH image kit, LUKS2 $LUKS_UUID) in $((SECONDS - t0)) s"
+    fi
+    write_ssh_guest_config "$CACHE/guest-config-ssh.json.new"
+    mv "$CACHE/guest-config-ssh.json.new" "$CACHE/guest-config-ssh.json"
+    local initrd=("$BIN" "$MODULE_SRC" "$CACHE/guest-config-ssh.json" "$CACHE/kbs-ca.pem" "$(cat "$CACHE/kver")" \
+        "$(dpkg-query -W -f='${Version}' dracut-core)" "$(declare -f step_sshroot build_initrd dracut_tree)" "$BASE_MODS")
+    if cached initrd-ssh "${initrd[@]}" && [ -s "$CACHE/initrd-ssh.img" ]; then
+        log "initrd-ssh cached"
+    else
+        build_initrd ssh "$BASE_MODS cvm-unlock" "cvm_unlock_binary=\"$BIN\"
+cvm_unlock_config=\"$CACHE/guest-config-ssh.json\"
+cvm_unlock_ca_file=\"$CACHE/kbs-ca.pem\""
+        stamp initrd-ssh "${initrd[@]}"
+    fi
+}
+
+# ---------------------------------------------------------------------------------- verity
+# A dm-verity root whose root hash only the KBS holds (docs/VERITY.md), signed by a test signer
+# whose certificate is baked into the initramfs, plus a LUKS2 /var unlocked in the same session.
+# Two images (v1, v2: different content, so different root hashes) on GPT disks laid out per the
+# Discoverable Partitions Specification: p1 x86-64 root (PARTUUID = first 128 bits of the root
+# hash, label root-data), p2 x86-64 root-verity (PARTUUID = last 128 bits, label root-hash), p3
+# LUKS2 /var (label var). The resources come from `cvm-unlock verity format --sign-key`.
+ROOT_VERITY_GUID=2c7357ed-ebd2-46d9-aec1-23d437ec2bf5  # SD_GPT_ROOT_X86_64_VERITY
+VAR_UUID=c5a1f00d-e2e0-4e2e-8e2e-00000000a0a0
+write_verity_init() {
+    cat > "$1" <<'EOF'
+#!/bin/sh
+# /sbin/init of the verity test root: mount the LUKS2 /var the agent opened, write to it, show that
+# the root is read-only, then the common marker program.
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+if mount -t ext4 /dev/mapper/var /var 2>/dev/null && echo ok > /var/written && sync; then
+    echo "CVM-E2E-VAR: mounted content=$(cat /var/e2e-var) written=$(cat /var/written)"
+else
+    echo "CVM-E2E-VAR: not mounted"
+fi
+if touch /etc/written 2>/dev/null; then echo "CVM-E2E-ROOT-RO: no"; else echo "CVM-E2E-ROOT-RO: yes"; fi
+exec /sbin/marker-init
+EOF
+    chmod 0755 "$1"
+}
+
+write_verity_config() {
+    cat > "$1" <<EOF
+{
+  "kbs": {
+    "endpoints": ["$KBS_GUEST_URL"],
+    "ca_file": "/etc/cvm-unlock/kbs-ca.pem",
+    "request_timeout_s": 10
+  },
+  "resource": "default/key/var",
+  "platform": { "tee": "tpm", "tpm": "/dev/tpmrm0", "tpm_ak_handle": "$AK_HANDLE" },
+  "deadline_s": 240,
+  "verity": {
+    "resource": "default/verity/root",
+    "signer_cert": "/etc/cvm-unlock/verity-signer.pem",
+    "device_timeout_s": 60
+  },
+  "unlock": {
+    "volumes": [ { "name": "var", "partlabel": "var", "pins": { "uuid": "$VAR_UUID" } } ],
+    "device_timeout_s": 60,
+    "measure": { "tpm": "required", "pcr": 15 }
+  }
+}
+EOF
+}
+
+# verity_image NAME CONTENT: $CACHE/verity/disk-NAME.img and its resource $CACHE/verity/NAME.json
+verity_image() {
+    local name=$1 content=$2 d=$CACHE/verity bb a
+    bb=$(command -v busybox)
+    local r=$d/rootdir data=$d/$name-data.img hash=$d/$name-hash.img disk=$d/disk-$name.img
+    rm -rf "$r"; mkdir -p "$r"/{bin,sbin,etc,proc,sys,dev,run,tmp,var}
+    cp "$bb" "$r/bin/busybox"
+    for a in $("$r/bin/busybox" --list); do [ -e "$r/bin/$a" ] || ln -s busybox "$r/bin/$a"; done
+    write_marker_init "$r/sbin/marker-init"
+    write_verity_init "$r/sbin/init"
+    echo "$content" > "$r/etc/e2e-content"
+    printf 'NAME="cvm-unlock e2e verity root"\nID=cvmunlocke2e\nVERSION_ID=%s\n' "$name" > "$r/etc/os-release"
+    : > "$r/etc/fstab"
+    rm -f "$data" "$hash"; truncate -s 16M "$data"
+    mke2fs -q -t ext4 -b 4096 -L vroot -d "$r" "$data"
+    "$BIN" verity format "$data" "$hash" --option panic-on-corruption \
+        --sign-key "$d/signer.key" --sign-cert "$d/files/etc/cvm-unlock/verity-signer.pem" --out "$d/$name.json" >&2
+    local h; h=$(sed -n 's/^ *"roothash": "\([0-9a-f]\{64\}\)",$/\1/p' "$d/$name.json")
+    [ ${#h} -eq 64 ] || die "no root hash in $d/$name.json"
+    local u1=${h:0:8}-${h:8:4}-${h:12:4}-${h:16:4}-${h:20:12} u2=${h:32:8}-${h:40:4}-${h:44:4}-${h:48:4}-${h:52:12}
+    rm -f "$disk.tmp"; truncate -s 52M "$disk.tmp"
+    sgdisk -n 1:2048:+16M -t 1:$ROOT_GUID -u 1:$u1 -c 1:root-data \
+        -n 2:34816:+1M -t 2:$ROOT_VERITY_GUID -u 2:$u2 -c 2:root-hash \
+        -n 3:36864:+32M -t 3:8300 -c 3:var "$disk.tmp" >/dev/null
+    dd if="$data" of="$disk.tmp" bs=1M seek=1 conv=notrunc status=none
+    dd if="$hash" of="$disk.tmp" bs=1M seek=17 conv=notrunc status=none
+    dd if="$d/var.img" of="$disk.tmp" bs=1M seek=18 conv=notrunc status=none
+    mv "$disk.tmp" "$disk"
+    rm -rf "$r" "$data" "$hash"
+    log "verity disk $disk (root hash $h)"
+}
+
+step_verity() {
+    [ -x "$BIN" ] || die "$BIN missing: run npm run build"
+    [ -s "$CACHE/kver" ] || step_kernel
+    local d=$CACHE/verity bb; bb=$(command -v busybox)
+    local ver=("v1" "$BIN" "$(sha256sum < "$bb")" "$VAR_UUID" "$(declare -f step_verity verity_image write_verity_init write_marker_init)")
+    if cached verity-disks "${ver[@]}" && [ -s "$d/disk-v2.img" ] && [ -s "$d/var.key" ]; then
+        log "verity disks cached"
+    else
+        rm -rf "$d"; mkdir -p "$d/files/etc/cvm-unlock"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+            -subj "/CN=cvm-unlock e2e verity signer" -keyout "$d/signer.key" \
+            -out "$d/files/etc/cvm-unlock/verity-signer.pem" 2>/dev/null
+        head -c 32 /dev/urandom > "$d/var.key"; chmod 0400 "$d/var.key"
+        # LUKS2 /var: ext4 encrypted offline in the image file (no device-mapper on the host)
+        local vr=$d/varroot; mkdir -p "$vr"; echo "luks-var-ok" > "$vr/e2e-var"
+        truncate -s 32M "$d/var.img"
+        mke2fs -q -t ext4 -L e2evar -d "$vr" "$d/var.img" 16M
+        cryptsetup reencrypt --encrypt --type luks2 --reduce-device-size 16M --uuid "$VAR_UUID" \
+            --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file "$d/var.key" --batch-mode "$d/var.img"
+        rm -rf "$vr"
+        verity_image v1 verity-root-v1
+        verity_image v2 verity-root-v2
+        rm -f "$d/var.img"
+        stamp verity-disks "${ver[@]}"
+    fi
+    install -m 0644 "$CACHE/tls/ca.pem" "$CACHE/kbs-ca.pem"
+    write_verity_config "$d/guest-config.json.new"
+    mv "$d/guest-config.json.new" "$d/guest-config.json"
+    local inputs=("$BIN" "$MODULE_SRC" "$d/guest-config.json" "$CACHE/kbs-ca.pem" "$d/files" \
+        "$(cat "$CACHE/kver")" "$(dpkg-query -W -f='${Version}' dracut-core)" \
+        "$(declare -f step_verity build_initrd dracut_tree write_verity_config)" "$BASE_MODS")
+    if cached initrd-verity "${inputs[@]}" && [ -s "$CACHE/initrd-verity.img" ]; then
+        log "initrd-verity cached"
+    else
+        # cvm_unlock_verity stays auto: the module must see the verity root in the config itself
+        build_initrd verity "$BASE_MODS cvm-unlock" "cvm_unlock_binary=\"$BIN\"
+cvm_unlock_config=\"$d/guest-config.json\"
+cvm_unlock_ca_file=\"$CACHE/kbs-ca.pem\"
+cvm_unlock_files_root=\"$d/files\""
+        stamp initrd-verity "${inputs[@]}"
+    fi
+}
+
 # ------------------------------------------------------------------------------ uki (opt-in)
 # UEFI variant: OVMF -> UKI (systemd-stub sets LoaderDevicePartUUID) with a static cmdline that
 # has no root=, an initramfs built with cvm_unlock_root="" so systemd-gpt-auto-generator finds
@@ -468,12 +668,16 @@ CVM_E2E_TLS_DIR=$CACHE/tls
 CVM_E2E_KBS_PORT=${KBS_GUEST_URL##*:}
 CVM_E2E_DISK_UKI=$CACHE/disk-uki.img
 CVM_E2E_DEBROOT=$CACHE/debroot
+CVM_E2E_DISK_SSH=$CACHE/disk-ssh.img
+CVM_E2E_INITRD_SSH=$CACHE/initrd-ssh.img
+CVM_E2E_VERITY_DIR=$CACHE/verity
+CVM_E2E_INITRD_VERITY=$CACHE/initrd-verity.img
 EOF
     mv "$CACHE/manifest.env.tmp" "$CACHE/manifest.env"
 }
 
 main() {
-    [ $# -eq 0 ] && set -- deps kernel tls tpm disk initrd debroot initrd_nm
+    [ $# -eq 0 ] && set -- deps kernel tls tpm disk initrd debroot initrd_nm sshroot verity
     local s
     for s in "$@"; do "step_$s"; done
     write_manifest

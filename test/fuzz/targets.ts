@@ -21,7 +21,14 @@ import { parseRetryAfter } from "../../agent/kbs/transport.ts";
 import { decodeRecords } from "../../agent/measure/events.ts";
 import { checkPins, parseKeyResource } from "../../agent/unlock/key-document.ts";
 import { decodeOpenedState } from "../../agent/unlock/opened-state.ts";
+import { encodeOpensshPrivateKey, parseOpensshPrivateKey } from "../../agent/identity/openssh-key.ts";
+import { parseHostCertificate } from "../../agent/identity/ssh-certificate.ts";
 import { parseMountinfo } from "../../agent/unlock/verify-root.ts";
+import { parseDetachedSignature } from "../../agent/verity/pkcs7.ts";
+import { HASH_HEX_CHARS, parseVerityResource } from "../../agent/verity/resource.ts";
+import { checkRootHashSignature, signerCertificates } from "../../agent/verity/signature.ts";
+import { parseVeritySuperblock, rootBlockLocation } from "../../agent/verity/superblock.ts";
+import { parseDmVerityTable, tableCarriesHash } from "../../agent/verity/table.ts";
 import { parseHclReport, reportDataBindsClaims } from "../../platform/azure/hcl.ts";
 import { parseCcelLog, parseCcelTable } from "../../platform/eventlog/ccel.ts";
 import { describeEvent } from "../../platform/eventlog/details.ts";
@@ -47,7 +54,7 @@ import { summariseCertificate } from "../../platform/tpm/ekcert.ts";
 import { parseResponseHeader } from "../../platform/tpm/marshal.ts";
 import { decodePublic, decodeQuoteAttest, decodeSignature } from "../../platform/tpm/structures.ts";
 import { parseGeneration, parsePrivlevel, parseProvider } from "../../platform/tsm/attributes.ts";
-import { fromHex } from "../../platform/util/bytes.ts";
+import { bytesEqual, fromHex } from "../../platform/util/bytes.ts";
 import { decodeCborUntrusted } from "../../platform/util/cbor.ts";
 import { CvmError } from "../../platform/util/errors.ts";
 import { certificatesFromPem, derSequenceSize } from "../../platform/util/pem.ts";
@@ -113,6 +120,34 @@ function jsonBody(b: Uint8Array): unknown {
   } catch {
     throw new CvmError("kbs-protocol", "body is not UTF-8 JSON");
   }
+}
+
+// ---- SSH identity seeds ----------------------------------------------------------------------------
+
+/** The openssh-key-v1 binary inside a fixture's PEM armour. */
+function opensshBinary(rel: string): Uint8Array {
+  const lines = text(fixture(rel)).trim().split("\n");
+  return new Uint8Array(Buffer.from(lines.slice(1, -1).join(""), "base64"));
+}
+function armorOpenssh(b: Uint8Array): Uint8Array {
+  const b64 = Buffer.from(b)
+    .toString("base64")
+    .replace(/(.{70})/g, "$1\n")
+    .replace(/\n$/, "");
+  return bytes(`-----BEGIN OPENSSH PRIVATE KEY-----\n${b64}\n-----END OPENSSH PRIVATE KEY-----\n`);
+}
+function certBlob(rel: string): Uint8Array {
+  return new Uint8Array(Buffer.from(text(fixture(rel)).split(" ")[1]!, "base64"));
+}
+/** The key a certificate blob names (so the key check passes and the rest of the parser runs), or zeros. */
+function certKey(blob: Uint8Array): Uint8Array {
+  // type (4 + 32) and nonce (4 + 32) precede the key's length (4): true for the fixtures' layout.
+  const at = 4 + 32 + 4 + 32 + 4;
+  return blob.length >= at + 32 ? blob.subarray(at, at + 32) : new Uint8Array(32);
+}
+/** The fixture certificate checked against a parsed key (exercises the key comparison with fuzzed keys). */
+function parseHostCertificateFor(key: Uint8Array): Uint8Array | undefined {
+  return refusalAllowed(() => parseHostCertificate(fixture("ssh/host_ed25519-cert.pub"), key)) ? key : undefined;
 }
 
 // ---- seeds built from fixtures ----------------------------------------------------------------------
@@ -626,6 +661,35 @@ export const TARGETS: FuzzTarget[] = [
     },
   },
   {
+    name: "openssh-key",
+    about:
+      "released SSH host private key (openssh-key-v1 inside its PEM armour): agent/identity/openssh-key.ts parseOpensshPrivateKey",
+    // The binary inside the armour is what a mutation should reach: armour it in run().
+    seeds: async () => ["ssh/host_ed25519", "ssh/encrypted_ed25519", "ssh/ecdsa_host"].map(opensshBinary),
+    run: (b) => {
+      const k = parseOpensshPrivateKey(armorOpenssh(b));
+      invariant(k.publicKey.length === 32 && k.seed.length === 32, "ed25519 key sizes");
+      const again = parseOpensshPrivateKey(encodeOpensshPrivateKey(k));
+      invariant(bytesEqual(again.publicKey, k.publicKey), "re-encoded key parses to the same key");
+      const h = parseHostCertificateFor(k.publicKey);
+      invariant(h === undefined || h.length === 32, "certificate key size");
+    },
+  },
+  {
+    name: "ssh-certificate",
+    about:
+      "released SSH host certificate (ssh-ed25519-cert-v01 blob): agent/identity/ssh-certificate.ts parseHostCertificate",
+    seeds: async () =>
+      ["ssh/host_ed25519-cert.pub", "ssh/host_ed25519-usercert.pub", "ssh/host_ed25519-ecdsacert.pub"].map(certBlob),
+    run: (b) => {
+      const c = parseHostCertificate(
+        bytes(`ssh-ed25519-cert-v01@openssh.com ${Buffer.from(b).toString("base64")}\n`),
+        certKey(b),
+      );
+      invariant(c.validAfter < c.validBefore, "validity window");
+    },
+  },
+  {
     name: "cbor",
     about: "untrusted CBOR (evidence files, event records): platform/util/cbor.ts decodeCborUntrusted",
     seeds: fixtures("fuzz/evidence-record.cbor", "fuzz/measurement-records.cbor"),
@@ -643,7 +707,61 @@ export const TARGETS: FuzzTarget[] = [
     seeds: fixtures("fuzz/measurement-records.cbor"),
     run: decodeRecords,
   },
+  {
+    name: "verity-resource",
+    about:
+      "released verity resource (root hash, partitions, options, signature): agent/verity/resource.ts parseVerityResource, then the signature check",
+    seeds: fixtures("verity/resource.json"),
+    mutate: json,
+    run: (b) => {
+      for (const v of parseVerityResource(b)) {
+        invariant(v.roothash.length === HASH_HEX_CHARS[v.hashAlg], "root hash length");
+        invariant(["eio", "panic", "restart"].includes(v.options.corruption), "corruption mode");
+        refusalAllowed(() => checkRootHashSignature(v.name, v.roothash, v.signature, verityRsaSigner()));
+      }
+    },
+  },
+  {
+    name: "pkcs7-signature",
+    about: "root hash signature (CMS SignedData DER): agent/verity/pkcs7.ts parseDetachedSignature, then verification",
+    seeds: fixtures("verity/rsa-noattr.p7s", "verity/rsa-attr.p7s", "verity/ec-noattr.p7s", "verity/rsa-certs.p7s"),
+    run: (b) => {
+      parseDetachedSignature(b);
+      checkRootHashSignature("root", text(fixture("verity/roothash.txt")), b, verityRsaSigner());
+    },
+  },
+  {
+    name: "verity-superblock",
+    about:
+      "dm-verity hash device superblock (host disk): agent/verity/superblock.ts parseVeritySuperblock, rootBlockLocation",
+    seeds: fixtures("verity/superblock.bin"),
+    run: (b) => {
+      const p = parseVeritySuperblock(b);
+      if (Object.hasOwn(HASH_HEX_CHARS, p.algorithm)) {
+        const loc = rootBlockLocation(p, 0, true);
+        invariant(loc.offset >= 0 && loc.size >= 512 && loc.size <= 65536, "root block location");
+      }
+    },
+  },
+  {
+    name: "dm-verity-table",
+    about:
+      "`dmsetup table` of a verity mapping (verify-root, open): agent/verity/table.ts parseDmVerityTable, tableCarriesHash",
+    seeds: fixtures("verity/dm-table.txt"),
+    dictionary: [" ", "\n", "verity", "panic_on_corruption", "ignore_corruption", "root_hash_sig_key_desc", "0", "1"],
+    run: (b) => {
+      const t = parseDmVerityTable(text(b));
+      if (typeof t === "string") return REFUSED;
+      return tableCarriesHash(text(b), t.digest);
+    },
+  },
 ];
+
+let rsaSigner: ReturnType<typeof signerCertificates> | undefined;
+/** The test signer (test/fixtures/verity/rsa.pem) the verity targets verify against. */
+function verityRsaSigner(): ReturnType<typeof signerCertificates> {
+  return (rsaSigner ??= signerCertificates(text(fixture("verity/rsa.pem")), "rsa.pem"));
+}
 
 /** What the product does with a header once parsed: read its cvm-unlock tokens and its digest pin. */
 function consumeLuks2(h: Luks2Header): void {

@@ -47,6 +47,10 @@ const EXPECTED = [
   "/usr/share/bash-completion/completions/cvm-unlock",
   "/usr/share/doc/cvm-unlock/PACKAGING.md",
   "/usr/share/doc/cvm-unlock/examples/dracut.conf.d/91-cvm-unlock-image.conf",
+  "/usr/share/cvm-unlock/ssh/install-into-image",
+  "/usr/share/cvm-unlock/ssh/sshd-host-key.conf",
+  "/usr/share/cvm-unlock/ssh/cloud-init.cfg",
+  "/usr/lib/cvm-unlock/sshd-only-attested-host-key",
 ];
 
 /** Both packages: the common files, and no active dracut drop-in nor anything under /etc. */

@@ -7,6 +7,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readPcrValues } from "../../agent/provision/pcr-values.ts";
+import { buildResourcePolicy, parsePolicyTemplate } from "../../agent/provision/policy-template.ts";
 import { authenticodeSha256, parsePe } from "../../agent/reference/pe.ts";
 import { TPM_ALG_SHA256 } from "../../platform/eventlog/algorithms.ts";
 import { encodeEventLog } from "../../platform/eventlog/encode.ts";
@@ -83,7 +85,11 @@ describe.skipIf(!have)("cvm-unlock reference", () => {
         ...phases.flatMap((p) => ["--phase", p]),
       ]);
       expect(r.code, r.stderr).toBe(0);
-      expect(JSON.parse(r.stdout.toString())).toEqual({ pcr11: [systemdMeasure(uki.parts, phases)] });
+      // PCR 12: nothing from outside the UKI (no loader command line, no credentials) leaves it at zero
+      expect(JSON.parse(r.stdout.toString())).toEqual({
+        pcr11: [systemdMeasure(uki.parts, phases)],
+        pcr12: ["0".repeat(64)],
+      });
     }
   });
 
@@ -133,6 +139,7 @@ describe.skipIf(!have)("cvm-unlock reference", () => {
         ev(4, 0x80000003, authenticode(cur.file)), // the UKI
         ev(4, 0x80000003, authenticode(STUB)), // the kernel PE from .linux
         ...stubEvents(cur.parts).map((d) => ev(11, 0x0d, d)), // EV_IPL
+        ev(12, 0x0d, sha("credential")), // systemd-stub: something from outside the UKI
       ],
     );
     const logFile = path.join(work, "binary_bios_measurements");
@@ -151,7 +158,31 @@ describe.skipIf(!have)("cvm-unlock reference", () => {
       ],
       tpm_pcr07: [hex(extendAll([sha("db cert"), separator]))],
       tpm_pcr11: [systemdMeasure(cur.parts, ["enter-initrd"]), systemdMeasure(next.parts, ["enter-initrd"])],
+      tpm_pcr12: [hex(extendAll([sha("credential")]))],
     });
+
+    // the same values as bind --pcr-values JSON make a tpm-pcrs policy that covers the command line
+    const pv = await runCli([
+      "reference",
+      "--uki",
+      next.file,
+      "--current-uki",
+      cur.file,
+      "--event-log",
+      logFile,
+      "--format",
+      "pcr-values",
+    ]);
+    expect(pv.code, pv.stderr).toBe(0);
+    const pvFile = path.join(work, "reference-pcrs.json");
+    fs.writeFileSync(pvFile, pv.stdout);
+    const policy = buildResourcePolicy(
+      "default/key/root",
+      [parsePolicyTemplate("tpm-pcrs=4,7,11,12")],
+      readPcrValues(pvFile),
+    );
+    expect(policy).toContain(hex(extendAll([sha("credential")])));
+    for (const v of [...values.tpm_pcr04, ...values.tpm_pcr07, ...values.tpm_pcr11]) expect(policy).toContain(v);
   });
 
   it("an event log of another UKI is refused (nothing to replace in PCR 4)", async () => {

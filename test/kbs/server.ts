@@ -148,6 +148,8 @@ export interface TestKbs {
   resetStats(): void;
   /** Expire every live session now. */
   expireSessions(): void;
+  /** Reject this attestation token from now on, as trustee does once its lifetime has passed. */
+  expireToken(token: string): void;
   /** Close the listening port (and live connections); reopen after `forMs` if given. */
   refuseConnections(forMs?: number): Promise<void>;
   acceptConnections(): Promise<void>;
@@ -688,6 +690,7 @@ export async function startTestKbs(opts: StartOptions = {}): Promise<TestKbs> {
     resources: core.resources,
     setResource: (p, v) => void core.resources.set(p, toBytes(v)),
     deleteResource: (p) => void core.resources.delete(p),
+    expireToken: (t) => void core.expiredTokens.add(t),
     setPolicy: (p) => void (core.policy = p),
     get policyText() {
       return core.policyText;

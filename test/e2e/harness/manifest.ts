@@ -26,6 +26,14 @@ export interface E2eManifest {
   /** Minimal Debian 12 tree (`setup.sh debroot`): a real userspace, and the build root for
    * initramfs images whose tools must not be on the build host (NetworkManager, lvm2). */
   debroot: string;
+  /** GPT disk whose LUKS2 root is the Debian tree with the SSH image kit (`setup.sh sshroot`). */
+  diskSsh: string;
+  /** initrd-agent with identity.ssh in its config. */
+  initrdSsh: string;
+  /** `setup.sh verity`: disk-v1.img, disk-v2.img, v1.json, v2.json (signed resources), var.key. */
+  verityDir: string;
+  /** Built with a `verity` config (KBS-released root hash, signer certificate, LUKS2 /var). */
+  initrdVerity: string;
 }
 
 export const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), "../../..");
@@ -72,5 +80,9 @@ export function readManifest(): E2eManifest {
     kbsPort: Number(get("CVM_E2E_KBS_PORT")),
     diskUki: get("CVM_E2E_DISK_UKI"),
     debroot: get("CVM_E2E_DEBROOT"),
+    diskSsh: get("CVM_E2E_DISK_SSH"),
+    initrdSsh: get("CVM_E2E_INITRD_SSH"),
+    verityDir: get("CVM_E2E_VERITY_DIR"),
+    initrdVerity: get("CVM_E2E_INITRD_VERITY"),
   };
 }

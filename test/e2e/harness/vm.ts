@@ -21,6 +21,8 @@ export interface BootOptions {
   memoryMb?: number;
   /** More QEMU arguments (e.g. `-smbios type=11,value=...`: what the VMM passes to the guest). */
   qemuArgs?: string[];
+  /** TCP ports of the guest reachable from the host: 127.0.0.1:hostPort -> guest guestPort (user networking). */
+  hostForwards?: { hostPort: number; guestPort: number }[];
 }
 
 export interface BootResult {
@@ -133,7 +135,10 @@ export class Vm {
       "-no-reboot",
       ...this.bootArgs(workDir),
       "-netdev",
-      "user,id=n0",
+      [
+        "user,id=n0",
+        ...(this.opts.hostForwards ?? []).map((f) => `hostfwd=tcp:127.0.0.1:${f.hostPort}-:${f.guestPort}`),
+      ].join(","),
       "-device",
       `virtio-net-pci,netdev=n0${this.opts.uefi ? ",romfile=" : ""}`,
       "-chardev",

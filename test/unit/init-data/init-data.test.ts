@@ -152,6 +152,13 @@ describe("init-data as a configuration layer", () => {
     expect(merged.provenance.get("kbs.endpoints")).toBe(layer.source);
   });
 
+  it("may name the verity resource of a generic image (docs/VERITY.md), nothing else of verity", () => {
+    const layer = initDataLayer(withOwn('[verity]\nresource = "default/verity/root"'), generic, silentLogger)!;
+    const merged = mergeLayers([{ source: "file", data: { init_data: { configure: true } } }, layer]);
+    expect(merged.config.verity).toMatchObject({ resource: "default/verity/root", device_timeout_s: 90 });
+    expect(merged.config.verity?.signer_cert).toBeUndefined();
+  });
+
   it.each([
     ["kbs.insecure_http", "[kbs]\ninsecure_http = true"],
     ["platform.allow_sample", "[platform]\nallow_sample = true"],
@@ -159,6 +166,8 @@ describe("init-data as a configuration layer", () => {
     ["unlock.trust_cmdline", "[unlock]\ntrust_cmdline = true"],
     ["init_data.required", "[init_data]\nrequired = false"],
     ["kbs.ca_file", '[kbs]\nca_file = "/etc/passwd"'],
+    // the owner's signer lives in the measured initramfs: the host cannot name its own certificate
+    ["verity.signer_cert", '[verity]\nresource = "a/b/c"\nsigner_cert = "/run/host.pem"'],
   ])("can never widen what the trusted config allows: %s", (key, own) => {
     const layer = initDataLayer(withOwn(own), generic, silentLogger)!;
     expect(() => mergeLayers([{ source: "file", data: { init_data: { configure: true } } }, layer])).toThrow(

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import { afterEach, describe, expect, it } from "vitest";
-import { fetchResource } from "../../../agent/kbs/client.ts";
+import { fetchResource, openKbsSession } from "../../../agent/kbs/client.ts";
 import type { Attester, KbsClientOptions, TeeKeyType } from "../../../agent/kbs/types.ts";
 import { Timeline } from "../../../agent/timeline.ts";
 import { makeSampleSource } from "../../../platform/sample/source.ts";
@@ -202,5 +202,51 @@ describe("fetchResource against the trustee-faithful test KBS", () => {
     const e = await failure(fetchResource(clientOpts([k.url]).opts, sampleAttester(), RESOURCE));
     expect(e.kind).toBe("kbs-protocol");
     expect(e.message).toMatch(/no kbs-session-id cookie/);
+  });
+});
+
+describe("openKbsSession: several resources under one handshake", () => {
+  const OTHER = "default/verity/root";
+  const OTHER_VALUE = Buffer.from('{"v":1,"volumes":[]}');
+
+  it("one /auth and /attest, then each resource with the same token; evidence collected once", async () => {
+    const k = await startKbs({ resources: { [RESOURCE]: SECRET, [OTHER]: OTHER_VALUE } });
+    const attester = sampleAttester();
+    const session = await openKbsSession(clientOpts([k.url]).opts, attester);
+    const a = await session.fetch(OTHER);
+    const b = await session.fetch(RESOURCE);
+    expect(Buffer.compare(a.secret, OTHER_VALUE)).toBe(0);
+    expect(Buffer.compare(b.secret, SECRET)).toBe(0);
+    expect(k.count("/kbs/v0/auth")).toBe(1);
+    expect(k.count("/kbs/v0/attest")).toBe(1);
+    expect(attester.digests).toHaveLength(1);
+    const bearer = (p: string) => k.seen.find((r) => r.path === `/kbs/v0/resource/${p}`)!.headers.authorization;
+    expect(bearer(OTHER)).toMatch(/^Bearer /);
+    expect(bearer(RESOURCE)).toBe(bearer(OTHER));
+  });
+
+  it("the KBS refusing the token for the second resource costs one fresh handshake, not a refusal", async () => {
+    const k = await startKbs({ resources: { [RESOURCE]: SECRET, [OTHER]: OTHER_VALUE } });
+    const attester = sampleAttester();
+    const session = await openKbsSession(clientOpts([k.url], { resourceAttempts: 1 }).opts, attester);
+    await session.fetch(OTHER);
+    // the token the session holds is now expired (as if its lifetime had passed)
+    const token = /^Bearer (.+)$/.exec(k.seen.at(-1)!.headers.authorization ?? "")![1]!;
+    k.expireToken(token);
+    const b = await session.fetch(RESOURCE);
+    expect(Buffer.compare(b.secret, SECRET)).toBe(0);
+    expect(k.count("/kbs/v0/attest")).toBe(2);
+    expect(attester.digests).toHaveLength(2);
+  });
+
+  it("a resource the policy denies fails that fetch only; a bad path is refused before any request", async () => {
+    const k = await startKbs({ resources: { [RESOURCE]: SECRET } });
+    const session = await openKbsSession(clientOpts([k.url], { resourceAttempts: 2 }).opts, sampleAttester());
+    const e = await failure(session.fetch(OTHER));
+    expect(e.kind).toBe("resource-missing");
+    expect(Buffer.compare((await session.fetch(RESOURCE)).secret, SECRET)).toBe(0);
+    const before = k.seen.length;
+    expect((await failure(session.fetch("../etc/passwd"))).kind).toBe("config");
+    expect(k.seen.length).toBe(before);
   });
 });

@@ -2,7 +2,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
-import { findDevice, waitForDevice, type VolumeSelector } from "../../../platform/luks/resolve.ts";
+import { findDevice, findGptPartition, waitForDevice, type VolumeSelector } from "../../../platform/luks/resolve.ts";
 import { verifyRoot, parseMountinfo } from "../../../agent/unlock/verify-root.ts";
 import { Deadline } from "../../../platform/util/deadline.ts";
 import { silentLogger } from "../../../platform/util/log.ts";
@@ -55,6 +55,19 @@ describe("volume discovery", () => {
     expect(findDevice(vol({ gpt_auto_root: true }), root)).toBe(path.join(root, "dev/vda2"));
     const two = fakeRoot({ vda: { gpt: GPT, parts: { 2: undefined } }, vdb: { gpt: GPT, parts: { 2: undefined } } });
     expect(() => findDevice(vol({ gpt_auto_root: true }), two)).toThrow(/2 GPT root partitions/);
+  });
+
+  it("by GPT partition UUID (verity partitions), with the type checked when asked, refusing duplicates", () => {
+    const uuid = "11111111-2222-3333-4444-555555555555"; // partition 2 of the fixture, type x86-64 root
+    const root = fakeRoot({ vda: { gpt: GPT, parts: { 1: undefined, 2: undefined } } });
+    expect(findGptPartition(root, uuid.toUpperCase())).toBe(path.join(root, "dev/vda2"));
+    expect(findGptPartition(root, uuid, "4f68bce3-e8cd-4db1-96e7-fbcaf984b709")).toBe(path.join(root, "dev/vda2"));
+    expect(findGptPartition(root, "11111111-2222-3333-4444-000000000000")).toBeUndefined();
+    expect(() => findGptPartition(root, uuid, "2c7357ed-ebd2-46d9-aec1-23d437ec2bf5")).toThrow(
+      /has type 4f68bce3-.* expected 2c7357ed-.*: refusing/,
+    );
+    const two = fakeRoot({ vda: { gpt: GPT, parts: { 2: undefined } }, vdb: { gpt: GPT, parts: { 2: undefined } } });
+    expect(() => findGptPartition(two, uuid)).toThrow(/is on 2 partitions .*refusing to guess/);
   });
 
   it("LoaderDevicePartUUID restricts gpt-auto to the boot disk", () => {
