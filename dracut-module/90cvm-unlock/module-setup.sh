@@ -32,6 +32,11 @@
 #                          gpt-auto            [/dev/mapper/root in mode A, empty in mode B]
 #   cvm_unlock_timeout_s   TimeoutStartSec of the unlock unit (backstop; the agent has
 #                          its own deadline_s)                        [360]
+#   cvm_unlock_network     what brings the network up in the initrd: networkd (systemd-networkd),
+#                          network-manager (NetworkManager through dracut's network module,
+#                          rd.neednet=1), or auto: the handler dracut's network module itself
+#                          would pick in this build root (NetworkManager's initrd generator if
+#                          installed, else systemd-networkd)                    [auto]
 #   cvm_unlock_verity      yes | no | auto: a dm-verity root whose hash the KBS releases
 #                          (docs/VERITY.md): veritysetup + dm-verity in the image, and
 #                          systemd-gpt-auto-generator / systemd-veritysetup-generator masked;
@@ -55,14 +60,60 @@ check() {
     return 255
 }
 
+# ---- network (docs/PACKAGING.md "Network in the initramfs") ----
+
+# The network handler the setting asks for, checked against the build root: "networkd" or
+# "network-manager" on stdout, or a message on stderr and status 1.
+cvm_unlock_network_handler() {
+    local want=${cvm_unlock_network:-auto} nm=no networkd=no g
+    for g in /usr/libexec/nm-initrd-generator /usr/lib/nm-initrd-generator \
+        /usr/lib/NetworkManager/nm-initrd-generator; do
+        [[ -x $dracutsysrootdir$g ]] && nm=yes
+    done
+    [[ -d $(dracut_module_path network-manager) ]] || nm=no
+    [[ -x $dracutsysrootdir${systemdutildir:-/usr/lib/systemd}/systemd-networkd &&
+        -d $(dracut_module_path systemd-networkd) ]] && networkd=yes
+    case $want in
+        auto)
+            if [[ $nm == yes ]]; then echo network-manager; elif [[ $networkd == yes ]]; then echo networkd; else
+                echo "cvm_unlock_network=auto: the build root has neither NetworkManager (nm-initrd-generator" \
+                    "and dracut's network-manager module) nor systemd-networkd (and dracut's systemd-networkd module)" >&2
+                return 1
+            fi
+            ;;
+        network-manager)
+            [[ $nm == yes ]] && echo network-manager && return 0
+            echo "cvm_unlock_network=network-manager, but the build root lacks NetworkManager's nm-initrd-generator" \
+                "or dracut's network-manager module (Debian: network-manager and dracut-network)" >&2
+            return 1
+            ;;
+        networkd)
+            [[ $networkd == yes ]] && echo networkd && return 0
+            echo "cvm_unlock_network=networkd, but the build root lacks systemd-networkd or dracut's" \
+                "systemd-networkd module (Debian: dracut-network)" >&2
+            return 1
+            ;;
+        *)
+            echo "cvm_unlock_network must be auto, networkd or network-manager, not '$want'" >&2
+            return 1
+            ;;
+    esac
+}
+
 # called by dracut
 depends() {
-    # crypt: dm-crypt and the kernel crypto modules; systemd-networkd: network-online.target;
-    # systemd-resolved (when the build host has it) resolves KBS host names, otherwise
-    # cvm-unlock-resolv writes /etc/resolv.conf from what networkd learned
-    local resolved=""
-    [[ -x ${systemdutildir:-/usr/lib/systemd}/systemd-resolved ]] && resolved=systemd-resolved
-    echo systemd systemd-networkd $resolved dm crypt
+    # crypt: dm-crypt and the kernel crypto modules; the network handler: network-online.target
+    # (network-manager first, so that dracut's network module, which picks an already included
+    # handler, agrees); systemd-resolved (when the build root has it) resolves KBS host names,
+    # otherwise cvm-unlock-resolv writes /etc/resolv.conf from what the handler learned.
+    # A bad setting adds no handler here: install() stops the build with the reason.
+    local resolved="" net=""
+    [[ -x $dracutsysrootdir${systemdutildir:-/usr/lib/systemd}/systemd-resolved ]] && resolved=systemd-resolved
+    case $(cvm_unlock_network_handler 2> /dev/null) in
+        networkd) net=systemd-networkd ;;
+        network-manager) net="network-manager network" ;;
+    esac
+    echo systemd $net $resolved dm crypt
     return 0
 }
 
@@ -235,6 +286,24 @@ cvm_unlock_install_mode_b() {
     $SYSTEMCTL -q --root "$initdir" enable cvm-unlock-key.socket cvm-unlock-key.service
 }
 
+# The fallback network configuration for the chosen handler: DHCPv4 on every wired NIC, which
+# any configuration of the image owner (or ip= on the cmdline, for NetworkManager) overrides.
+cvm_unlock_install_network() {
+    local handler module=network-manager
+    handler=$(cvm_unlock_network_handler 2>&1) || cvm_unlock_fatal "$handler"
+    [[ $handler == networkd ]] && module=systemd-networkd
+    dracut_module_included "$module" ||
+        cvm_unlock_fatal "network handler $handler, but dracut's $module module is not in the image (omitted?)"
+    if [[ $handler == networkd ]]; then
+        inst_simple "$moddir/90-cvm-unlock-dhcp.network" "$systemdnetwork/90-cvm-unlock-dhcp.network"
+        return
+    fi
+    local dest=/usr/lib/NetworkManager/system-connections/cvm-unlock-dhcp.nmconnection
+    inst_simple "$moddir/cvm-unlock-dhcp.nmconnection" "$dest" || cvm_unlock_fatal "cannot install $dest"
+    # NetworkManager ignores key files that others can read
+    chmod 0600 "$initdir$dest"
+}
+
 # ---- units and cmdline ----
 
 # A unit template with the failure policy and the timeout filled in.
@@ -259,7 +328,8 @@ cvm_unlock_install_units() {
 # for the volume), the root is the device the agent opens, and a failure policy of poweroff
 # also covers dracut's own emergency path (rd.shell=0: no shell; rd.emergency=poweroff).
 # Mode B keeps the initrd's LUKS handling (systemd-cryptsetup opens the crypttab volumes) and has
-# no default root (it is often an LV: the image build names it, or the cmdline does).
+# no default root (it is often an LV: the image build names it, or the cmdline does). dracut starts
+# NetworkManager only with rd.neednet=1 (and a connection to bring up).
 cvm_unlock_cmdline_conf() {
     local line="" root
     if [[ $(cvm_unlock_open_mode) == agent ]]; then
@@ -268,6 +338,7 @@ cvm_unlock_cmdline_conf() {
     else
         root=${cvm_unlock_root:-}
     fi
+    [[ $(cvm_unlock_network_handler 2> /dev/null) == network-manager ]] && line+="${line:+ }rd.neednet=1"
     [[ -n $root ]] && line+="${line:+ }root=$root"
     [[ $(cvm_unlock_failure_policy) == poweroff ]] && line+="${line:+ }rd.shell=0 rd.emergency=poweroff"
     mkdir -p "$initdir/etc/cmdline.d"
@@ -307,7 +378,7 @@ install() {
     inst_script "$moddir/cvm-unlock-resolv.sh" /usr/lib/cvm-unlock/cvm-unlock-resolv
     [[ -e $initdir/etc/hosts ]] || printf '127.0.0.1 localhost\n::1 localhost\n' > "$initdir/etc/hosts"
 
-    inst_simple "$moddir/90-cvm-unlock-dhcp.network" "$systemdnetwork/90-cvm-unlock-dhcp.network"
+    cvm_unlock_install_network
     inst_simple "$moddir/cvm-unlock-leave-initrd.service" "$systemdsystemunitdir/cvm-unlock-leave-initrd.service"
     cvm_unlock_install_units
     cvm_unlock_install_failure_unit

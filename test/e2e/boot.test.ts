@@ -7,6 +7,7 @@
 //   (b) KBS policy denies -> with the module's default failure policy the guest measures the
 //       failure marker, says why in one console line and powers off: no root, no shell
 //   floor: same image with the key baked in (no attestation): the boot-time reference
+//   NetworkManager: the image built where NetworkManager is installed brings the network up with it
 //   (d) no console log contains the key in any encoding, nor private key material
 // Boot timings are written to .cache/e2e/boot-timings.json (docs/PERFORMANCE.md "## Boot").
 import { spawnSync } from "node:child_process";
@@ -236,6 +237,40 @@ describe("VM boot with the cvm-unlock dracut module", () => {
     } finally {
       kbs.setPolicy("allow");
     }
+  });
+
+  // The agent image built in the Debian tree (setup.sh initrd_nm), where NetworkManager is installed:
+  // cvm_unlock_network=auto picks it, as dracut's network module would, so the image has
+  // NetworkManager + rd.neednet=1 and no systemd-networkd (Fedora/RHEL bring their initrd network
+  // up this way). NetworkManager is in that tree only, never on the host.
+  test("NetworkManager brings the initrd network up (rd.neednet=1): the agent unlocks the root", async () => {
+    const listing = spawnSync("lsinitrd", [m.initrdNm], { encoding: "utf8", maxBuffer: 64 << 20 }).stdout;
+    expect(listing).toMatch(/ usr\/sbin\/NetworkManager$/m);
+    expect(listing).toMatch(
+      /^-rw------- .* usr\/lib\/NetworkManager\/system-connections\/cvm-unlock-dhcp\.nmconnection$/m,
+    );
+    expect(listing).not.toMatch(/systemd-networkd|90-cvm-unlock-dhcp\.network/);
+    const cmdline = spawnSync("lsinitrd", ["-f", "etc/cmdline.d/90cvm-unlock.conf", m.initrdNm], { encoding: "utf8" });
+    expect(cmdline.stdout.split(/\s+/)).toContain("rd.neednet=1");
+
+    kbs.setPolicy("allow");
+    kbs.resetStats();
+    const { result, text } = await boot("nm", m.initrdNm);
+    record("nm", "cvm-unlock.service", result, text);
+    expect(result.timedOut, `console: ${RUNS}/nm/console.log`).toBe(false);
+    expect(rootMarker(text)?.content, `console: ${RUNS}/nm/console.log`).toBe("encrypted-root-ok");
+    expect(kbs.stats.released).toBe(1);
+    // network-online.target came from NetworkManager's wait-online unit, before the agent ran
+    const lines = kmsgLines(text);
+    const online = lines.find((l) => /Finished nm-wait-online-initrd\.service/.test(l.text));
+    const unlocked = lines.find((l) => /Finished cvm-unlock\.service/.test(l.text));
+    expect(online, `nm-wait-online-initrd.service did not finish; console: ${RUNS}/nm/console.log`).toBeDefined();
+    expect(unlocked).toBeDefined();
+    expect(online!.t).toBeLessThan(unlocked!.t);
+    expect(text).not.toMatch(/systemd-networkd/);
+    // the DNS server NetworkManager learned by DHCP (QEMU user networking: 10.0.2.3) is in the
+    // agent's resolver configuration
+    expect(text).toMatch(/cvm-unlock-resolv: [^\n]*\b10\.0\.2\.3\b/);
   });
 
   test("floor: the same image with a baked-in key (no attestation) boots", async () => {

@@ -4,13 +4,14 @@
 #   busybox root whose init prints CVM-E2E markers, a swtpm state with an RSA AK persisted at
 #   0x81010002 (what trustee's `tpm` attester uses), TLS material for the test KBS, and two
 #   dracut initramfs images with our module: "agent" (cvm-unlock unlock) and "floor" (the same
-#   image, but the key is baked in and cryptsetup opens the root without attestation), and a
+#   image, but the key is baked in and cryptsetup opens the root without attestation), a
 #   minimal Debian 12 tree ("debroot") for tests that need a real userspace or tools the build
-#   host must not have, and from it the LUKS2 Debian root of the SSH identity test ("sshroot").
+#   host must not have, from it the LUKS2 Debian root of the SSH identity test ("sshroot"), and
+#   the "nm" image built in that tree (NetworkManager brings the network up).
 #
-# Usage: test/e2e/setup.sh [step...]   steps: deps kernel tls tpm disk initrd debroot sshroot verity modeb uki sizes
-#        (default: all but modeb, uki and sizes; test/e2e/mode-b.test.ts runs modeb). Writes $CACHE/manifest.env
-#        for the tests. Idempotent; passes from nothing.
+# Usage: test/e2e/setup.sh [step...]   steps: deps kernel tls tpm disk initrd debroot initrd_nm sshroot verity modeb
+#        uki sizes (default: all but modeb, uki and sizes; test/e2e/mode-b.test.ts runs modeb). Writes
+#        $CACHE/manifest.env for the tests. Idempotent; passes from nothing.
 # Environment: CVM_E2E_CACHE (default /var/cache/cvm-unlock-e2e), CVM_E2E_BIN (default
 #              dist/cvm-unlock), KVER (default: newest /boot/vmlinuz-*).
 set -euo pipefail
@@ -385,6 +386,21 @@ build_initrd_in_debroot() {
     mv "$b/initrd.img" "$CACHE/initrd-$name.img"
     rm -rf "$b"
     log "initrd-$name (in debroot): $(stat -c %s "$CACHE/initrd-$name.img") bytes in $((SECONDS - t0)) s"
+}
+
+# ------------------------------------------------------------------------------ initrd_nm
+# "nm": the agent image, built in the Debian tree where NetworkManager is installed, so the
+# module's cvm_unlock_network=auto picks NetworkManager (dracut's network + network-manager
+# modules, rd.neednet=1) instead of systemd-networkd (test "NetworkManager").
+step_initrd_nm() {
+    [ -s "$CACHE/guest-config.json" ] || step_initrd
+    local inputs=("$BIN" "$MODULE_SRC" "$CACHE/guest-config.json" "$CACHE/kbs-ca.pem" "$(cat "$CACHE/kver")" \
+        "$(cat "$CACHE/debroot.stamp")" "$(declare -f step_initrd_nm build_initrd_in_debroot in_debroot)" "$BASE_MODS")
+    if cached initrd-nm "${inputs[@]}" && [ -s "$CACHE/initrd-nm.img" ]; then log "initrd-nm cached"; return; fi
+    build_initrd_in_debroot nm "$BASE_MODS cvm-unlock" 'cvm_unlock_binary="/build/files/cvm-unlock"
+cvm_unlock_config="/build/files/guest-config.json"
+cvm_unlock_ca_file="/build/files/kbs-ca.pem"' "$BIN" "$CACHE/guest-config.json" "$CACHE/kbs-ca.pem"
+    stamp initrd-nm "${inputs[@]}"
 }
 
 # -------------------------------------------------------------------------------- sshroot
@@ -783,6 +799,7 @@ CVM_E2E_LUKS_UUID=$LUKS_UUID
 CVM_E2E_INITRD_AGENT=$CACHE/initrd-agent.img
 CVM_E2E_INITRD_FLOOR=$CACHE/initrd-floor.img
 CVM_E2E_INITRD_GENERIC=$CACHE/initrd-generic.img
+CVM_E2E_INITRD_NM=$CACHE/initrd-nm.img
 CVM_E2E_SWTPM_TEMPLATE=$CACHE/swtpm-template
 CVM_E2E_AK_PEM=$CACHE/ak.pem
 CVM_E2E_TLS_DIR=$CACHE/tls
@@ -798,7 +815,7 @@ EOF
 }
 
 main() {
-    [ $# -eq 0 ] && set -- deps kernel tls tpm disk initrd debroot sshroot verity
+    [ $# -eq 0 ] && set -- deps kernel tls tpm disk initrd debroot initrd_nm sshroot verity
     local s
     for s in "$@"; do "step_$s"; done
     write_manifest

@@ -295,6 +295,35 @@ describe("the dracut module on a host with the package installed", () => {
     SLOW,
   );
 
+  it(
+    "the network handler: networkd on a build root without NetworkManager; NetworkManager asked for there fails the build",
+    () => {
+      // this host never has NetworkManager (it would take over the host's interfaces); the VM
+      // test "NetworkManager" builds in a Debian tree that has it
+      expect(fs.existsSync("/usr/lib/NetworkManager/nm-initrd-generator")).toBe(false);
+      expect(fs.existsSync("/usr/libexec/nm-initrd-generator")).toBe(false);
+      const binary = path.join(debRoot, "usr/bin/cvm-unlock");
+      const conf = `do_strip="no"\ncvm_unlock_binary="${binary}"\ncvm_unlock_config="${config()}"\n`;
+      const nm = build("network-manager", ["-m", "base cvm-unlock"], conf + 'cvm_unlock_network="network-manager"\n');
+      expect(nm.status).not.toBe(0);
+      expect(nm.log).toMatch(
+        /cvm-unlock: cvm_unlock_network=network-manager, but the build root lacks NetworkManager's nm-initrd-generator/,
+      );
+      const typo = build("network-typo", ["-m", "base cvm-unlock"], conf + 'cvm_unlock_network="networkmanager"\n');
+      expect(typo.status).not.toBe(0);
+      expect(typo.log).toMatch(/cvm_unlock_network must be auto, networkd or network-manager, not 'networkmanager'/);
+      // auto: what dracut's network module would pick here, systemd-networkd
+      const auto = build("network-auto", ["-m", "base cvm-unlock"], conf);
+      expect(auto.status, auto.log).toBe(0);
+      expect(fs.existsSync(path.join(auto.root, "usr/lib/systemd/network/90-cvm-unlock-dhcp.network"))).toBe(true);
+      expect(fs.existsSync(path.join(auto.root, "usr/lib/systemd/systemd-networkd"))).toBe(true);
+      expect(sh("find", [auto.root, "-ipath", "*networkmanager*"])).toBe("");
+      const cmdline = fs.readFileSync(path.join(auto.root, "etc/cmdline.d/90cvm-unlock.conf"), "utf8");
+      expect(cmdline).not.toMatch(/rd\.neednet/);
+    },
+    SLOW,
+  );
+
   for (const strip of [true, false])
     it(
       `an image build that asks for it (-m, do_strip=${strip ? "yes" : "no"}) gets an agent that runs`,

@@ -15,6 +15,8 @@ export interface E2eManifest {
   initrdFloor: string;
   /** Built with cvm_unlock_mode=generic: nothing per-VM, init-data from the VMM. */
   initrdGeneric: string;
+  /** The agent image built in the Debian tree, where the network handler is NetworkManager. */
+  initrdNm: string;
   swtpmTemplate: string;
   akPem: string;
   tlsDir: string;
@@ -71,6 +73,7 @@ export function readManifest(): E2eManifest {
     initrdAgent: get("CVM_E2E_INITRD_AGENT"),
     initrdFloor: get("CVM_E2E_INITRD_FLOOR"),
     initrdGeneric: get("CVM_E2E_INITRD_GENERIC"),
+    initrdNm: get("CVM_E2E_INITRD_NM"),
     swtpmTemplate: get("CVM_E2E_SWTPM_TEMPLATE"),
     akPem: get("CVM_E2E_AK_PEM"),
     tlsDir: get("CVM_E2E_TLS_DIR"),
