@@ -61,6 +61,7 @@ export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOption
     deadline: ctx.deadline,
     log: ctx.log,
     timeline,
+    routeRoot: ctx.env.paths.root,
   };
 }
 
@@ -116,10 +117,17 @@ export async function chooseAttester(
   };
 }
 
-export async function attestAndFetch(ctx: RunContext, resource: string, timeline: Timeline): Promise<FetchedSecret> {
+/** `beforeResource`: checks that must pass before the key is requested (KbsClientOptions). */
+export async function attestAndFetch(
+  ctx: RunContext,
+  resource: string,
+  timeline: Timeline,
+  beforeResource?: () => Promise<void>,
+): Promise<FetchedSecret> {
   // From a shell the host opened with the command line, a key must not be had (exit 16)
   refuseShellCmdline(ctx.env.paths.root);
   const opts = kbsOptions(ctx, timeline); // config errors before touching the platform
+  if (beforeResource) opts.beforeResource = beforeResource;
   const attester = await chooseAttester(ctx, timeline);
   try {
     // Loaded only now (undici is most of the start-up cost): its evaluation overlaps the work the

@@ -12,6 +12,7 @@ import { decryptResourceJwe } from "./jwe.ts";
 import { runtimeDigest, selectHashAlgorithm, type RuntimeData } from "./runtime-data.ts";
 import { generateTeeKey, type TeeKeyPair } from "./tee-key.ts";
 import { retry, TransientError } from "../../platform/util/retry.ts";
+import { waitForRoute } from "./route.ts";
 import { endpointUrl, KbsTransport, type KbsConnection, type KbsHttpResponse } from "./transport.ts";
 import type { Attester, FetchedSecret, KbsClientOptions } from "./types.ts";
 
@@ -197,6 +198,7 @@ class RcarFlow {
   private async fetch(token: string): Promise<Attempt> {
     const { opts, conn, resourcePath } = this;
     const endpoint = conn.endpoint;
+    if (opts.beforeResource) await opts.timeline.time("resource-gate", opts.beforeResource);
     const res = await opts.timeline.time("resource", () =>
       conn.request({
         method: "GET",
@@ -316,6 +318,10 @@ export async function fetchResource(
   };
 
   try {
+    if (opts.routeRoot !== undefined) {
+      const root = opts.routeRoot;
+      await opts.timeline.time("route", () => waitForRoute(opts.endpoints, root, deadline, log));
+    }
     const result = await retry(
       {
         deadline,

@@ -29,6 +29,12 @@ export interface KbsClientOptions {
   deadline: Deadline;
   log: Logger;
   timeline: Timeline;
+  /** Platform root whose /proc/net tables are polled for a route to an endpoint before the first
+   * attempt (agent/kbs/route.ts); undefined = no wait. */
+  routeRoot?: string;
+  /** Awaited before the resource request: the caller's checks that must pass before a key is asked
+   * for (unlock: the volume's header), run while the handshake goes on. A rejection ends the run. */
+  beforeResource?: () => Promise<void>;
 }
 
 /** What the client needs from the platform: the tee string for /auth, and evidence for a digest. */

@@ -13,6 +13,7 @@ import { loadConfigWithInitData, platformEnv, type RunContext } from "../cli/com
 import type { InitDataDocument } from "../init-data/document.ts";
 import type { ConfigLayer, ConfigLoader, LoadedConfig } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
+import type { FetchedSecret } from "../kbs/types.ts";
 import { Timeline } from "../timeline.ts";
 import { cryptDmUuid, listDmDevices } from "../../platform/luks/block-devices.ts";
 import { cmdlineLayer } from "../config/layers/cmdline.ts";
@@ -183,12 +184,13 @@ async function openWithKey(
   vol: VolumeConfig,
   device: string,
   checked: CheckedVolume,
+  fetching: Promise<FetchedSecret>,
   timeline: Timeline,
 ): Promise<VolumeOutcome> {
   const h = checked.volume.header;
   const resource = volumeResource(vol, ctx.config);
   const open = verifiedOpen(ctx, vol, device, checked, req.testOnly);
-  const { secret, endpoint } = await attestAndFetch(ctx, resource, timeline);
+  const { secret, endpoint } = await fetching;
   let key: Buffer | undefined;
   try {
     const doc = parseKeyResource(secret);
@@ -262,6 +264,74 @@ function recordOpened(config: Config, outcomes: VolumeOutcome[]): void {
   }
 }
 
+interface FoundVolume {
+  device: string;
+  checked: CheckedVolume;
+  /** Open under its name already (a restarted unit): nothing to fetch. */
+  alreadyOpen: boolean;
+}
+
+/** Wait for the volume's device and check its header against the trusted config (before any key request). */
+async function findVolume(
+  req: UnlockRequest,
+  vol: VolumeConfig,
+  config: Config,
+  deadline: Deadline,
+  timeline: Timeline,
+): Promise<FoundVolume> {
+  const root = req.root;
+  const device = await timeline.time(
+    "device",
+    () => waitForDevice(vol, root, config.unlock.device_timeout_s, deadline, req.log),
+    describeSelector(vol),
+  );
+  const volume = readLuks2Volume(device, root);
+  const h = volume.header;
+  checkIdentity(vol, h, device);
+  // Before any KBS request: the header must be inside the trusted allow-list and match the trusted pins.
+  const checked: CheckedVolume = { volume, verified: verifyHeaderPolicy(h, config.unlock.luks_allow, device), root };
+  checkPins(configPins(vol), h, device, "the trusted config");
+  req.log.info(`volume ${vol.name}: ${device} is LUKS2 ${h.uuid}`);
+  return { device, checked, alreadyOpen: !req.testOnly && alreadyOpen(root, vol.name, h.uuid) };
+}
+
+function runContext(
+  req: UnlockRequest,
+  loaded: LoadedConfig,
+  initData: InitDataDocument | undefined,
+  deadline: Deadline,
+): RunContext {
+  return {
+    loaded,
+    config: loaded.config,
+    deadline,
+    env: platformEnv(loaded.config, req.root, deadline, req.log),
+    log: req.log,
+    initData,
+  };
+}
+
+/** Ends an early KBS exchange at its key request: the volume turned out to be open already. */
+class KeyNotNeeded extends Error {}
+
+/** The KBS exchange started before the volume is found; the key request waits for `found`. */
+function startFetch(
+  req: UnlockRequest,
+  vol: VolumeConfig,
+  ctx: RunContext,
+  found: Promise<FoundVolume>,
+  timeline: Timeline,
+): { ctx: RunContext; fetching: Promise<FetchedSecret> } {
+  // a volume that is not found or fails its checks rejects here too: no key is requested
+  const gate = async () => {
+    if ((await found).alreadyOpen) throw new KeyNotNeeded(`volume ${vol.name} is already open`);
+  };
+  findCryptsetup(ctx.config.unlock.cryptsetup); // a config error before any KBS contact, as in the serial path
+  const fetching = attestAndFetch(ctx, volumeResource(vol, ctx.config), timeline, gate);
+  fetching.catch(() => {}); // awaited by openWithKey, or abandoned with the volume's own error
+  return { ctx, fetching };
+}
+
 export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Promise<VolumeOutcome[]> {
   const root = req.root;
   const { loaded: base, hostLayers, initData } = await loadUnlockConfig(req.loadConfig, req.log, root);
@@ -269,40 +339,29 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
   const outcomes: VolumeOutcome[] = [];
   try {
     for (const vol of volumesToUnlock(base.config, req.device, req.name)) {
-      const device = await timeline.time(
-        "device",
-        () => waitForDevice(vol, root, base.config.unlock.device_timeout_s, deadline, req.log),
-        describeSelector(vol),
-      );
-      const volume = readLuks2Volume(device, root);
-      const h = volume.header;
-      checkIdentity(vol, h, device);
-      // Before any KBS request: the header must be inside the trusted allow-list and match the trusted pins.
-      const checked: CheckedVolume = {
-        volume,
-        verified: verifyHeaderPolicy(h, base.config.unlock.luks_allow, device),
-        root,
-      };
-      checkPins(configPins(vol), h, device, "the trusted config");
-      req.log.info(`volume ${vol.name}: ${device} is LUKS2 ${h.uuid}`);
+      const found = findVolume(req, vol, base.config, deadline, timeline);
+      found.catch(() => {}); // awaited below
+      // Unless a trusted LUKS token may change the configuration, the KBS exchange needs nothing
+      // from the header: it runs while the device is awaited and checked, and asks for the key
+      // only once the header passed (the gate), so no key is fetched for a volume that fails.
+      const early = base.config.unlock.luks_token.trust
+        ? undefined
+        : startFetch(req, vol, runContext(req, base, initData, deadline), found, timeline);
+      const f = await found;
+      const { device, checked } = f;
+      const h = checked.volume.header;
       const loaded = volumeConfig(req, base, hostLayers, h, device);
-      const ctx: RunContext = {
-        loaded,
-        config: loaded.config,
-        deadline,
-        env: platformEnv(loaded.config, root, deadline, req.log),
-        log: req.log,
-        initData,
-      };
-      if (!req.testOnly && alreadyOpen(root, vol.name, h.uuid)) {
+      const ctx = early?.ctx ?? runContext(req, loaded, initData, deadline);
+      if (f.alreadyOpen) {
         req.log.notice(`volume ${vol.name} (${h.uuid}) is already open: nothing to do`);
         outcomes.push({ name: vol.name, device, uuid: h.uuid, status: "already-open" });
         recordOpened(base.config, outcomes);
         continue;
       }
+      const fetching = early?.fetching ?? attestAndFetch(ctx, volumeResource(vol, ctx.config), timeline);
       let outcome: VolumeOutcome;
       try {
-        outcome = await openWithKey(req, ctx, vol, device, checked, timeline);
+        outcome = await openWithKey(req, ctx, vol, device, checked, fetching, timeline);
       } catch (e) {
         if (req.testOnly || !ctx.config.unlock.passphrase_fallback || !fallbackAllowed(e)) throw e;
         req.log.warning(

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Resolver configuration for the initrd when systemd-resolved is not in it: write the DNS
 # servers systemd-networkd learned (DHCP or .network) to /etc/resolv.conf, unless a usable
-# one exists. Runs before the agent; a KBS given by IP address does not need it.
+# one exists. Runs once the network is online (cvm-unlock-resolv.service); a KBS given by IP
+# address does not need it.
 set -u
 if [[ -s /etc/resolv.conf ]] && grep -q '^nameserver' /etc/resolv.conf 2>/dev/null; then
     exit 0

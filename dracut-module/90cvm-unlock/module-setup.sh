@@ -222,11 +222,12 @@ install() {
 
     inst_simple "$moddir/90-cvm-unlock-dhcp.network" "$systemdnetwork/90-cvm-unlock-dhcp.network"
     inst_simple "$moddir/cvm-unlock-leave-initrd.service" "$systemdsystemunitdir/cvm-unlock-leave-initrd.service"
+    inst_simple "$moddir/cvm-unlock-resolv.service" "$systemdsystemunitdir/cvm-unlock-resolv.service"
     cvm_unlock_install_units
     cvm_unlock_install_failure_unit
     inst_simple "$moddir/systemd-cryptsetup-after-cvm-unlock.conf" \
         "$systemdsystemunitdir/systemd-cryptsetup@.service.d/90-after-cvm-unlock.conf"
     cvm_unlock_cmdline_conf
     $SYSTEMCTL -q --root "$initdir" enable cvm-unlock.service cvm-unlock-verify-root.service \
-        cvm-unlock-leave-initrd.service cvm-unlock-failure.service
+        cvm-unlock-leave-initrd.service cvm-unlock-failure.service cvm-unlock-resolv.service
 }
