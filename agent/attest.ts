@@ -117,17 +117,17 @@ export async function chooseAttester(
   };
 }
 
-/** `beforeResource`: checks that must pass before the key is requested (KbsClientOptions). */
+/** `beforeRequests`: checks that must pass before the KBS is contacted (KbsClientOptions). */
 export async function attestAndFetch(
   ctx: RunContext,
   resource: string,
   timeline: Timeline,
-  beforeResource?: () => Promise<void>,
+  beforeRequests?: () => Promise<void>,
 ): Promise<FetchedSecret> {
   // From a shell the host opened with the command line, a key must not be had (exit 16)
   refuseShellCmdline(ctx.env.paths.root);
   const opts = kbsOptions(ctx, timeline); // config errors before touching the platform
-  if (beforeResource) opts.beforeResource = beforeResource;
+  if (beforeRequests) opts.beforeRequests = beforeRequests;
   const attester = await chooseAttester(ctx, timeline);
   try {
     // Loaded only now (undici is most of the start-up cost): its evaluation overlaps the work the

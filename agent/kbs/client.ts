@@ -198,7 +198,6 @@ class RcarFlow {
   private async fetch(token: string): Promise<Attempt> {
     const { opts, conn, resourcePath } = this;
     const endpoint = conn.endpoint;
-    if (opts.beforeResource) await opts.timeline.time("resource-gate", opts.beforeResource);
     const res = await opts.timeline.time("resource", () =>
       conn.request({
         method: "GET",
@@ -318,10 +317,12 @@ export async function fetchResource(
   };
 
   try {
-    if (opts.routeRoot !== undefined) {
-      const root = opts.routeRoot;
-      await opts.timeline.time("route", () => waitForRoute(opts.endpoints, root, deadline, log));
-    }
+    const { routeRoot, beforeRequests } = opts;
+    await Promise.all([
+      routeRoot !== undefined &&
+        opts.timeline.time("route", () => waitForRoute(opts.endpoints, routeRoot, deadline, log)),
+      beforeRequests && opts.timeline.time("volume-wait", beforeRequests),
+    ]);
     const result = await retry(
       {
         deadline,

@@ -184,11 +184,17 @@ export function readRoutes(root: string): Route[] | undefined {
   return [...(v4 ? parseIpv4Routes(v4) : []), ...(v6 ? parseIpv6Routes(v6) : [])];
 }
 
+/** lo is up (IFF_UP in /sys/class/net/lo/flags); unreadable = assumed up (systemd raises it first thing). */
+export function loopbackUp(root: string): boolean {
+  const flags = readHead(path.join(root, "sys/class/net/lo/flags"))?.trim();
+  return flags === undefined || !/^0x[0-9a-fA-F]{1,8}$/.test(flags) || (parseInt(flags, 16) & 0x1) === 1;
+}
+
 /** One endpoint host can be tried now: a route to it, and for a host name also a resolver. */
 function reachable(host: string, routes: Route[], root: string): boolean {
   if (!hasRoute(host, routes)) return false;
-  const addr = ipBytes(host);
-  return addr !== undefined || isLoopback(host, addr) || resolverConfigured(root);
+  if (isLoopback(host, ipBytes(host))) return loopbackUp(root);
+  return ipBytes(host) !== undefined || resolverConfigured(root);
 }
 
 /**
@@ -205,9 +211,13 @@ export async function waitForRoute(
 ): Promise<void> {
   const hosts = endpoints.map((e) => new URL(e).hostname);
   let logged = false;
+  const t0 = performance.now();
   for (;;) {
     const routes = readRoutes(root);
-    if (routes === undefined || hosts.some((h) => reachable(h, routes, root))) return;
+    if (routes === undefined || hosts.some((h) => reachable(h, routes, root))) {
+      if (logged) log.info(`kbs: network route after ${Math.round(performance.now() - t0)} ms`);
+      return;
+    }
     if (!logged) {
       log.info(`kbs: waiting for a network route to ${hosts.join(", ")}`);
       logged = true;

@@ -32,9 +32,10 @@ export interface KbsClientOptions {
   /** Platform root whose /proc/net tables are polled for a route to an endpoint before the first
    * attempt (agent/kbs/route.ts); undefined = no wait. */
   routeRoot?: string;
-  /** Awaited before the resource request: the caller's checks that must pass before a key is asked
-   * for (unlock: the volume's header), run while the handshake goes on. A rejection ends the run. */
-  beforeResource?: () => Promise<void>;
+  /** Awaited, together with the route, before the first KBS request: the caller's checks that must
+   * pass before the KBS is contacted (unlock: the volume's header), while detection and the TEE key
+   * are prepared. A rejection ends the run. */
+  beforeRequests?: () => Promise<void>;
 }
 
 /** What the client needs from the platform: the tee string for /auth, and evidence for a digest. */

@@ -165,6 +165,10 @@ function volumeConfig(
   return req.loadConfig(silentLogger, [...hostLayers, tokenLayer(device, tok, base.config)]);
 }
 
+function mappingExists(root: string, name: string): boolean {
+  return listDmDevices(root).some((d) => d.name === name);
+}
+
 function alreadyOpen(root: string, name: string, uuid: string): boolean {
   const dm = listDmDevices(root).find((d) => d.name === name);
   if (!dm) return false;
@@ -311,10 +315,10 @@ function runContext(
   };
 }
 
-/** Ends an early KBS exchange at its key request: the volume turned out to be open already. */
+/** Ends an early KBS exchange before its first request: the volume turned out to be open already. */
 class KeyNotNeeded extends Error {}
 
-/** The KBS exchange started before the volume is found; the key request waits for `found`. */
+/** The KBS exchange started before the volume is found; its first request waits for `found`. */
 function startFetch(
   req: UnlockRequest,
   vol: VolumeConfig,
@@ -322,12 +326,15 @@ function startFetch(
   found: Promise<FoundVolume>,
   timeline: Timeline,
 ): { ctx: RunContext; fetching: Promise<FetchedSecret> } {
-  // a volume that is not found or fails its checks rejects here too: no key is requested
+  // a volume that is not found or fails its checks rejects here too: no KBS request
   const gate = async () => {
     if ((await found).alreadyOpen) throw new KeyNotNeeded(`volume ${vol.name} is already open`);
   };
-  findCryptsetup(ctx.config.unlock.cryptsetup); // a config error before any KBS contact, as in the serial path
-  const fetching = attestAndFetch(ctx, volumeResource(vol, ctx.config), timeline, gate);
+  // config errors before any KBS contact, as in the serial path; they surface once the volume is found
+  const fetching = (async () => {
+    findCryptsetup(ctx.config.unlock.cryptsetup);
+    return attestAndFetch(ctx, volumeResource(vol, ctx.config), timeline, gate);
+  })();
   fetching.catch(() => {}); // awaited by openWithKey, or abandoned with the volume's own error
   return { ctx, fetching };
 }
@@ -342,11 +349,14 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
       const found = findVolume(req, vol, base.config, deadline, timeline);
       found.catch(() => {}); // awaited below
       // Unless a trusted LUKS token may change the configuration, the KBS exchange needs nothing
-      // from the header: it runs while the device is awaited and checked, and asks for the key
-      // only once the header passed (the gate), so no key is fetched for a volume that fails.
-      const early = base.config.unlock.luks_token.trust
-        ? undefined
-        : startFetch(req, vol, runContext(req, base, initData, deadline), found, timeline);
+      // from the header: detection, the TPM AK load, the TEE key and the wait for a route run
+      // while the device is awaited and checked; the first KBS request waits for those checks
+      // (the gate), so the KBS hears nothing about a volume that fails them.
+      // A mapping under the volume's name (open already, or a clash) needs no KBS at all.
+      const early =
+        base.config.unlock.luks_token.trust || mappingExists(root, vol.name)
+          ? undefined
+          : startFetch(req, vol, runContext(req, base, initData, deadline), found, timeline);
       const f = await found;
       const { device, checked } = f;
       const h = checked.volume.header;
