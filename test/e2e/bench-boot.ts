@@ -117,6 +117,11 @@ const rows: [string, (s: Sample) => number][] = [
   ["kernel start -> initramfs /init", (s) => s.t.initramfsStart ?? NaN],
   ["initramfs /init -> network online", (s) => span(s, "initramfsStart", "networkOnline")],
   ["unlock unit start -> done", (s) => span(s, "unlockStart", "unlockDone")],
+  // before the agent's timeline starts: exec of the 116 MB binary, the bun runtime, module loading
+  [
+    "  of which runtime start-up (unit time - agent total)",
+    (s) => span(s, "unlockStart", "unlockDone") - (s.phases.total ?? NaN) / 1000,
+  ],
   ["initramfs /init -> root unlocked", (s) => span(s, "initramfsStart", "unlockDone")],
   ["initramfs /init -> switch-root", (s) => span(s, "initramfsStart", "switchRoot")],
   ["kernel start -> real root's init", (s) => s.t.rootInit ?? NaN],
