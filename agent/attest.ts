@@ -7,6 +7,7 @@ import type { Attester, FetchedSecret, KbsClientOptions } from "./kbs/types.ts";
 import { readCa, type RunContext } from "./cli/common.ts";
 import { refuseShellCmdline } from "./cmdline-guard.ts";
 import { selectSource } from "./select.ts";
+import { waitForUdevQueue } from "./udev-settle.ts";
 import { bindInitDataToPcr8, bindsThroughPcr8, checkLaunchBinding } from "./init-data/binding.ts";
 import { describeInitData, MAX_INIT_DATA_BYTES, parseInitData } from "./init-data/document.ts";
 import { evidenceSources } from "../platform/registry.ts";
@@ -81,6 +82,8 @@ export async function chooseAttester(
   ctx: RunContext,
   timeline: Timeline,
 ): Promise<Attester & { close(): Promise<void> }> {
+  // started early in the boot: the drivers udev loads must be there before the probes
+  await timeline.time("udev", () => waitForUdevQueue(ctx.env.paths.root, ctx.deadline, ctx.log));
   const { source, tee } = await timeline.time("detect", () =>
     selectSource(ctx.env, ctx.config.platform, evidenceSources),
   );
