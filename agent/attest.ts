@@ -8,6 +8,7 @@ import type { KbsSession } from "./kbs/client.ts";
 import { readCa, type RunContext } from "./cli/common.ts";
 import { refuseShellCmdline } from "./cmdline-guard.ts";
 import { selectSource } from "./select.ts";
+import { waitForUdevQueue } from "./udev-settle.ts";
 import { bindInitDataToPcr8, bindsThroughPcr8, checkLaunchBinding } from "./init-data/binding.ts";
 import { describeInitData, MAX_INIT_DATA_BYTES, parseInitData } from "./init-data/document.ts";
 import { evidenceSources } from "../platform/registry.ts";
@@ -62,6 +63,7 @@ export function kbsOptions(ctx: RunContext, timeline: Timeline): KbsClientOption
     deadline: ctx.deadline,
     log: ctx.log,
     timeline,
+    routeRoot: ctx.env.paths.root,
   };
 }
 
@@ -81,6 +83,8 @@ export async function chooseAttester(
   ctx: RunContext,
   timeline: Timeline,
 ): Promise<Attester & { close(): Promise<void> }> {
+  // started early in the boot: the drivers udev loads must be there before the probes
+  await timeline.time("udev", () => waitForUdevQueue(ctx.env.paths.root, ctx.deadline, ctx.log));
   const { source, tee } = await timeline.time("detect", () =>
     selectSource(ctx.env, ctx.config.platform, evidenceSources),
   );
@@ -121,6 +125,12 @@ export async function chooseAttester(
 export interface AttestedSession {
   /** Attests on the first call; later resources reuse the token (a new handshake only if it is refused). */
   fetch(resource: string): Promise<FetchedSecret>;
+  /**
+   * Start the session's preparation now (detection, the TPM AK load, the TEE key, the client's
+   * import) without any KBS request, so it overlaps what the caller waits for (the volume's device
+   * and header checks). Its errors surface at the first fetch.
+   */
+  prepare(): void;
   /** Ends the evidence source's session (the TPM AK); idempotent. */
   close(): Promise<void>;
 }
@@ -150,6 +160,10 @@ export function openAttestedSession(ctx: RunContext, timeline: Timeline): Attest
     async fetch(resource) {
       started ??= start();
       return (await started).session.fetch(resource);
+    },
+    prepare() {
+      started ??= start();
+      started.catch(() => {}); // reported by fetch()
     },
     async close() {
       const s = started;

@@ -12,6 +12,7 @@ import { decryptResourceJwe } from "./jwe.ts";
 import { runtimeDigest, selectHashAlgorithm, type RuntimeData } from "./runtime-data.ts";
 import { generateTeeKey, type TeeKeyPair } from "./tee-key.ts";
 import { retry, TransientError } from "../../platform/util/retry.ts";
+import { waitForRoute } from "./route.ts";
 import { endpointUrl, KbsTransport, type KbsConnection, type KbsHttpResponse } from "./transport.ts";
 import type { Attester, FetchedSecret, KbsClientOptions } from "./types.ts";
 
@@ -363,6 +364,11 @@ async function fetchInSession(
   };
 
   try {
+    // the agent starts before the network is up: no attempt (and no backoff) before a route exists
+    if (opts.routeRoot !== undefined) {
+      const routeRoot = opts.routeRoot;
+      await opts.timeline.time("route", () => waitForRoute(opts.endpoints, routeRoot, deadline, log));
+    }
     const result = await retry(
       {
         deadline,

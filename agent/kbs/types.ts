@@ -30,6 +30,9 @@ export interface KbsClientOptions {
   deadline: Deadline;
   log: Logger;
   timeline: Timeline;
+  /** Platform root whose /proc/net tables are polled for a route to an endpoint before the first
+   * attempt (agent/kbs/route.ts); undefined = no wait. */
+  routeRoot?: string;
 }
 
 /** What the client needs from the platform: the tee string for /auth, and evidence for a digest. */

@@ -327,6 +327,17 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
   };
   try {
     const toUnlock = volumesToUnlock(base.config, req.device, req.name);
+    // The agent starts early in the boot (docs/UNLOCK.md "Boot ordering"): detection, the TPM AK
+    // load and the TEE key overlap the wait for the devices and their header checks; nothing
+    // reaches the KBS before the first fetch, which comes after those checks. Not when a trusted
+    // LUKS2 token may pick other KBS settings (its own session), nor when every volume is open
+    // already (a restarted unit needs no KBS).
+    const open = new Set(listDmDevices(root).map((d) => d.name));
+    if (
+      !base.config.unlock.luks_token.trust &&
+      (base.config.verity !== undefined || toUnlock.some((v) => !open.has(v.name)))
+    )
+      session.prepare();
     const verity =
       req.device === undefined
         ? await openVerityVolumes(baseCtx, session, timeline, {

@@ -1,6 +1,7 @@
 #!/bin/bash
-# Resolver configuration for the initrd when systemd-resolved is not in it. Runs before the
-# agent; a KBS given by IP address does not need it. In order:
+# Resolver configuration for the initrd when systemd-resolved is not in it. Runs once the network
+# is online (cvm-unlock-resolv.service, next to the agent, which waits for its route itself); a KBS
+# given by IP address does not need it. In order:
 # - /etc/resolv.conf already names servers (NetworkManager writes it when it is not a symlink,
 #   or the image ships one): keep it;
 # - NetworkManager's own copy (/run/NetworkManager/resolv.conf, e.g. when /etc/resolv.conf is a

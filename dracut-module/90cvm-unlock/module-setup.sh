@@ -380,6 +380,7 @@ install() {
 
     cvm_unlock_install_network
     inst_simple "$moddir/cvm-unlock-leave-initrd.service" "$systemdsystemunitdir/cvm-unlock-leave-initrd.service"
+    inst_simple "$moddir/cvm-unlock-resolv.service" "$systemdsystemunitdir/cvm-unlock-resolv.service"
     cvm_unlock_install_units
     cvm_unlock_install_failure_unit
     if [[ $(cvm_unlock_open_mode) == crypttab ]]; then
@@ -391,5 +392,5 @@ install() {
     fi
     cvm_unlock_cmdline_conf
     $SYSTEMCTL -q --root "$initdir" enable cvm-unlock-verify-root.service \
-        cvm-unlock-leave-initrd.service cvm-unlock-failure.service
+        cvm-unlock-leave-initrd.service cvm-unlock-failure.service cvm-unlock-resolv.service
 }

@@ -2,9 +2,9 @@
 # Builds everything the VM boot tests need, cached and keyed by its inputs:
 #   kernel (Debian's linux-image-amd64), a GPT disk whose x86-64 root partition is LUKS2 with a
 #   busybox root whose init prints CVM-E2E markers, a swtpm state with an RSA AK persisted at
-#   0x81010002 (what trustee's `tpm` attester uses), TLS material for the test KBS, and two
-#   dracut initramfs images with our module: "agent" (cvm-unlock unlock) and "floor" (the same
-#   image, but the key is baked in and cryptsetup opens the root without attestation), a
+#   0x81010002 (what trustee's `tpm` attester uses), TLS material for the test KBS, the dracut
+#   initramfs images: "agent" (our module: cvm-unlock unlock), "generic" (our module without per-VM
+#   data) and "floor" (no module of ours: the key is baked in and cryptsetup opens the root), a
 #   minimal Debian 12 tree ("debroot") for tests that need a real userspace or tools the build
 #   host must not have, from it the LUKS2 Debian root of the SSH identity test ("sshroot"), and
 #   the "nm" image built in that tree (NetworkManager brings the network up).
@@ -297,13 +297,16 @@ cvm_unlock_ca_file=\"$CACHE/kbs-ca.pem\""
         build_initrd agent "$BASE_MODS cvm-unlock" "$common"
         stamp initrd-agent "${inputs[@]}"
     fi
-    if cached initrd-floor "${inputs[@]}" "$CACHE/disk.key" && [ -s "$CACHE/initrd-floor.img" ]; then
+    # the floor holds nothing of the agent's: its inputs leave the binary and our module out
+    local floor=("$HERE/dracut" "$CACHE/disk.key" "$(cat "$CACHE/kver")" "$(dpkg-query -W -f='${Version}' dracut-core)" \
+        "$(declare -f build_initrd dracut_tree)" "$BASE_MODS" "$LUKS_UUID")
+    if cached initrd-floor "${floor[@]}" && [ -s "$CACHE/initrd-floor.img" ]; then
         log "initrd-floor cached"
     else
-        build_initrd floor "$BASE_MODS cvm-unlock cvm-unlock-e2e-floor" "$common
-cvm_unlock_e2e_keyfile=\"$CACHE/disk.key\"
+        # no cvm-unlock module in the floor: nothing of ours can slow the reference boot
+        build_initrd floor "$BASE_MODS cvm-unlock-e2e-floor" "cvm_unlock_e2e_keyfile=\"$CACHE/disk.key\"
 cvm_unlock_e2e_luks_uuid=\"$LUKS_UUID\""
-        stamp initrd-floor "${inputs[@]}" "$CACHE/disk.key"
+        stamp initrd-floor "${floor[@]}"
     fi
     # generic: what a distribution ships (kernel-uki-virt): no config, no CA, no volume baked in;
     # everything per-VM arrives as init-data through SMBIOS type 11 (test "generic")

@@ -1,0 +1,32 @@
+// Detection needs the TEE drivers' device nodes (sev-guest, tdx-guest, a modular TPM driver),
+// which udev's coldplug loads. The boot unit starts right after the udev trigger, before those
+// events are processed, so detection first waits until udevd's queue is empty (/run/udev/queue
+// exists while events are pending, the file `udevadm settle` checks). Bounded: a queue that never
+// drains (a hung rule) costs at most UDEV_SETTLE_CAP_MS, then detection runs anyway, and a
+// missing driver reads as broken (fail closed). Outside the initramfs the file is absent: no wait.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { Deadline } from "../platform/util/deadline.ts";
+import type { Logger } from "../platform/util/log.ts";
+
+export const UDEV_SETTLE_CAP_MS = 30_000;
+const POLL_MS = 50;
+
+/** Resolves when `<root>/run/udev/queue` is gone, or after `capMs` (logged), within the deadline. */
+export async function waitForUdevQueue(
+  root: string,
+  deadline: Deadline,
+  log: Logger,
+  capMs = UDEV_SETTLE_CAP_MS,
+): Promise<void> {
+  const queue = path.join(root, "run/udev/queue");
+  const t0 = performance.now();
+  while (fs.existsSync(queue)) {
+    const waited = performance.now() - t0;
+    if (waited >= capMs) {
+      log.warning(`udev still has events queued after ${Math.round(waited)} ms; detecting the platform anyway`);
+      return;
+    }
+    await deadline.sleep(Math.min(POLL_MS, capMs - waited), "waiting for udev to process the device events");
+  }
+}

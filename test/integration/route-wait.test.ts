@@ -1,0 +1,105 @@
+// The compiled agent started before the network is up (the early boot unit): it waits for a route
+// to the KBS (agent/kbs/route.ts) in a stand-in /proc and /sys (--platform-root), contacts the KBS
+// only once one exists and then gets the key; without a network it fails closed at its deadline
+// with a message naming the KBS and the routing tables. The test KBS listens on 127.0.0.1, so the
+// "network" here is the loopback interface's IFF_UP flag in the stand-in sysfs.
+import * as crypto from "node:crypto";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { EXIT_CODES } from "../../platform/util/errors.ts";
+import { ensureBinary, runCli } from "../helpers/binary.ts";
+import { createPki, type Pki } from "../helpers/pki.ts";
+import { startTestKbs, type TestKbs } from "../kbs/server.ts";
+
+const RESOURCE = "default/key/root";
+const SECRET = crypto.randomBytes(32);
+const ROUTE_HEADER = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+
+let pki: Pki;
+let work: string;
+let kbs: TestKbs | undefined;
+
+beforeAll(() => {
+  ensureBinary();
+  pki = createPki();
+  work = fs.mkdtempSync(path.join(os.tmpdir(), "route-wait-it-"));
+});
+afterEach(async () => {
+  await kbs?.close();
+  kbs = undefined;
+});
+afterAll(() => {
+  fs.rmSync(work, { recursive: true, force: true });
+  fs.rmSync(pki.dir, { recursive: true, force: true });
+});
+
+/** A stand-in root as the initramfs has it before the network: empty routing tables, lo down. */
+function offlineRoot(): { root: string; bringUp(): void } {
+  const root = fs.mkdtempSync(path.join(work, "root-"));
+  const put = (rel: string, text: string) => {
+    fs.mkdirSync(path.dirname(path.join(root, rel)), { recursive: true });
+    fs.writeFileSync(path.join(root, rel), text);
+  };
+  put("proc/cmdline", "console=ttyS0\n");
+  put("proc/net/route", ROUTE_HEADER);
+  put("proc/net/ipv6_route", "");
+  put("sys/class/net/lo/flags", "0x8\n");
+  return { root, bringUp: () => put("sys/class/net/lo/flags", "0x9\n") };
+}
+
+function fetchCli(root: string, deadline: number) {
+  return runCli(
+    [
+      "fetch",
+      RESOURCE,
+      "--kbs",
+      kbs!.url,
+      "--ca",
+      pki.caFile,
+      "--tee",
+      "sample",
+      "--allow-sample",
+      "--deadline",
+      String(deadline),
+      "--platform-root",
+      root,
+    ],
+    { timeoutMs: 90_000 },
+  );
+}
+
+describe("agent started before the network", () => {
+  it("waits for a route, contacts the KBS only then, and gets the key", async () => {
+    kbs = await startTestKbs({ tls: pki.tls, resources: { [RESOURCE]: SECRET } });
+    const { root, bringUp } = offlineRoot();
+    const run = fetchCli(root, 60);
+    await new Promise((r) => setTimeout(r, 3000));
+    // still waiting: not one request reached the KBS
+    expect(kbs.stats.events).toEqual([]);
+    bringUp();
+    const r = await run;
+    expect(r.code, r.stderr).toBe(0);
+    expect(Buffer.compare(r.stdout, SECRET)).toBe(0);
+    expect(r.stderr).toMatch(/kbs: waiting for a network route to 127\.0\.0\.1/);
+    expect(r.stderr).toMatch(/kbs: network route after \d+ ms/);
+    expect(kbs.stats.released).toBe(1);
+  });
+
+  it("no route before the deadline: fails closed, names the KBS and the tables, never contacts it", async () => {
+    kbs = await startTestKbs({ tls: pki.tls, resources: { [RESOURCE]: SECRET } });
+    const { root } = offlineRoot();
+    const t0 = Date.now();
+    const r = await fetchCli(root, 4);
+    expect(r.timedOut).toBe(false);
+    expect(r.code, r.stderr).toBe(EXIT_CODES.deadline);
+    expect(r.stdout.length).toBe(0);
+    expect(r.stderr).toMatch(
+      /deadline of 4s exceeded while waiting for a network route to KBS 127\.0\.0\.1: no usable route in \/proc\/net\/route or \/proc\/net\/ipv6_route/,
+    );
+    expect(r.stderr).toMatch(/network did not come up/);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(3500);
+    expect(kbs.stats.events).toEqual([]);
+  });
+});
