@@ -173,6 +173,9 @@ dmesg | grep -E 'Run /init as init process|Freeing initrd memory|cvm-unlock|Init
     | sed 's/^/CVM-E2E-KMSG: /'
 echo "CVM-E2E-DONE"
 sync
+# the serial console drains asynchronously (an emulated UART under TCG is slow): without a pause,
+# poweroff cuts off the tail of the dump above
+sleep 2
 poweroff -f
 sleep 5
 echo o > /proc/sysrq-trigger
