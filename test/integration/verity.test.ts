@@ -248,6 +248,14 @@ describe.skipIf(!have)("verity (binary, stand-in /sys, image files)", () => {
       expect(c.code).toBe(EXIT_CODES["unsafe-cmdline"]);
       expect(c.stderr).toMatch(/sets a verity root itself \(roothash\)/);
       expect(kbs.stats.requests.auth).toBe(0);
+      // systemd reads "-" as "_" and, in the initramfs, an rd. prefix: the same parameters
+      for (const p of ["rd.roothash=" + "1".repeat(64), "systemd.verity-root-data=PARTLABEL=x", "rd.usrhash=ab"]) {
+        fs.writeFileSync(path.join(root, "proc/cmdline"), `quiet ${p}\n`);
+        const v = await unlock(config());
+        expect(v.code, p).toBe(EXIT_CODES["unsafe-cmdline"]);
+        expect(v.stderr).toContain(`(${p.split("=")[0]})`);
+      }
+      expect(kbs.stats.requests.auth).toBe(0);
     } finally {
       fs.rmSync(path.join(root, "proc/cmdline"));
     }
