@@ -214,6 +214,22 @@ describe.skipIf(!have)("verity (binary, stand-in /sys, image files)", () => {
     }
   });
 
+  it("a second partition with the data partition's label (a disk the host adds) is refused, not guessed", async () => {
+    const other = path.join(work, "other-data.img");
+    fs.copyFileSync(path.join(work, "data.img"), other);
+    partition("vdb1", "root-data", other);
+    try {
+      serve(signed);
+      const r = await unlock(config({ verity: { signer_cert: signerPem } }));
+      expect(r.code).toBe(EXIT_CODES.volume);
+      expect(r.stderr).toMatch(/partition label "root-data" is on 2 partitions/);
+      expect(r.stderr).not.toMatch(/veritysetup verify/);
+    } finally {
+      fs.rmSync(path.join(root, "sys/class/block/vdb1"), { recursive: true, force: true });
+      fs.rmSync(path.join(root, "dev/vdb1"), { force: true });
+    }
+  });
+
   it("a data block flipped after provisioning fails veritysetup verify (no silent success)", async () => {
     const copy = path.join(work, "data-tampered.img");
     fs.copyFileSync(path.join(work, "data.img"), copy);
