@@ -217,8 +217,8 @@ export class KbsConnection {
       return new CvmError("tls", `TLS verification of KBS ${endpoint} failed (${tls}): ${errorMessage(e)}`, {
         hint:
           this.opts.caPem !== undefined
-            ? "check kbs.ca_file/ca_pem: it must hold the CA that signed the KBS certificate, and the certificate must name the host in the URL"
-            : "no kbs.ca_file is configured, so the system roots were used; set kbs.ca_file to the CA that signed the KBS certificate",
+            ? "check kbs.ca_file/ca_pem (--ca on the command line): it must hold the CA that signed the KBS certificate, and the certificate must name the host in the URL"
+            : "no kbs.ca_file is configured (--ca on the command line), so the system roots were used; set it to the CA that signed the KBS certificate",
         cause: e,
       });
     return new TransientError(`KBS ${endpoint} (${what}): ${codes[0] ?? "connection error"}: ${errorMessage(e)}`);

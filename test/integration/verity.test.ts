@@ -142,6 +142,14 @@ describe.skipIf(!have)("verity (binary, stand-in /sys, image files)", () => {
     expect(v.signature_p7s_b64).toMatch(/^MI/);
   });
 
+  it("verity format refuses a weakening option as a usage error naming the flag, before veritysetup runs", async () => {
+    const hash = path.join(work, "never.hash");
+    const r = await runCli(["verity", "format", path.join(work, "data.img"), hash, "--option", "ignore-corruption"]);
+    expect(r.code).toBe(EXIT_CODES.usage);
+    expect(r.stderr).toMatch(/ignore-corruption lets corrupted.*--option/);
+    expect(fs.existsSync(hash)).toBe(false);
+  });
+
   it("the released, signed hash verifies the root; /var is unlocked in the same session (one handshake)", async () => {
     serve(signed);
     kbs.resetStats();
