@@ -106,7 +106,7 @@ export const verityCommand: Command = {
           },
         ],
       });
-    const draft = parseVerityResource(new TextEncoder().encode(describe("1".repeat(HASH_HEX_CHARS[alg]))))[0]!;
+    const draft = draftVolume(describe("1".repeat(HASH_HEX_CHARS[alg])));
     const signers =
       cert !== undefined
         ? signerCertificates(
@@ -154,3 +154,15 @@ export const verityCommand: Command = {
     return 0;
   },
 };
+
+/** The volume the flags describe, checked before veritysetup runs; its errors name the flags, not resource fields. */
+function draftVolume(json: string): VerityVolume {
+  try {
+    return parseVerityResource(new TextEncoder().encode(json))[0]!;
+  } catch (e) {
+    if (!(e instanceof CvmError)) throw e;
+    throw new CvmError("usage", `${e.message} (from --name/--hash/--data/--hash-device/--option)`, {
+      hint: "docs/VERITY.md lists the allowed options and partition names",
+    });
+  }
+}

@@ -72,7 +72,7 @@ export function receiveSshIdentity(
   } catch (e) {
     if (ssh.policy === "required" || !(e instanceof CvmError)) throw e;
     // What sshd finds must match what is measured ("none"): no key from an earlier run of this boot.
-    if (dir !== undefined)
+    if (dir !== undefined && fs.lstatSync(dir, { throwIfNoEntry: false })?.isDirectory())
       for (const f of [SSH_HOST_KEY_FILE, SSH_HOST_PUB_FILE, SSH_HOST_CERT_FILE])
         fs.rmSync(path.join(dir, f), { force: true });
     log.warning(
@@ -141,6 +141,12 @@ function prepareDir(dir: string): void {
   const st = fs.lstatSync(dir);
   if (!st.isDirectory())
     throw new CvmError("platform", `${dir} exists and is not a directory: refusing to write the SSH host key there`);
+  // Another owner could swap the files after we write them, whatever the mode.
+  if (st.uid !== process.getuid!())
+    throw new CvmError(
+      "platform",
+      `${dir} belongs to uid ${st.uid}, not to us: refusing to write the SSH host key there`,
+    );
   fs.chmodSync(dir, 0o700);
   const type = fs.statfsSync(dir).type;
   if (type !== TMPFS_MAGIC && type !== RAMFS_MAGIC)

@@ -92,6 +92,15 @@ export function parseRetryAfter(value: string | string[] | undefined, now = Date
   return Number.isNaN(when) ? undefined : Math.max(0, when - now);
 }
 
+/** Rejects when `signal` aborts (never resolves). */
+function abortedPromise(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    const fail = () => reject(Object.assign(new Error("request aborted"), { name: "AbortError" }));
+    if (signal.aborted) fail();
+    else signal.addEventListener("abort", fail, { once: true });
+  });
+}
+
 /** What every connection of a run shares: trust anchors, timeouts, the deadline. */
 export class KbsTransport {
   constructor(private readonly opts: TransportOptions) {}
@@ -154,13 +163,17 @@ export class KbsConnection {
     };
     if (req.body !== undefined) headers["content-type"] = req.contentType ?? "application/json";
     try {
-      const res = await this.client.request({
+      const pending = this.client.request({
         method: req.method,
         path: this.base.pathname.replace(/\/+$/, "") + req.path,
         headers,
         body: req.body,
         signal: controller.signal,
       });
+      // undici does not give up a connection stuck in the TLS handshake when the signal aborts (only
+      // at its connect timeout): stop waiting ourselves; close() destroys the socket.
+      pending.catch(() => {});
+      const res = await Promise.race([pending, abortedPromise(controller.signal)]);
       const status = res.statusCode;
       if (status >= 300 && status < 400) {
         discard(res.body);
@@ -204,8 +217,8 @@ export class KbsConnection {
       return new CvmError("tls", `TLS verification of KBS ${endpoint} failed (${tls}): ${errorMessage(e)}`, {
         hint:
           this.opts.caPem !== undefined
-            ? "check kbs.ca_file/ca_pem: it must hold the CA that signed the KBS certificate, and the certificate must name the host in the URL"
-            : "no kbs.ca_file is configured, so the system roots were used; set kbs.ca_file to the CA that signed the KBS certificate",
+            ? "check kbs.ca_file/ca_pem (--ca on the command line): it must hold the CA that signed the KBS certificate, and the certificate must name the host in the URL"
+            : "no kbs.ca_file is configured (--ca on the command line), so the system roots were used; set it to the CA that signed the KBS certificate",
         cause: e,
       });
     return new TransientError(`KBS ${endpoint} (${what}): ${codes[0] ?? "connection error"}: ${errorMessage(e)}`);

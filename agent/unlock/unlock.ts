@@ -364,9 +364,11 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
         recordOpened(base.config, outcomes);
         continue;
       }
+      // Outside the passphrase fallback below: a required identity the KBS refuses fails the boot
+      // closed; a console passphrase opens a volume, it never stands in for the identity.
+      await runExtra();
       let outcome: VolumeOutcome;
       try {
-        await runExtra();
         const fetch = loaded === base ? session.fetch : (r: string) => attestAndFetch(ctx, r, timeline);
         outcome = await openWithKey({ ...req, timeline }, ctx, vol, device, checked, fetch);
       } catch (e) {

@@ -38,7 +38,13 @@ import {
 } from "./superblock.ts";
 
 /** Kernel parameters that make systemd set up verity from the (host-writable) command line. */
-const CMDLINE_VERITY = /^(roothash|usrhash|systemd\.verity_(root|usr)_[a-z_]+)=/;
+const CMDLINE_VERITY = /^(roothash|usrhash|systemd\.verity_(root|usr)_[a-z_]+)$/;
+
+/** The name as systemd matches it: "-" and "_" are the same, and an "rd." prefix counts in the initramfs. */
+function systemdParamName(token: string): string {
+  const eq = token.indexOf("=");
+  return eq < 0 ? "" : token.slice(0, eq).replace(/^rd\./, "").replaceAll("-", "_");
+}
 const GPT_AUTO_MASK = "etc/systemd/system-generators/systemd-gpt-auto-generator";
 const MAX_SIGNER_PEM = 64 * 1024;
 
@@ -56,7 +62,7 @@ export interface VerityOutcome {
 export function refuseVerityCmdline(root: string): void {
   const bytes = readFileIfPresent(path.join(root, "proc/cmdline"), { what: "kernel command line", max: 8192 });
   if (bytes === undefined) return;
-  const found = splitCmdline(fileText(bytes)).filter((t) => CMDLINE_VERITY.test(t));
+  const found = splitCmdline(fileText(bytes)).filter((t) => CMDLINE_VERITY.test(systemdParamName(t)));
   if (found.length)
     throw new CvmError(
       "unsafe-cmdline",

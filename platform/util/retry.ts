@@ -3,6 +3,7 @@
 // server's Retry-After honoured up to the cap, everything bounded by the run's Deadline. A count
 // limit exists only when the caller asks for one; otherwise attempts go on until the deadline.
 import type { Deadline } from "./deadline.ts";
+import { CvmError } from "./errors.ts";
 
 /** An attempt failed in a way another attempt may fix (timeout, dropped connection, 5xx, a race). */
 export class TransientError extends Error {
@@ -76,12 +77,21 @@ export async function retry<T>(opts: RetryOptions, attempt: (n: number) => Promi
   let round = 1;
   let inRound = 0;
   let retryAfterMs: number | undefined;
+  let last: TransientError | undefined;
+  const doing = (n: number) => (last ? `${opts.doing} (${n - 1} attempts, last: ${last.message})` : opts.doing);
   for (let n = 1; ; n++) {
-    opts.deadline.check(opts.doing);
+    opts.deadline.check(doing(n));
     try {
       return { value: await attempt(n), attempts: n, waitedMs };
     } catch (e) {
+      // the deadline may also end an attempt itself: the error still names the failure before it
+      if (e instanceof CvmError && e.kind === "deadline" && last)
+        throw new CvmError("deadline", `${e.message} (${n - 1} attempts before, last: ${last.message})`, {
+          ...(e.hint !== undefined ? { hint: e.hint } : {}),
+          cause: e,
+        });
       if (!(e instanceof TransientError)) throw e;
+      last = e;
       if (opts.maxAttempts !== undefined && n >= opts.maxAttempts) throw opts.exhausted(e, n);
       if (e.retryAfterMs !== undefined) retryAfterMs = Math.max(retryAfterMs ?? 0, e.retryAfterMs);
       inRound++;
@@ -90,7 +100,7 @@ export async function retry<T>(opts: RetryOptions, attempt: (n: number) => Promi
       opts.onRetry?.({ attempt: n, error: e, waitMs, roundEnds });
       if (!roundEnds) continue;
       const before = opts.deadline.remainingMs();
-      await opts.deadline.sleep(waitMs, `${opts.doing} (${n} attempts, last: ${e.message})`);
+      await opts.deadline.sleep(waitMs, doing(n + 1));
       waitedMs += before - opts.deadline.remainingMs();
       round++;
       inRound = 0;

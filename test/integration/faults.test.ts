@@ -5,6 +5,7 @@
 import { execFileSync } from "node:child_process";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
+import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -102,6 +103,28 @@ describe("signals and deadline at each KBS phase", () => {
       expect(r.durationMs).toBeLessThan(3_000 + 3_000);
     });
   }
+});
+
+describe("a KBS address that accepts TCP and never completes TLS", () => {
+  it("deadline expiry in the TLS handshake: exit 12 within the deadline (not the request timeout)", async () => {
+    const sockets: net.Socket[] = [];
+    const silent = net.createServer((s) => sockets.push(s));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    try {
+      const url = `https://127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
+      const r = await runCli(
+        ["fetch", RESOURCE, "--kbs", url, "--ca", pki.caFile, "--tee", "sample", "--allow-sample", "--deadline", "3"],
+        { timeoutMs: 30_000 },
+      );
+      expect(r.code, r.stderr).toBe(EXIT_CODES.deadline);
+      expect(r.stderr).toMatch(/deadline of 3s exceeded/);
+      // before the fix the run waited for the whole request timeout (15 s) in the handshake
+      expect(r.durationMs).toBeLessThan(3_000 + 3_000);
+    } finally {
+      for (const s of sockets) s.destroy();
+      silent.close();
+    }
+  });
 });
 
 describe.skipIf(!cryptsetupAvailable())("cryptsetup and the /run state", () => {

@@ -61,7 +61,11 @@ afterAll(async () => {
   for (const d of [work, run]) if (d) fs.rmSync(d, { recursive: true, force: true });
 });
 
-function config(name: string, ssh: Record<string, unknown>): { file: string; dir: string; record: string } {
+function config(
+  name: string,
+  ssh: Record<string, unknown>,
+  unlockExtra: Record<string, unknown> = {},
+): { file: string; dir: string; record: string } {
   const dir = path.join(run, name);
   const record = path.join(dir, "measurements.cbor");
   const file = path.join(work, `${name}.json`);
@@ -73,6 +77,7 @@ function config(name: string, ssh: Record<string, unknown>): { file: string; dir
       unlock: {
         measure: { tpm: "required", record_path: record },
         volumes: [{ name: "root", uuid: img.uuid, device: img.file, resource: "default/key/root" }],
+        ...unlockExtra,
       },
       identity: { ssh },
     }),
@@ -166,6 +171,31 @@ describe.skipIf(!have)("attested SSH host identity (binary, test KBS, swtpm)", (
     expect(fs.existsSync(path.join(c.dir, "ssh", "ssh_host_ed25519_key"))).toBe(false);
     const recs = decodeRecords(fs.readFileSync(c.record));
     expect(recs.map((x) => x.event)).toEqual(["cvm-unlock:ssh-host-key:none", `cryptsetup:root:${img.uuid}`]);
+  });
+});
+
+describe.skipIf(!have)("attested SSH host identity: the host's attacks on the boot path", () => {
+  it("required identity refused, passphrase fallback on: no console passphrase stands in for it, nothing opened", async () => {
+    const log = path.join(work, "fallback-cryptsetup.log");
+    const cryptsetup = path.join(work, "fallback-cryptsetup");
+    fs.writeFileSync(cryptsetup, `#!/bin/sh\necho "cryptsetup $*" >> ${log}\nexit 0\n`, { mode: 0o755 });
+    const c = config(
+      "fallback",
+      { resource: "default/ssh/absent" },
+      {
+        passphrase_fallback: true,
+        cryptsetup,
+        measure: { tpm: "off", rtmr_mode: "off", record_path: path.join(run, "fallback.cbor") },
+      },
+    );
+    const r = await runCli(["unlock", "--config", c.file, "--log-format", "text"], {
+      timeoutMs: 60_000,
+      input: "recovery\n",
+    });
+    expect([EXIT_CODES["kbs-refused"], EXIT_CODES["resource-missing"]], r.stderr).toContain(r.code);
+    expect(r.stderr).toMatch(/default\/ssh\/absent/);
+    expect(r.stderr).not.toMatch(/asking on the console/);
+    expect(fs.existsSync(log) ? fs.readFileSync(log, "utf8") : "").not.toMatch(/open/);
   });
 });
 

@@ -142,6 +142,14 @@ describe.skipIf(!have)("verity (binary, stand-in /sys, image files)", () => {
     expect(v.signature_p7s_b64).toMatch(/^MI/);
   });
 
+  it("verity format refuses a weakening option as a usage error naming the flag, before veritysetup runs", async () => {
+    const hash = path.join(work, "never.hash");
+    const r = await runCli(["verity", "format", path.join(work, "data.img"), hash, "--option", "ignore-corruption"]);
+    expect(r.code).toBe(EXIT_CODES.usage);
+    expect(r.stderr).toMatch(/ignore-corruption lets corrupted.*--option/);
+    expect(fs.existsSync(hash)).toBe(false);
+  });
+
   it("the released, signed hash verifies the root; /var is unlocked in the same session (one handshake)", async () => {
     serve(signed);
     kbs.resetStats();
@@ -214,6 +222,22 @@ describe.skipIf(!have)("verity (binary, stand-in /sys, image files)", () => {
     }
   });
 
+  it("a second partition with the data partition's label (a disk the host adds) is refused, not guessed", async () => {
+    const other = path.join(work, "other-data.img");
+    fs.copyFileSync(path.join(work, "data.img"), other);
+    partition("vdb1", "root-data", other);
+    try {
+      serve(signed);
+      const r = await unlock(config({ verity: { signer_cert: signerPem } }));
+      expect(r.code).toBe(EXIT_CODES.volume);
+      expect(r.stderr).toMatch(/partition label "root-data" is on 2 partitions/);
+      expect(r.stderr).not.toMatch(/veritysetup verify/);
+    } finally {
+      fs.rmSync(path.join(root, "sys/class/block/vdb1"), { recursive: true, force: true });
+      fs.rmSync(path.join(root, "dev/vdb1"), { force: true });
+    }
+  });
+
   it("a data block flipped after provisioning fails veritysetup verify (no silent success)", async () => {
     const copy = path.join(work, "data-tampered.img");
     fs.copyFileSync(path.join(work, "data.img"), copy);
@@ -247,6 +271,14 @@ describe.skipIf(!have)("verity (binary, stand-in /sys, image files)", () => {
       const c = await unlock(config());
       expect(c.code).toBe(EXIT_CODES["unsafe-cmdline"]);
       expect(c.stderr).toMatch(/sets a verity root itself \(roothash\)/);
+      expect(kbs.stats.requests.auth).toBe(0);
+      // systemd reads "-" as "_" and, in the initramfs, an rd. prefix: the same parameters
+      for (const p of ["rd.roothash=" + "1".repeat(64), "systemd.verity-root-data=PARTLABEL=x", "rd.usrhash=ab"]) {
+        fs.writeFileSync(path.join(root, "proc/cmdline"), `quiet ${p}\n`);
+        const v = await unlock(config());
+        expect(v.code, p).toBe(EXIT_CODES["unsafe-cmdline"]);
+        expect(v.stderr).toContain(`(${p.split("=")[0]})`);
+      }
       expect(kbs.stats.requests.auth).toBe(0);
     } finally {
       fs.rmSync(path.join(root, "proc/cmdline"));

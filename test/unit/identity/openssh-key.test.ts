@@ -45,6 +45,7 @@ interface Parts {
   check2: number;
   padding: number[] | undefined;
   trailing: Uint8Array;
+  comment: string;
 }
 
 /** An openssh-key-v1 file built from parts (the hostile KBS's toolbox). */
@@ -62,6 +63,7 @@ function build(over: Partial<Parts> = {}): Buffer {
     check2: 0x01020304,
     padding: undefined,
     trailing: new Uint8Array(0),
+    comment: "c",
     ...over,
   };
   const section = new SshWriter()
@@ -70,7 +72,7 @@ function build(over: Partial<Parts> = {}): Buffer {
     .string(p.keytype)
     .string(p.innerPub)
     .string(p.sk)
-    .string("c");
+    .string(p.comment);
   const pad = p.padding ?? Array.from({ length: (8 - (section.length % 8)) % 8 }, (_, i) => i + 1);
   section.raw(Uint8Array.from(pad));
   return armor(
@@ -140,6 +142,15 @@ describe("OpenSSH private key codec", () => {
     const badMagic = binary(build());
     badMagic[3]! ^= 1;
     expect(parseError(armor(badMagic)).field).toBe("magic");
+  });
+
+  it("refuses a comment that could add a line to the installed .pub file, and padding of a whole block", () => {
+    // the comment ends up in ssh_host_ed25519_key.pub: a newline would smuggle a second key line
+    expect(parseError(build({ comment: "c\nssh-ed25519 AAAA other" })).field).toBe("comment");
+    expect(parseError(build({ comment: "c\u00e9" })).field).toBe("comment");
+    // ssh-keygen pads to the block size: 8 more padding bytes still follow 1, 2, 3, ... (as OpenSSH reads it)
+    expect(parseOpensshPrivateKey(build({ padding: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12] })).comment).toBe("c");
+    expect(parseError(build({ padding: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0] })).field).toBe("padding");
   });
 
   it("refuses a wrong padding byte", () => {

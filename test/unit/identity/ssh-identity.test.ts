@@ -127,6 +127,23 @@ describe.skipIf(!haveShm)("receiving the SSH identity into tmpfs", () => {
     }
   });
 
+  it("refuses a directory another user owns; under optional, removes nothing through a symlinked directory", () => {
+    const good = [secret("host_ed25519"), secret("host_ed25519-cert.pub")];
+    if (process.getuid!() === 0) {
+      fs.mkdirSync(dir, { mode: 0o700 });
+      fs.chownSync(dir, 4242, 4242);
+      expect(() => receiveSshIdentity(required, good, dir, log())).toThrow(/belongs to uid 4242/);
+      expect(fs.readdirSync(dir)).toEqual([]);
+      fs.rmdirSync(dir);
+    }
+    const elsewhere = path.join(base, "elsewhere");
+    fs.mkdirSync(elsewhere);
+    fs.writeFileSync(path.join(elsewhere, "ssh_host_ed25519_key"), "not ours");
+    fs.symlinkSync(elsewhere, dir);
+    expect(receiveSshIdentity(optional, [refused, refused], dir, log()).fingerprint).toBeUndefined();
+    expect(fs.readFileSync(path.join(elsewhere, "ssh_host_ed25519_key"), "utf8")).toBe("not ours");
+  });
+
   it("--test-only (no directory): checks without writing", () => {
     const o = receiveSshIdentity(required, [secret("host_ed25519"), secret("host_ed25519-cert.pub")], undefined, log());
     expect(o.fingerprint).toBe(FINGERPRINT);

@@ -111,6 +111,20 @@ describe("retry", () => {
     expect(n).toBeGreaterThan(5); // capped at 5 s: at least one attempt per 5 s
   });
 
+  it("the deadline ending an attempt itself still names the failure before it", async () => {
+    let n = 0;
+    const p = retry(opts(), async () => {
+      if (++n === 1) throw new TransientError("getaddrinfo ENOTFOUND kbs.example");
+      throw new CvmError("deadline", "deadline of 1s exceeded while talking to KBS (auth)", { hint: "raise it" });
+    });
+    const e = (await p.catch((x: unknown) => x)) as CvmError;
+    expect(e.kind).toBe("deadline");
+    expect(e.message).toBe(
+      "deadline of 1s exceeded while talking to KBS (auth) (1 attempts before, last: getaddrinfo ENOTFOUND kbs.example)",
+    );
+    expect(e.hint).toBe("raise it");
+  });
+
   it("DEFAULT config: a KBS that comes up 60 s late is reached within one backoff cap, no wait over 5 s", async () => {
     vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] });
     const defaults = configSchema.parse({}, "");

@@ -78,6 +78,15 @@ describe("verity resource", () => {
   it("refuses options that weaken dm-verity, unknown options, and duplicates", () => {
     for (const o of ["ignore-corruption", "ignore-zero-blocks", "check-at-most-once"])
       expect(refused(doc({ options: [o] })).message).toMatch(new RegExp(`options\\[0\\]: ${o} lets corrupted`));
+    // other spellings of the weakening options (dm's own underscores, case, spaces, a value) never pass
+    for (const o of [
+      "ignore_corruption",
+      "IGNORE-CORRUPTION",
+      " ignore-corruption",
+      "ignore-corruption ",
+      "ignore-zero-blocks=1",
+    ])
+      expect(refused(doc({ options: [o] })).message).toMatch(/options\[0\]: .*(refused|not an allowed option)/);
     expect(refused(doc({ options: ["fec-device=/dev/vdb"] })).message).toMatch(/"fec-device" is not an allowed option/);
     expect(refused(doc({ options: ["panic-on-corruption", "restart-on-corruption"] })).message).toMatch(/twice/);
     expect(refused(doc({ options: ["data-block-size=1000"] })).message).toMatch(/power of two/);
