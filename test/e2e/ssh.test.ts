@@ -84,8 +84,8 @@ function keyscan(port: number, args: string[]): Promise<string[]> {
   return new Promise((resolve) => {
     execFile(
       "ssh-keyscan",
-      ["-T", "5", "-p", String(port), ...args, "127.0.0.1"],
-      { encoding: "utf8", timeout: 20_000 },
+      ["-T", "15", "-p", String(port), ...args, "127.0.0.1"],
+      { encoding: "utf8", timeout: 40_000 },
       (_err, stdout) =>
         resolve(
           String(stdout ?? "")
@@ -181,8 +181,19 @@ describe("VM boot: attested SSH host identity", () => {
         const until = t0 + BOOT_TIMEOUT_MS - 60_000;
         while (!scanned && Date.now() < until && !/Failed to start ssh\.service/.test(vm.text())) {
           const ed25519 = await keyscan(port, ["-t", "ed25519"]);
-          if (ed25519.length) scanned = { ed25519, all: await keyscan(port, []), certs: await keyscan(port, ["-c"]) };
-          else await new Promise((r) => setTimeout(r, 5000));
+          if (!ed25519.length) {
+            await new Promise((r) => setTimeout(r, 5000));
+            continue;
+          }
+          // Each scan is a full key exchange, slow under TCG: a few tries each.
+          const retried = async (args: string[]) => {
+            for (let i = 0; i < 3; i++) {
+              const got = await keyscan(port, args);
+              if (got.length) return got;
+            }
+            return [];
+          };
+          scanned = { ed25519, all: await retried([]), certs: await retried(["-c"]) };
         }
         timings.keyscanMs = Date.now() - t0;
       },
