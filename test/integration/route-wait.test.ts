@@ -9,7 +9,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { EXIT_CODES } from "../../platform/util/errors.ts";
-import { ensureBinary, runCli } from "../helpers/binary.ts";
+import { BINARY, ensureBinary, runCli } from "../helpers/binary.ts";
+import { spawnSync } from "node:child_process";
 import { createPki, type Pki } from "../helpers/pki.ts";
 import { startTestKbs, type TestKbs } from "../kbs/server.ts";
 
@@ -102,4 +103,59 @@ describe("agent started before the network", () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(3500);
     expect(kbs.stats.events).toEqual([]);
   });
+
+  // The host fills the routing tables: a huge file of garbage, a default route that only drops
+  // (blackhole, no device), a default route on lo, the kernel's IPv6 reject route. None of them
+  // reaches the KBS: the agent waits (reading a bounded prefix each time) and stops at its deadline.
+  // The KBS address is TEST-NET-1 and the binary runs in an empty network namespace, so even a
+  // wrongly accepted route could reach nothing outside this machine.
+  it.skipIf(spawnSync("unshare", ["-n", "true"]).status !== 0)(
+    "hostile routing tables (huge, garbage, blackhole, default on lo): bounded wait, clear message at the deadline",
+    async () => {
+      const { root } = offlineRoot();
+      const garbage = ("\0\xff junk " + "z".repeat(200) + "\n").repeat(100_000); // ~21 MB
+      fs.writeFileSync(
+        path.join(root, "proc/net/route"),
+        ROUTE_HEADER +
+          "*\t00000000\t00000000\t0001\t0\t0\t0\t00000000\t0\t0\t0\n" + // blackhole default
+          "lo\t00000000\t00000000\t0001\t0\t0\t0\t00000000\t0\t0\t0\n" + // default via lo
+          "*\t0200000C0\t00000000\t0201\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n" + // unreachable, malformed
+          garbage,
+      );
+      fs.writeFileSync(
+        path.join(root, "proc/net/ipv6_route"),
+        "00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n" +
+          garbage,
+      );
+      const t0 = Date.now();
+      const r = await runCli(
+        [
+          "-n",
+          BINARY,
+          "fetch",
+          RESOURCE,
+          "--kbs",
+          "https://192.0.2.1:8443",
+          "--ca",
+          pki.caFile,
+          "--tee",
+          "sample",
+          "--allow-sample",
+          "--deadline",
+          "3",
+          "--platform-root",
+          root,
+        ],
+        { binary: "unshare", timeoutMs: 60_000 },
+      );
+      expect(r.timedOut).toBe(false);
+      expect(r.code, r.stderr).toBe(EXIT_CODES.deadline);
+      expect(r.stderr).toMatch(
+        /deadline of 3s exceeded while waiting for a network route to KBS 192\.0\.2\.1: no usable route in \/proc\/net\/route/,
+      );
+      expect(r.stderr).not.toMatch(/kbs: network route after/);
+      expect(r.stderr).not.toMatch(/ECONNREFUSED|ENETUNREACH|EHOSTUNREACH|connect/i);
+      expect(Date.now() - t0).toBeLessThan(20_000);
+    },
+  );
 });
