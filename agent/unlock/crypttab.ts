@@ -105,13 +105,13 @@ export function socketVolumes(entries: CrypttabEntry[], socket: string, where: s
   const ours = entries.filter((e) => e.keyFile === socket);
   if (ours.length > MAX_ENTRIES)
     throw new CvmError("config", `${where} names the key socket ${ours.length} times (at most ${MAX_ENTRIES})`);
-  const seen = new Set<string>();
   return ours.map((e) => {
     const at = `${where}:${e.line} (${e.name})`;
     if (!DM_NAME_PATTERN.test(e.name))
       throw new CvmError("config", `${at}: the volume name is not a device-mapper name cvm-unlock accepts`);
-    if (seen.has(e.name)) throw new CvmError("config", `${at}: the volume name appears twice`);
-    seen.add(e.name);
+    // Also against entries with another key file: systemd would open only one of them under this name.
+    if (entries.some((o) => o !== e && o.name === e.name))
+      throw new CvmError("config", `${at}: the volume name appears twice`);
     const keys = e.options.map((o) => o.split("=", 1)[0]!);
     const refused = keys.find((k) => REFUSED_OPTIONS.includes(k));
     if (refused !== undefined)
