@@ -111,13 +111,18 @@ function serve(s: Setup): Promise<RunResult> {
   );
 }
 
-/** Connect as the host would, bound to `name` (abstract when it starts with NUL); the bytes read, or the error. */
+/**
+ * Connect as the host would, bound to `name` (abstract when it starts with "@"; "hex:…" binds those
+ * exact bytes); the bytes read, or the error.
+ */
 async function peer(sock: string, name: string | undefined): Promise<{ bytes?: Buffer; error?: string }> {
   const py = `
 import socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.settimeout(20)
-if len(sys.argv) > 2: s.bind(sys.argv[2].replace("@", "\\0", 1))
+if len(sys.argv) > 2:
+    a = sys.argv[2]
+    s.bind(bytes.fromhex(a[4:]) if a.startswith("hex:") else a.replace("@", "\\0", 1))
 try:
     s.connect(sys.argv[1])
 except OSError as e:
@@ -210,6 +215,57 @@ describe.skipIf(!have)("serve-keys (mode B key socket, binary, test KBS)", () =>
     expect(r.stderr).toMatch(/unnamed socket/);
     expect(r.stderr).toMatch(/volume root was already served \(a second connection for it\)/);
     noSecretIn(r);
+  });
+
+  it("hostile peer names (NUL bytes, overlong, path tricks) and two connections racing for one volume: one key each, once", async () => {
+    const s = setup();
+    const server = serve(s);
+    await socketUp(s.sock);
+    const hex = (b: Buffer) => `hex:${b.toString("hex")}`;
+    for (const name of [
+      hex(Buffer.concat([Buffer.from("\0" + "1/cryptsetup/ro"), Buffer.from([0]), Buffer.from("ot")])), // NUL inside
+      hex(Buffer.from("\0" + "1/cryptsetup/root\0")), // trailing NUL
+      hex(Buffer.from("\0" + "\0" + "1/cryptsetup/root")), // NUL before the random part
+      `@1/cryptsetup/${"r".repeat(92)}`, // the longest abstract name (108 bytes)
+      "@1/cryptsetup/../root",
+      "@1/cryptsetup/root/",
+      "@12345678901234567/cryptsetup/root", // a random part longer than systemd's 64 bits
+    ])
+      expect((await peer(s.sock, name)).bytes, name).toEqual(Buffer.alloc(0));
+    // Both wait in the backlog while the keys are fetched: exactly one of them gets root's key.
+    const [x, y] = await Promise.all([peer(s.sock, "@a/cryptsetup/root"), peer(s.sock, "@b/cryptsetup/root")]);
+    expect([x.bytes, y.bytes].filter((b) => b?.equals(A.key))).toHaveLength(1);
+    expect([x.bytes, y.bytes].filter((b) => b?.length === 0)).toHaveLength(1);
+    expect((await peer(s.sock, "@c/cryptsetup/var")).bytes).toEqual(B.key);
+    const r = await server;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr.match(/is not systemd-cryptsetup's/g)?.length).toBe(6);
+    expect(r.stderr).toMatch(/volume "r{92}" is not one this key socket serves/);
+    expect(r.stderr).toMatch(/volume root was already served/);
+    noSecretIn(r);
+  });
+
+  it("a crypttab that would bypass the served key or the checked header: exit 3, no socket, no KBS request", async () => {
+    kbs.resetStats();
+    const line = (sock: string, name: string, opts: string) => `${name} ${A.file} ${sock} ${opts}\n`;
+    for (const [crypttab, re] of [
+      [(sock: string) => line(sock, "root", "luks,headless=true,keyfile-offset=4096"), /option keyfile-offset/],
+      [(sock: string) => line(sock, "root", `luks,headless=true,header=${B.file}`), /option header/],
+      [(sock: string) => line(sock, "root", "luks,headless=true") + line(sock, "root", "luks,headless=true"), /twice/],
+      [(sock: string) => line("/etc/root.key", "root", "luks") + line(sock, "root", "luks,headless=true"), /twice/],
+      [(sock: string) => line(sock, "..", "luks,headless=true"), /not a device-mapper name/],
+      [(sock: string) => line(sock, "r/oot", "luks,headless=true"), /not a device-mapper name/],
+    ] as const) {
+      const s = setup({
+        crypttab: ({ sock }) => crypttab(sock),
+        volumes: [{ name: "root", resource: "default/key/root" }],
+      });
+      const r = await serve(s);
+      expect(r.code, r.stderr).toBe(EXIT_CODES.config);
+      expect(r.stderr).toMatch(re);
+      expect(fs.existsSync(s.sock)).toBe(false);
+    }
+    expect(kbs.stats.requests.auth).toBe(0);
   });
 
   it("a crypttab-named device replaced by another LUKS volume: refused before any KBS contact", async () => {
