@@ -389,4 +389,34 @@ describe.skipIf(!have)("verify-mapping after systemd-cryptsetup (stand-in dmsetu
     expect(other.code).toBe(0);
     expect(other.stdout.toString()).toMatch(/swap: not a volume of the cvm-unlock key socket/);
   });
+
+  it("a verified.json replaced (FIFO, symlink to /dev/zero, an edited record): refused at once, the mapping closed", async () => {
+    const record = path.join(s.state, "verified.json");
+    const original = fs.readFileSync(record, "utf8");
+    const edited = JSON.parse(original);
+    edited.volumes[0].mapping.note = "host was here";
+    try {
+      for (const [what, plant, re] of [
+        ["a FIFO", () => execFileSync("mkfifo", [record]), /is not a regular file/],
+        ["a symlink to /dev/zero", () => fs.symlinkSync("/dev/zero", record), /is not a regular file/],
+        [
+          "an edited record",
+          () => fs.writeFileSync(record, JSON.stringify(edited)),
+          /mapping\.note' is not a known key/,
+        ],
+      ] as const) {
+        fs.rmSync(record, { force: true });
+        plant();
+        const v = verify("root", GOOD);
+        const r = await v.r;
+        expect(r.timedOut, what).toBe(false);
+        expect(r.code, `${what}: ${r.stderr}`).toBe(EXIT_CODES.volume);
+        expect(r.stderr).toMatch(re);
+        expect(fs.readFileSync(v.log, "utf8")).toMatch(/cryptsetup close root/);
+      }
+    } finally {
+      fs.rmSync(record, { force: true });
+      fs.writeFileSync(record, original);
+    }
+  });
 });
