@@ -158,4 +158,17 @@ describe("agent started before the network", () => {
       expect(Date.now() - t0).toBeLessThan(20_000);
     },
   );
+
+  it("a udev queue that never drains (a hung rule): the run's deadline ends the wait, no KBS contact", async () => {
+    kbs = await startTestKbs({ tls: pki.tls, resources: { [RESOURCE]: SECRET } });
+    const { root, bringUp } = offlineRoot();
+    bringUp();
+    fs.mkdirSync(path.join(root, "run/udev"), { recursive: true });
+    fs.writeFileSync(path.join(root, "run/udev/queue"), "");
+    const r = await fetchCli(root, 3);
+    expect(r.timedOut).toBe(false);
+    expect(r.code, r.stderr).toBe(EXIT_CODES.deadline);
+    expect(r.stderr).toMatch(/deadline of 3s exceeded while waiting for udev to process the device events/);
+    expect(kbs.stats.events).toEqual([]);
+  });
 });
