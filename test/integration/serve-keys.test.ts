@@ -243,6 +243,13 @@ describe.skipIf(!have)("serve-keys (mode B key socket, binary, test KBS)", () =>
     expect(r.stderr).toMatch(/volume "r{92}" is not one this key socket serves/);
     expect(r.stderr).toMatch(/volume root was already served/);
     noSecretIn(r);
+    // nothing it wrote (verified.json, opened.json, the measurement record) holds a key
+    for (const f of fs.readdirSync(s.state, { recursive: true }) as string[]) {
+      const p = path.join(s.state, f);
+      if (!fs.statSync(p).isFile()) continue;
+      const bytes = fs.readFileSync(p);
+      for (const k of [A.key, B.key]) expect(bytes.includes(k) || bytes.includes(k.toString("base64")), f).toBe(false);
+    }
   });
 
   it("a crypttab that would bypass the served key or the checked header: exit 3, no socket, no KBS request", async () => {
