@@ -115,7 +115,11 @@ function serve(s: Setup): Promise<RunResult> {
  * Connect as the host would, bound to `name` (abstract when it starts with "@"; "hex:…" binds those
  * exact bytes); the bytes read, or the error.
  */
-async function peer(sock: string, name: string | undefined): Promise<{ bytes?: Buffer; error?: string }> {
+async function peer(
+  sock: string,
+  name: string | undefined,
+  o: { uid?: number } = {},
+): Promise<{ bytes?: Buffer; error?: string }> {
   const py = `
 import socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -138,10 +142,12 @@ while True:
 sys.stdout.write("OK " + data.hex())
 `;
   // Asynchronous: the test KBS runs in this process and must keep answering meanwhile.
-  const { stdout: out } = await execFileAsync("python3", ["-c", py, sock, ...(name !== undefined ? [name] : [])], {
-    encoding: "utf8",
-    timeout: 30_000,
-  });
+  const args = ["python3", "-c", py, sock, ...(name !== undefined ? [name] : [])];
+  // another user: the system python (a per-user shim on PATH may not be readable to it)
+  const as = o.uid === undefined ? [] : ["setpriv", `--reuid=${o.uid}`, `--regid=${o.uid}`, "--clear-groups"];
+  if (o.uid !== undefined) args[0] = "/usr/bin/python3";
+  const [cmd, ...rest] = [...as, ...args];
+  const { stdout: out } = await execFileAsync(cmd!, rest, { encoding: "utf8", timeout: 30_000 });
   return out.startsWith("OK ") ? { bytes: Buffer.from(out.slice(3).trim(), "hex") } : { error: out.trim() };
 }
 
@@ -217,7 +223,7 @@ describe.skipIf(!have)("serve-keys (mode B key socket, binary, test KBS)", () =>
     noSecretIn(r);
   });
 
-  it("hostile peer names (NUL bytes, overlong, path tricks) and two connections racing for one volume: one key each, once", async () => {
+  it("hostile peers (NUL bytes, overlong names, path tricks, a non-root process) and two connections racing for one volume: one key each, once", async () => {
     const s = setup();
     const server = serve(s);
     await socketUp(s.sock);
@@ -232,6 +238,16 @@ describe.skipIf(!have)("serve-keys (mode B key socket, binary, test KBS)", () =>
       "@12345678901234567/cryptsetup/root", // a random part longer than systemd's 64 bits
     ])
       expect((await peer(s.sock, name)).bytes, name).toEqual(Buffer.alloc(0));
+    // A process of another user that gets past the file mode (loosened here) is refused by SO_PEERCRED.
+    const modes = [work, s.dir, path.dirname(s.sock)].map((d) => [d, fs.statSync(d).mode & 0o777] as const);
+    try {
+      for (const [d] of modes) fs.chmodSync(d, 0o711);
+      fs.chmodSync(s.sock, 0o666);
+      expect((await peer(s.sock, "@1/cryptsetup/root", { uid: 65534 })).bytes).toEqual(Buffer.alloc(0));
+    } finally {
+      for (const [d, m] of modes) fs.chmodSync(d, m);
+      fs.chmodSync(s.sock, 0o600);
+    }
     // Both wait in the backlog while the keys are fetched: exactly one of them gets root's key.
     const [x, y] = await Promise.all([peer(s.sock, "@a/cryptsetup/root"), peer(s.sock, "@b/cryptsetup/root")]);
     expect([x.bytes, y.bytes].filter((b) => b?.equals(A.key))).toHaveLength(1);
@@ -241,6 +257,7 @@ describe.skipIf(!have)("serve-keys (mode B key socket, binary, test KBS)", () =>
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr.match(/is not systemd-cryptsetup's/g)?.length).toBe(6);
     expect(r.stderr).toMatch(/volume "r{92}" is not one this key socket serves/);
+    expect(r.stderr).toMatch(/the peer runs as uid 65534, not root/);
     expect(r.stderr).toMatch(/volume root was already served/);
     noSecretIn(r);
     // nothing it wrote (verified.json, opened.json, the measurement record) holds a key
