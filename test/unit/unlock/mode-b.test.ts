@@ -41,7 +41,13 @@ describe("crypttab (mode B)", () => {
 
   it("refuses entries a served key would not cover: no headless, detached header, key slices, tokens", () => {
     expect(() => vols(`root UUID=${UUID} ${SOCK} luks`)).toThrow(/headless=true is missing/);
-    for (const o of ["header=/h", "keyfile-offset=4", "keyfile-size=8", "tpm2-device=auto", "plain", "tcrypt"])
+    // systemd takes the last headless= option
+    for (const o of ["headless=true,headless=false", "headless=no", "headless=", "headless=yes,headless=0"])
+      expect(() => vols(`root UUID=${UUID} ${SOCK} luks,${o}`), o).toThrow(/headless=true is missing/);
+    for (const o of ["headless", "headless=on", "headless=0,headless=1"])
+      expect(vols(`root UUID=${UUID} ${SOCK} luks,${o}`), o).toHaveLength(1);
+    const refused = ["header=/h", "keyfile-offset=4", "keyfile-size=8", "tpm2-device=auto", "plain", "tcrypt"];
+    for (const o of [...refused, "try-empty-password", "try-empty-password=true"])
       expect(() => vols(`root UUID=${UUID} ${SOCK} luks,headless=true,${o}`)).toThrow(
         new RegExp(`option ${o.split("=")[0]} is not supported`),
       );
