@@ -50,13 +50,15 @@ function offlineRoot(): { root: string; bringUp(): void } {
   return { root, bringUp: () => put("sys/class/net/lo/flags", "0x9\n") };
 }
 
-function fetchCli(root: string, deadline: number) {
+/** `fetch` from the stand-in root; `isolated`: to this KBS URL, inside an empty network namespace. */
+function fetchCli(root: string, deadline: number, isolated?: string) {
   return runCli(
     [
+      ...(isolated ? ["-n", BINARY] : []),
       "fetch",
       RESOURCE,
       "--kbs",
-      kbs!.url,
+      isolated ?? kbs!.url,
       "--ca",
       pki.caFile,
       "--tee",
@@ -67,7 +69,7 @@ function fetchCli(root: string, deadline: number) {
       "--platform-root",
       root,
     ],
-    { timeoutMs: 90_000 },
+    { timeoutMs: 90_000, ...(isolated ? { binary: "unshare" } : {}) },
   );
 }
 
@@ -128,26 +130,7 @@ describe("agent started before the network", () => {
           garbage,
       );
       const t0 = Date.now();
-      const r = await runCli(
-        [
-          "-n",
-          BINARY,
-          "fetch",
-          RESOURCE,
-          "--kbs",
-          "https://192.0.2.1:8443",
-          "--ca",
-          pki.caFile,
-          "--tee",
-          "sample",
-          "--allow-sample",
-          "--deadline",
-          "3",
-          "--platform-root",
-          root,
-        ],
-        { binary: "unshare", timeoutMs: 60_000 },
-      );
+      const r = await fetchCli(root, 3, "https://192.0.2.1:8443");
       expect(r.timedOut).toBe(false);
       expect(r.code, r.stderr).toBe(EXIT_CODES.deadline);
       expect(r.stderr).toMatch(
