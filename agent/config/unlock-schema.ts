@@ -2,7 +2,8 @@
 import { RESOURCE_PATH, SHA256_HEX, URL_PATTERN, UUID_PATTERN } from "./patterns.ts";
 import { arr, bool, field, num, obj, optional, str } from "./validate.ts";
 
-export const DM_NAME_PATTERN = /^[A-Za-z0-9_.+-]{1,64}$/;
+/** A /dev/mapper name: not "." or ".." (the path would leave /dev/mapper), not "control" (libdevmapper's own node). */
+export const DM_NAME_PATTERN = /^(?!\.{1,2}$|control$)[A-Za-z0-9_.+-]{1,64}$/;
 const RESOURCE_OR_PREFIX =
   /^[A-Za-z0-9_-][A-Za-z0-9_.-]*\/[A-Za-z0-9_-][A-Za-z0-9_.-]*\/([A-Za-z0-9_-][A-Za-z0-9_.-]*|\*)$/;
 

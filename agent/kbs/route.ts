@@ -29,6 +29,8 @@ export interface Route {
 }
 
 const IFACE = /^[^\s/]{1,15}$/;
+/** The interface /proc/net/route prints for a route without a device: blackhole, unreachable, prohibit. */
+const NO_DEVICE = "*";
 
 function hexBytes(s: string, n: number): Uint8Array | undefined {
   if (s.length !== n * 2 || !/^[0-9A-Fa-f]+$/.test(s)) return undefined;
@@ -36,7 +38,8 @@ function hexBytes(s: string, n: number): Uint8Array | undefined {
 }
 
 function usable(flags: number, iface: string): boolean {
-  return (flags & RTF_UP) !== 0 && (flags & RTF_REJECT) === 0 && IFACE.test(iface);
+  // an IPv4 blackhole route has RTF_UP and no RTF_REJECT (fib_flag_trans), only the missing device says it drops
+  return (flags & RTF_UP) !== 0 && (flags & RTF_REJECT) === 0 && IFACE.test(iface) && iface !== NO_DEVICE;
 }
 
 /**

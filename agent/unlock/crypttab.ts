@@ -50,6 +50,9 @@ const REFUSED_OPTIONS = [
   "fido2-device",
   "pkcs11-uri",
   "password-echo",
+  // tried after a failed key: a header swapped in after our check, with an empty-password keyslot,
+  // would open with a volume key the host knows, and the dm table alone cannot tell
+  "try-empty-password",
   "integrity",
   "offset",
   "skip",
@@ -100,29 +103,31 @@ function selectorOf(source: string, where: string): SocketVolume["selector"] {
   }
 }
 
+/** systemd-cryptsetup's reading of headless: the last headless[=BOOL] option wins (parse_boolean). */
+function headless(options: string[]): boolean {
+  const last = options.filter((o) => o === "headless" || o.startsWith("headless=")).pop();
+  return last !== undefined && (last === "headless" || ["1", "yes", "y", "true", "t", "on"].includes(last.slice(9)));
+}
+
 /** The entries whose key file is `socket`, checked: LUKS, headless, nothing that bypasses the served key. */
 export function socketVolumes(entries: CrypttabEntry[], socket: string, where: string): SocketVolume[] {
   const ours = entries.filter((e) => e.keyFile === socket);
   if (ours.length > MAX_ENTRIES)
     throw new CvmError("config", `${where} names the key socket ${ours.length} times (at most ${MAX_ENTRIES})`);
-  const seen = new Set<string>();
   return ours.map((e) => {
     const at = `${where}:${e.line} (${e.name})`;
     if (!DM_NAME_PATTERN.test(e.name))
       throw new CvmError("config", `${at}: the volume name is not a device-mapper name cvm-unlock accepts`);
-    if (seen.has(e.name)) throw new CvmError("config", `${at}: the volume name appears twice`);
-    seen.add(e.name);
+    // Also against entries with another key file: systemd would open only one of them under this name.
+    if (entries.some((o) => o !== e && o.name === e.name))
+      throw new CvmError("config", `${at}: the volume name appears twice`);
     const keys = e.options.map((o) => o.split("=", 1)[0]!);
     const refused = keys.find((k) => REFUSED_OPTIONS.includes(k));
     if (refused !== undefined)
       throw new CvmError("config", `${at}: option ${refused} is not supported with the cvm-unlock key socket`, {
         hint: 'mode B serves one whole key per LUKS2 volume whose header cvm-unlock checked (docs/UNLOCK.md "Mode B")',
       });
-    if (
-      !e.options.includes("headless=true") &&
-      !e.options.includes("headless=1") &&
-      !e.options.includes("headless=yes")
-    )
+    if (!headless(e.options))
       throw new CvmError("config", `${at}: option headless=true is missing`, {
         hint: "without it a failed unlock falls back to a password prompt on the console, which belongs to the host",
       });

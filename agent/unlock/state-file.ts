@@ -51,7 +51,8 @@ export function readStateFile<T>(
 ): T[] {
   let bytes: Uint8Array | undefined;
   try {
-    bytes = readFileIfPresent(file, { what, max, kind: "volume" });
+    // regularFile: a FIFO or device put in its place must not block or feed the reader
+    bytes = readFileIfPresent(file, { what, max, kind: "volume", regularFile: true });
   } catch (e) {
     throw new CvmError("volume", `cannot read ${file}: ${errorMessage(e)}`);
   }

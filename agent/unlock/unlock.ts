@@ -338,6 +338,11 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
       (base.config.verity !== undefined || toUnlock.some((v) => !open.has(v.name)))
     )
       session.prepare();
+    // Every LUKS2 header is checked before the first KBS request (the verity resource comes
+    // first): a header the host tampered with means no attestation at all in this run.
+    const checkedVolumes = [];
+    for (const vol of toUnlock)
+      checkedVolumes.push({ vol, ...(await checkVolume(vol, root, base.config, deadline, req.log, timeline)) });
     const verity =
       req.device === undefined
         ? await openVerityVolumes(baseCtx, session, timeline, {
@@ -346,8 +351,7 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
             luksNames: toUnlock.map((v) => v.name),
           })
         : [];
-    for (const vol of toUnlock) {
-      const { device, checked } = await checkVolume(vol, root, base.config, deadline, req.log, timeline);
+    for (const { vol, device, checked } of checkedVolumes) {
       const h = checked.volume.header;
       const loaded = volumeConfig(req, base, hostLayers, h, device);
       const ctx: RunContext = {

@@ -9,7 +9,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { EXIT_CODES } from "../../platform/util/errors.ts";
-import { ensureBinary, runCli } from "../helpers/binary.ts";
+import { BINARY, ensureBinary, runCli } from "../helpers/binary.ts";
+import { spawnSync } from "node:child_process";
 import { createPki, type Pki } from "../helpers/pki.ts";
 import { startTestKbs, type TestKbs } from "../kbs/server.ts";
 
@@ -49,13 +50,15 @@ function offlineRoot(): { root: string; bringUp(): void } {
   return { root, bringUp: () => put("sys/class/net/lo/flags", "0x9\n") };
 }
 
-function fetchCli(root: string, deadline: number) {
+/** `fetch` from the stand-in root; `isolated`: to this KBS URL, inside an empty network namespace. */
+function fetchCli(root: string, deadline: number, isolated?: string) {
   return runCli(
     [
+      ...(isolated ? ["-n", BINARY] : []),
       "fetch",
       RESOURCE,
       "--kbs",
-      kbs!.url,
+      isolated ?? kbs!.url,
       "--ca",
       pki.caFile,
       "--tee",
@@ -66,7 +69,7 @@ function fetchCli(root: string, deadline: number) {
       "--platform-root",
       root,
     ],
-    { timeoutMs: 90_000 },
+    { timeoutMs: 90_000, ...(isolated ? { binary: "unshare" } : {}) },
   );
 }
 
@@ -100,6 +103,55 @@ describe("agent started before the network", () => {
     );
     expect(r.stderr).toMatch(/network did not come up/);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(3500);
+    expect(kbs.stats.events).toEqual([]);
+  });
+
+  // The host fills the routing tables: a huge file of garbage, a default route that only drops
+  // (blackhole, no device), a default route on lo, the kernel's IPv6 reject route. None of them
+  // reaches the KBS: the agent waits (reading a bounded prefix each time) and stops at its deadline.
+  // The KBS address is TEST-NET-1 and the binary runs in an empty network namespace, so even a
+  // wrongly accepted route could reach nothing outside this machine.
+  it.skipIf(spawnSync("unshare", ["-n", "true"]).status !== 0)(
+    "hostile routing tables (huge, garbage, blackhole, default on lo): bounded wait, clear message at the deadline",
+    async () => {
+      const { root } = offlineRoot();
+      const garbage = ("\0\xff junk " + "z".repeat(200) + "\n").repeat(100_000); // ~21 MB
+      fs.writeFileSync(
+        path.join(root, "proc/net/route"),
+        ROUTE_HEADER +
+          "*\t00000000\t00000000\t0001\t0\t0\t0\t00000000\t0\t0\t0\n" + // blackhole default
+          "lo\t00000000\t00000000\t0001\t0\t0\t0\t00000000\t0\t0\t0\n" + // default via lo
+          "*\t0200000C0\t00000000\t0201\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n" + // unreachable, malformed
+          garbage,
+      );
+      fs.writeFileSync(
+        path.join(root, "proc/net/ipv6_route"),
+        "00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n" +
+          garbage,
+      );
+      const t0 = Date.now();
+      const r = await fetchCli(root, 3, "https://192.0.2.1:8443");
+      expect(r.timedOut).toBe(false);
+      expect(r.code, r.stderr).toBe(EXIT_CODES.deadline);
+      expect(r.stderr).toMatch(
+        /deadline of 3s exceeded while waiting for a network route to KBS 192\.0\.2\.1: no usable route in \/proc\/net\/route/,
+      );
+      expect(r.stderr).not.toMatch(/kbs: network route after/);
+      expect(r.stderr).not.toMatch(/ECONNREFUSED|ENETUNREACH|EHOSTUNREACH|connect/i);
+      expect(Date.now() - t0).toBeLessThan(20_000);
+    },
+  );
+
+  it("a udev queue that never drains (a hung rule): the run's deadline ends the wait, no KBS contact", async () => {
+    kbs = await startTestKbs({ tls: pki.tls, resources: { [RESOURCE]: SECRET } });
+    const { root, bringUp } = offlineRoot();
+    bringUp();
+    fs.mkdirSync(path.join(root, "run/udev"), { recursive: true });
+    fs.writeFileSync(path.join(root, "run/udev/queue"), "");
+    const r = await fetchCli(root, 3);
+    expect(r.timedOut).toBe(false);
+    expect(r.code, r.stderr).toBe(EXIT_CODES.deadline);
+    expect(r.stderr).toMatch(/deadline of 3s exceeded while waiting for udev to process the device events/);
     expect(kbs.stats.events).toEqual([]);
   });
 });

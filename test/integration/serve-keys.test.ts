@@ -111,13 +111,22 @@ function serve(s: Setup): Promise<RunResult> {
   );
 }
 
-/** Connect as the host would, bound to `name` (abstract when it starts with NUL); the bytes read, or the error. */
-async function peer(sock: string, name: string | undefined): Promise<{ bytes?: Buffer; error?: string }> {
+/**
+ * Connect as the host would, bound to `name` (abstract when it starts with "@"; "hex:…" binds those
+ * exact bytes); the bytes read, or the error.
+ */
+async function peer(
+  sock: string,
+  name: string | undefined,
+  o: { uid?: number } = {},
+): Promise<{ bytes?: Buffer; error?: string }> {
   const py = `
 import socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.settimeout(20)
-if len(sys.argv) > 2: s.bind(sys.argv[2].replace("@", "\\0", 1))
+if len(sys.argv) > 2:
+    a = sys.argv[2]
+    s.bind(bytes.fromhex(a[4:]) if a.startswith("hex:") else a.replace("@", "\\0", 1))
 try:
     s.connect(sys.argv[1])
 except OSError as e:
@@ -133,10 +142,12 @@ while True:
 sys.stdout.write("OK " + data.hex())
 `;
   // Asynchronous: the test KBS runs in this process and must keep answering meanwhile.
-  const { stdout: out } = await execFileAsync("python3", ["-c", py, sock, ...(name !== undefined ? [name] : [])], {
-    encoding: "utf8",
-    timeout: 30_000,
-  });
+  const args = ["python3", "-c", py, sock, ...(name !== undefined ? [name] : [])];
+  // another user: the system python (a per-user shim on PATH may not be readable to it)
+  const as = o.uid === undefined ? [] : ["setpriv", `--reuid=${o.uid}`, `--regid=${o.uid}`, "--clear-groups"];
+  if (o.uid !== undefined) args[0] = "/usr/bin/python3";
+  const [cmd, ...rest] = [...as, ...args];
+  const { stdout: out } = await execFileAsync(cmd!, rest, { encoding: "utf8", timeout: 30_000 });
   return out.startsWith("OK ") ? { bytes: Buffer.from(out.slice(3).trim(), "hex") } : { error: out.trim() };
 }
 
@@ -210,6 +221,75 @@ describe.skipIf(!have)("serve-keys (mode B key socket, binary, test KBS)", () =>
     expect(r.stderr).toMatch(/unnamed socket/);
     expect(r.stderr).toMatch(/volume root was already served \(a second connection for it\)/);
     noSecretIn(r);
+  });
+
+  it("hostile peers (NUL bytes, overlong names, path tricks, a non-root process) and two connections racing for one volume: one key each, once", async () => {
+    const s = setup();
+    const server = serve(s);
+    await socketUp(s.sock);
+    const hex = (b: Buffer) => `hex:${b.toString("hex")}`;
+    for (const name of [
+      hex(Buffer.concat([Buffer.from("\0" + "1/cryptsetup/ro"), Buffer.from([0]), Buffer.from("ot")])), // NUL inside
+      hex(Buffer.from("\0" + "1/cryptsetup/root\0")), // trailing NUL
+      hex(Buffer.from("\0" + "\0" + "1/cryptsetup/root")), // NUL before the random part
+      `@1/cryptsetup/${"r".repeat(92)}`, // the longest abstract name (108 bytes)
+      "@1/cryptsetup/../root",
+      "@1/cryptsetup/root/",
+      "@12345678901234567/cryptsetup/root", // a random part longer than systemd's 64 bits
+    ])
+      expect((await peer(s.sock, name)).bytes, name).toEqual(Buffer.alloc(0));
+    // A process of another user that gets past the file mode (loosened here) is refused by SO_PEERCRED.
+    const modes = [work, s.dir, path.dirname(s.sock)].map((d) => [d, fs.statSync(d).mode & 0o777] as const);
+    try {
+      for (const [d] of modes) fs.chmodSync(d, 0o711);
+      fs.chmodSync(s.sock, 0o666);
+      expect((await peer(s.sock, "@1/cryptsetup/root", { uid: 65534 })).bytes).toEqual(Buffer.alloc(0));
+    } finally {
+      for (const [d, m] of modes) fs.chmodSync(d, m);
+      fs.chmodSync(s.sock, 0o600);
+    }
+    // Both wait in the backlog while the keys are fetched: exactly one of them gets root's key.
+    const [x, y] = await Promise.all([peer(s.sock, "@a/cryptsetup/root"), peer(s.sock, "@b/cryptsetup/root")]);
+    expect([x.bytes, y.bytes].filter((b) => b?.equals(A.key))).toHaveLength(1);
+    expect([x.bytes, y.bytes].filter((b) => b?.length === 0)).toHaveLength(1);
+    expect((await peer(s.sock, "@c/cryptsetup/var")).bytes).toEqual(B.key);
+    const r = await server;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr.match(/is not systemd-cryptsetup's/g)?.length).toBe(6);
+    expect(r.stderr).toMatch(/volume "r{92}" is not one this key socket serves/);
+    expect(r.stderr).toMatch(/the peer runs as uid 65534, not root/);
+    expect(r.stderr).toMatch(/volume root was already served/);
+    noSecretIn(r);
+    // nothing it wrote (verified.json, opened.json, the measurement record) holds a key
+    for (const f of fs.readdirSync(s.state, { recursive: true }) as string[]) {
+      const p = path.join(s.state, f);
+      if (!fs.statSync(p).isFile()) continue;
+      const bytes = fs.readFileSync(p);
+      for (const k of [A.key, B.key]) expect(bytes.includes(k) || bytes.includes(k.toString("base64")), f).toBe(false);
+    }
+  });
+
+  it("a crypttab that would bypass the served key or the checked header: exit 3, no socket, no KBS request", async () => {
+    kbs.resetStats();
+    const line = (sock: string, name: string, opts: string) => `${name} ${A.file} ${sock} ${opts}\n`;
+    for (const [crypttab, re] of [
+      [(sock: string) => line(sock, "root", "luks,headless=true,keyfile-offset=4096"), /option keyfile-offset/],
+      [(sock: string) => line(sock, "root", `luks,headless=true,header=${B.file}`), /option header/],
+      [(sock: string) => line(sock, "root", "luks,headless=true") + line(sock, "root", "luks,headless=true"), /twice/],
+      [(sock: string) => line("/etc/root.key", "root", "luks") + line(sock, "root", "luks,headless=true"), /twice/],
+      [(sock: string) => line(sock, "..", "luks,headless=true"), /not a device-mapper name/],
+      [(sock: string) => line(sock, "r/oot", "luks,headless=true"), /not a device-mapper name/],
+    ] as const) {
+      const s = setup({
+        crypttab: ({ sock }) => crypttab(sock),
+        volumes: [{ name: "root", resource: "default/key/root" }],
+      });
+      const r = await serve(s);
+      expect(r.code, r.stderr).toBe(EXIT_CODES.config);
+      expect(r.stderr).toMatch(re);
+      expect(fs.existsSync(s.sock)).toBe(false);
+    }
+    expect(kbs.stats.requests.auth).toBe(0);
   });
 
   it("a crypttab-named device replaced by another LUKS volume: refused before any KBS contact", async () => {
@@ -332,5 +412,35 @@ describe.skipIf(!have)("verify-mapping after systemd-cryptsetup (stand-in dmsetu
     const other = await verify("swap", GOOD).r;
     expect(other.code).toBe(0);
     expect(other.stdout.toString()).toMatch(/swap: not a volume of the cvm-unlock key socket/);
+  });
+
+  it("a verified.json replaced (FIFO, symlink to /dev/zero, an edited record): refused at once, the mapping closed", async () => {
+    const record = path.join(s.state, "verified.json");
+    const original = fs.readFileSync(record, "utf8");
+    const edited = JSON.parse(original);
+    edited.volumes[0].mapping.note = "host was here";
+    try {
+      for (const [what, plant, re] of [
+        ["a FIFO", () => execFileSync("mkfifo", [record]), /is not a regular file/],
+        ["a symlink to /dev/zero", () => fs.symlinkSync("/dev/zero", record), /is not a regular file/],
+        [
+          "an edited record",
+          () => fs.writeFileSync(record, JSON.stringify(edited)),
+          /mapping\.note' is not a known key/,
+        ],
+      ] as const) {
+        fs.rmSync(record, { force: true });
+        plant();
+        const v = verify("root", GOOD);
+        const r = await v.r;
+        expect(r.timedOut, what).toBe(false);
+        expect(r.code, `${what}: ${r.stderr}`).toBe(EXIT_CODES.volume);
+        expect(r.stderr).toMatch(re);
+        expect(fs.readFileSync(v.log, "utf8")).toMatch(/cryptsetup close root/);
+      }
+    } finally {
+      fs.rmSync(record, { force: true });
+      fs.writeFileSync(record, original);
+    }
   });
 });

@@ -168,6 +168,68 @@ describe.skipIf(!have)("verity (binary, stand-in /sys, image files)", () => {
     expect(kbs.stats.released).toBe(2);
   });
 
+  describe("one attested session per run (two LUKS volumes, the SSH host identity and the verity root)", () => {
+    let data: LuksImage;
+    const sessionConfig = (): string =>
+      config({
+        verity: { signer_cert: signerPem },
+        identity: { ssh: { resource: "default/ssh/host" } },
+        unlock: {
+          volumes: [
+            { name: "var", partlabel: "var" },
+            { name: "data", partlabel: "data", resource: "default/key/data" },
+          ],
+        },
+      });
+    beforeAll(() => {
+      if (!have) return;
+      data = makeLuksImage(work, "data.luks.img");
+      partition("vda4", "data", data.file);
+      kbs.setResource("default/key/data", data.key);
+      kbs.setResource(
+        "default/ssh/host",
+        fs.readFileSync(path.join(import.meta.dirname, "../fixtures/ssh/host_ed25519")),
+      );
+    });
+
+    it("exactly one /kbs/v0/auth and one attestation for all four resources", async () => {
+      serve(signed);
+      kbs.resetStats();
+      const r = await unlock(sessionConfig());
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout.toString()).toMatch(/^var: key-verified/m);
+      expect(r.stdout.toString()).toMatch(/^data: key-verified/m);
+      expect(kbs.stats.requests.auth).toBe(1);
+      expect(kbs.stats.requests.attest).toBe(1);
+      expect(kbs.stats.attested).toBe(1);
+      expect(kbs.stats.released).toBe(4); // verity, SSH host key, two volume keys
+    });
+
+    it("a LUKS header the host rewrote (cipher_null): prepare() made no KBS request before the check failed", async () => {
+      const evil = path.join(work, `null-${crypto.randomBytes(3).toString("hex")}.img`);
+      const b = fs.readFileSync(data.file);
+      const from = Buffer.from('"encryption":"aes-xts-plain64"');
+      const to = Buffer.from('"encryption":"cipher_null-ecb0"');
+      for (let at = b.indexOf(from); at >= 0; at = b.indexOf(from, at + 1)) to.copy(b, at);
+      fs.writeFileSync(evil, b);
+      partition("vda4", "data", evil);
+      try {
+        // the bad volume first, with the SSH identity, a second volume and the verity root configured: nothing may reach the KBS
+        const c = JSON.parse(fs.readFileSync(sessionConfig(), "utf8"));
+        c.unlock.volumes.reverse();
+        const file = path.join(work, `null-first-${crypto.randomBytes(3).toString("hex")}.json`);
+        fs.writeFileSync(file, JSON.stringify(c));
+        kbs.resetStats();
+        const r = await unlock(file);
+        expect(r.code, r.stderr).toBe(EXIT_CODES.volume);
+        expect(r.stderr).toMatch(/vda4: LUKS2 header: .*checksum does not match/);
+        expect(kbs.stats.requests).toMatchObject({ auth: 0, attest: 0, resource: 0 });
+      } finally {
+        partition("vda4", "data", data.file);
+      }
+    });
+  });
+
   it("host/KBS attacks on the signature: none, another key, a signature over another hash: refused before any device", async () => {
     const unsigned = structuredClone(signed);
     delete unsigned.volumes[0]!.signature_p7s_b64;

@@ -56,6 +56,14 @@ describe("parseIpv4Routes", () => {
     expect(parseIpv4Routes(t, true)).toEqual([]);
   });
 
+  it("drops a blackhole default route (RTF_UP without RTF_REJECT, no device: '*')", () => {
+    // `ip route add blackhole default` as a little-endian kernel prints it
+    const t = V4_HEADER + "*\t00000000\t00000000\t0001\t0\t0\t0\t00000000\t0\t0\t0\n";
+    expect(parseIpv4Routes(t, true)).toEqual([]);
+    expect(hasRoute("192.0.2.1", parseIpv4Routes(t, true))).toBe(false);
+    expect(hasRoute("kbs.example", parseIpv4Routes(t, true))).toBe(false);
+  });
+
   it("skips hostile lines: garbage, NULs, overlong fields, bad interface names, no header", () => {
     const t =
       "\0\0\0garbage\n" + // taken as the header line

@@ -2,6 +2,7 @@
 // systemd-cryptsetup binds to, the key server's decisions (over a stand-in listener), and the
 // verified-mapping record codec. The binary with real sockets: test/integration/serve-keys.test.ts.
 import { describe, expect, it } from "vitest";
+import { volumeSchema } from "../../../agent/config/unlock-schema.ts";
 import { parseCrypttab, socketVolumes } from "../../../agent/unlock/crypttab.ts";
 import { serveKeys, volumeOfPeer } from "../../../agent/unlock/key-server.ts";
 import { decodeMappingRecord, encodeMappingRecord, type VerifiedVolume } from "../../../agent/unlock/mapping-record.ts";
@@ -40,7 +41,13 @@ describe("crypttab (mode B)", () => {
 
   it("refuses entries a served key would not cover: no headless, detached header, key slices, tokens", () => {
     expect(() => vols(`root UUID=${UUID} ${SOCK} luks`)).toThrow(/headless=true is missing/);
-    for (const o of ["header=/h", "keyfile-offset=4", "keyfile-size=8", "tpm2-device=auto", "plain", "tcrypt"])
+    // systemd takes the last headless= option
+    for (const o of ["headless=true,headless=false", "headless=no", "headless=", "headless=yes,headless=0"])
+      expect(() => vols(`root UUID=${UUID} ${SOCK} luks,${o}`), o).toThrow(/headless=true is missing/);
+    for (const o of ["headless", "headless=on", "headless=0,headless=1"])
+      expect(vols(`root UUID=${UUID} ${SOCK} luks,${o}`), o).toHaveLength(1);
+    const refused = ["header=/h", "keyfile-offset=4", "keyfile-size=8", "tpm2-device=auto", "plain", "tcrypt"];
+    for (const o of [...refused, "try-empty-password", "try-empty-password=true"])
       expect(() => vols(`root UUID=${UUID} ${SOCK} luks,headless=true,${o}`)).toThrow(
         new RegExp(`option ${o.split("=")[0]} is not supported`),
       );
@@ -48,6 +55,16 @@ describe("crypttab (mode B)", () => {
     expect(() => vols(`root UUID=${UUID} ${SOCK} headless=true\nroot /dev/vdb ${SOCK} headless=true`)).toThrow(
       /appears twice/,
     );
+    // another key file under one of our names: systemd-cryptsetup would open only one of the two
+    expect(() => vols(`root /dev/vdb /etc/keyfile luks\nroot UUID=${UUID} ${SOCK} headless=true`)).toThrow(
+      /appears twice/,
+    );
+    // names that leave /dev/mapper or are libdevmapper's control node
+    for (const name of [".", "..", "control", "a/b", "../root", "x".repeat(65)])
+      expect(() => vols(`${name} UUID=${UUID} ${SOCK} headless=true`), name).toThrow(/not a device-mapper name/);
+    expect(vols(`.root UUID=${UUID} ${SOCK} headless=true`).map((v) => v.name)).toEqual([".root"]);
+    // the same pattern guards mode A's unlock.volumes[].name
+    expect(() => volumeSchema.parse({ name: ".." }, "unlock.volumes[0]")).toThrow(/dm name/);
     expect(() => vols(`root UUID=nope ${SOCK} headless=true`)).toThrow(/not a UUID/);
     expect(() => vols(`root vda2 ${SOCK} headless=true`)).toThrow(/absolute path/);
     expect(() => vols(`root /dev/vda2 ${SOCK} headless=true extra`)).toThrow(/2 to 4 fields/);

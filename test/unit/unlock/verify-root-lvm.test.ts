@@ -75,6 +75,14 @@ describe("verify-root: LVM on LUKS", () => {
     );
   });
 
+  it("refuses an LV with a loop device among its PVs (a file the host may have planted), even next to our crypt device", () => {
+    const loopPv: Dev = { block: "loop0", devno: "7:0" };
+    expect(() => verifyRoot(tree([cryptRoot, loopPv, lvOn("dm-0", "loop0")], "253:1"), "/sysroot", ours)).toThrow(
+      /LVM volume vg-root on loop0.*not a device-mapper device: refusing a plaintext root/,
+    );
+    expect(() => verifyRoot(tree([loopPv, lvOn("loop0")], "253:1"), "/sysroot", ours)).toThrow(/on loop0.*plaintext/);
+  });
+
   it("refuses an LV on a crypt device we did not serve (other name, or our name with another LUKS UUID)", () => {
     const foreign: Dev = { block: "dm-0", devno: "253:0", dm: { name: "evil", uuid: crypt(OTHER, "evil") } };
     expect(() => verifyRoot(tree([foreign, lvOn("dm-0")], "253:1"), "/sysroot", ours)).toThrow(
