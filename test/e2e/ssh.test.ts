@@ -187,13 +187,13 @@ describe("VM boot: attested SSH host identity", () => {
           }
           // Each scan is a full key exchange, slow under TCG: a few tries each.
           const retried = async (args: string[]) => {
-            for (let i = 0; i < 3; i++) {
+            for (let i = 0; i < 5; i++) {
               const got = await keyscan(port, args);
               if (got.length) return got;
             }
             return [];
           };
-          scanned = { ed25519, all: await retried([]), certs: await retried(["-c"]) };
+          scanned = { ed25519, all: await retried([]), certs: await retried(["-c", "-t", "ed25519"]) };
         }
         timings.keyscanMs = Date.now() - t0;
       },
