@@ -115,14 +115,23 @@ export function shellDoors(text: string, inInitrd: boolean): ShellDoor[] {
 
 const MAX_CMDLINE_READ = 8192; // splitCmdline refuses more than 4096 characters
 
+/** /proc/cmdline under `root`, bounded; undefined without /proc (a test tree, a container without procfs). */
+export function readKernelCmdline(root: string): string | undefined {
+  const bytes = readFileIfPresent(path.join(root, "proc/cmdline"), {
+    what: "kernel command line",
+    max: MAX_CMDLINE_READ,
+  });
+  return bytes === undefined ? undefined : fileText(bytes);
+}
+
 /** Refuse (exit 16) when /proc/cmdline under `root` opens a shell door; unreadable or malformed also refuses. */
 export function refuseShellCmdline(root: string): void {
   const file = path.join(root, "proc/cmdline");
   let doors: ShellDoor[];
   try {
-    const bytes = readFileIfPresent(file, { what: "kernel command line", max: MAX_CMDLINE_READ });
-    if (bytes === undefined) return; // no /proc (a test tree, a container without procfs): nothing to check
-    doors = shellDoors(fileText(bytes), fs.existsSync(path.join(root, "etc/initrd-release")));
+    const text = readKernelCmdline(root);
+    if (text === undefined) return; // nothing to check
+    doors = shellDoors(text, fs.existsSync(path.join(root, "etc/initrd-release")));
   } catch (e) {
     throw new CvmError("unsafe-cmdline", `cannot check the kernel command line ${file}: ${errorMessage(e)}`);
   }

@@ -22,7 +22,6 @@ export function sshIdentityExtra(
   const requests = sshIdentityRequests(ssh);
   const dir = install ? sshIdentityDir(config) : undefined;
   return {
-    what: "ssh identity",
     async run(session: AttestedSession) {
       const released: Released[] = [];
       try {

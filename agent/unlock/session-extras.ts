@@ -4,8 +4,6 @@
 import type { AttestedSession } from "../attest.ts";
 
 export interface SessionExtra {
-  /** What it is, for logs. */
-  readonly what: string;
   /** Fetch through the session, check, install, measure. Throws to fail the boot closed. */
   run(session: AttestedSession): Promise<void>;
 }

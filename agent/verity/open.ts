@@ -4,13 +4,14 @@
 // the owner's signature when verity.signer_cert is configured; find the data and hash partitions;
 // `veritysetup open` (or `verify` with --test-only); read the live table back; record the hash for
 // verify-root; measure "verity:<name>:<roothash>". The root hash is not secret (argv is fine).
+import { readKernelCmdline } from "../cmdline-guard.ts";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { devnoOf } from "../../platform/luks/block-devices.ts";
 import { findGptPartition, findPartLabel, waitUntilFound } from "../../platform/luks/resolve.ts";
 import { GPT_ROOT_X86_64 } from "../../platform/luks/gpt.ts";
 import { CvmError, errorMessage } from "../../platform/util/errors.ts";
-import { fileText, readFileBounded, readFileIfPresent } from "../../platform/util/files.ts";
+import { fileText, readFileBounded } from "../../platform/util/files.ts";
 import type { AttestedSession } from "../attest.ts";
 import type { RunContext } from "../cli/common.ts";
 import type { Config } from "../config/schema.ts";
@@ -60,9 +61,9 @@ export interface VerityOutcome {
 
 /** Refuse when /proc/cmdline carries its own root hash: systemd's generators would act on it. */
 export function refuseVerityCmdline(root: string): void {
-  const bytes = readFileIfPresent(path.join(root, "proc/cmdline"), { what: "kernel command line", max: 8192 });
-  if (bytes === undefined) return;
-  const found = splitCmdline(fileText(bytes)).filter((t) => CMDLINE_VERITY.test(systemdParamName(t)));
+  const text = readKernelCmdline(root);
+  if (text === undefined) return;
+  const found = splitCmdline(text).filter((t) => CMDLINE_VERITY.test(systemdParamName(t)));
   if (found.length)
     throw new CvmError(
       "unsafe-cmdline",
