@@ -60,12 +60,19 @@ interface EntryState {
 
 const WATCHED = ["inblob", "privlevel"] as const;
 
-/** What identifies one write of a small attribute: its mtime and its bytes (hex; "" when empty). */
+/**
+ * What identifies one write of a small attribute: its mtime and its bytes (hex; "" when empty).
+ * undefined while a write is in flight: open(O_TRUNC) and write() each set mtime, so a stat taken
+ * between them paired with bytes read after the write would make one write look like two.
+ */
 function attrKey(p: string): string | undefined {
   try {
-    const st = fs.statSync(p, { bigint: true });
-    if (st.size > 4096n) return `${st.mtimeNs}:big${st.size}`;
-    return `${st.mtimeNs}:${fs.readFileSync(p).toString("hex")}`;
+    const before = fs.statSync(p, { bigint: true });
+    if (before.size > 4096n) return `${before.mtimeNs}:big${before.size}`;
+    const bytes = fs.readFileSync(p);
+    const after = fs.statSync(p, { bigint: true });
+    if (after.mtimeNs !== before.mtimeNs || after.size !== BigInt(bytes.length)) return undefined;
+    return `${after.mtimeNs}:${bytes.toString("hex")}`;
   } catch {
     return undefined;
   }
