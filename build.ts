@@ -4,7 +4,11 @@
 // x64 baseline target (TCG and older CPUs lack AVX2). The target runtime is the npm package
 // @oven/bun-linux-x64-baseline, pinned with its integrity in package-lock.json: without
 // --compile-executable-path bun would download it at build time, outside the lock. Never strip the
-// result: strip destroys the embedded program.
+// result: strip destroys the embedded program. The JIT's tier-up thresholds start 1000x higher
+// (--compile-jit-policy): the agent is a short one-shot run, its code rarely runs often enough to
+// pay back a compilation, and under TCG (a CVM image tested in QEMU, or a nested guest) every
+// freshly compiled piece of machine code must be translated again; docs/PERFORMANCE.md
+// "Runtime start-up under TCG" measures it (bench/startup.ts).
 import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -28,6 +32,9 @@ function gitCommit(): string {
     return "unknown";
   }
 }
+
+/** JavaScriptCore's tier-up thresholds are multiplied by this for the whole run (see above). */
+const JIT_POLICY = 1000;
 
 const outfile = process.argv[2] ?? path.join(root, "dist", "cvm-unlock");
 fs.mkdirSync(path.dirname(outfile), { recursive: true });
@@ -54,6 +61,7 @@ const args = [
   "--minify",
   "--bytecode",
   "--format=esm",
+  `--compile-jit-policy=${JIT_POLICY}`,
   `--define=CVM_UNLOCK_VERSION=${JSON.stringify(pkg.version)}`,
   `--define=CVM_UNLOCK_COMMIT=${JSON.stringify(gitCommit())}`,
   path.join(root, "agent", "main.ts"),

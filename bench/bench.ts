@@ -4,74 +4,18 @@
 //   startup            dist/cvm-unlock version
 // Reports wall-time p50/p95, peak RSS (GNU time) and cvm-unlock's per-phase p50/p95, as JSON
 // (--out FILE) and as a markdown table on stdout. Usage: bun bench/bench.ts [--runs N] [--tee sample|tpm]
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
-import { startSwtpm, type Swtpm } from "../test/helpers/swtpm.ts";
+import { arg, BINARY as bin, freePort, ROOT as root, startBenchKbs, startChild, stats, waitPort } from "./fixture.ts";
 
-const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
-const bin = path.join(root, "dist", "cvm-unlock");
-const bun = path.join(root, "node_modules", ".bin", "bun");
-
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && process.argv[i + 1] ? process.argv[i + 1]! : def;
-}
 const runs = Number(arg("runs", "30"));
 const tee = arg("tee", "tpm");
 const outFile = arg(
   "out",
   path.join(root, "bench", "results", `bench-${new Date().toISOString().replace(/[:.]/g, "-")}.json`),
 );
-
-const children: ChildProcess[] = [];
-process.on("exit", () => children.forEach((c) => c.kill("SIGTERM")));
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-    s.on("error", reject);
-  });
-}
-
-async function waitFor(cond: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function waitPort(port: number, what: string): Promise<void> {
-  const end = Date.now() + 20_000;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, "127.0.0.1", () => (s.destroy(), resolve(true)));
-      s.on("error", () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what} on port ${port}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function start(cmd: string, args: string[], opts: { cwd?: string } = {}): ChildProcess {
-  const c = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"], ...opts });
-  let err = "";
-  c.stderr?.on("data", (d) => (err = (err + d).slice(-4000)));
-  c.on("exit", (code) => {
-    if (code && code !== 143) process.stderr.write(`${cmd} exited ${code}: ${err}\n`);
-  });
-  children.push(c);
-  return c;
-}
 
 interface Sample {
   wallMs: number;
@@ -89,24 +33,18 @@ function timed(cmd: string, args: string[], input?: Buffer): Sample & { stdout: 
   return { wallMs, rssKb: m ? Number(m[1]) : NaN, stdout: r.stdout, stderr };
 }
 
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-}
-const stats = (xs: number[]) => ({ p50: +pct(xs, 50).toFixed(1), p95: +pct(xs, 95).toFixed(1), n: xs.length });
-
 async function main(): Promise<void> {
   if (!fs.existsSync(bin)) throw new Error("dist/cvm-unlock missing: run npm run build");
   const work = fs.mkdtempSync(path.join(os.tmpdir(), "cvm-bench-"));
-  const secret = randomBytes(32);
-  fs.writeFileSync(path.join(work, "secret"), secret, { mode: 0o600 });
+  const { secret, cliArgs, tpm } = await startBenchKbs(work, tee);
+  cliArgs.push("--log-format", "json");
 
   // tang + a clevis JWE bound to it
   const tangDb = path.join(work, "tang");
   fs.mkdirSync(tangDb);
   spawnSync("/usr/libexec/tangd-keygen", [tangDb], { stdio: "inherit" });
   const tangPort = await freePort();
-  start("socat", [`TCP-LISTEN:${tangPort},bind=127.0.0.1,reuseaddr,fork`, `EXEC:/usr/libexec/tangd ${tangDb}`]);
+  startChild("socat", [`TCP-LISTEN:${tangPort},bind=127.0.0.1,reuseaddr,fork`, `EXEC:/usr/libexec/tangd ${tangDb}`]);
   await waitPort(tangPort, "tang");
   const enc = spawnSync("clevis", ["encrypt", "tang", JSON.stringify({ url: `http://127.0.0.1:${tangPort}` }), "-y"], {
     input: secret,
@@ -114,37 +52,6 @@ async function main(): Promise<void> {
   if (enc.status !== 0) throw new Error(`clevis encrypt failed: ${enc.stderr}`);
   const jwe = enc.stdout;
 
-  // test KBS (HTTPS, private CA) in its own process, and for tee tpm an swtpm with the AK persisted
-  // at trustee's default handle 0x81010002 (how trustee's attester expects a TPM to be provisioned).
-  const kbsPort = await freePort();
-  const tlsDir = path.join(work, "tls");
-  const ready = path.join(work, "kbs.ready");
-  const cliArgs = ["--tee", tee];
-  let tpm: Swtpm | undefined;
-  if (tee === "tpm") {
-    tpm = await startSwtpm({ ekCerts: false });
-    await tpm.persistAk(0x81010002);
-    cliArgs.push("--tpm", tpm.spec);
-  } else cliArgs.push("--allow-sample");
-  start(bun, [
-    path.join(root, "test/kbs/main.ts"),
-    "--port",
-    String(kbsPort),
-    "--host",
-    "127.0.0.1",
-    "--tls-dir",
-    tlsDir,
-    "--resource",
-    `default/key/root=@${path.join(work, "secret")}`,
-    "--policy",
-    "allow",
-    "--allow-tee",
-    tee,
-    "--ready-file",
-    ready,
-  ]);
-  await waitFor(() => fs.existsSync(ready), "test KBS");
-  cliArgs.push("--kbs", `https://127.0.0.1:${kbsPort}`, "--ca", path.join(tlsDir, "ca.pem"), "--log-format", "json");
   // Variant without a persistent AK: point at an empty handle, so the agent derives the AK
   // (TPM2_CreatePrimary, an RSA key generation whose time varies with the primes found).
   const derivedCfg = path.join(work, "derived-ak.json");
