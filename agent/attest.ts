@@ -8,7 +8,7 @@ import type { KbsSession } from "./kbs/client.ts";
 import { readCa, type RunContext } from "./cli/common.ts";
 import { refuseShellCmdline } from "./cmdline-guard.ts";
 import { selectSource } from "./select.ts";
-import { waitForUdevQueue } from "./udev-settle.ts";
+import { udevQueuePending, waitForUdevQueue } from "./udev-settle.ts";
 import { bindInitDataToPcr8, bindsThroughPcr8, checkLaunchBinding } from "./init-data/binding.ts";
 import { describeInitData, MAX_INIT_DATA_BYTES, parseInitData } from "./init-data/document.ts";
 import { evidenceSources } from "../platform/registry.ts";
@@ -76,6 +76,29 @@ export async function bindInitDataBeforeEvidence(ctx: RunContext, tee: TeeName, 
 }
 
 /**
+ * Select the evidence source once the drivers it needs are there. Started early in the boot, the
+ * agent can run before udev has loaded modular TEE drivers. Auto-detection also decides by what is
+ * absent (a higher-priority source that is missing), so it waits for udev's queue first; a forced
+ * tee needs only its own device and waits only when that device is not there yet.
+ */
+async function detectPlatform(ctx: RunContext, timeline: Timeline): ReturnType<typeof selectSource> {
+  const settle = () => timeline.time("udev", () => waitForUdevQueue(ctx.env.paths.root, ctx.deadline, ctx.log));
+  const select = () => timeline.time("detect", () => selectSource(ctx.env, ctx.config.platform, evidenceSources));
+  if (ctx.config.platform.tee === "auto") {
+    await settle();
+    return select();
+  }
+  try {
+    return await select();
+  } catch (e) {
+    if (!(e instanceof CvmError) || e.kind !== "platform" || !udevQueuePending(ctx.env.paths.root)) throw e;
+    ctx.log.debug(`tee ${ctx.config.platform.tee} is not there yet (${e.message}); waiting for udev`);
+    await settle();
+    return select();
+  }
+}
+
+/**
  * Detect the platform and build the attester the KBS client calls once it has the challenge.
  * Sources with begin() start their digest-independent work now, overlapping the KBS handshake.
  */
@@ -83,11 +106,7 @@ export async function chooseAttester(
   ctx: RunContext,
   timeline: Timeline,
 ): Promise<Attester & { close(): Promise<void> }> {
-  // started early in the boot: the drivers udev loads must be there before the probes
-  await timeline.time("udev", () => waitForUdevQueue(ctx.env.paths.root, ctx.deadline, ctx.log));
-  const { source, tee } = await timeline.time("detect", () =>
-    selectSource(ctx.env, ctx.config.platform, evidenceSources),
-  );
+  const { source, tee } = await detectPlatform(ctx, timeline);
   ctx.log.info(`attesting as tee ${tee} (source ${source.id})`);
   // PCR 8 before the source opens its TPM session (the AK load below): one TPM client at a time.
   await bindInitDataBeforeEvidence(ctx, tee, timeline);

@@ -86,7 +86,9 @@ export async function selectSource(
   sources: readonly EvidenceSource[],
 ): Promise<{ source: EvidenceSource; tee: TeeName; candidates: Candidate[] }> {
   checkTeeAllowed(cfg);
-  const candidates = await probeAll(env, cfg, sources);
+  // A forced tee needs only its own source: the others' probes cost TPM and configfs round trips.
+  const forced = cfg.tee === "auto" ? undefined : forcedSource(sources, cfg.tee);
+  const candidates = await probeAll(env, cfg, forced ? [forced] : sources);
   const pick = candidates.find((c) => c.chosen);
   if (pick && pick.probe.status === "present") return { source: pick.source, tee: pick.probe.tee, candidates };
   const relevant =

@@ -1,7 +1,8 @@
 // Detection needs the TEE drivers' device nodes (sev-guest, tdx-guest, a modular TPM driver),
 // which udev's coldplug loads. The boot unit starts right after the udev trigger, before those
-// events are processed, so detection first waits until udevd's queue is empty (/run/udev/queue
-// exists while events are pending, the file `udevadm settle` checks). Bounded: a queue that never
+// events are processed, so detection waits until udevd's queue is empty (/run/udev/queue exists
+// while events are pending, the file `udevadm settle` checks) whenever it needs more than one
+// device that is already there (agent/attest.ts detectPlatform). Bounded: a queue that never
 // drains (a hung rule) costs at most UDEV_SETTLE_CAP_MS, then detection runs anyway, and a
 // missing driver reads as broken (fail closed). Outside the initramfs the file is absent: no wait.
 import * as fs from "node:fs";
@@ -11,6 +12,11 @@ import type { Logger } from "../platform/util/log.ts";
 
 export const UDEV_SETTLE_CAP_MS = 30_000;
 const POLL_MS = 50;
+
+/** Whether udevd still has events queued (false outside the initramfs, where the file is absent). */
+export function udevQueuePending(root: string): boolean {
+  return fs.existsSync(path.join(root, "run/udev/queue"));
+}
 
 /** Resolves when `<root>/run/udev/queue` is gone, or after `capMs` (logged), within the deadline. */
 export async function waitForUdevQueue(

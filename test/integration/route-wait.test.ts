@@ -51,7 +51,7 @@ function offlineRoot(): { root: string; bringUp(): void } {
 }
 
 /** `fetch` from the stand-in root; `isolated`: to this KBS URL, inside an empty network namespace. */
-function fetchCli(root: string, deadline: number, isolated?: string) {
+function fetchCli(root: string, deadline: number, isolated?: string, tee = ["--tee", "sample", "--allow-sample"]) {
   return runCli(
     [
       ...(isolated ? ["-n", BINARY] : []),
@@ -61,9 +61,7 @@ function fetchCli(root: string, deadline: number, isolated?: string) {
       isolated ?? kbs!.url,
       "--ca",
       pki.caFile,
-      "--tee",
-      "sample",
-      "--allow-sample",
+      ...tee,
       "--deadline",
       String(deadline),
       "--platform-root",
@@ -142,16 +140,34 @@ describe("agent started before the network", () => {
     },
   );
 
-  it("a udev queue that never drains (a hung rule): the run's deadline ends the wait, no KBS contact", async () => {
-    kbs = await startTestKbs({ tls: pki.tls, resources: { [RESOURCE]: SECRET } });
-    const { root, bringUp } = offlineRoot();
-    bringUp();
-    fs.mkdirSync(path.join(root, "run/udev"), { recursive: true });
-    fs.writeFileSync(path.join(root, "run/udev/queue"), "");
-    const r = await fetchCli(root, 3);
-    expect(r.timedOut).toBe(false);
-    expect(r.code, r.stderr).toBe(EXIT_CODES.deadline);
-    expect(r.stderr).toMatch(/deadline of 3s exceeded while waiting for udev to process the device events/);
-    expect(kbs.stats.events).toEqual([]);
+  describe("a udev queue that never drains (a hung rule)", () => {
+    const hungQueue = () => {
+      kbs = undefined;
+      const { root, bringUp } = offlineRoot();
+      bringUp();
+      fs.mkdirSync(path.join(root, "run/udev"), { recursive: true });
+      fs.writeFileSync(path.join(root, "run/udev/queue"), "");
+      return root;
+    };
+    it.each([
+      ["auto-detection (decides by what is absent too)", ["--allow-sample"]],
+      ["a forced tee whose device is not there yet", ["--tee", "tpm", "--tpm", "/nonexistent/tpmrm0"]],
+    ])("%s: waits for udev until the run's deadline, no KBS contact", async (_what, tee) => {
+      const root = hungQueue();
+      kbs = await startTestKbs({ tls: pki.tls, resources: { [RESOURCE]: SECRET } });
+      const r = await fetchCli(root, 3, undefined, tee);
+      expect(r.timedOut).toBe(false);
+      expect(r.code, r.stderr).toBe(EXIT_CODES.deadline);
+      expect(r.stderr).toMatch(/deadline of 3s exceeded while waiting for udev to process the device events/);
+      expect(kbs.stats.events).toEqual([]);
+    });
+
+    it("a forced tee whose device is already there does not wait for udev: gets the key", async () => {
+      const root = hungQueue();
+      kbs = await startTestKbs({ tls: pki.tls, resources: { [RESOURCE]: SECRET } });
+      const r = await fetchCli(root, 10);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout.equals(SECRET)).toBe(true);
+    });
   });
 });

@@ -83,6 +83,18 @@ describe("fail-closed auto-detection: a broken source blocks fallback", () => {
     });
   }
 
+  it("a forced tee probes only its own source (the others cost TPM and configfs round trips)", async () => {
+    let probed = 0;
+    const snp = scripted("snp", "snp", { status: "broken", reason: "x" });
+    const counting: EvidenceSource = { ...snp, probe: (e) => (probed++, snp.probe(e)) };
+    await expect(selectSource(env, platform({ tee: "tpm" }), [counting, presentTpm])).resolves.toMatchObject({
+      tee: "tpm",
+    });
+    expect(probed).toBe(0);
+    await expect(selectSource(env, platform({}), [counting, presentTpm])).rejects.toMatchObject({ kind: "platform" });
+    expect(probed).toBe(1);
+  });
+
   it("an absent source is passed over; a broken source after the chosen one changes nothing", async () => {
     const absent = scripted("snp", "snp", { status: "absent", reason: "no sev-guest" });
     const broken = scripted("tdx", "tdx", { status: "broken", reason: "x" });
