@@ -1,5 +1,6 @@
 // The one path from configuration to a released secret, shared by `fetch` and `unlock`:
 // select the evidence source, then run the KBS exchange with it.
+import * as fs from "node:fs";
 import { CvmError } from "../platform/util/errors.ts";
 import { readFileBounded } from "../platform/util/files.ts";
 import type { Config } from "./config/schema.ts";
@@ -82,7 +83,10 @@ export async function bindInitDataBeforeEvidence(ctx: RunContext, tee: TeeName, 
  * tee needs only its own device and waits only when that device is not there yet.
  */
 async function detectPlatform(ctx: RunContext, timeline: Timeline): ReturnType<typeof selectSource> {
-  const settle = () => timeline.time("udev", () => waitForUdevQueue(ctx.env.paths.root, ctx.deadline, ctx.log));
+  const settle = () =>
+    timeline.time("udev", () =>
+      waitForUdevQueue(ctx.env.paths.root, ctx.deadline, ctx.log, { triggerMarker: ctx.udevTriggerMarker }),
+    );
   const select = () => timeline.time("detect", () => selectSource(ctx.env, ctx.config.platform, evidenceSources));
   if (ctx.config.platform.tee === "auto") {
     await settle();
@@ -91,7 +95,9 @@ async function detectPlatform(ctx: RunContext, timeline: Timeline): ReturnType<t
   try {
     return await select();
   } catch (e) {
-    if (!(e instanceof CvmError) || e.kind !== "platform" || !udevQueuePending(ctx.env.paths.root)) throw e;
+    const triggered = ctx.udevTriggerMarker === undefined || fs.existsSync(ctx.udevTriggerMarker);
+    if (!(e instanceof CvmError) || e.kind !== "platform" || (triggered && !udevQueuePending(ctx.env.paths.root)))
+      throw e;
     ctx.log.debug(`tee ${ctx.config.platform.tee} is not there yet (${e.message}); waiting for udev`);
     await settle();
     return select();

@@ -18,19 +18,40 @@ export function udevQueuePending(root: string): boolean {
   return fs.existsSync(path.join(root, "run/udev/queue"));
 }
 
-/** Resolves when `<root>/run/udev/queue` is gone, or after `capMs` (logged), within the deadline. */
+export interface UdevWaitOptions {
+  /** Total cap of the wait (trigger marker + queue); then detection runs anyway, logged. */
+  capMs?: number;
+  /**
+   * A file that exists once udev's coldplug was triggered. The boot unit starts before the trigger
+   * (to overlap the runtime's start-up with it); until then an absent queue file means "nothing
+   * triggered yet", not "settled". The dracut module's drop-in on systemd-udev-trigger.service
+   * creates it; undefined: the trigger has run already (any other caller).
+   */
+  triggerMarker?: string | undefined;
+}
+
+/**
+ * Resolves once udev's coldplug was triggered (`triggerMarker`) and `<root>/run/udev/queue` is
+ * gone, or after `capMs` (logged), within the deadline.
+ */
 export async function waitForUdevQueue(
   root: string,
   deadline: Deadline,
   log: Logger,
-  capMs = UDEV_SETTLE_CAP_MS,
+  { capMs = UDEV_SETTLE_CAP_MS, triggerMarker }: UdevWaitOptions = {},
 ): Promise<void> {
   const queue = path.join(root, "run/udev/queue");
   const t0 = performance.now();
-  while (fs.existsSync(queue)) {
+  const pending = () =>
+    triggerMarker !== undefined && !fs.existsSync(triggerMarker)
+      ? "udev's coldplug has not been triggered"
+      : fs.existsSync(queue)
+        ? "udev still has events queued"
+        : undefined;
+  for (let why = pending(); why !== undefined; why = pending()) {
     const waited = performance.now() - t0;
     if (waited >= capMs) {
-      log.warning(`udev still has events queued after ${Math.round(waited)} ms; detecting the platform anyway`);
+      log.warning(`${why} after ${Math.round(waited)} ms; detecting the platform anyway`);
       return;
     }
     await deadline.sleep(Math.min(POLL_MS, capMs - waited), "waiting for udev to process the device events");

@@ -119,6 +119,8 @@ export interface RunContext {
   log: Logger;
   /** This boot's init-data, read once: bound into the evidence and sent with it. */
   initData?: InitDataDocument | undefined;
+  /** The boot unit's --udev-trigger-marker (agent/udev-settle.ts); undefined: coldplug has run. */
+  udevTriggerMarker?: string | undefined;
 }
 
 /** Extra layers (kernel cmdline, LUKS token) come from the unlock feature. */

@@ -35,6 +35,12 @@ export const unlockCommand: Command = {
       help: "only check that the key opens the volume (cryptsetup --test-passphrase); no dm, no measurement",
     },
     { name: "measure", kind: "bool", help: "with --test-only: still extend the PCR/RTMR and write the event record" },
+    {
+      name: "udev-trigger-marker",
+      kind: "string",
+      value: "FILE",
+      help: "the boot unit starts before udev's coldplug: detection that needs it waits until FILE exists",
+    },
     ...timingOptions,
   ],
   // --test-only is a check, not the boot: no failure marker unless --measure asks for the boot's measurements
@@ -51,6 +57,7 @@ export const unlockCommand: Command = {
         measure: optBool(args, "measure"),
         device: optString(args, "device"),
         name: optString(args, "name"),
+        udevTriggerMarker: optString(args, "udev-trigger-marker"),
       },
       timeline,
     );

@@ -45,6 +45,8 @@ export interface UnlockRequest {
   measure: boolean;
   device?: string | undefined;
   name?: string | undefined;
+  /** See RunContext.udevTriggerMarker. */
+  udevTriggerMarker?: string | undefined;
 }
 
 export interface VolumeOutcome {
@@ -311,6 +313,7 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
     env: platformEnv(base.config, root, deadline, req.log),
     log: req.log,
     initData,
+    udevTriggerMarker: req.udevTriggerMarker,
   };
   // One attested session for the run: the verity resource and the keys of the volumes whose
   // configuration is the base one (a LUKS2 token layer may pick another KBS: its own session).
@@ -361,6 +364,7 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
         env: platformEnv(loaded.config, root, deadline, req.log),
         log: req.log,
         initData,
+        udevTriggerMarker: req.udevTriggerMarker,
       };
       if (!req.testOnly && alreadyOpen(root, vol.name, h.uuid)) {
         req.log.notice(`volume ${vol.name} (${h.uuid}) is already open: nothing to do`);

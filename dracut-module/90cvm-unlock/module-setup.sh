@@ -388,6 +388,8 @@ install() {
     else
         inst_simple "$moddir/systemd-cryptsetup-after-cvm-unlock.conf" \
             "$systemdsystemunitdir/systemd-cryptsetup@.service.d/90-after-cvm-unlock.conf"
+        inst_simple "$moddir/systemd-udev-trigger-cvm-unlock.conf" \
+            "$systemdsystemunitdir/systemd-udev-trigger.service.d/90-cvm-unlock.conf"
         $SYSTEMCTL -q --root "$initdir" enable cvm-unlock.service
     fi
     cvm_unlock_cmdline_conf

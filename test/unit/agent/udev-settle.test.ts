@@ -42,10 +42,28 @@ describe("waitForUdevQueue", () => {
     const warnings: string[] = [];
     const log = { ...silentLogger, warning: (m: string) => void warnings.push(m) } as Logger;
     const t0 = Date.now();
-    await waitForUdevQueue(root, deadline, log, 200);
+    await waitForUdevQueue(root, deadline, log, { capMs: 200 });
     expect(Date.now() - t0).toBeGreaterThanOrEqual(190);
     expect(Date.now() - t0).toBeLessThan(2000);
     expect(warnings.join("\n")).toMatch(/udev still has events queued after \d+ ms; detecting the platform anyway/);
+  });
+
+  it("started before the coldplug trigger: an absent queue is not 'settled' until the trigger's marker exists", async () => {
+    const marker = path.join(root, "run/cvm-unlock.udev-triggered");
+    setTimeout(() => fs.writeFileSync(queue(), ""), 100); // the trigger queues events ...
+    setTimeout(() => fs.writeFileSync(marker, ""), 150); // ... its unit finishes ...
+    setTimeout(() => fs.rmSync(queue()), 300); // ... udev processes them
+    const t0 = Date.now();
+    await waitForUdevQueue(root, deadline, silentLogger, { triggerMarker: marker });
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
+    expect(fs.existsSync(queue())).toBe(false);
+  });
+
+  it("a trigger marker that never appears costs at most the cap, with a warning naming it", async () => {
+    const warnings: string[] = [];
+    const log = { ...silentLogger, warning: (m: string) => void warnings.push(m) } as Logger;
+    await waitForUdevQueue(root, deadline, log, { capMs: 200, triggerMarker: path.join(root, "never") });
+    expect(warnings.join("\n")).toMatch(/coldplug has not been triggered after \d+ ms; detecting the platform anyway/);
   });
 
   it("the run's deadline ends the wait with a deadline error", async () => {
