@@ -1,6 +1,5 @@
 // The one path from configuration to a released secret, shared by `fetch` and `unlock`:
 // select the evidence source, then run the KBS exchange with it.
-import * as fs from "node:fs";
 import { CvmError } from "../platform/util/errors.ts";
 import { readFileBounded } from "../platform/util/files.ts";
 import type { Config } from "./config/schema.ts";
@@ -9,7 +8,7 @@ import type { KbsSession } from "./kbs/client.ts";
 import { readCa, type RunContext } from "./cli/common.ts";
 import { refuseShellCmdline } from "./cmdline-guard.ts";
 import { selectSource } from "./select.ts";
-import { udevQueuePending, waitForUdevQueue } from "./udev-settle.ts";
+import { udevPending, waitForUdevQueue } from "./udev-settle.ts";
 import { bindInitDataToPcr8, bindsThroughPcr8, checkLaunchBinding } from "./init-data/binding.ts";
 import { describeInitData, MAX_INIT_DATA_BYTES, parseInitData } from "./init-data/document.ts";
 import { evidenceSources } from "../platform/registry.ts";
@@ -95,10 +94,9 @@ async function detectPlatform(ctx: RunContext, timeline: Timeline): ReturnType<t
   try {
     return await select();
   } catch (e) {
-    const triggered = ctx.udevTriggerMarker === undefined || fs.existsSync(ctx.udevTriggerMarker);
-    if (!(e instanceof CvmError) || e.kind !== "platform" || (triggered && !udevQueuePending(ctx.env.paths.root)))
-      throw e;
-    ctx.log.debug(`tee ${ctx.config.platform.tee} is not there yet (${e.message}); waiting for udev`);
+    const pending = udevPending(ctx.env.paths.root, ctx.udevTriggerMarker);
+    if (!(e instanceof CvmError) || e.kind !== "platform" || pending === undefined) throw e;
+    ctx.log.debug(`tee ${ctx.config.platform.tee} is not there yet (${e.message}); ${pending}: waiting`);
     await settle();
     return select();
   }

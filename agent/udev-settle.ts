@@ -13,11 +13,6 @@ import type { Logger } from "../platform/util/log.ts";
 export const UDEV_SETTLE_CAP_MS = 30_000;
 const POLL_MS = 50;
 
-/** Whether udevd still has events queued (false outside the initramfs, where the file is absent). */
-export function udevQueuePending(root: string): boolean {
-  return fs.existsSync(path.join(root, "run/udev/queue"));
-}
-
 export interface UdevWaitOptions {
   /** Total cap of the wait (trigger marker + queue); then detection runs anyway, logged. */
   capMs?: number;
@@ -30,6 +25,13 @@ export interface UdevWaitOptions {
   triggerMarker?: string | undefined;
 }
 
+/** What udev still has to do before detection (undefined: nothing; outside the initramfs: nothing). */
+export function udevPending(root: string, triggerMarker: string | undefined): string | undefined {
+  if (triggerMarker !== undefined && !fs.existsSync(triggerMarker)) return "udev's coldplug has not been triggered";
+  if (fs.existsSync(path.join(root, "run/udev/queue"))) return "udev still has events queued";
+  return undefined;
+}
+
 /**
  * Resolves once udev's coldplug was triggered (`triggerMarker`) and `<root>/run/udev/queue` is
  * gone, or after `capMs` (logged), within the deadline.
@@ -40,14 +42,8 @@ export async function waitForUdevQueue(
   log: Logger,
   { capMs = UDEV_SETTLE_CAP_MS, triggerMarker }: UdevWaitOptions = {},
 ): Promise<void> {
-  const queue = path.join(root, "run/udev/queue");
   const t0 = performance.now();
-  const pending = () =>
-    triggerMarker !== undefined && !fs.existsSync(triggerMarker)
-      ? "udev's coldplug has not been triggered"
-      : fs.existsSync(queue)
-        ? "udev still has events queued"
-        : undefined;
+  const pending = () => udevPending(root, triggerMarker);
   for (let why = pending(); why !== undefined; why = pending()) {
     const waited = performance.now() - t0;
     if (waited >= capMs) {
