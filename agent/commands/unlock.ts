@@ -41,6 +41,11 @@ export const unlockCommand: Command = {
       value: "FILE",
       help: "the boot unit starts before udev's coldplug: detection that needs it waits until FILE exists",
     },
+    {
+      name: "renice-when-ready",
+      kind: "bool",
+      help: "started at a low priority (the boot unit's Nice=19): return to nice 0 once the volumes are checked",
+    },
     ...timingOptions,
   ],
   // --test-only is a check, not the boot: no failure marker unless --measure asks for the boot's measurements
@@ -58,6 +63,7 @@ export const unlockCommand: Command = {
         device: optString(args, "device"),
         name: optString(args, "name"),
         udevTriggerMarker: optString(args, "udev-trigger-marker"),
+        reniceWhenReady: optBool(args, "renice-when-ready"),
       },
       timeline,
     );

@@ -31,6 +31,7 @@ import { findCvmToken, tokenLayer } from "../config/layers/token.ts";
 import { readLuks2Volume, type Luks2Volume } from "../../platform/luks/volume-io.ts";
 import { openedStatePath, writeOpenedState } from "./opened-state.ts";
 import { sshIdentityExtra } from "../identity/ssh-session.ts";
+import { restoreNormalPriority } from "./priority.ts";
 
 export type VolumeConfig = Config["unlock"]["volumes"][number];
 
@@ -47,6 +48,8 @@ export interface UnlockRequest {
   name?: string | undefined;
   /** See RunContext.udevTriggerMarker. */
   udevTriggerMarker?: string | undefined;
+  /** Started at a low priority (the boot unit's Nice=19): back to nice 0 once the volumes are checked. */
+  reniceWhenReady?: boolean;
 }
 
 export interface VolumeOutcome {
@@ -346,6 +349,7 @@ export async function unlockVolumes(req: UnlockRequest, timeline: Timeline): Pro
     const checkedVolumes = [];
     for (const vol of toUnlock)
       checkedVolumes.push({ vol, ...(await checkVolume(vol, root, base.config, deadline, req.log, timeline)) });
+    if (req.reniceWhenReady) restoreNormalPriority(req.log);
     const verity =
       req.device === undefined
         ? await openVerityVolumes(baseCtx, session, timeline, {
