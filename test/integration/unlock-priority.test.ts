@@ -1,8 +1,9 @@
 // The boot unit starts the agent at Nice=19 before udev's coldplug (dracut-module, cvm-unlock.service):
 // with --renice-when-ready the compiled agent returns to nice 0 once its volumes are checked, so
 // the KBS exchange and cryptsetup run at normal priority; without the flag the nice value it was
-// started with stays. A cryptsetup wrapper records the nice value it runs at (real cryptsetup
-// behind it, --test-only).
+// started with stays. A cryptsetup wrapper records the nice value it runs at, and that of every
+// thread of the agent (its parent): Linux keeps one per thread, and the runtime's threads (the JIT
+// compiler, the allocator's) started at 19 too. Real cryptsetup behind it, --test-only.
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -18,6 +19,9 @@ let kbs: TestKbs;
 let img: LuksImage;
 let cfg: string;
 const niceFile = () => path.join(work, "cryptsetup-nice");
+const agentThreadsFile = () => path.join(work, "agent-threads-nice");
+/** "thread name: nice" for every thread of the agent while cryptsetup ran. */
+const agentThreads = () => fs.readFileSync(agentThreadsFile(), "utf8").trim().split("\n");
 
 beforeAll(async () => {
   if (!have) return;
@@ -28,7 +32,14 @@ beforeAll(async () => {
   const wrapper = path.join(work, "cryptsetup");
   fs.writeFileSync(
     wrapper,
-    `#!/bin/sh\nawk '{print $19}' /proc/$$/stat > '${niceFile()}'\nexec '${findCryptsetup("cryptsetup")}' "$@"\n`,
+    [
+      "#!/bin/sh",
+      `awk '{print $19}' /proc/$$/stat > '${niceFile()}'`,
+      // stat field 19 is the nice value; a thread's name (field 2) may contain spaces
+      `for t in /proc/$PPID/task/*; do echo "$(cat $t/comm): $(sed 's/.*) //' $t/stat | awk '{print $17}')"; done > '${agentThreadsFile()}'`,
+      `exec '${findCryptsetup("cryptsetup")}' "$@"`,
+      "",
+    ].join("\n"),
     { mode: 0o755 },
   );
   cfg = path.join(work, "config.json");
@@ -63,6 +74,12 @@ describe.skipIf(!have)("unlock started at Nice=19 (the boot unit)", () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/volumes ready: priority nice 19 -> 0/);
     expect(fs.readFileSync(niceFile(), "utf8").trim()).toBe("0");
+    const threads = agentThreads();
+    expect(threads.length, threads.join("\n")).toBeGreaterThan(1); // the runtime's threads are there
+    expect(
+      threads.filter((t) => !t.endsWith(": 0")),
+      threads.join("\n"),
+    ).toEqual([]);
   });
 
   it("without it the agent keeps the priority it was given", async () => {
@@ -70,5 +87,6 @@ describe.skipIf(!have)("unlock started at Nice=19 (the boot unit)", () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).not.toMatch(/priority nice/);
     expect(fs.readFileSync(niceFile(), "utf8").trim()).toBe("19");
+    expect(agentThreads().filter((t) => !t.endsWith(": 19"))).toEqual([]);
   });
 });
