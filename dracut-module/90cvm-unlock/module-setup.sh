@@ -221,8 +221,7 @@ cvm_unlock_generic_config() {
     printf '  "unlock": { "volumes": [ { "name": "root", "gpt_auto_root": true } ] }\n}\n'
 }
 
-# Install the generic configuration (checked by the agent: it must accept its own defaults) and
-# load the firmware interfaces init-data comes through (dmi-sysfs is a module on some kernels).
+# Install the generic configuration (checked by the agent: it must accept its own defaults).
 cvm_unlock_install_generic() {
     local bin=$1 conf out
     conf=$(mktemp) || cvm_unlock_fatal "mktemp failed"
@@ -233,6 +232,13 @@ cvm_unlock_install_generic() {
     }
     inst_simple "$conf" "$CVM_UNLOCK_CONF_DIR/config.json" || cvm_unlock_fatal "cannot install the generic configuration"
     rm -f "$conf"
+}
+
+# Load the firmware interfaces init-data comes through (init_data.sources smbios, fw_cfg) before
+# the agent starts, in every mode: the agent reads init-data first thing, and its unit starts
+# before udev's coldplug, which would otherwise be what loads qemu_fw_cfg (a module on Debian; so
+# is dmi-sysfs on some kernels). The unit is ordered after systemd-modules-load.service.
+cvm_unlock_install_firmware_modules() {
     mkdir -p "$initdir/etc/modules-load.d"
     printf 'dmi-sysfs\nqemu_fw_cfg\n' > "$initdir/etc/modules-load.d/90-cvm-unlock.conf"
 }
@@ -372,6 +378,7 @@ install() {
         fi
     fi
     if cvm_unlock_wants_verity "$report"; then cvm_unlock_install_verity; fi
+    cvm_unlock_install_firmware_modules
 
     # systemd's crypt module installs systemd-cryptsetup, not the CLI the agent runs
     inst_multiple cryptsetup grep rm

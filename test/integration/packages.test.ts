@@ -296,7 +296,7 @@ describe("the dracut module on a host with the package installed", () => {
   );
 
   it(
-    "the network handler: networkd on a build root without NetworkManager; NetworkManager asked for there fails the build",
+    "the network handler: networkd on a build root without NetworkManager; NetworkManager asked for there fails the build; the early start's wiring",
     () => {
       // this host never has NetworkManager (it would take over the host's interfaces); the VM
       // test "NetworkManager" builds in a Debian tree that has it
@@ -320,6 +320,21 @@ describe("the dracut module on a host with the package installed", () => {
       expect(sh("find", [auto.root, "-ipath", "*networkmanager*"])).toBe("");
       const cmdline = fs.readFileSync(path.join(auto.root, "etc/cmdline.d/90cvm-unlock.conf"), "utf8");
       expect(cmdline).not.toMatch(/rd\.neednet/);
+      // The agent starts before udev's coldplug: the drop-in on the trigger unit must write the very
+      // file the unit's agent waits for (with a shell the image has), and the firmware interfaces
+      // init-data comes through must not wait for the coldplug to load them.
+      const lib = path.join(auto.root, "usr/lib/systemd/system");
+      const dropIn = fs.readFileSync(path.join(lib, "systemd-udev-trigger.service.d/90-cvm-unlock.conf"), "utf8");
+      const written = /^ExecStartPost=(\/\S+) -c ': > (\/run\/\S+)'$/m.exec(dropIn);
+      expect(written, dropIn).not.toBeNull();
+      expect(fs.existsSync(path.join(auto.root, written![1]!)), `${written![1]} in the image`).toBe(true);
+      const unit = fs.readFileSync(path.join(lib, "cvm-unlock.service"), "utf8");
+      expect(/^ExecStart=.* --udev-trigger-marker (\S+)/m.exec(unit)?.[1], unit).toBe(written![2]);
+      expect(unit).toMatch(/^After=.*systemd-modules-load\.service/m);
+      expect(unit).not.toMatch(/^After=.*systemd-udev-trigger/m);
+      expect(fs.readFileSync(path.join(auto.root, "etc/modules-load.d/90-cvm-unlock.conf"), "utf8")).toBe(
+        "dmi-sysfs\nqemu_fw_cfg\n",
+      );
     },
     SLOW,
   );
