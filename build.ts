@@ -33,10 +33,18 @@ function gitCommit(): string {
   }
 }
 
-/** JavaScriptCore's tier-up thresholds are multiplied by this for the whole run (see above). */
-const JIT_POLICY = 1000;
+/**
+ * JavaScriptCore's tier-up thresholds are multiplied by this for the whole run (see above);
+ * `--jit-policy=N` builds a comparison binary for bench/startup.ts (1 = the runtime's default).
+ */
+const jitFlag = process.argv.find((a) => a.startsWith("--jit-policy="));
+const JIT_POLICY = jitFlag ? Number(jitFlag.slice("--jit-policy=".length)) : 1000;
+if (!Number.isFinite(JIT_POLICY) || JIT_POLICY < 1) {
+  console.error(`build: --jit-policy must be a number >= 1, not '${jitFlag}'`);
+  process.exit(2);
+}
 
-const outfile = process.argv[2] ?? path.join(root, "dist", "cvm-unlock");
+const outfile = process.argv.slice(2).find((a) => !a.startsWith("--")) ?? path.join(root, "dist", "cvm-unlock");
 fs.mkdirSync(path.dirname(outfile), { recursive: true });
 // Build in a temporary directory and rename, so that a concurrent test never runs a half-written binary.
 // The file keeps its final name there: bun embeds it (/$bunfs/root/NAME), and a PID in it would make
