@@ -54,7 +54,9 @@ async function main(): Promise<void> {
   }
   await tpm?.stop();
   fs.rmSync(work, { recursive: true, force: true });
-  console.log(`\n${runs} interleaved runs per variant${tcg ? " under qemu-x86_64 (TCG)" : ""}, ${os.cpus().length} CPUs\n`);
+  console.log(
+    `\n${runs} interleaved runs per variant${tcg ? " under qemu-x86_64 (TCG)" : ""}, ${os.cpus().length} CPUs\n`,
+  );
   console.log("| variant | wall p50 ms | agent total p50 ms | start-up (wall - agent) p50 ms |\n|---|---:|---:|---:|");
   for (const v of variants) {
     const w = wall.get(v.name)!;
